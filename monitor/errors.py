@@ -1,0 +1,54 @@
+"""The one root exception of the service and its small, documented subclasses.
+
+The CLI catches only :class:`MonitorError` and prints its message as one line; anything
+else is a bug and keeps its traceback. Foreign errors are re-raised as one of these with
+``raise ... from exc`` so the cause stays attached for ``--debug``.
+"""
+
+from __future__ import annotations
+
+import re
+
+
+class MonitorError(Exception):
+    """Root of every error the service raises on purpose. Exit code 1 unless a subclass says."""
+
+    exit_code: int = 1
+
+
+class ConfigError(MonitorError):
+    """A setting or command-line value is invalid (bad date, bad URI, bad number)."""
+
+    exit_code = 2
+
+
+class SourceError(MonitorError):
+    """The image source (bucket or folder) is unreachable, missing or empty."""
+
+    exit_code = 3
+
+
+class StoreError(MonitorError):
+    """The store (MongoDB or the embedded store) is unreachable or refused an operation."""
+
+    exit_code = 4
+
+
+class ModelError(MonitorError):
+    """The model directory does not load, or its labels do not cover the source's labels."""
+
+    exit_code = 5
+
+
+class DataError(MonitorError):
+    """A stage's input is missing or inconsistent (no sample for the date, no predictions...)."""
+
+    exit_code = 6
+
+
+_PASSWORD_IN_URI = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]+):(?P<pw>[^@/\s]*)@")
+
+
+def redact(text: str) -> str:
+    """Hide passwords in any ``scheme://user:password@host`` found in ``text``."""
+    return _PASSWORD_IN_URI.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)

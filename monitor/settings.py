@@ -1,0 +1,154 @@
+"""The one typed settings object: environment (``MONITOR_*``), an optional TOML file, defaults that need no server."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from monitor.errors import ConfigError
+
+#: The repository (or installed source tree) root; the shipped model lives below it.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_MODEL_DIR = PROJECT_ROOT / "model_artifacts" / "digits-resnet"
+#: An optional config file: ``MONITOR_CONFIG`` names it, else ``monitor.toml`` in the working directory.
+DEFAULT_CONFIG_FILE = Path("monitor.toml")
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Environment variables win over the config file, which wins over defaults.
+
+    Environment names are the field names upper-cased with the ``MONITOR_`` prefix, e.g.
+    ``MONITOR_SOURCE_URI``, ``MONITOR_MONGO_URI``, ``MONITOR_SAMPLES_PER_CLASS``. Lists and maps
+    are JSON (``MONITOR_ALERT_URLS='["json://127.0.0.1:8080/hook"]'``,
+    ``MONITOR_TARGET_OVERRIDES='{"7": 0.8}'``).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MONITOR_", extra="ignore", validate_default=True)
+
+    # --- where things live -------------------------------------------------------------
+    data_dir: Path = Field(
+        default=Path("data"),
+        description="Working folder: embedded store, samples/, predictions/, demo images. Relative paths are resolved against the working directory.",
+    )
+    source_uri: str = Field(
+        default="",
+        description="Image source: gs://bucket/prefix, file:///path or a plain path laid out as <Label>/<file>. Empty: the demo images under <data_dir>/source.",
+    )
+    mongo_uri: str = Field(
+        default="",
+        description="MongoDB URI (mongodb://user:pass@host/?replicaSet=rs0). Empty: the embedded store (mongomock) kept under <data_dir>/store.",
+    )
+    mongo_db: str = Field(default="class_health", description="MongoDB database name.")
+    mongo_timeout_ms: int = Field(default=5000, ge=100, description="Server selection timeout for MongoDB, in ms.")
+
+    # --- model and inference --------------------------------------------------------------
+    model_dir: Path = Field(
+        default=SHIPPED_MODEL_DIR,
+        description="A directory that AutoModelForImageClassification.from_pretrained accepts (config.json + weights + preprocessor_config.json).",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when present, else CPU.")
+    batch_size: int = Field(default=64, ge=1, le=4096, description="Images per forward pass.")
+    fetch_workers: int = Field(default=8, ge=1, le=256, description="Threads fetching image bytes from the source.")
+    top_k: int = Field(default=3, ge=1, le=20, description="How many top labels each prediction keeps.")
+    max_image_pixels: int = Field(default=50_000_000, ge=1, description="Images with more pixels are refused (decompression-bomb guard).")
+    compile_model: bool = Field(default=False, description="Run the model through torch.compile (GPU hosts).")
+
+    # --- sampling ---------------------------------------------------------------------------
+    samples_per_class: int = Field(default=10, ge=1, le=100_000, description="Images drawn per class and date.")
+    seed: int = Field(default=0, description="Seed mixed with the date: same date + seed = same sample.")
+    fresh_days: int | None = Field(
+        default=None, ge=1, description="If set, sample only images whose blob was created within this many days up to the date."
+    )
+
+    # --- metrics ------------------------------------------------------------------------------
+    spark_master: str = Field(default="local[*]", description="Spark master URL; local[*] runs in-process.")
+    spark_conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark configuration (JSON map).")
+    engine: Literal["local", "spark"] = Field(
+        default="local", description="Predict engine: local (this process, GPU if present) or spark (mapInPandas on executors)."
+    )
+    confidence_level: float = Field(default=0.95, gt=0.5, lt=1.0, description="Level of every interval shown.")
+
+    # --- health and alerts -----------------------------------------------------------------
+    target_accuracy: float = Field(default=0.9, gt=0.0, lt=1.0, description="Accuracy every class should reach.")
+    target_overrides: dict[str, float] = Field(default_factory=dict, description="Per-class targets (JSON map label -> accuracy).")
+    drop_to_detect: float = Field(
+        default=0.2, gt=0.0, lt=1.0, description="Size of a sustained accuracy drop below target the sequential test is tuned to catch fast."
+    )
+    window_days: int = Field(default=14, ge=1, le=366, description="Days pooled for the window estimate shown as evidence.")
+    min_samples: int = Field(default=20, ge=1, description="Fewer pooled images than this in the window: insufficient_data.")
+    false_alarms_per_year: float = Field(
+        default=0.5, gt=0.0, description="Bound on false needs_retraining alarms per year across all classes together."
+    )
+    alert_urls: list[str] = Field(default_factory=list, description="Apprise notification URLs (JSON list), e.g. slack://..., json://host/path.")
+
+    # --- dashboard -------------------------------------------------------------------------------
+    dashboard_host: str = Field(default="127.0.0.1", description="Dashboard bind address.")
+    dashboard_port: int = Field(default=8050, ge=1, le=65535, description="Dashboard port.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_file = Path(os.environ.get("MONITOR_CONFIG", DEFAULT_CONFIG_FILE))
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if config_file.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @field_validator("data_dir", "model_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> "Settings":
+        if not self.source_uri:
+            self.source_uri = str(self.data_dir / "source")
+        for label, target in self.target_overrides.items():
+            if not 0.0 < target < 1.0:
+                raise ValueError(f"target_overrides[{label!r}] = {target} is not between 0 and 1")
+        return self
+
+    # --- derived paths (never configured separately, so they cannot disagree) ----------------
+    @cached_property
+    def samples_dir(self) -> Path:
+        return self.data_dir / "samples"
+
+    @cached_property
+    def predictions_dir(self) -> Path:
+        return self.data_dir / "predictions"
+
+    @cached_property
+    def store_dir(self) -> Path:
+        return self.data_dir / "store"
+
+    def sample_csv(self, date: str) -> Path:
+        return self.samples_dir / f"{date}.csv"
+
+    def predictions_file(self, date: str) -> Path:
+        return self.predictions_dir / f"{date}.parquet"
+
+    def target_for(self, label: str) -> float:
+        return self.target_overrides.get(label, self.target_accuracy)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning pydantic's validation report into one :class:`ConfigError` line."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'MONITOR_' + '.'.join(str(p) for p in err['loc']).upper() if err['loc'] else 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc

@@ -1,0 +1,41 @@
+"""Shared fixtures. Fixture modules under tests/fixtures/ are loaded as plugins, one per area."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Keep every test off the network and off the user's own config.
+os.environ.pop("MONITOR_CONFIG", None)
+for _name in [n for n in os.environ if n.startswith("MONITOR_")]:
+    del os.environ[_name]
+
+pytest_plugins = sorted(
+    f"tests.fixtures.{p.stem}" for p in (Path(__file__).parent / "fixtures").glob("*.py") if not p.name.startswith("_")
+)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "data"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def settings(data_dir: Path):
+    """Settings on a fresh data dir with the embedded store; tests override fields with model_copy(update=...)."""
+    from monitor.settings import load_settings
+
+    return load_settings(data_dir=data_dir)
+
+
+@pytest.fixture
+def store(settings) -> Iterator:
+    from monitor.storage import open_store
+
+    with open_store(settings) as s:
+        yield s
