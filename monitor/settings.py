@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError, TomlConfigSettingsSource
 
 from monitor.errors import ConfigError
 
@@ -152,3 +153,10 @@ def load_settings(**overrides: Any) -> Settings:
             for err in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from exc
+    except SettingsError as exc:
+        # Raised for values that are not even parseable, e.g. a list or map variable that is not JSON.
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"MONITOR_{field[1].upper()}" if field else "a MONITOR_ variable"
+        raise ConfigError(f"invalid settings: {name} cannot be parsed ({exc.__cause__ or exc}); lists and maps are JSON") from exc
+    except (OSError, ValueError) as exc:  # an unreadable or malformed TOML config file
+        raise ConfigError(f"invalid config file {os.environ.get('MONITOR_CONFIG', DEFAULT_CONFIG_FILE)}: {exc}") from exc

@@ -1,0 +1,349 @@
+"""The ``monitor`` command line: parse, load settings, call the library, print a table or JSON.
+
+Every command reads its settings from ``MONITOR_*`` environment variables and an optional
+TOML file (``--config`` or ``MONITOR_CONFIG``, else ``./monitor.toml``); ``monitor settings``
+shows the effective values. Errors print one line on stderr and exit non-zero (2 bad input,
+3 source, 4 store, 5 model, 6 missing data); ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from monitor.errors import MonitorError, redact
+from monitor.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="monitor",
+    help="Daily class-health monitoring for an image classifier: index a bucket, sample, evaluate, judge health, alert.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+_state: dict[str, Any] = {"debug": False}
+
+T = TypeVar("T")
+
+DateOption = Annotated[str, typer.Option("--date", "-d", help="Run date YYYY-MM-DD (UTC); not in the future.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables (logs stay on stderr).")]
+ForceOption = Annotated[bool, typer.Option("--force", help="Redo every stage for the date instead of reusing its sample and predictions.")]
+
+
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show info logs on stderr.")] = False,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML settings file (same keys as the MONITOR_ variables, lower case).")] = None,
+) -> None:
+    """Monitor which classes of an image classifier are getting worse, with statistical evidence."""
+    _state["debug"] = debug
+    if config is not None:
+        if not config.is_file():
+            _fail(MonitorError(f"config file {config} does not exist"), code=2)
+        os.environ["MONITOR_CONFIG"] = str(config)
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, handlers=[RichHandler(console=err, show_path=False)], format="%(message)s", force=True)
+    for noisy in ("py4j", "urllib3", "google", "PIL", "filelock"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def _fail(exc: BaseException, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {redact(str(exc))}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _run(fn: Callable[[], T]) -> T:
+    """Call the library; a MonitorError becomes one readable line and its exit code."""
+    try:
+        return fn()
+    except MonitorError as exc:
+        if _state["debug"]:
+            raise
+        _fail(exc, exc.exit_code)
+
+
+def _settings(**overrides: Any) -> Settings:
+    return _run(lambda: load_settings(**{k: v for k, v in overrides.items() if v is not None}))
+
+
+def _progress(json_mode: bool = False):  # type: ignore[no-untyped-def]
+    from monitor.progress import rich_progress
+
+    return rich_progress(err)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, default=str, indent=2) + "\n")
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "–"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+VERDICT_STYLE = {"healthy": "green", "watch": "yellow", "needs_retraining": "bold red", "insufficient_data": "dim"}
+
+
+def _class_table(title: str, rows: list[dict[str, Any]], level: float) -> Table:
+    table = Table(title=title)
+    for name, justify in [("class", "left"), ("n", "right"), ("correct", "right"), ("failed", "right"), ("accuracy", "right"), (f"{level:.0%} interval", "center"), ("verdict", "left")]:
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for row in rows:
+        verdict = row.get("verdict") or ""
+        table.add_row(
+            row["label"],
+            str(row["n"]),
+            str(row["correct"]),
+            str(row.get("failed", 0)),
+            _fmt(row["accuracy"]),
+            f"[{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]",
+            f"[{VERDICT_STYLE.get(verdict, '')}]{verdict}[/]" if verdict else "",
+        )
+    return table
+
+
+@app.command()
+def index(json_out: JsonOption = False) -> None:
+    """List the image source (MONITOR_SOURCE_URI) and upsert one document per image into the store.
+
+    Incremental and idempotent: only new or changed blobs are written; vanished ones are marked
+    missing; unusable files (not an image, zero bytes, wrong depth) are recorded with a reason.
+    """
+    from monitor.pipeline import run_index
+
+    settings = _settings()
+    summary = _run(lambda: run_index(settings, progress=_progress()))
+    if json_out:
+        _print_json(summary)
+        return
+    if summary["wrote_nothing"]:
+        out.print(f"{summary['source']}: {summary['listed']} blobs listed, nothing changed; wrote nothing.")
+    else:
+        out.print(
+            f"{summary['source']}: {summary['listed']} listed, {summary['new']} new, {summary['updated']} updated, "
+            f"{summary['unchanged']} unchanged, {summary['missing']} vanished, {summary['reappeared']} reappeared."
+        )
+    if summary["unusable"]:
+        out.print("unusable: " + ", ".join(f"{reason} {count}" for reason, count in sorted(summary["unusable"].items())))
+    out.print("classes: " + ", ".join(f"{label} {count}" for label, count in sorted(summary["labels"].items())))
+
+
+@app.command()
+def sample(date: DateOption, json_out: JsonOption = False, force: ForceOption = False) -> None:
+    """Draw the stratified sample for a date (MONITOR_SAMPLES_PER_CLASS per class, default 10) into samples/DATE.csv.
+
+    Reproducible: the same date and MONITOR_SEED give the same images; only images created
+    on or before the date are drawn (and within MONITOR_FRESH_DAYS when set).
+    """
+    from monitor.pipeline import run_sample
+
+    settings = _settings()
+    summary = _run(lambda: run_sample(settings, date, force=force))
+    if json_out:
+        _print_json(summary)
+        return
+    out.print(f"{summary['images']} images over {len(summary['classes'])} classes -> {summary['samples_csv']}" + (" (existing sample reused)" if summary["reused"] else ""))
+    for label, available in sorted(summary["short_classes"].items()):
+        out.print(f"[yellow]class {label!r} has only {available} images available (wanted {settings.samples_per_class})[/]")
+
+
+@app.command()
+def evaluate(
+    date: DateOption,
+    json_out: JsonOption = False,
+    force: ForceOption = False,
+    engine: Annotated[str | None, typer.Option("--engine", help="local (this process; GPU when present) or spark (predict as a Spark job). Default MONITOR_ENGINE.")] = None,
+) -> None:
+    """The main job: everything the date still needs, end to end, then a per-class table.
+
+    Indexes and samples (unless the date already has a sample), predicts with the model
+    (MONITOR_MODEL_DIR), computes per-class metrics with Spark SQL (MONITOR_SPARK_MASTER),
+    judges class health over the stored history and raises alerts (MONITOR_ALERT_URLS).
+    """
+    from monitor.pipeline import evaluate as run_evaluate
+
+    if engine is not None and engine not in ("local", "spark"):
+        _fail(MonitorError(f"--engine {engine!r} is not one of: local, spark"), 2)
+    settings = _settings(engine=engine)
+    result = _run(lambda: run_evaluate(settings, date, force=force, progress=_progress()))
+    if json_out:
+        _print_json(result)
+        return
+    out.print(_class_table(f"{result['date']} · {result['model']} · {result['sampled']} images", result["classes"], settings.confidence_level))
+    out.print(f"sample: {result['samples_csv']}\npredictions: {result['predictions']}")
+    if result["skipped"]:
+        out.print("skipped at index: " + ", ".join(f"{k} {v}" for k, v in sorted(result["skipped"].items())))
+    if result["failed"]:
+        out.print("[yellow]failed at predict:[/] " + ", ".join(f"{k} {v}" for k, v in sorted(result["failed"].items())))
+    if result["flagged"]:
+        out.print(f"[bold red]needs retraining:[/] {', '.join(result['flagged'])}")
+
+
+def _health_rows(settings: Settings, date: str | None) -> tuple[str, list[dict[str, Any]]]:
+    from monitor.dates import parse_run_date
+    from monitor.pipeline import health_with
+    from monitor.storage import open_store
+
+    with open_store(settings) as store:
+        if date is None:
+            latest = store.class_metrics.find_one({}, {"date": 1}, sort=[("date", -1)])
+            if latest is None:
+                raise MonitorError("the store holds no evaluations yet: run `monitor evaluate --date YYYY-MM-DD` first")
+            date = str(latest["date"])
+        date = parse_run_date(date)
+        rows = list(store.class_health.find({"date": date}, {"_id": 0}).sort("label", 1))
+        if not rows:
+            rows = health_with(settings, store, date)["classes"]
+    return date, rows
+
+
+@app.command()
+def health(
+    date: Annotated[str | None, typer.Option("--date", "-d", help="Date YYYY-MM-DD; default the latest evaluated date.")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Each class's verdict (healthy, watch, needs_retraining, insufficient_data) with the evidence behind it.
+
+    Evidence: pooled counts over the last MONITOR_WINDOW_DAYS days with their interval, the
+    target (MONITOR_TARGET_ACCURACY / MONITOR_TARGET_OVERRIDES), the posterior probability of
+    being below target, and the CUSUM statistic against its threshold.
+    """
+    settings = _settings()
+    day, rows = _run(lambda: _health_rows(settings, date))
+    if json_out:
+        _print_json({"date": day, "classes": rows})
+        return
+    out.print(health_table(day, rows))
+
+
+def health_table(day: str, rows: list[dict[str, Any]]) -> Table:
+    """The health table shared by ``monitor health`` and ``monitor demo``."""
+    table = Table(title=f"class health on {day}" + (f" · {rows[0]['model_id']}" if rows else ""))
+    for name in ("class", "verdict", "window", "pooled", "accuracy", "interval", "target", "P(below)", "CUSUM / h"):
+        table.add_column(name)
+    for row in rows:
+        verdict = row["verdict"]
+        table.add_row(
+            row["label"],
+            f"[{VERDICT_STYLE.get(verdict, '')}]{verdict}[/]",
+            f"{row.get('window_start', '?')}…{day}",
+            f"{row.get('pooled_correct', 0)}/{row.get('pooled_n', 0)}",
+            _fmt(row.get("pooled_accuracy")),
+            f"[{_fmt(row.get('ci_low'))}, {_fmt(row.get('ci_high'))}]",
+            _fmt(row.get("target"), 2),
+            _fmt(row.get("prob_below_target"), 2),
+            f"{_fmt(row.get('cusum'), 1)} / {_fmt(row.get('cusum_threshold'), 1)}",
+        )
+    return table
+
+
+@app.command()
+def alerts(
+    json_out: JsonOption = False,
+    pending: Annotated[bool, typer.Option("--pending", help="Only alerts not delivered yet.")] = False,
+) -> None:
+    """List alerts (a class moving into needs_retraining, or recovering), with their delivery state."""
+    from monitor.alerts import list_alerts
+    from monitor.storage import open_store
+
+    settings = _settings()
+
+    def fetch() -> list[dict[str, Any]]:
+        with open_store(settings) as store:
+            return list_alerts(store, pending_only=pending)
+
+    rows = _run(fetch)
+    if json_out:
+        _print_json({"alerts": rows})
+        return
+    table = Table(title=f"{len(rows)} alert(s)")
+    for name in ("date", "class", "kind", "model", "delivered", "attempts", "message"):
+        table.add_column(name)
+    for row in rows:
+        table.add_row(
+            row["date"], row["label"], row["kind"], row["model_id"], "yes" if row.get("delivered") else "[yellow]pending[/]",
+            str(row.get("attempts", 0)), row.get("message", ""),
+        )
+    out.print(table)
+
+
+@app.command()
+def demo(
+    days: Annotated[int, typer.Option(help="Days to simulate, ending today (UTC).", min=3, max=365)] = 21,
+    drop_day: Annotated[int | None, typer.Option(help="Day (1-based) from which the degraded class's new images are damaged; default 60% into the run.")] = None,
+    degrade: Annotated[str, typer.Option(help="Class whose newly arriving images are degraded.")] = "eight",
+    json_out: JsonOption = False,
+) -> None:
+    """Simulate daily arrivals of new validation images (held-out scikit-learn digits), degrade one class from some day on,
+    run every day end to end, and end with the health table: the degraded class, and only it, gets flagged.
+
+    Works in MONITOR_DATA_DIR (default ./data): it (re)builds the demo source there and refuses to
+    touch a data dir it did not create.
+    """
+    from monitor.demo import run_demo
+
+    settings = _settings()
+    result = _run(lambda: run_demo(settings, days=days, drop_day=drop_day, degrade=degrade, progress=_progress()))
+    if json_out:
+        _print_json({k: v for k, v in result.items()})
+        return
+    out.print(health_table(result["last_date"], result["health"]))
+    flagged = result["flagged"]
+    out.print(
+        f"Simulated {days} days ({result['first_date']} … {result['last_date']}); class {degrade!r} degraded from {result['drop_date']}."
+    )
+    if flagged:
+        for label, day in sorted(result["first_flagged"].items()):
+            out.print(f"[bold red]{label}: needs retraining[/] since {day} ({result['days_to_flag'].get(label, '?')} days after the drop began)")
+    else:
+        out.print("[yellow]No class was flagged.[/]")
+    out.print(f"Data in {settings.data_dir}; see it with `monitor dashboard`.")
+
+
+@app.command()
+def dashboard(
+    host: Annotated[str | None, typer.Option(help="Bind address (default MONITOR_DASHBOARD_HOST, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default MONITOR_DASHBOARD_PORT, 8050).")] = None,
+    debug_mode: Annotated[bool, typer.Option("--dash-debug", help="Dash debug mode (reloader, dev tools). Off by default.")] = False,
+) -> None:
+    """Serve the class-health dashboard (Dash) over the same store the pipeline writes."""
+    from dashboards.app import run
+
+    settings = _settings(dashboard_host=host, dashboard_port=port)
+    _run(lambda: run(settings, host=settings.dashboard_host, port=settings.dashboard_port, debug=debug_mode))
+
+
+@app.command("settings")
+def show_settings(json_out: JsonOption = False) -> None:
+    """Show the effective settings (environment, config file, defaults), passwords redacted."""
+    settings = _settings()
+    values = {name: getattr(settings, name) for name in type(settings).model_fields}
+    values["mongo_uri"] = redact(values["mongo_uri"]) if values["mongo_uri"] else "(embedded store)"
+    if json_out:
+        _print_json(values)
+        return
+    table = Table(title="settings")
+    table.add_column("MONITOR_ variable")
+    table.add_column("value")
+    table.add_column("meaning")
+    for name, field in type(settings).model_fields.items():
+        table.add_row(f"MONITOR_{name.upper()}", str(values[name]), field.description or "")
+    out.print(table)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,189 @@
+"""`monitor demo`: simulated daily arrivals of held-out digits, one class degraded from some day on, every day run end to end.
+
+The demo source is a local folder ``<data_dir>/source`` laid out like a bucket. It starts with a
+pool of held-out digits dated a month before the first day; then, each simulated day, new
+images arrive for every class (held-out digits, lightly shifted and rotated so each arrival is a
+new picture), their file times set to that day so that the point-in-time sampling sees them
+arrive. From the drop day on, the arrivals of one class are damaged (blur, noise and a patch
+over part of the digit), as a camera fault or a shift in the data would. The monitor samples
+only fresh arrivals (``fresh_days``), evaluates each day, and the health step should flag that
+class, and no other, a few days after the drop began.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from monitor.dates import today_utc
+from monitor.digits import LABELS, digit_to_pil, load_digits_images, split_indices
+from monitor.errors import ConfigError, DataError
+from monitor.progress import ProgressFactory, no_progress
+from monitor.settings import Settings
+
+MARKER = ".monitor-demo"
+#: New images per class per simulated day (the sample takes samples_per_class of them).
+ARRIVALS_PER_DAY = 12
+#: Held-out digits per class already in the source before the first day.
+BASE_POOL_PER_CLASS = 30
+
+
+def _guard(settings: Settings) -> Path:
+    """Refuse to touch anything the demo did not create."""
+    data_dir = settings.data_dir
+    source = data_dir / "source"
+    if settings.mongo_uri:
+        raise ConfigError("monitor demo writes its own store: unset MONITOR_MONGO_URI (it uses the embedded store)")
+    if Path(settings.source_uri) != source:
+        raise ConfigError(f"monitor demo builds its own source in {source}: unset MONITOR_SOURCE_URI (now {settings.source_uri})")
+    marker = data_dir / MARKER
+    has_data = any((data_dir / name).exists() for name in ("source", "store", "samples", "predictions"))
+    if has_data and not marker.exists():
+        raise DataError(
+            f"{data_dir} holds data that monitor demo did not create; point MONITOR_DATA_DIR at an empty folder for the demo"
+        )
+    return source
+
+
+def _reset(settings: Settings) -> None:
+    for name in ("source", "store", "samples", "predictions"):
+        shutil.rmtree(settings.data_dir / name, ignore_errors=True)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    (settings.data_dir / MARKER).write_text("created by `monitor demo`; the demo may delete this folder's data\n")
+
+
+def _noon(day: dt.date) -> float:
+    return dt.datetime.combine(day, dt.time(12), tzinfo=dt.timezone.utc).timestamp()
+
+
+def _jitter(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A new picture of the same digit: a small shift and rotation on white paper."""
+    angle = float(rng.uniform(-8, 8))
+    dx, dy = (int(v) for v in rng.integers(-3, 4, size=2))
+    return image.rotate(angle, resample=Image.Resampling.BILINEAR, translate=(dx, dy), fillcolor=(255, 255, 255))
+
+
+def degrade_image(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Damage a digit the way a faulty camera would: heavy blur, sensor noise, a smudge over part of it."""
+    side = image.width
+    blurred = image.filter(ImageFilter.GaussianBlur(radius=side / 10))
+    pixels = np.asarray(blurred, dtype=np.float32)
+    pixels += rng.normal(0, 55, size=pixels.shape)
+    top = int(rng.integers(0, side // 3))
+    left = int(rng.integers(0, side // 3))
+    pixels[top : top + side // 2, left : left + side // 2, :] = 90.0
+    return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+
+
+def _write(path: Path, image: Image.Image, when: float) -> None:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=92)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buffer.getvalue())
+    os.utime(path, (when, when))
+
+
+def build_base_pool(source: Path, first_day: dt.date, seed: int = 0) -> int:
+    """Held-out digits that were already in the bucket a month before the first simulated day."""
+    images, targets = load_digits_images()
+    heldout = split_indices()[1]
+    rng = np.random.default_rng(seed)
+    when = _noon(first_day - dt.timedelta(days=30))
+    count = 0
+    for digit, label in enumerate(LABELS):
+        members = heldout[targets[heldout] == digit]
+        for index in rng.choice(members, size=min(BASE_POOL_PER_CLASS, len(members)), replace=False):
+            _write(source / label / f"digit_{int(index):05d}.jpg", digit_to_pil(images[index]), when)
+            count += 1
+    return count
+
+
+def write_arrivals(source: Path, day: dt.date, *, degraded_label: str | None, seed: int = 0) -> int:
+    """The images that arrive in the bucket on ``day``: ARRIVALS_PER_DAY new pictures per class."""
+    images, targets = load_digits_images()
+    heldout = split_indices()[1]
+    rng = np.random.default_rng([seed, day.toordinal()])
+    when = _noon(day)
+    for digit, label in enumerate(LABELS):
+        members = heldout[targets[heldout] == digit]
+        for k, index in enumerate(rng.choice(members, size=ARRIVALS_PER_DAY, replace=False)):
+            picture = _jitter(digit_to_pil(images[index]), rng)
+            if label == degraded_label:
+                picture = degrade_image(picture, rng)
+            _write(source / label / f"{day.isoformat()}_{k:02d}_{int(index):05d}.jpg", picture, when)
+    return ARRIVALS_PER_DAY * len(LABELS)
+
+
+def run_demo(
+    settings: Settings,
+    *,
+    days: int = 21,
+    drop_day: int | None = None,
+    degrade: str = "eight",
+    end: dt.date | None = None,
+    progress: ProgressFactory = no_progress,
+) -> dict[str, Any]:
+    """Simulate ``days`` days ending at ``end`` (today, UTC) and evaluate each; returns what happened.
+
+    ``drop_day`` (1-based, default 60% into the run) is the first day whose arrivals of class
+    ``degrade`` are damaged. The result holds the health rows of the last day, the classes flagged
+    then, and for each flagged class the first day it was flagged and how many days after the drop.
+    """
+    from evaluation.metrics import get_spark
+    from monitor.pipeline import evaluate_with
+    from monitor.storage import open_store
+
+    if degrade not in LABELS:
+        raise ConfigError(f"--degrade {degrade!r} is not a demo class; choose one of {', '.join(LABELS)}")
+    if days < 3:
+        raise ConfigError(f"--days {days} is too short; simulate at least 3 days")
+    drop = drop_day if drop_day is not None else max(2, round(days * 0.6))
+    if not 1 <= drop <= days:
+        raise ConfigError(f"--drop-day {drop} is outside the simulated days 1..{days}")
+    source = _guard(settings)
+    _reset(settings)
+
+    last = end or today_utc()
+    first = last - dt.timedelta(days=days - 1)
+    drop_date = first + dt.timedelta(days=drop - 1)
+    # The demo watches what newly arrived: samples come from the last 2 days' arrivals only.
+    demo_settings = settings.model_copy(update={"fresh_days": settings.fresh_days or 2})
+    build_base_pool(source, first, seed=settings.seed)
+
+    spark = get_spark(settings.spark_master, settings.spark_conf)
+    first_flagged: dict[str, str] = {}
+    daily: list[dict[str, Any]] = []
+    result: dict[str, Any] = {}
+    with open_store(demo_settings) as store, progress("demo days", days) as advance:
+        for offset in range(days):
+            day = first + dt.timedelta(days=offset)
+            write_arrivals(source, day, degraded_label=degrade if day >= drop_date else None, seed=settings.seed)
+            result = evaluate_with(demo_settings, store, day.isoformat(), spark=spark)
+            for label in result["flagged"]:
+                first_flagged.setdefault(label, day.isoformat())
+            daily.append(
+                {"date": day.isoformat(), "flagged": result["flagged"], "accuracy": {row["label"]: row["accuracy"] for row in result["classes"]}}
+            )
+            advance(1)
+    days_to_flag = {
+        label: (dt.date.fromisoformat(day) - drop_date).days + 1 for label, day in first_flagged.items() if label == degrade
+    }
+    return {
+        "first_date": first.isoformat(),
+        "last_date": last.isoformat(),
+        "drop_date": drop_date.isoformat(),
+        "degraded": degrade,
+        "flagged": result["flagged"],
+        "first_flagged": first_flagged,
+        "days_to_flag": days_to_flag,
+        "health": result["health"],
+        "daily": daily,
+        "model": result["model"],
+    }

@@ -1,0 +1,384 @@
+"""The daily stages for one date, each idempotent for that date; ``evaluate`` runs what a date still needs.
+
+Each ``run_*`` function opens its own store and source from the settings (an Airflow task
+is its own process), replaces only its own output for the date, and returns a small
+JSON-serialisable summary (Airflow XCom, ``--json``). Errors are :class:`MonitorError`
+subclasses with one readable line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from monitor.dates import parse_run_date
+from monitor.errors import DataError, SourceError
+from monitor.progress import ProgressFactory, no_progress
+from monitor.settings import Settings
+from monitor.storage import Store, open_store
+
+log = logging.getLogger(__name__)
+
+STAGES = ("index", "sample", "predict", "metrics", "health")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _record_stage(store: Store, settings: Settings, date: str, stage: str, summary: dict[str, Any]) -> None:
+    """Note in ``runs`` that ``stage`` finished for (source, date); replaces the stage's previous note."""
+    store.runs.update_one(
+        {"source": _source_uri(settings), "date": date},
+        {"$set": {f"stages.{stage}": {**_jsonable(summary), "finished_at": _now()}}},
+        upsert=True,
+    )
+
+
+def _jsonable(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in summary.items()}
+
+
+def _source_uri(settings: Settings) -> str:
+    from monitor.sources import open_source
+
+    return open_source(settings.source_uri).uri
+
+
+# --- index ----------------------------------------------------------------------------------
+
+
+def index_with(settings: Settings, store: Store, *, progress: ProgressFactory = no_progress) -> dict[str, Any]:
+    """Index the configured source into ``store`` (incremental: only new or changed blobs are written)."""
+    from monitor.indexing import index_source
+    from monitor.sources import open_source
+
+    source = open_source(settings.source_uri)
+    source.check()
+    with progress("index", None) as advance:
+        report = index_source(source, store, progress=advance)
+    summary = {
+        "source": source.uri,
+        "listed": report.listed,
+        "new": report.new,
+        "updated": report.updated,
+        "unchanged": report.unchanged,
+        "missing": report.missing,
+        "reappeared": report.reappeared,
+        "unusable": dict(report.unusable),
+        "labels": dict(report.labels),
+        "wrote_nothing": report.wrote_nothing,
+    }
+    log.info("indexed %s: %s", source.uri, summary)
+    return summary
+
+
+def run_index(settings: Settings, *, progress: ProgressFactory = no_progress) -> dict[str, Any]:
+    with open_store(settings) as store:
+        return index_with(settings, store, progress=progress)
+
+
+# --- sample ---------------------------------------------------------------------------------
+
+
+def sample_with(settings: Settings, store: Store, date: str, *, force: bool = False) -> dict[str, Any]:
+    """Draw (or reuse) the stratified sample for ``date`` and write ``samples/<date>.csv``.
+
+    An existing sample for the date is reused unless ``force``: a re-run evaluates the same images.
+    """
+    from monitor.sampling import draw_sample, read_sample_csv, record_sample, write_sample_csv
+    from monitor.sources import open_source
+
+    date = parse_run_date(date)
+    source_uri = open_source(settings.source_uri).uri
+    csv_path = settings.sample_csv(date)
+    recorded = store.samples.find_one({"source": source_uri, "date": date}, {"_id": 0, "items": 0})
+    if not force and recorded is not None and csv_path.is_file():
+        sample = read_sample_csv(csv_path)
+        reused = True
+    else:
+        if store.images.count_documents({"source": source_uri}, limit=1) == 0:
+            raise DataError(f"nothing is indexed for {source_uri}: run `monitor index` first")
+        sample = draw_sample(
+            store, source_uri, date, settings.samples_per_class, settings.seed, fresh_days=settings.fresh_days
+        )
+        if not sample.items:
+            window = f" within {settings.fresh_days} days" if settings.fresh_days else ""
+            raise DataError(f"no usable image of {source_uri} was created on or before {date}{window}")
+        write_sample_csv(sample, csv_path)
+        record_sample(store, sample, csv_path)
+        reused = False
+    summary = {
+        "date": date,
+        "samples_csv": str(csv_path),
+        "images": len(sample.items),
+        "classes": dict(sample.classes),
+        "short_classes": dict(sample.short_classes),
+        "reused": reused,
+    }
+    _record_stage(store, settings, date, "sample", summary)
+    return summary
+
+
+def run_sample(settings: Settings, date: str, *, force: bool = False) -> dict[str, Any]:
+    with open_store(settings) as store:
+        return sample_with(settings, store, date, force=force)
+
+
+# --- predict --------------------------------------------------------------------------------
+
+
+def _usable_labels(store: Store, source_uri: str) -> list[str]:
+    return sorted(label for label in store.images.distinct("label", {"source": source_uri, "status": "ok"}) if label)
+
+
+def _register_model(store: Store, loaded: Any, date: str) -> None:
+    """Keep one ``models`` document per model id with the first and last date it was evaluated on."""
+    store.models.update_one(
+        {"model_id": loaded.model_id},
+        {
+            "$setOnInsert": {"model_id": loaded.model_id, "name": loaded.name, "checksum": loaded.checksum, "labels": list(loaded.labels)},
+            "$min": {"first_date": date},
+            "$max": {"last_date": date},
+        },
+        upsert=True,
+    )
+
+
+def predict_with(
+    settings: Settings, store: Store, date: str, *, force: bool = False, progress: ProgressFactory = no_progress, spark: Any = None
+) -> dict[str, Any]:
+    """Run the model on the date's sample and write ``predictions/<date>.parquet``.
+
+    Existing predictions of the same model for the same sample are kept unless ``force``.
+    """
+    import pandas as pd
+
+    from evaluation.model import check_labels, load_model
+    from evaluation.predict import predict_images, read_predictions, write_predictions
+    from monitor.sampling import read_sample_csv
+    from monitor.sources import open_source
+
+    date = parse_run_date(date)
+    csv_path = settings.sample_csv(date)
+    if not csv_path.is_file():
+        raise DataError(f"no sample for {date} ({csv_path} is missing): run `monitor sample --date {date}` first")
+    sample = read_sample_csv(csv_path)
+    loaded = load_model(settings.model_dir, settings.device)
+    source = open_source(settings.source_uri)
+    # Every label the source holds must be known to the model, checked before any inference.
+    check_labels(loaded, set(_usable_labels(store, source.uri)) | {item.label for item in sample.items})
+
+    out = settings.predictions_file(date)
+    wanted = [item.image_path for item in sample.items]
+    if not force and out.is_file():
+        previous = read_predictions(out)
+        if set(previous["model_id"].unique()) == {loaded.model_id} and list(previous["image_path"]) == wanted:
+            _register_model(store, loaded, date)
+            return _predict_summary(date, out, previous, loaded.model_id, reused=True)
+
+    items = [(item.image_path, item.label) for item in sample.items]
+    if settings.engine == "spark":
+        from evaluation.metrics import get_spark
+        from evaluation.spark_engine import predict_with_spark
+
+        frame = predict_with_spark(
+            spark or get_spark(settings.spark_master, settings.spark_conf),
+            pd.DataFrame(items, columns=["image_path", "label"]),
+            source_uri=source.uri,
+            model_dir=settings.model_dir,
+            device=settings.device,
+            date=date,
+            batch_size=settings.batch_size,
+            top_k=settings.top_k,
+            max_pixels=settings.max_image_pixels,
+            fetch_workers=settings.fetch_workers,
+        )
+    else:
+        with progress(f"predict {date}", len(items)) as advance:
+            frame = predict_images(
+                items,
+                source.read,
+                loaded,
+                date=date,
+                batch_size=settings.batch_size,
+                fetch_workers=settings.fetch_workers,
+                top_k=settings.top_k,
+                max_pixels=settings.max_image_pixels,
+                progress=advance,
+            )
+    write_predictions(frame, out)
+    _register_model(store, loaded, date)
+    summary = _predict_summary(date, out, frame, loaded.model_id, reused=False)
+    _record_stage(store, settings, date, "predict", summary)
+    return summary
+
+
+def _predict_summary(date: str, path: Path, frame: Any, model_id: str, *, reused: bool) -> dict[str, Any]:
+    failed = frame[frame["status"] != "ok"]
+    return {
+        "date": date,
+        "predictions": str(path),
+        "model_id": model_id,
+        "ok": int((frame["status"] == "ok").sum()),
+        "failed": dict(Counter(str(e) for e in failed["error"])),
+        "reused": reused,
+    }
+
+
+def run_predict(settings: Settings, date: str, *, force: bool = False, progress: ProgressFactory = no_progress) -> dict[str, Any]:
+    with open_store(settings) as store:
+        return predict_with(settings, store, date, force=force, progress=progress)
+
+
+# --- metrics --------------------------------------------------------------------------------
+
+
+def metrics_with(settings: Settings, store: Store, date: str, *, spark: Any = None) -> dict[str, Any]:
+    """Per-class counts with Spark SQL over the date's predictions; replaces the (model, date) rows."""
+    from evaluation.metrics import class_metrics_spark, get_spark, store_class_metrics
+    from evaluation.predict import read_predictions
+    from monitor.sources import open_source
+
+    date = parse_run_date(date)
+    path = settings.predictions_file(date)
+    if not path.is_file():
+        raise DataError(f"no predictions for {date} ({path} is missing): run the predict step first")
+    frame = read_predictions(path)
+    model_ids = sorted(frame["model_id"].unique())
+    if len(model_ids) != 1:
+        raise DataError(f"{path} mixes models {model_ids}; re-run predict for {date}")
+    model_id = model_ids[0]
+    # Classes the source holds but the sample could not fill still get a row (n = 0): an empty class is news.
+    labels = sorted(set(_usable_labels(store, open_source(settings.source_uri).uri)) | set(frame["label"]))
+    session = spark or get_spark(settings.spark_master, settings.spark_conf)
+    rows = class_metrics_spark(session, frame, labels=labels, confidence=settings.confidence_level)
+    for row in rows:
+        row["model_id"], row["date"] = model_id, date
+    store_class_metrics(store, model_id, date, rows)
+    summary = {
+        "date": date,
+        "model_id": model_id,
+        "classes": [
+            {k: row[k] for k in ("label", "n", "correct", "failed", "accuracy", "ci_low", "ci_high")} for row in rows
+        ],
+    }
+    _record_stage(store, settings, date, "metrics", {"model_id": model_id, "classes": len(rows)})
+    return summary
+
+
+def run_metrics(settings: Settings, date: str) -> dict[str, Any]:
+    with open_store(settings) as store:
+        return metrics_with(settings, store, date)
+
+
+# --- health and alerts --------------------------------------------------------------------
+
+
+def _model_for_date(store: Store, date: str, model_id: str | None) -> str:
+    if model_id:
+        return model_id
+    latest = store.class_metrics.find_one({"date": {"$lte": date}}, {"model_id": 1, "date": 1}, sort=[("date", -1)])
+    if latest is None:
+        raise DataError(f"no class metrics on or before {date}: run `monitor evaluate --date {date}` first")
+    return str(latest["model_id"])
+
+
+def health_with(settings: Settings, store: Store, date: str, *, model_id: str | None = None) -> dict[str, Any]:
+    """Verdicts per class for ``date`` from the stored history, alerts on transitions, delivery of pending alerts."""
+    from monitor.alerts import deliver_pending, raise_alerts
+    from monitor.health import compute_health
+
+    date = parse_run_date(date)
+    model = _model_for_date(store, date, model_id)
+    rows = compute_health(store, model, date, settings)
+    new_alerts = raise_alerts(store, model, date, rows)
+    delivery = deliver_pending(store, settings.alert_urls)
+    summary = {
+        "date": date,
+        "model_id": model,
+        "verdicts": {row["label"]: row["verdict"] for row in rows},
+        "flagged": sorted(row["label"] for row in rows if row["verdict"] == "needs_retraining"),
+        "new_alerts": len(new_alerts),
+        "delivered": delivery.delivered,
+        "pending": delivery.pending,
+    }
+    _record_stage(store, settings, date, "health", {k: v for k, v in summary.items() if k != "verdicts"})
+    summary["classes"] = rows
+    return summary
+
+
+def run_health(settings: Settings, date: str, *, model_id: str | None = None) -> dict[str, Any]:
+    with open_store(settings) as store:
+        summary = health_with(settings, store, date, model_id=model_id)
+    summary.pop("classes")
+    return summary
+
+
+# --- the whole day ------------------------------------------------------------------------
+
+
+def evaluate_with(
+    settings: Settings,
+    store: Store,
+    date: str,
+    *,
+    force: bool = False,
+    progress: ProgressFactory = no_progress,
+    spark: Any = None,
+) -> dict[str, Any]:
+    """Everything ``date`` still needs, end to end, on an open store (the demo reuses one store and Spark)."""
+    date = parse_run_date(date)
+    from monitor.sources import open_source
+
+    source_uri = open_source(settings.source_uri).uri
+    has_sample = store.samples.count_documents({"source": source_uri, "date": date}, limit=1) > 0
+    index_summary = None
+    if force or not has_sample or not settings.sample_csv(date).is_file():
+        index_summary = index_with(settings, store, progress=progress)
+        if index_summary["listed"] == 0:
+            raise SourceError(f"source {source_uri} is empty")
+    sample = sample_with(settings, store, date, force=force)
+    predicted = predict_with(settings, store, date, force=force, progress=progress, spark=spark)
+    metrics = metrics_with(settings, store, date, spark=spark)
+    health = health_with(settings, store, date, model_id=predicted["model_id"])
+    verdicts = health["verdicts"]
+    skipped: dict[str, int] = {}
+    if index_summary is not None:
+        skipped = dict(index_summary["unusable"])
+    else:
+        skipped = _unusable_counts(store, source_uri)
+    result = {
+        "date": date,
+        "model": predicted["model_id"],
+        "source": source_uri,
+        "samples_csv": sample["samples_csv"],
+        "predictions": predicted["predictions"],
+        "sampled": sample["images"],
+        "short_classes": sample["short_classes"],
+        "classes": [{**row, "verdict": verdicts.get(row["label"])} for row in metrics["classes"]],
+        "skipped": skipped,
+        "failed": predicted["failed"],
+        "flagged": health["flagged"],
+        "new_alerts": health["new_alerts"],
+        "pending_alerts": health["pending"],
+        "health": health["classes"],
+    }
+    store.runs.update_one({"source": source_uri, "date": date}, {"$set": {"model_id": predicted["model_id"], "skipped": skipped, "failed": predicted["failed"]}})
+    return result
+
+
+def _unusable_counts(store: Store, source_uri: str) -> dict[str, int]:
+    rows = store.images.aggregate(
+        [{"$match": {"source": source_uri, "status": "unusable"}}, {"$group": {"_id": "$reason", "count": {"$sum": 1}}}]
+    )
+    return {str(row["_id"]): int(row["count"]) for row in rows}
+
+
+def evaluate(settings: Settings, date: str, *, force: bool = False, progress: ProgressFactory = no_progress) -> dict[str, Any]:
+    """Run, for ``date``, whatever it still needs: index and sample (unless a sample exists), predict, metrics, health."""
+    with open_store(settings) as store:
+        return evaluate_with(settings, store, date, force=force, progress=progress)

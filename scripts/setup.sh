@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Sets up everything the project needs on a fresh Debian machine: system packages (Chromium for
+# the browser tests and screenshots), a virtual environment at .venv with every Python package,
+# and the project itself (editable, so `.venv/bin/monitor` runs this checkout).
+# Idempotent: a second run installs nothing new. Environment knobs:
+#   PYTHON=python3.11    interpreter for the venv
+#   TORCH_SPEC=...       torch requirement (default torch==2.13.0; on a GPU host e.g. a CUDA build of the same version)
+#   SKIP_APT=1           do not install Debian packages (no root, or no browser wanted)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+EXTRAS=${EXTRAS:-test,airflow}
+
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+
+if [[ "${SKIP_APT:-0}" != 1 ]] && { ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; }; then
+  if [[ $(id -u) == 0 ]]; then
+    log "installing Debian packages: chromium chromium-driver"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+  elif command -v sudo >/dev/null; then
+    log "installing Debian packages with sudo: chromium chromium-driver"
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+  else
+    log "warning: chromium/chromedriver missing and no root: browser tests will fail (set SKIP_APT=1 to silence)"
+  fi
+fi
+
+if ! command -v java >/dev/null; then
+  log "warning: no java on PATH; Spark needs Java 17 (apt-get install openjdk-17-jre-headless)"
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+  log "creating .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+
+# torch first and pinned: a bare "torch" requirement would pull a multi-GB CUDA build.
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  log "installing $TORCH_SPEC"
+  "${PIP[@]}" install "$TORCH_SPEC" 2> >(grep -v "is ignored" >&2)
+fi
+
+stamp=.venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-${EXTRAS//,/_}
+if [[ ! -f $stamp ]]; then
+  log "installing the project and its dependencies ([$EXTRAS])"
+  "${PIP[@]}" install -e ".[$EXTRAS]" 2> >(grep -v "is ignored" >&2)
+  rm -f .venv/.installed-* && touch "$stamp"
+fi
+
+if [[ ! -f model_artifacts/digits-resnet/model.safetensors ]]; then
+  log "training the shipped digits model (a few seconds)"
+  .venv/bin/python model_artifacts/train_digits.py
+fi
+log "ready: .venv/bin/monitor --help"

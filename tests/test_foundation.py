@@ -1,0 +1,115 @@
+"""Settings, dates, errors and the store: the pieces every stage stands on."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+from pymongo.errors import DuplicateKeyError
+
+from monitor.dates import end_of_day, parse_run_date
+from monitor.errors import ConfigError, StoreError, redact
+from monitor.settings import SHIPPED_MODEL_DIR, load_settings
+from monitor.storage import open_store
+
+TODAY = dt.date(2026, 11, 22)
+
+
+@pytest.mark.parametrize("text", ["2026-13-40", "2026-02-30", "20261120", "yesterday", "", "2026-11-2"])
+def test_malformed_dates_are_refused_with_the_bad_value_named(text: str) -> None:
+    with pytest.raises(ConfigError, match="date"):
+        parse_run_date(text, today=TODAY)
+
+
+def test_future_dates_are_refused_and_today_is_accepted() -> None:
+    with pytest.raises(ConfigError, match="2026-11-23 is in the future"):
+        parse_run_date("2026-11-23", today=TODAY)
+    assert parse_run_date("2026-11-22", today=TODAY) == "2026-11-22"
+    assert parse_run_date(dt.date(2026, 1, 5), today=TODAY) == "2026-01-05"
+
+
+def test_end_of_day_is_the_last_instant_of_the_utc_day() -> None:
+    end = end_of_day("2026-11-20")
+    assert end.tzinfo is not None
+    assert end < dt.datetime(2026, 11, 21, tzinfo=dt.timezone.utc) <= end + dt.timedelta(microseconds=1)
+
+
+def test_defaults_need_no_server(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path)
+    assert settings.mongo_uri == ""
+    assert settings.source_uri == str(tmp_path / "source")
+    assert settings.model_dir == SHIPPED_MODEL_DIR
+    assert settings.samples_per_class == 10
+    assert settings.spark_master == "local[*]"
+    assert settings.sample_csv("2026-11-20") == tmp_path / "samples" / "2026-11-20.csv"
+
+
+def test_environment_then_config_file_then_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "monitor.toml"
+    config.write_text('samples_per_class = 7\nseed = 3\ntarget_overrides = { eight = 0.8 }\n')
+    monkeypatch.setenv("MONITOR_CONFIG", str(config))
+    monkeypatch.setenv("MONITOR_SEED", "11")
+    settings = load_settings(data_dir=tmp_path)
+    assert settings.samples_per_class == 7  # from the file
+    assert settings.seed == 11  # the environment wins over the file
+    assert settings.target_for("eight") == 0.8 and settings.target_for("one") == settings.target_accuracy
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "named"),
+    [
+        ("MONITOR_SAMPLES_PER_CLASS", "0", "MONITOR_SAMPLES_PER_CLASS"),
+        ("MONITOR_DEVICE", "tpu", "MONITOR_DEVICE"),
+        ("MONITOR_ALERT_URLS", "not json", "MONITOR_ALERT_URLS"),
+    ],
+)
+def test_invalid_settings_raise_one_config_error_naming_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: str, value: str, named: str
+) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError, match=named):
+        load_settings(data_dir=tmp_path)
+
+
+def test_passwords_in_uris_are_redacted() -> None:
+    text = "MongoDB at mongodb://admin:s3cret@db.example:27017/x is down; also mongodb+srv://u:p@h"
+    shown = redact(text)
+    assert "s3cret" not in shown and ":p@" not in shown
+    assert "mongodb://admin:***@db.example:27017/x" in shown
+
+
+def test_embedded_store_persists_between_opens_and_keeps_unique_keys(settings) -> None:
+    with open_store(settings) as store:
+        store.images.insert_one({"source": "s", "path": "a/1.jpg", "created": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)})
+    with open_store(settings) as store:
+        doc = store.images.find_one({"path": "a/1.jpg"})
+        assert doc is not None and doc["created"] == dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+        with pytest.raises(DuplicateKeyError):
+            store.images.insert_one({"source": "s", "path": "a/1.jpg"})
+    saved = json.loads((settings.store_dir / f"{settings.mongo_db}.json").read_text())
+    assert [d["path"] for d in saved["images"]] == ["a/1.jpg"]
+
+
+def test_a_second_writer_waits_for_the_lock_then_gives_a_clear_error(settings) -> None:
+    with open_store(settings):
+        with pytest.raises(StoreError, match="held by another process"):
+            open_store(settings, lock_timeout_s=0.2)
+        # a reader (the dashboard) needs no lock
+        with open_store(settings, read_only=True) as reader:
+            assert reader.images.count_documents({}) == 0
+
+
+def test_unreadable_embedded_store_is_a_store_error(settings) -> None:
+    settings.store_dir.mkdir(parents=True)
+    (settings.store_dir / f"{settings.mongo_db}.json").write_text("{not json")
+    with pytest.raises(StoreError, match="cannot be read"):
+        open_store(settings)
+
+
+def test_unreachable_mongodb_fails_fast_with_the_password_redacted(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path, mongo_uri="mongodb://admin:hunter2@127.0.0.1:1/?directConnection=true", mongo_timeout_ms=300)
+    with pytest.raises(StoreError, match=r"MongoDB at mongodb://admin:\*\*\*@127\.0\.0\.1:1/.* is unreachable") as info:
+        open_store(settings)
+    assert "hunter2" not in str(info.value)
