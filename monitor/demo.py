@@ -65,8 +65,8 @@ def _noon(day: dt.date) -> float:
 
 def _jitter(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     """A new picture of the same digit: a small shift and rotation on white paper."""
-    angle = float(rng.uniform(-8, 8))
-    dx, dy = (int(v) for v in rng.integers(-3, 4, size=2))
+    angle = float(rng.uniform(-6, 6))
+    dx, dy = (int(v) for v in rng.integers(-2, 3, size=2))
     return image.rotate(angle, resample=Image.Resampling.BILINEAR, translate=(dx, dy), fillcolor=(255, 255, 255))
 
 
