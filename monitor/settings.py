@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     target_accuracy: float = Field(default=0.9, gt=0.0, lt=1.0, description="Accuracy every class should reach.")
     target_overrides: dict[str, float] = Field(default_factory=dict, description="Per-class targets (JSON map label -> accuracy).")
     drop_to_detect: float = Field(
-        default=0.2, gt=0.0, lt=1.0, description="Size of a sustained accuracy drop below target the sequential test is tuned to catch fast."
+        default=0.15, gt=0.0, lt=1.0, description="Size of a sustained accuracy drop below target the sequential test is tuned to catch fast."
     )
     window_days: int = Field(default=14, ge=1, le=366, description="Days pooled for the window estimate shown as evidence.")
     min_samples: int = Field(default=20, ge=1, description="Fewer pooled images than this in the window: insufficient_data.")

@@ -1,0 +1,212 @@
+"""Alerts on verdict transitions (into ``needs_retraining``, and the recovery), stored first, then sent through apprise.
+
+An alert is stored once per (model, class, date, kind) (unique index ``transition``), so a re-run of a
+date raises nothing new. Delivery is separate: every undelivered alert is sent to every notification
+URL on each run; a failure is logged, counted in ``attempts`` with its ``last_error``, and retried on
+the next run, so an alert is never lost. Each URL that accepted an alert is remembered (by a hash, in
+``sent_to``), so a retry after a partial failure does not send it twice to the same place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import apprise
+from pymongo import DESCENDING
+from pymongo.errors import PyMongoError
+
+from monitor.errors import ConfigError, StoreError, redact
+
+log = logging.getLogger(__name__)
+
+KINDS = ("needs_retraining", "recovered")
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """What one :func:`deliver_pending` call did: alerts delivered now, still pending after it, failed sends."""
+
+    delivered: int
+    pending: int
+    failed: int = 0
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _previous_verdicts(store: Any, model_id: str, date: str) -> dict[str, str]:
+    """Each class's latest verdict for ``model_id`` before ``date``."""
+    latest: dict[str, tuple[str, str]] = {}
+    for doc in store.class_health.find({"model_id": model_id, "date": {"$lt": date}}, {"_id": 0, "label": 1, "date": 1, "verdict": 1}):
+        label, day = str(doc["label"]), str(doc["date"])
+        if label not in latest or day > latest[label][0]:
+            latest[label] = (day, str(doc["verdict"]))
+    return {label: verdict for label, (_, verdict) in latest.items()}
+
+
+def _message(kind: str, row: dict[str, Any]) -> str:
+    head = f"Class {row['label']!r} of model {row['model_id']} "
+    if kind == "needs_retraining":
+        return head + f"needs retraining on {row['date']}: {row['reason']}"
+    return head + f"recovered on {row['date']} (now {row['verdict']}): {row['reason']}"
+
+
+def raise_alerts(store: Any, model_id: str, date: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Store one alert per class whose verdict moved into or out of ``needs_retraining`` on ``date``.
+
+    The previous verdict is the class's latest stored one for this model before ``date`` (none: not
+    flagged). Returns the alerts created by this call (a re-run of the date returns none). An
+    undelivered alert of this date that no longer matches a transition (the date was re-evaluated)
+    is withdrawn; a delivered one is kept, as it was already sent.
+    """
+    try:
+        before = _previous_verdicts(store, model_id, date)
+        created: list[dict[str, Any]] = []
+        wanted: set[tuple[str, str]] = set()
+        for row in rows:
+            label = str(row["label"])
+            was = before.get(label) == "needs_retraining"
+            now = row["verdict"] == "needs_retraining"
+            if was == now:
+                continue
+            kind = "needs_retraining" if now else "recovered"
+            wanted.add((label, kind))
+            evidence = {k: v for k, v in row.items() if k != "_id"}
+            alert = {
+                "model_id": model_id,
+                "label": label,
+                "date": date,
+                "kind": kind,
+                "message": _message(kind, evidence),
+                "evidence": evidence,
+                "created_at": _now(),
+                "delivered": False,
+                "delivered_at": None,
+                "attempts": 0,
+                "last_error": None,
+                "sent_to": [],
+            }
+            key = {"model_id": model_id, "label": label, "date": date, "kind": kind}
+            result = store.alerts.update_one(key, {"$setOnInsert": alert}, upsert=True)
+            if result.upserted_id is not None:
+                created.append({k: v for k, v in alert.items() if k != "_id"})
+        for doc in store.alerts.find({"model_id": model_id, "date": date, "delivered": False}, {"label": 1, "kind": 1}):
+            if (str(doc["label"]), str(doc["kind"])) not in wanted:
+                store.alerts.delete_one({"_id": doc["_id"]})
+    except PyMongoError as exc:
+        raise StoreError(f"could not write alerts of {model_id} on {date} to {store.description}: {exc}") from exc
+    for alert in created:
+        log.info("alert: %s", alert["message"])
+    return created
+
+
+def _shown(url: str) -> str:
+    """A URL fit for logs and errors: no password, and no path (apprise URLs carry tokens there)."""
+    parts = urlsplit(redact(url))
+    if not parts.scheme:
+        return "<not a URL>"
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return f"{parts.scheme}://{host}" + ("/…" if parts.path.strip("/") or parts.query else "")
+
+
+def _url_key(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def notifiers(urls: list[str]) -> list[tuple[str, apprise.Apprise]]:
+    """One apprise object per URL (so each URL's success is known); refuses a URL apprise cannot use."""
+    built: list[tuple[str, apprise.Apprise]] = []
+    for position, url in enumerate(urls):
+        notifier = apprise.Apprise()
+        if not url.strip() or not notifier.add(url):
+            raise ConfigError(f"MONITOR_ALERT_URLS[{position}] ({_shown(url)}) is not a notification URL apprise understands")
+        built.append((url, notifier))
+    return built
+
+
+def _send(notifier: apprise.Apprise, alert: dict[str, Any]) -> str | None:
+    """Send one alert; None on success, else the reason apprise logged."""
+    kind = alert["kind"]
+    title = f"[class health] {alert['label']}: {'needs retraining' if kind == 'needs_retraining' else 'recovered'} ({alert['date']})"
+    with apprise.LogCapture(level=logging.WARNING, fmt="%(message)s") as captured:
+        ok = notifier.notify(
+            body=alert["message"],
+            title=title,
+            notify_type=apprise.NotifyType.FAILURE if kind == "needs_retraining" else apprise.NotifyType.SUCCESS,
+        )
+    if ok:
+        return None
+    lines = [line.strip() for line in captured.getvalue().splitlines() if line.strip()]
+    return redact(" | ".join(lines[-3:]))[:500] or "the notifier reported a failure without a reason"
+
+
+def deliver_pending(store: Any, urls: list[str]) -> DeliveryReport:
+    """Send every undelivered alert to every URL; failures stay pending with ``attempts`` and ``last_error``."""
+    built = notifiers(urls)  # validate before touching the store: a bad URL is a config error, not a failed send
+    try:
+        pending = list(store.alerts.find({"delivered": False}).sort([("date", 1), ("created_at", 1)]))
+    except PyMongoError as exc:
+        raise StoreError(f"could not read pending alerts from {store.description}: {exc}") from exc
+    if not built:
+        return DeliveryReport(delivered=0, pending=len(pending))
+    delivered = failed = 0
+    for alert in pending:
+        sent_to = set(alert.get("sent_to") or [])
+        errors: list[str] = []
+        for url, notifier in built:
+            key = _url_key(url)
+            if key in sent_to:
+                continue
+            error = _send(notifier, alert)
+            if error is None:
+                sent_to.add(key)
+            else:
+                errors.append(f"{_shown(url)}: {error}")
+                log.warning("alert %s/%s/%s not delivered to %s: %s", alert["model_id"], alert["label"], alert["date"], _shown(url), error)
+        done = not errors
+        update: dict[str, Any] = {
+            "$set": {
+                "sent_to": sorted(sent_to),
+                "delivered": done,
+                "delivered_at": _now() if done else None,
+                "last_error": "; ".join(errors) if errors else None,
+            },
+            "$inc": {"attempts": 1},
+        }
+        try:
+            store.alerts.update_one({"_id": alert["_id"]}, update)
+        except PyMongoError as exc:
+            raise StoreError(f"could not record the delivery of an alert in {store.description}: {exc}") from exc
+        delivered += done
+        failed += not done
+    return DeliveryReport(delivered=delivered, pending=failed, failed=failed)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items() if k != "_id"}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def list_alerts(store: Any, model_id: str | None = None, pending_only: bool = False) -> list[dict[str, Any]]:
+    """Alerts, newest first (by transition date, then creation), JSON-friendly (ISO dates, no ``_id``)."""
+    query: dict[str, Any] = {}
+    if model_id:
+        query["model_id"] = model_id
+    if pending_only:
+        query["delivered"] = False
+    try:
+        docs = list(store.alerts.find(query, {"_id": 0, "sent_to": 0}).sort([("date", DESCENDING), ("created_at", DESCENDING)]))
+    except PyMongoError as exc:
+        raise StoreError(f"could not read alerts from {store.description}: {exc}") from exc
+    return [_jsonable(doc) for doc in docs]

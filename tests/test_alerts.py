@@ -1,0 +1,159 @@
+"""Alerts: one per verdict transition, idempotent per date, delivered through apprise to a real HTTP server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from monitor.alerts import deliver_pending, list_alerts, raise_alerts
+from monitor.errors import ConfigError
+from monitor.health import compute_health
+
+START = dt.date(2024, 3, 1)
+
+
+def day(offset: int) -> str:
+    return (START + dt.timedelta(days=offset)).isoformat()
+
+
+class Endpoint:
+    """An HTTP server on 127.0.0.1 that records POSTed JSON bodies and answers with ``status``."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.status = 200
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                length = int(self.headers.get("Content-Length", 0))
+                endpoint.bodies.append({"path": self.path, "json": json.loads(self.rfile.read(length) or b"null")})
+                self.send_response(endpoint.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"json://127.0.0.1:{self.server.server_address[1]}/hook"
+
+
+@pytest.fixture
+def endpoint() -> Iterator[Endpoint]:
+    server = Endpoint()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+def _store_metrics(store, model_id: str, rows: dict[str, list[tuple[int, int]]]) -> None:
+    store.class_metrics.insert_many(
+        [
+            {"model_id": model_id, "date": day(i), "label": label, "n": n, "correct": c}
+            for label, series in rows.items()
+            for i, (n, c) in enumerate(series)
+        ]
+    )
+
+
+def _run_days(store, settings, model_id: str, days: int) -> list[list[dict[str, Any]]]:
+    """compute_health + raise_alerts day by day, like the pipeline; returns the new alerts per day."""
+    created = []
+    for i in range(days):
+        rows = compute_health(store, model_id, day(i), settings)
+        created.append(raise_alerts(store, model_id, day(i), rows))
+    return created
+
+
+@pytest.fixture
+def history(store, settings) -> list[list[dict[str, Any]]]:
+    """Class 'seven' drops for 4 days (needs_retraining), then recovers; class 'one' stays perfect."""
+    _store_metrics(store, "m@1", {"one": [(10, 10)] * 25, "seven": [(10, 10)] * 6 + [(10, 3)] * 4 + [(10, 10)] * 15})
+    return _run_days(store, settings, "m@1", 25)
+
+
+def test_one_alert_per_transition_into_and_out_of_needs_retraining(store, history) -> None:
+    kinds = [(a["label"], a["kind"], a["date"]) for new in history for a in new]
+    assert [k[:2] for k in kinds] == [("seven", "needs_retraining"), ("seven", "recovered")]
+    flagged = sorted(d["date"] for d in store.class_health.find({"label": "seven", "verdict": "needs_retraining"}))
+    assert len(flagged) >= 2  # it stayed flagged several days, yet only one alert was raised
+    assert kinds[0][2] == flagged[0]
+    day_after = (dt.date.fromisoformat(flagged[-1]) + dt.timedelta(days=1)).isoformat()
+    assert kinds[1][2] == day_after
+    alert = store.alerts.find_one({"kind": "needs_retraining"}, {"_id": 0})
+    assert alert["evidence"]["verdict"] == "needs_retraining" and alert["evidence"]["label"] == "seven"
+    assert (alert["delivered"], alert["attempts"], alert["last_error"]) == (False, 0, None)
+    assert "seven" in alert["message"] and flagged[0] in alert["message"]
+
+
+def test_rerunning_a_date_raises_no_duplicate_alert(store, settings, history) -> None:
+    first_flag = next(a for new in history for a in new if a["kind"] == "needs_retraining")["date"]
+    rows = compute_health(store, "m@1", first_flag, settings)
+    assert raise_alerts(store, "m@1", first_flag, rows) == []
+    assert store.alerts.count_documents({}) == 2
+
+
+def test_delivery_posts_the_alert_to_a_json_webhook(store, history, endpoint: Endpoint) -> None:
+    report = deliver_pending(store, [endpoint.url])
+    assert (report.delivered, report.pending) == (2, 0)
+    assert [b["path"] for b in endpoint.bodies] == ["/hook", "/hook"]
+    flag = store.alerts.find_one({"kind": "needs_retraining"})
+    body = endpoint.bodies[0]["json"]
+    assert "seven" in body["message"] and flag["date"] in body["message"]
+    assert "seven" in body["title"] and flag["date"] in body["title"]
+    assert all(a["delivered"] and a["attempts"] == 1 and a["delivered_at"] is not None for a in store.alerts.find())
+    # Nothing is sent twice.
+    assert deliver_pending(store, [endpoint.url]) == type(report)(delivered=0, pending=0, failed=0)
+    assert len(endpoint.bodies) == 2
+
+
+def test_a_failing_endpoint_keeps_the_alert_pending_and_a_later_run_delivers_it(store, history, endpoint: Endpoint) -> None:
+    endpoint.status = 500
+    report = deliver_pending(store, [endpoint.url])
+    assert (report.delivered, report.pending, report.failed) == (0, 2, 2)
+    pending = list(store.alerts.find({"delivered": False}))
+    assert len(pending) == 2
+    assert all(a["attempts"] == 1 and a["last_error"] for a in pending)
+    assert "127.0.0.1" in pending[0]["last_error"]
+
+    endpoint.status = 200
+    report = deliver_pending(store, [endpoint.url])
+    assert (report.delivered, report.pending) == (2, 0)
+    done = list(store.alerts.find())
+    assert all(a["delivered"] and a["attempts"] == 2 and a["last_error"] is None for a in done)
+    assert len(endpoint.bodies) == 4  # two failed posts, two delivered
+
+
+def test_without_urls_nothing_is_sent_and_alerts_stay_pending(store, history) -> None:
+    report = deliver_pending(store, [])
+    assert (report.delivered, report.pending) == (0, 2)
+    assert all(a["attempts"] == 0 for a in store.alerts.find())
+
+
+def test_an_invalid_url_is_a_config_error_without_its_secret(store, history) -> None:
+    with pytest.raises(ConfigError, match=r"MONITOR_ALERT_URLS\[0\] \(nosuchscheme://host/…\)") as err:
+        deliver_pending(store, ["nosuchscheme://user:hunter2@host/tokenABC"])
+    assert "hunter2" not in str(err.value) and "tokenABC" not in str(err.value)
+
+
+def test_list_alerts_is_json_friendly_newest_first_and_filters(store, history, endpoint: Endpoint) -> None:
+    rows = list_alerts(store)
+    json.dumps(rows)  # dates are ISO strings, no ObjectId
+    assert [r["kind"] for r in rows] == ["recovered", "needs_retraining"]
+    assert isinstance(rows[0]["created_at"], str) and "_id" not in rows[0]
+    assert list_alerts(store, model_id="other@2") == []
+    assert len(list_alerts(store, pending_only=True)) == 2
+    deliver_pending(store, [endpoint.url])
+    assert list_alerts(store, pending_only=True) == []
