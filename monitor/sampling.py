@@ -1,0 +1,406 @@
+"""Stratified, reproducible daily samples: N images per class drawn through the ``sampling`` index, written as samples/D.csv.
+
+How a class is sampled for date D (``draw_sample``):
+
+1. ``u = H(date, seed, label)`` is a pivot in [0, 1); ``H`` is blake2b read as a uniform float.
+2. The index ``{source, status, label, sample_key}`` is walked from ``sample_key >= u`` in key
+   order, keeping images created by the end of D (and, with ``fresh_days``, not before the
+   window): ``find(...).sort("sample_key").limit(L)``, wrapping around to ``sample_key < u``
+   when the class runs out above the pivot. ``L = oversample * N``.
+3. Of those ``L`` images, the ``N`` with the smallest date-keyed priority
+   ``H(source, date, seed, path)`` are the sample.
+
+Why this is a uniform random sample per class and day: an image's ``sample_key`` is a hash of
+(source, path), so the keys of a class are independent uniforms that know nothing of the
+images' content; ``u`` is a fresh uniform for each date, so the run after ``u`` is a random
+stretch of the class's key order, and step 3 draws a uniform random ``N``-subset of it. Over
+the hash, every ``N``-subset of the class is equally likely on a day. Across days, with the
+keys fixed, an image is drawn with probability ``N/L`` times the key arc spanned by its ``L``
+predecessors: mean ``N/M`` for a class of ``M`` images, relative spread about ``1/sqrt(L)``
+(10 % at the default ``L = 10 N = 100``), and independent of content, so pooled accuracy stays
+unbiased. A class with at most ``L`` available images is read whole, so each of its images is
+drawn with probability exactly ``N/M`` every day. (Taking just the ``N`` keys after the pivot,
+``L = N``, would leave a spread of ``1/sqrt(N)``: about 32 % at ``N = 10``, some images drawn
+twice as often as others over a year.) Different dates hash to unrelated pivots and
+priorities, hence different samples; the same date and seed give the same sample as long as
+the indexed images are the same.
+
+Cost: each class reads about ``L`` index entries and documents from its pivot (divided by the
+share of its images that pass the created filter, which is checked on the fetched document),
+so the work grows with classes x N, not with the collection. No ``$rand``, ``$sample``,
+``$setWindowFields`` or ``$topN``: the same queries run on mongomock and on MongoDB.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pymongo.collection import Collection
+from pymongo.errors import PyMongoError
+
+from monitor.dates import days_before, end_of_day, start_of_day
+from monitor.errors import ConfigError, DataError, StoreError
+from monitor.storage import Store
+
+#: Index entries read per class for each image drawn (see the module docstring).
+DEFAULT_OVERSAMPLE = 10
+CSV_COLUMNS = ("date", "source", "image_path", "label", "sample_key", "created")
+# The key pattern of the ``sampling`` index in monitor.storage.INDEXES: hinted so the planner
+# never prefers the (source, label, created) index and a blocking sort.
+SAMPLING_INDEX = [("source", 1), ("status", 1), ("label", 1), ("sample_key", 1)]
+_PROJECTION = {"_id": 0, "path": 1, "label": 1, "sample_key": 1, "created": 1}
+
+
+@dataclass(frozen=True)
+class SampleItem:
+    """One drawn image."""
+
+    image_path: str
+    label: str
+    sample_key: float
+    created: dt.datetime
+
+
+@dataclass
+class Sample:
+    """The sample of one source and date.
+
+    ``seed``, ``n_per_class`` and ``fresh_days`` are ``None`` when read back from a CSV (which
+    holds only the items); the ``samples`` document keeps them.
+    """
+
+    date: str
+    source: str
+    seed: int | None
+    n_per_class: int | None
+    fresh_days: int | None
+    items: list[SampleItem] = field(default_factory=list)
+    classes: dict[str, int] = field(default_factory=dict)  # label -> images drawn (0 for an empty class)
+    short_classes: dict[str, int] = field(default_factory=dict)  # label -> images available, for classes below N
+
+
+@dataclass(frozen=True)
+class SampleCost:
+    """Index entries and documents the sampling queries touch (see :func:`sample_cost`)."""
+
+    docs_examined: int
+    keys_examined: int | None
+    queries: int
+    classes: int
+    method: str  # "explain" (MongoDB executionStats) or "query-shape" (counted on the embedded store)
+
+
+def _unit(*parts: object) -> float:
+    digest = hashlib.blake2b("\x1f".join(str(p) for p in parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def pivot(date: str, seed: int, label: str) -> float:
+    """Where class ``label`` starts its walk along ``sample_key`` on ``date``: uniform in [0, 1)."""
+    return _unit("pivot", date, seed, label)
+
+
+def _priority(source_uri: str, date: str, seed: int, path: str) -> float:
+    return _unit("pick", source_uri, date, seed, path)
+
+
+def _validate(date: str, n_per_class: int, fresh_days: int | None, oversample: int) -> None:
+    try:
+        dt.date.fromisoformat(date)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"date {date!r} is not a valid YYYY-MM-DD date") from exc
+    if len(date) != 10:
+        raise ConfigError(f"date {date!r} is not in YYYY-MM-DD form")
+    if n_per_class < 1:
+        raise ConfigError(f"samples per class must be at least 1, got {n_per_class}")
+    if fresh_days is not None and fresh_days < 1:
+        raise ConfigError(f"fresh_days must be at least 1 when set, got {fresh_days}")
+    if oversample < 1:
+        raise ConfigError(f"oversample must be at least 1, got {oversample}")
+
+
+def created_window(date: str, fresh_days: int | None) -> dict[str, dt.datetime]:
+    """The ``created`` condition for ``date``: up to the end of D; with ``fresh_days`` = k, from the start of D-(k-1)."""
+    window = {"$lte": end_of_day(date)}
+    if fresh_days is not None:
+        window["$gte"] = start_of_day(days_before(date, fresh_days - 1))
+    return window
+
+
+def _labels(images: Collection, source_uri: str, labels: Iterable[str] | None) -> list[str]:
+    if labels is not None:
+        return sorted(set(labels))
+    # distinct on an equality prefix of the sampling index: MongoDB answers it from the index.
+    return sorted(label for label in images.distinct("label", {"source": source_uri, "status": "ok"}) if label is not None)
+
+
+def _class_filter(source_uri: str, label: str, window: dict[str, dt.datetime]) -> dict[str, Any]:
+    return {"source": source_uri, "status": "ok", "label": label, "created": window}
+
+
+def _walk(images: Collection, base: dict[str, Any], u: float, size: int) -> list[dict[str, Any]]:
+    """The ``size`` images following ``u`` in key order, wrapping around below ``u`` if needed."""
+    run = list(images.find({**base, "sample_key": {"$gte": u}}, _PROJECTION).sort("sample_key", 1).hint(SAMPLING_INDEX).limit(size))
+    if len(run) < size:
+        run += list(
+            images.find({**base, "sample_key": {"$lt": u}}, _PROJECTION).sort("sample_key", 1).hint(SAMPLING_INDEX).limit(size - len(run))
+        )
+    return run
+
+
+def draw_sample(
+    store: Store,
+    source_uri: str,
+    date: str,
+    n_per_class: int,
+    seed: int,
+    *,
+    fresh_days: int | None = None,
+    labels: Iterable[str] | None = None,
+    oversample: int = DEFAULT_OVERSAMPLE,
+) -> Sample:
+    """Draw ``n_per_class`` usable images per class of ``source_uri`` for ``date`` (see the module docstring).
+
+    Only images created on or before the end of ``date`` (UTC) are eligible, so a date's sample
+    never holds an image that arrived later; with ``fresh_days`` = k only those created in the
+    k days ending with ``date``. ``labels`` defaults to every label with a usable image in the
+    store; a label with fewer than N eligible images gives all it has and is listed in
+    ``short_classes`` (with 0 when it has none at D). An empty sample means nothing was
+    eligible; callers decide whether that is an error. Items are sorted by label, then path.
+    """
+    _validate(date, n_per_class, fresh_days, oversample)
+    window = created_window(date, fresh_days)
+    images = store.images
+    items: list[SampleItem] = []
+    classes: dict[str, int] = {}
+    short: dict[str, int] = {}
+    run_size = n_per_class * oversample
+    try:
+        for label in _labels(images, source_uri, labels):
+            run = _walk(images, _class_filter(source_uri, label, window), pivot(date, seed, label), run_size)
+            chosen = sorted(run, key=lambda doc: _priority(source_uri, date, seed, doc["path"]))[:n_per_class]
+            for doc in chosen:
+                created = doc["created"]
+                if created.tzinfo is None:
+                    created = created.replace(tzinfo=dt.timezone.utc)
+                items.append(SampleItem(image_path=doc["path"], label=label, sample_key=float(doc["sample_key"]), created=created))
+            classes[label] = len(chosen)
+            if len(chosen) < n_per_class:
+                short[label] = len(chosen)
+    except PyMongoError as exc:
+        raise StoreError(f"cannot draw the sample of {source_uri} for {date} from {store.description}: {exc}") from exc
+    items.sort(key=lambda item: (item.label, item.image_path))
+    return Sample(
+        date=date,
+        source=source_uri,
+        seed=seed,
+        n_per_class=n_per_class,
+        fresh_days=fresh_days,
+        items=items,
+        classes=classes,
+        short_classes=short,
+    )
+
+
+def _is_embedded(images: Collection) -> bool:
+    import mongomock
+
+    return isinstance(images, mongomock.Collection)
+
+
+def _shape_count(images: Collection, base: dict[str, Any], key_range: dict[str, float], wanted: int) -> tuple[int, int]:
+    """Documents MongoDB fetches for one hinted query: walk the index range in key order until ``wanted`` pass the filter."""
+    index_part = {k: base[k] for k in ("source", "status", "label")}
+    window = base["created"]
+    examined = found = 0
+    if wanted <= 0:
+        return 0, 0
+    for doc in images.find({**index_part, "sample_key": key_range}, {"_id": 0, "created": 1}).sort("sample_key", 1):
+        examined += 1
+        created = doc.get("created")
+        if created is not None and created.tzinfo is None:
+            created = created.replace(tzinfo=dt.timezone.utc)
+        if created is not None and created <= window["$lte"] and ("$gte" not in window or created >= window["$gte"]):
+            found += 1
+            if found == wanted:
+                break
+    return examined, found
+
+
+def sample_cost(
+    store: Store,
+    source_uri: str,
+    date: str,
+    n_per_class: int,
+    seed: int,
+    *,
+    fresh_days: int | None = None,
+    labels: Iterable[str] | None = None,
+    oversample: int = DEFAULT_OVERSAMPLE,
+) -> SampleCost:
+    """How many documents drawing this sample touches (for benchmarks and capacity planning).
+
+    On MongoDB the sampling queries are run with ``explain()`` and ``executionStats`` are summed
+    (``totalDocsExamined``, ``totalKeysExamined``). mongomock is not MongoDB: it scans every
+    document for every query and has no explain, so there the count is taken from the query's
+    shape: walking the ``sampling`` index range from the pivot in key order and counting the
+    documents fetched until ``L`` pass the ``created`` filter, which is what MongoDB's
+    IXSCAN -> FETCH(filter) -> LIMIT plan examines. The ``distinct`` for labels is answered
+    from the index (DISTINCT_SCAN, no documents) and is not counted.
+    """
+    _validate(date, n_per_class, fresh_days, oversample)
+    window = created_window(date, fresh_days)
+    images = store.images
+    run_size = n_per_class * oversample
+    docs = keys = queries = 0
+    embedded = _is_embedded(images)
+    try:
+        chosen_labels = _labels(images, source_uri, labels)
+        for label in chosen_labels:
+            base = _class_filter(source_uri, label, window)
+            u = pivot(date, seed, label)
+            if embedded:
+                examined, found = _shape_count(images, base, {"$gte": u}, run_size)
+                docs, queries = docs + examined, queries + 1
+                if found < run_size:
+                    examined, _ = _shape_count(images, base, {"$lt": u}, run_size - found)
+                    docs, queries = docs + examined, queries + 1
+                continue
+            found = 0
+            for key_range in ({"$gte": u}, {"$lt": u}):
+                cursor = images.find({**base, "sample_key": key_range}, _PROJECTION).sort("sample_key", 1).hint(SAMPLING_INDEX)
+                cursor = cursor.limit(run_size - found)
+                stats = cursor.explain().get("executionStats", {})
+                docs += int(stats.get("totalDocsExamined", 0))
+                keys += int(stats.get("totalKeysExamined", 0))
+                queries += 1
+                found += int(stats.get("nReturned", 0))
+                if found >= run_size:
+                    break
+    except PyMongoError as exc:
+        raise StoreError(f"cannot explain the sampling queries on {store.description}: {exc}") from exc
+    return SampleCost(
+        docs_examined=docs,
+        keys_examined=None if embedded else keys,
+        queries=queries,
+        classes=len(chosen_labels),
+        method="query-shape" if embedded else "explain",
+    )
+
+
+# --- the CSV artifact and the samples document --------------------------------------------------
+
+
+def write_sample_csv(sample: Sample, path: Path) -> Path:
+    """Write ``sample`` as ``path`` (columns ``date, source, image_path, label, sample_key, created``).
+
+    Rows are sorted by label, then path. The file is written next to its destination and moved
+    into place with ``os.replace``, so readers see the old file or the new one, never half.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = sorted(sample.items, key=lambda item: (item.label, item.image_path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow(CSV_COLUMNS)
+            for item in rows:
+                created = item.created if item.created.tzinfo else item.created.replace(tzinfo=dt.timezone.utc)
+                writer.writerow(
+                    [
+                        sample.date,
+                        sample.source,
+                        item.image_path,
+                        item.label,
+                        repr(float(item.sample_key)),
+                        created.astimezone(dt.timezone.utc).isoformat(),
+                    ]
+                )
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_sample_csv(path: Path) -> Sample:
+    """Read a sample written by :func:`write_sample_csv`; a missing or malformed file is a :class:`DataError`."""
+    path = Path(path)
+    try:
+        with path.open(encoding="utf-8", newline="") as src:
+            reader = csv.reader(src)
+            header = next(reader, None)
+            if header is None or tuple(header) != CSV_COLUMNS:
+                raise DataError(f"{path} is not a sample CSV: header {header} is not {', '.join(CSV_COLUMNS)}")
+            rows = list(reader)
+    except FileNotFoundError as exc:
+        raise DataError(f"sample file {path} does not exist") from exc
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read sample file {path}: {exc}") from exc
+    if not rows:
+        raise DataError(f"sample file {path} has no rows")
+    dates, sources = set(), set()
+    items: list[SampleItem] = []
+    for line, row in enumerate(rows, start=2):
+        if len(row) != len(CSV_COLUMNS):
+            raise DataError(f"{path} line {line}: {len(row)} fields, expected {len(CSV_COLUMNS)}")
+        date, source, image_path, label, key_text, created_text = row
+        try:
+            key = float(key_text)
+            created = dt.datetime.fromisoformat(created_text)
+        except ValueError as exc:
+            raise DataError(f"{path} line {line}: bad sample_key {key_text!r} or created {created_text!r}") from exc
+        if not image_path or not label or not 0.0 <= key < 1.0:
+            raise DataError(f"{path} line {line}: empty image_path/label or sample_key outside [0, 1)")
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=dt.timezone.utc)
+        dates.add(date)
+        sources.add(source)
+        items.append(SampleItem(image_path=image_path, label=label, sample_key=key, created=created))
+    if len(dates) != 1 or len(sources) != 1:
+        raise DataError(f"{path} mixes dates {sorted(dates)} or sources {sorted(sources)}; a sample file holds one of each")
+    classes: dict[str, int] = {}
+    for item in items:
+        classes[item.label] = classes.get(item.label, 0) + 1
+    return Sample(
+        date=dates.pop(),
+        source=sources.pop(),
+        seed=None,
+        n_per_class=None,
+        fresh_days=None,
+        items=items,
+        classes=dict(sorted(classes.items())),
+        short_classes={},
+    )
+
+
+def record_sample(store: Store, sample: Sample, csv_path: Path, *, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Upsert the ``samples`` document of (source, date): a re-run replaces it, never duplicates it."""
+    doc: dict[str, Any] = {
+        "source": sample.source,
+        "date": sample.date,
+        "seed": sample.seed,
+        "n_per_class": sample.n_per_class,
+        "fresh_days": sample.fresh_days,
+        "created_at": now or dt.datetime.now(dt.timezone.utc),
+        "csv": str(csv_path),
+        "items": [{"path": item.image_path, "label": item.label} for item in sample.items],
+        "classes": dict(sample.classes),
+        "short_classes": dict(sample.short_classes),
+    }
+    try:
+        store.samples.replace_one({"source": sample.source, "date": sample.date}, doc, upsert=True)
+    except PyMongoError as exc:
+        raise StoreError(f"cannot record the sample of {sample.source} for {sample.date} in {store.description}: {exc}") from exc
+    return doc

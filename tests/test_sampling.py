@@ -1,0 +1,375 @@
+"""Stratified daily samples: N per class, reproducible per date, point in time, uniform, and the CSV/document they leave."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import mongomock
+import pymongo
+import pytest
+from scipy import stats
+
+from monitor.dates import end_of_day
+from monitor.errors import ConfigError, DataError, StoreError
+from monitor.indexing import index_source, sample_key
+from monitor.sampling import (
+    CSV_COLUMNS,
+    Sample,
+    draw_sample,
+    read_sample_csv,
+    record_sample,
+    sample_cost,
+    write_sample_csv,
+)
+from monitor.sources import LocalSource
+from monitor.storage import Store
+
+SOURCE = "gs://bucket/val"
+UTC = dt.timezone.utc
+DAY = "2026-03-10"
+BEFORE = dt.datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def _add(store: Store, label: str, count: int, created: dt.datetime, *, status: str = "ok", source: str = SOURCE, start: int = 0) -> list[str]:
+    """Insert ``count`` image documents of ``label`` shaped as the indexer writes them."""
+    paths = [f"{label}/img_{i:05d}.jpg" for i in range(start, start + count)]
+    store.images.insert_many(
+        [
+            {
+                "source": source,
+                "path": path,
+                "label": label,
+                "size": 100,
+                "checksum": f"100-{i}",
+                "created": created,
+                "updated": created,
+                "first_seen": created,
+                "last_seen": created,
+                "sample_key": sample_key(source, path),
+                "status": status,
+                "reason": None if status == "ok" else "vanished",
+            }
+            for i, path in enumerate(paths)
+        ]
+    )
+    return paths
+
+
+def _plain_store() -> Store:
+    """An embedded store without indexes: mongomock checks unique indexes by scanning, too slow for big inserts."""
+    return Store(mongomock.MongoClient(tz_aware=True)["plain"], description="mongomock without indexes")
+
+
+def _dates(count: int, first: dt.date = dt.date(2026, 3, 10)) -> list[str]:
+    return [(first + dt.timedelta(days=k)).isoformat() for k in range(count)]
+
+
+def _paths(sample: Sample, label: str | None = None) -> list[str]:
+    return [item.image_path for item in sample.items if label is None or item.label == label]
+
+
+def test_each_class_gets_n_usable_images_sorted_by_label_then_path(store: Store) -> None:
+    for label in ("cat", "dog", "bird"):
+        _add(store, label, 40, BEFORE)
+    _add(store, "cat", 30, BEFORE, status="missing", start=100)
+    store.images.insert_one({"source": SOURCE, "path": "cat/x.txt", "label": "cat", "status": "unusable", "sample_key": 0.5, "created": BEFORE})
+
+    sample = draw_sample(store, SOURCE, DAY, 5, seed=0)
+
+    assert sample.classes == {"bird": 5, "cat": 5, "dog": 5}
+    assert sample.short_classes == {}
+    assert [(i.label, i.image_path) for i in sample.items] == sorted((i.label, i.image_path) for i in sample.items)
+    ok_paths = {d["path"] for d in store.images.find({"status": "ok"})}
+    assert set(_paths(sample)) <= ok_paths
+    assert len(set(_paths(sample))) == 15
+    assert all(item.sample_key == sample_key(SOURCE, item.image_path) for item in sample.items)
+
+
+def test_same_date_and_seed_give_the_same_sample_and_other_dates_or_seeds_differ(store: Store) -> None:
+    _add(store, "cat", 200, BEFORE)
+    _add(store, "dog", 200, BEFORE)
+
+    first = draw_sample(store, SOURCE, DAY, 10, seed=7)
+    again = draw_sample(store, SOURCE, DAY, 10, seed=7)
+    next_day = draw_sample(store, SOURCE, "2026-03-11", 10, seed=7)
+    other_seed = draw_sample(store, SOURCE, DAY, 10, seed=8)
+
+    assert first == again
+    assert set(_paths(first)) != set(_paths(next_day))
+    assert set(_paths(first)) != set(_paths(other_seed))
+
+
+def test_classes_with_fewer_than_n_images_give_all_and_are_reported_short(store: Store) -> None:
+    _add(store, "cat", 50, BEFORE)
+    rare = _add(store, "rare", 3, BEFORE)
+
+    sample = draw_sample(store, SOURCE, DAY, 10, seed=0)
+
+    assert sorted(_paths(sample, "rare")) == rare
+    assert sample.classes == {"cat": 10, "rare": 3}
+    assert sample.short_classes == {"rare": 3}
+
+
+def test_a_known_class_with_no_image_yet_at_the_date_is_reported_with_zero(store: Store) -> None:
+    _add(store, "cat", 20, BEFORE)
+    _add(store, "late", 20, dt.datetime(2026, 4, 1, tzinfo=UTC))
+
+    sample = draw_sample(store, SOURCE, DAY, 5, seed=0)
+
+    assert sample.classes == {"cat": 5, "late": 0}
+    assert sample.short_classes == {"late": 0}
+
+
+def test_requested_labels_without_images_are_reported_not_dropped(store: Store) -> None:
+    _add(store, "cat", 20, BEFORE)
+    sample = draw_sample(store, SOURCE, DAY, 5, seed=0, labels=["cat", "zebra"])
+    assert sample.classes == {"cat": 5, "zebra": 0}
+    assert sample.short_classes == {"zebra": 0}
+
+
+def test_images_created_after_the_date_are_never_drawn_for_it(store: Store) -> None:
+    day = dt.date(2026, 3, 10)
+    # one image per class per day from Feb 20 to Mar 30, the last one of each day at 23:59:59.999
+    for offset in range(-18, 21):
+        when = dt.datetime.combine(day + dt.timedelta(days=offset), dt.time(23, 59, 59, 999000), tzinfo=UTC)
+        for label in ("cat", "dog"):
+            _add(store, label, 1, when, start=offset + 100)
+
+    for date in _dates(15, dt.date(2026, 3, 1)):
+        sample = draw_sample(store, SOURCE, date, 8, seed=3)
+        assert sample.items and all(item.created <= end_of_day(date) for item in sample.items)
+        assert max(item.created for item in sample.items) <= end_of_day(date)
+    # the image created in the very last millisecond of the date is eligible for it
+    last_of_day = draw_sample(store, SOURCE, "2026-02-20", 8, seed=3)
+    assert sorted(_paths(last_of_day)) == ["cat/img_00082.jpg", "dog/img_00082.jpg"]
+
+
+def test_fresh_days_keeps_only_images_created_in_the_window_ending_on_the_date(store: Store) -> None:
+    for offset in range(10):
+        _add(store, "cat", 5, dt.datetime(2026, 3, 1 + offset, 8, tzinfo=UTC), start=offset * 5)
+
+    today_only = draw_sample(store, SOURCE, DAY, 20, seed=0, fresh_days=1)
+    three_days = draw_sample(store, SOURCE, DAY, 20, seed=0, fresh_days=3)
+
+    assert {item.created.date() for item in today_only.items} == {dt.date(2026, 3, 10)}
+    assert today_only.short_classes == {"cat": 5}
+    assert {item.created.date() for item in three_days.items} == {dt.date(2026, 3, 8), dt.date(2026, 3, 9), dt.date(2026, 3, 10)}
+    assert three_days.fresh_days == 3
+
+
+def test_fresh_days_window_runs_from_the_first_instant_of_d_minus_k_plus_1_to_the_last_of_d(store: Store) -> None:
+    ms = dt.timedelta(milliseconds=1)
+    window_start = dt.datetime(2026, 3, 8, tzinfo=UTC)  # D = Mar 10, k = 3
+    inside = _add(store, "cat", 1, window_start, start=0) + _add(store, "cat", 1, end_of_day(DAY) - dt.timedelta(microseconds=999), start=1)
+    _add(store, "cat", 1, window_start - ms, start=2)  # last millisecond of D-k
+    _add(store, "cat", 1, end_of_day(DAY) + dt.timedelta(microseconds=1), start=3)  # first instant of D+1
+
+    sample = draw_sample(store, SOURCE, DAY, 10, seed=0, fresh_days=3)
+
+    assert sorted(_paths(sample)) == inside
+
+
+def test_images_arriving_after_the_date_leave_its_sample_unchanged(store: Store) -> None:
+    """A backfill of D after new images arrived draws exactly what D drew before (point in time)."""
+    for label in ("cat", "dog"):
+        _add(store, label, 150, BEFORE)
+    before = [draw_sample(store, SOURCE, date, 10, seed=4) for date in _dates(5)]
+
+    later = dt.datetime(2026, 3, 20, tzinfo=UTC)
+    for label in ("cat", "dog"):
+        _add(store, label, 600, later, start=1000)  # 4x as many new images, their keys interleave with the old ones
+    after = [draw_sample(store, SOURCE, date, 10, seed=4) for date in _dates(5)]
+
+    assert [s.items for s in after] == [s.items for s in before]
+    assert draw_sample(store, SOURCE, "2026-03-21", 10, seed=4).items != after[0].items
+
+
+def test_a_small_class_is_drawn_uniformly_across_dates(store: Store) -> None:
+    """Each image of a 24-image class is drawn about equally often over 360 dates (chi-square, scipy)."""
+    paths = _add(store, "cat", 24, BEFORE)
+    counts = Counter(p for date in _dates(360) for p in _paths(draw_sample(store, SOURCE, date, 6, seed=1)))
+
+    observed = [counts[p] for p in paths]
+    assert sum(observed) == 360 * 6
+    # Draws without replacement make the statistic conservative, so a rejection is a real defect.
+    assert stats.chisquare(observed).pvalue > 0.001
+
+
+def test_a_single_run_after_the_pivot_would_not_be_uniform_which_is_why_runs_are_oversampled(store: Store) -> None:
+    """With oversample=1 (just the N keys after the pivot) images behind wide key gaps are drawn far more often."""
+    paths = _add(store, "cat", 24, BEFORE)
+    counts = Counter(p for date in _dates(360) for p in _paths(draw_sample(store, SOURCE, date, 6, seed=1, oversample=1)))
+
+    assert stats.chisquare([counts[p] for p in paths]).pvalue < 1e-4
+
+
+def test_any_image_of_a_large_class_is_equally_likely_over_key_assignments() -> None:
+    """For a class larger than the walked run, every image is equally likely on a day, over the random keys.
+
+    Each trial renames the source (new keys, as a new bucket would have) and draws the same date.
+    """
+    store = _plain_store()
+    counts: Counter[int] = Counter()
+    trials = 240
+    for trial in range(trials):
+        source = f"gs://bucket-{trial}/val"
+        store.images.delete_many({})
+        _add(store, "cat", 60, BEFORE, source=source)
+        sample = draw_sample(store, source, DAY, 2, seed=0, oversample=4)  # walks 8 of 60
+        counts.update(int(path[-9:-4]) for path in _paths(sample))
+
+    observed = [counts[i] for i in range(60)]
+    assert sum(observed) == trials * 2
+    assert stats.chisquare(observed).pvalue > 0.001
+
+
+def test_the_documents_examined_do_not_grow_with_the_collection() -> None:
+    store = _plain_store()
+    classes, n, oversample = 3, 4, 5
+    costs = []
+    for size in (100, 1000):
+        store.images.delete_many({})
+        for k in range(classes):
+            _add(store, f"c{k}", size, BEFORE)
+        costs.append(sample_cost(store, SOURCE, DAY, n, seed=0, oversample=oversample))
+
+    assert [cost.docs_examined for cost in costs] == [classes * n * oversample] * 2
+    assert costs[0].method == "query-shape" and costs[0].classes == classes
+
+
+def test_documents_rejected_by_the_date_filter_count_as_examined(store: Store) -> None:
+    _add(store, "cat", 50, BEFORE)
+    _add(store, "cat", 50, dt.datetime(2026, 4, 1, tzinfo=UTC), start=50)
+
+    cost = sample_cost(store, SOURCE, DAY, 5, seed=0, oversample=2)
+
+    # 10 eligible images are needed; about as many newer ones sit between them in key order
+    assert 10 < cost.docs_examined <= 100
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [({"n_per_class": 0}, "at least 1"), ({"date": "2026-3-1"}, "date"), ({"fresh_days": 0}, "fresh_days")])
+def test_invalid_sampling_arguments_are_config_errors(store: Store, kwargs: dict[str, Any], message: str) -> None:
+    args: dict[str, Any] = {"n_per_class": 5, "date": DAY, "fresh_days": None} | kwargs
+    with pytest.raises(ConfigError, match=message):
+        draw_sample(store, SOURCE, args["date"], args["n_per_class"], 0, fresh_days=args["fresh_days"])
+
+
+def test_an_unreachable_store_is_a_store_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client: pymongo.MongoClient = pymongo.MongoClient(f"mongodb://127.0.0.1:{port}", serverSelectionTimeoutMS=200, connect=False)
+    try:
+        with pytest.raises(StoreError, match="cannot draw the sample"):
+            draw_sample(Store(client["db"], description="dead"), SOURCE, DAY, 5, 0)
+    finally:
+        client.close()
+
+
+# --- from an indexed folder to the CSV and the samples document ------------------------------------------
+
+
+def _indexed_folder(root: Path, store: Store) -> LocalSource:
+    when = BEFORE.timestamp()
+    for label in ("A", "B"):
+        for i in range(12):
+            path = root / label / f"{i:02d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"png")
+            os.utime(path, (when, when))
+    source = LocalSource(root)
+    index_source(source, store)
+    return source
+
+
+def test_unusable_and_vanished_files_of_an_indexed_folder_are_never_sampled(tmp_path: Path, store: Store) -> None:
+    root = tmp_path / "src"
+    when = BEFORE.timestamp()
+    layout = {f"A/{i:02d}.png": b"png" for i in range(6)} | {f"B/{i:02d}.jpg": b"jpg" for i in range(4)}
+    layout |= {"A/notes.txt": b"text", "A/empty.png": b"", "B/sub/deep.jpg": b"jpg", "top.jpg": b"jpg"}
+    for rel, data in layout.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        os.utime(path, (when, when))
+    source = LocalSource(root)
+    index_source(source, store)
+    (root / "A" / "03.png").unlink()
+    index_source(source, store)
+
+    sample = draw_sample(store, source.uri, DAY, 50, seed=0)
+
+    expected = {f"A/{i:02d}.png" for i in range(6) if i != 3} | {f"B/{i:02d}.jpg" for i in range(4)}
+    assert set(_paths(sample)) == expected
+    assert sample.classes == {"A": 5, "B": 4}
+
+
+def test_sample_csv_round_trips_with_the_contract_columns_sorted(tmp_path: Path, store: Store) -> None:
+    source = _indexed_folder(tmp_path / "src", store)
+    sample = draw_sample(store, source.uri, DAY, 4, seed=0)
+    csv_path = tmp_path / "samples" / f"{DAY}.csv"
+
+    write_sample_csv(sample, csv_path)
+    back = read_sample_csv(csv_path)
+
+    lines = csv_path.read_text().splitlines()
+    assert tuple(lines[0].split(",")) == CSV_COLUMNS
+    assert len(lines) == 1 + 8
+    assert (back.date, back.source, back.items, back.classes) == (DAY, source.uri, sample.items, {"A": 4, "B": 4})
+    assert [(i.label, i.image_path) for i in back.items] == sorted((i.label, i.image_path) for i in back.items)
+    assert [p.name for p in csv_path.parent.iterdir()] == [csv_path.name], "no temporary file is left behind"
+
+
+def test_rewriting_a_sample_csv_replaces_it(tmp_path: Path, store: Store) -> None:
+    source = _indexed_folder(tmp_path / "src", store)
+    csv_path = tmp_path / f"{DAY}.csv"
+    write_sample_csv(draw_sample(store, source.uri, DAY, 4, seed=0), csv_path)
+    write_sample_csv(draw_sample(store, source.uri, DAY, 2, seed=0), csv_path)
+    assert len(read_sample_csv(csv_path).items) == 4
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "does not exist"),
+        ("", "not a sample CSV"),
+        ("path,label\nA/1.png,A\n", "not a sample CSV"),
+        (",".join(CSV_COLUMNS) + "\n", "has no rows"),
+        (",".join(CSV_COLUMNS) + "\n2026-03-10,file:///s,A/1.png,A,zero,2026-03-01T00:00:00+00:00\n", "line 2: bad sample_key"),
+        (",".join(CSV_COLUMNS) + "\n2026-03-10,file:///s,A/1.png,A,0.5\n", "line 2: 5 fields"),
+        (",".join(CSV_COLUMNS) + "\n2026-03-10,file:///s,A/1.png,A,1.5,2026-03-01T00:00:00+00:00\n", r"outside \[0, 1\)"),
+        (
+            ",".join(CSV_COLUMNS)
+            + "\n2026-03-10,file:///s,A/1.png,A,0.5,2026-03-01T00:00:00+00:00\n2026-03-11,file:///s,A/2.png,A,0.6,2026-03-01T00:00:00+00:00\n",
+            "mixes dates",
+        ),
+    ],
+)
+def test_missing_or_malformed_sample_files_are_data_errors(tmp_path: Path, content: str | None, message: str) -> None:
+    path = tmp_path / "sample.csv"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(DataError, match=message):
+        read_sample_csv(path)
+
+
+def test_recording_a_sample_twice_keeps_one_document_per_source_and_date(tmp_path: Path, store: Store) -> None:
+    source = _indexed_folder(tmp_path / "src", store)
+    csv_path = tmp_path / f"{DAY}.csv"
+    record_sample(store, draw_sample(store, source.uri, DAY, 4, seed=0), csv_path)
+    record_sample(store, draw_sample(store, source.uri, DAY, 20, seed=0), csv_path)
+    record_sample(store, draw_sample(store, source.uri, "2026-03-11", 4, seed=0), csv_path)
+
+    docs = list(store.samples.find({"source": source.uri, "date": DAY}))
+    assert len(docs) == 1
+    doc = docs[0]
+    assert doc["n_per_class"] == 20 and doc["seed"] == 0 and doc["fresh_days"] is None
+    assert doc["classes"] == {"A": 12, "B": 12} and doc["short_classes"] == {"A": 12, "B": 12}
+    assert len(doc["items"]) == 24 and set(doc["items"][0]) == {"path", "label"}
+    assert doc["csv"] == str(csv_path)
+    assert store.samples.count_documents({"source": source.uri}) == 2
