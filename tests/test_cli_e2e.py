@@ -1,0 +1,214 @@
+"""`monitor evaluate --date D` end to end on the embedded default, and every bad input ending in one readable line."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from sklearn.metrics import confusion_matrix
+from typer.testing import CliRunner
+
+from monitor.cli import app
+
+pytestmark = [pytest.mark.slow, pytest.mark.spark]
+
+PAST = dt.datetime(2026, 1, 1, 12, tzinfo=dt.timezone.utc).timestamp()
+DATE = "2026-11-20"
+SHORT_CLASS = "nine"  # only 4 good images (and one corrupt): fewer than N, so all are taken
+GOOD_PER_CLASS = 14
+
+
+def _digit_bytes(index: int, fmt: str, mode: str = "RGB") -> bytes:
+    from monitor.digits import digit_to_pil, load_digits_images
+
+    image = digit_to_pil(load_digits_images()[0][index]).convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def source_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small bucket-like folder: held-out digits, odd formats, and every kind of bad file."""
+    from monitor.digits import LABELS, build_demo_source, load_digits_images, split_indices
+
+    root = tmp_path_factory.mktemp("bucket") / "val"
+    _, targets = load_digits_images()
+    heldout = split_indices()[1]
+    chosen = []
+    for digit, label in enumerate(LABELS):
+        members = heldout[targets[heldout] == digit]
+        chosen.extend(members[: 4 if label == SHORT_CLASS else GOOD_PER_CLASS].tolist())
+    build_demo_source(root, indices=chosen)
+    # Odd but valid formats, each in the class its digit belongs to.
+    one = int(heldout[targets[heldout] == 1][-1])
+    (root / "one" / "odd.png").write_bytes(_digit_bytes(one, "PNG"))
+    (root / "one" / "odd.gif").write_bytes(_digit_bytes(one, "GIF", "P"))
+    (root / "one" / "odd.webp").write_bytes(_digit_bytes(one, "WEBP"))
+    (root / "one" / "cmyk.jpg").write_bytes(_digit_bytes(one, "JPEG", "CMYK"))
+    (root / "one" / "gray.jpg").write_bytes(_digit_bytes(one, "JPEG", "L"))
+    # Bad files: recorded, never silently dropped, never crash the run.
+    (root / SHORT_CLASS / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg" + bytes(64))
+    (root / "two" / "empty.jpg").write_bytes(b"")
+    (root / "two" / "notes.txt").write_text("not an image")
+    (root / "stray.jpg").write_bytes(_digit_bytes(one, "JPEG"))
+    (root / "three" / "nested").mkdir()
+    (root / "three" / "nested" / "deep.jpg").write_bytes(_digit_bytes(one, "JPEG"))
+    for path in root.rglob("*"):
+        os.utime(path, (PAST, PAST))
+    return root
+
+
+@pytest.fixture
+def env(source_dir: Path, tmp_path: Path) -> dict[str, str]:
+    return {"MONITOR_DATA_DIR": str(tmp_path / "data"), "MONITOR_SOURCE_URI": str(source_dir)}
+
+
+def _invoke(env: dict[str, str], *args: str) -> dict:
+    result = CliRunner(env=env).invoke(app, list(args))
+    assert result.exit_code == 0, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}\n{result.exception!r}"
+    return json.loads(result.stdout)
+
+
+def _store_counts(env: dict[str, str]) -> dict[str, int]:
+    from monitor.settings import load_settings
+    from monitor.storage import COLLECTIONS, open_store
+
+    with open_store(load_settings(data_dir=env["MONITOR_DATA_DIR"]), read_only=True) as store:
+        return {name: store.db[name].count_documents({}) for name in COLLECTIONS}
+
+
+def test_evaluate_json_samples_n_per_class_and_counts_agree_with_sklearn(env: dict[str, str], spark) -> None:
+    result = _invoke(env, "evaluate", "--date", DATE, "--json")
+
+    assert result["date"] == DATE and result["model"].startswith("digits-resnet@")
+    csv = pd.read_csv(result["samples_csv"])
+    per_class = csv.groupby("label").size().to_dict()
+    assert per_class == {**{label: 10 for label in per_class if label != SHORT_CLASS}, SHORT_CLASS: 5}
+    assert len(per_class) == 10
+    assert result["short_classes"] == {SHORT_CLASS: 5}
+
+    predictions = pd.read_parquet(result["predictions"])
+    assert sorted(predictions["image_path"]) == sorted(csv["image_path"])
+    failed = predictions[predictions["status"] != "ok"]
+    assert failed["image_path"].tolist() == [f"{SHORT_CLASS}/corrupt.jpg"]
+    assert sum(result["failed"].values()) == 1
+
+    ok = predictions[predictions["status"] == "ok"]
+    labels = sorted(per_class)
+    matrix = confusion_matrix(ok["label"], ok["pred"], labels=labels)
+    expected = {label: (int(matrix[i].sum()), int(matrix[i, i])) for i, label in enumerate(labels)}
+    got = {row["label"]: (row["n"], row["correct"]) for row in result["classes"]}
+    assert got == expected
+    for row in result["classes"]:
+        assert row["ci_low"] <= row["accuracy"] <= row["ci_high"]
+    # Unusable files were recorded and counted, with their reasons.
+    assert result["skipped"] == {"zero_bytes": 1, "not_an_image_extension": 1, "wrong_depth": 2}
+
+
+def test_rerunning_a_date_gives_the_same_sample_and_metrics_and_no_duplicates(env: dict[str, str], spark) -> None:
+    first = _invoke(env, "evaluate", "--date", DATE, "--json")
+    csv_first = Path(first["samples_csv"]).read_bytes()
+    counts_first = _store_counts(env)
+    again = _invoke(env, "evaluate", "--date", DATE, "--json")
+    forced = _invoke(env, "evaluate", "--date", DATE, "--json", "--force")  # redraws and recomputes everything
+
+    for later in (again, forced):
+        assert later["classes"] == first["classes"]
+    assert Path(forced["samples_csv"]).read_bytes() == csv_first
+    assert _store_counts(env) == counts_first
+    assert counts_first["class_metrics"] == 10 and counts_first["samples"] == 1
+
+
+def test_a_different_date_draws_a_different_sample(env: dict[str, str]) -> None:
+    refused = CliRunner(env=env).invoke(app, ["sample", "--date", "2026-11-19"])
+    assert refused.exit_code == 6 and "run `monitor index` first" in refused.stderr
+    _invoke(env, "index", "--json")
+    one = pd.read_csv(_invoke(env, "sample", "--date", "2026-11-19", "--json")["samples_csv"])
+    two = pd.read_csv(_invoke(env, "sample", "--date", "2026-11-20", "--json")["samples_csv"])
+    assert set(one["image_path"]) != set(two["image_path"])
+    assert one.groupby("label").size().to_dict() == two.groupby("label").size().to_dict()
+
+
+def test_index_twice_writes_nothing_the_second_time(env: dict[str, str]) -> None:
+    first = _invoke(env, "index", "--json")
+    second = _invoke(env, "index", "--json")
+    assert first["new"] == first["listed"] and not first["wrote_nothing"]
+    assert second["wrote_nothing"] and second["new"] == second["updated"] == 0
+
+
+# --- bad input: one line on stderr, non-zero exit, no traceback --------------------------------
+
+
+def _run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")} | env
+    return subprocess.run(
+        [sys.executable, "-m", "monitor.cli", *args], env=full_env, capture_output=True, text=True, timeout=180, check=False
+    )
+
+
+def _assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
+    assert proc.returncode == code, f"exit {proc.returncode}, stderr: {proc.stderr}"
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    message = " ".join(lines)
+    assert lines and lines[0].startswith("error:"), proc.stderr
+    for needle in needles:
+        assert needle in message
+    return message
+
+
+@pytest.mark.parametrize(
+    ("date", "needle"), [("2026-13-40", "'2026-13-40' is not a valid"), ("2999-01-01", "2999-01-01 is in the future")]
+)
+def test_bad_dates_exit_2_with_the_date_named(env: dict[str, str], date: str, needle: str) -> None:
+    _assert_one_line_error(_run_cli(env, "evaluate", "--date", date), 2, needle)
+
+
+def test_unreachable_mongodb_exits_4_with_the_password_redacted(env: dict[str, str]) -> None:
+    bad = env | {"MONITOR_MONGO_URI": "mongodb://ops:hunter2@127.0.0.1:1/?directConnection=true", "MONITOR_MONGO_TIMEOUT_MS": "300"}
+    message = _assert_one_line_error(_run_cli(bad, "evaluate", "--date", DATE), 4, "ops:***@127.0.0.1:1")
+    assert "hunter2" not in message
+
+
+def test_unreachable_bucket_exits_3(env: dict[str, str]) -> None:
+    bad = env | {"MONITOR_SOURCE_URI": "gs://no-such-bucket/val", "STORAGE_EMULATOR_HOST": "http://127.0.0.1:1"}
+    _assert_one_line_error(_run_cli(bad, "evaluate", "--date", DATE), 3, "gs://no-such-bucket")
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty"])
+def test_missing_or_empty_source_exits_3(env: dict[str, str], tmp_path: Path, kind: str) -> None:
+    folder = tmp_path / kind
+    if kind == "empty":
+        folder.mkdir()
+    _assert_one_line_error(_run_cli(env | {"MONITOR_SOURCE_URI": str(folder)}, "evaluate", "--date", DATE), 3, str(folder))
+
+
+def test_a_model_directory_that_does_not_load_exits_5(env: dict[str, str], tmp_path: Path) -> None:
+    broken = tmp_path / "not-a-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{ broken")
+    _assert_one_line_error(_run_cli(env | {"MONITOR_MODEL_DIR": str(broken)}, "evaluate", "--date", DATE), 5, str(broken))
+
+
+def test_labels_unknown_to_the_model_are_named_before_any_inference(env: dict[str, str], tmp_path: Path) -> None:
+    from monitor.digits import build_demo_source
+
+    root = tmp_path / "bucket"
+    build_demo_source(root, indices=[0, 1, 2, 3, 10, 11])
+    (root / "Spyder").mkdir()
+    (root / "Spyder" / "x.jpg").write_bytes((root / "zero" / "digit_00000.jpg").read_bytes())
+    for path in root.rglob("*"):
+        os.utime(path, (PAST, PAST))
+    proc = _run_cli(env | {"MONITOR_SOURCE_URI": str(root)}, "evaluate", "--date", DATE)
+    _assert_one_line_error(proc, 5, "Spyder")
+    assert not list((Path(env["MONITOR_DATA_DIR"]) / "predictions").glob("*.parquet"))

@@ -1,0 +1,71 @@
+"""`monitor demo`: a simulated drop in one class is flagged, within days, and no other class is."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from monitor.cli import app
+from monitor.errors import DataError
+from monitor.settings import Settings
+
+pytestmark = [pytest.mark.slow, pytest.mark.spark]
+
+END = dt.date(2026, 11, 20)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory, spark: object) -> tuple[dict, Path]:
+    from monitor.demo import run_demo
+
+    data_dir = tmp_path_factory.mktemp("demo") / "data"
+    settings = Settings(data_dir=data_dir, spark_master="local[2]")
+    return run_demo(settings, days=14, drop_day=8, degrade="eight", end=END), data_dir
+
+
+def test_demo_flags_the_degraded_class_and_no_other(demo_run: tuple[dict, Path]) -> None:
+    result, _ = demo_run
+    assert result["drop_date"] == "2026-11-14"
+    assert result["flagged"] == ["eight"]
+    # Nothing flagged before the drop, and never any other class on any day.
+    assert set(result["first_flagged"]) == {"eight"}
+    assert result["first_flagged"]["eight"] >= result["drop_date"]
+    assert 1 <= result["days_to_flag"]["eight"] <= 7
+    for day in result["daily"]:
+        assert set(day["flagged"]) <= {"eight"}
+    verdicts = {row["label"]: row["verdict"] for row in result["health"]}
+    assert verdicts["eight"] == "needs_retraining"
+    assert all(verdict != "needs_retraining" for label, verdict in verdicts.items() if label != "eight")
+
+
+def test_demo_degradation_shows_in_the_daily_accuracy(demo_run: tuple[dict, Path]) -> None:
+    result, _ = demo_run
+    before = [day["accuracy"]["eight"] for day in result["daily"] if day["date"] < result["drop_date"]]
+    after = [day["accuracy"]["eight"] for day in result["daily"] if day["date"] >= result["drop_date"]]
+    assert sum(before) / len(before) > sum(after) / len(after) + 0.2
+
+
+def test_demo_leaves_one_alert_and_a_store_the_cli_reads(demo_run: tuple[dict, Path]) -> None:
+    _, data_dir = demo_run
+    runner = CliRunner(env={"MONITOR_DATA_DIR": str(data_dir)})
+    alerts = runner.invoke(app, ["alerts", "--json"])
+    assert alerts.exit_code == 0, alerts.stdout
+    rows = json.loads(alerts.stdout)["alerts"]
+    assert [(row["label"], row["kind"]) for row in rows] == [("eight", "needs_retraining")]
+    health = runner.invoke(app, ["health", "--json"])
+    assert health.exit_code == 0, health.stdout
+    body = json.loads(health.stdout)
+    assert body["date"] == END.isoformat()
+    assert {row["label"] for row in body["classes"] if row["verdict"] == "needs_retraining"} == {"eight"}
+
+
+def test_demo_refuses_a_data_dir_it_did_not_create(tmp_path: Path) -> None:
+    from monitor.demo import run_demo
+
+    (tmp_path / "store").mkdir()
+    with pytest.raises(DataError, match="did not create"):
+        run_demo(Settings(data_dir=tmp_path), days=3)
