@@ -185,18 +185,21 @@ def predict_with(
         from evaluation.metrics import get_spark
         from evaluation.spark_engine import predict_with_spark
 
-        frame = predict_with_spark(
-            spark or get_spark(settings.spark_master, settings.spark_conf),
-            pd.DataFrame(items, columns=["image_path", "label"]),
-            source_uri=source.uri,
-            model_dir=settings.model_dir,
-            device=settings.device,
-            date=date,
-            batch_size=settings.batch_size,
-            top_k=settings.top_k,
-            max_pixels=settings.max_image_pixels,
-            fetch_workers=settings.fetch_workers,
-        )
+        with progress(f"predict {date} (spark)", len(items)) as advance:
+            frame = predict_with_spark(
+                spark or get_spark(settings.spark_master, settings.spark_conf),
+                pd.DataFrame(items, columns=["image_path", "label"]),
+                source_uri=source.uri,
+                model_dir=settings.model_dir,
+                device=settings.device,
+                date=date,
+                batch_size=settings.batch_size,
+                top_k=settings.top_k,
+                max_pixels=settings.max_image_pixels,
+                fetch_workers=settings.fetch_workers,
+                compile_model=settings.compile_model,
+                progress=advance,
+            )
     else:
         with progress(f"predict {date}", len(items)) as advance:
             frame = predict_images(
@@ -209,6 +212,7 @@ def predict_with(
                 top_k=settings.top_k,
                 max_pixels=settings.max_image_pixels,
                 progress=advance,
+                compile_model=settings.compile_model,
             )
     write_predictions(frame, out)
     _register_model(store, loaded, date)

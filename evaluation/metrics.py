@@ -1,0 +1,496 @@
+"""Per-class metrics: the Spark SQL computation, its pandas/scikit-learn reference, Wilson intervals, and storing the rows.
+
+Definitions (per ``model_id``, ``date`` and truth label ``c``; only rows with ``status == "ok"``
+count towards the scores, failed rows are counted apart):
+
+- ``n``: ok rows whose truth is ``c``; ``correct`` (= ``tp``): those predicted ``c``; ``fn = n - correct``;
+- ``fp``: ok rows predicted ``c`` whose truth is another label (predictions *of* ``c`` that were wrong);
+- ``failed``: failed rows whose truth is ``c``;
+- ``accuracy = recall = correct / n``; ``precision = tp / (tp + fp)``; ``f1 = 2 tp / (2 tp + fp + fn)``;
+- ``ci_low``/``ci_high``: the Wilson interval of ``correct / n`` at the requested confidence level;
+- ``confusions``: ``[{pred, count}]`` of the wrong predictions, most frequent first, ties by label.
+
+A ratio whose denominator is zero is undefined and stored as ``None`` (null), never as 0 or NaN:
+an empty class (``n == 0``) has no accuracy and no interval, a class never predicted has no precision,
+and ``f1`` is ``None`` only when ``tp + fp + fn == 0``.
+
+Rows are produced for every truth label present, plus every label in ``labels`` (the classes the
+source holds), so a class the sample could not fill still reports ``n == 0``. A label that is only
+ever predicted, and is not in ``labels``, gets no row of its own: it shows up in the confusions
+(and ``fn``) of the classes it was wrongly predicted for.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from monitor.errors import ConfigError, DataError, MonitorError, StoreError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from pyspark.sql import DataFrame as SparkDataFrame
+    from pyspark.sql import SparkSession
+
+    from monitor.storage import Store
+
+#: Predictions columns the metrics read; ``model_id`` and ``date`` are optional (null when absent).
+METRIC_INPUT_COLUMNS = ("model_id", "date", "label", "pred", "status")
+_REQUIRED_COLUMNS = ("label", "pred", "status")
+_KEY_COLUMNS = ("model_id", "date")
+_INPUT_SCHEMA = "model_id string, date string, label string, pred string, status string"
+
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"
+
+#: Keys of one class_metrics row, in the order of docs/ARCHITECTURE.md (``model_id``/``date`` only when known).
+METRIC_KEYS = (
+    "label", "n", "correct", "failed", "accuracy", "ci_low", "ci_high",
+    "tp", "fp", "fn", "precision", "recall", "f1", "confusions",
+)  # fmt: skip
+
+# Shuffle partitions for a local master: the metrics group at most (classes x classes) cells, and
+# Spark's default of 200 partitions costs more in task scheduling than the work itself.
+_LOCAL_SHUFFLE_PARTITIONS = "4"
+
+
+class SparkError(MonitorError):
+    """Spark could not start, or a Spark job failed (bad master URL, no Java, a worker crashed)."""
+
+    exit_code = 7
+
+
+# --- the session ------------------------------------------------------------------------------
+
+
+def get_spark(master: str = "local[*]", conf: Mapping[str, str] | None = None, app_name: str = "class-health-monitor") -> "SparkSession":
+    """Return this process's SparkSession, starting it on first use (``builder.getOrCreate``).
+
+    Arrow is on (pandas <-> Spark transfers are otherwise ~25x slower), the UI is off and logs are
+    quiet. A local master binds the driver to 127.0.0.1 (no network needed), uses few shuffle
+    partitions and runs Python workers with this interpreter. ``conf`` (``MONITOR_SPARK_CONF``)
+    is applied last, so it overrides any of these. A session already running in the process is
+    returned as is: static settings such as the master only take effect on the first call.
+
+    Raises :class:`SparkError` when the session cannot start (no Java, bad master URL...).
+    """
+    from py4j.protocol import Py4JError
+    from pyspark.errors import PySparkException
+    from pyspark.sql import SparkSession
+
+    if not master or not master.strip():
+        raise ConfigError("the Spark master URL is empty (set MONITOR_SPARK_MASTER, e.g. local[*])")
+    options: dict[str, str] = {
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.session.timeZone": "UTC",
+    }
+    if _is_local(master):
+        options.update(
+            {
+                "spark.driver.host": "127.0.0.1",
+                "spark.driver.bindAddress": "127.0.0.1",
+                "spark.sql.shuffle.partitions": _LOCAL_SHUFFLE_PARTITIONS,
+                # Workers must import this project and its dependencies: use the driver's interpreter.
+                "spark.pyspark.python": sys.executable,
+                "spark.pyspark.driver.python": sys.executable,
+            }
+        )
+    options.update(conf or {})
+    builder = SparkSession.builder.master(master).appName(app_name)
+    for key, value in options.items():
+        builder = builder.config(key, value)
+    try:
+        session = builder.getOrCreate()
+        session.sparkContext.setLogLevel("ERROR")
+        python = options.get("spark.pyspark.python")
+        if python and not os.environ.get("PYSPARK_PYTHON"):
+            # PySpark launches Python workers with PYSPARK_PYTHON or else whatever "python3" is on the PATH
+            # (not this virtual environment); the conf only reaches spark-submit, so hand it over here.
+            session.sparkContext.pythonExec = python
+    except (PySparkException, Py4JError, OSError) as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise SparkError(
+            f"could not start Spark with master {master!r} (is Java 17+ installed and JAVA_HOME set?): {first_line}"
+        ) from exc
+    return session
+
+
+def _is_local(master: str) -> bool:
+    return master.strip().startswith("local")
+
+
+# --- Wilson intervals -------------------------------------------------------------------------
+
+
+def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of the proportion ``correct / n`` (statsmodels ``proportion_confint``).
+
+    ``n == 0`` gives ``(nan, nan)``: with no observation there is no interval, and a made-up
+    ``(0, 1)`` would read as evidence. Callers that store rows turn NaN into ``None``.
+    """
+    low, high = wilson_intervals(np.asarray([correct]), np.asarray([n]), confidence)
+    return float(low[0]), float(high[0])
+
+
+def wilson_intervals(correct: Any, n: Any, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised :func:`wilson_interval`: arrays of lower and upper bounds, NaN where ``n == 0``."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    if not 0.0 < confidence < 1.0:
+        raise ConfigError(f"confidence level {confidence} is not between 0 and 1")
+    successes = np.asarray(correct, dtype=float)
+    trials = np.asarray(n, dtype=float)
+    if successes.shape != trials.shape:
+        raise DataError(f"correct {successes.shape} and n {trials.shape} have different shapes")
+    bad = (trials < 0) | (successes < 0) | (successes > trials) | (successes != np.floor(successes)) | (trials != np.floor(trials))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(f"cannot take an interval of {successes.flat[i]:g} correct out of {trials.flat[i]:g}")
+    low = np.full(trials.shape, np.nan)
+    high = np.full(trials.shape, np.nan)
+    seen = trials > 0
+    if seen.any():
+        lo, hi = proportion_confint(successes[seen], trials[seen], alpha=1.0 - confidence, method="wilson")
+        # The closed form can land a rounding error outside [0, 1] or just inside the point at 0/n
+        # and n/n (1 - 1e-16 for 10/10); the interval must contain its own estimate.
+        share = successes[seen] / trials[seen]
+        low[seen] = np.clip(np.minimum(lo, share), 0.0, 1.0)
+        high[seen] = np.clip(np.maximum(hi, share), 0.0, 1.0)
+    return low, high
+
+
+# --- Spark SQL --------------------------------------------------------------------------------
+
+# Pass 1 reads the predictions once and builds the small confusion "cells" table
+# (run key x truth x pred x status -> rows): at most runs x classes^2 x 2 rows, whatever the input size.
+CELLS_SQL = """
+SELECT model_id, date, label, pred, status, COUNT(*) AS rows
+FROM IDENTIFIER(:predictions_view)
+GROUP BY model_id, date, label, pred, status
+"""
+
+# Pass 2 derives every per-class figure from the cells. The cells are materialised between the two
+# passes: Spark inlines CTEs and pushes each aggregate down to the source, so one query would scan
+# the predictions once per branch (four times).
+CLASS_METRICS_SQL = """
+WITH cells AS (
+    SELECT * FROM IDENTIFIER(:cells_view)
+),
+truth AS (
+    SELECT model_id, date, label,
+           SUM(CASE WHEN status = :ok THEN rows ELSE 0 END) AS n,
+           SUM(CASE WHEN status = :ok AND pred = label THEN rows ELSE 0 END) AS correct,
+           SUM(CASE WHEN status = :failed THEN rows ELSE 0 END) AS failed,
+           SUM(CASE WHEN status IS NULL OR status NOT IN (:ok, :failed) OR (status = :ok AND pred IS NULL)
+                    THEN rows ELSE 0 END) AS invalid
+    FROM cells
+    GROUP BY model_id, date, label
+),
+wrong AS (
+    SELECT model_id, date, label, pred, SUM(rows) AS count
+    FROM cells
+    WHERE status = :ok AND pred IS NOT NULL AND label IS NOT NULL AND pred <> label
+    GROUP BY model_id, date, label, pred
+),
+false_positives AS (
+    SELECT model_id, date, pred AS label, SUM(count) AS fp
+    FROM wrong
+    GROUP BY model_id, date, pred
+),
+confusions AS (
+    -- Sorting structs orders by their first field: (-count, pred) is "most frequent first, ties by label".
+    SELECT model_id, date, label,
+           transform(sort_array(collect_list(struct(-count AS neg_count, pred))),
+                     c -> named_struct('pred', c.pred, 'count', -c.neg_count)) AS confusions
+    FROM wrong
+    GROUP BY model_id, date, label
+),
+run_keys AS (
+    SELECT DISTINCT model_id, date FROM truth
+),
+classes AS (
+    SELECT model_id, date, label FROM truth
+    UNION
+    SELECT k.model_id, k.date, l.label FROM run_keys k CROSS JOIN IDENTIFIER(:labels_view) l
+),
+counts AS (
+    SELECT c.model_id, c.date, c.label,
+           COALESCE(t.n, 0) AS n,
+           COALESCE(t.correct, 0) AS correct,
+           COALESCE(t.failed, 0) AS failed,
+           COALESCE(t.invalid, 0) AS invalid,
+           COALESCE(p.fp, 0) AS fp,
+           COALESCE(x.confusions, array()) AS confusions
+    FROM classes c
+    LEFT JOIN truth t ON t.model_id <=> c.model_id AND t.date <=> c.date AND t.label <=> c.label
+    LEFT JOIN false_positives p ON p.model_id <=> c.model_id AND p.date <=> c.date AND p.label <=> c.label
+    LEFT JOIN confusions x ON x.model_id <=> c.model_id AND x.date <=> c.date AND x.label <=> c.label
+)
+SELECT model_id, date, label, n, correct, failed, invalid,
+       CASE WHEN n > 0 THEN correct / n END AS accuracy,
+       correct AS tp,
+       fp,
+       n - correct AS fn,
+       CASE WHEN correct + fp > 0 THEN correct / (correct + fp) END AS precision,
+       CASE WHEN n > 0 THEN correct / n END AS recall,
+       CASE WHEN correct + fp + n > 0 THEN 2 * correct / (2 * correct + fp + (n - correct)) END AS f1,
+       confusions
+FROM counts
+ORDER BY model_id, date, label
+"""
+
+
+def class_metrics_spark(
+    spark: "SparkSession",
+    predictions: "pd.DataFrame | str | Path",
+    *,
+    labels: Sequence[str] | None = None,
+    confidence: float = 0.95,
+) -> list[dict[str, Any]]:
+    """Per-class metrics of ``predictions`` computed with Spark SQL (see the module docstring for definitions).
+
+    ``predictions`` is a pandas DataFrame or the path of a predictions Parquet file (columns of
+    docs/ARCHITECTURE.md; only label, pred, status and, when present, model_id and date are read).
+    ``labels`` adds classes that must get a row even with no prediction. A frame holding several
+    (model_id, date) pairs gets a full set of rows for each pair.
+
+    Returns one dict per class, sorted by (model_id, date, label), keyed as the class_metrics
+    contract; ``model_id``/``date`` are included when the predictions carry them. Raises
+    :class:`DataError` on missing columns, null labels, unknown statuses or ok rows without a pred.
+    """
+    from py4j.protocol import Py4JError
+    from pyspark.errors import PySparkException
+    from pyspark.sql import DataFrame as SparkDataFrame
+
+    frame = _spark_input(spark, predictions)
+    wanted = _label_list(labels)
+    # Unique view names: two calls in one session (threads, tests) never see each other's data.
+    tag = uuid.uuid4().hex
+    predictions_view, cells_view, labels_view = (f"chm_{name}_{tag}" for name in ("predictions", "cells", "labels"))
+    frame.createOrReplaceTempView(predictions_view)
+    spark.createDataFrame([(label,) for label in wanted], "label string").createOrReplaceTempView(labels_view)
+    cells: SparkDataFrame | None = None
+    try:
+        cells = spark.sql(CELLS_SQL, args={"predictions_view": predictions_view}).cache()
+        cells.count()  # materialise now: the one pass over the predictions
+        cells.createOrReplaceTempView(cells_view)
+        result = spark.sql(
+            CLASS_METRICS_SQL,
+            args={"cells_view": cells_view, "labels_view": labels_view, "ok": STATUS_OK, "failed": STATUS_FAILED},
+        ).collect()
+    except (PySparkException, Py4JError) as exc:
+        raise SparkError(f"the Spark metrics query failed: {(str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]}") from exc
+    finally:
+        for view in (predictions_view, cells_view, labels_view):
+            spark.catalog.dropTempView(view)
+        if cells is not None:
+            cells.unpersist()
+    records = [row.asDict(recursive=True) for row in result]
+    for record in records:
+        record["confusions"] = [{"pred": c["pred"], "count": int(c["count"])} for c in record["confusions"]]
+    return _finish(records, confidence, source=str(predictions) if isinstance(predictions, (str, Path)) else "the predictions")
+
+
+def _spark_input(spark: "SparkSession", predictions: "pd.DataFrame | str | Path") -> "SparkDataFrame":
+    """The predictions as a Spark DataFrame with exactly the METRIC_INPUT_COLUMNS, all strings."""
+    import pandas as pd
+    from pyspark.errors import AnalysisException
+    from pyspark.sql import functions as F
+
+    if isinstance(predictions, pd.DataFrame):
+        return spark.createDataFrame(_pandas_input(predictions), _INPUT_SCHEMA)
+    path = Path(predictions)
+    try:
+        frame = spark.read.parquet(str(path))
+    except AnalysisException as exc:
+        raise DataError(f"cannot read predictions from {path}: {str(exc).splitlines()[0][:300]}") from exc
+    missing = [c for c in _REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(f"predictions {path} lack the column(s) {', '.join(missing)}")
+    return frame.select(
+        *[(F.col(c) if c in frame.columns else F.lit(None)).cast("string").alias(c) for c in METRIC_INPUT_COLUMNS]
+    )
+
+
+def _pandas_input(predictions: "pd.DataFrame") -> "pd.DataFrame":
+    """The METRIC_INPUT_COLUMNS of a pandas frame, checked to hold strings (or nulls)."""
+    import pandas as pd
+
+    missing = [c for c in _REQUIRED_COLUMNS if c not in predictions.columns]
+    if missing:
+        raise DataError(f"the predictions lack the column(s) {', '.join(missing)}")
+    out = pd.DataFrame(index=predictions.index)
+    for column in METRIC_INPUT_COLUMNS:
+        if column not in predictions.columns:
+            out[column] = None
+            continue
+        values = predictions[column]
+        kind = pd.api.types.infer_dtype(values, skipna=True)
+        if kind not in ("string", "empty"):
+            raise DataError(f"predictions column {column!r} holds {kind} values, not strings")
+        out[column] = values.astype(object).where(values.notna(), None)
+    return out.reset_index(drop=True)
+
+
+def _label_list(labels: Sequence[str] | None) -> list[str]:
+    if labels is None:
+        return []
+    if isinstance(labels, str):
+        raise DataError(f"labels must be a sequence of labels, not the string {labels!r}")
+    bad = [label for label in labels if not isinstance(label, str) or not label]
+    if bad:
+        raise DataError(f"labels must be non-empty strings, got {bad[:5]!r}")
+    return sorted(set(labels))
+
+
+def _finish(records: list[dict[str, Any]], confidence: float, *, source: str) -> list[dict[str, Any]]:
+    """Check the counts' sanity flags, add the Wilson bounds and shape each row as the contract."""
+    if any(r["label"] is None for r in records):
+        raise DataError(f"{source} hold rows without a truth label")
+    invalid = {r["label"]: r["invalid"] for r in records if r["invalid"]}
+    if invalid:
+        raise DataError(
+            f"{source} hold rows whose status is not {STATUS_OK!r}/{STATUS_FAILED!r} or that are {STATUS_OK!r} without a pred"
+            f" (per label: {dict(sorted(invalid.items())[:5])})"
+        )
+    low, high = wilson_intervals([r["correct"] for r in records], [r["n"] for r in records], confidence)
+    rows: list[dict[str, Any]] = []
+    for record, lo, hi in zip(records, low, high):
+        row: dict[str, Any] = {key: record[key] for key in _KEY_COLUMNS if record.get(key) is not None}
+        for key in METRIC_KEYS:
+            if key == "ci_low":
+                row[key] = _float_or_none(lo)
+            elif key == "ci_high":
+                row[key] = _float_or_none(hi)
+            elif key in ("accuracy", "precision", "recall", "f1"):
+                row[key] = _float_or_none(record[key])
+            elif key in ("label", "confusions"):
+                row[key] = record[key]
+            else:
+                row[key] = int(record[key])
+        rows.append(row)
+    return rows
+
+
+def _float_or_none(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    return None if math.isnan(number) else number
+
+
+# --- pandas / scikit-learn reference ----------------------------------------------------------
+
+
+def class_metrics_pandas(
+    predictions: "pd.DataFrame",
+    *,
+    labels: Sequence[str] | None = None,
+    confidence: float = 0.95,
+) -> list[dict[str, Any]]:
+    """Reference implementation of :func:`class_metrics_spark` with pandas and scikit-learn.
+
+    Written independently of the SQL (confusion matrix and ``precision_recall_fscore_support``), so
+    a test comparing the two checks both; also the fast path for small frames without a JVM.
+    """
+    import pandas as pd
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    frame = _pandas_input(predictions)
+    wanted = _label_list(labels)
+    records: list[dict[str, Any]] = []
+    # dropna=False keeps the runs whose model_id/date are absent (null) as one group.
+    for key, group in frame.groupby(list(_KEY_COLUMNS), dropna=False, sort=False):
+        model_id, date = (None if pd.isna(k) else k for k in key)
+        truth = group["label"]
+        if truth.isna().any():
+            raise DataError("the predictions hold rows without a truth label")
+        ok_mask = group["status"] == STATUS_OK
+        failed_mask = group["status"] == STATUS_FAILED
+        invalid_mask = ~(ok_mask | failed_mask) | (ok_mask & group["pred"].isna())
+        ok = group[ok_mask & ~invalid_mask]
+        classes = sorted(set(truth) | set(wanted))
+        # The matrix needs every label seen on either axis; rows/columns beyond `classes` are predicted-only labels.
+        universe = sorted(set(classes) | set(ok["pred"]))
+        if len(ok):
+            # Integer codes over the label universe: sklearn's string label encoding is ~50x slower on big frames.
+            truth_codes = pd.Categorical(ok["label"], categories=universe).codes
+            pred_codes = pd.Categorical(ok["pred"], categories=universe).codes
+            class_codes = [universe.index(label) for label in classes]
+            matrix = confusion_matrix(truth_codes, pred_codes, labels=range(len(universe)))
+            precision, recall, f1, support = precision_recall_fscore_support(
+                truth_codes, pred_codes, labels=class_codes, average=None, zero_division=np.nan
+            )
+        else:
+            matrix = np.zeros((len(universe), len(universe)), dtype=np.int64)
+            precision = recall = f1 = np.full(len(classes), np.nan)
+            support = np.zeros(len(classes), dtype=np.int64)
+        position = {label: i for i, label in enumerate(universe)}
+        failed_counts = group.loc[failed_mask, "label"].value_counts()
+        invalid_counts = group.loc[invalid_mask, "label"].value_counts()
+        for j, label in enumerate(classes):
+            i = position[label]
+            tp = int(matrix[i, i])
+            n = int(matrix[i, :].sum())
+            assert n == int(support[j])
+            wrong = [(universe[k], int(count)) for k, count in enumerate(matrix[i, :]) if k != i and count > 0]
+            wrong.sort(key=lambda item: (-item[1], item[0]))
+            records.append(
+                {
+                    "model_id": model_id,
+                    "date": date,
+                    "label": label,
+                    "n": n,
+                    "correct": tp,
+                    "failed": int(failed_counts.get(label, 0)),
+                    "invalid": int(invalid_counts.get(label, 0)),
+                    "accuracy": tp / n if n else None,
+                    "tp": tp,
+                    "fp": int(matrix[:, i].sum()) - tp,
+                    "fn": n - tp,
+                    "precision": precision[j],
+                    "recall": recall[j],
+                    "f1": f1[j],
+                    "confusions": [{"pred": pred, "count": count} for pred, count in wrong],
+                }
+            )
+    records.sort(key=lambda r: (r["model_id"] or "", r["date"] or "", r["label"]))
+    return _finish(records, confidence, source="the predictions")
+
+
+# --- storing ------------------------------------------------------------------------------------
+
+
+def store_class_metrics(store: "Store", model_id: str, date: str, rows: Iterable[Mapping[str, Any]]) -> int:
+    """Replace the class_metrics documents of (``model_id``, ``date``) with ``rows``; return how many were written.
+
+    Delete then insert, so a re-run leaves exactly the new rows (labels gone since the last run
+    disappear too). Rows carrying another model_id or date are refused.
+    """
+    from pymongo.errors import PyMongoError
+
+    docs: list[dict[str, Any]] = []
+    for row in rows:
+        for key, expected in (("model_id", model_id), ("date", date)):
+            if row.get(key, expected) != expected:
+                raise DataError(f"a class_metrics row for label {row.get('label')!r} has {key} {row[key]!r}, not {expected!r}")
+        docs.append({**row, "model_id": model_id, "date": date})
+    labels = [doc.get("label") for doc in docs]
+    if len(set(labels)) != len(labels):
+        raise DataError(f"class_metrics rows for {model_id} on {date} repeat a label")
+    try:
+        store.class_metrics.delete_many({"model_id": model_id, "date": date})
+        if docs:
+            store.class_metrics.insert_many(docs)
+    except PyMongoError as exc:
+        raise StoreError(f"could not write class_metrics for {model_id} on {date} to {store.description}: {exc}") from exc
+    return len(docs)

@@ -1,0 +1,306 @@
+"""Per-class metrics: Spark SQL against the pandas/scikit-learn reference, Wilson intervals, storing rows."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import norm
+
+from evaluation.metrics import (
+    METRIC_KEYS,
+    class_metrics_pandas,
+    class_metrics_spark,
+    get_spark,
+    store_class_metrics,
+    wilson_interval,
+    wilson_intervals,
+)
+from monitor.errors import ConfigError, DataError
+
+FLOAT_KEYS = ("accuracy", "ci_low", "ci_high", "precision", "recall", "f1")
+
+
+def random_predictions(seed: int, *, rows: int = 3000, classes: int = 40, runs: int = 1) -> tuple[pd.DataFrame, list[str]]:
+    """Random predictions with every awkward case, and the label list to pass (the source's classes).
+
+    - truth drawn unevenly over ``classes`` labels, so some get few rows;
+    - ``labels`` adds 3 classes with no row at all;
+    - preds are right ~60% of the time, else any of the classes or one of 4 labels never true;
+    - ~8% failed rows (pred null), and one class whose every row failed.
+    """
+    rng = np.random.default_rng(seed)
+    names = np.array([f"class_{i:02d}" for i in range(classes)], dtype=object)
+    never_true = np.array([f"ghost_{i}" for i in range(4)], dtype=object)
+    weights = rng.dirichlet(np.full(classes, 0.7))
+    frames = []
+    for run in range(runs):
+        truth = names[rng.choice(classes, size=rows, p=weights)]
+        wrong_pool = np.concatenate([names, never_true])
+        wrong = wrong_pool[rng.integers(0, len(wrong_pool), size=rows)]
+        pred = np.where(rng.random(rows) < 0.6, truth, wrong).astype(object)
+        failed = (rng.random(rows) < 0.08) | (truth == names[0])
+        pred[failed] = None
+        frames.append(
+            pd.DataFrame(
+                {
+                    "date": f"2024-03-{run + 1:02d}",
+                    "image_path": [f"{t}/{run}-{i}.jpg" for i, t in enumerate(truth)],
+                    "label": truth,
+                    "pred": pred,
+                    "confidence": np.where(failed, np.nan, rng.random(rows)),
+                    "model_id": "digits@abc123" if run % 2 == 0 else "digits@def456",
+                    "status": np.where(failed, "failed", "ok"),
+                    "error": np.where(failed, "decode_error", None),
+                }
+            )
+        )
+    labels = sorted(set(names) | {"empty_a", "empty_b", "empty_c"})
+    return pd.concat(frames, ignore_index=True), labels
+
+
+def assert_same_rows(actual: list[dict], expected: list[dict]) -> None:
+    assert [(r.get("model_id"), r.get("date"), r["label"]) for r in actual] == [
+        (r.get("model_id"), r.get("date"), r["label"]) for r in expected
+    ]
+    for got, want in zip(actual, expected):
+        assert got.keys() == want.keys()
+        for key in got:
+            if key in FLOAT_KEYS and want[key] is not None:
+                assert got[key] == pytest.approx(want[key], rel=1e-12), (got["label"], key)
+            else:
+                assert got[key] == want[key], (got["label"], key)
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("seed, runs", [(0, 1), (1, 1), (2, 2)])
+def test_spark_sql_metrics_equal_the_sklearn_reference_on_random_predictions(spark, seed: int, runs: int) -> None:
+    frame, labels = random_predictions(seed, runs=runs)
+    # The data must hold the cases this test is about, or it proves nothing.
+    assert set(labels) - set(frame["label"]) and set(frame["pred"].dropna()) - set(labels)
+    assert (frame["status"] == "failed").any()
+
+    expected = class_metrics_pandas(frame, labels=labels)
+    actual = class_metrics_spark(spark, frame, labels=labels)
+
+    assert_same_rows(actual, expected)
+    assert len(actual) == runs * len(labels)
+    by_label = {(r["date"], r["label"]): r for r in actual}
+    assert by_label[("2024-03-01", "empty_a")]["n"] == 0
+    assert by_label[("2024-03-01", "empty_a")]["accuracy"] is None
+    assert by_label[("2024-03-01", "class_00")]["n"] == 0 and by_label[("2024-03-01", "class_00")]["failed"] > 0
+
+
+@pytest.mark.spark
+def test_counts_add_up_to_the_input_rows(spark) -> None:
+    frame, labels = random_predictions(3)
+    rows = class_metrics_spark(spark, frame, labels=labels)
+
+    ok = frame[frame["status"] == "ok"]
+    assert sum(r["n"] for r in rows) == len(ok)
+    assert sum(r["failed"] for r in rows) == int((frame["status"] == "failed").sum())
+    assert sum(r["correct"] for r in rows) == int((ok["label"] == ok["pred"]).sum())
+    for row in rows:
+        assert row["tp"] + row["fn"] == row["n"]
+        assert sum(c["count"] for c in row["confusions"]) == row["fn"]
+        counts = [(-c["count"], c["pred"]) for c in row["confusions"]]
+        assert counts == sorted(counts)
+    # Every wrong prediction is some class's false positive, except those of labels that are never true.
+    ghost_wrong = int(ok["pred"].str.startswith("ghost_").sum())
+    assert sum(r["fp"] for r in rows) + ghost_wrong == sum(r["fn"] for r in rows)
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("engine", ["spark", "pandas"])
+def test_small_hand_computed_example(spark, engine: str) -> None:
+    frame = pd.DataFrame(
+        {
+            "label": ["cat", "cat", "cat", "cat", "dog", "dog", "dog", "cat"],
+            "pred": ["cat", "cat", "dog", "fox", "dog", "cat", "cat", None],
+            "status": ["ok", "ok", "ok", "ok", "ok", "ok", "ok", "failed"],
+        }
+    )
+    run = (lambda f, **kw: class_metrics_spark(spark, f, **kw)) if engine == "spark" else class_metrics_pandas
+    rows = {r["label"]: r for r in run(frame, labels=["cat", "dog", "eel"])}
+
+    cat, dog, eel = rows["cat"], rows["dog"], rows["eel"]
+    assert set(rows) == {"cat", "dog", "eel"} and "model_id" not in cat and "date" not in cat
+    assert (cat["n"], cat["correct"], cat["failed"], cat["tp"], cat["fp"], cat["fn"]) == (4, 2, 1, 2, 2, 2)
+    assert cat["accuracy"] == 0.5 and cat["precision"] == 0.5 and cat["recall"] == 0.5 and cat["f1"] == 0.5
+    # Ties ordered by label: dog and fox were each predicted once for a cat.
+    assert cat["confusions"] == [{"pred": "dog", "count": 1}, {"pred": "fox", "count": 1}]
+    assert (dog["n"], dog["correct"], dog["fp"], dog["fn"]) == (3, 1, 1, 2)
+    assert dog["precision"] == 0.5 and dog["recall"] == pytest.approx(1 / 3) and dog["f1"] == pytest.approx(0.4)
+    assert dog["confusions"] == [{"pred": "cat", "count": 2}]
+    assert (eel["n"], eel["fp"], eel["accuracy"], eel["precision"], eel["recall"], eel["f1"], eel["ci_low"]) == (
+        0, 0, None, None, None, None, None,
+    )  # fmt: skip
+    assert list(cat) == list(METRIC_KEYS)
+
+
+@pytest.mark.spark
+def test_parquet_path_gives_the_same_rows_as_the_frame(spark, tmp_path: Path) -> None:
+    frame, labels = random_predictions(4, rows=500, classes=12)
+    frame["topk_labels"] = [[label, "class_01"] for label in frame["label"]]
+    frame["topk_scores"] = [[0.7, 0.2]] * len(frame)
+    path = tmp_path / "2024-03-01.parquet"
+    frame.to_parquet(path)
+
+    from_file = class_metrics_spark(spark, path, labels=labels)
+
+    assert_same_rows(from_file, class_metrics_pandas(frame, labels=labels))
+    assert from_file[0]["model_id"] == "digits@abc123" and from_file[0]["date"] == "2024-03-01"
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"status": ["ok", "maybe"]}, "status is not 'ok'/'failed'"),
+        ({"pred": ["cat", None]}, "without a pred"),
+        ({"label": ["cat", None]}, "without a truth label"),
+    ],
+)
+def test_inconsistent_predictions_are_refused(spark, change: dict, message: str) -> None:
+    frame = pd.DataFrame({"label": ["cat", "dog"], "pred": ["cat", "dog"], "status": ["ok", "ok"]})
+    for column, values in change.items():
+        frame[column] = values
+    with pytest.raises(DataError, match=message):
+        class_metrics_spark(spark, frame)
+    with pytest.raises(DataError, match=message):
+        class_metrics_pandas(frame)
+
+
+@pytest.mark.parametrize(
+    "frame, labels, message",
+    [
+        (pd.DataFrame({"label": ["cat"], "status": ["ok"]}), None, "lack the column.*pred"),
+        (pd.DataFrame({"label": [1], "pred": [1], "status": ["ok"]}), None, "column 'label' holds integer"),
+        (pd.DataFrame({"label": ["cat"], "pred": ["cat"], "status": ["ok"]}), "cat", "not the string 'cat'"),
+    ],
+)
+def test_malformed_input_is_refused_before_any_work(frame: pd.DataFrame, labels, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        class_metrics_pandas(frame, labels=labels)
+
+
+@pytest.mark.spark
+def test_missing_parquet_file_is_a_data_error(spark, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="cannot read predictions from .*nowhere.parquet"):
+        class_metrics_spark(spark, tmp_path / "nowhere.parquet")
+
+
+# --- Wilson -------------------------------------------------------------------------------------
+
+
+def wilson_by_hand(k: int, n: int, confidence: float) -> tuple[float, float]:
+    """Wilson (1927) score interval, written out from the formula."""
+    z = norm.ppf(1 - (1 - confidence) / 2)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+@pytest.mark.parametrize(
+    "k, n, low, high",
+    # 7/10: R's prop.test(7, 10, correct = FALSE)$conf.int. k = 0 and k = n have closed forms:
+    # upper z^2 / (n + z^2) and lower n / (n + z^2), with z = 1.959964 (1.96^2 = 3.8415).
+    [(7, 10, 0.3968, 0.8922), (0, 10, 0.0, 3.8415 / 13.8415), (10, 10, 10 / 13.8415, 1.0), (0, 1, 0.0, 3.8415 / 4.8415)],
+)
+def test_wilson_matches_published_values(k: int, n: int, low: float, high: float) -> None:
+    got = wilson_interval(k, n, 0.95)
+    assert got == pytest.approx((low, high), abs=5e-5)
+
+
+@pytest.mark.parametrize("confidence", [0.8, 0.95, 0.99])
+def test_wilson_matches_the_closed_form_everywhere(confidence: float) -> None:
+    ks, ns = zip(*[(k, n) for n in (1, 2, 5, 10, 37, 500) for k in range(n + 1)])
+    low, high = wilson_intervals(np.array(ks), np.array(ns), confidence)
+    for k, n, lo, hi in zip(ks, ns, low, high):
+        assert (lo, hi) == pytest.approx(wilson_by_hand(k, n, confidence), abs=1e-12)
+        assert wilson_interval(k, n, confidence) == (lo, hi)
+
+
+def test_wilson_of_no_observation_is_undefined() -> None:
+    low, high = wilson_interval(0, 0)
+    assert math.isnan(low) and math.isnan(high)
+    lows, highs = wilson_intervals([0, 3], [0, 4])
+    assert math.isnan(lows[0]) and not math.isnan(lows[1]) and highs[1] > 0.75
+
+
+@pytest.mark.parametrize(
+    "k, n, confidence, error, message",
+    [
+        (11, 10, 0.95, DataError, "11 correct out of 10"),
+        (-1, 10, 0.95, DataError, "-1 correct out of 10"),
+        (5, 10, 1.5, ConfigError, "confidence level 1.5"),
+    ],
+)
+def test_wilson_refuses_impossible_counts(k: int, n: int, confidence: float, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        wilson_interval(k, n, confidence)
+
+
+# --- storing ------------------------------------------------------------------------------------
+
+
+def test_store_class_metrics_replaces_the_rows_of_its_model_and_date(store) -> None:
+    frame, labels = random_predictions(5, rows=200, classes=6)
+    first = class_metrics_pandas(frame, labels=labels)
+    other_day = [{**row, "date": "2024-02-29"} for row in first]
+    assert store_class_metrics(store, "digits@abc123", "2024-02-29", other_day) == len(first)
+    assert store_class_metrics(store, "digits@abc123", "2024-03-01", first) == len(first)
+
+    # The re-run lost two classes (e.g. the source dropped them) and counts changed.
+    second = [dict(row, n=row["n"] + 1) for row in first if row["label"] not in ("class_01", "empty_a")]
+    written = store_class_metrics(store, "digits@abc123", "2024-03-01", second)
+
+    docs = list(store.class_metrics.find({"model_id": "digits@abc123", "date": "2024-03-01"}, {"_id": 0}))
+    assert written == len(second) == len(docs)
+    assert sorted(d["label"] for d in docs) == sorted(r["label"] for r in second)
+    assert {d["label"]: d["n"] for d in docs} == {r["label"]: r["n"] for r in second}
+    assert store.class_metrics.count_documents({"date": "2024-02-29"}) == len(first)
+
+
+def test_store_class_metrics_refuses_rows_of_another_date(store) -> None:
+    rows = [{"label": "cat", "n": 1, "date": "2024-03-02"}]
+    with pytest.raises(DataError, match="label 'cat' has date '2024-03-02', not '2024-03-01'"):
+        store_class_metrics(store, "m@1", "2024-03-01", rows)
+    assert store.class_metrics.count_documents({}) == 0
+
+
+# --- the session --------------------------------------------------------------------------------
+
+
+@pytest.mark.spark
+def test_get_spark_returns_the_one_session_with_arrow_on(spark) -> None:
+    again = get_spark("local[2]")
+    assert again is spark
+    assert spark.conf.get("spark.sql.execution.arrow.pyspark.enabled") == "true"
+    assert spark.conf.get("spark.sql.shuffle.partitions") == "4"
+    assert spark.sparkContext.getConf().get("spark.driver.host") == "127.0.0.1"
+
+
+def test_get_spark_refuses_an_empty_master() -> None:
+    with pytest.raises(ConfigError, match="master URL is empty"):
+        get_spark("  ")
+
+
+@pytest.mark.spark
+def test_spark_that_cannot_start_is_a_spark_error(tmp_path: Path) -> None:
+    # A fresh interpreter: this process's session is already up, and getOrCreate would return it.
+    script = (
+        "from evaluation.metrics import get_spark, SparkError\n"
+        "try:\n    get_spark('local[1]')\nexcept SparkError as exc:\n    print('SparkError:', exc)\n"
+    )
+    env = {**os.environ, "JAVA_HOME": str(tmp_path / "no-java"), "SPARK_HOME": ""}
+    env.pop("SPARK_HOME")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert "SparkError: could not start Spark with master 'local[1]'" in done.stdout, done.stderr[-2000:]
