@@ -1,0 +1,1 @@
+"""The Dash class-health dashboard (create_app / run in dashboards.app)."""

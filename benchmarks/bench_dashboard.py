@@ -1,0 +1,259 @@
+"""Dashboard page load for a long history: 100 classes x 365 days of class_metrics + class_health (target: < 2 s).
+
+Synthesises the history in an embedded store (the JSON file the pipeline's store writes, in a
+temporary data dir): every class ~95% accurate on 10 images a day, a few classes drifting down
+late in the year, and per-day health rows whose window evidence is pooled from those counts.
+Then, in one run:
+
+- **start-up**: ``monitor dashboard``'s warm-up before it serves (store snapshot, default overview);
+- **server**: the overview's page callback over HTTP (``POST /_dash-update-component``, the
+  request the browser makes), warm (median of several); then the store file is rewritten, as a
+  pipeline run does: the request right after it (answered from the previous snapshot), the time
+  until the reload thread has read the new file and pooled the default overview, and the first
+  request on the new data;
+- **browser**: headless Chromium loading ``/`` until the heatmap is drawn and the flagged list is
+  on the page (navigation start to ready): the first load of a new browser, loads with the cache
+  cleared (every JS bundle fetched and compiled) and warm loads; skipped without chromedriver.
+
+    .venv/bin/python benchmarks/bench_dashboard.py            # 100 classes x 365 days
+    .venv/bin/python benchmarks/bench_dashboard.py --quick    # 30 classes x 120 days (< 1 minute)
+    .venv/bin/python benchmarks/bench_dashboard.py --classes 1000 --days 90
+
+Figures are for the embedded store (a JSON file read into pandas); a real MongoDB was not
+available here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import platform
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dashboards import ids  # noqa: E402
+from dashboards.app import EXTENSION, create_app, warm_up  # noqa: E402
+from evaluation.metrics import wilson_intervals  # noqa: E402
+from monitor.settings import Settings, load_settings  # noqa: E402
+
+TARGET_S = 2.0
+MODEL = "bench-resnet@0123456789ab"
+
+
+def synthesise(classes: int, days: int, end: dt.date, settings: Settings, seed: int = 0) -> int:
+    """Write ``classes`` x ``days`` class_metrics and class_health documents into the embedded store file."""
+    from scipy import stats
+
+    rng = np.random.default_rng(seed)
+    labels = [f"class_{i:04d}" for i in range(classes)]
+    dates = [(end - dt.timedelta(days=days - 1 - k)).isoformat() for k in range(days)]
+    p = np.full((days, classes), 0.95)
+    drifting = rng.choice(classes, size=max(1, classes // 20), replace=False)
+    for c in drifting:  # a drop late in the year for 5% of the classes
+        p[int(days * 0.8) :, c] = rng.uniform(0.5, 0.8)
+    n = np.full((days, classes), 10)
+    correct = rng.binomial(n, p)
+    low, high = wilson_intervals(correct.ravel(), n.ravel(), 0.95)
+    window = 14
+    cn, cc = np.cumsum(n, axis=0), np.cumsum(correct, axis=0)
+    pn, pc = cn.copy(), cc.copy()
+    pn[window:] -= cn[:-window]
+    pc[window:] -= cc[:-window]
+    plow, phigh = wilson_intervals(pc.ravel(), pn.ravel(), 0.95)
+    prob = stats.beta.cdf(0.9, pc + 1, pn - pc + 1)
+    verdict = np.where(pn < 20, "insufficient_data", np.where(prob > 0.995, "needs_retraining", np.where(prob > 0.95, "watch", "healthy")))
+    metrics: list[dict[str, Any]] = []
+    health: list[dict[str, Any]] = []
+    for d, date in enumerate(dates):
+        start = dates[max(0, d - window + 1)]
+        for c, label in enumerate(labels):
+            i = d * classes + c
+            k, m = int(correct[d, c]), int(n[d, c])
+            wrong = m - k
+            metrics.append(
+                {
+                    "model_id": MODEL, "date": date, "label": label, "n": m, "correct": k, "failed": 0,
+                    "accuracy": k / m, "ci_low": float(low[i]), "ci_high": float(high[i]),
+                    "tp": k, "fp": wrong, "fn": wrong, "precision": 0.9, "recall": k / m, "f1": 0.9,
+                    "confusions": [{"pred": labels[(c + 1) % classes], "count": wrong}] if wrong else [],
+                }
+            )  # fmt: skip
+            health.append(
+                {
+                    "model_id": MODEL, "date": date, "label": label, "verdict": str(verdict[d, c]), "target": 0.9,
+                    "window_days": window, "window_start": start, "pooled_n": int(pn[d, c]), "pooled_correct": int(pc[d, c]),
+                    "pooled_accuracy": float(pc[d, c] / pn[d, c]), "ci_low": float(plow[i]), "ci_high": float(phigh[i]),
+                    "prob_below_target": float(prob[d, c]), "cusum": 0.0, "cusum_threshold": 5.0, "method": "synthetic",
+                    "reason": f"{label}: {pc[d, c]}/{pn[d, c]} correct over {window} days; P(below 90%) = {prob[d, c]:.2f}",
+                }
+            )  # fmt: skip
+    models = [{"model_id": MODEL, "name": "bench-resnet", "checksum": "0123456789ab", "labels": labels, "first_date": dates[0], "last_date": dates[-1]}]
+    settings.store_dir.mkdir(parents=True, exist_ok=True)
+    # The embedded store's file format (MongoDB relaxed extended JSON; these documents hold only plain values).
+    (settings.store_dir / f"{settings.mongo_db}.json").write_text(
+        json.dumps({"class_metrics": metrics, "class_health": health, "models": models, "runs": [], "alerts": []}), encoding="utf-8"
+    )
+    return len(metrics) + len(health)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def page_request() -> dict[str, Any]:
+    """The body the browser posts to render the overview (the router callback: URL -> nav, filters, page)."""
+    outputs = [{"id": ids.NAV, "property": "children"}, {"id": ids.FILTERS, "property": "children"}, {"id": ids.PAGE, "property": "children"}]
+    return {
+        "output": "..." .join(f"{o['id']}.{o['property']}" for o in outputs).join(["..", ".."]),
+        "outputs": outputs,
+        "inputs": [{"id": ids.URL, "property": "pathname", "value": "/"}, {"id": ids.URL, "property": "search", "value": ""}],
+        "changedPropIds": [f"{ids.URL}.pathname", f"{ids.URL}.search"],
+        "state": [[], [], []],
+    }
+
+
+def timed_post(url: str, body: dict[str, Any]) -> tuple[float, int]:
+    import urllib.request
+
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST")
+    started = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310 - our own local server
+        payload = response.read()
+        status = response.status
+    elapsed = time.perf_counter() - started
+    if status != 200 or ids.OVERVIEW_HEATMAP.encode() not in payload:
+        raise SystemExit(f"the overview callback answered {status} without a heatmap: {payload[:300]!r}")
+    return elapsed, len(payload)
+
+
+def browser_loads(url: str, repeats: int) -> dict[str, list[float]]:
+    """Seconds from navigation start to the heatmap drawn and the flagged list present, in headless Chromium.
+
+    ``first``: the first navigation of a newly started browser (its own start-up included);
+    ``cold``: the browser cache cleared before each load (every JS bundle fetched and compiled);
+    ``warm``: a reload with the cache as a returning user has it.
+    """
+    from selenium import webdriver
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options)
+
+    def load() -> float:
+        started = time.perf_counter()
+        driver.get(url)
+        WebDriverWait(driver, 60).until(
+            expected_conditions.presence_of_element_located((By.CSS_SELECTOR, f"#{ids.OVERVIEW_HEATMAP} .js-plotly-plot .heatmaplayer"))
+        )
+        WebDriverWait(driver, 60).until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, f"#{ids.FLAGGED}")))
+        return time.perf_counter() - started
+
+    times: dict[str, list[float]] = {"first": [], "cold": [], "warm": []}
+    try:
+        times["first"].append(load())
+        for _ in range(repeats):
+            driver.execute_cdp_cmd("Network.clearBrowserCache", {})
+            times["cold"].append(load())
+        for _ in range(repeats):
+            times["warm"].append(load())
+    finally:
+        driver.quit()
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--classes", type=int, default=100)
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--repeats", type=int, default=5, help="warm server requests / browser loads")
+    parser.add_argument("--quick", action="store_true", help="30 classes x 120 days, 3 repeats")
+    parser.add_argument("--no-browser", action="store_true")
+    args = parser.parse_args()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request would bury the figures
+    if args.quick:
+        args.classes, args.days, args.repeats = 30, 120, 3
+    print(f"bench_dashboard: {args.classes} classes x {args.days} days, {platform.processor() or platform.machine()}, python {platform.python_version()}")
+    with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as tmp:
+        settings = load_settings(data_dir=Path(tmp) / "data")
+        started = time.perf_counter()
+        docs = synthesise(args.classes, args.days, dt.date(2025, 12, 31), settings)
+        size_mb = (settings.store_dir / f"{settings.mongo_db}.json").stat().st_size / 1e6
+        print(f"synthesised {docs:,} documents ({size_mb:.1f} MB store file) in {time.perf_counter() - started:.1f} s")
+
+        from werkzeug.serving import make_server
+
+        app = create_app(settings)
+        data = app.server.extensions[EXTENSION]
+        port = _free_port()
+        server = make_server("127.0.0.1", port, app.server, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        base = f"http://127.0.0.1:{port}"
+        try:
+            start_s = warm_up(app)
+            warm = [timed_post(base + "/_dash-update-component", page_request())[0] for _ in range(args.repeats)]
+            warm_s = statistics.median(warm)
+            # A pipeline run rewrites the store file: the served app keeps answering from the snapshot
+            # it has while a thread reads the new one and pre-computes the default overview.
+            reloaded = threading.Event()
+            warm_overview = data.on_reload
+
+            def on_reload() -> None:
+                if warm_overview is not None:
+                    warm_overview()
+                reloaded.set()
+
+            data.on_reload = on_reload
+            store_file = settings.store_dir / f"{settings.mongo_db}.json"
+            store_file.write_bytes(store_file.read_bytes())
+            written = time.perf_counter()
+            stale_s, size = timed_post(base + "/_dash-update-component", page_request())
+            if not reloaded.wait(300):
+                raise SystemExit("the dashboard never reloaded the rewritten store")
+            reload_s = time.perf_counter() - written
+            fresh_s = timed_post(base + "/_dash-update-component", page_request())[0]
+            print(f"start-up warm-up (store load + render)  {start_s:6.2f} s   (monitor dashboard, before serving)")
+            print(f"overview callback, warm (median of {args.repeats})   {warm_s:6.2f} s   ({size / 1e3:.0f} kB response)")
+            print(f"overview callback right after a write   {stale_s:6.2f} s   (answered from the previous snapshot)")
+            print(f"new snapshot read + overview pooled     {reload_s:6.2f} s   after the write, on the reload thread")
+            print(f"overview callback on the new snapshot   {fresh_s:6.2f} s")
+            figures = {"server_warm": warm_s, "after_write": stale_s, "on_new_data": fresh_s}
+            if args.no_browser or shutil.which("chromedriver") is None:
+                print("browser: skipped (no chromedriver on PATH)" if not args.no_browser else "browser: skipped (--no-browser)")
+            else:
+                loads = browser_loads(base + "/", args.repeats)
+                cold, warm_load = statistics.median(loads["cold"]), statistics.median(loads["warm"])
+                print(f"browser, first load of a new browser    {loads['first'][0]:6.2f} s   (browser start-up included)")
+                print(f"browser load, cache cleared (median)    {cold:6.2f} s   (navigation to heatmap drawn, all JS fetched)")
+                print(f"browser load, warm cache (median)       {warm_load:6.2f} s")
+                figures["browser_cold"] = cold
+                figures["browser_warm"] = warm_load
+            for name, value in figures.items():
+                verdict = "meets" if value < TARGET_S else "MISSES"
+                print(f"  {name:14s} {value:5.2f} s = {value / TARGET_S:4.2f} x the {TARGET_S:.0f} s target: {verdict}")
+        finally:
+            server.shutdown()
+            data.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""The Dash app: ``create_app(settings)`` builds it (no queries, no globals at import), ``run()`` serves it.
+
+Pages (a single-page router on ``dcc.Location``; the state lives in the query string):
+
+- ``/``        overview: class x day/week/month heatmap, verdict counts, flagged classes with evidence
+- ``/class``   class health over time: accuracy with its interval band, pooled estimate, target, verdict changes
+- ``/errors``  what goes wrong: confusion pairs over time and a gallery of misclassified images
+- ``/run``     run detail: per-class table of a date, skipped and failed images
+
+Thumbnails come from ``/thumb?date=D&path=P``: only paths in the predictions file of ``D`` are
+served, read through the configured image source (which itself refuses paths outside its root).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import partial
+
+from dash import Dash
+from flask import Response, abort, request
+
+from dashboards import ids
+from dashboards.callbacks import register_callbacks
+from dashboards.data import DashboardData
+from dashboards.layout import INDEX_STRING, ViewState, app_shell, render_page
+from monitor.errors import DataError, SourceError
+from monitor.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Where the app keeps its :class:`DashboardData` on the Flask server (``app.server.extensions``).
+EXTENSION = "class_health_data"
+
+
+def create_app(settings: Settings, *, data: DashboardData | None = None) -> Dash:
+    """A Dash app over the store and image source of ``settings``; nothing is read until a page is requested."""
+    if data is None:
+        data = DashboardData(settings, background_reload=True)
+        # After a pipeline run rewrites the store, pre-compute the default overview on the reload thread.
+        data.on_reload = partial(render_page, data, ids.PATH_OVERVIEW, ViewState())
+    app = Dash(
+        __name__,
+        title="Class health",
+        update_title=None,  # type: ignore[arg-type]  # None turns the "Updating..." title off
+        suppress_callback_exceptions=True,  # page components appear only when their page is rendered
+        serve_locally=True,  # the dashboard works on machines without internet access
+    )
+    app.index_string = INDEX_STRING
+    app.layout = app_shell
+    register_callbacks(app, data)
+    server = app.server
+    server.extensions[EXTENSION] = data
+
+    @server.route(ids.PATH_THUMB)
+    def thumbnail() -> Response:
+        date = request.args.get("date", "")
+        path = request.args.get("path", "")
+        try:
+            body = data.thumbnail(date, path)
+        except DataError as exc:
+            log.info("thumbnail refused: %s", exc)
+            abort(404, description=str(exc))
+        except SourceError as exc:
+            log.warning("thumbnail unavailable: %s", exc)
+            abort(502, description=str(exc))
+        response = Response(body, mimetype="image/jpeg")
+        response.headers["Cache-Control"] = "private, max-age=3600"
+        return response
+
+    return app
+
+
+def warm_up(app: Dash) -> float:
+    """Load the store and render the default overview once, so the first visitor does not wait; returns the seconds spent.
+
+    Also pays Plotly's one-off cost of building its figure validators (about a second).
+    """
+    data: DashboardData = app.server.extensions[EXTENSION]
+    started = time.perf_counter()
+    data.warm()
+    render_page(data, ids.PATH_OVERVIEW, ViewState())
+    elapsed = time.perf_counter() - started
+    log.info("dashboard over %s ready in %.2f s", data.describe(), elapsed)
+    return elapsed
+
+
+def run(settings: Settings, host: str = "127.0.0.1", port: int = 8050, debug: bool = False) -> None:
+    """Serve the dashboard (blocking) on ``host:port``; 127.0.0.1 and debug off unless asked."""
+    app = create_app(settings)
+    warm_up(app)
+    app.run(host=host, port=port, debug=debug)

@@ -1,0 +1,153 @@
+"""The dashboard's callbacks: the URL is the single source of truth, controls only rewrite it.
+
+Two loops, no server-side state:
+
+- ``controls -> URL``: any filter or page control writes its value into the query string
+  (``dcc.Location.search``), so every view can be shared and survives reload and back/forward;
+- ``URL -> page``: the nav, filter bar and page are rendered from ``pathname`` + ``search``.
+
+The filter bar is rebuilt only when the URL no longer matches what it shows (navigation, back
+button, a pasted link), so an open dropdown is not torn down by its own change.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from typing import Any
+
+from dash import ALL, Dash, Input, Output, State, ctx, no_update
+
+from dashboards import ids
+from dashboards.data import DashboardData
+from dashboards.layout import View, ViewState, filter_bar, nav, notices, parse_query, render_page, to_query
+from monitor.errors import MonitorError
+
+log = logging.getLogger(__name__)
+
+PARAM_VALUES = Input({"type": ids.PARAM, "name": ALL}, "value")
+RANGE_STARTS = Input({"type": ids.PARAM_RANGE, "name": ALL}, "start_date")
+RANGE_ENDS = Input({"type": ids.PARAM_RANGE, "name": ALL}, "end_date")
+
+
+def state_from_controls(state: ViewState, params: dict[str, Any], start: str | None, end: str | None) -> ViewState:
+    """``state`` updated with the controls' values; any change other than the page goes back to page 1."""
+    changes: dict[str, Any] = {}
+    for name, value in params.items():
+        if name == ids.Q_CLASSES:
+            changes["classes"] = tuple(value or ())
+        elif name == ids.Q_PAGE:
+            changes["page"] = int(value) if value and str(value).isdigit() else 1
+        elif name in (ids.Q_MODEL, ids.Q_GRAIN, ids.Q_COLOR, ids.Q_SORT, ids.Q_DATE):
+            if value is not None:
+                changes[name] = value
+    if start:
+        changes["start"] = str(start)[:10]
+    if end:
+        changes["end"] = str(end)[:10]
+    if "model" in changes and changes["model"] != state.model and state.model is not None:
+        # Another model has other dates and classes: start from its defaults.
+        changes.setdefault("classes", ())
+        changes["start"] = changes["end"] = None
+        changes["date"] = None
+    updated = replace(state, **changes)
+    if replace(updated, page=1) != replace(state, page=1):
+        updated = replace(updated, page=1)
+    return updated
+
+
+def _controls_match(view: View | None, values: list[Any], value_ids: list[dict[str, Any]], starts: list[Any], ends: list[Any]) -> bool:
+    """Whether the filter bar already shows ``view`` (then it is left alone, so a control is not rebuilt under the user)."""
+    if view is None or not value_ids or not starts or not ends:
+        return False
+    shown = {item["id"]["name"]: value for item, value in zip(value_ids, values)}
+    return (
+        shown.get(ids.Q_MODEL) == view.model.model_id
+        and tuple(shown.get(ids.Q_CLASSES) or ()) == view.chosen
+        and str(starts[0])[:10] == view.start
+        and str(ends[0])[:10] == view.end
+    )
+
+
+def register_callbacks(app: Dash, data: DashboardData) -> None:
+    """Attach the callbacks to ``app``; ``data`` is the only thing they share (thread-safe, cached)."""
+
+    @app.callback(
+        Output(ids.URL, "search"),
+        PARAM_VALUES,
+        RANGE_STARTS,
+        RANGE_ENDS,
+        State(ids.URL, "search"),
+        prevent_initial_call=True,
+    )
+    def controls_to_url(values: list[Any], starts: list[Any], ends: list[Any], search: str | None) -> Any:
+        present = len(values) + len(starts) + len(ends)
+        if present > 2 and len(ctx.triggered_prop_ids) >= present:
+            # Every control "changed" at once: they were just rendered from the URL (Dash fires
+            # pattern-matching callbacks when their inputs enter the layout), not changed by a user.
+            return no_update
+        # Only what the user changed goes into the URL: a default left alone (the latest range,
+        # the newest model) stays a default, so a shared link keeps following new runs.
+        params: dict[str, Any] = {}
+        start = end = None
+        for trigger in ctx.triggered:
+            component, _, prop = str(trigger.get("prop_id", "")).rpartition(".")
+            value = trigger.get("value")
+            try:
+                cid = json.loads(component)
+            except ValueError:
+                continue
+            if not isinstance(cid, dict):
+                continue
+            if cid.get("type") == ids.PARAM and prop == "value":
+                params[str(cid["name"])] = value
+            elif cid.get("type") == ids.PARAM_RANGE:
+                if prop == "start_date":
+                    start = value
+                elif prop == "end_date":
+                    end = value
+        if not params and start is None and end is None:
+            return no_update
+        state = parse_query(search)
+        updated = state_from_controls(state, params, start, end)
+        query = to_query(updated)
+        return no_update if query == (search or "") else query
+
+    @app.callback(
+        Output(ids.NAV, "children"),
+        Output(ids.FILTERS, "children"),
+        Output(ids.PAGE, "children"),
+        Input(ids.URL, "pathname"),
+        Input(ids.URL, "search"),
+        State({"type": ids.PARAM, "name": ALL}, "value"),
+        State({"type": ids.PARAM_RANGE, "name": ALL}, "start_date"),
+        State({"type": ids.PARAM_RANGE, "name": ALL}, "end_date"),
+    )
+    def render(pathname: str | None, search: str | None, values: list[Any], starts: list[Any], ends: list[Any]) -> tuple[Any, Any, Any]:
+        pathname = pathname or ids.PATH_OVERVIEW
+        state = parse_query(search)
+        try:
+            view, content = render_page(data, pathname, state)
+        except MonitorError as exc:
+            # A bad model id in a shared link, an unreadable store...: say so on the page.
+            log.warning("dashboard page %s%s: %s", pathname, search or "", exc)
+            return nav(pathname, state), [], [notices([str(exc)])]
+        value_ids = ctx.states_list[0] if ctx.states_list else []
+        keep_filters = _controls_match(view, values, value_ids, starts, ends)
+        filters = no_update if keep_filters else filter_bar(data, view)
+        return nav(pathname, state), filters, content
+
+    @app.callback(
+        Output(ids.URL, "href"),
+        Input(ids.OVERVIEW_HEATMAP, "clickData"),
+        State(ids.URL, "search"),
+        prevent_initial_call=True,
+    )
+    def heatmap_click(click: dict[str, Any] | None, search: str | None) -> Any:
+        """A click on a heatmap cell opens that class's health over time."""
+        if not click or not click.get("points"):
+            return no_update
+        label = str(click["points"][0].get("y"))
+        state = replace(parse_query(search), classes=(label,), page=1)
+        return ids.PATH_CLASS + to_query(state)

@@ -1,0 +1,779 @@
+"""The dashboard's data access: parameterised read-only store queries cached per store version, and the pooling they feed.
+
+Nothing here runs at import. :class:`DashboardData` opens the store lazily with
+``open_store(settings, read_only=True)``: the embedded store is a JSON file loaded without the
+writer's lock, re-opened when the file changes (its mtime, size and inode are the cache key), so
+a pipeline run shows up without restarting; a real MongoDB is queried with the date range and
+classes pushed into the filter, and answers are kept for ``ttl_s`` seconds.
+
+The embedded store (mongomock) scans every document on every query and copies what it returns,
+so for it the dashboard fetches one model's whole history once per store version and slices it
+in pandas; on MongoDB, where a range query is cheap, only the asked range is fetched.
+
+Accuracy over any period is pooled from counts (sum of ``correct`` over sum of ``n``), never an
+average of daily ratios; its interval is a Wilson interval at ``settings.confidence_level``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from bson import json_util
+from pymongo.errors import PyMongoError
+
+from monitor.errors import DataError, MonitorError, SourceError, StoreError, redact
+from monitor.settings import Settings
+from monitor.storage import Store, open_store
+
+log = logging.getLogger(__name__)
+
+Grain = Literal["day", "week", "month"]
+GRAINS: tuple[str, ...] = ("day", "week", "month")
+
+#: Verdicts from the most to the least urgent; "worst first" sorts by this order.
+VERDICTS: tuple[str, ...] = ("needs_retraining", "watch", "insufficient_data", "healthy")
+SEVERITY: dict[str, int] = {verdict: rank for rank, verdict in enumerate(VERDICTS)}
+VERDICT_COLOURS: dict[str, str] = {
+    "healthy": "#2e7d32",
+    "watch": "#f0a202",
+    "needs_retraining": "#c62828",
+    "insufficient_data": "#9e9e9e",
+}
+VERDICT_TEXT: dict[str, str] = {
+    "healthy": "healthy",
+    "watch": "watch",
+    "needs_retraining": "needs retraining",
+    "insufficient_data": "insufficient data",
+}
+#: Verdicts that put a class on the overview's flagged list.
+FLAGGED_VERDICTS: tuple[str, ...] = ("needs_retraining", "watch")
+
+METRIC_FIELDS: tuple[str, ...] = ("date", "label", "n", "correct", "failed", "accuracy", "ci_low", "ci_high")
+HEALTH_FIELDS: tuple[str, ...] = (
+    "date",
+    "label",
+    "verdict",
+    "target",
+    "window_days",
+    "window_start",
+    "pooled_n",
+    "pooled_correct",
+    "pooled_accuracy",
+    "ci_low",
+    "ci_high",
+    "prob_below_target",
+    "cusum",
+    "cusum_threshold",
+    "method",
+    "reason",
+)
+ALERT_FIELDS: tuple[str, ...] = ("label", "date", "kind", "message", "delivered", "delivered_at", "attempts", "last_error")
+PREDICTION_FIELDS: tuple[str, ...] = ("image_path", "label", "pred", "confidence", "status", "error", "model_id")
+
+#: Longest side of a gallery thumbnail, in pixels.
+THUMB_SIDE = 128
+#: Thumbnails kept in memory (a few KB each).
+THUMB_CACHE_SIZE = 1024
+#: Prediction files kept in memory (one per date, a few hundred KB at most for a daily sample).
+PREDICTION_CACHE_SIZE = 16
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One evaluated model, from the ``models`` collection (or, for stores without it, from ``class_metrics``)."""
+
+    model_id: str
+    name: str
+    labels: tuple[str, ...]
+    first_date: str | None
+    last_date: str | None
+
+
+# --- pure helpers ------------------------------------------------------------------------------
+
+
+def wilson(correct: Any, n: Any, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson interval bounds for arrays of counts at ``level`` (NaN where ``n == 0``).
+
+    The same function the metrics stage stores its daily intervals with, so a pooled day and a
+    stored day agree.
+    """
+    from evaluation.metrics import wilson_intervals
+
+    return wilson_intervals(np.asarray(correct, dtype=float), np.asarray(n, dtype=float), level)
+
+
+def auto_grain(start: str, end: str) -> Grain:
+    """Days up to about a quarter, weeks up to two years, months beyond: a heatmap stays under ~105 columns."""
+    days = (dt.date.fromisoformat(end) - dt.date.fromisoformat(start)).days + 1
+    if days <= 92:
+        return "day"
+    if days <= 731:
+        return "week"
+    return "month"
+
+
+def period_start(dates: pd.Series, grain: Grain) -> pd.Series:
+    """The first day (ISO string) of the day, ISO week (Monday) or month that each date falls in."""
+    if grain == "day":
+        return dates.astype(str)
+    stamps = pd.to_datetime(dates)
+    if grain == "week":
+        starts = stamps - pd.to_timedelta(stamps.dt.weekday, unit="D")
+    elif grain == "month":
+        starts = stamps - pd.to_timedelta(stamps.dt.day - 1, unit="D")
+    else:
+        raise DataError(f"unknown grain {grain!r}; choose one of {', '.join(GRAINS)}")
+    return starts.dt.strftime("%Y-%m-%d")
+
+
+def pool_by_period(metrics: pd.DataFrame, grain: Grain, level: float) -> pd.DataFrame:
+    """Pool daily class metrics into periods: sum ``n``, ``correct`` and ``failed``, then accuracy and Wilson interval.
+
+    Returns one row per (label, period) with ``period``, ``label``, ``n``, ``correct``, ``failed``,
+    ``days`` (days with data), ``accuracy`` (NaN when ``n`` is 0), ``ci_low``, ``ci_high``.
+    """
+    columns = ["label", "period", "n", "correct", "failed", "days", "accuracy", "ci_low", "ci_high"]
+    if metrics.empty:
+        return pd.DataFrame(columns=columns)
+    frame = metrics.assign(period=period_start(metrics["date"], grain))
+    pooled = (
+        frame.groupby(["label", "period"], sort=True)
+        .agg(n=("n", "sum"), correct=("correct", "sum"), failed=("failed", "sum"), days=("date", "nunique"))
+        .reset_index()
+    )
+    n = pooled["n"].to_numpy(dtype=float)
+    correct = pooled["correct"].to_numpy(dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pooled["accuracy"] = np.where(n > 0, correct / np.where(n > 0, n, 1.0), np.nan)
+    pooled["ci_low"], pooled["ci_high"] = wilson(correct, n, level)
+    return pooled[columns]
+
+
+def class_status(health: pd.DataFrame, as_of: str | None = None) -> pd.DataFrame:
+    """Each class's latest health row on or before ``as_of``, with ``since``: the first day of its current verdict.
+
+    One row per label (index: label), sorted by label. ``since`` is computed from the rows given,
+    so pass the whole history for a true "since".
+    """
+    columns = list(HEALTH_FIELDS) + ["since", "previous_verdict"]
+    if health.empty:
+        return pd.DataFrame(columns=columns).set_index("label")
+    rows = health if as_of is None else health[health["date"] <= as_of]
+    if rows.empty:
+        return pd.DataFrame(columns=columns).set_index("label")
+    rows = rows.sort_values(["label", "date"], kind="stable")
+    changed = rows["verdict"].ne(rows.groupby("label")["verdict"].shift())
+    run_id = changed.groupby(rows["label"]).cumsum()
+    run_start = rows["date"].where(changed).groupby([rows["label"], run_id]).transform("first")
+    before = rows.groupby("label")["verdict"].shift().where(changed)
+    previous = before.groupby([rows["label"], run_id]).transform("first")
+    rows = rows.assign(since=run_start, previous_verdict=previous)
+    latest = rows.groupby("label", sort=True).tail(1).set_index("label")
+    return latest
+
+
+def rank_classes(status: pd.DataFrame, pooled_accuracy: pd.Series, labels: Iterable[str], order: str) -> list[str]:
+    """Order ``labels`` for display.
+
+    ``worst``: verdict severity, then probability of being below target (high first), then pooled
+    accuracy of the shown range (low first); ``accuracy``: pooled accuracy of the range, low first;
+    ``name``: alphabetical. Classes with no data go last.
+    """
+    frame = pd.DataFrame(index=pd.Index(sorted(set(labels)), name="label"))
+    frame["severity"] = [SEVERITY.get(status["verdict"].get(label), len(VERDICTS)) if "verdict" in status else len(VERDICTS) for label in frame.index]
+    prob = status["prob_below_target"] if "prob_below_target" in status else pd.Series(dtype=float)
+    frame["prob"] = pd.to_numeric(prob.reindex(frame.index), errors="coerce").fillna(-1.0)
+    frame["acc"] = pd.to_numeric(pooled_accuracy.reindex(frame.index), errors="coerce").fillna(2.0)
+    frame["name"] = frame.index
+    if order == "name":
+        ranked = frame.sort_values("name")
+    elif order == "accuracy":
+        ranked = frame.sort_values(["acc", "name"])
+    else:
+        ranked = frame.sort_values(["severity", "prob", "acc", "name"], ascending=[True, False, True, True])
+    return list(ranked.index)
+
+
+def verdict_changes(health: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``health`` (one label) where the verdict differs from the day before, with ``previous_verdict``."""
+    if health.empty:
+        return health.assign(previous_verdict=pd.Series(dtype=object))
+    rows = health.sort_values("date")
+    previous = rows["verdict"].shift()
+    changed = previous.notna() & rows["verdict"].ne(previous)
+    return rows[changed].assign(previous_verdict=previous[changed])
+
+
+def make_thumbnail(data: bytes, max_side: int = THUMB_SIDE, max_pixels: int = 50_000_000) -> bytes:
+    """A JPEG no larger than ``max_side`` on its longest side; refuses non-images and decompression bombs."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise DataError(f"image of {width}x{height} pixels is larger than the {max_pixels} pixel limit")
+            image.draft("RGB", (max_side, max_side))  # JPEG: decode at reduced scale, much cheaper
+            picture = ImageOps.exif_transpose(image).convert("RGB")
+            picture.thumbnail((max_side, max_side))
+            out = io.BytesIO()
+            picture.save(out, format="JPEG", quality=85)
+            return out.getvalue()
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise DataError(f"not a readable image: {exc}") from exc
+
+
+def _frame(docs: Sequence[dict[str, Any]], fields: Sequence[str]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(list(docs), columns=list(fields))
+    return frame
+
+
+def _iso_date(text: str) -> str:
+    """``text`` if it is a YYYY-MM-DD date, else :class:`DataError` (dates reach queries and file names)."""
+    try:
+        day = dt.date.fromisoformat(text)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"date {text!r} is not a valid YYYY-MM-DD date") from exc
+    if len(text) != 10:
+        raise DataError(f"date {text!r} is not in YYYY-MM-DD form")
+    return day.isoformat()
+
+
+def embedded_store_file(settings: Settings) -> Path:
+    """Where the embedded store keeps its JSON file (the same naming as :mod:`monitor.storage`)."""
+    return settings.store_dir / f"{settings.mongo_db}.json"
+
+
+#: Collections the embedded snapshot keeps as DataFrames (one row per model, date and class: the big ones).
+FRAME_COLLECTIONS: dict[str, tuple[str, ...]] = {
+    "class_metrics": ("model_id", *METRIC_FIELDS, "confusions"),
+    "class_health": ("model_id", *HEALTH_FIELDS),
+}
+_NUMERIC = {
+    "n", "correct", "failed", "accuracy", "ci_low", "ci_high", "target", "window_days", "pooled_n",
+    "pooled_correct", "pooled_accuracy", "prob_below_target", "cusum", "cusum_threshold",
+}
+
+
+def _plain_number(value: Any) -> Any:
+    """Undo MongoDB extended JSON wrappers (NaN and infinities are written as ``{"$numberDouble": "NaN"}``)."""
+    if isinstance(value, dict):
+        if "$numberDouble" in value:
+            return float(value["$numberDouble"])
+        if "$numberLong" in value:
+            return int(value["$numberLong"])
+        if "$numberInt" in value:
+            return int(value["$numberInt"])
+    return value
+
+
+def _records_frame(docs: list[dict[str, Any]], fields: Sequence[str]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(docs, columns=list(fields))
+    for name in fields:
+        if name in _NUMERIC and frame[name].dtype == object:
+            frame[name] = pd.to_numeric(frame[name].map(_plain_number), errors="coerce")
+    return frame
+
+
+def load_embedded_snapshot(file: Path, db_name: str) -> tuple[Store, dict[str, pd.DataFrame]]:
+    """Read the embedded store's JSON file for reading only, without the writer's lock.
+
+    ``class_metrics`` and ``class_health`` (a row per model, date and class: tens of thousands of
+    documents after a year) become DataFrames straight from the C JSON parser: loading them into
+    mongomock costs seconds per ten thousand documents, and every mongomock query scans and
+    deep-copies them again. The other collections (models, alerts, runs, images) go into an
+    in-memory mongomock database, so they are queried with the same code as a real MongoDB.
+    """
+    import mongomock
+
+    try:
+        raw = json.loads(file.read_bytes()) if file.exists() else {}
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"the embedded store {file} cannot be read: {exc}") from exc
+    frames = {name: _records_frame(raw.pop(name, None) or [], fields) for name, fields in FRAME_COLLECTIONS.items()}
+    small = json_util.loads(json.dumps(raw), json_options=json_util.JSONOptions(tz_aware=True)) if raw else {}
+    db: Any = mongomock.MongoClient(tz_aware=True)[db_name]
+    for name, docs in small.items():
+        if docs:
+            db[name].insert_many(docs)
+    return Store(db, description=f"embedded store {file}"), frames
+
+
+# --- the cached reader ------------------------------------------------------------------------------
+
+
+class DashboardData:
+    """Read-only, cached access to the store, the prediction files and the image source for one app.
+
+    Thread-safe: Flask serves requests on threads, and one lock guards the store and caches
+    (mongomock is not thread-safe, and a query that misses the cache is then run once, not by
+    every waiting request).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        source: Any = None,
+        ttl_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        background_reload: bool = False,
+        on_reload: Callable[[], Any] | None = None,
+    ) -> None:
+        """``source`` is the image source for thumbnails (default: ``open_source(settings.source_uri)`` on first use).
+
+        ``background_reload`` (the served app): when the embedded store file changes, requests keep
+        being answered from the snapshot they have while a thread reads the new one (about 2 s for
+        a year of 100 classes), then ``on_reload`` runs (e.g. pre-computes the default overview).
+        Without it (tests, scripts) a change is read before the next answer.
+        """
+        self.settings = settings
+        self._background_reload = background_reload
+        self.on_reload = on_reload
+        self._reloading: Hashable | None = None
+        self._source = source
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._store: Store | None = None
+        self._store_version: Hashable | None = None
+        self._frames: dict[str, pd.DataFrame] = {}
+        self._cache: dict[Hashable, Any] = {}
+        self._predictions: OrderedDict[tuple[str, int], pd.DataFrame | None] = OrderedDict()
+        self._thumbs: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+
+    # --- store version and caching ------------------------------------------------------------
+
+    @property
+    def embedded(self) -> bool:
+        return not self.settings.mongo_uri
+
+    def version(self) -> Hashable:
+        """Changes whenever cached answers may be stale: the embedded file's identity, or a TTL bucket for MongoDB."""
+        if self.embedded:
+            try:
+                st = embedded_store_file(self.settings).stat()
+            except FileNotFoundError:
+                return ("missing",)
+            except OSError as exc:
+                raise StoreError(f"cannot read the embedded store {embedded_store_file(self.settings)}: {exc}") from exc
+            return (st.st_mtime_ns, st.st_size, st.st_ino)
+        return ("ttl", int(self._clock() // self._ttl_s))
+
+    def describe(self) -> str:
+        """A readable name for the store (passwords redacted)."""
+        if self.embedded:
+            return f"embedded store {embedded_store_file(self.settings)}"
+        return f"MongoDB {redact(self.settings.mongo_uri)}"
+
+    def _current_store(self) -> Store:
+        """The open store for the current version (called under the lock)."""
+        version = self.version()
+        if version != self._store_version and self._store is not None and self.embedded and self._background_reload:
+            # Stale while revalidating: keep answering from the snapshot in hand (and its cache).
+            self._start_reload(version)
+            return self._store
+        if version != self._store_version:
+            self._cache.clear()
+            if self._store is not None and self.embedded:
+                self._store.close()
+                self._store = None
+            self._frames = {}
+            self._store_version = version
+        if self._store is None:
+            started = time.perf_counter()
+            if self.embedded:
+                self._store, self._frames = load_embedded_snapshot(embedded_store_file(self.settings), self.settings.mongo_db)
+            else:
+                self._store = open_store(self.settings, read_only=True)
+            log.info("opened %s in %.2f s", self._store.description, time.perf_counter() - started)
+        return self._store
+
+    def _start_reload(self, version: Hashable) -> None:
+        """Read the new snapshot on a thread (called under the lock; at most one reload at a time)."""
+        if self._reloading is not None:
+            return
+        self._reloading = version
+        threading.Thread(target=self._reload, args=(version,), name="dashboard-store-reload", daemon=True).start()
+
+    def _reload(self, version: Hashable) -> None:
+        started = time.perf_counter()
+        try:
+            store, frames = load_embedded_snapshot(embedded_store_file(self.settings), self.settings.mongo_db)
+        except StoreError as exc:
+            # Keep serving the old snapshot; the next request tries again.
+            log.warning("reloading the dashboard's store failed: %s", exc)
+            with self._lock:
+                self._reloading = None
+            return
+        with self._lock:
+            old = self._store
+            self._store, self._frames, self._store_version = store, frames, version
+            self._cache.clear()
+            self._reloading = None
+        if old is not None:
+            old.close()
+        log.info("reloaded %s in %.2f s", store.description, time.perf_counter() - started)
+        if self.on_reload is not None:
+            try:
+                self.on_reload()
+            except MonitorError as exc:  # a warm-up that fails must not kill the reload thread's report
+                log.warning("warming the dashboard after a reload failed: %s", exc)
+
+    def wait_for_reload(self, timeout_s: float = 60.0) -> bool:
+        """Block until no background reload is running (True) or ``timeout_s`` passed (False); for tests and benchmarks."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._reloading is None:
+                    return True
+            time.sleep(0.02)
+        return False
+
+    def _frame_of(self, collection: str) -> pd.DataFrame:
+        """The embedded snapshot's whole ``collection`` as a DataFrame (called under the lock)."""
+        self._current_store()
+        return self._frames[collection]
+
+    def memo(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """Cache a derived value (a pooled table, a status) until the store changes; ``compute`` must not mutate shared frames."""
+        return self._cached(("memo", key), lambda _store: compute())
+
+    def _cached(self, key: Hashable, compute: Callable[[Store], Any]) -> Any:
+        with self._lock:
+            store = self._current_store()
+            if key in self._cache:
+                return self._cache[key]
+            try:
+                value = compute(store)
+            except PyMongoError as exc:
+                raise StoreError(f"query {key!r} failed on {store.description}: {exc}") from exc
+            self._cache[key] = value
+            return value
+
+    def close(self) -> None:
+        """Close the store (a real MongoDB client keeps sockets open)."""
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+                self._store_version = None
+            self._cache.clear()
+
+    def warm(self) -> None:
+        """Run the queries the overview needs for the default model, so the first visitor does not wait for them."""
+        models = self.models()
+        if models:
+            model = models[0]
+            self.metrics(model.model_id)
+            self.health(model.model_id)
+
+    # --- queries ------------------------------------------------------------------------------
+
+    def models(self) -> list[ModelInfo]:
+        """Every model with results, the most recently evaluated first."""
+
+        def compute(store: Store) -> list[ModelInfo]:
+            docs = list(store.models.find({}, {"_id": 0, "model_id": 1, "name": 1, "labels": 1, "first_date": 1, "last_date": 1}))
+            if not docs:
+                # A store written without ``models`` documents still has its metrics.
+                known = self._frames["class_metrics"]["model_id"].unique() if self.embedded else store.class_metrics.distinct("model_id")
+                docs = [{"model_id": str(model_id)} for model_id in known]
+            infos = [
+                ModelInfo(
+                    model_id=str(doc["model_id"]),
+                    name=str(doc.get("name") or str(doc["model_id"]).split("@")[0]),
+                    labels=tuple(sorted(str(label) for label in doc.get("labels") or ())),
+                    first_date=doc.get("first_date"),
+                    last_date=doc.get("last_date"),
+                )
+                for doc in docs
+            ]
+            return sorted(infos, key=lambda m: (m.last_date or "", m.model_id), reverse=True)
+
+        return list(self._cached(("models",), compute))
+
+    def model(self, model_id: str | None) -> ModelInfo | None:
+        """The model ``model_id`` (None: the most recently evaluated one); None when the store has no results."""
+        models = self.models()
+        if not models:
+            return None
+        if model_id is None:
+            return models[0]
+        for info in models:
+            if info.model_id == model_id:
+                return info
+        raise DataError(f"model {model_id!r} has no results in {self.describe()}; known models: {', '.join(m.model_id for m in models)}")
+
+    def _model_frame(
+        self,
+        collection: str,
+        fields: Sequence[str],
+        model_id: str,
+        start: str | None,
+        end: str | None,
+        labels: Sequence[str] | None,
+    ) -> pd.DataFrame:
+        """Rows of ``collection`` for one model, a date range and classes, as a DataFrame with ``fields``."""
+        if self.embedded:
+            # One model's whole history, sliced in pandas for every range asked.
+            def whole(_store: Store) -> pd.DataFrame:
+                frame = self._frame_of(collection)
+                return frame.loc[frame["model_id"] == model_id, list(fields)].reset_index(drop=True)
+
+            frame: pd.DataFrame = self._cached((collection, model_id, tuple(fields)), whole)
+        else:
+            # MongoDB answers the range from its (model_id, date, label) index.
+            query: dict[str, Any] = {"model_id": model_id}
+            dates: dict[str, str] = {}
+            if start:
+                dates["$gte"] = start
+            if end:
+                dates["$lte"] = end
+            if dates:
+                query["date"] = dates
+            if labels:
+                query["label"] = {"$in": sorted(labels)}
+            projection = {"_id": 0, **{name: 1 for name in fields}}
+            key = (collection, repr(sorted(query.items())), tuple(fields))
+            frame = self._cached(key, lambda store: _records_frame(list(store.db[collection].find(query, projection)), fields))
+        mask = pd.Series(True, index=frame.index)
+        if start:
+            mask &= frame["date"] >= start
+        if end:
+            mask &= frame["date"] <= end
+        if labels:
+            mask &= frame["label"].isin(list(labels))
+        return frame[mask] if not bool(mask.all()) else frame
+
+    def metrics(self, model_id: str, start: str | None = None, end: str | None = None, labels: Sequence[str] | None = None) -> pd.DataFrame:
+        """Daily class metrics (``METRIC_FIELDS``) of ``model_id`` between ``start`` and ``end`` (inclusive)."""
+        frame = self._model_frame("class_metrics", METRIC_FIELDS, model_id, start, end, labels)
+        for name in ("n", "correct", "failed"):
+            if frame[name].isna().any() or frame[name].dtype == object:
+                frame = frame.assign(**{name: pd.to_numeric(frame[name], errors="coerce").fillna(0).astype(int)})
+        return frame
+
+    def health(self, model_id: str, start: str | None = None, end: str | None = None, labels: Sequence[str] | None = None) -> pd.DataFrame:
+        """Daily class health rows (``HEALTH_FIELDS``) of ``model_id`` between ``start`` and ``end``."""
+        return self._model_frame("class_health", HEALTH_FIELDS, model_id, start, end, labels)
+
+    def date_bounds(self, model_id: str) -> tuple[str, str] | None:
+        """The first and last date with class metrics for ``model_id``; None when it has none."""
+        if self.embedded:
+
+            def from_frame(_store: Store) -> tuple[str, str] | None:
+                frame = self.metrics(model_id)
+                return None if frame.empty else (str(frame["date"].min()), str(frame["date"].max()))
+
+            return self._cached(("bounds", model_id), from_frame)  # type: ignore[no-any-return]
+
+        def compute(store: Store) -> tuple[str, str] | None:
+            # Two index walks on (model_id, date, label), not a scan of the history.
+            first = store.class_metrics.find_one({"model_id": model_id}, {"_id": 0, "date": 1}, sort=[("date", 1)])
+            last = store.class_metrics.find_one({"model_id": model_id}, {"_id": 0, "date": 1}, sort=[("date", -1)])
+            if first is None or last is None:
+                return None
+            return str(first["date"]), str(last["date"])
+
+        return self._cached(("bounds", model_id), compute)  # type: ignore[no-any-return]
+
+    def labels(self, model_id: str) -> list[str]:
+        """Every class with class metrics for ``model_id``, sorted."""
+        if self.embedded:
+            return list(self._cached(("labels", model_id), lambda _store: sorted(str(label) for label in self.metrics(model_id)["label"].unique())))
+        return list(
+            self._cached(("labels", model_id), lambda store: sorted(str(v) for v in store.class_metrics.distinct("label", {"model_id": model_id})))
+        )
+
+    def unusable_images(self, sources: Sequence[str], limit: int = 200) -> pd.DataFrame:
+        """Images of ``sources`` the index skipped or lost (status ``unusable`` or ``missing``): ``path``, ``status``, ``reason``."""
+        query = {"source": {"$in": sorted(sources)}, "status": {"$in": ["unusable", "missing"]}}
+        key = ("unusable", tuple(sorted(sources)), limit)
+
+        def compute(store: Store) -> pd.DataFrame:
+            docs = list(store.images.find(query, {"_id": 0, "path": 1, "status": 1, "reason": 1}).sort("path", 1).limit(limit))
+            return _frame(docs, ("path", "status", "reason"))
+
+        return self._cached(key, compute)
+
+    def confusions(self, model_id: str, label: str, start: str | None = None, end: str | None = None) -> pd.DataFrame:
+        """What ``label`` was mistaken for, per day: columns ``date``, ``pred``, ``count`` (wrong predictions only)."""
+        query: dict[str, Any] = {"model_id": model_id}
+        if not self.embedded:
+            # On MongoDB the (model_id, date, label) index answers one class's range; the embedded
+            # store scans everything per query, so it reads every class's pairs once per version.
+            query["label"] = label
+            dates: dict[str, str] = {}
+            if start:
+                dates["$gte"] = start
+            if end:
+                dates["$lte"] = end
+            if dates:
+                query["date"] = dates
+        key = ("confusions", repr(sorted(query.items())))
+
+        def compute(store: Store) -> pd.DataFrame:
+            if self.embedded:
+                docs = self._frame_of("class_metrics")
+                docs = docs.loc[docs["model_id"] == model_id, ["date", "label", "confusions"]].to_dict("records")
+            else:
+                docs = list(store.class_metrics.find(query, {"_id": 0, "date": 1, "label": 1, "confusions": 1}))
+            rows = [
+                {"date": doc["date"], "label": doc["label"], "pred": str(pair.get("pred")), "count": int(_plain_number(pair.get("count")) or 0)}
+                for doc in docs
+                for pair in (doc.get("confusions") if isinstance(doc.get("confusions"), list) else ())
+            ]
+            return pd.DataFrame.from_records(rows, columns=["date", "label", "pred", "count"])
+
+        frame: pd.DataFrame = self._cached(key, compute)
+        mask = frame["label"] == label
+        if start:
+            mask &= frame["date"] >= start
+        if end:
+            mask &= frame["date"] <= end
+        return frame.loc[mask, ["date", "pred", "count"]].reset_index(drop=True)
+
+    def alerts(self, model_id: str, start: str | None = None, end: str | None = None, labels: Sequence[str] | None = None) -> pd.DataFrame:
+        """Alerts (``ALERT_FIELDS``) of ``model_id`` in the range, the newest first."""
+        query: dict[str, Any] = {"model_id": model_id}
+        dates: dict[str, str] = {}
+        if start:
+            dates["$gte"] = start
+        if end:
+            dates["$lte"] = end
+        if dates:
+            query["date"] = dates
+        if labels:
+            query["label"] = {"$in": sorted(labels)}
+        key = ("alerts", repr(sorted(query.items())))
+        projection = {"_id": 0, **{name: 1 for name in ALERT_FIELDS}}
+
+        def compute(store: Store) -> pd.DataFrame:
+            docs = list(store.alerts.find(query, projection).sort([("date", -1), ("label", 1)]))
+            return _frame(docs, ALERT_FIELDS)
+
+        return self._cached(key, compute)
+
+    def runs(self, date: str) -> list[dict[str, Any]]:
+        """The ``runs`` documents of ``date`` (one per source)."""
+        day = _iso_date(date)
+        return list(self._cached(("runs", day), lambda store: list(store.runs.find({"date": day}, {"_id": 0}).sort("source", 1))))
+
+    # --- prediction files and thumbnails --------------------------------------------------------
+
+    def prediction_dates(self) -> list[str]:
+        """Dates that have a predictions file, oldest first."""
+        folder = self.settings.predictions_dir
+        if not folder.is_dir():
+            return []
+        dates = []
+        for path in folder.glob("*.parquet"):
+            try:
+                dates.append(_iso_date(path.stem))
+            except DataError:
+                continue  # not a daily predictions file
+        return sorted(dates)
+
+    def predictions(self, date: str) -> pd.DataFrame | None:
+        """The predictions file of ``date`` (``PREDICTION_FIELDS``), or None when there is none."""
+        day = _iso_date(date)
+        path = self.settings.predictions_file(day)
+        try:
+            mtime = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+        key = (day, mtime)
+        with self._lock:
+            if key in self._predictions:
+                self._predictions.move_to_end(key)
+                return self._predictions[key]
+        try:
+            frame = pd.read_parquet(path)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"predictions file {path} cannot be read: {exc}") from exc
+        missing = [name for name in ("image_path", "label", "pred", "status") if name not in frame.columns]
+        if missing:
+            raise DataError(f"predictions file {path} lacks columns {', '.join(missing)}")
+        for name in PREDICTION_FIELDS:
+            if name not in frame.columns:
+                frame[name] = None
+        frame = frame[list(PREDICTION_FIELDS)]
+        with self._lock:
+            self._predictions[key] = frame
+            while len(self._predictions) > PREDICTION_CACHE_SIZE:
+                self._predictions.popitem(last=False)
+        return frame
+
+    def misclassified(self, date: str, label: str, model_id: str | None = None) -> pd.DataFrame:
+        """The images of ``label`` predicted wrongly on ``date`` (most confident mistakes first)."""
+        frame = self.predictions(date)
+        if frame is None:
+            return pd.DataFrame(columns=list(PREDICTION_FIELDS))
+        rows = frame[(frame["label"] == label) & (frame["status"] == "ok") & (frame["pred"] != frame["label"])]
+        if model_id is not None and rows["model_id"].notna().any():
+            rows = rows[rows["model_id"] == model_id]
+        return rows.sort_values(["confidence", "image_path"], ascending=[False, True], na_position="last")
+
+    def failed_predictions(self, date: str) -> pd.DataFrame:
+        """Rows of the date's predictions that failed (image unreadable, not decodable...), with their error."""
+        frame = self.predictions(date)
+        if frame is None:
+            return pd.DataFrame(columns=list(PREDICTION_FIELDS))
+        return frame[frame["status"] != "ok"].sort_values("image_path")
+
+    def _image_source(self) -> Any:
+        if self._source is None:
+            from monitor.sources import open_source
+
+            self._source = open_source(self.settings.source_uri)
+        return self._source
+
+    def thumbnail(self, date: str, path: str, max_side: int = THUMB_SIDE) -> bytes:
+        """A small JPEG of image ``path`` from the image source.
+
+        Only paths listed in the predictions file of ``date`` are served: the route that calls this
+        takes both from the query string, and must never become a way to read arbitrary objects.
+        Raises :class:`DataError` for a path that is not there and :class:`SourceError` when the
+        source cannot give the bytes.
+        """
+        day = _iso_date(date)
+        frame = self.predictions(day)
+        if frame is None:
+            raise DataError(f"no predictions file for {day}")
+        if not isinstance(path, str) or not bool((frame["image_path"] == path).any()):
+            raise DataError(f"image {path!r} is not among the predictions of {day}")
+        from monitor.sources import checked_relative_path
+
+        try:
+            # A predictions file is data too: a path in it that leaves the source is never read.
+            checked_relative_path(path, self.settings.source_uri)
+        except SourceError as exc:
+            raise DataError(str(exc)) from exc
+        key = (path, f"{day}:{max_side}")
+        with self._lock:
+            if key in self._thumbs:
+                self._thumbs.move_to_end(key)
+                return self._thumbs[key]
+        data = self._image_source().read(path)
+        thumb = make_thumbnail(data, max_side, self.settings.max_image_pixels)
+        with self._lock:
+            self._thumbs[key] = thumb
+            while len(self._thumbs) > THUMB_CACHE_SIZE:
+                self._thumbs.popitem(last=False)
+        return thumb
+

@@ -1,0 +1,184 @@
+"""The dashboard in headless Chromium, over the store of a real pipeline run (the demo: digits, class "eight" degraded).
+
+One pipeline run, one server and one browser for the module: each test navigates to a URL and
+reads what the page shows (the Plotly figures' data, table text, loaded images).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import shutil
+import socket
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from dashboards import ids
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.spark,
+    # selenium 4.2 (pinned by dash[testing]) calls urllib3 APIs that warn on every request.
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:selenium.*"),
+]
+
+END = dt.date(2026, 11, 20)
+DAYS = 6
+DROP_DAY = 2
+DEGRADED = "eight"
+WAIT_S = 30
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory, spark: object) -> tuple[Any, dict[str, Any]]:
+    """A real run: demo source from scikit-learn digits, index, sample, predict, Spark metrics, health, alerts."""
+    from monitor.demo import run_demo
+    from monitor.settings import Settings
+
+    settings = Settings(data_dir=tmp_path_factory.mktemp("dashboard-demo") / "data", spark_master="local[2]")
+    result = run_demo(settings, days=DAYS, drop_day=DROP_DAY, degrade=DEGRADED, end=END)
+    return settings, result
+
+
+@pytest.fixture(scope="module")
+def browser(demo: tuple[Any, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    if shutil.which("chromedriver") is None or shutil.which("chromium") is None:
+        pytest.skip("needs Debian's chromium and chromium-driver (scripts/setup.sh installs them)")
+    from dash.testing.application_runners import ThreadedRunner
+    from dash.testing.composite import DashComposite
+
+    from dashboards.app import create_app
+
+    settings, _ = demo
+    with ThreadedRunner() as server, DashComposite(
+        server=server,
+        browser="Chrome",
+        headless=True,
+        download_path=str(tmp_path_factory.mktemp("downloads")),
+        percy_run=False,
+        percy_finalize=False,
+        wait_timeout=WAIT_S,
+    ) as composite:
+        composite.start_server(create_app(settings), port=_free_port())
+        yield composite
+
+
+def open_page(browser: Any, path: str, ready: str) -> None:
+    """Navigate to ``path`` and wait until the CSS selector ``ready`` is on the page."""
+    browser.driver.get(browser.server_url + path)
+    browser.wait_for_element(ready, timeout=WAIT_S)
+
+
+def figure_data(browser: Any, container_id: str) -> list[dict[str, Any]]:
+    """The traces Plotly drew inside the element ``container_id`` (what the user sees, as data)."""
+    script = """
+        const plot = document.querySelector('#' + arguments[0] + ' .js-plotly-plot') || document.querySelector('#' + arguments[0] + '.js-plotly-plot');
+        // _fullData holds the arrays Plotly decoded (figures arrive as base64 typed arrays).
+        if (!plot || !plot._fullData || !plot._fullData.length) { return null; }
+        return plot._fullData.map(t => ({name: t.name, type: t.type, fill: t.fill || null, x: Array.from(t.x || []), y: Array.from(t.y || []), text: t.text ? Array.from(t.text) : null}));
+    """
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        data = browser.driver.execute_script(script, container_id)
+        if data:
+            return list(data)
+        time.sleep(0.2)
+    raise AssertionError(f"no Plotly figure rendered in #{container_id}")
+
+
+def wait_until(condition: Any, what: str) -> Any:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_overview_shows_every_real_class_and_flags_the_degraded_one(browser: Any, demo: tuple[Any, dict[str, Any]]) -> None:
+    from monitor.digits import LABELS
+
+    _, result = demo
+    open_page(browser, "/", f"#{ids.OVERVIEW_HEATMAP} .js-plotly-plot")
+    heatmap = figure_data(browser, ids.OVERVIEW_HEATMAP)[0]
+    assert sorted(heatmap["y"]) == sorted(LABELS)
+    assert heatmap["y"][0] == DEGRADED  # worst first
+    assert len(heatmap["x"]) == len(result["daily"])  # one column per day of a short range
+    summary = browser.find_element(f"#{ids.SUMMARY}").text
+    assert result["model"] in summary and f"{result['first_date']} → {result['last_date']}" in summary
+    flagged_rows = browser.find_elements(f"#{ids.FLAGGED} tbody tr")
+    flagged = {row.find_element("css selector", "td").text: row.text for row in flagged_rows}
+    assert DEGRADED in flagged and "needs retraining" in flagged[DEGRADED]
+    assert all("needs retraining" not in text for label, text in flagged.items() if label != DEGRADED)
+
+
+def test_choosing_a_class_shows_its_time_series_with_the_interval_band(browser: Any, demo: tuple[Any, dict[str, Any]]) -> None:
+    _, result = demo
+    open_page(browser, "/", f"#{ids.FLAGGED} a.class-link")
+    link = next(a for a in browser.find_elements(f"#{ids.FLAGGED} a.class-link") if a.text == DEGRADED)
+    link.click()
+    wait_until(lambda: browser.driver.current_url.split("?")[0].endswith(ids.PATH_CLASS), "the class page")
+    assert f"{ids.Q_CLASSES}={DEGRADED}" in browser.driver.current_url
+    traces = {trace["name"]: trace for trace in figure_data(browser, f"{ids.CLASS_TIMESERIES}-0")}
+    band = traces["95% interval (day)"]
+    upper = traces["95% interval (day) upper"]
+    daily = traces["accuracy per day"]
+    assert band["fill"] == "tonexty"
+    assert len(daily["y"]) == len(result["daily"])
+    assert all(low <= acc <= high for low, acc, high in zip(band["y"], daily["y"], upper["y"]))
+    expected = {day["date"]: day["accuracy"][DEGRADED] for day in result["daily"]}
+    assert dict(zip(daily["x"], daily["y"])) == pytest.approx(expected)
+    assert any(name.startswith("target ") for name in traces)
+    assert any(name.startswith("pooled ") for name in traces)
+    changes = traces["verdict change"]
+    assert any(text.endswith("→ needs retraining") for text in changes["text"])
+    assert result["first_flagged"][DEGRADED] in changes["x"]
+
+
+def test_a_filter_change_is_written_to_the_url_and_redraws_the_page(browser: Any) -> None:
+    open_page(browser, "/?color=verdict", f"#{ids.OVERVIEW_HEATMAP} .js-plotly-plot")
+    assert figure_data(browser, ids.OVERVIEW_HEATMAP)[0]["name"] == "verdict"
+    label = next(el for el in browser.find_elements(".radio label") if el.text.strip() == "name")
+    label.click()
+    wait_until(lambda: "sort=name" in browser.driver.current_url, "sort=name in the URL")
+    names = wait_until(
+        lambda: (y := figure_data(browser, ids.OVERVIEW_HEATMAP)[0]["y"]) == sorted(y) and y, "the heatmap sorted by name"
+    )
+    assert "color=verdict" in browser.driver.current_url  # the other state is kept
+    browser.driver.refresh()
+    browser.wait_for_element(f"#{ids.OVERVIEW_HEATMAP} .js-plotly-plot", timeout=WAIT_S)
+    assert figure_data(browser, ids.OVERVIEW_HEATMAP)[0]["y"] == names
+
+
+def test_the_gallery_shows_the_misclassified_images_of_the_class(browser: Any, demo: tuple[Any, dict[str, Any]]) -> None:
+    _, result = demo
+    open_page(browser, f"{ids.PATH_ERRORS}?{ids.Q_CLASSES}={DEGRADED}", f"#{ids.GALLERY} img")
+    images = browser.find_elements(f"#{ids.GALLERY} img")
+    assert images
+    loaded = wait_until(
+        lambda: all(browser.driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) for img in images),
+        "every thumbnail to load",
+    )
+    assert loaded
+    for img in images[:3]:
+        src = img.get_attribute("src")
+        assert f"date={result['last_date']}" in src
+        with urllib.request.urlopen(src, timeout=10) as response:  # noqa: S310 - our own local server
+            assert response.headers.get_content_type() == "image/jpeg"
+            picture = Image.open(io.BytesIO(response.read()))
+            assert picture.format == "JPEG" and picture.size[0] > 0
+    confusions = browser.find_element(f"#{ids.CONFUSION_TABLE}").text
+    assert "predicted as" in confusions

@@ -1,0 +1,455 @@
+"""The dashboard without a browser: its queries, pooling, URL state, figures and pages, on contract-shaped store documents."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from statsmodels.stats.proportion import proportion_confint
+
+from dashboards import ids
+from dashboards.data import (
+    DashboardData,
+    auto_grain,
+    class_status,
+    make_thumbnail,
+    period_start,
+    pool_by_period,
+    rank_classes,
+    verdict_changes,
+)
+from dashboards.layout import (
+    PAGE_SIZE,
+    ViewState,
+    heatmap_figure,
+    parse_query,
+    render_page,
+    resolve,
+    timeseries_figure,
+    to_query,
+)
+from monitor.errors import DataError
+
+MODEL = "digits@0123456789ab"
+END = dt.date(2024, 3, 31)
+
+
+# --- synthetic history that follows docs/ARCHITECTURE.md ---------------------------------------
+
+
+def metric_doc(label: str, date: str, n: int, correct: int, confusions: list[dict[str, Any]] | None = None, model_id: str = MODEL) -> dict[str, Any]:
+    low, high = proportion_confint(correct, n, alpha=0.05, method="wilson") if n else (None, None)
+    return {
+        "model_id": model_id,
+        "date": date,
+        "label": label,
+        "n": n,
+        "correct": correct,
+        "failed": 0,
+        "accuracy": correct / n if n else None,
+        "ci_low": low,
+        "ci_high": high,
+        "tp": correct,
+        "fp": 0,
+        "fn": n - correct,
+        "precision": 1.0,
+        "recall": correct / n if n else None,
+        "f1": None,
+        "confusions": confusions or [],
+    }
+
+
+def health_doc(label: str, date: str, verdict: str, prob: float = 0.1, model_id: str = MODEL) -> dict[str, Any]:
+    return {
+        "model_id": model_id,
+        "date": date,
+        "label": label,
+        "verdict": verdict,
+        "target": 0.9,
+        "window_days": 14,
+        "window_start": date,
+        "pooled_n": 140,
+        "pooled_correct": 126,
+        "pooled_accuracy": 0.9,
+        "ci_low": 0.84,
+        "ci_high": 0.94,
+        "prob_below_target": prob,
+        "cusum": 0.5,
+        "cusum_threshold": 4.0,
+        "method": "test",
+        "reason": f"{label} looks {verdict} on {date}",
+    }
+
+
+def day(offset_from_end: int) -> str:
+    return (END - dt.timedelta(days=offset_from_end)).isoformat()
+
+
+@pytest.fixture
+def history(store, settings) -> Iterator[dict[str, Any]]:
+    """30 days of 3 classes; "cat" drops on the last 8 days and is flagged needs_retraining for the last 3."""
+    rng = np.random.default_rng(1)
+    metrics, health = [], []
+    for k in range(29, -1, -1):
+        date = day(k)
+        for label in ("ant", "bee", "cat"):
+            dropped = label == "cat" and k < 8
+            correct = int(rng.binomial(10, 0.4 if dropped else 0.95))
+            pairs = [{"pred": "dog", "count": 10 - correct}] if correct < 10 else []
+            metrics.append(metric_doc(label, date, 10, correct, pairs))
+            verdict = "healthy"
+            if label == "cat":
+                verdict = "needs_retraining" if k < 3 else "watch" if k < 6 else "healthy"
+            if label == "bee" and k < 2:
+                verdict = "watch"
+            health.append(health_doc(label, date, verdict, prob=0.99 if verdict == "needs_retraining" else 0.6 if verdict == "watch" else 0.05))
+    store.class_metrics.insert_many(metrics)
+    store.class_health.insert_many(health)
+    store.models.insert_one({"model_id": MODEL, "name": "digits", "checksum": "0123456789ab", "labels": ["ant", "bee", "cat", "dog"], "first_date": day(29), "last_date": day(0)})
+    store.alerts.insert_one(
+        {"model_id": MODEL, "label": "cat", "date": day(2), "kind": "needs_retraining", "message": "cat needs retraining", "evidence": health[-1], "created_at": None, "delivered": True, "delivered_at": None, "attempts": 1, "last_error": None}
+    )
+    store.runs.insert_one({"source": "file:///src", "date": day(0), "model_id": MODEL, "stages": {"index": {"finished_at": "2024-03-31T01:00:00"}}, "skipped": {"zero_bytes": 2}, "failed": {"decode_error": 1}})
+    store.flush()
+    yield {"metrics": pd.DataFrame(metrics), "health": pd.DataFrame(health)}
+
+
+def texts(component: Any) -> str:
+    """Every string in a Dash component tree, joined (what a reader of the page would see)."""
+    if component is None:
+        return ""
+    if isinstance(component, str | int | float):
+        return str(component)
+    if isinstance(component, list | tuple):
+        return " ".join(texts(c) for c in component)
+    children = getattr(component, "children", None)
+    return texts(children)
+
+
+def find(component: Any, id_: str) -> Any:
+    """The component with id ``id_`` in a tree, or None."""
+    if isinstance(component, list | tuple):
+        for child in component:
+            found = find(child, id_)
+            if found is not None:
+                return found
+        return None
+    if getattr(component, "id", None) == id_:
+        return component
+    children = getattr(component, "children", None)
+    return find(children, id_) if children is not None and not isinstance(children, str) else None
+
+
+# --- pure helpers ---------------------------------------------------------------------------------
+
+
+def test_pooling_sums_counts_instead_of_averaging_daily_ratios() -> None:
+    metrics = pd.DataFrame(
+        {"date": ["2024-01-01", "2024-01-02", "2024-01-03"], "label": ["a", "a", "a"], "n": [10, 2, 0], "correct": [9, 0, 0], "failed": [0, 1, 3]}
+    )
+    pooled = pool_by_period(metrics, "week", 0.95)
+    row = pooled.iloc[0]
+    assert (row["n"], row["correct"], row["failed"], row["days"]) == (12, 9, 4, 3)
+    assert row["accuracy"] == pytest.approx(9 / 12)  # the mean of daily ratios would be 0.45
+    low, high = proportion_confint(9, 12, alpha=0.05, method="wilson")
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((low, high))
+
+
+def test_pooling_a_period_without_images_gives_no_accuracy() -> None:
+    metrics = pd.DataFrame({"date": ["2024-01-01"], "label": ["a"], "n": [0], "correct": [0], "failed": [2]})
+    row = pool_by_period(metrics, "day", 0.9).iloc[0]
+    assert np.isnan(row["accuracy"]) and np.isnan(row["ci_low"]) and row["failed"] == 2
+
+
+@pytest.mark.parametrize("grain,freq", [("week", "W-SUN"), ("month", "M")])
+def test_period_start_is_the_first_day_of_the_iso_week_or_month(grain: str, freq: str) -> None:
+    dates = pd.Series(pd.date_range("2023-12-20", "2024-03-10", freq="D").strftime("%Y-%m-%d"))
+    expected = [pd.Period(d, freq=freq).start_time.strftime("%Y-%m-%d") for d in dates]
+    assert list(period_start(dates, grain)) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("days,grain", [(1, "day"), (92, "day"), (93, "week"), (731, "week"), (732, "month")])
+def test_auto_grain_keeps_the_heatmap_narrow(days: int, grain: str) -> None:
+    start = dt.date(2022, 1, 1)
+    assert auto_grain(start.isoformat(), (start + dt.timedelta(days=days - 1)).isoformat()) == grain
+
+
+def test_class_status_reports_the_latest_verdict_and_since_when() -> None:
+    health = pd.DataFrame(
+        [
+            health_doc("a", "2024-01-01", "healthy"),
+            health_doc("a", "2024-01-02", "watch"),
+            health_doc("a", "2024-01-03", "needs_retraining"),
+            health_doc("a", "2024-01-04", "needs_retraining"),
+            health_doc("b", "2024-01-01", "watch"),
+            health_doc("b", "2024-01-02", "healthy"),
+        ]
+    )
+    status = class_status(health)
+    assert status.loc["a", "verdict"] == "needs_retraining"
+    assert status.loc["a", "since"] == "2024-01-03"
+    assert status.loc["a", "previous_verdict"] == "watch"
+    assert (status.loc["b", "verdict"], status.loc["b", "since"]) == ("healthy", "2024-01-02")
+    assert class_status(health, as_of="2024-01-02").loc["a", "verdict"] == "watch"
+
+
+def test_verdict_changes_lists_each_transition_once() -> None:
+    verdicts = ["healthy", "healthy", "watch", "needs_retraining", "needs_retraining", "healthy"]
+    health = pd.DataFrame([health_doc("a", f"2024-01-0{i + 1}", v) for i, v in enumerate(verdicts)])
+    changes = verdict_changes(health)
+    assert list(changes["date"]) == ["2024-01-03", "2024-01-04", "2024-01-06"]
+    assert list(changes["previous_verdict"]) == ["healthy", "watch", "needs_retraining"]
+
+
+@pytest.mark.parametrize(
+    "order,expected",
+    [("worst", ["c", "b", "a", "d"]), ("accuracy", ["b", "c", "a", "d"]), ("name", ["a", "b", "c", "d"])],
+)
+def test_rank_classes_orders_by_urgency_accuracy_or_name(order: str, expected: list[str]) -> None:
+    status = pd.DataFrame(
+        {"verdict": ["healthy", "watch", "needs_retraining"], "prob_below_target": [0.01, 0.5, 0.9]}, index=pd.Index(["a", "b", "c"], name="label")
+    )
+    accuracy = pd.Series({"a": 0.95, "b": 0.6, "c": 0.7})
+    assert rank_classes(status, accuracy, ["d", "c", "b", "a"], order) == expected
+
+
+def test_thumbnail_is_a_small_jpeg_and_non_images_are_refused() -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (600, 300), (200, 30, 30)).save(buffer, format="PNG")
+    thumb = Image.open(io.BytesIO(make_thumbnail(buffer.getvalue(), 128)))
+    assert thumb.format == "JPEG" and max(thumb.size) == 128 and thumb.size == (128, 64)
+    with pytest.raises(DataError, match="not a readable image"):
+        make_thumbnail(b"<html>not an image</html>")
+    with pytest.raises(DataError, match="pixel limit"):
+        make_thumbnail(buffer.getvalue(), max_pixels=1000)
+
+
+# --- queries on the store ---------------------------------------------------------------------------
+
+
+def test_queries_slice_by_range_and_classes(settings, history) -> None:
+    data = DashboardData(settings)
+    assert [m.model_id for m in data.models()] == [MODEL]
+    assert data.date_bounds(MODEL) == (day(29), day(0))
+    assert data.labels(MODEL) == ["ant", "bee", "cat"]
+    frame = data.metrics(MODEL, day(9), day(0), ["cat"])
+    assert sorted(frame["date"]) == [day(k) for k in range(9, -1, -1)]
+    assert set(frame["label"]) == {"cat"}
+    expected = history["metrics"].query("label == 'cat' and date >= @day(9)")["correct"].sum()
+    assert frame["correct"].sum() == expected
+    confusions = data.confusions(MODEL, "cat", day(7), day(0))
+    wrong = history["metrics"].query("label == 'cat' and date >= @day(7)")
+    assert confusions["count"].sum() == (wrong["n"] - wrong["correct"]).sum()
+    assert set(confusions["pred"]) <= {"dog"}
+    assert list(data.alerts(MODEL, labels=["cat"])["kind"]) == ["needs_retraining"]
+    assert data.runs(day(0))[0]["failed"] == {"decode_error": 1}
+    with pytest.raises(DataError, match="not a valid"):
+        data.runs("2024-13-01")
+    with pytest.raises(DataError, match="has no results"):
+        data.model("other@000000000000")
+
+
+def test_a_pipeline_write_shows_up_without_restarting(store, settings, history) -> None:
+    data = DashboardData(settings)
+    assert data.date_bounds(MODEL) == (day(29), day(0))
+    store.class_metrics.insert_one(metric_doc("ant", (END + dt.timedelta(days=1)).isoformat(), 10, 10))
+    store.flush()
+    assert data.date_bounds(MODEL) == (day(29), (END + dt.timedelta(days=1)).isoformat())
+
+
+def test_the_served_app_answers_from_its_snapshot_while_it_reads_the_new_one(store, settings, history) -> None:
+    reloaded = threading.Event()
+    data = DashboardData(settings, background_reload=True, on_reload=reloaded.set)
+    assert data.date_bounds(MODEL) == (day(29), day(0))
+    next_day = (END + dt.timedelta(days=1)).isoformat()
+    store.class_metrics.insert_one(metric_doc("ant", next_day, 10, 10))
+    store.flush()
+    assert data.date_bounds(MODEL) == (day(29), day(0))  # at once, from the snapshot in hand
+    assert reloaded.wait(30), "the new snapshot was never read"
+    assert data.date_bounds(MODEL) == (day(29), next_day)
+
+
+def test_an_empty_store_resolves_to_the_empty_state(settings) -> None:
+    data = DashboardData(settings)
+    assert data.models() == []
+    assert resolve(data, ViewState()) is None
+    view, content = render_page(data, ids.PATH_OVERVIEW, ViewState())
+    assert view is None
+    empty = find(content, ids.EMPTY_STATE)
+    assert empty is not None and "monitor demo" in texts(empty)
+
+
+# --- URL state -----------------------------------------------------------------------------------------
+
+
+def test_url_state_round_trips_and_keeps_defaults_out_of_the_url() -> None:
+    state = ViewState(model=MODEL, start="2024-01-01", end="2024-02-01", classes=("a b", "c&d"), grain="week", color="verdict", sort="name", page=3, date="2024-01-15")
+    assert parse_query(to_query(state)) == state
+    assert to_query(ViewState()) == ""
+    assert to_query(ViewState(classes=("x",))) == "?classes=x"
+
+
+def test_malformed_url_values_are_ignored_and_named() -> None:
+    state = parse_query("?start=2024-02-30&grain=fortnight&page=-2&sort=worst")
+    assert (state.start, state.grain, state.page, state.sort) == (None, "auto", 1, "worst")
+    assert any("start='2024-02-30'" in p for p in state.problems)
+    assert any("grain='fortnight'" in p for p in state.problems)
+    assert any("page='-2'" in p for p in state.problems)
+
+
+def test_controls_write_the_url_and_filter_changes_go_back_to_page_one() -> None:
+    from dashboards.callbacks import state_from_controls
+
+    state = ViewState(model=MODEL, page=4, sort="worst")
+    assert state_from_controls(state, {ids.Q_PAGE: "5", ids.Q_SORT: "worst"}, None, None).page == 5
+    changed = state_from_controls(state, {ids.Q_PAGE: "4", ids.Q_SORT: "name"}, None, None)
+    assert (changed.sort, changed.page) == ("name", 1)
+    other_model = state_from_controls(ViewState(model=MODEL, start="2024-01-01", classes=("a",)), {ids.Q_MODEL: "x@1"}, None, None)
+    assert (other_model.model, other_model.start, other_model.classes) == ("x@1", None, ())
+
+
+# --- figures and pages ----------------------------------------------------------------------------------
+
+
+def test_heatmap_cells_are_pooled_accuracy_per_class_and_period() -> None:
+    metrics = pd.DataFrame(
+        {"date": ["2024-01-01", "2024-01-02", "2024-01-01"], "label": ["a", "a", "b"], "n": [10, 10, 10], "correct": [10, 5, 7], "failed": [0, 0, 0]}
+    )
+    cells = pool_by_period(metrics, "week", 0.95)
+    figure = heatmap_figure(cells, ["b", "a"], ["2024-01-01"], color="accuracy", grain="week", level=0.95)
+    z = np.asarray(figure.data[0].z, dtype=float)
+    assert list(figure.data[0].y) == ["b", "a"]
+    assert z[:, 0] == pytest.approx([0.7, 0.75])
+
+
+def test_overview_pages_a_thousand_classes_over_two_years(store, settings) -> None:
+    labels = [f"c{i:04d}" for i in range(1000)]
+    # Few documents, many classes: one metric per class at both ends of a two-year range.
+    docs = [metric_doc(label, date, 10, 9 if i != 500 else 2) for i, label in enumerate(labels) for date in ("2022-04-01", "2024-03-31")]
+    # mongomock checks the unique index by scanning: without it the 2,000 inserts take a second, not half a minute.
+    store.class_metrics.drop_indexes()
+    store.class_metrics.insert_many(docs)
+    store.flush()
+    data = DashboardData(settings)
+    state = ViewState(start="2022-04-01", end="2024-03-31", sort="accuracy")
+    view, content = render_page(data, ids.PATH_OVERVIEW, state)
+    assert view is not None
+    figure = find(content, ids.OVERVIEW_HEATMAP).figure
+    heat = figure.data[0]
+    assert len(heat.y) == PAGE_SIZE
+    assert heat.y[0] == "c0500"  # lowest accuracy first
+    assert len(heat.x) <= 105  # aggregated to weeks, not 731 day columns
+    pager = find(content, ids.HEATMAP_PAGER)
+    assert f"of {-(-1000 // PAGE_SIZE)}" in str(pager)
+
+
+def test_overview_shows_the_flagged_class_with_its_evidence(settings, history) -> None:
+    data = DashboardData(settings)
+    _, content = render_page(data, ids.PATH_OVERVIEW, ViewState())
+    flagged = texts(find(content, ids.FLAGGED))
+    assert "cat" in flagged and "needs retraining" in flagged
+    assert "bee" in flagged and "watch" in flagged
+    assert "ant" not in flagged
+    assert "cat looks needs_retraining" in flagged  # the reason, as the health step wrote it
+    summary = texts(find(content, ids.SUMMARY))
+    assert MODEL in summary and f"{day(29)} → {day(0)}" in summary
+    assert list(find(content, ids.OVERVIEW_HEATMAP).figure.data[0].y)[:2] == ["cat", "bee"]
+
+
+def test_class_time_series_has_the_wilson_band_target_and_verdict_changes(settings, history) -> None:
+    data = DashboardData(settings)
+    _, content = render_page(data, ids.PATH_CLASS, ViewState(classes=("cat",)))
+    figure = find(content, f"{ids.CLASS_TIMESERIES}-0").figure
+    traces = {trace.name: trace for trace in figure.data}
+    daily = history["metrics"].query("label == 'cat'").sort_values("date")
+    low, high = proportion_confint(daily["correct"], daily["n"], alpha=0.05, method="wilson")
+    band = traces["95% interval (day)"]
+    assert band.fill == "tonexty"
+    assert np.asarray(band.y, dtype=float) == pytest.approx(np.asarray(low))
+    assert np.asarray(traces["95% interval (day) upper"].y, dtype=float) == pytest.approx(np.asarray(high))
+    assert np.asarray(traces["accuracy per day"].y, dtype=float) == pytest.approx((daily["correct"] / daily["n"]).to_numpy())
+    assert set(traces["target 90%"].y) == {0.9}
+    assert "pooled 14-day estimate" in traces
+    assert list(traces["verdict change"].x) == [day(5), day(2)]
+    assert list(traces["verdict change"].text) == ["healthy → watch", "watch → needs retraining"]
+    assert "needs retraining" in texts(find(content, ids.CLASS_ALERTS)) or "needs retraining" in texts(content)
+
+
+def test_class_page_without_a_choice_shows_the_most_urgent_class(settings, history) -> None:
+    _, content = render_page(DashboardData(settings), ids.PATH_CLASS, ViewState())
+    assert find(content, f"{ids.CLASS_TIMESERIES}-0").figure.layout.title.text == "cat"
+
+
+def test_weekly_time_series_pools_the_week() -> None:
+    metrics = pd.DataFrame([metric_doc("a", d, 10, c) for d, c in (("2024-01-01", 10), ("2024-01-02", 4), ("2024-01-08", 9))])
+    figure = timeseries_figure("a", metrics, pd.DataFrame(columns=list(health_doc("a", "x", "healthy"))), level=0.95, target=0.9, grain="week")
+    traces = {t.name: t for t in figure.data}
+    assert np.asarray(traces["accuracy per week"].y, dtype=float) == pytest.approx([0.7, 0.9])
+
+
+def test_run_detail_lists_classes_skipped_and_failed(settings, history) -> None:
+    _, content = render_page(DashboardData(settings), ids.PATH_RUN, ViewState())
+    table_text = texts(find(content, ids.RUN_TABLE))
+    for label in ("ant", "bee", "cat"):
+        assert label in table_text
+    assert "zero_bytes" in texts(find(content, ids.RUN_SKIPPED))
+    assert "decode_error" in texts(find(content, ids.RUN_FAILED))
+
+
+def test_errors_page_lists_what_the_class_is_mistaken_for(settings, history) -> None:
+    _, content = render_page(DashboardData(settings), ids.PATH_ERRORS, ViewState(classes=("cat",)))
+    assert "dog" in texts(find(content, ids.CONFUSION_TABLE))
+    chart = find(content, ids.CONFUSION_CHART).figure
+    assert [t.name for t in chart.data] == ["as dog"]
+
+
+def test_an_unknown_model_in_a_shared_link_is_explained(settings, history) -> None:
+    with pytest.raises(DataError, match="has no results"):
+        render_page(DashboardData(settings), ids.PATH_OVERVIEW, ViewState(model="gone@000000000000"))
+
+
+# --- thumbnails through the Flask route --------------------------------------------------------------------
+
+
+@pytest.fixture
+def gallery_day(settings, history) -> str:
+    """A source folder with two images and a predictions file naming one of them (wrongly predicted)."""
+    source = settings.data_dir / "source"
+    for name in ("cat/a.png", "cat/b.png"):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (64, 48), (20, 200, 20)).save(source / name)
+    (settings.data_dir / "secret.png").write_bytes((source / "cat/a.png").read_bytes())
+    settings.predictions_dir.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {"date": day(0), "image_path": "cat/a.png", "label": "cat", "pred": "dog", "confidence": 0.8, "topk_labels": ["dog"], "topk_scores": [0.8], "model_id": MODEL, "status": "ok", "error": None},
+        {"date": day(0), "image_path": "cat/gone.png", "label": "cat", "pred": "dog", "confidence": 0.6, "topk_labels": ["dog"], "topk_scores": [0.6], "model_id": MODEL, "status": "ok", "error": None},
+        {"date": day(0), "image_path": "../secret.png", "label": "cat", "pred": "dog", "confidence": 0.7, "topk_labels": ["dog"], "topk_scores": [0.7], "model_id": MODEL, "status": "ok", "error": None},
+    ]
+    pd.DataFrame(rows).to_parquet(settings.predictions_file(day(0)))
+    return day(0)
+
+
+def test_thumbnail_route_serves_sampled_images_and_nothing_else(settings, gallery_day) -> None:
+    from dashboards.app import create_app
+
+    client = create_app(settings).server.test_client()
+    ok = client.get(ids.PATH_THUMB, query_string={"date": gallery_day, "path": "cat/a.png"})
+    assert ok.status_code == 200 and ok.mimetype == "image/jpeg"
+    assert Image.open(io.BytesIO(ok.data)).size == (64, 48)
+    assert client.get(ids.PATH_THUMB, query_string={"date": gallery_day, "path": "cat/b.png"}).status_code == 404  # not sampled
+    assert client.get(ids.PATH_THUMB, query_string={"date": gallery_day, "path": "../secret.png"}).status_code == 404  # outside the source
+    assert client.get(ids.PATH_THUMB, query_string={"date": gallery_day, "path": "cat/gone.png"}).status_code == 502  # sampled, since deleted
+    assert client.get(ids.PATH_THUMB, query_string={"date": "../../etc", "path": "cat/a.png"}).status_code == 404
+
+
+def test_gallery_shows_the_days_misclassified_images(settings, gallery_day) -> None:
+    _, content = render_page(DashboardData(settings), ids.PATH_ERRORS, ViewState(classes=("cat",)))
+    gallery = find(content, ids.GALLERY)
+    assert "cat%2Fa.png" in str(gallery) and f"date={gallery_day}" in str(gallery)
