@@ -70,6 +70,9 @@ class SparkError(MonitorError):
 # --- the session ------------------------------------------------------------------------------
 
 
+_LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
+
+
 def get_spark(master: str = "local[*]", conf: Mapping[str, str] | None = None, app_name: str = "class-health-monitor") -> "SparkSession":
     """Return this process's SparkSession, starting it on first use (``builder.getOrCreate``).
 
@@ -102,6 +105,8 @@ def get_spark(master: str = "local[*]", conf: Mapping[str, str] | None = None, a
                 # Workers must import this project and its dependencies: use the driver's interpreter.
                 "spark.pyspark.python": sys.executable,
                 "spark.pyspark.driver.python": sys.executable,
+                # Errors only on the console (Spark's default profile logs its start-up at WARN).
+                "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={_LOG4J_CONFIG.as_uri()}",
             }
         )
     options.update(conf or {})
