@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 
@@ -12,23 +11,14 @@ from typer.testing import CliRunner
 from monitor.cli import app
 from monitor.errors import DataError
 from monitor.settings import Settings
+from tests.fixtures.demo import DEMO_END
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
 
-END = dt.date(2026, 11, 20)
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory, spark: object) -> tuple[dict, Path]:
-    from monitor.demo import run_demo
-
-    data_dir = tmp_path_factory.mktemp("demo") / "data"
-    settings = Settings(data_dir=data_dir, spark_master="local[2]")
-    return run_demo(settings, days=14, drop_day=8, degrade="eight", end=END), data_dir
-
-
-def test_demo_flags_the_degraded_class_and_no_other(demo_run: tuple[dict, Path]) -> None:
-    result, _ = demo_run
+def test_demo_flags_the_degraded_class_and_no_other(demo_run: tuple[Settings, dict]) -> None:
+    _, result = demo_run
     assert result["drop_date"] == "2026-11-14"
     assert result["flagged"] == ["eight"]
     # Nothing flagged before the drop, and never any other class on any day.
@@ -42,16 +32,16 @@ def test_demo_flags_the_degraded_class_and_no_other(demo_run: tuple[dict, Path])
     assert all(verdict != "needs_retraining" for label, verdict in verdicts.items() if label != "eight")
 
 
-def test_demo_degradation_shows_in_the_daily_accuracy(demo_run: tuple[dict, Path]) -> None:
-    result, _ = demo_run
+def test_demo_degradation_shows_in_the_daily_accuracy(demo_run: tuple[Settings, dict]) -> None:
+    _, result = demo_run
     before = [day["accuracy"]["eight"] for day in result["daily"] if day["date"] < result["drop_date"]]
     after = [day["accuracy"]["eight"] for day in result["daily"] if day["date"] >= result["drop_date"]]
     assert sum(before) / len(before) > sum(after) / len(after) + 0.2
 
 
-def test_demo_leaves_one_alert_and_a_store_the_cli_reads(demo_run: tuple[dict, Path]) -> None:
-    _, data_dir = demo_run
-    runner = CliRunner(env={"MONITOR_DATA_DIR": str(data_dir)})
+def test_demo_leaves_one_alert_and_a_store_the_cli_reads(demo_run: tuple[Settings, dict]) -> None:
+    settings, _ = demo_run
+    runner = CliRunner(env={"MONITOR_DATA_DIR": str(settings.data_dir)})
     alerts = runner.invoke(app, ["alerts", "--json"])
     assert alerts.exit_code == 0, alerts.stdout
     rows = json.loads(alerts.stdout)["alerts"]
@@ -59,7 +49,7 @@ def test_demo_leaves_one_alert_and_a_store_the_cli_reads(demo_run: tuple[dict, P
     health = runner.invoke(app, ["health", "--json"])
     assert health.exit_code == 0, health.stdout
     body = json.loads(health.stdout)
-    assert body["date"] == END.isoformat()
+    assert body["date"] == DEMO_END.isoformat()
     assert {row["label"] for row in body["classes"] if row["verdict"] == "needs_retraining"} == {"eight"}
 
 
