@@ -1,0 +1,268 @@
+"""Airflow DAG ``class_health_daily``: index -> sample -> predict -> metrics -> health -> publish the classes that need retraining.
+
+Wiring only: every task builds the settings and calls one stage of :mod:`monitor.pipeline` for the
+run's date (``{{ ds }}``). Each stage is idempotent for its date, so retries, re-runs and backfills
+replace a date's output instead of adding to it. Nothing heavy runs or is imported when the
+scheduler parses this file.
+
+Deployment knobs are Airflow configuration, section ``[class_health]`` (or the environment
+variables ``AIRFLOW__CLASS_HEALTH__<KEY>``), read when the file is parsed:
+
+- ``predict_queue``: queue of the predict task (default: ``[operators] default_queue``). With the
+  CeleryExecutor, set it to ``gpu`` and start a worker on a GPU host with ``airflow celery worker -q gpu``.
+- ``predict_pool``: pool of the predict task (default ``default_pool``); a pool with one slot per GPU
+  keeps two predictions off the same card.
+- ``catchup``: let the scheduler run every missed day since ``start_date`` (default ``False``;
+  ``airflow backfill create`` fills chosen dates either way).
+- ``start_date``: first date the schedule knows about (default ``2026-11-01``).
+- ``mongo_conn_id``: Airflow connection whose MongoDB URI replaces ``MONITOR_MONGO_URI`` when it
+  exists (default ``mongo_default``).
+
+Everything else is the service's own settings (``MONITOR_*``, see ``monitor/settings.py``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
+
+import pendulum
+from airflow.sdk import (
+    Asset,
+    CronDataIntervalTimetable,
+    ExceptionRetryPolicy,
+    RetryAction,
+    RetryRule,
+    chain,
+    dag,
+    get_current_context,
+    task,
+)
+from airflow.sdk.configuration import conf
+
+if TYPE_CHECKING:
+    from monitor.settings import Settings
+
+DAG_ID = "class_health_daily"
+CONFIG_SECTION = "class_health"
+#: Every key this file reads from ``[class_health]`` (docker/compose.yaml sets some of them).
+CONFIG_KEYS = ("predict_queue", "predict_pool", "catchup", "start_date", "mongo_conn_id")
+
+# A fixed name: the DAG processor imports this file under a mangled module name.
+log = logging.getLogger(DAG_ID)
+
+#: Published when, on a date, at least one class needs retraining; a retraining DAG schedules on it.
+#: Event extra: ``{"date", "model_id", "flagged": [labels], "verdicts": {label: verdict}, "new_alerts"}``.
+NEEDS_RETRAINING = Asset(name="class_health_needs_retraining", group="class_health")
+
+# Errors that a retry cannot fix fail the task at once; an unreachable bucket or MongoDB is retried
+# with back-off. Dotted paths keep the monitor package out of the parse.
+RETRY_POLICY = ExceptionRetryPolicy(
+    rules=[
+        RetryRule(
+            exception=["monitor.errors.ConfigError", "monitor.errors.ModelError", "monitor.errors.DataError"],
+            action=RetryAction.FAIL,
+            reason="bad settings, model or input: a retry would fail the same way",
+        ),
+        RetryRule(
+            exception=["monitor.errors.SourceError", "monitor.errors.StoreError"],
+            action=RetryAction.RETRY,
+            reason="image source or store unreachable: retrying with back-off",
+        ),
+    ]
+)
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "ml-monitoring",
+    "depends_on_past": False,
+    # Every stage reaches the bucket and/or MongoDB (health also the notifiers): all retry with back-off.
+    "retries": 3,
+    "retry_delay": dt.timedelta(minutes=2),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": dt.timedelta(minutes=30),
+    "retry_policy": RETRY_POLICY,
+    "execution_timeout": dt.timedelta(hours=3),
+}
+
+
+# --- settings, connection and date: resolved inside the task, never at parse time -----------------
+
+
+def mongo_overrides(conn: Any) -> dict[str, str]:
+    """Settings overrides (``mongo_uri``, ``mongo_db``) from an Airflow connection of type ``mongo``.
+
+    The MongoDB provider's layout: ``host``/``port``/``login``/``password``; extra ``{"srv": true}``
+    gives ``mongodb+srv://``; every other extra (``replicaSet``, ``authSource``, ``tls``...) becomes a
+    URI option. ``schema`` names the database (``mongo_db``); it is not put in the URI path, where
+    MongoDB would take it as the authentication database.
+    """
+    from monitor.errors import ConfigError
+
+    if conn.conn_type != "mongo":
+        raise ConfigError(f"Airflow connection {conn.conn_id!r} has type {conn.conn_type!r}; a MongoDB connection has type 'mongo'")
+    if not conn.host:
+        raise ConfigError(f"Airflow connection {conn.conn_id!r} has no host")
+    extra = dict(conn.extra_dejson)
+    # Extras parsed from an AIRFLOW_CONN_* URI are strings: "false" must stay false.
+    srv = str(extra.pop("srv", False)).strip().lower() in {"true", "1", "yes"}
+    extra.pop("allow_insecure", None)  # the provider hook's own flag, not a MongoDB URI option
+    credentials = ""
+    if conn.login:
+        credentials = quote(conn.login, safe="")
+        if conn.password:
+            credentials += ":" + quote(conn.password, safe="")
+        credentials += "@"
+    port = f":{conn.port}" if conn.port and not srv else ""
+    options = {key: (str(value).lower() if isinstance(value, bool) else str(value)) for key, value in sorted(extra.items())}
+    query = f"?{urlencode(options)}" if options else ""
+    overrides = {"mongo_uri": f"{'mongodb+srv' if srv else 'mongodb'}://{credentials}{conn.host}{port}/{query}"}
+    if conn.schema:
+        overrides["mongo_db"] = conn.schema
+    return overrides
+
+
+def _connection_overrides() -> dict[str, str]:
+    """Overrides from the MongoDB connection (``[class_health] mongo_conn_id``), or none when it is not defined."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    conn_id = conf.get(CONFIG_SECTION, "mongo_conn_id", fallback="mongo_default")
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return {}
+    return mongo_overrides(conn)
+
+
+def task_settings() -> Settings:
+    """The service settings for this task: ``MONITOR_*`` / ``monitor.toml``, with the MongoDB connection on top."""
+    from monitor.settings import load_settings
+
+    return load_settings(**_connection_overrides())
+
+
+def run_date(context: Mapping[str, Any]) -> str:
+    """The date a run evaluates: its logical date (``ds``); a run triggered without one takes the last full day."""
+    from monitor.dates import parse_run_date
+
+    if context.get("ds"):
+        return parse_run_date(context["ds"])
+    run_after = context["dag_run"].run_after
+    return parse_run_date((run_after - dt.timedelta(days=1)).date())
+
+
+def _run_stage(stage: str, call: Callable[[Settings], dict[str, Any]]) -> dict[str, Any]:
+    """Run one stage; a MonitorError is logged as its one readable line before Airflow records the failure."""
+    from monitor.errors import MonitorError, redact
+
+    try:
+        summary = call(task_settings())
+    except MonitorError as exc:
+        log.error("class health %s failed: %s: %s", stage, type(exc).__name__, redact(str(exc)))
+        raise
+    log.info("class health %s: %s", stage, summary)
+    return summary
+
+
+def already_published(events: Iterable[Any], extra: Mapping[str, Any]) -> bool:
+    """Whether an earlier event already announced the same flagged classes for the same date and model."""
+    key = (extra["date"], extra["model_id"], sorted(extra["flagged"]))
+    return any(
+        (event.extra.get("date"), event.extra.get("model_id"), sorted(event.extra.get("flagged") or [])) == key
+        for event in events
+    )
+
+
+# --- the DAG --------------------------------------------------------------------------------------------
+
+
+@dag(
+    dag_id=DAG_ID,
+    description="Daily per-class accuracy of the image classifier, with verdicts, alerts and a retraining hand-off.",
+    # A data-interval schedule: the run started at midnight after day D has logical date D, so {{ ds }}
+    # is the full day just ended, and a backfill of D evaluates D.
+    schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
+    start_date=pendulum.parse(conf.get(CONFIG_SECTION, "start_date", fallback="2026-11-01"), tz="UTC"),
+    catchup=conf.getboolean(CONFIG_SECTION, "catchup", fallback=False),
+    # One date at a time, oldest first: health pools the previous days, and the embedded store
+    # takes one writer at a time.
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["class-health", "monitoring"],
+    doc_md=__doc__,
+)
+def class_health_daily() -> None:
+    @task(task_id="index")
+    def index() -> dict[str, Any]:
+        """List the bucket and upsert one document per image (incremental)."""
+        from monitor.pipeline import run_index
+
+        return _run_stage("index", run_index)
+
+    @task(task_id="sample")
+    def sample() -> dict[str, Any]:
+        """Draw the date's reproducible per-class sample and write samples/<ds>.csv."""
+        from monitor.pipeline import run_sample
+
+        date = run_date(get_current_context())
+        return _run_stage("sample", lambda settings: run_sample(settings, date))
+
+    @task(
+        task_id="predict",
+        queue=conf.get(CONFIG_SECTION, "predict_queue", fallback=conf.get("operators", "default_queue", fallback="default")),
+        pool=conf.get(CONFIG_SECTION, "predict_pool", fallback="default_pool"),
+    )
+    def predict() -> dict[str, Any]:
+        """Run the model on the date's sample and write predictions/<ds>.parquet."""
+        from monitor.pipeline import run_predict
+
+        date = run_date(get_current_context())
+        return _run_stage("predict", lambda settings: run_predict(settings, date))
+
+    @task(task_id="metrics")
+    def metrics() -> dict[str, Any]:
+        """Per-class counts and intervals with Spark SQL into class_metrics."""
+        from monitor.pipeline import run_metrics
+
+        date = run_date(get_current_context())
+        return _run_stage("metrics", lambda settings: run_metrics(settings, date))
+
+    @task(task_id="health")
+    def health() -> dict[str, Any]:
+        """Verdict per class from the pooled history, alerts on transitions, delivery of pending alerts."""
+        from monitor.pipeline import run_health
+
+        date = run_date(get_current_context())
+        return _run_stage("health", lambda settings: run_health(settings, date))
+
+    @task(task_id="publish_retraining", inlets=[NEEDS_RETRAINING], outlets=[NEEDS_RETRAINING])
+    def publish_retraining(verdicts: dict[str, Any]) -> dict[str, Any]:
+        """Emit a NEEDS_RETRAINING asset event carrying the flagged classes; skipped when none is flagged."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        context = get_current_context()
+        if not verdicts["flagged"]:
+            raise AirflowSkipException(f"no class needs retraining on {verdicts['date']}")
+        extra = {
+            "date": verdicts["date"],
+            "model_id": verdicts["model_id"],
+            "flagged": list(verdicts["flagged"]),
+            "verdicts": dict(verdicts["verdicts"]),
+            "new_alerts": verdicts["new_alerts"],
+        }
+        # A retry or a re-run of the date must not trigger the retraining DAG a second time.
+        if already_published(context["inlet_events"][NEEDS_RETRAINING], extra):
+            raise AirflowSkipException(f"{extra['flagged']} on {extra['date']} for {extra['model_id']} was already published")
+        context["outlet_events"][NEEDS_RETRAINING].extra = extra
+        log.info("published %s: %s need retraining on %s", NEEDS_RETRAINING.name, extra["flagged"], extra["date"])
+        return extra
+
+    verdicts = health()
+    chain(index(), sample(), predict(), metrics(), verdicts)
+    publish_retraining(verdicts)
+
+
+class_health_daily()

