@@ -287,6 +287,9 @@ def demo(
     drop_day: Annotated[int | None, typer.Option(help="Day (1-based) from which the degraded class's new images are damaged; default 60% into the run.")] = None,
     degrade: Annotated[str, typer.Option(help="Class whose newly arriving images are degraded.")] = "eight",
     json_out: JsonOption = False,
+    source_only: Annotated[
+        bool, typer.Option("--source-only", help="Only build the default image source (all held-out digits, dated 2026-01-01) and stop; set-up runs this.")
+    ] = False,
 ) -> None:
     """Simulate daily arrivals of new validation images (held-out scikit-learn digits), degrade one class from some day on,
     run every day end to end, and end with the health table: the degraded class, and only it, gets flagged.
@@ -294,9 +297,17 @@ def demo(
     Works in MONITOR_DATA_DIR (default ./data): it (re)builds the demo source there and refuses to
     touch a data dir it did not create.
     """
-    from monitor.demo import run_demo
+    from monitor.demo import build_setup_source, run_demo
 
     settings = _settings()
+    if source_only:
+        built = _run(lambda: build_setup_source(settings))
+        if json_out:
+            _print_json(built)
+        else:
+            dated = f", dated {built['dated']}" if built["dated"] else " (already there, left as it is)"
+            out.print(f"Image source {built['source']}: {built['images']} images{dated}.")
+        return
     result = _run(lambda: run_demo(settings, days=days, drop_day=drop_day, degrade=degrade, progress=_progress()))
     if json_out:
         _print_json({k: v for k, v in result.items()})

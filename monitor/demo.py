@@ -121,6 +121,34 @@ def write_arrivals(source: Path, day: dt.date, *, degraded_label: str | None, se
     return ARRIVALS_PER_DAY * len(LABELS)
 
 
+#: File time of the source that set-up builds: a fixed day in the past, so that `monitor evaluate
+#: --date D` for any recent D samples from it (sampling is point-in-time: only images that existed on D).
+SETUP_SOURCE_TIME = dt.datetime(2026, 1, 1, 12, tzinfo=dt.timezone.utc)
+
+
+def build_setup_source(settings: Settings) -> dict[str, Any]:
+    """The embedded default's image source: every held-out digit as ``<data_dir>/source/<label>/*.jpg``.
+
+    What set-up builds so that ``monitor index / sample / evaluate`` work on a fresh machine with no
+    settings. Leaves an existing source alone (a second set-up, or a demo's source); marks the data dir as demo-owned, so a later
+    ``monitor demo`` may rebuild it. Refuses a data dir holding data it did not create.
+    """
+    from monitor.digits import build_demo_source
+
+    source = _guard(settings)
+    if source.exists():  # built before, or a demo's source: leave it as it is
+        count = sum(1 for path in source.rglob("*") if path.is_file())
+        return {"source": str(source), "images": count, "written": 0, "dated": None}
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    (settings.data_dir / MARKER).write_text("created by `monitor demo`; the demo may delete this folder's data\n")
+    written = build_demo_source(source)
+    when = SETUP_SOURCE_TIME.timestamp()
+    files = [path for path in source.rglob("*") if path.is_file()]
+    for path in files:
+        os.utime(path, (when, when))
+    return {"source": str(source), "images": len(files), "written": written, "dated": SETUP_SOURCE_TIME.date().isoformat()}
+
+
 def run_demo(
     settings: Settings,
     *,

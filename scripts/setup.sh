@@ -56,4 +56,9 @@ if [[ ! -f model_artifacts/digits-resnet/model.safetensors ]]; then
   log "training the shipped digits model (a few seconds)"
   .venv/bin/python model_artifacts/train_digits.py
 fi
+# The embedded default's image source (held-out digits in data/source), unless one is configured.
+if [[ -z "${MONITOR_SOURCE_URI:-}" && ! -d "${MONITOR_DATA_DIR:-data}/source" ]]; then
+  log "building the demo image source (held-out digits) in ${MONITOR_DATA_DIR:-data}/source"
+  .venv/bin/monitor demo --source-only
+fi
 log "ready: .venv/bin/monitor --help"

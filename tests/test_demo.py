@@ -59,3 +59,24 @@ def test_demo_refuses_a_data_dir_it_did_not_create(tmp_path: Path) -> None:
     (tmp_path / "store").mkdir()
     with pytest.raises(DataError, match="did not create"):
         run_demo(Settings(data_dir=tmp_path), days=3)
+
+
+def test_setup_source_serves_index_and_sample_for_a_recent_date(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from monitor.demo import MARKER, SETUP_SOURCE_TIME, build_setup_source
+    from monitor.digits import LABELS, split_indices
+    from monitor.pipeline import run_index, run_sample
+
+    settings = Settings(data_dir=tmp_path / "data")
+    built = build_setup_source(settings)
+    files = [p for p in (tmp_path / "data" / "source").rglob("*") if p.is_file()]
+    assert built["images"] == len(files) == len(split_indices()[1])  # every held-out digit, none it trained on
+    assert {p.parent.name for p in files} == set(LABELS)
+    assert {p.stat().st_mtime for p in files} == {SETUP_SOURCE_TIME.timestamp()}
+    assert (tmp_path / "data" / MARKER).is_file()
+    assert build_setup_source(settings)["written"] == 0  # a second set-up leaves it alone
+
+    run_index(settings)
+    sample = pd.read_csv(run_sample(settings, "2026-11-20")["samples_csv"])
+    assert sample.groupby("label").size().to_dict() == {label: 10 for label in LABELS}
