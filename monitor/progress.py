@@ -21,7 +21,11 @@ class ProgressFactory(Protocol):
 @contextlib.contextmanager
 def no_progress(description: str, total: int | None = None) -> Iterator[Advance]:
     """The silent factory: library calls and tests use it."""
-    yield lambda n=1: None
+
+    def advance(n: int = 1) -> None:
+        return None
+
+    yield advance
 
 
 class _RateColumn(TextColumn):
@@ -49,6 +53,10 @@ def rich_progress(console: Console | None = None) -> ProgressFactory:
         ]
         with Progress(*columns, console=out, transient=False, disable=not out.is_terminal) as bar:
             task = bar.add_task(description, total=total, rate="")
-            yield lambda n=1: bar.advance(task, n)
+
+            def advance(n: int = 1) -> None:
+                bar.advance(task, n)
+
+            yield advance
 
     return factory
