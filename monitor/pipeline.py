@@ -345,6 +345,7 @@ def evaluate_with(
         index_summary = index_with(settings, store, progress=progress)
         if index_summary["listed"] == 0:
             raise SourceError(f"source {source_uri} is empty")
+        _record_stage(store, settings, date, "index", {k: v for k, v in index_summary.items() if k not in ("source", "labels")})
     sample = sample_with(settings, store, date, force=force)
     predicted = predict_with(settings, store, date, force=force, progress=progress, spark=spark)
     metrics = metrics_with(settings, store, date, spark=spark)
