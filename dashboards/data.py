@@ -237,6 +237,17 @@ def make_thumbnail(data: bytes, max_side: int = THUMB_SIDE, max_pixels: int = 50
         raise DataError(f"not a readable image: {exc}") from exc
 
 
+def model_range_query(model_id: str, start: str | None, end: str | None, labels: Sequence[str] | None) -> dict[str, Any]:
+    """The filter for one model's documents in a date range (inclusive ISO dates) and, optionally, some classes."""
+    query: dict[str, Any] = {"model_id": model_id}
+    dates = {op: day for op, day in (("$gte", start), ("$lte", end)) if day}
+    if dates:
+        query["date"] = dates
+    if labels:
+        query["label"] = {"$in": sorted(labels)}
+    return query
+
+
 def _frame(docs: Sequence[dict[str, Any]], fields: Sequence[str]) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(list(docs), columns=list(fields))
     return frame
@@ -538,16 +549,7 @@ class DashboardData:
             frame: pd.DataFrame = self._cached((collection, model_id, tuple(fields)), whole)
         else:
             # MongoDB answers the range from its (model_id, date, label) index.
-            query: dict[str, Any] = {"model_id": model_id}
-            dates: dict[str, str] = {}
-            if start:
-                dates["$gte"] = start
-            if end:
-                dates["$lte"] = end
-            if dates:
-                query["date"] = dates
-            if labels:
-                query["label"] = {"$in": sorted(labels)}
+            query = model_range_query(model_id, start, end, labels)
             projection = {"_id": 0, **{name: 1 for name in fields}}
             key = (collection, repr(sorted(query.items())), tuple(fields))
             frame = self._cached(key, lambda store: _records_frame(list(store.db[collection].find(query, projection)), fields))
@@ -613,18 +615,9 @@ class DashboardData:
 
     def confusions(self, model_id: str, label: str, start: str | None = None, end: str | None = None) -> pd.DataFrame:
         """What ``label`` was mistaken for, per day: columns ``date``, ``pred``, ``count`` (wrong predictions only)."""
-        query: dict[str, Any] = {"model_id": model_id}
-        if not self.embedded:
-            # On MongoDB the (model_id, date, label) index answers one class's range; the embedded
-            # store scans everything per query, so it reads every class's pairs once per version.
-            query["label"] = label
-            dates: dict[str, str] = {}
-            if start:
-                dates["$gte"] = start
-            if end:
-                dates["$lte"] = end
-            if dates:
-                query["date"] = dates
+        # On MongoDB the (model_id, date, label) index answers one class's range; the embedded
+        # store scans everything per query, so it reads every class's pairs once per version.
+        query: dict[str, Any] = {"model_id": model_id} if self.embedded else model_range_query(model_id, start, end, None) | {"label": label}
         key = ("confusions", repr(sorted(query.items())))
 
         def compute(store: Store) -> pd.DataFrame:
@@ -650,16 +643,7 @@ class DashboardData:
 
     def alerts(self, model_id: str, start: str | None = None, end: str | None = None, labels: Sequence[str] | None = None) -> pd.DataFrame:
         """Alerts (``ALERT_FIELDS``) of ``model_id`` in the range, the newest first."""
-        query: dict[str, Any] = {"model_id": model_id}
-        dates: dict[str, str] = {}
-        if start:
-            dates["$gte"] = start
-        if end:
-            dates["$lte"] = end
-        if dates:
-            query["date"] = dates
-        if labels:
-            query["label"] = {"$in": sorted(labels)}
+        query = model_range_query(model_id, start, end, labels)
         key = ("alerts", repr(sorted(query.items())))
         projection = {"_id": 0, **{name: 1 for name in ALERT_FIELDS}}
 
