@@ -217,7 +217,7 @@ class GCSSource:
     def _name_prefix(self) -> str:
         return f"{self.prefix}/" if self.prefix else ""
 
-    def _error(self, exc: BaseException, doing: str) -> SourceError:
+    def _error(self, exc: BaseException, doing: str, retried_s: float | None = None) -> SourceError:
         """Turn a client error into one readable line naming the bucket and what failed."""
         from google.api_core import exceptions as gexc
         from google.auth.exceptions import GoogleAuthError
@@ -230,7 +230,8 @@ class GCSSource:
         if isinstance(exc, gexc.RetryError):
             cause = exc.cause if exc.cause is not None else exc
             cause_line = (str(cause).splitlines() or [type(cause).__name__])[0][:300]
-            return SourceError(f"GCS for {self.uri} is unreachable (gave up after retrying for {self.retry_timeout_s:g} s) while {doing}: {cause_line}")
+            retried = self.retry_timeout_s if retried_s is None else retried_s
+            return SourceError(f"GCS for {self.uri} is unreachable (gave up after retrying for {retried:g} s) while {doing}: {cause_line}")
         if isinstance(exc, GoogleAuthError):
             return SourceError(f"no usable GCS credentials for {self.uri} while {doing}: {first_line}")
         if isinstance(exc, gexc.GoogleAPICallError):
@@ -274,7 +275,7 @@ class GCSSource:
             for _ in blobs:
                 break
         except self._foreign_errors() as exc:
-            raise self._error(exc, "checking the bucket") from exc
+            raise self._error(exc, "checking the bucket", retry_s) from exc
 
     def list(self) -> Iterator[BlobInfo]:
         client = self._get_client()
