@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.dates import parse_run_date
-from monitor.errors import DataError, SourceError
+from monitor.errors import ConfigError, DataError, SourceError
 from monitor.progress import ProgressFactory, no_progress
 from monitor.settings import Settings
 from monitor.storage import Store, open_store
@@ -84,6 +84,18 @@ def run_index(settings: Settings, *, progress: ProgressFactory = no_progress) ->
 # --- sample ---------------------------------------------------------------------------------
 
 
+def _check_sample_settings(recorded: dict[str, Any], settings: Settings, date: str) -> None:
+    """Refuse to reuse a date's sample that was drawn with other sampling settings (silently evaluating the old one would mislead)."""
+    wanted = {"samples_per_class": settings.samples_per_class, "seed": settings.seed, "fresh_days": settings.fresh_days}
+    stored = {"samples_per_class": recorded.get("n_per_class"), "seed": recorded.get("seed"), "fresh_days": recorded.get("fresh_days")}
+    changed = [f"MONITOR_{name.upper()} {stored[name]} -> {wanted[name]}" for name in wanted if stored[name] != wanted[name]]
+    if changed:
+        raise ConfigError(
+            f"the sample of {date} was drawn with other settings ({', '.join(changed)}); "
+            f"re-run with --force to draw it again with the current ones, or restore them"
+        )
+
+
 def sample_with(settings: Settings, store: Store, date: str, *, force: bool = False) -> dict[str, Any]:
     """Draw (or reuse) the stratified sample for ``date`` and write ``samples/<date>.csv``.
 
@@ -97,6 +109,7 @@ def sample_with(settings: Settings, store: Store, date: str, *, force: bool = Fa
     csv_path = settings.sample_csv(date)
     recorded = store.samples.find_one({"source": source_uri, "date": date}, {"_id": 0, "items": 0})
     if not force and recorded is not None and csv_path.is_file():
+        _check_sample_settings(recorded, settings, date)
         sample = read_sample_csv(csv_path)
         reused = True
     else:

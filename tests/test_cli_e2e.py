@@ -212,3 +212,18 @@ def test_labels_unknown_to_the_model_are_named_before_any_inference(env: dict[st
     proc = _run_cli(env | {"MONITOR_SOURCE_URI": str(root)}, "evaluate", "--date", DATE)
     _assert_one_line_error(proc, 5, "Spyder")
     assert not list((Path(env["MONITOR_DATA_DIR"]) / "predictions").glob("*.parquet"))
+
+
+def test_a_sample_drawn_with_other_settings_is_not_silently_reused(env: dict[str, str]) -> None:
+    _invoke(env, "index", "--json")
+    first = pd.read_csv(_invoke(env, "sample", "--date", DATE, "--json")["samples_csv"])
+    assert first.groupby("label").size().max() == 10
+
+    smaller = env | {"MONITOR_SAMPLES_PER_CLASS": "5"}
+    refused = CliRunner(env=smaller).invoke(app, ["sample", "--date", DATE])
+    assert refused.exit_code == 2
+    assert "MONITOR_SAMPLES_PER_CLASS 10 -> 5" in refused.stderr and "--force" in refused.stderr
+    assert pd.read_csv(_invoke(env, "sample", "--date", DATE, "--json")["samples_csv"]).equals(first)  # untouched
+
+    redrawn = pd.read_csv(_invoke(smaller, "sample", "--date", DATE, "--force", "--json")["samples_csv"])
+    assert redrawn.groupby("label").size().max() == 5
