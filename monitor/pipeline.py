@@ -313,6 +313,11 @@ def health_with(settings: Settings, store: Store, date: str, *, model_id: str | 
     model = _model_for_date(store, date, model_id)
     rows = compute_health(store, model, date, settings)
     new_alerts = raise_alerts(store, model, date, rows)
+    # Health is a function of the whole history up to a date: when a date arrives late (a backfill, a
+    # hand re-run), the verdicts and transitions already stored for later dates are recomputed in order.
+    later = sorted(str(day) for day in store.class_health.distinct("date", {"model_id": model, "date": {"$gt": date}}))
+    for day in later:
+        new_alerts += raise_alerts(store, model, day, compute_health(store, model, day, settings))
     delivery = deliver_pending(store, settings.alert_urls)
     summary = {
         "date": date,

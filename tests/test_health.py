@@ -240,3 +240,38 @@ def test_a_class_without_images_in_the_window_has_no_interval_and_insufficient_d
     assert (row["pooled_n"], row["pooled_accuracy"], row["ci_low"], row["ci_high"]) == (0, None, None, None)
     assert row["prob_below_target"] == pytest.approx(0.9)  # the uniform prior's P(accuracy < 0.9)
     assert row["reason"].startswith("Only 0 images in the last 14 days (at least 20 needed)")
+
+
+def test_a_date_filled_in_late_gives_the_same_history_and_alerts_as_an_in_order_run(store, settings) -> None:
+    from monitor.pipeline import health_with
+
+    dropping = [(10, 10)] * 8 + [(10, 4), (10, 2), (10, 4), (10, 10)]
+    series = {"good": [(10, 10)] * 12, "dropping": dropping}
+    late = 9
+    _store_metrics(store, "m@1", {label: [(n, c) for i, (n, c) in enumerate(s) if i != late] for label, s in series.items()})
+    # The stored docs skip day 9, so they are dated 0..10: move days >= 9 one day on.
+    for i in reversed(range(late, 11)):
+        store.class_metrics.update_many({"model_id": "m@1", "date": day(i)}, {"$set": {"date": day(i + 1)}})
+    for i in range(12):
+        if i != late:
+            health_with(settings, store, day(i), model_id="m@1")
+    store.class_metrics.insert_many(
+        [{"model_id": "m@1", "date": day(late), "label": label, "n": s[late][0], "correct": s[late][1], "failed": 0} for label, s in series.items()]
+    )
+    health_with(settings, store, day(late), model_id="m@1")
+
+    def snapshot() -> tuple[list[dict], list[tuple]]:
+        health = sorted(store.class_health.find({"model_id": "m@1"}, {"_id": 0}), key=lambda r: (r["date"], r["label"]))
+        alerts = sorted((a["date"], a["label"], a["kind"]) for a in store.alerts.find({"model_id": "m@1"}))
+        return health, alerts
+
+    filled_late = snapshot()
+    store.class_health.delete_many({})
+    store.alerts.delete_many({})
+    for i in range(12):
+        health_with(settings, store, day(i), model_id="m@1")
+    in_order = snapshot()
+
+    assert filled_late == in_order
+    flagged = [a for a in in_order[1] if a[2] == "needs_retraining"]
+    assert len(flagged) == 1 and flagged[0][1] == "dropping"  # one alert for the one episode
