@@ -231,12 +231,15 @@ def class_health_daily() -> None:
         return _run_stage("metrics", lambda settings: run_metrics(settings, date))
 
     @task(task_id="health")
-    def health() -> dict[str, Any]:
-        """Verdict per class from the pooled history, alerts on transitions, delivery of pending alerts."""
+    def health(measured: dict[str, Any]) -> dict[str, Any]:
+        """Verdict per class from the pooled history, alerts on transitions, delivery of pending alerts.
+
+        Judges the model that the metrics task measured (its XCom), not whichever model the store holds last.
+        """
         from monitor.pipeline import run_health
 
         date = run_date(get_current_context())
-        return _run_stage("health", lambda settings: run_health(settings, date))
+        return _run_stage("health", lambda settings: run_health(settings, date, model_id=measured["model_id"]))
 
     @task(task_id="publish_retraining", inlets=[NEEDS_RETRAINING], outlets=[NEEDS_RETRAINING])
     def publish_retraining(verdicts: dict[str, Any]) -> dict[str, Any]:
@@ -260,8 +263,9 @@ def class_health_daily() -> None:
         log.info("published %s: %s need retraining on %s", NEEDS_RETRAINING.name, extra["flagged"], extra["date"])
         return extra
 
-    verdicts = health()
-    chain(index(), sample(), predict(), metrics(), verdicts)
+    measured = metrics()
+    verdicts = health(measured)
+    chain(index(), sample(), predict(), measured)
     publish_retraining(verdicts)
 
 

@@ -269,8 +269,10 @@ def metrics_with(settings: Settings, store: Store, date: str, *, spark: Any = No
     if len(model_ids) != 1:
         raise DataError(f"{path} mixes models {model_ids}; re-run predict for {date}")
     model_id = model_ids[0]
-    # Classes the source holds but the sample could not fill still get a row (n = 0): an empty class is news.
-    labels = sorted(set(_usable_labels(store, open_source(settings.source_uri).uri)) | set(frame["label"]))
+    # The classes of the date's sample, including those it could not fill (n = 0: an empty class is news);
+    # not today's classes, so that a backfilled date keeps the class list it had.
+    recorded = store.samples.find_one({"source": open_source(settings.source_uri).uri, "date": date}, {"_id": 0, "classes": 1})
+    labels = sorted(set((recorded or {}).get("classes") or {}) | set(frame["label"]))
     session = spark or get_spark(settings.spark_master, settings.spark_conf)
     rows = class_metrics_spark(session, frame, labels=labels, confidence=settings.confidence_level)
     for row in rows:
@@ -296,12 +298,24 @@ def run_metrics(settings: Settings, date: str) -> dict[str, Any]:
 
 
 def _model_for_date(store: Store, date: str, model_id: str | None) -> str:
+    """The model to judge: the one asked for, else the one measured on the latest date <= ``date``.
+
+    When several models were measured that day (a model swap and a re-run), the one the day's run
+    last evaluated (``runs.model_id``) wins; failing that, the choice is refused rather than guessed.
+    """
     if model_id:
         return model_id
     latest = store.class_metrics.find_one({"date": {"$lte": date}}, {"model_id": 1, "date": 1}, sort=[("date", -1)])
     if latest is None:
         raise DataError(f"no class metrics on or before {date}: run `monitor evaluate --date {date}` first")
-    return str(latest["model_id"])
+    day = str(latest["date"])
+    candidates = sorted(str(m) for m in store.class_metrics.distinct("model_id", {"date": day}))
+    if len(candidates) == 1:
+        return candidates[0]
+    ran = {str(doc.get("model_id")) for doc in store.runs.find({"date": day}, {"model_id": 1})} & set(candidates)
+    if len(ran) == 1:
+        return ran.pop()
+    raise DataError(f"models {', '.join(candidates)} were all measured on {day}; name the one to judge")
 
 
 def health_with(settings: Settings, store: Store, date: str, *, model_id: str | None = None) -> dict[str, Any]:

@@ -135,11 +135,13 @@ def created_window(date: str, fresh_days: int | None) -> dict[str, dt.datetime]:
     return window
 
 
-def _labels(images: Collection, source_uri: str, labels: Iterable[str] | None) -> list[str]:
+def _labels(images: Collection, source_uri: str, labels: Iterable[str] | None, date: str) -> list[str]:
+    """The classes of ``date``: labels with a usable image created by the end of D (a class added later is not news for D)."""
     if labels is not None:
         return sorted(set(labels))
     # distinct on an equality prefix of the sampling index: MongoDB answers it from the index.
-    return sorted(label for label in images.distinct("label", {"source": source_uri, "status": "ok"}) if label is not None)
+    query = {"source": source_uri, "status": "ok", "created": {"$lte": end_of_day(date)}}
+    return sorted(label for label in images.distinct("label", query) if label is not None)
 
 
 def _class_filter(source_uri: str, label: str, window: dict[str, dt.datetime]) -> dict[str, Any]:
@@ -184,7 +186,7 @@ def draw_sample(
     short: dict[str, int] = {}
     run_size = n_per_class * oversample
     try:
-        for label in _labels(images, source_uri, labels):
+        for label in _labels(images, source_uri, labels, date):
             run = _walk(images, _class_filter(source_uri, label, window), pivot(date, seed, label), run_size)
             chosen = sorted(run, key=lambda doc: _priority(source_uri, date, seed, doc["path"]))[:n_per_class]
             for doc in chosen:
@@ -263,7 +265,7 @@ def sample_cost(
     docs = keys = queries = 0
     embedded = _is_embedded(images)
     try:
-        chosen_labels = _labels(images, source_uri, labels)
+        chosen_labels = _labels(images, source_uri, labels, date)
         for label in chosen_labels:
             base = _class_filter(source_uri, label, window)
             u = pivot(date, seed, label)

@@ -275,3 +275,43 @@ def test_a_date_filled_in_late_gives_the_same_history_and_alerts_as_an_in_order_
     assert filled_late == in_order
     flagged = [a for a in in_order[1] if a[2] == "needs_retraining"]
     assert len(flagged) == 1 and flagged[0][1] == "dropping"  # one alert for the one episode
+
+
+def test_health_judges_the_model_the_day_last_evaluated_when_two_were_measured(store, settings) -> None:
+    from monitor.pipeline import health_with
+
+    _store_metrics(store, "old@1", {"a": [(10, 10)] * 3})
+    _store_metrics(store, "new@2", {"a": [(10, 2)] * 3})
+    with pytest.raises(DataError, match="new@2, old@1 were all measured"):
+        health_with(settings, store, day(2))
+    store.runs.insert_one({"source": "file:///x", "date": day(2), "model_id": "new@2"})
+    assert health_with(settings, store, day(2))["model_id"] == "new@2"
+
+
+def _reference_arl(h: float, target: float, drop: float, n: int, grid: int = 1500) -> float:
+    """In-control run length of the CUSUM with the exact (unsnapped) log-likelihood ratios, from a dense
+    Brook-Evans chain on ``grid`` cells of [0, h) solved with numpy: independent of health.py's lattice."""
+    p1 = target - drop
+    if_correct, if_wrong = math.log(p1 / target), math.log((1 - p1) / (1 - target))
+    errors = np.arange(n + 1)
+    increments = errors * if_wrong + (n - errors) * if_correct
+    probs = stats.binom.pmf(errors, n, 1 - target)
+    width = h / grid
+    centres = (np.arange(grid) + 0.5) * width
+    centres[0] = 0.0  # the reflecting state
+    q = np.zeros((grid, grid))
+    for inc, p in zip(increments, probs):
+        nxt = np.maximum(centres + inc, 0.0)
+        inside = nxt < h
+        cells = np.where(nxt <= 0.0, 0, np.minimum((nxt / width).astype(int), grid - 1))
+        np.add.at(q, (np.flatnonzero(inside), cells[inside]), p)
+    return float(np.linalg.solve(np.eye(grid) - q, np.ones(grid))[0])
+
+
+def test_production_threshold_meets_its_run_length_by_an_independent_computation() -> None:
+    arl = 15 * 365 / 0.5  # the defaults: 15 classes, 0.5 false alarms a year
+    h = cusum_threshold(0.9, 0.15, 10, arl)
+    reference = _reference_arl(h, 0.9, 0.15, 10)
+    # The snapped lattice moves the LLRs by < 1%, and the grid adds its own small error: agree within 5%.
+    assert reference == pytest.approx(arl, rel=0.05)
+    assert _reference_arl(0.8 * h, 0.9, 0.15, 10) < 0.7 * arl  # and the threshold is not loose either

@@ -115,14 +115,24 @@ def test_classes_with_fewer_than_n_images_give_all_and_are_reported_short(store:
     assert sample.short_classes == {"rare": 3}
 
 
-def test_a_known_class_with_no_image_yet_at_the_date_is_reported_with_zero(store: Store) -> None:
+def test_a_class_that_appears_after_the_date_is_not_a_class_of_that_date(store: Store) -> None:
     _add(store, "cat", 20, BEFORE)
     _add(store, "late", 20, dt.datetime(2026, 4, 1, tzinfo=UTC))
 
     sample = draw_sample(store, SOURCE, DAY, 5, seed=0)
 
-    assert sample.classes == {"cat": 5, "late": 0}
-    assert sample.short_classes == {"late": 0}
+    # A backfill of DAY sees the classes DAY had: "late" did not exist yet.
+    assert sample.classes == {"cat": 5}
+    assert sample.short_classes == {}
+
+
+def test_a_class_with_no_fresh_image_at_the_date_is_reported_with_zero(store: Store) -> None:
+    _add(store, "cat", 20, BEFORE)
+    _add(store, "stale", 20, BEFORE - dt.timedelta(days=30))
+
+    sample = draw_sample(store, SOURCE, DAY, 5, seed=0, fresh_days=30)
+
+    assert sample.classes["stale"] == 0 and sample.short_classes == {"stale": 0}
 
 
 def test_requested_labels_without_images_are_reported_not_dropped(store: Store) -> None:
