@@ -134,7 +134,7 @@ def main() -> None:
     print()
     print(f"{'rule':<34} {'false alarms/yr':>16} {'median days':>12} {'p95 days':>9} {f'<= {args.within} d':>8}")
     for name, alarms, delay in (
-        (f"CUSUM verdict (needs_retraining)", cusum_alarms, cusum_delay),
+        ("CUSUM verdict (needs_retraining)", cusum_alarms, cusum_delay),
         (f"naive: today's accuracy < {target}", naive_alarms, naive_delay),
     ):
         p50, p95, share = fmt(delay)

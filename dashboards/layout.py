@@ -266,6 +266,12 @@ def resolve(data: DashboardData, state: ViewState) -> View | None:
 # --- small building blocks --------------------------------------------------------------------------
 
 
+def model_option_label(model: ModelInfo) -> str:
+    """A model in the filter: its name, weights checksum, and the dates it was evaluated, so a model switch shows."""
+    dates = f" · {model.first_date} → {model.last_date}" if model.first_date and model.last_date else ""
+    return f"{model.name} ({model.model_id.split('@')[-1]}){dates}"
+
+
 def badge(verdict: str | None) -> html.Span:
     """A coloured verdict label."""
     if not verdict or not isinstance(verdict, str):
@@ -386,7 +392,7 @@ def filter_bar(data: DashboardData, view: View | None) -> list[Any]:
                 html.Label("Model"),
                 dcc.Dropdown(
                     id=ids.param(ids.Q_MODEL),
-                    options=[{"label": f"{m.name} ({m.model_id.split('@')[-1]})", "value": m.model_id} for m in models],
+                    options=[{"label": model_option_label(m), "value": m.model_id} for m in models],
                     value=view.model.model_id,
                     clearable=False,
                 ),

@@ -10,10 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 from sklearn.metrics import confusion_matrix
 from typer.testing import CliRunner
 

@@ -26,6 +26,7 @@ from dashboards.data import (
     verdict_changes,
 )
 from dashboards.layout import (
+    model_option_label,
     PAGE_SIZE,
     ViewState,
     heatmap_figure,
@@ -237,6 +238,8 @@ def test_thumbnail_is_a_small_jpeg_and_non_images_are_refused() -> None:
 def test_queries_slice_by_range_and_classes(settings, history) -> None:
     data = DashboardData(settings)
     assert [m.model_id for m in data.models()] == [MODEL]
+    # The model filter shows when each model was evaluated, so a switch of models is visible there.
+    assert model_option_label(data.models()[0]) == f"digits ({MODEL.split('@')[-1]}) · {day(29)} → {day(0)}"
     assert data.date_bounds(MODEL) == (day(29), day(0))
     assert data.labels(MODEL) == ["ant", "bee", "cat"]
     frame = data.metrics(MODEL, day(9), day(0), ["cat"])
