@@ -57,7 +57,11 @@ COLUMNS: tuple[str, ...] = (
     "model_id",
     "status",
     "error",
+    "draw",
 )
+#: ``draw`` of a row: a base image of the day's sample, or a follow-up image (monitor.sampling); files
+#: written before follow-up sampling lack the column and read back as ``base``.
+DRAW_BASE = "base"
 PREDICTIONS_SCHEMA = pa.schema(
     [
         pa.field("date", pa.string(), nullable=False),
@@ -70,6 +74,7 @@ PREDICTIONS_SCHEMA = pa.schema(
         pa.field("model_id", pa.string(), nullable=False),
         pa.field("status", pa.string(), nullable=False),
         pa.field("error", pa.string()),
+        pa.field("draw", pa.string(), nullable=False),
     ]
 )
 #: ``error`` of a row whose bytes could not be read from the source (decode failures carry
@@ -478,6 +483,7 @@ def predictions_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """Rows -> the predictions DataFrame with exactly :data:`COLUMNS` (also when empty)."""
     frame = pd.DataFrame(list(rows), columns=list(COLUMNS))
     frame["confidence"] = frame["confidence"].astype("float64")
+    frame["draw"] = frame["draw"].where(frame["draw"].notna(), DRAW_BASE).astype(object)
     return frame
 
 
@@ -707,6 +713,8 @@ def read_predictions(path: Path) -> pd.DataFrame:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{path} is not a readable Parquet file: {exc}") from exc
+    if "draw" not in table.column_names:
+        table = table.append_column("draw", pa.array([DRAW_BASE] * table.num_rows, pa.string()))
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
         raise DataError(f"{path} is not a predictions file: it lacks columns {missing}")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from evaluation.predict import COLUMNS, predictions_frame
+from evaluation.predict import COLUMNS, DRAW_BASE, predictions_frame
 from monitor.errors import ConfigError, DataError, ModelError, MonitorError, SourceError
 
 if TYPE_CHECKING:
@@ -124,6 +124,7 @@ def _predict_partition(job: _Job, progress: Any, frames: Iterator[pd.DataFrame])
             max_pixels=job.max_pixels,
             compile_model=job.compile_model,
         )
+        out = out.drop(columns="draw")  # not in SPARK_SCHEMA: the driver sets it
         out.insert(0, "row", frame["row"].to_numpy(dtype="int64"))
         if progress is not None:
             progress.add(len(out))
@@ -215,6 +216,7 @@ def predict_with_spark(
     for column in ("pred", "error"):
         result[column] = result[column].astype(object).where(result[column].notna(), None)
     result["confidence"] = result["confidence"].astype("float64")
+    result["draw"] = DRAW_BASE  # the caller marks the follow-up rows of its sample
     return result[list(COLUMNS)]
 
 

@@ -1,31 +1,51 @@
-"""Class health: a verdict per model, class and date from the stored daily counts, with the evidence behind it.
+"""Class health: a verdict per model, class and date, carried forward from the stored state of the day before.
 
-Two kinds of evidence, both from counts (never averaged daily ratios):
+**What a verdict means.** ``needs_retraining``: the evidence says the class has fallen below its target
+and has not come back. ``watch``: the evidence leans that way; the next day's sample draws extra images of
+the class (follow-up) to settle it. ``healthy``: neither. ``insufficient_data``: fewer than ``min_samples``
+images in the window.
 
-- **Window** (shown as evidence, and behind ``watch``): the counts of the last ``window_days`` days are
-  pooled (sum correct / sum n); the Wilson interval at ``confidence_level`` (statsmodels) and the
-  posterior probability that accuracy is below its target under a uniform Beta(1, 1) prior (scipy).
-- **Sequential test** (behind ``needs_retraining``): a one-sided Bernoulli CUSUM over the whole history of
-  the model. Each image adds its log-likelihood ratio of accuracy ``p1 = target - drop_to_detect``
-  against ``p0 = target``; a day adds the sum over its images, and the statistic is reflected at 0:
-  ``S_t = max(0, S_{t-1} + LLR_t)``. The threshold ``h`` is calibrated so that a class sitting exactly at
-  its target, with ``samples_per_class`` images a day, raises a false alarm no more often than once in
-  ``classes * 365 / false_alarms_per_year`` days (its in-control average run length, computed with the
-  Brook-Evans Markov-chain approximation): that bounds the false alarms of all classes together.
+**The detector** is a one-sided Bernoulli CUSUM of accuracy ``p1 = target - drop_to_detect`` against
+``p0 = target``, with ``drop_to_detect`` the *smallest* drop worth catching (default 0.05). Each image
+adds its log-likelihood ratio, a day the sum over its images, and the statistic is reflected at 0. A
+CUSUM tuned to the smallest drop still has a positive drift for every larger one (at 0.75 it gains 0.059
+nats an image against 0.092 for a CUSUM tuned to 0.75), whereas one tuned to a large drop *drifts down*
+at a small one and never fires (main before 2026-12: 105 days on average for a class sitting at 0.85).
+Alternatives weighed: a bank of CUSUMs or a GLR/mixture statistic is closer to optimal for every drop
+at a fixed sample size, but has no one-dimensional Markov chain, so its calibration *with* a follow-up
+policy would be Monte Carlo only; an e-detector needs no calibration but is conservative by design. The
+speed for large drops is won back with evidence instead: follow-up sampling.
 
-Verdict rule (first match wins):
+**Follow-up sampling.** The statistic on a lattice (below) is a Markov chain, and so is the statistic
+with a follow-up policy that depends only on it: at ``S >= frac * h`` the next day draws
+``followup_samples * mult`` extra images of the class (:data:`TIERS`), and a flagged class draws
+``followup_samples`` extra to confirm its recovery. The threshold ``h`` is calibrated on that chain, so
+the false-alarm bound *includes* the policy; it is the larger of the thresholds for the policy and for no
+follow-up, so a daily cap that withholds some follow-up images cannot raise false alarms either.
 
-1. ``needs_retraining``: the CUSUM reached ``h``; the class stays flagged until the CUSUM falls back
-   to 0 (the evidence has swung back to the target), so a flag does not flicker day to day and each
-   new flag starts the test afresh, as the run-length calibration assumes.
-2. ``insufficient_data``: fewer than ``min_samples`` images in the window.
-3. ``watch``: the CUSUM is at least ``h / 2``, or P(accuracy < target | window) >= ``confidence_level``.
-4. ``healthy``: otherwise.
+**Calibration, exactly.** The per-image ratios are snapped to small integers ``(+up if wrong,
+-down if correct)`` times a unit (their ratio within 0.5%), so the statistic takes only whole values and
+the Brook-Evans Markov chain over ``0..h-1`` is exact for the test actually run. ``h`` is the smallest
+whole number whose in-control average run length (every image correct with probability ``target``) is
+at least ``classes * 365 / false_alarms_per_year`` days: that bounds the false alarms of all classes
+together.
 
-:func:`assess_history` is the pure function (no store); :func:`compute_health` reads a model's stored
-``class_metrics``, writes ``class_health`` and returns the rows. The CUSUM recursion
-(:func:`cusum_recursion`) and the verdict rule (:func:`verdict_codes`) take arrays so that the benchmark
-(``benchmarks/bench_health.py``) runs exactly this code over many simulated years.
+**Recovery.** From the day of a flag, an upward CUSUM ``R`` of ``p0`` against ``p1`` (the same ratios,
+reversed) runs; the flag clears when ``R`` reaches ``hr``, calibrated so that a class still at ``p1``
+clears falsely no more often than ``false_recoveries_per_year`` times a year. Then ``S`` restarts at 0.
+A class at its target clears too (the test says it is not below), and, restarted from 0, is flagged
+again only at the false-alarm rate: no flicker.
+
+**Stored state.** Each day's row keeps the statistic, the recovery statistic, the alarm state, the
+thresholds and the settings it was judged under (``judged_under``); the next day continues from it. A
+change of the class count or of a setting applies from the day it happens and never rewrites a stored
+day. A backfilled date recomputes the later days in order, each under its own stored settings.
+
+**Window evidence**, shown beside the verdict: the counts of the last ``window_days`` days pooled, a
+Wilson interval (statsmodels) and P(accuracy < target) under a uniform Beta prior (scipy).
+
+The pure functions come first (lattice, run lengths, :func:`design`, :func:`advance`), one store function
+last (:func:`compute_health`); ``benchmarks/bench_health.py`` runs exactly these over simulated years.
 """
 
 from __future__ import annotations
@@ -33,138 +53,172 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from pymongo.errors import PyMongoError
-from scipy import optimize, sparse, stats
-from scipy.sparse import linalg as sparse_linalg
+from scipy import linalg, stats
 
+from evaluation.metrics import wilson_interval
 from monitor.errors import ConfigError, DataError, StoreError
 from monitor.settings import Settings
-from evaluation.metrics import wilson_interval
 
 VERDICTS = ("healthy", "watch", "needs_retraining", "insufficient_data")
 HEALTHY, WATCH, NEEDS_RETRAINING, INSUFFICIENT_DATA = range(4)
-METHOD = "bernoulli-cusum + pooled-window wilson/beta"
-#: Lattice steps per the smaller per-image LLR: snapping the weights to it changes them by < 1%.
-LATTICE = 100
-#: A CUSUM below this is 0 (float residue of lattice sums).
-ZERO = 1e-9
+METHOD = "bernoulli-cusum with follow-up sampling + upward-cusum recovery; pooled-window wilson/beta"
+#: Follow-up policy: at ``S >= fraction * h`` the next day draws ``followup_samples * multiple`` extra images.
+#: The first tier is also where ``watch`` starts. Chosen by ``benchmarks/bench_health.py`` (README).
+TIERS: tuple[tuple[float, int], ...] = ((0.15, 1), (0.30, 3), (0.50, 6))
+#: The snapped ratio of the per-image log-likelihood ratios is within this of the exact one.
+RATIO_TOLERANCE = 0.005
+#: The settings a day is judged under, stored with each row (``judged_under``) and reused when it is recomputed.
+JUDGED_UNDER = (
+    "drop_to_detect", "false_alarms_per_year", "false_recoveries_per_year", "samples_per_class", "followup_samples",
+    "window_days", "min_samples", "confidence_level",
+)  # fmt: skip
 
 DailyCounts = tuple[dt.date | str, int, int]
 
 
-# --- the sequential test -------------------------------------------------------------------
-
-
-def llr_weights(target: float, drop: float) -> tuple[float, float]:
-    """Per-image log-likelihood ratios (if correct, if wrong) of accuracy ``target - drop`` against ``target``.
-
-    Both are snapped to whole multiples of a step (:func:`llr_step`, a change of well under 1%), so the
-    statistic only takes values ``k * step``: the run-length computation is then exact, not an approximation.
-    """
-    step, if_correct, if_wrong = _lattice(target, drop)
-    return if_correct * step, if_wrong * step
-
-
-def llr_step(target: float, drop: float) -> float:
-    """The lattice step of the CUSUM statistic (see :func:`llr_weights`)."""
-    return _lattice(target, drop)[0]
+# --- the lattice and run lengths ---------------------------------------------------------------
 
 
 @lru_cache(maxsize=256)
-def _lattice(target: float, drop: float) -> tuple[float, int, int]:
+def lattice(target: float, drop: float) -> tuple[int, int, float]:
+    """``(down, up, unit)``: a correct image subtracts ``down`` units, a wrong one adds ``up``; ``unit`` is in nats.
+
+    ``down * unit`` is exactly ``log(target / p1)``; ``up / down`` is the smallest-denominator fraction
+    within :data:`RATIO_TOLERANCE` of ``log((1 - p1) / (1 - target)) / log(target / p1)``.
+    """
     p1 = target - drop
     if not 0.0 < p1 < target < 1.0:
         raise ConfigError(f"target {target} minus drop_to_detect {drop} = {p1:.3f} is not an accuracy between 0 and the target")
-    exact_correct, exact_wrong = math.log(p1 / target), math.log((1.0 - p1) / (1.0 - target))
-    step = min(-exact_correct, exact_wrong) / LATTICE
-    return step, round(exact_correct / step), round(exact_wrong / step)
+    if_correct, if_wrong = math.log(target / p1), math.log((1.0 - p1) / (1.0 - target))
+    ratio = if_wrong / if_correct
+    for denominator in range(1, 1001):
+        fraction = Fraction(ratio).limit_denominator(denominator)
+        if fraction > 0 and abs(float(fraction) - ratio) <= RATIO_TOLERANCE * ratio:
+            break
+    return fraction.denominator, fraction.numerator, if_correct / fraction.denominator
 
 
-def daily_llr(n: ArrayLike, correct: ArrayLike, target: float, drop: float) -> NDArray[np.float64]:
-    """The CUSUM increment of each day: the sum of its images' log-likelihood ratios."""
-    if_correct, if_wrong = llr_weights(target, drop)
-    n_arr, c_arr = np.asarray(n, dtype=float), np.asarray(correct, dtype=float)
-    return c_arr * if_correct + (n_arr - c_arr) * if_wrong
+def llr_weights(target: float, drop: float) -> tuple[float, float]:
+    """The snapped per-image log-likelihood ratios (if correct, if wrong) of ``target - drop`` against ``target``."""
+    down, up, unit = lattice(target, drop)
+    return -down * unit, up * unit
 
 
-def cusum_recursion(increments: ArrayLike, threshold: float) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-    """Run the reflected CUSUM along axis 0 (days); other axes are independent series (classes, trials).
+def followup_extra(s: ArrayLike, h: int, followup: int, flagged: ArrayLike | bool = False) -> NDArray[np.int64]:
+    """Extra images the next day draws for a class with statistic ``s`` (units) under threshold ``h``."""
+    s_arr = np.asarray(s, dtype=float)
+    extra = np.zeros(s_arr.shape, dtype=np.int64)
+    for fraction, multiple in TIERS:
+        extra = np.where(s_arr >= fraction * h, followup * multiple, extra)
+    return np.where(np.asarray(flagged, dtype=bool), followup, extra).astype(np.int64)
 
-    Returns the statistic after each day and the alarm state: on from the day the statistic reaches
-    ``threshold`` until the day it is back at 0.
+
+def run_lengths(limit: int, up: int, down: int, p_up: float, n_of_state: ArrayLike) -> NDArray[np.float64]:
+    """Expected days from each state ``0..limit-1`` until ``S >= limit``: the Brook-Evans chain, exact on the lattice.
+
+    A day in state ``s`` draws ``n_of_state[s]`` images; each moves ``S`` up by ``up`` with probability
+    ``p_up`` and down by ``down`` otherwise; ``S`` is reflected at 0.
     """
-    x = np.asarray(increments, dtype=float)
-    s_path = np.empty_like(x)
-    alarm_path = np.empty(x.shape, dtype=bool)
-    s = np.zeros(x.shape[1:])
-    alarm = np.zeros(x.shape[1:], dtype=bool)
-    for t in range(x.shape[0]):
-        s = np.maximum(0.0, s + x[t])
-        # "back at 0" up to float residue of adding and subtracting lattice steps
-        alarm = np.where(alarm, s > ZERO, s >= threshold)
-        s_path[t] = s
-        alarm_path[t] = alarm
-    return s_path, alarm_path
+    n_state = np.asarray(n_of_state, dtype=np.int64)
+    transition = np.zeros((limit, limit))
+    for n in np.unique(n_state):
+        rows = np.flatnonzero(n_state == n)
+        ups = np.arange(n + 1)
+        prob = stats.binom.pmf(ups, n, p_up)
+        keep = prob > 1e-16  # far tails add nothing
+        jump, prob = up * ups[keep] - down * (n - ups[keep]), prob[keep]
+        there = np.maximum(0, rows[:, None] + jump[None, :])
+        inside = there < limit  # the rest reaches the limit: absorbed
+        np.add.at(transition, (np.broadcast_to(rows[:, None], there.shape)[inside], there[inside]), np.broadcast_to(prob, there.shape)[inside])
+    return np.asarray(linalg.solve(np.eye(limit) - transition, np.ones(limit)), dtype=float)
 
 
-def average_run_length(threshold: float, target: float, drop: float, n: int, accuracy: float | None = None) -> float:
-    """Expected days until the CUSUM first reaches ``threshold`` from 0: the Brook-Evans Markov chain.
-
-    ``n`` images a day, each correct with probability ``accuracy`` (default: the target, the in-control
-    case); the daily number of errors is binomial. The statistic lives on the lattice ``k * step``
-    (:func:`llr_weights`), so the chain's states are exactly its values below the threshold.
-    """
+def average_run_length(
+    h: int, target: float, drop: float, n: int, followup: int = 0, accuracy: float | None = None
+) -> float:
+    """Expected days from ``S = 0`` to a flag with ``n`` base images a day and the follow-up policy (units)."""
+    down, up, _ = lattice(target, drop)
     p = target if accuracy is None else accuracy
-    step, if_correct, if_wrong = _lattice(target, drop)
-    states = max(1, math.ceil(threshold / step - 1e-9))  # values 0 .. states-1 (times step) are below h
-    errors = np.arange(n + 1)
-    prob = stats.binom.pmf(errors, n, 1.0 - p)
-    keep = prob > 1e-15  # far tails add nothing and would only slow large n down
-    jump = errors[keep] * if_wrong + (n - errors[keep]) * if_correct
-    prob = prob[keep]
-    here = np.repeat(np.arange(states), jump.size)
-    there = np.maximum(0, here + np.tile(jump, states))
-    weight = np.tile(prob, states)
-    inside = there < states  # the rest reaches the threshold: absorbed
-    transition = sparse.csr_matrix((weight[inside], (here[inside], there[inside])), shape=(states, states))
-    run_lengths = sparse_linalg.spsolve((sparse.identity(states, format="csr") - transition).tocsc(), np.ones(states))
-    return float(np.atleast_1d(run_lengths)[0])
+    return float(run_lengths(h, up, down, 1.0 - p, n + followup_extra(np.arange(h), h, followup))[0])
 
 
-@lru_cache(maxsize=256)
-def cusum_threshold(target: float, drop: float, n: int, arl: float) -> float:
-    """The smallest threshold whose in-control average run length (days) is at least ``arl``.
+def recovery_run_length(hr: int, target: float, drop: float, n: int, accuracy: float | None = None) -> float:
+    """Expected days from a flag to clearing it (``R >= hr``) with ``n`` images a day; default accuracy ``target - drop``."""
+    down, up, _ = lattice(target, drop)
+    p = target - drop if accuracy is None else accuracy
+    return float(run_lengths(hr, down, up, p, np.full(hr, n))[0])
 
-    Solved with ``brentq`` on log ARL; cached per (target, drop, n, arl).
-    """
+
+def _smallest(meets: Any, start: int) -> int:
+    """The smallest whole ``h >= 1`` with ``meets(h)``, for a monotone ``meets``: doubling, then bisection."""
+    low, high = 0, max(1, start)
+    while not meets(high):
+        low, high = high, high * 2
+        if high > 1_000_000:
+            raise ConfigError("cannot calibrate the health test: the required run length is out of reach")
+    while high - low > 1:
+        middle = (low + high) // 2
+        if meets(middle):
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+@dataclass(frozen=True)
+class Design:
+    """The calibrated test of one class target under one day's settings (thresholds in lattice units)."""
+
+    target: float
+    drop: float
+    n: int
+    followup: int
+    down: int
+    up: int
+    unit: float
+    h: int
+    hr: int
+    arl: float
+    recovery_arl: float
+
+    @property
+    def threshold(self) -> float:
+        """``h`` in nats."""
+        return self.h * self.unit
+
+    @property
+    def recovery_threshold(self) -> float:
+        """``hr`` in nats."""
+        return self.hr * self.unit
+
+
+@lru_cache(maxsize=512)
+def design(target: float, drop: float, n: int, followup: int, arl: float, recovery_arl: float) -> Design:
+    """Calibrate ``h`` (false alarms, follow-up policy included) and ``hr`` (false recoveries); cached per argument set."""
     if n < 1:
-        raise ConfigError(f"samples_per_class {n} must be at least 1 to calibrate the CUSUM")
+        raise ConfigError(f"samples_per_class {n} must be at least 1 to calibrate the health test")
+    down, up, unit = lattice(target, drop)
 
-    def gap(h: float) -> float:
-        return math.log(average_run_length(h, target, drop, n)) - math.log(arl)
+    def meets(h: int) -> bool:
+        if average_run_length(h, target, drop, n) < arl:
+            return False
+        return followup == 0 or average_run_length(h, target, drop, n, followup) >= arl
 
-    low = llr_step(target, drop) / 2
-    if gap(low) >= 0.0:
-        return low
-    high = max(1.0, math.log(arl))
-    while gap(high) < 0.0:
-        high *= 1.5
-        if high > 200:  # an ARL this far out is beyond double precision: the setting is nonsense
-            raise ConfigError(f"cannot calibrate a CUSUM threshold for an average run length of {arl:g} days")
-    h = optimize.brentq(gap, low, high, xtol=1e-9)
-    # The ARL is a step function of h (the statistic lives on a lattice): take the first lattice point
-    # that meets the bound and return the midpoint below it, so float residue cannot flip a comparison.
-    step = llr_step(target, drop)
-    points = math.ceil(h / step - 1e-9)
-    while gap(points * step) < 0.0:
-        points += 1
-    return float((points - 0.5) * step)
+    h = _smallest(meets, math.ceil(math.log(arl) / unit))
+    hr = _smallest(
+        lambda r: min(recovery_run_length(r, target, drop, n), recovery_run_length(r, target, drop, n + followup)) >= recovery_arl,
+        math.ceil(math.log(recovery_arl) / unit),
+    )
+    return Design(target, drop, n, followup, down, up, unit, h, hr, arl, recovery_arl)
 
 
 def required_arl(classes: int, false_alarms_per_year: float) -> float:
@@ -172,15 +226,63 @@ def required_arl(classes: int, false_alarms_per_year: float) -> float:
     return max(1, classes) * 365.0 / false_alarms_per_year
 
 
-def threshold_for(target: float, settings: Settings, classes: int) -> float:
-    """The calibrated CUSUM threshold for one class target under ``settings``."""
-    return cusum_threshold(
-        round(target, 10), round(settings.drop_to_detect, 10), settings.samples_per_class,
+def design_for(target: float, settings: Settings, classes: int, n: int | None = None, followup: int | None = None) -> Design:
+    """The calibrated test for one class target under ``settings`` (``n``/``followup``: the day's sampling, if not the settings')."""
+    return design(
+        round(target, 10),
+        round(settings.drop_to_detect, 10),
+        settings.samples_per_class if n is None else n,
+        settings.followup_samples if followup is None else followup,
         required_arl(classes, settings.false_alarms_per_year),
+        365.0 / settings.false_recoveries_per_year,
     )
 
 
-# --- window evidence and the verdict rule ----------------------------------------------------
+# --- the day-to-day recursion ----------------------------------------------------------------------
+
+
+@dataclass
+class State:
+    """The detector state of one or many classes (arrays of one shape): statistics in lattice units."""
+
+    s: NDArray[np.int64]
+    r: NDArray[np.int64]
+    flagged: NDArray[np.bool_]
+
+    @classmethod
+    def zeros(cls, shape: int | tuple[int, ...] = ()) -> "State":
+        return cls(np.zeros(shape, dtype=np.int64), np.zeros(shape, dtype=np.int64), np.zeros(shape, dtype=bool))
+
+
+def advance(state: State, n: ArrayLike, correct: ArrayLike, d: Design) -> tuple[State, NDArray[np.bool_], NDArray[np.bool_]]:
+    """One day: ``S`` gains the day's ratios; a flagged class runs ``R`` the other way. Returns (state, raised, cleared).
+
+    A flag is raised when ``S >= h``; it clears when ``R >= hr``, and ``S`` then restarts at 0 (a new
+    episode starts the test afresh, as the run-length calibration assumes).
+    """
+    n_arr, c_arr = np.asarray(n, dtype=np.int64), np.asarray(correct, dtype=np.int64)
+    step = d.up * (n_arr - c_arr) - d.down * c_arr
+    s = np.maximum(0, state.s + step)
+    r = np.where(state.flagged, np.maximum(0, state.r - step), 0)
+    cleared = state.flagged & (r >= d.hr)
+    raised = ~state.flagged & (s >= d.h)
+    flagged = (state.flagged & ~cleared) | raised
+    s = np.where(cleared, 0, s)
+    r = np.where(flagged & ~raised, r, 0)
+    return State(s, r, flagged), raised, cleared
+
+
+def verdict_codes(state: State, d: Design, pooled_n: ArrayLike, min_samples: int) -> NDArray[np.int64]:
+    """The verdict rule, element-wise; codes index :data:`VERDICTS`.
+
+    1. flagged: ``needs_retraining``; 2. fewer than ``min_samples`` in the window: ``insufficient_data``;
+    3. ``S`` past the first follow-up tier: ``watch``; 4. otherwise ``healthy``.
+    """
+    return np.select(
+        [state.flagged, np.asarray(pooled_n) < min_samples, state.s >= TIERS[0][0] * d.h],
+        [NEEDS_RETRAINING, INSUFFICIENT_DATA, WATCH],
+        default=HEALTHY,
+    ).astype(np.int64)
 
 
 def prob_below(correct: ArrayLike, n: ArrayLike, target: float) -> NDArray[np.float64]:
@@ -189,17 +291,7 @@ def prob_below(correct: ArrayLike, n: ArrayLike, target: float) -> NDArray[np.fl
     return np.asarray(stats.beta.cdf(target, 1.0 + c, 1.0 + total - c), dtype=float)
 
 
-def verdict_codes(
-    alarm: ArrayLike, cusum: ArrayLike, threshold: float, pooled_n: ArrayLike, prob_below_target: ArrayLike, settings: Settings
-) -> NDArray[np.int64]:
-    """The verdict rule of the module docstring, element-wise; codes index :data:`VERDICTS`."""
-    alarm_a = np.asarray(alarm, dtype=bool)
-    watch = (np.asarray(cusum) >= threshold / 2.0) | (np.asarray(prob_below_target) >= settings.confidence_level)
-    return np.select(
-        [alarm_a, np.asarray(pooled_n) < settings.min_samples, watch],
-        [NEEDS_RETRAINING, INSUFFICIENT_DATA, WATCH],
-        default=HEALTHY,
-    ).astype(np.int64)
+# --- one class, one day ----------------------------------------------------------------------------
 
 
 def _as_date(value: dt.date | str) -> dt.date:
@@ -213,99 +305,152 @@ def _as_date(value: dt.date | str) -> dt.date:
         raise DataError(f"{value!r} is not a date YYYY-MM-DD") from exc
 
 
-def assess_history(
-    daily: Sequence[DailyCounts], target: float, settings: Settings, *, classes: int = 1, date: dt.date | str | None = None
-) -> dict[str, Any]:
-    """Judge one class from its daily ``(date, n, correct)`` counts up to ``date`` (default: the last day).
-
-    ``classes`` is how many classes share the false-alarm bound (it sets the CUSUM threshold). Returns
-    the evidence fields of a ``class_health`` row (all but model_id, date and label).
-    """
+def _sorted_days(daily: Sequence[DailyCounts]) -> list[tuple[dt.date, int, int]]:
     days = sorted(((_as_date(d), int(n), int(c)) for d, n, c in daily), key=lambda row: row[0])
     for day, n, c in days:
         if n < 0 or not 0 <= c <= n:
             raise DataError(f"counts on {day}: correct {c} of n {n} are inconsistent")
     if len({day for day, _, _ in days}) != len(days):
         raise DataError("the daily counts repeat a date")
-    as_of = _as_date(date) if date is not None else (days[-1][0] if days else None)
-    if as_of is None:
-        raise DataError("no daily counts to judge")
-    days = [row for row in days if row[0] <= as_of]
+    return days
+
+
+def state_from_row(row: Mapping[str, Any] | None, d: Design) -> tuple[State, str | None]:
+    """The state a stored ``class_health`` row left (in the units of ``d``), and the date its flag was raised."""
+    if not row or "cusum" not in row or "flagged" not in row:
+        return State.zeros(), None
+    s = round(float(row.get("cusum") or 0.0) / d.unit)
+    r = round(float(row.get("recovery") or 0.0) / d.unit)
+    flagged = bool(row["flagged"])
+    return State(np.int64(s), np.int64(r if flagged else 0), np.bool_(flagged)), (row.get("flagged_since") if flagged else None)  # type: ignore[arg-type]
+
+
+def judge_day(
+    previous: Mapping[str, Any] | None,
+    replay: Sequence[tuple[dt.date, int, int]],
+    daily: Sequence[DailyCounts],
+    date: dt.date | str,
+    d: Design,
+    settings: Settings,
+) -> dict[str, Any]:
+    """Judge one class on ``date``: continue from ``previous`` (its stored row, or None), run the ``replay``
+    days that have counts but no stored row, then ``date`` itself; window evidence from ``daily``.
+
+    Returns the evidence and state fields of a ``class_health`` row (all but model_id, date and label).
+    """
+    as_of = _as_date(date)
+    days = [row for row in _sorted_days(daily) if row[0] <= as_of]
+    state, since = state_from_row(previous, d)
+    today = next(((n, c) for day, n, c in days if day == as_of), (0, 0))
+    for day, n, c in [*replay, (as_of, *today)]:
+        state, raised, _ = advance(state, n, c, d)
+        if bool(raised):
+            since = day.isoformat()
+        if not bool(state.flagged):
+            since = None
+
     window_start = as_of - dt.timedelta(days=settings.window_days - 1)
     in_window = [(n, c) for day, n, c in days if day >= window_start]
     pooled_n = sum(n for n, _ in in_window)
     pooled_correct = sum(c for _, c in in_window)
     ci_low, ci_high = wilson_interval(pooled_correct, pooled_n, settings.confidence_level) if pooled_n else (None, None)
-    p_below = float(prob_below(pooled_correct, pooled_n, target))
-
-    h = threshold_for(target, settings, classes)
-    if days:
-        n_arr = np.array([n for _, n, _ in days])
-        c_arr = np.array([c for _, _, c in days])
-        s_path, alarm_path = cusum_recursion(daily_llr(n_arr, c_arr, target, settings.drop_to_detect), h)
-        cusum, alarm = float(s_path[-1]), bool(alarm_path[-1])
-    else:
-        s_path, alarm_path, cusum, alarm = np.zeros(0), np.zeros(0, dtype=bool), 0.0, False
-    verdict = VERDICTS[int(verdict_codes(alarm, cusum, h, pooled_n, p_below, settings))]
-
-    accuracy = pooled_correct / pooled_n if pooled_n else None
-    level = f"{settings.confidence_level:.0%}"
-    window = (
-        f"last {settings.window_days} days {pooled_correct}/{pooled_n} = {accuracy:.2f}, {level} CI [{ci_low:.2f}, {ci_high:.2f}]"
-        if pooled_n and accuracy is not None and ci_low is not None and ci_high is not None
-        else f"no images in the last {settings.window_days} days"
-    )
-    odds = f"P(accuracy < {target:.2f}) = {p_below:.2f}"
-    if verdict == "needs_retraining":
-        since = days[_alarm_start(alarm_path)][0]
-        reason = (
-            f"CUSUM {cusum:.1f} reached the threshold {h:.1f} on {since}: a sustained drop below the {target:.2f} target "
-            f"({window}; {odds})."
-            if cusum >= h
-            else f"flagged since the CUSUM reached {h:.1f} on {since}, and it has not fallen back to 0 yet (now {cusum:.1f}; {window}; {odds})."
-        )
-    elif verdict == "insufficient_data":
-        reason = f"Only {pooled_n} images in the last {settings.window_days} days (at least {settings.min_samples} needed); CUSUM {cusum:.1f} < {h:.1f}."
-    elif verdict == "watch":
-        why = (
-            f"CUSUM {cusum:.1f} is past half its threshold {h:.1f}"
-            if cusum >= h / 2
-            else f"{odds} reaches {settings.confidence_level:.2f}"
-        )
-        reason = f"{why} ({window}; target {target:.2f})."
-    else:
-        reason = f"{window} against target {target:.2f}; {odds}; CUSUM {cusum:.1f} < {h:.1f}."
+    p_below = float(prob_below(pooled_correct, pooled_n, d.target))
+    verdict = VERDICTS[int(verdict_codes(state, d, pooled_n, settings.min_samples))]
+    cusum, recovery = float(state.s) * d.unit, float(state.r) * d.unit
+    followup = int(followup_extra(state.s, d.h, d.followup, state.flagged))
     return {
         "verdict": verdict,
-        "target": float(target),
+        "target": float(d.target),
         "window_days": settings.window_days,
         "window_start": window_start.isoformat(),
         "pooled_n": pooled_n,
         "pooled_correct": pooled_correct,
-        "pooled_accuracy": accuracy,
+        "pooled_accuracy": pooled_correct / pooled_n if pooled_n else None,
         "ci_low": ci_low,
         "ci_high": ci_high,
         "prob_below_target": p_below,
         "cusum": cusum,
-        "cusum_threshold": h,
+        "cusum_threshold": d.threshold,
+        "flagged": bool(state.flagged),
+        "flagged_since": since,
+        "recovery": recovery,
+        "recovery_threshold": d.recovery_threshold,
+        "followup": followup,
+        "day_n": int(today[0]),
+        "day_correct": int(today[1]),
         "method": METHOD,
-        "reason": reason,
+        "reason": _reason(verdict, d, cusum, recovery, since, pooled_n, pooled_correct, ci_low, ci_high, p_below, followup, settings),
     }
 
 
-def _alarm_start(alarm_path: NDArray[np.bool_]) -> int:
-    """Index of the first day of the alarm run that includes the last day."""
-    off = np.flatnonzero(~alarm_path)
-    return int(off[-1]) + 1 if off.size else 0
+def _reason(
+    verdict: str, d: Design, cusum: float, recovery: float, since: str | None, pooled_n: int, pooled_correct: int,
+    ci_low: float | None, ci_high: float | None, p_below: float, followup: int, settings: Settings,
+) -> str:  # fmt: skip
+    """The verdict in plain words, with the numbers behind it."""
+    level = f"{settings.confidence_level:.0%}"
+    window = (
+        f"last {settings.window_days} days {pooled_correct}/{pooled_n} = {pooled_correct / pooled_n:.2f}, {level} CI [{ci_low:.2f}, {ci_high:.2f}]"
+        if pooled_n and ci_low is not None and ci_high is not None
+        else f"no images in the last {settings.window_days} days"
+    )
+    odds = f"P(accuracy < {d.target:.2f}) = {p_below:.2f}"
+    more = f"; {followup} follow-up images tomorrow" if followup else ""
+    if verdict == "needs_retraining":
+        return (
+            f"Below the {d.target:.2f} target since {since}: the evidence for a drop (CUSUM) reached {d.threshold:.1f}; "
+            f"it clears when the evidence for recovery reaches {d.recovery_threshold:.1f} (now {recovery:.1f}; {window}; {odds}){more}."
+        )
+    if verdict == "insufficient_data":
+        return f"Only {pooled_n} images in the last {settings.window_days} days (at least {settings.min_samples} needed); CUSUM {cusum:.1f} < {d.threshold:.1f}{more}."
+    if verdict == "watch":
+        return f"Evidence for a drop below {d.target:.2f}: CUSUM {cusum:.1f} of {d.threshold:.1f} ({window}; {odds}){more}."
+    return f"{window} against target {d.target:.2f}; {odds}; CUSUM {cusum:.1f} < {d.threshold:.1f}."
 
 
-# --- the store ------------------------------------------------------------------------------------
+def assess_history(
+    daily: Sequence[DailyCounts],
+    target: float,
+    settings: Settings,
+    *,
+    classes: int = 1,
+    date: dt.date | str | None = None,
+) -> dict[str, Any]:
+    """Judge one class from its whole daily ``(date, n, correct)`` history up to ``date`` (default: the last day), under one ``settings``."""
+    days = _sorted_days(daily)
+    if not days and date is None:
+        raise DataError("no daily counts to judge")
+    as_of = _as_date(date) if date is not None else days[-1][0]
+    d = design_for(target, settings, classes)
+    return judge_day(None, [row for row in days if row[0] < as_of], days, as_of, d, settings)
 
 
-def compute_health(store: Any, model_id: str, date: str, settings: Settings) -> list[dict[str, Any]]:
-    """Verdicts of every class of ``model_id`` evaluated on ``date``, from that model's history only.
+# --- the store ---------------------------------------------------------------------------------------
 
-    Replaces the model's ``class_health`` rows for ``date`` (idempotent) and returns them without ``_id``.
+
+def judged_under(settings: Settings, classes: int, n: int, followup: int) -> dict[str, Any]:
+    """The settings a day is judged under, as stored with its rows."""
+    values = {name: getattr(settings, name) for name in JUDGED_UNDER}
+    values.update(samples_per_class=n, followup_samples=followup, classes=classes)
+    return values
+
+
+def compute_health(
+    store: Any,
+    model_id: str,
+    date: str,
+    settings: Settings,
+    *,
+    n: int | None = None,
+    followup: int | None = None,
+    as_stored: bool = False,
+) -> list[dict[str, Any]]:
+    """Verdicts of every class of ``model_id`` evaluated on ``date``, each continuing from its latest stored row before ``date``.
+
+    ``n``/``followup``: the day's base sample size and follow-up setting (default: the settings'). With
+    ``as_stored`` (a later day recomputed after a backfill) the day is judged under the settings and
+    targets its stored rows were judged under. Replaces the model's ``class_health`` rows for ``date``
+    (idempotent) and returns them without ``_id``.
     """
     day = _as_date(date).isoformat()
     try:
@@ -314,22 +459,82 @@ def compute_health(store: Any, model_id: str, date: str, settings: Settings) -> 
                 {"model_id": model_id, "date": {"$lte": day}}, {"_id": 0, "label": 1, "date": 1, "n": 1, "correct": 1}
             )
         )
+        stored = list(store.class_health.find({"model_id": model_id, "date": {"$lte": day}}, {"_id": 0}))
     except PyMongoError as exc:
-        raise StoreError(f"could not read class_metrics of {model_id} from {store.description}: {exc}") from exc
+        raise StoreError(f"could not read the history of {model_id} from {store.description}: {exc}") from exc
     history: dict[str, list[DailyCounts]] = defaultdict(list)
     for doc in docs:
         history[str(doc["label"])].append((str(doc["date"]), int(doc.get("n") or 0), int(doc.get("correct") or 0)))
     labels = sorted(label for label, rows in history.items() if any(d == day for d, _, _ in rows))
     if not labels:
         raise DataError(f"no class metrics of model {model_id} on {day}: run the metrics step for {day} first")
+    previous: dict[str, dict[str, Any]] = {}
+    own: dict[str, dict[str, Any]] = {}
+    for row in stored:
+        label, when = str(row["label"]), str(row["date"])
+        if when == day:
+            own[label] = row
+        elif label not in previous or when > str(previous[label]["date"]):
+            previous[label] = row
 
     rows: list[dict[str, Any]] = []
     for label in labels:
-        evidence = assess_history(history[label], settings.target_for(label), settings, classes=len(labels), date=day)
-        rows.append({"model_id": model_id, "date": day, "label": label, **evidence})
+        day_settings, target, day_n, day_followup = settings, settings.target_for(label), n, followup
+        if as_stored and own.get(label, {}).get("judged_under"):
+            kept = dict(own[label]["judged_under"])
+            day_n, day_followup = int(kept.pop("samples_per_class")), int(kept.pop("followup_samples"))
+            kept.pop("classes", None)
+            day_settings, target = settings.model_copy(update=kept), float(own[label]["target"])
+        d = design_for(target, day_settings, len(labels), day_n, day_followup)
+        before = previous.get(label)
+        after = str(before["date"]) if before and "flagged" in before else None
+        series = _sorted_days(history[label])
+        replay = [row for row in series if (after is None or row[0].isoformat() > after) and row[0].isoformat() < day]
+        evidence = judge_day(before if after else None, replay, series, day, d, day_settings)
+        rows.append(
+            {
+                "model_id": model_id, "date": day, "label": label, **evidence,
+                "judged_under": judged_under(day_settings, len(labels), d.n, d.followup),
+            }
+        )  # fmt: skip
     try:
         store.class_health.delete_many({"model_id": model_id, "date": day})
         store.class_health.insert_many([dict(row) for row in rows])  # copies: insert_many adds _id in place
     except PyMongoError as exc:
         raise StoreError(f"could not write class_health of {model_id} on {day} to {store.description}: {exc}") from exc
     return rows
+
+
+def followup_requests(store: Any, date: str, cap: int) -> dict[str, int]:
+    """Extra images per class for ``date``'s sample: what the latest verdicts before ``date`` asked for, within ``cap``.
+
+    The latest judged date before ``date`` is used (point-in-time: nothing judged on or after ``date``);
+    with several models judged that day a class gets the largest request. When the requests exceed the
+    daily ``cap``, flagged classes and the classes closest to their threshold are served first.
+    """
+    day = _as_date(date).isoformat()
+    try:
+        latest = store.class_health.find_one({"date": {"$lt": day}}, {"date": 1}, sort=[("date", -1)])
+        if latest is None:
+            return {}
+        rows = list(
+            store.class_health.find(
+                {"date": latest["date"], "followup": {"$gt": 0}}, {"_id": 0, "label": 1, "followup": 1, "cusum": 1, "cusum_threshold": 1, "flagged": 1}
+            )
+        )
+    except PyMongoError as exc:
+        raise StoreError(f"could not read the follow-up requests before {day} from {store.description}: {exc}") from exc
+    wanted: dict[str, tuple[int, float]] = {}
+    for row in rows:
+        urgency = 2.0 if row.get("flagged") else float(row.get("cusum") or 0.0) / max(float(row.get("cusum_threshold") or 1.0), 1e-9)
+        label, extra = str(row["label"]), int(row["followup"])
+        if label not in wanted or (extra, urgency) > wanted[label]:
+            wanted[label] = (extra, urgency)
+    granted: dict[str, int] = {}
+    left = cap
+    for label, (extra, _) in sorted(wanted.items(), key=lambda item: (-item[1][1], item[0])):
+        give = min(extra, left)
+        if give > 0:
+            granted[label] = give
+            left -= give
+    return dict(sorted(granted.items()))

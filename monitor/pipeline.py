@@ -99,8 +99,11 @@ def _check_sample_settings(recorded: dict[str, Any], settings: Settings, date: s
 def sample_with(settings: Settings, store: Store, date: str, *, force: bool = False) -> dict[str, Any]:
     """Draw (or reuse) the stratified sample for ``date`` and write ``samples/<date>.csv``.
 
-    An existing sample for the date is reused unless ``force``: a re-run evaluates the same images.
+    Classes that the latest verdicts before ``date`` put on watch (or flagged) get follow-up images
+    beyond the base N (``followup_samples``, within ``followup_daily_cap``). An existing sample for
+    the date is reused unless ``force``: a re-run evaluates the same images.
     """
+    from monitor.health import followup_requests
     from monitor.sampling import draw_sample, read_sample_csv, record_sample, write_sample_csv
     from monitor.sources import open_source
 
@@ -115,8 +118,9 @@ def sample_with(settings: Settings, store: Store, date: str, *, force: bool = Fa
     else:
         if store.images.count_documents({"source": source_uri}, limit=1) == 0:
             raise DataError(f"nothing is indexed for {source_uri}: run `monitor index` first")
+        requests = followup_requests(store, date, settings.followup_daily_cap) if settings.followup_samples else {}
         sample = draw_sample(
-            store, source_uri, date, settings.samples_per_class, settings.seed, fresh_days=settings.fresh_days
+            store, source_uri, date, settings.samples_per_class, settings.seed, fresh_days=settings.fresh_days, followup=requests
         )
         if not sample.items:
             window = f" within {settings.fresh_days} days" if settings.fresh_days else ""
@@ -130,6 +134,7 @@ def sample_with(settings: Settings, store: Store, date: str, *, force: bool = Fa
         "images": len(sample.items),
         "classes": dict(sample.classes),
         "short_classes": dict(sample.short_classes),
+        "followup": dict(sample.followup),
         "reused": reused,
     }
     _record_stage(store, settings, date, "sample", summary)
@@ -227,6 +232,8 @@ def predict_with(
                 progress=advance,
                 compile_model=settings.compile_model,
             )
+    draws = {item.image_path: item.draw for item in sample.items}
+    frame["draw"] = [draws.get(path, "base") for path in frame["image_path"]]
     write_predictions(frame, out)
     _register_model(store, loaded, date)
     summary = _predict_summary(date, out, frame, loaded.model_id, reused=False)
@@ -327,11 +334,11 @@ def health_with(settings: Settings, store: Store, date: str, *, model_id: str | 
     model = _model_for_date(store, date, model_id)
     rows = compute_health(store, model, date, settings)
     new_alerts = raise_alerts(store, model, date, rows)
-    # Health is a function of the whole history up to a date: when a date arrives late (a backfill, a
-    # hand re-run), the verdicts and transitions already stored for later dates are recomputed in order.
+    # Each day continues from the state stored the day before: when a date arrives late (a backfill, a
+    # hand re-run), the days already stored after it are recomputed in order, each under its own settings.
     later = sorted(str(day) for day in store.class_health.distinct("date", {"model_id": model, "date": {"$gt": date}}))
     for day in later:
-        new_alerts += raise_alerts(store, model, day, compute_health(store, model, day, settings))
+        new_alerts += raise_alerts(store, model, day, compute_health(store, model, day, settings, as_stored=True))
     delivery = deliver_pending(store, settings.alert_urls)
     summary = {
         "date": date,
@@ -396,6 +403,7 @@ def evaluate_with(
         "predictions": predicted["predictions"],
         "sampled": sample["images"],
         "short_classes": sample["short_classes"],
+        "followup": sample["followup"],
         "classes": [{**row, "verdict": verdicts.get(row["label"])} for row in metrics["classes"]],
         "skipped": skipped,
         "failed": predicted["failed"],

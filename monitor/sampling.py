@@ -25,6 +25,15 @@ twice as often as others over a year.) Different dates hash to unrelated pivots 
 priorities, hence different samples; the same date and seed give the same sample as long as
 the indexed images are the same.
 
+Follow-up (``followup``: label -> k extra images, from the health verdicts of the day before):
+the class's walk is lengthened to ``oversample * (N + k)`` entries from the same pivot, the base
+``N`` are chosen exactly as without follow-up (the smallest priorities among the first
+``oversample * N``), and the ``k`` extra are the smallest of a second, independent priority
+``H("followup", source, date, seed, path)`` among the rest of the longer walk. So the base draw
+does not change when follow-up is on, the extra images are disjoint from it, reproducible for
+the date, point-in-time (the same ``created`` filter), and a uniform draw from the class, so the
+pooled accuracy stays unbiased. They are marked ``draw = followup`` in the CSV.
+
 Cost: each class reads about ``L`` index entries and documents from its pivot (divided by the
 share of its images that pass the created filter, which is checked on the fetched document),
 so the work grows with classes x N, not with the collection. No ``$rand``, ``$sample``,
@@ -38,7 +47,7 @@ import datetime as dt
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +61,10 @@ from monitor.storage import Store
 
 #: Index entries read per class for each image drawn (see the module docstring).
 DEFAULT_OVERSAMPLE = 10
-CSV_COLUMNS = ("date", "source", "image_path", "label", "sample_key", "created")
+CSV_COLUMNS = ("date", "source", "image_path", "label", "sample_key", "created", "draw")
+#: What the CSV held before follow-up sampling: still read (every row is then a base draw).
+LEGACY_CSV_COLUMNS = CSV_COLUMNS[:-1]
+DRAWS = ("base", "followup")
 # The key pattern of the ``sampling`` index in monitor.storage.INDEXES: hinted so the planner
 # never prefers the (source, label, created) index and a blocking sort.
 SAMPLING_INDEX = [("source", 1), ("status", 1), ("label", 1), ("sample_key", 1)]
@@ -67,6 +79,7 @@ class SampleItem:
     label: str
     sample_key: float
     created: dt.datetime
+    draw: str = "base"  # "followup": an extra image asked for by the health verdict of the day before
 
 
 @dataclass
@@ -85,6 +98,7 @@ class Sample:
     items: list[SampleItem] = field(default_factory=list)
     classes: dict[str, int] = field(default_factory=dict)  # label -> images drawn (0 for an empty class)
     short_classes: dict[str, int] = field(default_factory=dict)  # label -> images available, for classes below N
+    followup: dict[str, int] = field(default_factory=dict)  # label -> follow-up images drawn (beyond the base N)
 
 
 @dataclass(frozen=True)
@@ -110,6 +124,10 @@ def pivot(date: str, seed: int, label: str) -> float:
 
 def _priority(source_uri: str, date: str, seed: int, path: str) -> float:
     return _unit("pick", source_uri, date, seed, path)
+
+
+def _followup_priority(source_uri: str, date: str, seed: int, path: str) -> float:
+    return _unit("followup", source_uri, date, seed, path)
 
 
 def _validate(date: str, n_per_class: int, fresh_days: int | None, oversample: int) -> None:
@@ -168,6 +186,7 @@ def draw_sample(
     fresh_days: int | None = None,
     labels: Iterable[str] | None = None,
     oversample: int = DEFAULT_OVERSAMPLE,
+    followup: Mapping[str, int] | None = None,
 ) -> Sample:
     """Draw ``n_per_class`` usable images per class of ``source_uri`` for ``date`` (see the module docstring).
 
@@ -175,8 +194,10 @@ def draw_sample(
     never holds an image that arrived later; with ``fresh_days`` = k only those created in the
     k days ending with ``date``. ``labels`` defaults to every label with a usable image in the
     store; a label with fewer than N eligible images gives all it has and is listed in
-    ``short_classes`` (with 0 when it has none at D). An empty sample means nothing was
-    eligible; callers decide whether that is an error. Items are sorted by label, then path.
+    ``short_classes`` (with 0 when it has none at D). ``followup`` asks for extra images of some
+    classes (see the module docstring); a request for a class not sampled on D is ignored. An
+    empty sample means nothing was eligible; callers decide whether that is an error. Items are
+    sorted by label, then path.
     """
     _validate(date, n_per_class, fresh_days, oversample)
     window = created_window(date, fresh_days)
@@ -184,19 +205,32 @@ def draw_sample(
     items: list[SampleItem] = []
     classes: dict[str, int] = {}
     short: dict[str, int] = {}
-    run_size = n_per_class * oversample
+    extras: dict[str, int] = {}
+    wanted = {str(label): int(k) for label, k in (followup or {}).items() if int(k) > 0}
     try:
         for label in _labels(images, source_uri, labels, date):
-            run = _walk(images, _class_filter(source_uri, label, window), pivot(date, seed, label), run_size)
-            chosen = sorted(run, key=lambda doc: _priority(source_uri, date, seed, doc["path"]))[:n_per_class]
-            for doc in chosen:
-                created = doc["created"]
-                if created.tzinfo is None:
-                    created = created.replace(tzinfo=dt.timezone.utc)
-                items.append(SampleItem(image_path=doc["path"], label=label, sample_key=float(doc["sample_key"]), created=created))
-            classes[label] = len(chosen)
+            extra = wanted.get(label, 0)
+            run = _walk(images, _class_filter(source_uri, label, window), pivot(date, seed, label), (n_per_class + extra) * oversample)
+            # The base draw looks at the first oversample * N entries only, as it would without follow-up.
+            base = run[: n_per_class * oversample]
+            chosen = sorted(base, key=lambda doc: _priority(source_uri, date, seed, doc["path"]))[:n_per_class]
+            taken = {doc["path"] for doc in chosen}
+            more = sorted(
+                (doc for doc in run if doc["path"] not in taken), key=lambda doc: _followup_priority(source_uri, date, seed, doc["path"])
+            )[:extra]
+            for draw, docs in (("base", chosen), ("followup", more)):
+                for doc in docs:
+                    created = doc["created"]
+                    if created.tzinfo is None:
+                        created = created.replace(tzinfo=dt.timezone.utc)
+                    items.append(
+                        SampleItem(image_path=doc["path"], label=label, sample_key=float(doc["sample_key"]), created=created, draw=draw)
+                    )
+            classes[label] = len(chosen) + len(more)
             if len(chosen) < n_per_class:
                 short[label] = len(chosen)
+            if more:
+                extras[label] = len(more)
     except PyMongoError as exc:
         raise StoreError(f"cannot draw the sample of {source_uri} for {date} from {store.description}: {exc}") from exc
     items.sort(key=lambda item: (item.label, item.image_path))
@@ -209,6 +243,7 @@ def draw_sample(
         items=items,
         classes=classes,
         short_classes=short,
+        followup=extras,
     )
 
 
@@ -302,7 +337,7 @@ def sample_cost(
 
 
 def write_sample_csv(sample: Sample, path: Path) -> Path:
-    """Write ``sample`` as ``path`` (columns ``date, source, image_path, label, sample_key, created``).
+    """Write ``sample`` as ``path`` (columns ``date, source, image_path, label, sample_key, created, draw``).
 
     Rows are sorted by label, then path. The file is written next to its destination and moved
     into place with ``os.replace``, so readers see the old file or the new one, never half.
@@ -325,6 +360,7 @@ def write_sample_csv(sample: Sample, path: Path) -> Path:
                         item.label,
                         repr(float(item.sample_key)),
                         created.astimezone(dt.timezone.utc).isoformat(),
+                        item.draw,
                     ]
                 )
             out.flush()
@@ -343,7 +379,7 @@ def read_sample_csv(path: Path) -> Sample:
         with path.open(encoding="utf-8", newline="") as src:
             reader = csv.reader(src)
             header = next(reader, None)
-            if header is None or tuple(header) != CSV_COLUMNS:
+            if header is None or tuple(header) not in (CSV_COLUMNS, LEGACY_CSV_COLUMNS):
                 raise DataError(f"{path} is not a sample CSV: header {header} is not {', '.join(CSV_COLUMNS)}")
             rows = list(reader)
     except FileNotFoundError as exc:
@@ -354,10 +390,14 @@ def read_sample_csv(path: Path) -> Sample:
         raise DataError(f"sample file {path} has no rows")
     dates, sources = set(), set()
     items: list[SampleItem] = []
+    width = len(header)
     for line, row in enumerate(rows, start=2):
-        if len(row) != len(CSV_COLUMNS):
-            raise DataError(f"{path} line {line}: {len(row)} fields, expected {len(CSV_COLUMNS)}")
-        date, source, image_path, label, key_text, created_text = row
+        if len(row) != width:
+            raise DataError(f"{path} line {line}: {len(row)} fields, expected {width}")
+        date, source, image_path, label, key_text, created_text = row[:6]
+        draw = row[6] if width > 6 else "base"
+        if draw not in DRAWS:
+            raise DataError(f"{path} line {line}: draw {draw!r} is not one of {', '.join(DRAWS)}")
         try:
             key = float(key_text)
             created = dt.datetime.fromisoformat(created_text)
@@ -369,12 +409,15 @@ def read_sample_csv(path: Path) -> Sample:
             created = created.replace(tzinfo=dt.timezone.utc)
         dates.add(date)
         sources.add(source)
-        items.append(SampleItem(image_path=image_path, label=label, sample_key=key, created=created))
+        items.append(SampleItem(image_path=image_path, label=label, sample_key=key, created=created, draw=draw))
     if len(dates) != 1 or len(sources) != 1:
         raise DataError(f"{path} mixes dates {sorted(dates)} or sources {sorted(sources)}; a sample file holds one of each")
     classes: dict[str, int] = {}
+    extras: dict[str, int] = {}
     for item in items:
         classes[item.label] = classes.get(item.label, 0) + 1
+        if item.draw == "followup":
+            extras[item.label] = extras.get(item.label, 0) + 1
     return Sample(
         date=dates.pop(),
         source=sources.pop(),
@@ -384,6 +427,7 @@ def read_sample_csv(path: Path) -> Sample:
         items=items,
         classes=dict(sorted(classes.items())),
         short_classes={},
+        followup=dict(sorted(extras.items())),
     )
 
 
@@ -397,9 +441,10 @@ def record_sample(store: Store, sample: Sample, csv_path: Path, *, now: dt.datet
         "fresh_days": sample.fresh_days,
         "created_at": now or dt.datetime.now(dt.timezone.utc),
         "csv": str(csv_path),
-        "items": [{"path": item.image_path, "label": item.label} for item in sample.items],
+        "items": [{"path": item.image_path, "label": item.label, "draw": item.draw} for item in sample.items],
         "classes": dict(sample.classes),
         "short_classes": dict(sample.short_classes),
+        "followup": dict(sample.followup),
     }
     try:
         store.samples.replace_one({"source": sample.source, "date": sample.date}, doc, upsert=True)

@@ -78,13 +78,26 @@ class Settings(BaseSettings):
     target_accuracy: float = Field(default=0.9, gt=0.0, lt=1.0, description="Accuracy every class should reach.")
     target_overrides: dict[str, float] = Field(default_factory=dict, description="Per-class targets (JSON map label -> accuracy).")
     drop_to_detect: float = Field(
-        default=0.15, gt=0.0, lt=1.0, description="Size of a sustained accuracy drop below target the sequential test is tuned to catch fast."
+        default=0.05,
+        gt=0.0,
+        lt=1.0,
+        description="Smallest sustained accuracy drop below target the sequential test is tuned to catch; larger drops are caught sooner.",
     )
     window_days: int = Field(default=14, ge=1, le=366, description="Days pooled for the window estimate shown as evidence.")
     min_samples: int = Field(default=20, ge=1, description="Fewer pooled images than this in the window: insufficient_data.")
     false_alarms_per_year: float = Field(
-        default=0.5, gt=0.0, description="Bound on false needs_retraining alarms per year across all classes together."
+        default=1.0, gt=0.0, description="Bound on false needs_retraining alarms per year across all classes together (a class at its target)."
     )
+    false_recoveries_per_year: float = Field(
+        default=1.0, gt=0.0, description="Bound on how often a flagged class still drop_to_detect below target is wrongly cleared, per class and year."
+    )
+    followup_samples: int = Field(
+        default=30,
+        ge=0,
+        le=100_000,
+        description="Extra images per class a day for a class on watch (up to 6x as its evidence grows) or flagged; 0 turns follow-up off.",
+    )
+    followup_daily_cap: int = Field(default=1000, ge=0, description="At most this many follow-up images a day across all classes.")
     alert_urls: list[str] = Field(default_factory=list, description="Apprise notification URLs (JSON list), e.g. slack://..., json://host/path.")
 
     # --- dashboard -------------------------------------------------------------------------------
@@ -115,9 +128,15 @@ class Settings(BaseSettings):
     def _fill_defaults(self) -> "Settings":
         if not self.source_uri:
             self.source_uri = str(self.data_dir / "source")
-        for label, target in self.target_overrides.items():
+        for label, target in {"target_accuracy": self.target_accuracy, **self.target_overrides}.items():
+            name = label if label == "target_accuracy" else f"target_overrides[{label!r}]"
             if not 0.0 < target < 1.0:
-                raise ValueError(f"target_overrides[{label!r}] = {target} is not between 0 and 1")
+                raise ValueError(f"{name} = {target} is not between 0 and 1")
+            if target - self.drop_to_detect <= 0.0:
+                raise ValueError(
+                    f"{name} = {target} minus drop_to_detect {self.drop_to_detect} leaves no accuracy to test against; "
+                    f"lower MONITOR_DROP_TO_DETECT below {target} or raise the target"
+                )
         return self
 
     # --- derived paths (never configured separately, so they cannot disagree) ----------------

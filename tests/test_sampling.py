@@ -19,6 +19,7 @@ from monitor.errors import ConfigError, DataError, StoreError
 from monitor.indexing import index_source, sample_key
 from monitor.sampling import (
     CSV_COLUMNS,
+    LEGACY_CSV_COLUMNS,
     Sample,
     draw_sample,
     read_sample_csv,
@@ -350,11 +351,13 @@ def test_rewriting_a_sample_csv_replaces_it(tmp_path: Path, store: Store) -> Non
         ("", "not a sample CSV"),
         ("path,label\nA/1.png,A\n", "not a sample CSV"),
         (",".join(CSV_COLUMNS) + "\n", "has no rows"),
-        (",".join(CSV_COLUMNS) + "\n2026-03-10,file:///s,A/1.png,A,zero,2026-03-01T00:00:00+00:00\n", "line 2: bad sample_key"),
-        (",".join(CSV_COLUMNS) + "\n2026-03-10,file:///s,A/1.png,A,0.5\n", "line 2: 5 fields"),
-        (",".join(CSV_COLUMNS) + "\n2026-03-10,file:///s,A/1.png,A,1.5,2026-03-01T00:00:00+00:00\n", r"outside \[0, 1\)"),
+        (",".join(LEGACY_CSV_COLUMNS) + "\n2026-03-10,file:///s,A/1.png,A,zero,2026-03-01T00:00:00+00:00\n", "line 2: bad sample_key"),
+        (",".join(LEGACY_CSV_COLUMNS) + "\n2026-03-10,file:///s,A/1.png,A,0.5\n", "line 2: 5 fields"),
+        (",".join(LEGACY_CSV_COLUMNS) + "\n2026-03-10,file:///s,A/1.png,A,1.5,2026-03-01T00:00:00+00:00\n", r"outside \[0, 1\)"),
+        (",".join(CSV_COLUMNS) + "\n2026-03-10,file:///s,A/1.png,A,0.5,2026-03-01T00:00:00+00:00\n", "line 2: 6 fields, expected 7"),
+        (",".join(CSV_COLUMNS) + "\n2026-03-10,file:///s,A/1.png,A,0.5,2026-03-01T00:00:00+00:00,extra\n", "draw 'extra' is not one of"),
         (
-            ",".join(CSV_COLUMNS)
+            ",".join(LEGACY_CSV_COLUMNS)
             + "\n2026-03-10,file:///s,A/1.png,A,0.5,2026-03-01T00:00:00+00:00\n2026-03-11,file:///s,A/2.png,A,0.6,2026-03-01T00:00:00+00:00\n",
             "mixes dates",
         ),
@@ -380,6 +383,61 @@ def test_recording_a_sample_twice_keeps_one_document_per_source_and_date(tmp_pat
     doc = docs[0]
     assert doc["n_per_class"] == 20 and doc["seed"] == 0 and doc["fresh_days"] is None
     assert doc["classes"] == {"A": 12, "B": 12} and doc["short_classes"] == {"A": 12, "B": 12}
-    assert len(doc["items"]) == 24 and set(doc["items"][0]) == {"path", "label"}
+    assert len(doc["items"]) == 24 and set(doc["items"][0]) == {"path", "label", "draw"} and doc["followup"] == {}
     assert doc["csv"] == str(csv_path)
     assert store.samples.count_documents({"source": source.uri}) == 2
+
+
+# --- follow-up draws ----------------------------------------------------------------------------
+
+
+def test_followup_images_are_extra_disjoint_and_leave_the_base_draw_unchanged(store: Store) -> None:
+    for label in ("cat", "dog"):
+        _add(store, label, 400, BEFORE)
+    plain = draw_sample(store, SOURCE, DAY, 10, seed=0)
+    followed = draw_sample(store, SOURCE, DAY, 10, seed=0, followup={"cat": 25, "unknown": 5})
+    base = [item.image_path for item in followed.items if item.draw == "base"]
+    extra = [item.image_path for item in followed.items if item.draw == "followup"]
+    assert sorted(base) == sorted(_paths(plain))
+    assert len(extra) == 25 and {path.split("/")[0] for path in extra} == {"cat"}
+    assert not set(extra) & set(base)
+    assert followed.classes == {"cat": 35, "dog": 10} and followed.followup == {"cat": 25}
+
+
+def test_followup_draws_are_reproducible_for_the_date_and_differ_across_dates(store: Store) -> None:
+    _add(store, "cat", 400, BEFORE)
+
+    def extra(date: str, seed: int = 0) -> list[str]:
+        return [i.image_path for i in draw_sample(store, SOURCE, date, 10, seed=seed, followup={"cat": 30}).items if i.draw == "followup"]
+
+    assert extra(DAY) == extra(DAY)
+    assert extra(DAY) != extra("2026-03-11")
+    assert extra(DAY) != extra(DAY, seed=1)
+
+
+def test_followup_draws_are_point_in_time(store: Store) -> None:
+    _add(store, "cat", 30, BEFORE)
+    _add(store, "cat", 300, dt.datetime(2026, 3, 11, 8, tzinfo=UTC), start=1000)  # arrive the day after
+    sample = draw_sample(store, SOURCE, DAY, 10, seed=0, followup={"cat": 100})
+    # Only the 30 images that existed on the date can be drawn: 10 base and the 20 others as follow-up.
+    assert sample.classes == {"cat": 30} and sample.followup == {"cat": 20}
+    assert all(int(item.image_path.split("_")[1].split(".")[0]) < 1000 for item in sample.items)
+
+
+def test_followup_images_are_a_uniform_draw_of_the_class(store: Store) -> None:
+    paths = _add(store, "cat", 60, BEFORE)
+    counts: Counter[str] = Counter()
+    days = _dates(400)
+    for date in days:
+        counts.update(i.image_path for i in draw_sample(store, SOURCE, date, 5, seed=0, followup={"cat": 10}).items if i.draw == "followup")
+    observed = [counts[path] for path in paths]
+    assert sum(observed) == 10 * len(days)
+    assert stats.chisquare(observed).pvalue > 0.001
+
+
+def test_the_followup_mark_round_trips_through_the_csv(tmp_path: Path, store: Store) -> None:
+    _add(store, "cat", 100, BEFORE)
+    sample = draw_sample(store, SOURCE, DAY, 5, seed=0, followup={"cat": 7})
+    back = read_sample_csv(write_sample_csv(sample, tmp_path / f"{DAY}.csv"))
+    assert [(i.image_path, i.draw) for i in back.items] == [(i.image_path, i.draw) for i in sample.items]
+    assert back.followup == {"cat": 7}
