@@ -286,6 +286,10 @@ def demo(
     days: Annotated[int, typer.Option(help="Days to simulate, ending today (UTC).", min=3, max=365)] = 21,
     drop_day: Annotated[int | None, typer.Option(help="Day (1-based) from which the degraded class's new images are damaged; default 60% into the run.")] = None,
     degrade: Annotated[str, typer.Option(help="Class whose newly arriving images are degraded.")] = "eight",
+    drop_to: Annotated[
+        float | None,
+        typer.Option(help="A moderate drop: damage only the share of the class's new images that brings its accuracy to about this (e.g. 0.8). Default: damage all (about 0.5).", min=0.0, max=1.0),
+    ] = None,
     json_out: JsonOption = False,
     source_only: Annotated[
         bool, typer.Option("--source-only", help="Only build the default image source (all held-out digits, dated 2026-01-01) and stop; set-up runs this.")
@@ -308,15 +312,22 @@ def demo(
             dated = f", dated {built['dated']}" if built["dated"] else " (already there, left as it is)"
             out.print(f"Image source {built['source']}: {built['images']} images{dated}.")
         return
-    result = _run(lambda: run_demo(settings, days=days, drop_day=drop_day, degrade=degrade, progress=_progress()))
+    result = _run(lambda: run_demo(settings, days=days, drop_day=drop_day, degrade=degrade, drop_to=drop_to, progress=_progress()))
     if json_out:
         _print_json({k: v for k, v in result.items()})
         return
     out.print(health_table(result["last_date"], result["health"]))
     flagged = result["flagged"]
+    severity = "" if drop_to is None else f" to about {drop_to:.2f} ({result['severity']['share']:.0%} of its new images damaged)"
     out.print(
-        f"Simulated {days} days ({result['first_date']} … {result['last_date']}); class {degrade!r} degraded from {result['drop_date']}."
+        f"Simulated {days} days ({result['first_date']} … {result['last_date']}); class {degrade!r} degraded{severity} from {result['drop_date']}."
     )
+    followed = sorted({(label, day["date"]) for day in result["daily"] for label in day["followup"]})
+    if followed:
+        by_label: dict[str, list[str]] = {}
+        for label, day in followed:
+            by_label.setdefault(label, []).append(day)
+        out.print("Follow-up images drawn: " + "; ".join(f"{label} on {len(days_)} day(s) from {days_[0]}" for label, days_ in by_label.items()))
     if flagged:
         for label, day in sorted(result["first_flagged"].items()):
             out.print(f"[bold red]{label}: needs retraining[/] since {day} ({result['days_to_flag'].get(label, '?')} days after the drop began)")

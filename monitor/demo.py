@@ -8,6 +8,12 @@ arrive. From the drop day on, the arrivals of one class are damaged (blur, noise
 over part of the digit), as a camera fault or a shift in the data would. The monitor samples
 only fresh arrivals (``fresh_days``), evaluates each day, and the health step should flag that
 class, and no other, a few days after the drop began.
+
+By default every new image of the class is damaged (a dramatic drop: the shipped model gets about
+half of them right). ``drop_to`` asks for a moderate drop instead: only a share of the arrivals is
+damaged, chosen from the model's measured accuracy on clean and damaged pictures of the class so
+that the class's expected accuracy is about ``drop_to``. Such a class typically goes on ``watch``
+first, draws follow-up images (marked ``followup`` in the sample CSV), and is then flagged.
 """
 
 from __future__ import annotations
@@ -105,8 +111,11 @@ def build_base_pool(source: Path, first_day: dt.date, seed: int = 0) -> int:
     return count
 
 
-def write_arrivals(source: Path, day: dt.date, *, degraded_label: str | None, seed: int = 0) -> int:
-    """The images that arrive in the bucket on ``day``: ARRIVALS_PER_DAY new pictures per class."""
+def write_arrivals(source: Path, day: dt.date, *, degraded_label: str | None, seed: int = 0, damaged_share: float = 1.0) -> int:
+    """The images that arrive in the bucket on ``day``: ARRIVALS_PER_DAY new pictures per class.
+
+    Of ``degraded_label``'s arrivals, each is damaged with probability ``damaged_share``.
+    """
     images, targets = load_digits_images()
     heldout = split_indices()[1]
     rng = np.random.default_rng([seed, day.toordinal()])
@@ -115,7 +124,7 @@ def write_arrivals(source: Path, day: dt.date, *, degraded_label: str | None, se
         members = heldout[targets[heldout] == digit]
         for k, index in enumerate(rng.choice(members, size=ARRIVALS_PER_DAY, replace=False)):
             picture = _jitter(digit_to_pil(images[index]), rng)
-            if label == degraded_label:
+            if label == degraded_label and rng.random() < damaged_share:
                 picture = degrade_image(picture, rng)
             _write(source / label / f"{day.isoformat()}_{k:02d}_{int(index):05d}.jpg", picture, when)
     return ARRIVALS_PER_DAY * len(LABELS)
@@ -149,19 +158,56 @@ def build_setup_source(settings: Settings) -> dict[str, Any]:
     return {"source": str(source), "images": len(files), "written": written, "dated": SETUP_SOURCE_TIME.date().isoformat()}
 
 
+def damage_share(settings: Settings, label: str, drop_to: float, *, pictures: int = 300) -> dict[str, float]:
+    """The share of ``label``'s arrivals to damage so that the model's expected accuracy on them is about ``drop_to``.
+
+    Measured on ``pictures`` jittered held-out digits of the class, each predicted clean and damaged.
+    """
+    from evaluation.model import load_model
+    from evaluation.predict import predict_images
+
+    images, targets = load_digits_images()
+    heldout = split_indices()[1]
+    members = heldout[targets[heldout] == LABELS.index(label)]
+    rng = np.random.default_rng([settings.seed, 7919])
+    blobs: dict[str, bytes] = {}
+    for k, index in enumerate(rng.choice(members, size=pictures, replace=True)):
+        picture = _jitter(digit_to_pil(images[index]), rng)
+        for kind, shown in (("clean", picture), ("damaged", degrade_image(picture, rng))):
+            buffer = io.BytesIO()
+            shown.save(buffer, format="JPEG", quality=92)
+            blobs[f"{kind}/{label}/{k}.jpg"] = buffer.getvalue()
+    loaded = load_model(settings.model_dir, settings.device)
+    frame = predict_images(
+        [(path, label) for path in blobs], blobs.__getitem__, loaded, date="2000-01-01",
+        batch_size=settings.batch_size, fetch_workers=1, top_k=1, max_pixels=settings.max_image_pixels,
+    )  # fmt: skip
+    right = (frame["pred"] == frame["label"]).groupby(frame["image_path"].str.split("/").str[0]).mean()
+    clean, damaged = float(right["clean"]), float(right["damaged"])
+    if not damaged < drop_to < clean:
+        raise ConfigError(
+            f"--drop-to {drop_to} is outside what the demo can show for {label!r}: the model gets {clean:.2f} of its clean "
+            f"and {damaged:.2f} of its damaged pictures right; choose a value between them"
+        )
+    share = (clean - drop_to) / (clean - damaged)
+    return {"share": share, "clean_accuracy": clean, "damaged_accuracy": damaged, "expected_accuracy": drop_to}
+
+
 def run_demo(
     settings: Settings,
     *,
     days: int = 21,
     drop_day: int | None = None,
     degrade: str = "eight",
+    drop_to: float | None = None,
     end: dt.date | None = None,
     progress: ProgressFactory = no_progress,
 ) -> dict[str, Any]:
     """Simulate ``days`` days ending at ``end`` (today, UTC) and evaluate each; returns what happened.
 
     ``drop_day`` (1-based, default 60% into the run) is the first day whose arrivals of class
-    ``degrade`` are damaged. The result holds the health rows of the last day, the classes flagged
+    ``degrade`` are damaged: all of them, or with ``drop_to`` the share that brings the class's
+    expected accuracy to about ``drop_to`` (:func:`damage_share`). The result holds the health rows of the last day, the classes flagged
     then, and for each flagged class the first day it was flagged and how many days after the drop.
     """
     from evaluation.metrics import get_spark
@@ -176,6 +222,7 @@ def run_demo(
     if not 1 <= drop <= days:
         raise ConfigError(f"--drop-day {drop} is outside the simulated days 1..{days}")
     source = _guard(settings)
+    severity = damage_share(settings, degrade, drop_to) if drop_to is not None else {"share": 1.0}
     _reset(settings)
 
     last = end or today_utc()
@@ -192,12 +239,20 @@ def run_demo(
     with open_store(demo_settings) as store, progress("demo days", days) as advance:
         for offset in range(days):
             day = first + dt.timedelta(days=offset)
-            write_arrivals(source, day, degraded_label=degrade if day >= drop_date else None, seed=settings.seed)
+            write_arrivals(
+                source, day, degraded_label=degrade if day >= drop_date else None, seed=settings.seed, damaged_share=severity["share"]
+            )
             result = evaluate_with(demo_settings, store, day.isoformat(), spark=spark)
             for label in result["flagged"]:
                 first_flagged.setdefault(label, day.isoformat())
             daily.append(
-                {"date": day.isoformat(), "flagged": result["flagged"], "accuracy": {row["label"]: row["accuracy"] for row in result["classes"]}}
+                {
+                    "date": day.isoformat(),
+                    "flagged": result["flagged"],
+                    "accuracy": {row["label"]: row["accuracy"] for row in result["classes"]},
+                    "verdicts": {row["label"]: row["verdict"] for row in result["health"]},
+                    "followup": dict(result["followup"]),
+                }
             )
             advance(1)
     days_to_flag = {
@@ -208,6 +263,7 @@ def run_demo(
         "last_date": last.isoformat(),
         "drop_date": drop_date.isoformat(),
         "degraded": degrade,
+        "severity": severity,
         "flagged": result["flagged"],
         "first_flagged": first_flagged,
         "days_to_flag": days_to_flag,

@@ -11,10 +11,13 @@ adds its log-likelihood ratio, a day the sum over its images, and the statistic 
 CUSUM tuned to the smallest drop still has a positive drift for every larger one (at 0.75 it gains 0.059
 nats an image against 0.092 for a CUSUM tuned to 0.75), whereas one tuned to a large drop *drifts down*
 at a small one and never fires (main before 2026-12: 105 days on average for a class sitting at 0.85).
-Alternatives weighed: a bank of CUSUMs or a GLR/mixture statistic is closer to optimal for every drop
-at a fixed sample size, but has no one-dimensional Markov chain, so its calibration *with* a follow-up
-policy would be Monte Carlo only; an e-detector needs no calibration but is conservative by design. The
-speed for large drops is won back with evidence instead: follow-up sampling.
+Beside it runs a second CUSUM for a **collapse** (``p1 = target / 2``: a class that broke, e.g. a label
+mix-up), which flags 0 of 8 right on the first day, where the small-drop test needs two. The two share
+the false-alarm budget (:data:`COLLAPSE_SHARE` to the collapse test); the rate of the pair is at most
+the sum. Alternatives weighed: a GLR or mixture statistic is closer to optimal for every drop at a fixed
+sample size, but has no one-dimensional Markov chain, so its calibration *with* a follow-up policy would
+be Monte Carlo only; an e-detector needs no calibration but is conservative by design. The speed for
+the drops in between is won with evidence instead: follow-up sampling.
 
 **Follow-up sampling.** The statistic on a lattice (below) is a Markov chain, and so is the statistic
 with a follow-up policy that depends only on it: at ``S >= frac * h`` the next day draws
@@ -22,6 +25,10 @@ with a follow-up policy that depends only on it: at ``S >= frac * h`` the next d
 ``followup_samples`` extra to confirm its recovery. The threshold ``h`` is calibrated on that chain, so
 the false-alarm bound *includes* the policy; it is the larger of the thresholds for the policy and for no
 follow-up, so a daily cap that withholds some follow-up images cannot raise false alarms either.
+The collapse test's sample size follows the small-drop statistic, so its chain is not Markov on its own;
+its threshold is calibrated against the *worst* follow-up policy (a Markov decision process solved by
+policy iteration: the shortest expected run length over every per-state choice of the day's images),
+which bounds its false alarms whatever the follow-up does.
 
 **Calibration, exactly.** The per-image ratios are snapped to small integers ``(+up if wrong,
 -down if correct)`` times a unit (their ratio within 0.5%), so the statistic takes only whole values and
@@ -74,6 +81,9 @@ METHOD = "bernoulli-cusum with follow-up sampling + upward-cusum recovery; poole
 #: Follow-up policy: at ``S >= fraction * h`` the next day draws ``followup_samples * multiple`` extra images.
 #: The first tier is also where ``watch`` starts. Chosen by ``benchmarks/bench_health.py`` (README).
 TIERS: tuple[tuple[float, int], ...] = ((0.15, 1), (0.30, 3), (0.50, 6))
+#: The collapse test's alternative, as a share of the target, and its share of the false-alarm budget.
+COLLAPSE_FRACTION = 0.5
+COLLAPSE_SHARE = 0.1
 #: The snapped ratio of the per-image log-likelihood ratios is within this of the exact one.
 RATIO_TOLERANCE = 0.005
 #: The settings a day is judged under, stored with each row (``judged_under``) and reused when it is recomputed.
@@ -142,6 +152,33 @@ def run_lengths(limit: int, up: int, down: int, p_up: float, n_of_state: ArrayLi
     return np.asarray(linalg.solve(np.eye(limit) - transition, np.ones(limit)), dtype=float)
 
 
+def worst_run_length(limit: int, up: int, down: int, p_up: float, choices: Sequence[int]) -> tuple[float, NDArray[np.int64]]:
+    """The shortest expected days from ``S = 0`` to ``S >= limit`` over every policy that picks, per state, how many
+    images (one of ``choices``) the day draws; and that worst policy (images per state). Policy iteration."""
+    options = sorted({int(n) for n in choices})
+    policy = np.full(limit, options[0], dtype=np.int64)
+    for _ in range(100):
+        lengths = run_lengths(limit, up, down, p_up, policy)
+        # One-step look-ahead of each choice against the current run lengths.
+        look = np.vstack([_one_step(limit, up, down, p_up, n, lengths) for n in options])
+        best = np.asarray(options)[look.argmin(axis=0)]
+        current = look[[options.index(int(n)) for n in policy], np.arange(limit)]
+        improve = look.min(axis=0) < current - 1e-9 * np.maximum(1.0, current)
+        if not improve.any():
+            break
+        policy = np.where(improve, best, policy)
+    return float(lengths[0]), policy
+
+
+def _one_step(limit: int, up: int, down: int, p_up: float, n: int, lengths: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``1 + E[L(S')]`` from every state when the day draws ``n`` images (``L = 0`` once absorbed)."""
+    ups = np.arange(n + 1)
+    prob = stats.binom.pmf(ups, n, p_up)
+    there = np.maximum(0, np.arange(limit)[:, None] + (up * ups - down * (n - ups))[None, :])
+    value = np.where(there < limit, lengths[np.minimum(there, limit - 1)], 0.0)
+    return np.asarray(1.0 + value @ prob, dtype=float)
+
+
 def average_run_length(
     h: int, target: float, drop: float, n: int, followup: int = 0, accuracy: float | None = None
 ) -> float:
@@ -189,6 +226,10 @@ class Design:
     hr: int
     arl: float
     recovery_arl: float
+    big_down: int
+    big_up: int
+    big_unit: float
+    big_h: int
 
     @property
     def threshold(self) -> float:
@@ -200,25 +241,38 @@ class Design:
         """``hr`` in nats."""
         return self.hr * self.unit
 
+    @property
+    def collapse_threshold(self) -> float:
+        """``big_h`` in nats."""
+        return self.big_h * self.big_unit
+
 
 @lru_cache(maxsize=512)
 def design(target: float, drop: float, n: int, followup: int, arl: float, recovery_arl: float) -> Design:
-    """Calibrate ``h`` (false alarms, follow-up policy included) and ``hr`` (false recoveries); cached per argument set."""
+    """Calibrate ``h`` (false alarms, follow-up policy included), ``big_h`` (the collapse test, worst follow-up
+    policy) and ``hr`` (false recoveries); ``arl`` is shared out by :data:`COLLAPSE_SHARE`. Cached per argument set."""
     if n < 1:
         raise ConfigError(f"samples_per_class {n} must be at least 1 to calibrate the health test")
     down, up, unit = lattice(target, drop)
+    small_arl, big_arl = arl / (1.0 - COLLAPSE_SHARE), arl / COLLAPSE_SHARE
 
     def meets(h: int) -> bool:
-        if average_run_length(h, target, drop, n) < arl:
+        if average_run_length(h, target, drop, n) < small_arl:
             return False
-        return followup == 0 or average_run_length(h, target, drop, n, followup) >= arl
+        return followup == 0 or average_run_length(h, target, drop, n, followup) >= small_arl
 
-    h = _smallest(meets, math.ceil(math.log(arl) / unit))
+    h = _smallest(meets, math.ceil(math.log(small_arl) / unit))
+    big_drop = round(target * (1.0 - COLLAPSE_FRACTION), 10)
+    big_down, big_up, big_unit = lattice(target, big_drop)
+    choices = sorted({n, n + followup, *(n + followup * multiple for _, multiple in TIERS)})
+    big_h = _smallest(
+        lambda b: worst_run_length(b, big_up, big_down, 1.0 - target, choices)[0] >= big_arl, math.ceil(math.log(big_arl) / big_unit)
+    )
     hr = _smallest(
         lambda r: min(recovery_run_length(r, target, drop, n), recovery_run_length(r, target, drop, n + followup)) >= recovery_arl,
         math.ceil(math.log(recovery_arl) / unit),
     )
-    return Design(target, drop, n, followup, down, up, unit, h, hr, arl, recovery_arl)
+    return Design(target, drop, n, followup, down, up, unit, h, hr, arl, recovery_arl, big_down, big_up, big_unit, big_h)
 
 
 def required_arl(classes: int, false_alarms_per_year: float) -> float:
@@ -243,33 +297,38 @@ def design_for(target: float, settings: Settings, classes: int, n: int | None = 
 
 @dataclass
 class State:
-    """The detector state of one or many classes (arrays of one shape): statistics in lattice units."""
+    """The detector state of one or many classes (arrays of one shape): statistics in lattice units.
+
+    ``s``: the small-drop CUSUM; ``r``: the recovery CUSUM (while flagged); ``b``: the collapse CUSUM.
+    """
 
     s: NDArray[np.int64]
     r: NDArray[np.int64]
     flagged: NDArray[np.bool_]
+    b: NDArray[np.int64]
 
     @classmethod
     def zeros(cls, shape: int | tuple[int, ...] = ()) -> "State":
-        return cls(np.zeros(shape, dtype=np.int64), np.zeros(shape, dtype=np.int64), np.zeros(shape, dtype=bool))
+        return cls(np.zeros(shape, dtype=np.int64), np.zeros(shape, dtype=np.int64), np.zeros(shape, dtype=bool), np.zeros(shape, dtype=np.int64))
 
 
 def advance(state: State, n: ArrayLike, correct: ArrayLike, d: Design) -> tuple[State, NDArray[np.bool_], NDArray[np.bool_]]:
-    """One day: ``S`` gains the day's ratios; a flagged class runs ``R`` the other way. Returns (state, raised, cleared).
+    """One day: ``S`` and ``B`` gain the day's ratios; a flagged class runs ``R`` the other way. Returns (state, raised, cleared).
 
-    A flag is raised when ``S >= h``; it clears when ``R >= hr``, and ``S`` then restarts at 0 (a new
-    episode starts the test afresh, as the run-length calibration assumes).
+    A flag is raised when ``S >= h`` or ``B >= big_h``; it clears when ``R >= hr``, and ``S`` and ``B``
+    then restart at 0 (a new episode starts the tests afresh, as the run-length calibration assumes).
     """
     n_arr, c_arr = np.asarray(n, dtype=np.int64), np.asarray(correct, dtype=np.int64)
     step = d.up * (n_arr - c_arr) - d.down * c_arr
     s = np.maximum(0, state.s + step)
+    b = np.maximum(0, state.b + d.big_up * (n_arr - c_arr) - d.big_down * c_arr)
     r = np.where(state.flagged, np.maximum(0, state.r - step), 0)
     cleared = state.flagged & (r >= d.hr)
-    raised = ~state.flagged & (s >= d.h)
+    raised = ~state.flagged & ((s >= d.h) | (b >= d.big_h))
     flagged = (state.flagged & ~cleared) | raised
-    s = np.where(cleared, 0, s)
+    s, b = np.where(cleared, 0, s), np.where(cleared, 0, b)
     r = np.where(flagged & ~raised, r, 0)
-    return State(s, r, flagged), raised, cleared
+    return State(s, r, flagged, b), raised, cleared
 
 
 def verdict_codes(state: State, d: Design, pooled_n: ArrayLike, min_samples: int) -> NDArray[np.int64]:
@@ -321,8 +380,10 @@ def state_from_row(row: Mapping[str, Any] | None, d: Design) -> tuple[State, str
         return State.zeros(), None
     s = round(float(row.get("cusum") or 0.0) / d.unit)
     r = round(float(row.get("recovery") or 0.0) / d.unit)
+    b = round(float(row.get("collapse") or 0.0) / d.big_unit)
     flagged = bool(row["flagged"])
-    return State(np.int64(s), np.int64(r if flagged else 0), np.bool_(flagged)), (row.get("flagged_since") if flagged else None)  # type: ignore[arg-type]
+    state = State(np.int64(s), np.int64(r if flagged else 0), np.bool_(flagged), np.int64(b))  # type: ignore[arg-type]
+    return state, (row.get("flagged_since") if flagged else None)
 
 
 def judge_day(
@@ -371,6 +432,8 @@ def judge_day(
         "prob_below_target": p_below,
         "cusum": cusum,
         "cusum_threshold": d.threshold,
+        "collapse": float(state.b) * d.big_unit,
+        "collapse_threshold": d.collapse_threshold,
         "flagged": bool(state.flagged),
         "flagged_since": since,
         "recovery": recovery,
@@ -398,7 +461,8 @@ def _reason(
     more = f"; {followup} follow-up images tomorrow" if followup else ""
     if verdict == "needs_retraining":
         return (
-            f"Below the {d.target:.2f} target since {since}: the evidence for a drop (CUSUM) reached {d.threshold:.1f}; "
+            f"Below the {d.target:.2f} target since {since}: the evidence for a drop reached its threshold "
+            f"(sustained-drop CUSUM {d.threshold:.1f} or collapse CUSUM {d.collapse_threshold:.1f}); "
             f"it clears when the evidence for recovery reaches {d.recovery_threshold:.1f} (now {recovery:.1f}; {window}; {odds}){more}."
         )
     if verdict == "insufficient_data":

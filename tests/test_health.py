@@ -25,8 +25,11 @@ from monitor.health import (
     design_for,
     followup_extra,
     followup_requests,
+    COLLAPSE_SHARE,
     lattice,
     llr_weights,
+    run_lengths,
+    worst_run_length,
     prob_below,
     recovery_run_length,
     required_arl,
@@ -145,14 +148,51 @@ def test_the_followup_policy_is_the_documented_one() -> None:
 
 
 def test_calibrated_threshold_is_the_smallest_that_meets_the_run_length_with_and_without_followup() -> None:
-    arl = required_arl(15, 1.0)
-    d = design(0.9, 0.05, 10, 30, arl, 365.0)
+    d = design(0.9, 0.05, 10, 30, required_arl(15, 1.0), 365.0)
+    arl = required_arl(15, 1.0) / (1 - COLLAPSE_SHARE)  # the small-drop test's share of the budget
     worst = min(average_run_length(d.h, 0.9, 0.05, 10), average_run_length(d.h, 0.9, 0.05, 10, 30))
     assert worst >= arl
     below = min(average_run_length(d.h - 1, 0.9, 0.05, 10), average_run_length(d.h - 1, 0.9, 0.05, 10, 30))
     assert below < arl
     # More classes sharing the same yearly bound need a longer run length, hence a higher threshold.
     assert design(0.9, 0.05, 10, 30, required_arl(30, 1.0), 365.0).h > d.h
+
+
+def _monte_carlo_collapse(d, images_of_state, trials: int, seed: int) -> tuple[float, float]:
+    """Mean and standard error of the first day the collapse CUSUM reaches big_h at the target, with a per-state sample size."""
+    rng = np.random.default_rng(seed)
+    b = np.zeros(trials, dtype=np.int64)
+    first = np.full(trials, -1)
+    t = 0
+    while (first < 0).any():
+        t += 1
+        images = images_of_state(b)
+        wrong = rng.binomial(images, 0.1)
+        b = np.maximum(0, b + d.big_up * wrong - d.big_down * (images - wrong))
+        first[(first < 0) & (b >= d.big_h)] = t
+    return float(first.mean()), float(first.std(ddof=1) / math.sqrt(trials))
+
+
+def test_the_collapse_tests_worst_policy_run_length_matches_monte_carlo_and_bounds_every_other_policy() -> None:
+    d = design(0.9, 0.05, 10, 10, 30.0, 30.0)  # a short run length, so that Monte Carlo is quick
+    choices = [10, 20, 40, 70]
+    worst, policy = worst_run_length(d.big_h, d.big_up, d.big_down, 0.1, choices)
+    simulated, se = _monte_carlo_collapse(d, lambda b: policy[np.minimum(b, d.big_h - 1)], trials=4000, seed=2)
+    assert abs(worst - simulated) < 4 * se + 0.02 * simulated
+    # The design's own choices (10 + 10 x 0, 1, 3, 6): its worst policy meets the collapse test's share of the budget.
+    assert worst_run_length(d.big_h, d.big_up, d.big_down, 0.1, [10, 20, 40, 70])[0] >= 30.0 / COLLAPSE_SHARE
+    rng = np.random.default_rng(4)
+    for _ in range(3):  # random fixed policies never beat the worst one
+        other = rng.choice(choices, size=d.big_h)
+        assert run_lengths(d.big_h, d.big_up, d.big_down, 0.1, other)[0] >= worst - 1e-6
+    for n in choices:
+        assert run_lengths(d.big_h, d.big_up, d.big_down, 0.1, np.full(d.big_h, n))[0] >= worst - 1e-6
+
+
+def test_a_class_with_none_right_is_flagged_on_its_first_day(settings) -> None:
+    d = design_for(0.9, settings, 10)
+    state, raised, _ = advance(State.zeros(), 8, 0, d)
+    assert bool(raised) and int(state.b) >= d.big_h and int(state.s) < d.h  # the collapse test, not the small-drop one
 
 
 def _reference_run_length(h: float, target: float, drop: float, n: int, followup: int, grid: int = 1500) -> float:
@@ -236,6 +276,7 @@ def test_verdict_codes_follow_the_documented_rule() -> None:
         s=np.array([d.h + 5, 0, watch_at, watch_at - 1, 0]),
         r=np.zeros(5, dtype=np.int64),
         flagged=np.array([True, False, False, False, False]),
+        b=np.zeros(5, dtype=np.int64),
     )
     codes = verdict_codes(state, d, pooled_n=[5, 5, 100, 100, 100], min_samples=20)
     assert [VERDICTS[c] for c in codes] == ["needs_retraining", "insufficient_data", "watch", "healthy", "healthy"]
@@ -447,7 +488,7 @@ def test_false_alarms_of_a_mixed_n_history_stay_within_the_bound(settings) -> No
     for t in range(days):
         d = d30 if t < days // 2 else d10
         if t == days // 2:  # continue in the new units, as state_from_row does
-            state = State(np.rint(state.s * d30.unit / d10.unit).astype(np.int64), state.r, state.flagged)
+            state = State(np.rint(state.s * d30.unit / d10.unit).astype(np.int64), state.r, state.flagged, state.b)
         images = d.n + followup_extra(state.s, d.h, d.followup, state.flagged)
         correct = rng.binomial(images, 0.9)
         state, raised, _ = advance(state, images, correct, d)

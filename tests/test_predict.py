@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -274,8 +275,8 @@ def test_predict_frame_with_bytes_in_the_frame_equals_predict_images(shipped: Lo
 def test_predictions_survive_the_parquet_round_trip_with_the_contract_schema(tmp_path: Path) -> None:
     frame = pd.DataFrame(
         [
-            [DATE, "seven/a.jpg", "seven", "seven", 0.9, ["seven", "one"], [0.9, 0.05], "m@1", "ok", None],
-            [DATE, "three/b.jpg", "three", None, None, [], [], "m@1", "failed", "truncated"],
+            [DATE, "seven/a.jpg", "seven", "seven", 0.9, ["seven", "one"], [0.9, 0.05], "m@1", "ok", None, "base"],
+            [DATE, "three/b.jpg", "three", None, None, [], [], "m@1", "failed", "truncated", "followup"],
         ],
         columns=list(COLUMNS),
     )
@@ -287,7 +288,17 @@ def test_predictions_survive_the_parquet_round_trip_with_the_contract_schema(tmp
     assert back.loc[0, "topk_labels"] == ["seven", "one"] and back.loc[1, "topk_scores"] == []
     assert back.loc[1, "pred"] is None and np.isnan(back.loc[1, "confidence"])
     assert list(back["error"]) == [None, "truncated"]
+    assert list(back["draw"]) == ["base", "followup"]
     assert not list(path.parent.glob(".*.tmp"))
+
+
+def test_a_predictions_file_from_before_followup_sampling_reads_back_as_base_draws(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        [[DATE, "seven/a.jpg", "seven", "seven", 0.9, ["seven"], [0.9], "m@1", "ok", None]], columns=[c for c in COLUMNS if c != "draw"]
+    )
+    path = tmp_path / "old.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+    assert list(read_predictions(path)["draw"]) == ["base"]
 
 
 def test_predictions_without_the_contract_columns_are_refused(tmp_path: Path) -> None:
