@@ -77,6 +77,11 @@ HEALTH_FIELDS: tuple[str, ...] = (
     "prob_below_target",
     "cusum",
     "cusum_threshold",
+    "collapse",
+    "collapse_threshold",
+    "recovery",
+    "recovery_threshold",
+    "followup",
     "method",
     "reason",
 )
@@ -277,6 +282,7 @@ FRAME_COLLECTIONS: dict[str, tuple[str, ...]] = {
 _NUMERIC = {
     "n", "correct", "failed", "accuracy", "ci_low", "ci_high", "target", "window_days", "pooled_n",
     "pooled_correct", "pooled_accuracy", "prob_below_target", "cusum", "cusum_threshold",
+    "collapse", "collapse_threshold", "recovery", "recovery_threshold", "followup",
 }
 
 
