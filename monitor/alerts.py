@@ -14,13 +14,13 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import apprise
 from pymongo import DESCENDING
 from pymongo.errors import PyMongoError
 
 from monitor.errors import ConfigError, StoreError, redact
+from monitor.secrets import show_url
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +107,8 @@ def raise_alerts(store: Any, model_id: str, date: str, rows: list[dict[str, Any]
 
 
 def _shown(url: str) -> str:
-    """A URL fit for logs and errors: no password, and no path (apprise URLs carry tokens there)."""
-    parts = urlsplit(redact(url))
-    if not parts.scheme:
-        return "<not a URL>"
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return f"{parts.scheme}://{host}" + ("/…" if parts.path.strip("/") or parts.query else "")
+    """A URL fit for logs and errors: scheme and host only (apprise URLs carry tokens in the path)."""
+    return show_url(url)
 
 
 def _url_key(url: str) -> str:

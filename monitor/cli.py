@@ -21,7 +21,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from monitor.errors import MonitorError, redact
+from monitor.errors import DataError, MonitorError, redact
+from monitor.secrets import RedactingFilter, show_url
 from monitor.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -55,7 +56,9 @@ def main(
             _fail(MonitorError(f"config file {config} does not exist"), code=2)
         os.environ["MONITOR_CONFIG"] = str(config)
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, handlers=[RichHandler(console=err, show_path=False)], format="%(message)s", force=True)
+    handler = RichHandler(console=err, show_path=False)
+    handler.addFilter(RedactingFilter())  # every log line, a library's own included, with secrets masked
+    logging.basicConfig(level=level, handlers=[handler], format="%(message)s", force=True)
     for noisy in ("py4j", "urllib3", "google", "PIL", "filelock"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
@@ -86,7 +89,7 @@ def _progress(json_mode: bool = False):  # type: ignore[no-untyped-def]
 
 
 def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, default=str, indent=2) + "\n")
+    sys.stdout.write(redact(json.dumps(data, default=str, indent=2)) + "\n")
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -202,7 +205,7 @@ def _health_rows(settings: Settings, date: str | None) -> tuple[str, list[dict[s
         if date is None:
             latest = store.class_metrics.find_one({}, {"date": 1}, sort=[("date", -1)])
             if latest is None:
-                raise MonitorError("the store holds no evaluations yet: run `monitor evaluate --date YYYY-MM-DD` first")
+                raise DataError("the store holds no evaluations yet: run `monitor evaluate --date YYYY-MM-DD` first")
             date = str(latest["date"])
         date = parse_run_date(date)
         rows = list(store.class_health.find({"date": date}, {"_id": 0}).sort("label", 1))
@@ -351,10 +354,14 @@ def dashboard(
 
 @app.command("settings")
 def show_settings(json_out: JsonOption = False) -> None:
-    """Show the effective settings (environment, config file, defaults), passwords redacted."""
+    """Show the effective settings (environment, config file, defaults); passwords, tokens and webhook URLs masked."""
+    from monitor.settings import SECRET_KEY
+
     settings = _settings()
     values = {name: getattr(settings, name) for name in type(settings).model_fields}
     values["mongo_uri"] = redact(values["mongo_uri"]) if values["mongo_uri"] else "(embedded store)"
+    values["alert_urls"] = [show_url(url) for url in settings.alert_urls]
+    values["spark_conf"] = {k: ("***" if SECRET_KEY.search(k) else v) for k, v in settings.spark_conf.items()}
     if json_out:
         _print_json(values)
         return
@@ -363,9 +370,25 @@ def show_settings(json_out: JsonOption = False) -> None:
     table.add_column("value")
     table.add_column("meaning")
     for name, field in type(settings).model_fields.items():
-        table.add_row(f"MONITOR_{name.upper()}", str(values[name]), field.description or "")
+        table.add_row(f"MONITOR_{name.upper()}", redact(str(values[name])), field.description or "")
     out.print(table)
 
 
+def entry() -> None:
+    """The ``monitor`` console script: the app, with any traceback (``--debug``, or a bug) printed with secrets masked."""
+    import traceback
+
+    try:
+        app(standalone_mode=True)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise SystemExit(130) from None
+    except BaseException as exc:  # noqa: BLE001 (the last line of defence: print it masked, never swallow it)
+        sys.stderr.write(redact("".join(traceback.format_exception(exc))))
+        raise SystemExit(exc.exit_code if isinstance(exc, MonitorError) else 1) from None
+
+
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    entry()

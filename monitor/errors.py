@@ -7,8 +7,6 @@ else is a bug and keeps its traceback. Foreign errors are re-raised as one of th
 
 from __future__ import annotations
 
-import re
-
 
 class MonitorError(Exception):
     """Root of every error the service raises on purpose. Exit code 1 unless a subclass says."""
@@ -46,9 +44,8 @@ class DataError(MonitorError):
     exit_code = 6
 
 
-_PASSWORD_IN_URI = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]+):(?P<pw>[^@/\s]*)@")
-
-
 def redact(text: str) -> str:
-    """Hide passwords in any ``scheme://user:password@host`` found in ``text``."""
-    return _PASSWORD_IN_URI.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    """Hide passwords, tokens and registered secrets in ``text`` (see :mod:`monitor.secrets`)."""
+    from monitor.secrets import redact as _redact
+
+    return _redact(text)

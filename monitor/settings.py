@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from functools import cached_property
@@ -16,6 +17,8 @@ from monitor.errors import ConfigError
 #: The repository (or installed source tree) root; the shipped model lives below it.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_MODEL_DIR = PROJECT_ROOT / "model_artifacts" / "digits-resnet"
+#: Settings keys (e.g. of spark_conf) whose values are secrets.
+SECRET_KEY = re.compile(r"secret|password|passwd|token|credential|(?:^|[._-])key$", re.IGNORECASE)
 #: An optional config file: ``MONITOR_CONFIG`` names it, else ``monitor.toml`` in the working directory.
 DEFAULT_CONFIG_FILE = Path("monitor.toml")
 
@@ -118,6 +121,58 @@ class Settings(BaseSettings):
         if config_file.is_file():
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _register_secrets(cls, data: Any) -> Any:
+        """Register the secrets first, so that no message about them (a validation error included) can show them."""
+        from monitor.secrets import register, uri_password, url_secrets
+
+        if isinstance(data, dict):
+            if isinstance(data.get("mongo_uri"), str):
+                register(uri_password(data["mongo_uri"]))
+            alert_urls = data.get("alert_urls")
+            if isinstance(alert_urls, str):
+                try:
+                    alert_urls = json.loads(alert_urls)
+                except ValueError:
+                    alert_urls = [alert_urls]
+            if isinstance(alert_urls, (list, tuple)):
+                register(s for url in alert_urls if isinstance(url, str) and url for s in url_secrets(url))
+            for key, value in (data.get("spark_conf") or {}).items() if isinstance(data.get("spark_conf"), dict) else ():
+                if SECRET_KEY.search(str(key)) and isinstance(value, str):
+                    register([value])
+        return data
+
+    @field_validator("alert_urls")
+    @classmethod
+    def _notification_urls(cls, urls: list[str]) -> list[str]:
+        """Every alert URL must be one apprise can send to: checked at load, not after a whole run."""
+        import apprise
+
+        from monitor.secrets import show_url
+
+        for position, url in enumerate(urls):
+            if not url.strip() or not apprise.Apprise().add(url):
+                raise ValueError(f"alert_urls[{position}] ({show_url(url)}) is not a notification URL apprise understands")
+        return urls
+
+    @field_validator("mongo_uri")
+    @classmethod
+    def _mongo_uri(cls, uri: str) -> str:
+        """A MongoDB URI that pymongo can parse (scheme, hosts, port, options), checked without connecting."""
+        if not uri:
+            return uri
+        from pymongo.errors import PyMongoError
+        from pymongo.uri_parser import parse_uri
+
+        from monitor.secrets import redact
+
+        try:
+            parse_uri(uri)
+        except (PyMongoError, ValueError) as exc:
+            raise ValueError(f"{redact(uri)} is not a MongoDB URI: {redact(str(exc))}") from None
+        return uri
 
     @field_validator("data_dir", "model_dir")
     @classmethod
