@@ -86,7 +86,17 @@ def warm_up(app: Dash) -> float:
 
 
 def run(settings: Settings, host: str = "127.0.0.1", port: int = 8050, debug: bool = False) -> None:
-    """Serve the dashboard (blocking) on ``host:port``; 127.0.0.1 and debug off unless asked."""
+    """Serve the dashboard (blocking) on ``host:port``; 127.0.0.1 and debug off unless asked.
+
+    Served by waitress, a production WSGI server (threads, no debugger, bounded request sizes);
+    ``debug`` uses Dash's development server with its debugger instead.
+    """
     app = create_app(settings)
     warm_up(app)
-    app.run(host=host, port=port, debug=debug)
+    if debug:
+        app.run(host=host, port=port, debug=True)
+        return
+    from waitress import serve
+
+    log.warning("dashboard on http://%s:%d (waitress)", host, port)
+    serve(app.server, host=host, port=port, threads=8, ident="class-health", max_request_body_size=1 << 20)

@@ -240,10 +240,17 @@ def resolve(data: DashboardData, state: ViewState) -> View | None:
     first, last = bounds
     notices = list(state.problems)
     end = state.end or last
-    start = state.start or max(first, (dt.date.fromisoformat(end) - dt.timedelta(days=DEFAULT_DAYS - 1)).isoformat())
+    start = state.start or max(first, (dt.date.fromisoformat(min(end, last)) - dt.timedelta(days=DEFAULT_DAYS - 1)).isoformat())
     if start > end:
         notices.append(f"start {start} is after end {end}; swapped")
         start, end = end, start
+    # The range is clamped to the evaluated dates: a shared URL asking for centuries must not build them.
+    if start < first or start > last:
+        notices.append(f"start {start} is outside the evaluated dates {first} … {last}; showing from {max(first, min(start, last))}")
+        start = max(first, min(start, last))
+    if end > last or end < first:
+        notices.append(f"end {end} is outside the evaluated dates {first} … {last}; showing up to {min(last, max(end, first))}")
+        end = min(last, max(end, first))
     labels = tuple(data.labels(model.model_id))
     unknown = [label for label in state.classes if label not in labels]
     if unknown:

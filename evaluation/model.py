@@ -6,13 +6,16 @@ import contextlib
 import hashlib
 import json
 import logging
+import pickle
 import threading
+import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from monitor.errors import ModelError
 
@@ -94,8 +97,10 @@ def load_model(model_dir: Path, device: str = "auto") -> LoadedModel:
             model, info = AutoModelForImageClassification.from_pretrained(
                 model_dir, local_files_only=True, trust_remote_code=False, output_loading_info=True
             )
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-        raise ModelError(f"model directory {model_dir} does not load as an image classifier: {type(exc).__name__}: {exc}") from exc
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, SafetensorError) as exc:
+        # A truncated or corrupt weight file lands here too (safetensors' own error, or pickle's for .bin files).
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise ModelError(f"model directory {model_dir} does not load as an image classifier: {type(exc).__name__}: {first}") from exc
     # transformers only warns about weights missing from the files and initialises them at random:
     # a model that would predict noise must not load.
     missing = list(info.get("missing_keys") or []) + [str(key) for key in info.get("mismatched_keys") or []]

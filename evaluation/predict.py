@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,6 +39,7 @@ from PIL import Image
 
 from evaluation.imaging import ImageDecodeError, decode_image, probe_image
 from evaluation.model import LoadedModel
+from monitor.files import atomic_write
 from monitor.errors import ConfigError, DataError, ModelError, MonitorError
 
 log = logging.getLogger(__name__)
@@ -692,16 +691,7 @@ def write_predictions(frame: pd.DataFrame, path: Path) -> None:
     if missing:
         raise DataError(f"predictions for {path} lack columns {missing}")
     table = pa.Table.from_pandas(frame[list(COLUMNS)], schema=PREDICTIONS_SCHEMA, preserve_index=False)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        pq.write_table(table, tmp_name)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp), what="predictions file")
 
 
 def read_predictions(path: Path) -> pd.DataFrame:

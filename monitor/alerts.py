@@ -1,10 +1,17 @@
 """Alerts on verdict transitions (into ``needs_retraining``, and the recovery), stored first, then sent through apprise.
 
 An alert is stored once per (model, class, date, kind) (unique index ``transition``), so a re-run of a
-date raises nothing new. Delivery is separate: every undelivered alert is sent to every notification
-URL on each run; a failure is logged, counted in ``attempts`` with its ``last_error``, and retried on
-the next run, so an alert is never lost. Each URL that accepted an alert is remembered (by a hash, in
-``sent_to``), so a retry after a partial failure does not send it twice to the same place.
+date raises nothing new; its ``alert_id`` (a hash of those four) is stable and goes out in the message,
+so a receiver can drop a repeat. Delivery is separate: every undelivered alert is sent to every
+notification URL on each run; a failure is logged, counted in ``attempts`` with its ``last_error``, and
+retried on the next run, so an alert is never lost. Each URL that accepted an alert is remembered (by a
+hash, in ``sent_to``), so a retry after a partial failure does not send it twice to the same place.
+
+**At most once per recorded send.** Before each send the store records that the send is under way
+(``sending``) and persists; right after it, the outcome, persisted again. A process killed in between
+leaves ``sending`` behind: the next run does not send that alert to that URL again (it cannot know
+whether the receiver got it), marks it ``uncertain`` with a note naming the alert id, and counts it
+delivered. Exactly once is impossible across a crash; the window for doubt is the send itself.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import apprise
 from pymongo import DESCENDING
 from pymongo.errors import PyMongoError
 
+from monitor import faults
 from monitor.errors import ConfigError, StoreError, redact
 from monitor.secrets import show_url
 
@@ -50,6 +58,11 @@ def _previous_verdicts(store: Any, model_id: str, date: str) -> dict[str, str]:
     return {label: verdict for label, (_, verdict) in latest.items()}
 
 
+def alert_id(model_id: str, label: str, date: str, kind: str) -> str:
+    """The stable id of the alert of one transition: the same on every run, machine and store."""
+    return hashlib.sha256("\x1f".join((model_id, label, date, kind)).encode()).hexdigest()[:16]
+
+
 def _message(kind: str, row: dict[str, Any]) -> str:
     head = f"Class {row['label']!r} of model {row['model_id']} "
     if kind == "needs_retraining":
@@ -79,6 +92,7 @@ def raise_alerts(store: Any, model_id: str, date: str, rows: list[dict[str, Any]
             wanted.add((label, kind))
             evidence = {k: v for k, v in row.items() if k != "_id"}
             alert = {
+                "alert_id": alert_id(model_id, label, date, kind),
                 "model_id": model_id,
                 "label": label,
                 "date": date,
@@ -91,6 +105,8 @@ def raise_alerts(store: Any, model_id: str, date: str, rows: list[dict[str, Any]
                 "attempts": 0,
                 "last_error": None,
                 "sent_to": [],
+                "sending": [],
+                "uncertain": [],
             }
             key = {"model_id": model_id, "label": label, "date": date, "kind": kind}
             result = store.alerts.update_one(key, {"$setOnInsert": alert}, upsert=True)
@@ -130,9 +146,10 @@ def _send(notifier: apprise.Apprise, alert: dict[str, Any]) -> str | None:
     """Send one alert; None on success, else the reason apprise logged."""
     kind = alert["kind"]
     title = f"[class health] {alert['label']}: {'needs retraining' if kind == 'needs_retraining' else 'recovered'} ({alert['date']})"
+    ident = alert.get("alert_id") or alert_id(alert["model_id"], alert["label"], alert["date"], kind)
     with apprise.LogCapture(level=logging.WARNING, fmt="%(message)s") as captured:
         ok = notifier.notify(
-            body=alert["message"],
+            body=f"{alert['message']}\n(alert id {ident}: the same id means the same alert)",
             title=title,
             notify_type=apprise.NotifyType.FAILURE if kind == "needs_retraining" else apprise.NotifyType.SUCCESS,
         )
@@ -142,8 +159,19 @@ def _send(notifier: apprise.Apprise, alert: dict[str, Any]) -> str | None:
     return redact(" | ".join(lines[-3:]))[:500] or "the notifier reported a failure without a reason"
 
 
+def _persist(store: Any) -> None:
+    """Make the delivery state durable now (the embedded store writes its file; MongoDB already has it)."""
+    flush = getattr(store, "flush", None)
+    if flush is not None:
+        flush()
+
+
 def deliver_pending(store: Any, urls: list[str]) -> DeliveryReport:
-    """Send every undelivered alert to every URL; failures stay pending with ``attempts`` and ``last_error``."""
+    """Send every undelivered alert to every URL, at most once per URL (see the module docstring).
+
+    Failures stay pending with ``attempts`` and ``last_error``; a send that a killed run left in doubt
+    is not repeated but marked ``uncertain``.
+    """
     built = notifiers(urls)  # validate before touching the store: a bad URL is a config error, not a failed send
     try:
         pending = list(store.alerts.find({"delivered": False}).sort([("date", 1), ("created_at", 1)]))
@@ -153,35 +181,58 @@ def deliver_pending(store: Any, urls: list[str]) -> DeliveryReport:
         return DeliveryReport(delivered=0, pending=len(pending))
     delivered = failed = 0
     for alert in pending:
+        ident = alert.get("alert_id") or alert_id(alert["model_id"], alert["label"], alert["date"], alert["kind"])
         sent_to = set(alert.get("sent_to") or [])
+        uncertain = set(alert.get("uncertain") or [])
+        in_doubt = set(alert.get("sending") or [])
         errors: list[str] = []
         for url, notifier in built:
             key = _url_key(url)
-            if key in sent_to:
+            if key in sent_to or key in uncertain:
                 continue
+            if key in in_doubt:  # a run died during this very send: at most once, so not again
+                uncertain.add(key)
+                log.warning("alert %s to %s: a previous run stopped while sending it; not sent again (at most once)", ident, _shown(url))
+                continue
+            _record(store, alert, {"$addToSet": {"sending": key}})
             error = _send(notifier, alert)
+            faults.point("after_alert_send")
             if error is None:
                 sent_to.add(key)
+                _record(store, alert, {"$addToSet": {"sent_to": key}, "$pull": {"sending": key}})
             else:
+                _record(store, alert, {"$pull": {"sending": key}})
                 errors.append(f"{_shown(url)}: {error}")
                 log.warning("alert %s/%s/%s not delivered to %s: %s", alert["model_id"], alert["label"], alert["date"], _shown(url), error)
         done = not errors
-        update: dict[str, Any] = {
-            "$set": {
-                "sent_to": sorted(sent_to),
-                "delivered": done,
-                "delivered_at": _now() if done else None,
-                "last_error": "; ".join(errors) if errors else None,
+        notes = errors + ([f"{len(uncertain)} notifier(s) may or may not have received alert id {ident} (a run stopped during the send)"] if uncertain else [])
+        _record(
+            store,
+            alert,
+            {
+                "$set": {
+                    "alert_id": ident,
+                    "sent_to": sorted(sent_to),
+                    "uncertain": sorted(uncertain),
+                    "sending": [],
+                    "delivered": done,
+                    "delivered_at": _now() if done else None,
+                    "last_error": "; ".join(notes) if notes else None,
+                },
+                "$inc": {"attempts": 1},
             },
-            "$inc": {"attempts": 1},
-        }
-        try:
-            store.alerts.update_one({"_id": alert["_id"]}, update)
-        except PyMongoError as exc:
-            raise StoreError(f"could not record the delivery of an alert in {store.description}: {exc}") from exc
+        )
         delivered += done
         failed += not done
     return DeliveryReport(delivered=delivered, pending=failed, failed=failed)
+
+
+def _record(store: Any, alert: dict[str, Any], update: dict[str, Any]) -> None:
+    try:
+        store.alerts.update_one({"_id": alert["_id"]}, update)
+    except PyMongoError as exc:
+        raise StoreError(f"could not record the delivery of an alert in {store.description}: {exc}") from exc
+    _persist(store)
 
 
 def _jsonable(value: Any) -> Any:

@@ -201,6 +201,8 @@ def _health_rows(settings: Settings, date: str | None) -> tuple[str, list[dict[s
     from monitor.pipeline import health_with
     from monitor.storage import open_store
 
+    if date is not None:
+        date = parse_run_date(date)  # before the store is opened: a bad date writes nothing
     with open_store(settings) as store:
         if date is None:
             latest = store.class_metrics.find_one({}, {"date": 1}, sort=[("date", -1)])

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from PIL import Image
+
+from monitor.files import atomic_write
 
 #: Class names, in the model's label order: the digit ``d`` is ``LABELS[d]``.
 LABELS: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -107,11 +107,4 @@ def _extension(fmt: str) -> str:
 
 
 def _atomic_write(target: Path, data: bytes) -> None:
-    handle, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    atomic_write(target, lambda tmp: Path(tmp).write_bytes(data), what="image")

@@ -49,6 +49,7 @@ REASON_WRONG_DEPTH = "wrong_depth"
 REASON_NOT_AN_IMAGE = "not_an_image_extension"
 REASON_ZERO_BYTES = "zero_bytes"
 REASON_VANISHED = "vanished"
+REASON_SYMLINK = "symlink"
 
 T = TypeVar("T")
 
@@ -104,14 +105,16 @@ def sample_key(source_uri: str, path: str) -> float:
     return sample_key_int(source_uri, path) / 2**64
 
 
-def classify(path: str, size: int) -> tuple[str | None, str, str | None]:
+def classify(path: str, size: int, symlink: bool = False) -> tuple[str | None, str, str | None]:
     """``(label, status, reason)`` for a listed blob: the rules that make an image usable.
 
-    The label is the first path segment when the path is exactly ``<Label>/<file>``; any other
-    depth is ``wrong_depth`` (no label). Then the extension must be an image's, and the blob
-    must not be empty.
+    A symbolic link (local folders) is ``symlink``: never followed, so never read. The label is
+    the first path segment when the path is exactly ``<Label>/<file>``; any other depth is
+    ``wrong_depth`` (no label). Then the extension must be an image's, and the blob must not be empty.
     """
     parts = path.split("/")
+    if symlink:
+        return (parts[0] if len(parts) == 2 and parts[0] else None), STATUS_UNUSABLE, REASON_SYMLINK
     if len(parts) != 2 or not parts[0] or not parts[1]:
         return None, STATUS_UNUSABLE, REASON_WRONG_DEPTH
     label, name = parts
@@ -140,7 +143,7 @@ def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
 
 
 def _fields(source_uri: str, blob: BlobInfo) -> tuple[dict[str, Any], int]:
-    label, status, reason = classify(blob.path, blob.size)
+    label, status, reason = classify(blob.path, blob.size, blob.symlink)
     key = sample_key_int(source_uri, blob.path)
     created = _bson_time(blob.created)
     return {

@@ -14,8 +14,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from monitor import faults
 from monitor.dates import parse_run_date
-from monitor.errors import ConfigError, DataError, SourceError
+from monitor.errors import ConfigError, DataError, ModelError, SourceError
 from monitor.progress import ProgressFactory, no_progress
 from monitor.settings import Settings
 from monitor.storage import Store, open_store
@@ -142,6 +143,7 @@ def sample_with(settings: Settings, store: Store, date: str, *, force: bool = Fa
 
 
 def run_sample(settings: Settings, date: str, *, force: bool = False) -> dict[str, Any]:
+    date = parse_run_date(date)  # before the store is opened: a bad date writes nothing
     with open_store(settings) as store:
         return sample_with(settings, store, date, force=force)
 
@@ -188,7 +190,13 @@ def predict_with(
     loaded = load_model(settings.model_dir, settings.device)
     source = open_source(settings.source_uri)
     # Every label the source holds must be known to the model, checked before any inference.
-    check_labels(loaded, set(_usable_labels(store, source.uri)) | {item.label for item in sample.items})
+    try:
+        check_labels(loaded, set(_usable_labels(store, source.uri)) | {item.label for item in sample.items})
+    except ModelError as exc:
+        raise ModelError(
+            f"{exc}; if that folder was removed or renamed since, run `monitor evaluate --date {date} --force` "
+            f"to re-index the source and draw the sample of {date} again"
+        ) from exc
 
     out = settings.predictions_file(date)
     wanted = [item.image_path for item in sample.items]
@@ -254,6 +262,7 @@ def _predict_summary(date: str, path: Path, frame: Any, model_id: str, *, reused
 
 
 def run_predict(settings: Settings, date: str, *, force: bool = False, progress: ProgressFactory = no_progress) -> dict[str, Any]:
+    date = parse_run_date(date)
     with open_store(settings) as store:
         return predict_with(settings, store, date, force=force, progress=progress)
 
@@ -297,6 +306,7 @@ def metrics_with(settings: Settings, store: Store, date: str, *, spark: Any = No
 
 
 def run_metrics(settings: Settings, date: str) -> dict[str, Any]:
+    date = parse_run_date(date)
     with open_store(settings) as store:
         return metrics_with(settings, store, date)
 
@@ -355,6 +365,7 @@ def health_with(settings: Settings, store: Store, date: str, *, model_id: str | 
 
 
 def run_health(settings: Settings, date: str, *, model_id: str | None = None) -> dict[str, Any]:
+    date = parse_run_date(date)
     with open_store(settings) as store:
         summary = health_with(settings, store, date, model_id=model_id)
     summary.pop("classes")
@@ -385,10 +396,15 @@ def evaluate_with(
         if index_summary["listed"] == 0:
             raise SourceError(f"source {source_uri} is empty")
         _record_stage(store, settings, date, "index", {k: v for k, v in index_summary.items() if k not in ("source", "labels")})
+    faults.point("after_stage:index")
     sample = sample_with(settings, store, date, force=force)
+    faults.point("after_stage:sample")
     predicted = predict_with(settings, store, date, force=force, progress=progress, spark=spark)
+    faults.point("after_stage:predict")
     metrics = metrics_with(settings, store, date, spark=spark)
+    faults.point("after_stage:metrics")
     health = health_with(settings, store, date, model_id=predicted["model_id"])
+    faults.point("after_stage:health")
     verdicts = health["verdicts"]
     skipped: dict[str, int] = {}
     if index_summary is not None:
@@ -425,5 +441,6 @@ def _unusable_counts(store: Store, source_uri: str) -> dict[str, int]:
 
 def evaluate(settings: Settings, date: str, *, force: bool = False, progress: ProgressFactory = no_progress) -> dict[str, Any]:
     """Run, for ``date``, whatever it still needs: index and sample (unless a sample exists), predict, metrics, health."""
+    date = parse_run_date(date)  # before the store is opened: a malformed or future date writes nothing
     with open_store(settings) as store:
         return evaluate_with(settings, store, date, force=force, progress=progress)

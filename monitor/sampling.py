@@ -45,8 +45,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import hashlib
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +55,7 @@ from pymongo.errors import PyMongoError
 
 from monitor.dates import days_before, end_of_day, start_of_day
 from monitor.errors import ConfigError, DataError, StoreError
+from monitor.files import atomic_write
 from monitor.storage import Store
 
 #: Index entries read per class for each image drawn (see the module docstring).
@@ -339,15 +338,13 @@ def sample_cost(
 def write_sample_csv(sample: Sample, path: Path) -> Path:
     """Write ``sample`` as ``path`` (columns ``date, source, image_path, label, sample_key, created, draw``).
 
-    Rows are sorted by label, then path. The file is written next to its destination and moved
-    into place with ``os.replace``, so readers see the old file or the new one, never half.
+    Rows are sorted by label, then path. The file is written atomically (:func:`monitor.files.atomic_write`),
+    so readers see the old file or the new one, never half.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     rows = sorted(sample.items, key=lambda item: (item.label, item.image_path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as out:
             writer = csv.writer(out)
             writer.writerow(CSV_COLUMNS)
             for item in rows:
@@ -363,13 +360,8 @@ def write_sample_csv(sample: Sample, path: Path) -> Path:
                         item.draw,
                     ]
                 )
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_write(Path(path), write, what="sample file")
 
 
 def read_sample_csv(path: Path) -> Sample:

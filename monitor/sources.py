@@ -35,6 +35,7 @@ class BlobInfo:
     checksum: str  # changes whenever the content may have changed (see each source)
     created: dt.datetime  # tz-aware UTC
     updated: dt.datetime  # tz-aware UTC
+    symlink: bool = False  # a symbolic link in a local folder: listed (and counted as skipped), never followed
 
 
 @runtime_checkable
@@ -99,7 +100,8 @@ class LocalSource:
     ``created`` is the file's mtime: it is the one timestamp every OS and filesystem keeps
     (``st_ctime`` is the inode change time on Linux, ``st_birthtime`` is not portable), and the
     demo sets it with ``os.utime`` to stage images on the day they "arrived". Symbolic links
-    are not followed while listing, so the listing never leaves the root.
+    are not followed while listing, so the listing never leaves the root; they are listed with
+    ``symlink=True`` so that the indexer counts them as skipped instead of losing them silently.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -137,6 +139,10 @@ class LocalSource:
                     st = entry.stat(follow_symlinks=False)
                     when = _utc_from_ns(st.st_mtime_ns)
                     yield BlobInfo(path=rel, size=st.st_size, checksum=f"{st.st_size}-{st.st_mtime_ns}", created=when, updated=when)
+                elif entry.is_symlink():
+                    st = entry.stat(follow_symlinks=False)
+                    when = _utc_from_ns(st.st_mtime_ns)
+                    yield BlobInfo(path=rel, size=st.st_size, checksum=f"link-{st.st_mtime_ns}", created=when, updated=when, symlink=True)
             except FileNotFoundError:
                 continue  # removed between listing and stat: it is simply not there any more
 

@@ -21,8 +21,6 @@ MongoDB for more.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -30,6 +28,7 @@ from typing import Any
 import mongomock
 import pymongo
 from bson import json_util
+from bson.errors import BSONError
 from filelock import FileLock, Timeout
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.collection import Collection
@@ -37,6 +36,7 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from monitor.errors import StoreError, redact
+from monitor.files import atomic_write
 from monitor.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -185,14 +185,23 @@ def _open_embedded(store_dir: Path, db_name: str, *, read_only: bool, lock_timeo
             lock.acquire(timeout=lock_timeout_s)
         except Timeout as exc:
             raise StoreError(f"the embedded store {file} is held by another process (waited {lock_timeout_s:.0f} s)") from exc
+        except OSError as exc:
+            raise StoreError(f"cannot lock the embedded store {file}: {exc.strerror or exc} (is {store_dir} writable?)") from exc
+        # Holding the writer's lock, any temporary file beside the store is a killed writer's leftover.
+        for leftover in store_dir.glob(f"*{file.name}*.tmp"):
+            leftover.unlink(missing_ok=True)
     client: mongomock.MongoClient = mongomock.MongoClient(tz_aware=True)
     db = client[db_name]
     try:
         _load(db, file)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, TypeError, KeyError, PyMongoError, BSONError) as exc:
         if lock is not None:
             lock.release()
-        raise StoreError(f"the embedded store {file} cannot be read: {exc}") from exc
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise StoreError(
+            f"the embedded store {file} cannot be read ({reason}); move it aside to start a new store "
+            f"(`monitor evaluate` re-indexes the source; the history in it is lost unless you restore a copy)"
+        ) from exc
     store = Store(db, description=f"embedded store {file}", embedded_file=None if read_only else file, lock=lock)
     store.ensure_indexes()
     return store
@@ -202,6 +211,10 @@ def _load(db: Database, file: Path) -> None:
     if not file.exists():
         return
     data = json_util.loads(file.read_text(encoding="utf-8"), json_options=json_util.JSONOptions(tz_aware=True))
+    if not isinstance(data, dict) or not all(
+        isinstance(name, str) and isinstance(docs, list) and all(isinstance(doc, dict) for doc in docs) for name, docs in data.items()
+    ):
+        raise ValueError("not a store file: expected a JSON object of collections, each a list of documents")
     for name, docs in data.items():
         if docs:
             db[name].insert_many(docs)
@@ -210,13 +223,4 @@ def _load(db: Database, file: Path) -> None:
 def _dump(db: Database, file: Path) -> None:
     data = {name: list(db[name].find({})) for name in db.list_collection_names()}
     text = json_util.dumps(data, json_options=json_util.RELAXED_JSON_OPTIONS)
-    fd, tmp = tempfile.mkstemp(prefix=file.name, suffix=".tmp", dir=file.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, file)  # atomic: readers see the old file or the new one, never half
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(file, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), what="embedded store", error=StoreError)

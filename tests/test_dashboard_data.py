@@ -413,6 +413,25 @@ def test_errors_page_lists_what_the_class_is_mistaken_for(settings, history) -> 
     assert [t.name for t in chart.data] == ["as dog"]
 
 
+@pytest.mark.parametrize(
+    ("start", "end", "expected"),
+    [
+        ("0001-01-01", None, (29, 0)),
+        ("1678-01-01", "2262-01-01", (29, 0)),
+        (None, "9999-12-31", (29, 0)),
+        ("2999-01-01", "2999-02-01", (0, 0)),
+    ],
+)
+def test_a_shared_link_asking_for_dates_outside_the_data_is_clamped_with_a_notice(settings, history, start, end, expected) -> None:
+    data = DashboardData(settings)
+    view = resolve(data, ViewState(start=start, end=end))
+    assert view is not None
+    assert (view.start, view.end) == (day(expected[0]), day(expected[1]))
+    assert any("outside the evaluated dates" in notice for notice in view.notices)
+    # The page renders the clamped range, not centuries of empty columns.
+    render_page(data, ids.PATH_OVERVIEW, ViewState(start=start, end=end))
+
+
 def test_an_unknown_model_in_a_shared_link_is_explained(settings, history) -> None:
     with pytest.raises(DataError, match="has no results"):
         render_page(DashboardData(settings), ids.PATH_OVERVIEW, ViewState(model="gone@000000000000"))
