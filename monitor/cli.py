@@ -89,7 +89,7 @@ def _progress(json_mode: bool = False):  # type: ignore[no-untyped-def]
 
 
 def _print_json(data: Any) -> None:
-    sys.stdout.write(redact(json.dumps(data, default=str, indent=2)) + "\n")
+    sys.stdout.write(redact(json.dumps(data, default=str, indent=2, ensure_ascii=False)) + "\n")
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

@@ -21,6 +21,7 @@ MongoDB for more.
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -155,7 +156,14 @@ def open_store(settings: Settings, *, read_only: bool = False, lock_timeout_s: f
     """
     if settings.mongo_uri:
         return _open_mongodb(settings)
-    return _open_embedded(settings.store_dir, settings.mongo_db, read_only=read_only, lock_timeout_s=lock_timeout_s)
+    store = _open_embedded(settings.store_dir, settings.mongo_db, read_only=read_only, lock_timeout_s=lock_timeout_s)
+    if not read_only:
+        # The embedded store's lock makes this the only writer of the data dir: any temporary file
+        # in it is a killed writer's leftover (with MongoDB, atomic_write removes them once stale).
+        for folder in (settings.samples_dir, settings.predictions_dir):
+            for leftover in folder.glob(".*.tmp") if folder.is_dir() else ():
+                leftover.unlink(missing_ok=True)
+    return store
 
 
 def _open_mongodb(settings: Settings) -> Store:
@@ -187,6 +195,11 @@ def _open_embedded(store_dir: Path, db_name: str, *, read_only: bool, lock_timeo
             raise StoreError(f"the embedded store {file} is held by another process (waited {lock_timeout_s:.0f} s)") from exc
         except OSError as exc:
             raise StoreError(f"cannot lock the embedded store {file}: {exc.strerror or exc} (is {store_dir} writable?)") from exc
+        try:  # fail now, not after a whole run, if the store cannot be written back
+            tempfile.TemporaryFile(dir=store_dir).close()
+        except OSError as exc:
+            lock.release()
+            raise StoreError(f"cannot write the embedded store {file}: {exc.strerror or exc} (is {store_dir} writable?)") from exc
         # Holding the writer's lock, any temporary file beside the store is a killed writer's leftover.
         for leftover in store_dir.glob(f"*{file.name}*.tmp"):
             leftover.unlink(missing_ok=True)
