@@ -345,7 +345,7 @@ def demo(
 def dashboard(
     host: Annotated[str | None, typer.Option(help="Bind address (default MONITOR_DASHBOARD_HOST, 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default MONITOR_DASHBOARD_PORT, 8050).")] = None,
-    debug_mode: Annotated[bool, typer.Option("--dash-debug", help="Dash debug mode (reloader, dev tools). Off by default.")] = False,
+    debug_mode: Annotated[bool, typer.Option("--dash-debug", help="Dash debug mode: its development server with reloader and dev tools instead of waitress. Off by default.")] = False,
 ) -> None:
     """Serve the class-health dashboard (Dash) over the same store the pipeline writes."""
     from dashboards.app import run

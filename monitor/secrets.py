@@ -20,7 +20,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterable
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 MASK = "***"
 #: Registered values shorter than this are not masked by value (they would mask ordinary words).
@@ -80,7 +80,7 @@ def url_secrets(url: str) -> list[str]:
     if parts.scheme.lower() not in WEB_SCHEMES:
         found += [host, *host.split(":")]
     found += [segment for segment in parts.path.split("/") if segment]
-    found += [value for _, value in parse_qsl(parts.query, keep_blank_values=False)]
+    found += [pair.partition("=")[2] for pair in parts.query.split("&")]  # raw values (the decoded forms follow)
     found += [parts.fragment] if parts.fragment else []
     return _forms(found)
 

@@ -1,0 +1,61 @@
+"""Secrets never shown: masking by shape and by registered value, the URL form for people, and the log filter."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from monitor.secrets import RedactingFilter, redact, register, show_url, uri_password, url_secrets
+from monitor.settings import load_settings
+
+
+@pytest.mark.parametrize(
+    ("text", "hidden", "kept"),
+    [
+        ("mongodb://monitor:pa/ss:w@db:27017/x", ["pa/ss:w"], ["mongodb://monitor:***@db:27017/x"]),
+        ("mongodb://:only-pw@db/", ["only-pw"], ["mongodb://:***@db/"]),
+        ("json://h/p?token=tok123&x=1", ["tok123"], ["token=***", "x=1"]),
+        ("https://h/p?api_key=k9&Signature=s9", ["k9", "s9"], ["api_key=***", "Signature=***"]),
+        ("a webhook failed", [], ["a webhook failed"]),
+    ],
+)
+def test_secrets_are_masked_by_their_shape(text: str, hidden: list[str], kept: list[str]) -> None:
+    shown = redact(text)
+    assert [h for h in hidden if h in shown] == []
+    assert all(k in shown for k in kept)
+
+
+def test_the_parts_of_an_alert_url_that_carry_tokens_are_secrets_but_a_web_host_is_not() -> None:
+    assert {"TokA1", "TokB2", "TokC3"} <= set(url_secrets("slack://TokA1/TokB2/TokC3/#chan"))
+    assert {"123456:ABCdef", "ABCdef"} <= set(url_secrets("tgram://123456:ABCdef/777"))
+    web = url_secrets("json://ops:pw@hooks.example.com/hook?+X-Api-Key=key%2F9")
+    assert {"pw", "hook", "key/9", "key%2F9"} <= set(web) and "hooks.example.com" not in web
+    assert uri_password("mongodb://monitor:p%40ss@db/") == ["p%40ss", "p@ss"]  # the user name is not a secret
+
+
+def test_settings_register_their_secrets_so_any_text_mentioning_them_is_masked() -> None:
+    load_settings(alert_urls=["slack://RegTokA/RegTokB/RegTokC/#x"], mongo_uri="mongodb://u:RegPw77@127.0.0.1/")
+    line = "apprise: POST https://hooks.slack.com/services/RegTokA/RegTokB/RegTokC failed; retry with RegPw77"
+    assert redact(line) == "apprise: POST https://hooks.slack.com/services/***/***/*** failed; retry with ***"
+    assert redact("RegTokAx and xRegTokA stay") == "RegTokAx and xRegTokA stay"  # only whole tokens
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [("slack://A/B/C", "slack://…"), ("json://u:p@host:8080/path?token=1", "json://host:8080/…"), ("https://h", "https://h"), ("nope", "<not a URL>")],
+)
+def test_a_url_is_shown_to_people_without_anything_that_may_be_a_token(url: str, shown: str) -> None:
+    assert show_url(url) == shown
+
+
+def test_the_log_filter_masks_messages_arguments_and_tracebacks() -> None:
+    register(["FilterTok42"])
+    record = logging.LogRecord("apprise", logging.DEBUG, __file__, 1, "posting to %s with header %s", ("x/FilterTok42", "X-Api-Key: FilterTok42"), None)
+    try:
+        raise RuntimeError("bad FilterTok42")
+    except RuntimeError as exc:
+        failing = logging.LogRecord("m", logging.ERROR, __file__, 1, "failed", None, (type(exc), exc, exc.__traceback__))
+    for item in (record, failing):
+        assert RedactingFilter().filter(item)
+        assert "FilterTok42" not in logging.Formatter().format(item)
