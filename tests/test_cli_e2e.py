@@ -6,6 +6,7 @@ import datetime as dt
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -210,6 +211,12 @@ def test_labels_unknown_to_the_model_are_named_before_any_inference(env: dict[st
     proc = _run_cli(env | {"MONITOR_SOURCE_URI": str(root)}, "evaluate", "--date", DATE)
     _assert_one_line_error(proc, 5, "Spyder")
     assert not list((Path(env["MONITOR_DATA_DIR"]) / "predictions").glob("*.parquet"))
+
+    # The folder is removed: the date's index and sample still hold it, and the message names the way out.
+    shutil.rmtree(root / "Spyder")
+    stale = _run_cli(env | {"MONITOR_SOURCE_URI": str(root)}, "evaluate", "--date", DATE)
+    _assert_one_line_error(stale, 5, "Spyder", f"monitor evaluate --date {DATE} --force")
+    assert _run_cli(env | {"MONITOR_SOURCE_URI": str(root)}, "evaluate", "--date", DATE, "--force").returncode == 0
 
 
 def test_a_sample_drawn_with_other_settings_is_not_silently_reused(env: dict[str, str]) -> None:

@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from bson import json_util
 from monitor.faults import VARIABLE as KILL_AT
 from monitor.settings import SHIPPED_MODEL_DIR
 from tests.test_alerts import Endpoint
+from tests.test_alerts import endpoint as webhook  # noqa: F401 (the webhook server fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
 
@@ -46,14 +46,6 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for path in root.rglob("*"):
         os.utime(path, (PAST, PAST))
     return root
-
-
-@pytest.fixture
-def webhook() -> Iterator[Endpoint]:
-    server = Endpoint()
-    yield server
-    server.server.shutdown()
-    server.server.server_close()
 
 
 def monitor(data_dir: Path, source: Path, *args: str, env: dict[str, str] | None = None, prefix: list[str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -77,13 +77,17 @@ def test_local_read_refuses_paths_outside_the_root(tmp_path: Path, path: str) ->
         LocalSource(root).read(path)
 
 
-def test_symlinks_leading_outside_are_neither_listed_nor_read(tmp_path: Path) -> None:
+def test_symlinks_are_listed_as_links_never_followed_and_never_read_outside(tmp_path: Path) -> None:
     (tmp_path / "secret.jpg").write_bytes(b"secret")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "b.jpg").write_bytes(b"b")
     root = tmp_path / "root"
     _write(root, "Cat/a.jpg", b"x")
     (root / "Cat" / "link.jpg").symlink_to(tmp_path / "secret.jpg")
+    (root / "Dog").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     source = LocalSource(root)
-    assert [blob.path for blob in source.list()] == ["Cat/a.jpg"]
+    # Listed (so the indexer counts them as skipped), flagged as links, and a linked folder is not entered.
+    assert [(blob.path, blob.symlink) for blob in source.list()] == [("Cat/a.jpg", False), ("Cat/link.jpg", True), ("Dog", True)]
     with pytest.raises(SourceError, match="outside"):
         source.read("Cat/link.jpg")
 
