@@ -15,6 +15,7 @@ other block, a new one included, runs.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -71,6 +72,10 @@ def fresh_clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if source.is_file():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / name)
+    # The linked .venv is the real one: the clone's set-up must find it complete (the stamp of this
+    # pyproject), or it would reinstall the project from the clone into it.
+    stamp = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    assert list((ROOT / ".venv").glob(f".installed-{stamp}-*")), "run bash scripts/setup.sh first: .venv is not set up for this pyproject.toml"
     (target / ".venv").symlink_to(ROOT / ".venv")
     return target
 
