@@ -150,7 +150,9 @@ def sample(date: DateOption, json_out: JsonOption = False, force: ForceOption = 
     """Draw the stratified sample for a date (MONITOR_SAMPLES_PER_CLASS per class, default 10) into samples/DATE.csv.
 
     Reproducible: the same date and MONITOR_SEED give the same images; only images created
-    on or before the date are drawn (and within MONITOR_FRESH_DAYS when set).
+    on or before the date are drawn (and within MONITOR_FRESH_DAYS when set). Classes that the
+    latest verdicts put on watch (or flagged) get follow-up images beyond N (MONITOR_FOLLOWUP_SAMPLES),
+    marked draw=followup in the CSV.
     """
     from monitor.pipeline import run_sample
 
@@ -162,6 +164,8 @@ def sample(date: DateOption, json_out: JsonOption = False, force: ForceOption = 
     out.print(f"{summary['images']} images over {len(summary['classes'])} classes -> {summary['samples_csv']}" + (" (existing sample reused)" if summary["reused"] else ""))
     for label, available in sorted(summary["short_classes"].items()):
         out.print(f"[yellow]class {label!r} has only {available} images available (wanted {settings.samples_per_class})[/]")
+    if summary["followup"]:
+        out.print("follow-up images (classes on watch or flagged): " + ", ".join(f"{label} +{k}" for label, k in summary["followup"].items()))
 
 
 @app.command()
@@ -188,6 +192,8 @@ def evaluate(
         return
     out.print(_class_table(f"{result['date']} · {result['model']} · {result['sampled']} images", result["classes"], settings.confidence_level))
     out.print(f"sample: {result['samples_csv']}\npredictions: {result['predictions']}")
+    if result["followup"]:
+        out.print("follow-up images (classes on watch or flagged): " + ", ".join(f"{label} +{k}" for label, k in result["followup"].items()))
     if result["skipped"]:
         out.print("skipped at index: " + ", ".join(f"{k} {v}" for k, v in sorted(result["skipped"].items())))
     if result["failed"]:
