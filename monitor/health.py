@@ -23,12 +23,15 @@ the drops in between is won with evidence instead: follow-up sampling.
 with a follow-up policy that depends only on it: at ``S >= frac * h`` the next day draws
 ``followup_samples * mult`` extra images of the class (:data:`TIERS`), and a flagged class draws
 ``followup_samples`` extra to confirm its recovery. The threshold ``h`` is calibrated on that chain, so
-the false-alarm bound *includes* the policy; it is the larger of the thresholds for the policy and for no
-follow-up, so a daily cap that withholds some follow-up images cannot raise false alarms either.
+the false-alarm bound *includes* the policy. A daily cap, or a class with fewer images than asked for,
+may grant less than the request: grants are whole multiples of :func:`grant_unit`, and ``h`` meets the
+bound against the *worst* choice, per state, of any grant from 0 to the request (a Markov decision
+process solved by policy iteration; about 5% above the threshold for the policy alone at 15 classes),
+so no cap and no shortfall can raise false alarms.
 The collapse test's sample size follows the small-drop statistic, so its chain is not Markov on its own;
-its threshold is calibrated against the *worst* follow-up policy (a Markov decision process solved by
-policy iteration: the shortest expected run length over every per-state choice of the day's images),
-which bounds its false alarms whatever the follow-up does.
+its threshold is calibrated against the worst choice of the day's images in every state (any grant up to
+the largest), which bounds its false alarms whatever the follow-up does. The recovery threshold is
+calibrated the same way over the grants a flagged class may get.
 
 **Calibration, exactly.** The per-image ratios are snapped to small integers ``(+up if wrong,
 -down if correct)`` times a unit (their ratio within 0.5%), so the statistic takes only whole values and
@@ -152,15 +155,20 @@ def run_lengths(limit: int, up: int, down: int, p_up: float, n_of_state: ArrayLi
     return np.asarray(linalg.solve(np.eye(limit) - transition, np.ones(limit)), dtype=float)
 
 
-def worst_run_length(limit: int, up: int, down: int, p_up: float, choices: Sequence[int]) -> tuple[float, NDArray[np.int64]]:
+def worst_run_length(
+    limit: int, up: int, down: int, p_up: float, choices: Sequence[int], most: ArrayLike | None = None
+) -> tuple[float, NDArray[np.int64]]:
     """The shortest expected days from ``S = 0`` to ``S >= limit`` over every policy that picks, per state, how many
-    images (one of ``choices``) the day draws; and that worst policy (images per state). Policy iteration."""
+    images (one of ``choices``, at most ``most[s]`` in state ``s``) the day draws; and that worst policy. Policy iteration."""
     options = sorted({int(n) for n in choices})
+    cap = np.full(limit, options[-1]) if most is None else np.asarray(most)
+    allowed = np.asarray(options)[:, None] <= cap[None, :]  # the smallest option is always allowed
     policy = np.full(limit, options[0], dtype=np.int64)
     for _ in range(100):
         lengths = run_lengths(limit, up, down, p_up, policy)
-        # One-step look-ahead of each choice against the current run lengths.
+        # One-step look-ahead of each allowed choice against the current run lengths.
         look = np.vstack([_one_step(limit, up, down, p_up, n, lengths) for n in options])
+        look = np.where(allowed, look, np.inf)
         best = np.asarray(options)[look.argmin(axis=0)]
         current = look[[options.index(int(n)) for n in policy], np.arange(limit)]
         improve = look.min(axis=0) < current - 1e-9 * np.maximum(1.0, current)
@@ -177,6 +185,12 @@ def _one_step(limit: int, up: int, down: int, p_up: float, n: int, lengths: NDAr
     there = np.maximum(0, np.arange(limit)[:, None] + (up * ups - down * (n - ups))[None, :])
     value = np.where(there < limit, lengths[np.minimum(there, limit - 1)], 0.0)
     return np.asarray(1.0 + value @ prob, dtype=float)
+
+
+def grant_unit(followup: int) -> int:
+    """Follow-up images are granted in whole multiples of this (a sixth of ``followup_samples``), so that the
+    calibration can take every grant the cap or a short class may give into account."""
+    return max(1, followup // 6)
 
 
 def average_run_length(
@@ -256,21 +270,29 @@ def design(target: float, drop: float, n: int, followup: int, arl: float, recove
     down, up, unit = lattice(target, drop)
     small_arl, big_arl = arl / (1.0 - COLLAPSE_SHARE), arl / COLLAPSE_SHARE
 
-    def meets(h: int) -> bool:
-        if average_run_length(h, target, drop, n) < small_arl:
-            return False
-        return followup == 0 or average_run_length(h, target, drop, n, followup) >= small_arl
+    # Any grant from 0 to the request, in whole units: what the daily cap or a class short of images may give.
+    step = grant_unit(followup)
+    sizes = [n + k * step for k in range(followup * TIERS[-1][1] // step + 1)] if followup else [n]
 
-    h = _smallest(meets, math.ceil(math.log(small_arl) / unit))
+    def meets(h: int) -> bool:
+        most = n + followup_extra(np.arange(h), h, followup)
+        return worst_run_length(h, up, down, 1.0 - target, sizes, most)[0] >= small_arl
+
+    # No follow-up is one of the policies, so its (cheap) threshold is a lower bound to start from.
+    h = _smallest(lambda b: average_run_length(b, target, drop, n) >= small_arl, math.ceil(math.log(small_arl) / unit))
+    if followup and not meets(h):
+        low, jump = h, max(1, h // 50)
+        while not meets(low + jump):
+            low, jump = low + jump, jump * 2
+        h = low + _smallest(lambda extra: meets(low + extra), jump) if jump > 1 else low + 1
     big_drop = round(target * (1.0 - COLLAPSE_FRACTION), 10)
     big_down, big_up, big_unit = lattice(target, big_drop)
-    choices = sorted({n, n + followup, *(n + followup * multiple for _, multiple in TIERS)})
     big_h = _smallest(
-        lambda b: worst_run_length(b, big_up, big_down, 1.0 - target, choices)[0] >= big_arl, math.ceil(math.log(big_arl) / big_unit)
+        lambda b: worst_run_length(b, big_up, big_down, 1.0 - target, sizes)[0] >= big_arl, math.ceil(math.log(big_arl) / big_unit)
     )
+    flagged_sizes = [size for size in sizes if size <= n + followup]
     hr = _smallest(
-        lambda r: min(recovery_run_length(r, target, drop, n), recovery_run_length(r, target, drop, n + followup)) >= recovery_arl,
-        math.ceil(math.log(recovery_arl) / unit),
+        lambda r: worst_run_length(r, down, up, target - drop, flagged_sizes)[0] >= recovery_arl, math.ceil(math.log(recovery_arl) / unit)
     )
     return Design(target, drop, n, followup, down, up, unit, h, hr, arl, recovery_arl, big_down, big_up, big_unit, big_h)
 
@@ -569,12 +591,13 @@ def compute_health(
     return rows
 
 
-def followup_requests(store: Any, date: str, cap: int) -> dict[str, int]:
+def followup_requests(store: Any, date: str, cap: int, unit: int = 1) -> dict[str, int]:
     """Extra images per class for ``date``'s sample: what the latest verdicts before ``date`` asked for, within ``cap``.
 
     The latest judged date before ``date`` is used (point-in-time: nothing judged on or after ``date``);
     with several models judged that day a class gets the largest request. When the requests exceed the
-    daily ``cap``, flagged classes and the classes closest to their threshold are served first.
+    daily ``cap``, flagged classes and the classes closest to their threshold are served first, and a
+    partial grant is a whole multiple of ``unit`` (:func:`grant_unit`: what the calibration allows for).
     """
     day = _as_date(date).isoformat()
     try:
@@ -597,7 +620,7 @@ def followup_requests(store: Any, date: str, cap: int) -> dict[str, int]:
     granted: dict[str, int] = {}
     left = cap
     for label, (extra, _) in sorted(wanted.items(), key=lambda item: (-item[1][1], item[0])):
-        give = min(extra, left)
+        give = min(extra, left) // unit * unit
         if give > 0:
             granted[label] = give
             left -= give

@@ -104,7 +104,7 @@ def sample_with(settings: Settings, store: Store, date: str, *, force: bool = Fa
     beyond the base N (``followup_samples``, within ``followup_daily_cap``). An existing sample for
     the date is reused unless ``force``: a re-run evaluates the same images.
     """
-    from monitor.health import followup_requests
+    from monitor.health import followup_requests, grant_unit
     from monitor.sampling import draw_sample, read_sample_csv, record_sample, write_sample_csv
     from monitor.sources import open_source
 
@@ -119,10 +119,12 @@ def sample_with(settings: Settings, store: Store, date: str, *, force: bool = Fa
     else:
         if store.images.count_documents({"source": source_uri}, limit=1) == 0:
             raise DataError(f"nothing is indexed for {source_uri}: run `monitor index` first")
-        requests = followup_requests(store, date, settings.followup_daily_cap) if settings.followup_samples else {}
+        unit = grant_unit(settings.followup_samples)
+        requests = followup_requests(store, date, settings.followup_daily_cap, unit) if settings.followup_samples else {}
         sample = draw_sample(
-            store, source_uri, date, settings.samples_per_class, settings.seed, fresh_days=settings.fresh_days, followup=requests
-        )
+            store, source_uri, date, settings.samples_per_class, settings.seed,
+            fresh_days=settings.fresh_days, followup=requests, followup_unit=unit,
+        )  # fmt: skip
         if not sample.items:
             window = f" within {settings.fresh_days} days" if settings.fresh_days else ""
             raise DataError(f"no usable image of {source_uri} was created on or before {date}{window}")

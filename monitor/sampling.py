@@ -186,6 +186,7 @@ def draw_sample(
     labels: Iterable[str] | None = None,
     oversample: int = DEFAULT_OVERSAMPLE,
     followup: Mapping[str, int] | None = None,
+    followup_unit: int = 1,
 ) -> Sample:
     """Draw ``n_per_class`` usable images per class of ``source_uri`` for ``date`` (see the module docstring).
 
@@ -194,7 +195,8 @@ def draw_sample(
     k days ending with ``date``. ``labels`` defaults to every label with a usable image in the
     store; a label with fewer than N eligible images gives all it has and is listed in
     ``short_classes`` (with 0 when it has none at D). ``followup`` asks for extra images of some
-    classes (see the module docstring); a request for a class not sampled on D is ignored. An
+    classes (see the module docstring); a request for a class not sampled on D is ignored, and a
+    class with fewer images than asked for gives a whole multiple of ``followup_unit``. An
     empty sample means nothing was eligible; callers decide whether that is an error. Items are
     sorted by label, then path.
     """
@@ -217,6 +219,7 @@ def draw_sample(
             more = sorted(
                 (doc for doc in run if doc["path"] not in taken), key=lambda doc: _followup_priority(source_uri, date, seed, doc["path"])
             )[:extra]
+            more = more[: len(more) // followup_unit * followup_unit]  # short of images: whole grant units only
             for draw, docs in (("base", chosen), ("followup", more)):
                 for doc in docs:
                     created = doc["created"]

@@ -26,6 +26,7 @@ from monitor.health import (
     followup_extra,
     followup_requests,
     COLLAPSE_SHARE,
+    grant_unit,
     lattice,
     llr_weights,
     run_lengths,
@@ -147,15 +148,31 @@ def test_the_followup_policy_is_the_documented_one() -> None:
     assert followup_extra([0, 999], 1000, 30, flagged=[True, True]).tolist() == [30, 30]
 
 
-def test_calibrated_threshold_is_the_smallest_that_meets_the_run_length_with_and_without_followup() -> None:
+def _grants(h: int, followup: int = 30, n: int = 10) -> tuple[list[int], np.ndarray]:
+    """Every day's sample size a grant may give (whole units of followup / 6), and the most in each state."""
+    unit = grant_unit(followup)
+    return [n + k * unit for k in range(6 * followup // unit + 1)], n + followup_extra(np.arange(h), h, followup)
+
+
+def test_calibrated_threshold_is_the_smallest_that_meets_the_run_length_for_every_grant_policy() -> None:
     d = design(0.9, 0.05, 10, 30, required_arl(15, 1.0), 365.0)
     arl = required_arl(15, 1.0) / (1 - COLLAPSE_SHARE)  # the small-drop test's share of the budget
-    worst = min(average_run_length(d.h, 0.9, 0.05, 10), average_run_length(d.h, 0.9, 0.05, 10, 30))
-    assert worst >= arl
-    below = min(average_run_length(d.h - 1, 0.9, 0.05, 10), average_run_length(d.h - 1, 0.9, 0.05, 10, 30))
-    assert below < arl
+    assert worst_run_length(d.h, d.up, d.down, 0.1, *_grants(d.h))[0] >= arl
+    assert worst_run_length(d.h - 1, d.up, d.down, 0.1, *_grants(d.h - 1))[0] < arl
+    # The policy itself and no follow-up at all are two of those policies.
+    assert min(average_run_length(d.h, 0.9, 0.05, 10), average_run_length(d.h, 0.9, 0.05, 10, 30)) >= arl
     # More classes sharing the same yearly bound need a longer run length, hence a higher threshold.
     assert design(0.9, 0.05, 10, 30, required_arl(30, 1.0), 365.0).h > d.h
+
+
+@pytest.mark.parametrize("classes", [1, 15])
+@pytest.mark.parametrize("cap", [5, 7, 10, 20, 25, 60, 1000])
+def test_a_daily_cap_that_grants_part_of_the_request_never_raises_false_alarms(classes: int, cap: int) -> None:
+    """The exact run length of one class whose follow-up is cut to what a daily cap leaves (in whole grant units)."""
+    d = design(0.9, 0.05, 10, 30, required_arl(classes, 1.0), 365.0)
+    unit = grant_unit(30)
+    granted = np.minimum(followup_extra(np.arange(d.h), d.h, 30), cap) // unit * unit
+    assert run_lengths(d.h, d.up, d.down, 0.1, 10 + granted)[0] >= required_arl(classes, 1.0) / (1 - COLLAPSE_SHARE)
 
 
 def _monte_carlo_collapse(d, images_of_state, trials: int, seed: int) -> tuple[float, float]:
@@ -179,8 +196,9 @@ def test_the_collapse_tests_worst_policy_run_length_matches_monte_carlo_and_boun
     worst, policy = worst_run_length(d.big_h, d.big_up, d.big_down, 0.1, choices)
     simulated, se = _monte_carlo_collapse(d, lambda b: policy[np.minimum(b, d.big_h - 1)], trials=4000, seed=2)
     assert abs(worst - simulated) < 4 * se + 0.02 * simulated
-    # The design's own choices (10 + 10 x 0, 1, 3, 6): its worst policy meets the collapse test's share of the budget.
-    assert worst_run_length(d.big_h, d.big_up, d.big_down, 0.1, [10, 20, 40, 70])[0] >= 30.0 / COLLAPSE_SHARE
+    # Every grant the design allows (10 + whole units up to 6 x 10): its worst policy meets the collapse test's share.
+    sizes, _ = _grants(d.big_h, followup=10)
+    assert worst_run_length(d.big_h, d.big_up, d.big_down, 0.1, sizes)[0] >= 30.0 / COLLAPSE_SHARE
     rng = np.random.default_rng(4)
     for _ in range(3):  # random fixed policies never beat the worst one
         other = rng.choice(choices, size=d.big_h)
@@ -222,7 +240,8 @@ def test_production_threshold_meets_its_run_length_by_an_independent_computation
     reference = _reference_run_length(d.threshold, 0.9, settings.drop_to_detect, 10, settings.followup_samples)
     # The snapped ratio moves by < 0.5%, the grid adds its own small error: at least the bound, within 10%.
     assert reference >= 0.95 * arl
-    assert _reference_run_length(0.8 * d.threshold, 0.9, settings.drop_to_detect, 10, settings.followup_samples) < 0.7 * arl
+    # Not loose either: the policy of no follow-up (one the bound must hold for) falls well short at 0.8 h.
+    assert _reference_run_length(0.8 * d.threshold, 0.9, settings.drop_to_detect, 10, 0) < 0.7 * arl
 
 
 def test_recovery_run_length_matches_monte_carlo_and_meets_its_bound() -> None:
@@ -377,11 +396,13 @@ def test_compute_health_moves_from_insufficient_to_healthy_to_needs_retraining_a
     d = design_for(0.9, settings, 2)
     assert verdicts["good"][0] == "insufficient_data"  # 10 images < min_samples 20
     assert set(verdicts["good"][1:]) == {"healthy"}
-    # An independent CUSUM of the exact ratios (no lattice) flags on the same day.
-    s, flag = 0.0, None
+    # Independent CUSUMs of the exact ratios (no lattice), small drop (0.85) and collapse (0.45), flag on the same day.
+    s = b = 0.0
+    flag = None
     for i, (n, c) in enumerate(dropping):
         s = max(0.0, s + c * math.log(0.85 / 0.9) + (n - c) * math.log(0.15 / 0.1))
-        if s >= d.threshold:
+        b = max(0.0, b + c * math.log(0.45 / 0.9) + (n - c) * math.log(0.55 / 0.1))
+        if s >= d.threshold or b >= d.collapse_threshold:
             flag = i
             break
     assert flag is not None and verdicts["dropping"][flag] == "needs_retraining"
@@ -574,4 +595,6 @@ def test_followup_requests_come_from_the_latest_day_before_the_date_within_the_c
     assert followup_requests(store, day(2), cap=1000) == {"a": 30, "b": 90, "c": 30}
     # Over the cap: the flagged class first, then the class nearest its threshold.
     assert followup_requests(store, day(2), cap=100) == {"b": 70, "c": 30}
+    # A partial grant is a whole number of grant units (what the calibration allows for).
+    assert followup_requests(store, day(2), cap=100, unit=15) == {"b": 60, "c": 30}
     assert followup_requests(store, day(0), cap=1000) == {}

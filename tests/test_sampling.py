@@ -441,3 +441,9 @@ def test_the_followup_mark_round_trips_through_the_csv(tmp_path: Path, store: St
     back = read_sample_csv(write_sample_csv(sample, tmp_path / f"{DAY}.csv"))
     assert [(i.image_path, i.draw) for i in back.items] == [(i.image_path, i.draw) for i in sample.items]
     assert back.followup == {"cat": 7}
+
+
+def test_a_class_short_of_followup_images_gives_whole_grant_units(store: Store) -> None:
+    _add(store, "cat", 33, BEFORE)  # 10 base + 23 others
+    sample = draw_sample(store, SOURCE, DAY, 10, seed=0, followup={"cat": 30}, followup_unit=5)
+    assert sample.followup == {"cat": 20} and sample.classes == {"cat": 30}
