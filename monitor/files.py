@@ -51,6 +51,15 @@ def remove_stale_tmp(path: Path, older_than_s: float = STALE_AFTER_S) -> int:
     return removed
 
 
+def remove_leftovers(folder: Path) -> int:
+    """Remove every temporary file in ``folder`` now: only for a caller that knows no writer is active (it holds the lock)."""
+    removed = 0
+    for leftover in Path(folder).glob("*.tmp") if Path(folder).is_dir() else ():
+        leftover.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 def atomic_write(path: Path, write: Callable[[str], object], *, what: str, error: type[MonitorError] = ConfigError) -> Path:
     """Write ``path`` atomically: ``write(tmp_name)`` fills a temporary file beside it, then it is renamed over ``path``.
 

@@ -139,9 +139,9 @@ class Settings(BaseSettings):
                     alert_urls = [alert_urls]
             if isinstance(alert_urls, (list, tuple)):
                 register(s for url in alert_urls if isinstance(url, str) and url for s in url_secrets(url))
-            for key, value in (data.get("spark_conf") or {}).items() if isinstance(data.get("spark_conf"), dict) else ():
-                if SECRET_KEY.search(str(key)) and isinstance(value, str):
-                    register([value])
+            spark_conf = data.get("spark_conf")
+            if isinstance(spark_conf, dict):
+                register(value for key, value in spark_conf.items() if SECRET_KEY.search(str(key)) and isinstance(value, str))
         return data
 
     @field_validator("alert_urls")
@@ -183,8 +183,8 @@ class Settings(BaseSettings):
     def _fill_defaults(self) -> "Settings":
         if not self.source_uri:
             self.source_uri = str(self.data_dir / "source")
-        for label, target in {"target_accuracy": self.target_accuracy, **self.target_overrides}.items():
-            name = label if label == "target_accuracy" else f"target_overrides[{label!r}]"
+        targets = [("target_accuracy", self.target_accuracy)] + [(f"target_overrides[{label!r}]", t) for label, t in self.target_overrides.items()]
+        for name, target in targets:
             if not 0.0 < target < 1.0:
                 raise ValueError(f"{name} = {target} is not between 0 and 1")
             if target - self.drop_to_detect <= 0.0:

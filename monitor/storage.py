@@ -37,7 +37,7 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from monitor.errors import StoreError, redact
-from monitor.files import atomic_write
+from monitor.files import atomic_write, remove_leftovers
 from monitor.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -161,8 +161,7 @@ def open_store(settings: Settings, *, read_only: bool = False, lock_timeout_s: f
         # The embedded store's lock makes this the only writer of the data dir: any temporary file
         # in it is a killed writer's leftover (with MongoDB, atomic_write removes them once stale).
         for folder in (settings.samples_dir, settings.predictions_dir):
-            for leftover in folder.glob(".*.tmp") if folder.is_dir() else ():
-                leftover.unlink(missing_ok=True)
+            remove_leftovers(folder)
     return store
 
 
@@ -201,8 +200,7 @@ def _open_embedded(store_dir: Path, db_name: str, *, read_only: bool, lock_timeo
             lock.release()
             raise StoreError(f"cannot write the embedded store {file}: {exc.strerror or exc} (is {store_dir} writable?)") from exc
         # Holding the writer's lock, any temporary file beside the store is a killed writer's leftover.
-        for leftover in store_dir.glob(f"*{file.name}*.tmp"):
-            leftover.unlink(missing_ok=True)
+        remove_leftovers(store_dir)
     client: mongomock.MongoClient = mongomock.MongoClient(tz_aware=True)
     db = client[db_name]
     try:
