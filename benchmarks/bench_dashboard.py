@@ -1,16 +1,16 @@
 """Dashboard page load for a long history: 100 classes x 365 days of class_metrics + class_health (target: < 2 s).
 
-Synthesises the history in an embedded store (the JSON file the pipeline's store writes, in a
-temporary data dir): every class ~95% accurate on 10 images a day, a few classes drifting down
-late in the year, and per-day health rows whose window evidence is pooled from those counts.
-Then, in one run:
+Synthesises the history in an embedded store (written through the store layer, as the pipeline
+writes it, in a temporary data dir): every class ~95% accurate on 10 images a day, a few classes
+drifting down late in the year, and per-day health rows whose window evidence is pooled from those
+counts. Then, in one run:
 
-- **start-up**: ``monitor dashboard``'s warm-up before it serves (store snapshot, default overview);
+- **start-up**: ``monitor dashboard``'s warm-up before it serves (store opened, default overview);
 - **server**: the overview's page callback over HTTP (``POST /_dash-update-component``, the
-  request the browser makes), warm (median of several); then the store file is rewritten, as a
-  pipeline run does: the request right after it (answered from the previous snapshot), the time
-  until the reload thread has read the new file and pooled the default overview, and the first
-  request on the new data;
+  request the browser makes), warm (median of several); then a writer commits the last day again,
+  as a pipeline run does: the request right after the commit (the first on the new commit: the
+  model's history is read again), the time until ``on_reload`` has pooled the default overview on
+  its thread, and a request after that;
 - **browser**: headless Chromium loading ``/`` until the heatmap is drawn and the flagged list is
   on the page (navigation start to ready): the first load of a new browser, loads with the cache
   cleared (every JS bundle fetched and compiled) and warm loads; skipped without chromedriver.
@@ -19,8 +19,8 @@ Then, in one run:
     .venv/bin/python benchmarks/bench_dashboard.py --quick    # 30 classes x 120 days (< 1 minute)
     .venv/bin/python benchmarks/bench_dashboard.py --classes 1000 --days 90
 
-Figures are for the embedded store (a JSON file read into pandas); a real MongoDB was not
-available here.
+Figures are for the embedded store (partitioned BSON files behind a manifest); a real MongoDB was
+not available here.
 """
 
 from __future__ import annotations
@@ -48,13 +48,14 @@ from dashboards import ids  # noqa: E402
 from dashboards.app import EXTENSION, create_app, warm_up  # noqa: E402
 from evaluation.metrics import wilson_intervals  # noqa: E402
 from monitor.settings import Settings, load_settings  # noqa: E402
+from monitor.storage import open_store  # noqa: E402
 
 TARGET_S = 2.0
 MODEL = "bench-resnet@0123456789ab"
 
 
 def synthesise(classes: int, days: int, end: dt.date, settings: Settings, seed: int = 0) -> int:
-    """Write ``classes`` x ``days`` class_metrics and class_health documents into the embedded store file."""
+    """Write ``classes`` x ``days`` class_metrics and class_health documents into the embedded store (one commit)."""
     from scipy import stats
 
     rng = np.random.default_rng(seed)
@@ -100,13 +101,28 @@ def synthesise(classes: int, days: int, end: dt.date, settings: Settings, seed: 
                     "reason": f"{label}: {pc[d, c]}/{pn[d, c]} correct over {window} days; P(below 90%) = {prob[d, c]:.2f}",
                 }
             )  # fmt: skip
-    models = [{"model_id": MODEL, "name": "bench-resnet", "checksum": "0123456789ab", "labels": labels, "first_date": dates[0], "last_date": dates[-1]}]
-    settings.store_dir.mkdir(parents=True, exist_ok=True)
-    # The embedded store's file format (MongoDB relaxed extended JSON; these documents hold only plain values).
-    (settings.store_dir / f"{settings.mongo_db}.json").write_text(
-        json.dumps({"class_metrics": metrics, "class_health": health, "models": models, "runs": [], "alerts": []}), encoding="utf-8"
-    )
+    with open_store(settings) as store:
+        for kind, docs in (("class_metrics", metrics), ("class_health", health)):
+            for d, date in enumerate(dates):
+                store.replace_day(kind, MODEL, date, docs[d * classes : (d + 1) * classes])
+        for date in (dates[0], dates[-1]):
+            store.register_model(MODEL, name="bench-resnet", checksum="0123456789ab", labels=labels, date=date)
+        store.commit()
     return len(metrics) + len(health)
+
+
+def recommit_last_day(settings: Settings) -> None:
+    """What a pipeline run does to the history: replace one day's class metrics, then commit."""
+    with open_store(settings) as store:
+        last = store.dates("class_metrics", MODEL)[-1]
+        rows = store.rows("class_metrics", MODEL, start=last, end=last)
+        store.replace_day("class_metrics", MODEL, last, [{k: v for k, v in row.items() if k not in ("model_id", "date")} for row in rows])
+        store.commit()
+
+
+def store_size_mb(settings: Settings) -> float:
+    root = settings.store_dir / settings.mongo_db
+    return sum(path.stat().st_size for path in root.rglob("*.bson")) / 1e6
 
 
 def _free_port() -> int:
@@ -196,8 +212,7 @@ def main() -> None:
         settings = load_settings(data_dir=Path(tmp) / "data")
         started = time.perf_counter()
         docs = synthesise(args.classes, args.days, dt.date(2025, 12, 31), settings)
-        size_mb = (settings.store_dir / f"{settings.mongo_db}.json").stat().st_size / 1e6
-        print(f"synthesised {docs:,} documents ({size_mb:.1f} MB store file) in {time.perf_counter() - started:.1f} s")
+        print(f"synthesised {docs:,} documents ({store_size_mb(settings):.1f} MB of store files) in {time.perf_counter() - started:.1f} s")
 
         from werkzeug.serving import make_server
 
@@ -212,8 +227,8 @@ def main() -> None:
             start_s = warm_up(app)
             warm = [timed_post(base + "/_dash-update-component", page_request())[0] for _ in range(args.repeats)]
             warm_s = statistics.median(warm)
-            # A pipeline run rewrites the store file: the served app keeps answering from the snapshot
-            # it has while a thread reads the new one and pre-computes the default overview.
+            # A pipeline run commits: the served app sees the commit on its next request (its cached
+            # answers dropped), and on_reload pre-computes the default overview on a thread.
             reloaded = threading.Event()
             warm_overview = data.on_reload
 
@@ -223,20 +238,19 @@ def main() -> None:
                 reloaded.set()
 
             data.on_reload = on_reload
-            store_file = settings.store_dir / f"{settings.mongo_db}.json"
-            store_file.write_bytes(store_file.read_bytes())
+            recommit_last_day(settings)
             written = time.perf_counter()
-            stale_s, size = timed_post(base + "/_dash-update-component", page_request())
+            after_commit_s, size = timed_post(base + "/_dash-update-component", page_request())
             if not reloaded.wait(300):
-                raise SystemExit("the dashboard never reloaded the rewritten store")
+                raise SystemExit("the dashboard never followed the new commit")
             reload_s = time.perf_counter() - written
             fresh_s = timed_post(base + "/_dash-update-component", page_request())[0]
-            print(f"start-up warm-up (store load + render)  {start_s:6.2f} s   (monitor dashboard, before serving)")
+            print(f"start-up warm-up (store read + render)  {start_s:6.2f} s   (monitor dashboard, before serving)")
             print(f"overview callback, warm (median of {args.repeats})   {warm_s:6.2f} s   ({size / 1e3:.0f} kB response)")
-            print(f"overview callback right after a write   {stale_s:6.2f} s   (answered from the previous snapshot)")
-            print(f"new snapshot read + overview pooled     {reload_s:6.2f} s   after the write, on the reload thread")
-            print(f"overview callback on the new snapshot   {fresh_s:6.2f} s")
-            figures = {"server_warm": warm_s, "after_write": stale_s, "on_new_data": fresh_s}
+            print(f"overview callback right after a commit  {after_commit_s:6.2f} s   (the first request on the new commit)")
+            print(f"new commit followed + overview pooled   {reload_s:6.2f} s   after the commit, on_reload on its thread")
+            print(f"overview callback after that            {fresh_s:6.2f} s")
+            figures = {"server_warm": warm_s, "after_commit": after_commit_s, "on_new_data": fresh_s}
             if args.no_browser or shutil.which("chromedriver") is None:
                 print("browser: skipped (no chromedriver on PATH)" if not args.no_browser else "browser: skipped (--no-browser)")
             else:

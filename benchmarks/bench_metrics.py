@@ -7,12 +7,14 @@ same rows as a pandas frame) and the two results are checked to hold identical c
     .venv/bin/python benchmarks/bench_metrics.py --quick      # 200k predictions, < 1 minute
     .venv/bin/python benchmarks/bench_metrics.py              # 1M predictions
     MONITOR_SPARK_MASTER=spark://host:7077 .venv/bin/python benchmarks/bench_metrics.py --rows 10000000
+    .venv/bin/python benchmarks/bench_metrics.py --quick --json   # the figures as one JSON object (the table on stderr)
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import sys
 import tempfile
@@ -27,7 +29,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evaluation.metrics import class_metrics_pandas, class_metrics_spark, get_spark  # noqa: E402
-from evaluation.predict import write_predictions  # noqa: E402
+from evaluation.predict import DRAW_BASE, write_predictions  # noqa: E402
 from monitor.settings import load_settings  # noqa: E402
 
 COUNT_KEYS = ("label", "n", "correct", "failed", "tp", "fp", "fn", "confusions")
@@ -55,6 +57,7 @@ def make_predictions(rows: int, classes: int, seed: int = 0) -> pd.DataFrame:
             "model_id": "bench@000000000000",
             "status": np.where(failed, "failed", "ok"),
             "error": np.where(failed, "truncated", None),
+            "draw": DRAW_BASE,
         }
     )
 
@@ -72,18 +75,23 @@ def counts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{key: row[key] for key in COUNT_KEYS} for row in rows]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="200k predictions instead of 1M")
     parser.add_argument("--rows", type=int, default=None)
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    parser.add_argument("--json", action="store_true", help="print one JSON object of the figures (the table goes to stderr)")
+    args = parser.parse_args(argv)
     rows = args.rows or (200_000 if args.quick else 1_000_000)
     settings = load_settings()
+    out = sys.stderr if args.json else sys.stdout
 
-    print(f"bench_metrics  {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC  {rows:,} predictions, {args.classes} classes")
-    print(f"host: {os.cpu_count()} CPUs, load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}; Spark master {settings.spark_master}")
+    def say(line: str) -> None:
+        print(line, file=out, flush=True)
+
+    say(f"bench_metrics  {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC  {rows:,} predictions, {args.classes} classes")
+    say(f"host: {os.cpu_count()} CPUs, load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}; Spark master {settings.spark_master}")
     frame = make_predictions(rows, args.classes)
     labels = sorted(frame["label"].unique())
 
@@ -91,7 +99,7 @@ def main() -> None:
     spark = get_spark(settings.spark_master, settings.spark_conf)
     spark.range(1).count()  # the first job starts the executors
     session_s = time.perf_counter() - start
-    print(f"Spark session start (incl. first job): {session_s:6.2f} s")
+    say(f"Spark session start (incl. first job): {session_s:6.2f} s")
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "2024-05-01.parquet"
@@ -101,18 +109,29 @@ def main() -> None:
     pandas_times, pandas_rows = timed(lambda: class_metrics_pandas(frame, labels=labels), args.repeats)
 
     same = counts(spark_rows) == counts(pandas_rows) == counts(spark_frame_rows)
-    print(f"{'engine':44} {'first s':>8} {'best s':>8} {'rows/s (best)':>14}")
-    for name, times in [
-        ("Spark SQL, from the Parquet file", spark_file_times),
-        ("Spark SQL, from the pandas frame (Arrow)", spark_frame_times),
-        ("pandas + scikit-learn reference", pandas_times),
+    say(f"{'engine':44} {'first s':>8} {'best s':>8} {'rows/s (best)':>14}")
+    engines = {}
+    for key, name, times in [
+        ("spark_parquet", "Spark SQL, from the Parquet file", spark_file_times),
+        ("spark_frame", "Spark SQL, from the pandas frame (Arrow)", spark_frame_times),
+        ("pandas", "pandas + scikit-learn reference", pandas_times),
     ]:
-        print(f"{name:44} {times[0]:8.2f} {min(times):8.2f} {rows / min(times):14,.0f}")
-    print(f"Spark (Parquet) / pandas time, best of {args.repeats}: {min(spark_file_times) / min(pandas_times):.1f}x")
-    print(f"identical per-class counts (n, correct, failed, tp, fp, fn, confusions) for {len(labels)} classes: {same}")
+        say(f"{name:44} {times[0]:8.2f} {min(times):8.2f} {rows / min(times):14,.0f}")
+        engines[key] = {"first_s": times[0], "best_s": min(times), "rows_per_s": rows / min(times)}
+    ratio = min(spark_file_times) / min(pandas_times)
+    say(f"Spark (Parquet) / pandas time, best of {args.repeats}: {ratio:.1f}x")
+    say(f"identical per-class counts (n, correct, failed, tp, fp, fn, confusions) for {len(labels)} classes: {same}")
     spark.stop()
+    result = {
+        "rows": rows, "classes": len(labels), "repeats": args.repeats, "spark_master": settings.spark_master,
+        "spark_session_s": session_s, "engines": engines, "spark_parquet_over_pandas": ratio, "identical_counts": same,
+    }  # fmt: skip
+    if args.json:
+        json.dump(result, sys.stdout, indent=2)
+        print()
     if not same:
         raise SystemExit("the engines disagree")
+    return result
 
 
 if __name__ == "__main__":

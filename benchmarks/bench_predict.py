@@ -8,6 +8,7 @@ the model's speed the input pipeline keeps (target >= 0.8).
     .venv/bin/python benchmarks/bench_predict.py --quick        # < 1 minute on 2 CPU cores
     .venv/bin/python benchmarks/bench_predict.py                # a few minutes
     .venv/bin/python benchmarks/bench_predict.py --device cuda --precision bf16 --images 4096
+    .venv/bin/python benchmarks/bench_predict.py --quick --json  # the figures as one JSON object (the table on stderr)
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import io
+import json
 import os
 import platform
 import sys
@@ -147,7 +149,7 @@ def bench_model(
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small counts: finishes in under a minute on 2 CPU cores")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -159,7 +161,12 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--skip-resnet50", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--json", action="store_true", help="print one JSON object of the figures (the table goes to stderr)")
+    args = parser.parse_args(argv)
+    out = sys.stderr if args.json else sys.stdout
+
+    def say(line: str) -> None:
+        print(line, file=out, flush=True)
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -168,10 +175,10 @@ def main() -> None:
     small = args.images or (512 if args.quick else 4096)
     large = args.images or ((512 if args.quick else 4096) if on_gpu else (32 if args.quick else 256))
     repeats = args.repeats or (2 if args.quick else 3)
-    print(f"bench_predict  {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC  device: {device_name(device)}")
+    say(f"bench_predict  {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC  device: {device_name(device)}")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"host: {os.cpu_count()} CPUs, load average {load} (other work on the machine slows both figures)")
-    print(f"torch {torch.__version__}, batch size {args.batch_size}, fetch workers {args.fetch_workers}, precision {args.precision}, best of {repeats}")
+    say(f"host: {os.cpu_count()} CPUs, load average {load} (other work on the machine slows both figures)")
+    say(f"torch {torch.__version__}, batch size {args.batch_size}, fetch workers {args.fetch_workers}, precision {args.precision}, best of {repeats}")
     results = []
     paths = ["processor", "tensor"] if args.path == "both" else [args.path]
     common = dict(batch_size=args.batch_size, fetch_workers=args.fetch_workers, precision=args.precision, repeats=repeats)
@@ -183,11 +190,20 @@ def main() -> None:
             loaded = load_model(resnet50_dir(Path(tmp) / "resnet-50-random", 224), str(device))
             for path in paths:
                 results.append(bench_model("ResNet-50 (random weights)", loaded, photo_jpegs(large, 500, 375), path=path, **common))  # type: ignore[arg-type]
-    print(f"{'model':28} {'path':9} {'images':>6}  {'input':32} {'model-only img/s':>17} {'end-to-end img/s':>17} {'ratio':>6}")
+    say(f"{'model':28} {'path':9} {'images':>6}  {'input':32} {'model-only img/s':>17} {'end-to-end img/s':>17} {'ratio':>6}")
     for r in results:
         ratio = float(r["end_to_end"]) / float(r["model_only"])
         flag = "" if ratio >= 0.8 else "  (< 0.8 target)"
-        print(f"{r['model']:28} {r['path']:9} {r['images']:>6}  {r['input']:32} {r['model_only']:>17,.0f} {r['end_to_end']:>17,.0f} {ratio:>6.2f}{flag}")
+        say(f"{r['model']:28} {r['path']:9} {r['images']:>6}  {r['input']:32} {r['model_only']:>17,.0f} {r['end_to_end']:>17,.0f} {ratio:>6.2f}{flag}")
+        r["ratio"] = ratio
+    result = {
+        "device": device_name(device), "torch": torch.__version__, "batch_size": args.batch_size, "fetch_workers": args.fetch_workers,
+        "precision": args.precision, "repeats": repeats, "results": results,
+    }  # fmt: skip
+    if args.json:
+        json.dump(result, sys.stdout, indent=2)
+        print()
+    return result
 
 
 if __name__ == "__main__":

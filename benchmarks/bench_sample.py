@@ -4,18 +4,29 @@ The claim to check: drawing N images per class reads about ``classes x N x overs
 index entries and documents (divided by the share that passes the ``created`` filter),
 whatever the size of the collection.
 
-No real MongoDB is available here, and mongomock has no ``explain()`` and no indexes (every
-query scans the collection). So the queries ``monitor.sampling.draw_sample`` makes are served
-by ``IndexedImages`` below: the ``sampling`` index ``{source, status, label, sample_key}`` held
-as sorted arrays, walked the way MongoDB's IXSCAN -> FETCH(created filter) -> LIMIT plan walks
-it, counting every index key and document it touches. ``draw_sample`` and ``sample_cost`` run
-unmodified against it (``sample_cost`` takes its ``explain()`` path). At 10k images (and 100k
-without ``--quick``) the same documents are also loaded into mongomock, to check that both
-give the identical sample and that ``sample_cost``'s query-shape count on mongomock agrees with
-the walked count, and to show what the embedded default costs (a full scan per query).
+No real MongoDB is available here, and mongomock has no ``explain()`` and no indexes. So the
+calls ``Store`` makes on a MongoDB backend (``Store(db=...)``) for ``draw_sample`` are served by
+``IndexedImages`` below: the ``sampling`` index ``{source, status, label, sample_key}`` held as
+sorted arrays, walked the way MongoDB's IXSCAN -> FETCH(created filter) -> LIMIT plan walks it,
+counting every index key and document it touches. ``draw_sample`` and ``sample_cost`` run
+unmodified against it (``Store.walk_cost`` takes its ``explain()`` path).
+
+The classes of a date come from ``Store.usable_labels``: a ``distinct("label")`` filtered on
+``created``, which is not in any index with ``status``, so MongoDB cannot answer it with a
+DISTINCT_SCAN: it walks ``{source, status: ok}`` and fetches every document to test ``created``.
+The emulation counts those fetches apart ("labels"): they grow with the collection, the walks do not.
+
+At 10k images (and 100k without ``--quick``) the same documents are also written, through
+``Store.write_images``, into the embedded store users get without ``MONITOR_MONGO_URI``
+(``open_store`` on a temporary data dir: mongomock partitions per (source, label), committed to
+BSON files), drawn from in the process that wrote them (the partitions then live in mongomock) and
+after opening the store again (read from the files), to check that both engines give the identical
+sample and that ``sample_cost``'s query-shape count there agrees with the walked count, and to show
+what the embedded default costs (each draw reads the class's whole partition).
 
     .venv/bin/python benchmarks/bench_sample.py --quick     # < 1 minute (10k, 100k, 1M)
-    .venv/bin/python benchmarks/bench_sample.py             # adds mongomock at 100k, more N and class counts
+    .venv/bin/python benchmarks/bench_sample.py             # adds the embedded store at 100k, more N and class counts
+    .venv/bin/python benchmarks/bench_sample.py --quick --json   # the figures as one JSON object (the table on stderr)
 """
 
 from __future__ import annotations
@@ -23,23 +34,25 @@ from __future__ import annotations
 import argparse
 import bisect
 import datetime as dt
+import json
 import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import mongomock  # noqa: E402
 import numpy as np  # noqa: E402
 
 from monitor.dates import end_of_day  # noqa: E402
 from monitor.indexing import sample_key  # noqa: E402
 from monitor.sampling import DEFAULT_OVERSAMPLE, draw_sample, sample_cost  # noqa: E402
-from monitor.storage import Store  # noqa: E402
+from monitor.settings import Settings  # noqa: E402
+from monitor.storage import SAMPLING_INDEX, Store, open_store  # noqa: E402
 
 SOURCE = "gs://bench-bucket/val"
 DATE = "2026-03-31"
@@ -95,7 +108,8 @@ class _Cursor:
     def sort(self, *_: Any) -> "_Cursor":
         return self  # the index is already in sample_key order
 
-    def hint(self, _: Any) -> "_Cursor":
+    def hint(self, index: Any) -> "_Cursor":
+        assert list(index) == SAMPLING_INDEX, index
         return self
 
     def limit(self, n: int) -> "_Cursor":
@@ -136,12 +150,13 @@ class _Cursor:
 
 
 class IndexedImages:
-    """The ``images`` collection as MongoDB's ``sampling`` index serves draw_sample's queries, with counters."""
+    """The ``images`` collection as MongoDB's ``sampling`` index serves the store's sampling queries, with counters."""
 
     def __init__(self, data: Dataset) -> None:
         self.data = data
         self.docs_examined = 0
         self.queries = 0
+        self.distinct_examined = 0
         self.index: dict[str, tuple[list[float], list[int], list[int]]] = {}
         for k, label in enumerate(data.labels):
             rows = np.flatnonzero((data.label_of == k) & data.ok)  # status "ok" prefix of the index only
@@ -149,29 +164,55 @@ class IndexedImages:
             self.index[label] = (data.keys[order].tolist(), order.tolist(), data.created_ms[order].tolist())
 
     def distinct(self, field: str, flt: dict[str, Any]) -> list[str]:
-        assert field == "label" and flt == {"source": SOURCE, "status": "ok"}, flt
-        return [label for label, (keys, _, _) in self.index.items() if keys]  # DISTINCT_SCAN: no documents
+        """``Store.usable_labels``: IXSCAN over ``{source, status: ok}``, FETCH each document to test ``created``."""
+        assert field == "label" and set(flt) <= {"source", "status", "created"}, flt
+        assert flt["source"] == SOURCE and flt["status"] == "ok", flt
+        window = flt.get("created", {})
+        assert set(window) <= {"$lte"}, window
+        top = _ms(window["$lte"]) if window else None
+        found = []
+        for label, (_, _, created) in self.index.items():
+            self.distinct_examined += len(created)  # no DISTINCT_SCAN with a filter outside the index: every entry is fetched
+            if created and (top is None or min(created) <= top):
+                found.append(label)
+        return found
 
     def find(self, flt: dict[str, Any], projection: dict[str, int] | None = None) -> _Cursor:
+        assert set(flt) == {"source", "status", "label", "sample_key", "created"}, flt
         assert flt["source"] == SOURCE and flt["status"] == "ok", flt
         return _Cursor(self, flt["label"], flt["sample_key"], flt["created"])
 
 
+class _Client:
+    def close(self) -> None:
+        pass
+
+
 class _DB(dict):  # type: ignore[type-arg]
-    client = None
+    """The database ``Store(db=...)`` is given: only ``images`` exists (sampling reads nothing else)."""
+
+    client = _Client()
 
 
 def indexed_store(data: Dataset) -> tuple[Store, IndexedImages]:
     images = IndexedImages(data)
-    return Store(_DB(images=images), description="sampling index (emulated)"), images  # type: ignore[arg-type]
+    return Store(db=_DB(images=images), description="sampling index (emulated)"), images  # type: ignore[arg-type]
 
 
-def mongomock_store(data: Dataset) -> Store:
-    db: Any = mongomock.MongoClient(tz_aware=True)["bench"]
-    docs = data.docs()
-    for start in range(0, len(docs), 10_000):
-        db["images"].insert_many(docs[start : start + 10_000])
-    return Store(db, description="mongomock")
+def embedded_store(data: Dataset, tmp: Path, n: int, days: list[str]) -> tuple[Settings, float, dict[str, float]]:
+    """Write ``data`` into a new embedded store through ``Store.write_images`` and commit it; then draw in that same
+    process (the written partitions now live in mongomock, as when ``monitor evaluate`` samples right after indexing
+    new images). Returns the store's settings, the seconds the writes and commit took, and the draw figures."""
+    settings = Settings(data_dir=tmp / f"data-{data.size}-{data.classes}", mongo_uri="")
+    with open_store(settings) as store:
+        started = time.perf_counter()
+        docs = data.docs()
+        for start in range(0, len(docs), 10_000):
+            store.write_images(SOURCE, docs[start : start + 10_000], [])
+        store.commit()
+        seconds = time.perf_counter() - started
+        after_write = measure(store, None, n, days)
+    return settings, seconds, after_write
 
 
 def dates(count: int) -> list[str]:
@@ -180,10 +221,10 @@ def dates(count: int) -> list[str]:
 
 
 def measure(store: Store, images: IndexedImages | None, n: int, days: list[str]) -> dict[str, float]:
-    times, examined, queries, drawn = [], [], [], []
+    times, examined, queries, drawn, labels = [], [], [], [], []
     for day in days:
         if images is not None:
-            images.docs_examined = images.queries = 0
+            images.docs_examined = images.queries = images.distinct_examined = 0
         start = time.perf_counter()
         sample = draw_sample(store, SOURCE, day, n, seed=0)
         times.append(time.perf_counter() - start)
@@ -191,78 +232,109 @@ def measure(store: Store, images: IndexedImages | None, n: int, days: list[str])
         if images is not None:
             examined.append(images.docs_examined)
             queries.append(images.queries)
+            labels.append(images.distinct_examined)
     return {
         "ms": 1000 * statistics.median(times),
+        "first_ms": 1000 * times[0],
         "examined": statistics.mean(examined) if examined else float("nan"),
+        "labels_examined": statistics.mean(labels) if labels else float("nan"),
         "queries": statistics.mean(queries) if queries else float("nan"),
         "drawn": statistics.mean(drawn),
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer dates and variants; finishes in under a minute")
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--classes", type=int, default=15)
     parser.add_argument("--n", type=int, default=10, help="images per class")
-    parser.add_argument("--mongomock-max", type=int, help="largest size also loaded into mongomock (default 100,000; quick 10,000)")
+    parser.add_argument(
+        "--embedded-max", "--mongomock-max", dest="embedded_max", type=int,
+        help="largest size also written to the embedded store (default 100,000; quick 10,000)",
+    )  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print one JSON object of the figures (the table goes to stderr)")
     args = parser.parse_args(argv)
-    mock_max = args.mongomock_max if args.mongomock_max is not None else (10_000 if args.quick else 100_000)
+    embedded_max = args.embedded_max if args.embedded_max is not None else (10_000 if args.quick else 100_000)
     days = dates(3 if args.quick else 10)
     eligible_share = (end_of_day(DATE) - FIRST_DAY) / dt.timedelta(days=SPAN_DAYS)
     expected = args.classes * args.n * DEFAULT_OVERSAMPLE / eligible_share
+    out = sys.stderr if args.json else sys.stdout
 
-    print(f"bench_sample  {dt.datetime.now(UTC):%Y-%m-%d %H:%M} UTC  {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
-    print(
+    def say(line: str = "") -> None:
+        print(line, file=out, flush=True)
+
+    say(f"bench_sample  {dt.datetime.now(UTC):%Y-%m-%d %H:%M} UTC  {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    say(
         f"{args.classes} classes, N = {args.n}, oversample {DEFAULT_OVERSAMPLE}; {MISSING_SHARE:.0%} of images missing; "
         f"{eligible_share:.0%} created by the end of {DATE}: expected ~{expected:,.0f} documents examined per sample"
     )
-    print("figures are medians over", len(days), "dates; 'examined' = index keys walked = documents fetched (sampling index, emulated)\n")
-    header = f"{'images':>10}  {'build s':>7}  {'draw ms':>8}  {'examined':>9}  {'queries':>7}  {'drawn':>5}  {'explain':>8}  {'scan would read':>15}"
-    print(header)
+    say(f"figures are medians over {len(days)} dates; 'examined' = index keys walked = documents fetched by the class walks (sampling index, emulated);")
+    say("'labels' = documents the labels distinct fetches (its created filter is outside the index: no DISTINCT_SCAN)\n")
+    header = f"{'images':>10}  {'build s':>7}  {'draw ms':>8}  {'examined':>9}  {'queries':>7}  {'drawn':>5}  {'explain':>8}  {'labels':>9}  {'scan would read':>15}"
+    say(header)
+    result: dict[str, Any] = {
+        "classes": args.classes, "n": args.n, "oversample": DEFAULT_OVERSAMPLE, "dates": len(days), "expected_examined": expected,
+        "sizes": [], "embedded": [], "vs_n": [], "vs_classes": [],
+    }  # fmt: skip
     biggest: tuple[Dataset, Store, IndexedImages] | None = None
     checks: list[str] = []
-    for size in args.sizes:
-        started = time.perf_counter()
-        data = Dataset(size, args.classes)
-        store, images = indexed_store(data)
-        build = time.perf_counter() - started
-        row = measure(store, images, args.n, days)
-        cost = sample_cost(store, SOURCE, DATE, args.n, seed=0)
-        print(
-            f"{size:>10,}  {build:>7.1f}  {row['ms']:>8.1f}  {row['examined']:>9,.0f}  {row['queries']:>7.0f}  {row['drawn']:>5.0f}"
-            f"  {cost.docs_examined:>8,}  {size:>15,}"
-        )
-        if size <= mock_max:
+    with tempfile.TemporaryDirectory(prefix="bench_sample_") as tmp:
+        for size in args.sizes:
             started = time.perf_counter()
-            mock = mongomock_store(data)
-            load = time.perf_counter() - started
-            same = all(draw_sample(mock, SOURCE, d, args.n, seed=0) == draw_sample(store, SOURCE, d, args.n, seed=0) for d in days[:2])
-            mock_cost = sample_cost(mock, SOURCE, DATE, args.n, seed=0)
-            mock_row = measure(mock, None, args.n, days[:2])
-            checks.append(
-                f"{size:>10,}  mongomock: load {load:.1f} s, draw {mock_row['ms']:,.0f} ms (scans every document per query); "
-                f"same sample as the index walk: {same}; query-shape count {mock_cost.docs_examined:,} vs explain {cost.docs_examined:,}"
+            data = Dataset(size, args.classes)
+            store, images = indexed_store(data)
+            build = time.perf_counter() - started
+            row = measure(store, images, args.n, days)
+            cost = sample_cost(store, SOURCE, DATE, args.n, seed=0)
+            say(
+                f"{size:>10,}  {build:>7.1f}  {row['ms']:>8.1f}  {row['examined']:>9,.0f}  {row['queries']:>7.0f}  {row['drawn']:>5.0f}"
+                f"  {cost.docs_examined:>8,}  {row['labels_examined']:>9,.0f}  {size:>15,}"
             )
-        biggest = (data, store, images)
+            result["sizes"].append({"images": size, "build_s": build, **row, "explain_docs_examined": cost.docs_examined,
+                                    "explain_keys_examined": cost.keys_examined, "explain_method": cost.method})  # fmt: skip
+            if size <= embedded_max:
+                settings, load, after_write = embedded_store(data, Path(tmp), args.n, days[:2])
+                with open_store(settings) as embedded:  # a later command: partitions are read back from the files as drawn
+                    opened = measure(embedded, None, args.n, days[:2])
+                    same = all(draw_sample(embedded, SOURCE, d, args.n, seed=0) == draw_sample(store, SOURCE, d, args.n, seed=0) for d in days[:2])
+                    embedded_cost = sample_cost(embedded, SOURCE, DATE, args.n, seed=0)
+                checks.append(
+                    f"{size:>10,}  write + commit {load:.1f} s; draw after opening the store {opened['first_ms']:,.0f} ms first (reads the files), "
+                    f"{opened['ms']:,.0f} ms median; in the process that wrote the images {after_write['ms']:,.0f} ms (through mongomock); "
+                    f"same sample as the index walk: {same}; query-shape count {embedded_cost.docs_examined:,} vs explain {cost.docs_examined:,}"
+                )
+                result["embedded"].append({
+                    "images": size, "write_commit_s": load, "first_draw_after_open_ms": opened["first_ms"], "draw_after_open_ms": opened["ms"],
+                    "draw_after_write_ms": after_write["ms"], "same_sample": same,
+                    "query_shape_docs_examined": embedded_cost.docs_examined, "explain_docs_examined": cost.docs_examined,
+                })  # fmt: skip
+            biggest = (data, store, images)
     if checks:
-        print("\ncross-check against the embedded store (mongomock):")
-        print("\n".join(checks))
+        say("\ncross-check against the embedded store (open_store on a temporary data dir; draws: median over 2 dates):")
+        say("\n".join(checks))
 
     assert biggest is not None
     data, store, images = biggest
     variants = [2, 5, 10, 20, 40] if not args.quick else [5, 10, 40]
-    print(f"\nexamined vs N at {data.size:,} images, {data.classes} classes (should grow ~linearly with N):")
+    say(f"\nexamined vs N at {data.size:,} images, {data.classes} classes (should grow ~linearly with N):")
     for n in variants:
         row = measure(store, images, n, days)
-        print(f"  N = {n:>3}  examined {row['examined']:>9,.0f}  per class x N {row['examined'] / (data.classes * n):6.1f}  draw {row['ms']:7.1f} ms")
+        say(f"  N = {n:>3}  examined {row['examined']:>9,.0f}  per class x N {row['examined'] / (data.classes * n):6.1f}  draw {row['ms']:7.1f} ms")
+        result["vs_n"].append({"n": n, "examined": row["examined"], "per_class_n": row["examined"] / (data.classes * n), "ms": row["ms"]})
     class_counts = [5, 15, 60] if not args.quick else [5, 60]
     size = min(args.sizes[-1], 200_000 if args.quick else 1_000_000)
-    print(f"\nexamined vs classes at {size:,} images, N = {args.n} (should grow ~linearly with classes):")
+    say(f"\nexamined vs classes at {size:,} images, N = {args.n} (should grow ~linearly with classes):")
     for classes in class_counts:
         store_c, images_c = indexed_store(Dataset(size, classes, seed=1))
         row = measure(store_c, images_c, args.n, days)
-        print(f"  {classes:>3} classes  examined {row['examined']:>9,.0f}  per class x N {row['examined'] / (classes * args.n):6.1f}  draw {row['ms']:7.1f} ms")
+        say(f"  {classes:>3} classes  examined {row['examined']:>9,.0f}  per class x N {row['examined'] / (classes * args.n):6.1f}  draw {row['ms']:7.1f} ms")
+        result["vs_classes"].append({"classes": classes, "images": size, "examined": row["examined"],
+                                     "per_class_n": row["examined"] / (classes * args.n), "ms": row["ms"]})  # fmt: skip
+    if args.json:
+        json.dump(result, sys.stdout, indent=2, default=lambda v: None if isinstance(v, float) and v != v else str(v))
+        print()
+    return result
 
 
 if __name__ == "__main__":

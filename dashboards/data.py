@@ -1,14 +1,18 @@
-"""The dashboard's data access: parameterised read-only store queries cached per store version, and the pooling they feed.
+"""The dashboard's data access: cached read-only queries through the store layer, and the pooling they feed.
 
-Nothing here runs at import. :class:`DashboardData` opens the store lazily with
-``open_store(settings, read_only=True)``: the embedded store is a JSON file loaded without the
-writer's lock, re-opened when the file changes (its mtime, size and inode are the cache key), so
-a pipeline run shows up without restarting; a real MongoDB is queried with the date range and
-classes pushed into the filter, and answers are kept for ``ttl_s`` seconds.
+Nothing here runs at import. :class:`DashboardData` opens one :class:`~monitor.storage.Store` lazily
+with ``open_store(settings, read_only=True)`` and reads only through its named operations, with the
+same code for both engines:
 
-The embedded store (mongomock) scans every document on every query and copies what it returns,
-so for it the dashboard fetches one model's whole history once per store version and slices it
-in pandas; on MongoDB, where a range query is cheap, only the asked range is fetched.
+- the **embedded store** (the default): before answering, ``Store.refresh()`` follows the latest
+  commit (a stat of its manifest); when a writer has committed, the cached answers are dropped, so a
+  pipeline run shows up without restarting. The dashboard never takes the writer's lock and never
+  writes a file of the store;
+- a real **MongoDB**: answers are kept for ``ttl_s`` seconds.
+
+A model's daily class metrics and class health are fetched whole, once per store version, and
+sliced by date range and classes in pandas: the pages ask for many overlapping ranges of the same
+history.
 
 Accuracy over any period is pooled from counts (sum of ``correct`` over sum of ``n``), never an
 average of daily ratios; its interval is a Wilson interval at ``settings.confidence_level``.
@@ -18,23 +22,18 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import json
 import logging
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from bson import json_util
-from pymongo.errors import PyMongoError
-
-from monitor.errors import DataError, MonitorError, SourceError, StoreError, redact
+from monitor.errors import DataError, MonitorError, SourceError
 from monitor.settings import Settings
 from monitor.storage import Store, open_store
 
@@ -242,20 +241,29 @@ def make_thumbnail(data: bytes, max_side: int = THUMB_SIDE, max_pixels: int = 50
         raise DataError(f"not a readable image: {exc}") from exc
 
 
-def model_range_query(model_id: str, start: str | None, end: str | None, labels: Sequence[str] | None) -> dict[str, Any]:
-    """The filter for one model's documents in a date range (inclusive ISO dates) and, optionally, some classes."""
-    query: dict[str, Any] = {"model_id": model_id}
-    dates = {op: day for op, day in (("$gte", start), ("$lte", end)) if day}
-    if dates:
-        query["date"] = dates
-    if labels:
-        query["label"] = {"$in": sorted(labels)}
-    return query
-
-
 def _frame(docs: Sequence[dict[str, Any]], fields: Sequence[str]) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(list(docs), columns=list(fields))
+    return pd.DataFrame.from_records(list(docs), columns=list(fields))
+
+
+#: Fields of class metrics and class health that hold numbers (a column of them stays numeric even with gaps).
+_NUMERIC = {
+    "n", "correct", "failed", "accuracy", "ci_low", "ci_high", "target", "window_days", "pooled_n",
+    "pooled_correct", "pooled_accuracy", "prob_below_target", "cusum", "cusum_threshold",
+    "collapse", "collapse_threshold", "recovery", "recovery_threshold", "followup",
+}  # fmt: skip
+
+
+def _records_frame(docs: Sequence[dict[str, Any]], fields: Sequence[str]) -> pd.DataFrame:
+    frame = _frame(docs, fields)
+    for name in fields:
+        if name in _NUMERIC and frame[name].dtype == object:
+            frame[name] = pd.to_numeric(frame[name], errors="coerce")
     return frame
+
+
+def _pairs(confusions: Any) -> list[dict[str, Any]]:
+    """The (``pred``, ``count``) pairs of a ``confusions`` field (anything else: none)."""
+    return [pair for pair in confusions if isinstance(pair, dict)] if isinstance(confusions, list) else []
 
 
 def _iso_date(text: str) -> str:
@@ -269,65 +277,16 @@ def _iso_date(text: str) -> str:
     return day.isoformat()
 
 
-def embedded_store_file(settings: Settings) -> Path:
-    """Where the embedded store keeps its JSON file (the same naming as :mod:`monitor.storage`)."""
-    return settings.store_dir / f"{settings.mongo_db}.json"
-
-
-#: Collections the embedded snapshot keeps as DataFrames (one row per model, date and class: the big ones).
-FRAME_COLLECTIONS: dict[str, tuple[str, ...]] = {
-    "class_metrics": ("model_id", *METRIC_FIELDS, "confusions"),
-    "class_health": ("model_id", *HEALTH_FIELDS),
-}
-_NUMERIC = {
-    "n", "correct", "failed", "accuracy", "ci_low", "ci_high", "target", "window_days", "pooled_n",
-    "pooled_correct", "pooled_accuracy", "prob_below_target", "cusum", "cusum_threshold",
-    "collapse", "collapse_threshold", "recovery", "recovery_threshold", "followup",
-}
-
-
-def _plain_number(value: Any) -> Any:
-    """Undo MongoDB extended JSON wrappers (NaN and infinities are written as ``{"$numberDouble": "NaN"}``)."""
-    if isinstance(value, dict):
-        if "$numberDouble" in value:
-            return float(value["$numberDouble"])
-        if "$numberLong" in value:
-            return int(value["$numberLong"])
-        if "$numberInt" in value:
-            return int(value["$numberInt"])
-    return value
-
-
-def _records_frame(docs: list[dict[str, Any]], fields: Sequence[str]) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(docs, columns=list(fields))
-    for name in fields:
-        if name in _NUMERIC and frame[name].dtype == object:
-            frame[name] = pd.to_numeric(frame[name].map(_plain_number), errors="coerce")
-    return frame
-
-
-def load_embedded_snapshot(file: Path, db_name: str) -> tuple[Store, dict[str, pd.DataFrame]]:
-    """Read the embedded store's JSON file for reading only, without the writer's lock.
-
-    ``class_metrics`` and ``class_health`` (a row per model, date and class: tens of thousands of
-    documents after a year) become DataFrames straight from the C JSON parser: loading them into
-    mongomock costs seconds per ten thousand documents, and every mongomock query scans and
-    deep-copies them again. The other collections (models, alerts, runs, images) go into an
-    in-memory mongomock database, so they are queried with the same code as a real MongoDB.
-    """
-    import mongomock
-
-    try:
-        raw = json.loads(file.read_bytes()) if file.exists() else {}
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"the embedded store {file} cannot be read: {exc}") from exc
-    frames = {name: _records_frame(raw.pop(name, None) or [], fields) for name, fields in FRAME_COLLECTIONS.items()}
-    small = json_util.loads(json.dumps(raw), json_options=json_util.JSONOptions(tz_aware=True)) if raw else {}
-    db: Any = mongomock.MongoClient(tz_aware=True)[db_name]
-    for name, docs in small.items():
-        if docs:
-            db[name].insert_many(docs)
-    return Store(db, description=f"embedded store {file}"), frames
+def _in_range(frame: pd.DataFrame, start: str | None, end: str | None, labels: Sequence[str] | None = None) -> pd.DataFrame:
+    """The rows of ``frame`` with ``start <= date <= end`` (inclusive ISO dates) and, optionally, a label of ``labels``."""
+    mask = pd.Series(True, index=frame.index)
+    if start:
+        mask &= frame["date"] >= start
+    if end:
+        mask &= frame["date"] <= end
+    if labels:
+        mask &= frame["label"].isin(list(labels))
+    return frame if bool(mask.all()) else frame[mask]
 
 
 # --- the cached reader ------------------------------------------------------------------------------
@@ -337,8 +296,8 @@ class DashboardData:
     """Read-only, cached access to the store, the prediction files and the image source for one app.
 
     Thread-safe: Flask serves requests on threads, and one lock guards the store and caches
-    (mongomock is not thread-safe, and a query that misses the cache is then run once, not by
-    every waiting request).
+    (the embedded store is not thread-safe, and a query that misses the cache is then run once,
+    not by every waiting request).
     """
 
     def __init__(
@@ -353,118 +312,76 @@ class DashboardData:
     ) -> None:
         """``source`` is the image source for thumbnails (default: ``open_source(settings.source_uri)`` on first use).
 
-        ``background_reload`` (the served app): when the embedded store file changes, requests keep
-        being answered from the snapshot they have while a thread reads the new one (about 2 s for
-        a year of 100 classes), then ``on_reload`` runs (e.g. pre-computes the default overview).
-        Without it (tests, scripts) a change is read before the next answer.
+        ``on_reload`` runs after a new commit of the embedded store was seen and the cached answers
+        dropped (e.g. to pre-compute the default overview): on a thread with ``background_reload``
+        (the served app: the request that saw the commit is not kept waiting for it), else at once.
         """
         self.settings = settings
         self._background_reload = background_reload
         self.on_reload = on_reload
-        self._reloading: Hashable | None = None
+        self._reloading = False
         self._source = source
         self._ttl_s = ttl_s
         self._clock = clock
         self._lock = threading.RLock()
         self._store: Store | None = None
-        self._store_version: Hashable | None = None
-        self._frames: dict[str, pd.DataFrame] = {}
+        self._version: Hashable = None
         self._cache: dict[Hashable, Any] = {}
         self._predictions: OrderedDict[tuple[str, int], pd.DataFrame | None] = OrderedDict()
         self._thumbs: OrderedDict[tuple[str, str], bytes] = OrderedDict()
 
     # --- store version and caching ------------------------------------------------------------
 
-    @property
-    def embedded(self) -> bool:
-        return not self.settings.mongo_uri
-
     def version(self) -> Hashable:
-        """Changes whenever cached answers may be stale: the embedded file's identity, or a TTL bucket for MongoDB."""
-        if self.embedded:
-            try:
-                st = embedded_store_file(self.settings).stat()
-            except FileNotFoundError:
-                return ("missing",)
-            except OSError as exc:
-                raise StoreError(f"cannot read the embedded store {embedded_store_file(self.settings)}: {exc}") from exc
-            return (st.st_mtime_ns, st.st_size, st.st_ino)
-        return ("ttl", int(self._clock() // self._ttl_s))
+        """Changes whenever cached answers may be stale: the store's commit, or a TTL bucket when it has none (MongoDB)."""
+        with self._lock:
+            self._current_store()
+            return self._version
 
     def describe(self) -> str:
         """A readable name for the store (passwords redacted)."""
-        if self.embedded:
-            return f"embedded store {embedded_store_file(self.settings)}"
-        return f"MongoDB {redact(self.settings.mongo_uri)}"
+        with self._lock:
+            return self._current_store().description
 
     def _current_store(self) -> Store:
-        """The open store for the current version (called under the lock)."""
-        version = self.version()
-        if version != self._store_version and self._store is not None and self.embedded and self._background_reload:
-            # Stale while revalidating: keep answering from the snapshot in hand (and its cache).
-            self._start_reload(version)
-            return self._store
-        if version != self._store_version:
-            self._cache.clear()
-            if self._store is not None and self.embedded:
-                self._store.close()
-                self._store = None
-            self._frames = {}
-            self._store_version = version
+        """The open store, its cached answers dropped when they may be stale (called under the lock)."""
         if self._store is None:
             started = time.perf_counter()
-            if self.embedded:
-                self._store, self._frames = load_embedded_snapshot(embedded_store_file(self.settings), self.settings.mongo_db)
-            else:
-                self._store = open_store(self.settings, read_only=True)
+            self._store = open_store(self.settings, read_only=True)
             log.info("opened %s in %.2f s", self._store.description, time.perf_counter() - started)
-        return self._store
-
-    def _start_reload(self, version: Hashable) -> None:
-        """Read the new snapshot on a thread (called under the lock; at most one reload at a time)."""
-        if self._reloading is not None:
-            return
-        self._reloading = version
-        threading.Thread(target=self._reload, args=(version,), name="dashboard-store-reload", daemon=True).start()
-
-    def _reload(self, version: Hashable) -> None:
-        started = time.perf_counter()
-        try:
-            store, frames = load_embedded_snapshot(embedded_store_file(self.settings), self.settings.mongo_db)
-        except StoreError as exc:
-            # Keep serving the old snapshot; the next request tries again.
-            log.warning("reloading the dashboard's store failed: %s", exc)
-            with self._lock:
-                self._reloading = None
-            return
-        with self._lock:
-            old = self._store
-            self._store, self._frames, self._store_version = store, frames, version
+        store = self._store
+        followed = store.refresh()  # a new commit of the embedded store (a stat of its manifest)
+        commit = store.version()
+        # A store that cannot tell when it changed (MongoDB) is asked again every ttl_s seconds.
+        version = ("commit", commit) if commit is not None else ("ttl", int(self._clock() // self._ttl_s))
+        if version != self._version:
             self._cache.clear()
-            self._reloading = None
-        if old is not None:
-            old.close()
-        log.info("reloaded %s in %.2f s", store.description, time.perf_counter() - started)
-        if self.on_reload is not None:
-            try:
+            if followed:
+                log.info("following commit %s of %s", commit, store.description)
+                self._after_reload()
+            self._version = version
+        return store
+
+    def _after_reload(self) -> None:
+        """Run ``on_reload`` for a new commit (called under the lock; at most one background run at a time)."""
+        if self.on_reload is None:
+            return
+        if not self._background_reload:
+            self._run_on_reload()
+            return
+        if self._reloading:
+            return
+        self._reloading = True
+        threading.Thread(target=self._run_on_reload, name="dashboard-store-reload", daemon=True).start()
+
+    def _run_on_reload(self) -> None:
+        try:
+            if self.on_reload is not None:
                 self.on_reload()
-            except MonitorError as exc:  # a warm-up that fails must not kill the reload thread's report
-                log.warning("warming the dashboard after a reload failed: %s", exc)
-
-    def wait_for_reload(self, timeout_s: float = 60.0) -> bool:
-        """Block until no background reload is running (True) or ``timeout_s`` passed (False); for tests and benchmarks."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with self._lock:
-                if self._reloading is None:
-                    return True
-            time.sleep(0.02)
-        return False
-
-    def _frame_of(self, collection: str) -> pd.DataFrame:
-        """The embedded snapshot's whole ``collection`` as a DataFrame (called under the lock)."""
-        self._current_store()
-        return self._frames[collection]
+        except MonitorError as exc:  # a warm-up that fails must not fail the request or kill the thread's report
+            log.warning("warming the dashboard after a new commit failed: %s", exc)
+        finally:
+            self._reloading = False
 
     def memo(self, key: Hashable, compute: Callable[[], Any]) -> Any:
         """Cache a derived value (a pooled table, a status) until the store changes; ``compute`` must not mutate shared frames."""
@@ -475,10 +392,7 @@ class DashboardData:
             store = self._current_store()
             if key in self._cache:
                 return self._cache[key]
-            try:
-                value = compute(store)
-            except PyMongoError as exc:
-                raise StoreError(f"query {key!r} failed on {store.description}: {exc}") from exc
+            value = compute(store)
             self._cache[key] = value
             return value
 
@@ -488,7 +402,6 @@ class DashboardData:
             if self._store is not None:
                 self._store.close()
                 self._store = None
-                self._store_version = None
             self._cache.clear()
 
     def warm(self) -> None:
@@ -505,11 +418,6 @@ class DashboardData:
         """Every model with results, the most recently evaluated first."""
 
         def compute(store: Store) -> list[ModelInfo]:
-            docs = list(store.models.find({}, {"_id": 0, "model_id": 1, "name": 1, "labels": 1, "first_date": 1, "last_date": 1}))
-            if not docs:
-                # A store written without ``models`` documents still has its metrics.
-                known = self._frames["class_metrics"]["model_id"].unique() if self.embedded else store.class_metrics.distinct("model_id")
-                docs = [{"model_id": str(model_id)} for model_id in known]
             infos = [
                 ModelInfo(
                     model_id=str(doc["model_id"]),
@@ -518,7 +426,7 @@ class DashboardData:
                     first_date=doc.get("first_date"),
                     last_date=doc.get("last_date"),
                 )
-                for doc in docs
+                for doc in store.models()
             ]
             return sorted(infos, key=lambda m: (m.last_date or "", m.model_id), reverse=True)
 
@@ -536,41 +444,15 @@ class DashboardData:
                 return info
         raise DataError(f"model {model_id!r} has no results in {self.describe()}; known models: {', '.join(m.model_id for m in models)}")
 
-    def _model_frame(
-        self,
-        collection: str,
-        fields: Sequence[str],
-        model_id: str,
-        start: str | None,
-        end: str | None,
-        labels: Sequence[str] | None,
-    ) -> pd.DataFrame:
-        """Rows of ``collection`` for one model, a date range and classes, as a DataFrame with ``fields``."""
-        if self.embedded:
-            # One model's whole history, sliced in pandas for every range asked.
-            def whole(_store: Store) -> pd.DataFrame:
-                frame = self._frame_of(collection)
-                return frame.loc[frame["model_id"] == model_id, list(fields)].reset_index(drop=True)
-
-            frame: pd.DataFrame = self._cached((collection, model_id, tuple(fields)), whole)
-        else:
-            # MongoDB answers the range from its (model_id, date, label) index.
-            query = model_range_query(model_id, start, end, labels)
-            projection = {"_id": 0, **{name: 1 for name in fields}}
-            key = (collection, repr(sorted(query.items())), tuple(fields))
-            frame = self._cached(key, lambda store: _records_frame(list(store.db[collection].find(query, projection)), fields))
-        mask = pd.Series(True, index=frame.index)
-        if start:
-            mask &= frame["date"] >= start
-        if end:
-            mask &= frame["date"] <= end
-        if labels:
-            mask &= frame["label"].isin(list(labels))
-        return frame[mask] if not bool(mask.all()) else frame
+    def _history(self, kind: str, fields: Sequence[str], model_id: str) -> pd.DataFrame:
+        """One model's whole ``kind`` history (``fields``), fetched once per store version; callers slice it."""
+        return self._cached(  # type: ignore[no-any-return]
+            (kind, model_id), lambda store: _records_frame(store.rows(kind, model_id, fields=list(fields)), fields)
+        )
 
     def metrics(self, model_id: str, start: str | None = None, end: str | None = None, labels: Sequence[str] | None = None) -> pd.DataFrame:
         """Daily class metrics (``METRIC_FIELDS``) of ``model_id`` between ``start`` and ``end`` (inclusive)."""
-        frame = self._model_frame("class_metrics", METRIC_FIELDS, model_id, start, end, labels)
+        frame = _in_range(self._history("class_metrics", METRIC_FIELDS, model_id), start, end, labels)
         for name in ("n", "correct", "failed"):
             if frame[name].isna().any() or frame[name].dtype == object:
                 frame = frame.assign(**{name: pd.to_numeric(frame[name], errors="coerce").fillna(0).astype(int)})
@@ -578,91 +460,65 @@ class DashboardData:
 
     def health(self, model_id: str, start: str | None = None, end: str | None = None, labels: Sequence[str] | None = None) -> pd.DataFrame:
         """Daily class health rows (``HEALTH_FIELDS``) of ``model_id`` between ``start`` and ``end``."""
-        return self._model_frame("class_health", HEALTH_FIELDS, model_id, start, end, labels)
+        return _in_range(self._history("class_health", HEALTH_FIELDS, model_id), start, end, labels)
 
     def date_bounds(self, model_id: str) -> tuple[str, str] | None:
         """The first and last date with class metrics for ``model_id``; None when it has none."""
-        if self.embedded:
-
-            def from_frame(_store: Store) -> tuple[str, str] | None:
-                frame = self.metrics(model_id)
-                return None if frame.empty else (str(frame["date"].min()), str(frame["date"].max()))
-
-            return self._cached(("bounds", model_id), from_frame)  # type: ignore[no-any-return]
 
         def compute(store: Store) -> tuple[str, str] | None:
-            # Two index walks on (model_id, date, label), not a scan of the history.
-            first = store.class_metrics.find_one({"model_id": model_id}, {"_id": 0, "date": 1}, sort=[("date", 1)])
-            last = store.class_metrics.find_one({"model_id": model_id}, {"_id": 0, "date": 1}, sort=[("date", -1)])
-            if first is None or last is None:
-                return None
-            return str(first["date"]), str(last["date"])
+            dates = store.dates("class_metrics", model_id)
+            return (dates[0], dates[-1]) if dates else None
 
         return self._cached(("bounds", model_id), compute)  # type: ignore[no-any-return]
 
     def labels(self, model_id: str) -> list[str]:
         """Every class with class metrics for ``model_id``, sorted."""
-        if self.embedded:
-            return list(self._cached(("labels", model_id), lambda _store: sorted(str(label) for label in self.metrics(model_id)["label"].unique())))
-        return list(
-            self._cached(("labels", model_id), lambda store: sorted(str(v) for v in store.class_metrics.distinct("label", {"model_id": model_id})))
-        )
+
+        def compute(store: Store) -> list[str]:
+            return sorted({str(doc["label"]) for doc in store.rows("class_metrics", model_id, fields=["label"]) if doc.get("label") is not None})
+
+        return list(self._cached(("labels", model_id), compute))
 
     def unusable_images(self, sources: Sequence[str], limit: int = 200) -> pd.DataFrame:
         """Images of ``sources`` the index skipped or lost (status ``unusable`` or ``missing``): ``path``, ``status``, ``reason``."""
-        query = {"source": {"$in": sorted(sources)}, "status": {"$in": ["unusable", "missing"]}}
         key = ("unusable", tuple(sorted(sources)), limit)
-
-        def compute(store: Store) -> pd.DataFrame:
-            docs = list(store.images.find(query, {"_id": 0, "path": 1, "status": 1, "reason": 1}).sort("path", 1).limit(limit))
-            return _frame(docs, ("path", "status", "reason"))
-
-        return self._cached(key, compute)
+        return self._cached(key, lambda store: _frame(store.unusable_images(sorted(sources), limit), ("path", "status", "reason")))  # type: ignore[no-any-return]
 
     def confusions(self, model_id: str, label: str, start: str | None = None, end: str | None = None) -> pd.DataFrame:
         """What ``label`` was mistaken for, per day: columns ``date``, ``pred``, ``count`` (wrong predictions only)."""
-        # On MongoDB the (model_id, date, label) index answers one class's range; the embedded
-        # store scans everything per query, so it reads every class's pairs once per version.
-        query: dict[str, Any] = {"model_id": model_id} if self.embedded else model_range_query(model_id, start, end, None) | {"label": label}
-        key = ("confusions", repr(sorted(query.items())))
 
         def compute(store: Store) -> pd.DataFrame:
-            if self.embedded:
-                docs = self._frame_of("class_metrics")
-                docs = docs.loc[docs["model_id"] == model_id, ["date", "label", "confusions"]].to_dict("records")
-            else:
-                docs = list(store.class_metrics.find(query, {"_id": 0, "date": 1, "label": 1, "confusions": 1}))
+            # Every class's pairs of the model at once, once per store version: the errors page moves between classes.
             rows = [
-                {"date": doc["date"], "label": doc["label"], "pred": str(pair.get("pred")), "count": int(_plain_number(pair.get("count")) or 0)}
-                for doc in docs
-                for pair in (doc.get("confusions") if isinstance(doc.get("confusions"), list) else ())
+                {"date": doc["date"], "label": doc["label"], "pred": str(pair.get("pred")), "count": int(pair.get("count") or 0)}
+                for doc in store.rows("class_metrics", model_id, fields=["date", "label", "confusions"])
+                for pair in _pairs(doc.get("confusions"))
             ]
             return pd.DataFrame.from_records(rows, columns=["date", "label", "pred", "count"])
 
-        frame: pd.DataFrame = self._cached(key, compute)
-        mask = frame["label"] == label
-        if start:
-            mask &= frame["date"] >= start
-        if end:
-            mask &= frame["date"] <= end
-        return frame.loc[mask, ["date", "pred", "count"]].reset_index(drop=True)
+        frame: pd.DataFrame = self._cached(("confusions", model_id), compute)
+        return _in_range(frame, start, end, [label]).loc[:, ["date", "pred", "count"]].reset_index(drop=True)
 
     def alerts(self, model_id: str, start: str | None = None, end: str | None = None, labels: Sequence[str] | None = None) -> pd.DataFrame:
-        """Alerts (``ALERT_FIELDS``) of ``model_id`` in the range, the newest first."""
-        query = model_range_query(model_id, start, end, labels)
-        key = ("alerts", repr(sorted(query.items())))
-        projection = {"_id": 0, **{name: 1 for name in ALERT_FIELDS}}
+        """Alerts (``ALERT_FIELDS``) of ``model_id`` in the range, the newest first (then by class)."""
+        chosen = tuple(sorted(set(labels))) if labels else None
+        key = ("alerts", model_id, start, end, chosen)
 
         def compute(store: Store) -> pd.DataFrame:
-            docs = list(store.alerts.find(query, projection).sort([("date", -1), ("label", 1)]))
-            return _frame(docs, ALERT_FIELDS)
+            docs = store.alerts(model_id, start=start, end=end, labels=list(chosen) if chosen else None)
+            frame = _frame(docs, ALERT_FIELDS)
+            if frame.empty:
+                return frame
+            # Newest day first, classes alphabetically within a day (the store's order within a day is by creation).
+            frame = frame.sort_values("label", kind="stable").sort_values("date", ascending=False, kind="stable")
+            return frame.reset_index(drop=True)
 
-        return self._cached(key, compute)
+        return self._cached(key, compute)  # type: ignore[no-any-return]
 
     def runs(self, date: str) -> list[dict[str, Any]]:
         """The ``runs`` documents of ``date`` (one per source)."""
         day = _iso_date(date)
-        return list(self._cached(("runs", day), lambda store: list(store.runs.find({"date": day}, {"_id": 0}).sort("source", 1))))
+        return list(self._cached(("runs", day), lambda store: store.runs_on(day)))
 
     # --- prediction files and thumbnails --------------------------------------------------------
 

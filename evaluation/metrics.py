@@ -26,20 +26,18 @@ import math
 import os
 import sys
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from monitor.errors import ConfigError, DataError, MonitorError, StoreError
+from monitor.errors import ConfigError, DataError, MonitorError
 
 if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import DataFrame as SparkDataFrame
     from pyspark.sql import SparkSession
-
-    from monitor.storage import Store
 
 #: Predictions columns the metrics read; ``model_id`` and ``date`` are optional (null when absent).
 METRIC_INPUT_COLUMNS = ("model_id", "date", "label", "pred", "status")
@@ -470,32 +468,3 @@ def class_metrics_pandas(
             )
     records.sort(key=lambda r: (r["model_id"] or "", r["date"] or "", r["label"]))
     return _finish(records, confidence, source="the predictions")
-
-
-# --- storing ------------------------------------------------------------------------------------
-
-
-def store_class_metrics(store: "Store", model_id: str, date: str, rows: Iterable[Mapping[str, Any]]) -> int:
-    """Replace the class_metrics documents of (``model_id``, ``date``) with ``rows``; return how many were written.
-
-    Delete then insert, so a re-run leaves exactly the new rows (labels gone since the last run
-    disappear too). Rows carrying another model_id or date are refused.
-    """
-    from pymongo.errors import PyMongoError
-
-    docs: list[dict[str, Any]] = []
-    for row in rows:
-        for key, expected in (("model_id", model_id), ("date", date)):
-            if row.get(key, expected) != expected:
-                raise DataError(f"a class_metrics row for label {row.get('label')!r} has {key} {row[key]!r}, not {expected!r}")
-        docs.append({**row, "model_id": model_id, "date": date})
-    labels = [doc.get("label") for doc in docs]
-    if len(set(labels)) != len(labels):
-        raise DataError(f"class_metrics rows for {model_id} on {date} repeat a label")
-    try:
-        store.class_metrics.delete_many({"model_id": model_id, "date": date})
-        if docs:
-            store.class_metrics.insert_many(docs)
-    except PyMongoError as exc:
-        raise StoreError(f"could not write class_metrics for {model_id} on {date} to {store.description}: {exc}") from exc
-    return len(docs)

@@ -23,12 +23,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import apprise
-from pymongo import DESCENDING
-from pymongo.errors import PyMongoError
 
 from monitor import faults
-from monitor.errors import ConfigError, StoreError, redact
+from monitor.errors import ConfigError, redact
 from monitor.secrets import show_url
+from monitor.storage import Store
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +47,9 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _previous_verdicts(store: Any, model_id: str, date: str) -> dict[str, str]:
+def _previous_verdicts(store: Store, model_id: str, date: str, labels: list[str]) -> dict[str, str]:
     """Each class's latest verdict for ``model_id`` before ``date``."""
-    latest: dict[str, tuple[str, str]] = {}
-    for doc in store.class_health.find({"model_id": model_id, "date": {"$lt": date}}, {"_id": 0, "label": 1, "date": 1, "verdict": 1}):
-        label, day = str(doc["label"]), str(doc["date"])
-        if label not in latest or day > latest[label][0]:
-            latest[label] = (day, str(doc["verdict"]))
-    return {label: verdict for label, (_, verdict) in latest.items()}
+    return {label: str(row["verdict"]) for label, row in store.latest_rows_before("class_health", model_id, date, labels).items()}
 
 
 def alert_id(model_id: str, label: str, date: str, kind: str) -> str:
@@ -70,7 +64,7 @@ def _message(kind: str, row: dict[str, Any]) -> str:
     return head + f"recovered on {row['date']} (now {row['verdict']}): {row['reason']}"
 
 
-def raise_alerts(store: Any, model_id: str, date: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def raise_alerts(store: Store, model_id: str, date: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Store one alert per class whose verdict moved into or out of ``needs_retraining`` on ``date``.
 
     The previous verdict is the class's latest stored one for this model before ``date`` (none: not
@@ -78,45 +72,38 @@ def raise_alerts(store: Any, model_id: str, date: str, rows: list[dict[str, Any]
     undelivered alert of this date that no longer matches a transition (the date was re-evaluated)
     is withdrawn; a delivered one is kept, as it was already sent.
     """
-    try:
-        before = _previous_verdicts(store, model_id, date)
-        created: list[dict[str, Any]] = []
-        wanted: set[tuple[str, str]] = set()
-        for row in rows:
-            label = str(row["label"])
-            was = before.get(label) == "needs_retraining"
-            now = row["verdict"] == "needs_retraining"
-            if was == now:
-                continue
-            kind = "needs_retraining" if now else "recovered"
-            wanted.add((label, kind))
-            evidence = {k: v for k, v in row.items() if k != "_id"}
-            alert = {
-                "alert_id": alert_id(model_id, label, date, kind),
-                "model_id": model_id,
-                "label": label,
-                "date": date,
-                "kind": kind,
-                "message": _message(kind, evidence),
-                "evidence": evidence,
-                "created_at": _now(),
-                "delivered": False,
-                "delivered_at": None,
-                "attempts": 0,
-                "last_error": None,
-                "sent_to": [],
-                "sending": [],
-                "uncertain": [],
-            }
-            key = {"model_id": model_id, "label": label, "date": date, "kind": kind}
-            result = store.alerts.update_one(key, {"$setOnInsert": alert}, upsert=True)
-            if result.upserted_id is not None:
-                created.append({k: v for k, v in alert.items() if k != "_id"})
-        for doc in store.alerts.find({"model_id": model_id, "date": date, "delivered": False}, {"label": 1, "kind": 1}):
-            if (str(doc["label"]), str(doc["kind"])) not in wanted:
-                store.alerts.delete_one({"_id": doc["_id"]})
-    except PyMongoError as exc:
-        raise StoreError(f"could not write alerts of {model_id} on {date} to {store.description}: {exc}") from exc
+    before = _previous_verdicts(store, model_id, date, sorted({str(row["label"]) for row in rows}))
+    created: list[dict[str, Any]] = []
+    wanted: set[tuple[str, str]] = set()
+    for row in rows:
+        label = str(row["label"])
+        was = before.get(label) == "needs_retraining"
+        now = row["verdict"] == "needs_retraining"
+        if was == now:
+            continue
+        kind = "needs_retraining" if now else "recovered"
+        wanted.add((label, kind))
+        evidence = {k: v for k, v in row.items() if k != "_id"}
+        alert = {
+            "alert_id": alert_id(model_id, label, date, kind),
+            "model_id": model_id,
+            "label": label,
+            "date": date,
+            "kind": kind,
+            "message": _message(kind, evidence),
+            "evidence": evidence,
+            "created_at": _now(),
+            "delivered": False,
+            "delivered_at": None,
+            "attempts": 0,
+            "last_error": None,
+            "sent_to": [],
+            "sending": [],
+            "uncertain": [],
+        }
+        if store.add_alert(alert):
+            created.append(dict(alert))
+    store.withdraw_alerts(model_id, date, wanted)
     for alert in created:
         log.info("alert: %s", alert["message"])
     return created
@@ -159,24 +146,14 @@ def _send(notifier: apprise.Apprise, alert: dict[str, Any]) -> str | None:
     return redact(" | ".join(lines[-3:]))[:500] or "the notifier reported a failure without a reason"
 
 
-def _persist(store: Any) -> None:
-    """Make the delivery state durable now (the embedded store writes its file; MongoDB already has it)."""
-    flush = getattr(store, "flush", None)
-    if flush is not None:
-        flush()
-
-
-def deliver_pending(store: Any, urls: list[str]) -> DeliveryReport:
+def deliver_pending(store: Store, urls: list[str]) -> DeliveryReport:
     """Send every undelivered alert to every URL, at most once per URL (see the module docstring).
 
     Failures stay pending with ``attempts`` and ``last_error``; a send that a killed run left in doubt
     is not repeated but marked ``uncertain``.
     """
     built = notifiers(urls)  # validate before touching the store: a bad URL is a config error, not a failed send
-    try:
-        pending = list(store.alerts.find({"delivered": False}).sort([("date", 1), ("created_at", 1)]))
-    except PyMongoError as exc:
-        raise StoreError(f"could not read pending alerts from {store.description}: {exc}") from exc
+    pending = store.pending_alerts()
     if not built:
         return DeliveryReport(delivered=0, pending=len(pending))
     delivered = failed = 0
@@ -227,12 +204,9 @@ def deliver_pending(store: Any, urls: list[str]) -> DeliveryReport:
     return DeliveryReport(delivered=delivered, pending=failed, failed=failed)
 
 
-def _record(store: Any, alert: dict[str, Any], update: dict[str, Any]) -> None:
-    try:
-        store.alerts.update_one({"_id": alert["_id"]}, update)
-    except PyMongoError as exc:
-        raise StoreError(f"could not record the delivery of an alert in {store.description}: {exc}") from exc
-    _persist(store)
+def _record(store: Store, alert: dict[str, Any], update: dict[str, Any]) -> None:
+    """Record a delivery state and make it durable before anything else happens (at most once)."""
+    store.update_alert(alert, update)
 
 
 def _jsonable(value: Any) -> Any:
@@ -245,15 +219,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def list_alerts(store: Any, model_id: str | None = None, pending_only: bool = False) -> list[dict[str, Any]]:
+def list_alerts(store: Store, model_id: str | None = None, pending_only: bool = False) -> list[dict[str, Any]]:
     """Alerts, newest first (by transition date, then creation), JSON-friendly (ISO dates, no ``_id``)."""
-    query: dict[str, Any] = {}
-    if model_id:
-        query["model_id"] = model_id
-    if pending_only:
-        query["delivered"] = False
-    try:
-        docs = list(store.alerts.find(query, {"_id": 0, "sent_to": 0}).sort([("date", DESCENDING), ("created_at", DESCENDING)]))
-    except PyMongoError as exc:
-        raise StoreError(f"could not read alerts from {store.description}: {exc}") from exc
-    return [_jsonable(doc) for doc in docs]
+    docs = store.alerts(model_id, pending_only=pending_only)
+    return [_jsonable({k: v for k, v in doc.items() if k != "sent_to"}) for doc in docs]

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from monitor.errors import DataError, MonitorError, redact
+from monitor.errors import ConfigError, DataError, MonitorError, redact
 from monitor.secrets import RedactingFilter, show_url
 from monitor.settings import Settings, load_settings
 
@@ -203,23 +203,30 @@ def evaluate(
 
 
 def _health_rows(settings: Settings, date: str | None) -> tuple[str, list[dict[str, Any]]]:
+    """The stored verdicts of ``date`` (default: the latest judged date), read without locking or writing the store."""
     from monitor.dates import parse_run_date
-    from monitor.pipeline import health_with
     from monitor.storage import open_store
 
     if date is not None:
-        date = parse_run_date(date)  # before the store is opened: a bad date writes nothing
-    with open_store(settings) as store:
-        if date is None:
-            latest = store.class_metrics.find_one({}, {"date": 1}, sort=[("date", -1)])
-            if latest is None:
-                raise DataError("the store holds no evaluations yet: run `monitor evaluate --date YYYY-MM-DD` first")
-            date = str(latest["date"])
         date = parse_run_date(date)
-        rows = list(store.class_health.find({"date": date}, {"_id": 0}).sort("label", 1))
+    with open_store(settings, read_only=True) as store:
+        if date is None:
+            judged = store.dates("class_health")
+            if not judged:
+                raise DataError("the store holds no verdicts yet: run `monitor evaluate --date YYYY-MM-DD` first")
+            date = judged[-1]
+        rows = sorted(store.rows("class_health", None, start=date, end=date), key=lambda row: (str(row["label"]), str(row["model_id"])))
         if not rows:
-            rows = health_with(settings, store, date)["classes"]
+            measured = store.dates("class_metrics", before=_day_after(date))
+            hint = f"run `monitor evaluate --date {date}`" + ("" if measured and measured[-1] == date else " (nothing was measured that day)")
+            raise DataError(f"no verdicts for {date} in {store.description}: {hint}")
     return date, rows
+
+
+def _day_after(date: str) -> str:
+    import datetime as dt
+
+    return (dt.date.fromisoformat(date) + dt.timedelta(days=1)).isoformat()
 
 
 @app.command()
@@ -274,7 +281,7 @@ def alerts(
     settings = _settings()
 
     def fetch() -> list[dict[str, Any]]:
-        with open_store(settings) as store:
+        with open_store(settings, read_only=True) as store:  # a reader: no lock, no write
             return list_alerts(store, pending_only=pending)
 
     rows = _run(fetch)
@@ -380,6 +387,59 @@ def show_settings(json_out: JsonOption = False) -> None:
     for name, field in type(settings).model_fields.items():
         table.add_row(f"MONITOR_{name.upper()}", redact(str(values[name])), field.description or "")
     out.print(table)
+
+
+store_app = typer.Typer(help="The embedded store: what it holds, and going back to its last good commit.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("info")
+def store_info(json_out: JsonOption = False) -> None:
+    """Documents per collection and, for the embedded store, its commit, files and backups (read-only)."""
+    from monitor.storage import open_store
+
+    settings = _settings()
+
+    def fetch() -> dict[str, Any]:
+        with open_store(settings, read_only=True) as store:
+            return {"store": store.description, **store.info(), "documents": store.counts()}
+
+    info = _run(fetch)
+    if json_out:
+        _print_json(info)
+        return
+    table = Table(title=info["store"])
+    table.add_column("what")
+    table.add_column("value")
+    for key, value in info.items():
+        if key != "store":
+            table.add_row(key, ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else str(value))
+    out.print(table)
+
+
+@store_app.command("restore")
+def store_restore(json_out: JsonOption = False) -> None:
+    """Go back to the newest commit of the embedded store whose files all read (after a corrupt file; the last 3 are kept).
+
+    Waits for no writer: it refuses while one runs. The manifest it replaces is kept as manifest.json.bad.
+    Re-run `monitor evaluate --date ...` afterwards for whatever the dropped commits had done.
+    """
+    from monitor.embedded import restore
+
+    settings = _settings()
+
+    def go_back() -> dict[str, Any]:
+        if settings.mongo_uri:
+            raise ConfigError("`monitor store restore` is for the embedded store; MONITOR_MONGO_URI is set (use MongoDB's own backups)")
+        return restore(settings.store_dir / settings.mongo_db)
+
+    done = _run(go_back)
+    if json_out:
+        _print_json(done)
+        return
+    out.print(f"restored {done['store']} from {done['restored_from']} (commit {done['commit']} of {done['committed_at']})")
+    for skipped in done["skipped"]:
+        out.print(f"[yellow]skipped[/] {skipped}")
 
 
 def entry() -> None:

@@ -60,23 +60,31 @@ last (:func:`compute_health`); ``benchmarks/bench_health.py`` runs exactly these
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
+import json
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from pymongo.errors import PyMongoError
 from scipy import linalg, stats
 
 from evaluation.metrics import wilson_interval
-from monitor.errors import ConfigError, DataError, StoreError
+from monitor.errors import ConfigError, DataError, MonitorError
+from monitor.files import atomic_write
 from monitor.settings import Settings
+from monitor.storage import Store
+
+log = logging.getLogger(__name__)
 
 VERDICTS = ("healthy", "watch", "needs_retraining", "insufficient_data")
 HEALTHY, WATCH, NEEDS_RETRAINING, INSUFFICIENT_DATA = range(4)
@@ -303,8 +311,12 @@ def required_arl(classes: int, false_alarms_per_year: float) -> float:
 
 
 def design_for(target: float, settings: Settings, classes: int, n: int | None = None, followup: int | None = None) -> Design:
-    """The calibrated test for one class target under ``settings`` (``n``/``followup``: the day's sampling, if not the settings')."""
-    return design(
+    """The calibrated test for one class target under ``settings`` (``n``/``followup``: the day's sampling, if not the settings').
+
+    A calibration takes seconds (policy iteration over ~1,000 states); each is kept in the process and in
+    ``<data_dir>/cache/health-designs.json``, so a daily run pays for it once per settings change, not every day.
+    """
+    args = (
         round(target, 10),
         round(settings.drop_to_detect, 10),
         settings.samples_per_class if n is None else n,
@@ -312,6 +324,39 @@ def design_for(target: float, settings: Settings, classes: int, n: int | None = 
         required_arl(classes, settings.false_alarms_per_year),
         365.0 / settings.false_recoveries_per_year,
     )
+    return _cached_design(settings.data_dir / "cache" / "health-designs.json", args)
+
+
+@lru_cache(maxsize=1)
+def _code_version() -> str:
+    """Changes with this module's code: a calibration of another version is never reused."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
+def _cached_design(file: Path, args: tuple[float, float, int, int, float, float]) -> Design:
+    if args in _KNOWN:
+        return _KNOWN[args]
+    key = json.dumps([_code_version(), *args])
+    try:
+        known = json.loads(file.read_text(encoding="utf-8"))
+        known = known if isinstance(known, dict) else {}
+    except (OSError, ValueError):
+        known = {}  # no cache yet, or a damaged one: calibrate and write a new one
+    try:
+        result = Design(**known[key])
+    except (KeyError, TypeError):
+        result = design(*args)
+        known[key] = dataclasses.asdict(result)
+        text = json.dumps(known, indent=1)
+        try:
+            atomic_write(file, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), what="calibration cache")
+        except MonitorError as exc:  # a read-only data dir still judges; it calibrates again next time
+            log.warning("could not keep the calibration: %s", exc)
+    _KNOWN[args] = result
+    return result
+
+
+_KNOWN: dict[tuple[float, float, int, int, float, float], Design] = {}
 
 
 # --- the day-to-day recursion ----------------------------------------------------------------------
@@ -522,7 +567,7 @@ def judged_under(settings: Settings, classes: int, n: int, followup: int) -> dic
 
 
 def compute_health(
-    store: Any,
+    store: Store,
     model_id: str,
     date: str,
     settings: Settings,
@@ -538,30 +583,26 @@ def compute_health(
     targets its stored rows were judged under. Replaces the model's ``class_health`` rows for ``date``
     (idempotent) and returns them without ``_id``.
     """
-    day = _as_date(date).isoformat()
-    try:
-        docs = list(
-            store.class_metrics.find(
-                {"model_id": model_id, "date": {"$lte": day}}, {"_id": 0, "label": 1, "date": 1, "n": 1, "correct": 1}
-            )
-        )
-        stored = list(store.class_health.find({"model_id": model_id, "date": {"$lte": day}}, {"_id": 0}))
-    except PyMongoError as exc:
-        raise StoreError(f"could not read the history of {model_id} from {store.description}: {exc}") from exc
-    history: dict[str, list[DailyCounts]] = defaultdict(list)
-    for doc in docs:
-        history[str(doc["label"])].append((str(doc["date"]), int(doc.get("n") or 0), int(doc.get("correct") or 0)))
-    labels = sorted(label for label, rows in history.items() if any(d == day for d, _, _ in rows))
+    as_of = _as_date(date)
+    day = as_of.isoformat()
+    labels = sorted({str(row["label"]) for row in store.rows("class_metrics", model_id, start=day, end=day, fields=["label"])})
     if not labels:
         raise DataError(f"no class metrics of model {model_id} on {day}: run the metrics step for {day} first")
-    previous: dict[str, dict[str, Any]] = {}
-    own: dict[str, dict[str, Any]] = {}
-    for row in stored:
-        label, when = str(row["label"]), str(row["date"])
-        if when == day:
-            own[label] = row
-        elif label not in previous or when > str(previous[label]["date"]):
-            previous[label] = row
+    own = {str(row["label"]): row for row in store.rows("class_health", model_id, start=day, end=day)}
+    previous = store.latest_rows_before("class_health", model_id, day, labels)
+    # Only the counts the verdicts need: the window, and the days after each class's stored state (all, for a class without one).
+    widest = max([settings.window_days, *(int((row.get("judged_under") or {}).get("window_days") or 0) for row in own.values())])
+    starts: list[dt.date] | None = [as_of - dt.timedelta(days=widest - 1)]
+    for label in labels:
+        before = previous.get(label)
+        if starts is None or not (before and "flagged" in before):
+            starts = None
+            break
+        starts.append(_as_date(str(before["date"])) + dt.timedelta(days=1))
+    first = min(starts).isoformat() if starts else None
+    history: dict[str, list[DailyCounts]] = defaultdict(list)
+    for doc in store.rows("class_metrics", model_id, start=first, end=day, labels=labels, fields=["label", "date", "n", "correct"]):
+        history[str(doc["label"])].append((str(doc["date"]), int(doc.get("n") or 0), int(doc.get("correct") or 0)))
 
     rows: list[dict[str, Any]] = []
     for label in labels:
@@ -583,15 +624,11 @@ def compute_health(
                 "judged_under": judged_under(day_settings, len(labels), d.n, d.followup),
             }
         )  # fmt: skip
-    try:
-        store.class_health.delete_many({"model_id": model_id, "date": day})
-        store.class_health.insert_many([dict(row) for row in rows])  # copies: insert_many adds _id in place
-    except PyMongoError as exc:
-        raise StoreError(f"could not write class_health of {model_id} on {day} to {store.description}: {exc}") from exc
+    store.replace_day("class_health", model_id, day, rows)
     return rows
 
 
-def followup_requests(store: Any, date: str, cap: int, unit: int = 1) -> dict[str, int]:
+def followup_requests(store: Store, date: str, cap: int, unit: int = 1) -> dict[str, int]:
     """Extra images per class for ``date``'s sample: what the latest verdicts before ``date`` asked for, within ``cap``.
 
     The latest judged date before ``date`` is used (point-in-time: nothing judged on or after ``date``);
@@ -600,17 +637,10 @@ def followup_requests(store: Any, date: str, cap: int, unit: int = 1) -> dict[st
     partial grant is a whole multiple of ``unit`` (:func:`grant_unit`: what the calibration allows for).
     """
     day = _as_date(date).isoformat()
-    try:
-        latest = store.class_health.find_one({"date": {"$lt": day}}, {"date": 1}, sort=[("date", -1)])
-        if latest is None:
-            return {}
-        rows = list(
-            store.class_health.find(
-                {"date": latest["date"], "followup": {"$gt": 0}}, {"_id": 0, "label": 1, "followup": 1, "cusum": 1, "cusum_threshold": 1, "flagged": 1}
-            )
-        )
-    except PyMongoError as exc:
-        raise StoreError(f"could not read the follow-up requests before {day} from {store.description}: {exc}") from exc
+    judged = store.dates("class_health", before=day)
+    if not judged:
+        return {}
+    rows = [row for row in store.rows("class_health", None, start=judged[-1], end=judged[-1]) if int(row.get("followup") or 0) > 0]
     wanted: dict[str, tuple[int, float]] = {}
     for row in rows:
         urgency = 2.0 if row.get("flagged") else float(row.get("cusum") or 0.0) / max(float(row.get("cusum_threshold") or 1.0), 1e-9)

@@ -32,19 +32,14 @@ from itertools import islice
 from typing import Any, TypeVar
 
 import numpy as np
-from pymongo import UpdateOne
-from pymongo.errors import PyMongoError
 
-from monitor.errors import SourceError, StoreError
+from monitor.errors import SourceError
 from monitor.sources import BlobInfo, ImageSource
-from monitor.storage import Store
+from monitor.storage import STATUS_MISSING, STATUS_OK, STATUS_UNUSABLE, Store
 
 #: File extensions accepted as images (compared lower-cased).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
 
-STATUS_OK = "ok"
-STATUS_UNUSABLE = "unusable"
-STATUS_MISSING = "missing"
 REASON_WRONG_DEPTH = "wrong_depth"
 REASON_NOT_AN_IMAGE = "not_an_image_extension"
 REASON_ZERO_BYTES = "zero_bytes"
@@ -183,40 +178,33 @@ def _sync_batch(
     store: Store, uri: str, batch: list[tuple[str, dict[str, Any]]], run_time: dt.datetime, look_up: bool
 ) -> _BatchResult:
     """Look up one batch's stored documents (one query) and write what is new or changed (one bulk write)."""
-    images = store.images
     result = _BatchResult(size=len(batch))
     existing: dict[str, dict[str, Any]] = {}
     if look_up:
-        try:
-            cursor = images.find(
-                {"source": uri, "path": {"$in": [path for path, _ in batch]}},
-                {"_id": 0, "path": 1, **{name: 1 for name in _LISTED_FIELDS}},
-            )
-            existing = {doc["path"]: doc for doc in cursor}
-        except PyMongoError as exc:
-            raise StoreError(f"cannot read indexed images of {uri} from {store.description}: {exc}") from exc
-    ops: list[UpdateOne] = []
+        by_label: dict[str | None, list[str]] = {}
+        for path, fields in batch:
+            by_label.setdefault(fields["label"], []).append(path)
+        existing = store.stored_images(uri, by_label, _LISTED_FIELDS)
+    new: list[dict[str, Any]] = []
+    changed: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for path, fields in batch:
         stored = existing.get(path)
+        doc = {"source": uri, "path": path, "label": fields["label"]}
         if stored is None:
             result.new += 1
-            update: dict[str, Any] = {"$set": {**fields, "last_seen": run_time}, "$setOnInsert": {"first_seen": run_time}}
-        elif stored.get("status") == STATUS_MISSING:
+            new.append({**doc, **fields, "first_seen": run_time, "last_seen": run_time})
+            continue
+        if stored.get("status") == STATUS_MISSING:
             result.reappeared += 1
-            update = {"$set": {**fields, "last_seen": run_time}, "$unset": {"missing_since": ""}}
         else:
             result.matched_present += 1
             if _same(stored, fields):
                 result.unchanged += 1
                 continue
             result.updated += 1
-            update = {"$set": {**fields, "last_seen": run_time}, "$unset": {"missing_since": ""}}
-        ops.append(UpdateOne({"source": uri, "path": path}, update, upsert=True))
-    if ops:
-        try:
-            images.bulk_write(ops, ordered=False)
-        except PyMongoError as exc:
-            raise StoreError(f"cannot write {len(ops)} image documents of {uri} to {store.description}: {exc}") from exc
+        changed.append((doc, {"$set": {**fields, "last_seen": run_time}, "$unset": {"missing_since": ""}}))
+    if new or changed:
+        store.write_images(uri, new, changed)
     return result
 
 
@@ -245,7 +233,6 @@ def index_source(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     run_time = _bson_time(now or dt.datetime.now(dt.timezone.utc))
     uri = source.uri
-    images = store.images
     report = IndexReport(source=uri)
     unusable: Counter[str] = Counter()
     labels: Counter[str] = Counter()
@@ -254,11 +241,8 @@ def index_source(
 
     # No separate source.check(): list() raises the same SourceError for a missing or unreachable
     # source, and a probe would cost one more round trip (on the emulator, a whole listing).
-    try:
-        stored_total = images.count_documents({"source": uri})
-        present_before = images.count_documents({"source": uri, "status": {"$ne": STATUS_MISSING}}) if stored_total else 0
-    except PyMongoError as exc:
-        raise StoreError(f"cannot count the indexed images of {uri} in {store.description}: {exc}") from exc
+    stored_total = store.count_images(uri)
+    present_before = store.count_images(uri, present_only=True) if stored_total else 0
 
     def merge(done: Future[_BatchResult]) -> None:
         nonlocal matched_present
@@ -308,22 +292,10 @@ def index_source(
 def _mark_vanished(store: Store, uri: str, listed_keys: array, run_time: dt.datetime, batch_size: int) -> int:
     """Mark stored, present documents of ``uri`` whose path was not listed as missing; return how many."""
     listed = np.frombuffer(listed_keys, dtype=np.uint64)
-    marked = 0
-    try:
-        cursor = store.images.find({"source": uri, "status": {"$ne": STATUS_MISSING}}, {"_id": 0, "path": 1}).batch_size(batch_size)
-        vanished: list[str] = []
-        for chunk in _batched((doc["path"] for doc in cursor), batch_size):
-            keys = np.fromiter((sample_key_int(uri, path) for path in chunk), dtype=np.uint64, count=len(chunk))
-            gone = ~np.isin(keys, listed)
-            vanished.extend(path for path, is_gone in zip(chunk, gone) if is_gone)
-        # The cursor is consumed before writing: updating documents a live cursor still walks is undefined.
-        for start in range(0, len(vanished), batch_size):
-            chunk = vanished[start : start + batch_size]
-            result = store.images.update_many(
-                {"source": uri, "path": {"$in": chunk}, "status": {"$ne": STATUS_MISSING}},
-                {"$set": {"status": STATUS_MISSING, "reason": REASON_VANISHED, "missing_since": run_time}},
-            )
-            marked += result.modified_count
-    except PyMongoError as exc:
-        raise StoreError(f"cannot mark vanished images of {uri} in {store.description}: {exc}") from exc
-    return marked
+    vanished: list[dict[str, Any]] = []
+    # Read to the end before writing: the store is not changed under a read in progress.
+    for chunk in _batched(list(store.present_images(uri)), batch_size):
+        keys = np.fromiter((sample_key_int(uri, doc["path"]) for doc in chunk), dtype=np.uint64, count=len(chunk))
+        gone = ~np.isin(keys, listed)
+        vanished.extend(doc for doc, is_gone in zip(chunk, gone) if is_gone)
+    return store.mark_missing(uri, vanished, {"status": STATUS_MISSING, "reason": REASON_VANISHED, "missing_since": run_time})

@@ -32,15 +32,15 @@ def _now() -> dt.datetime:
 
 def _record_stage(store: Store, settings: Settings, date: str, stage: str, summary: dict[str, Any]) -> None:
     """Note in ``runs`` that ``stage`` finished for (source, date); replaces the stage's previous note."""
-    store.runs.update_one(
-        {"source": _source_uri(settings), "date": date},
-        {"$set": {f"stages.{stage}": {**_jsonable(summary), "finished_at": _now()}}},
-        upsert=True,
-    )
+    store.record_stage(_source_uri(settings), date, stage, _jsonable(summary), finished_at=_now())
 
 
 def _jsonable(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in summary.items()}
+
+
+def _next_day(date: str) -> str:
+    return (dt.date.fromisoformat(date) + dt.timedelta(days=1)).isoformat()
 
 
 def _source_uri(settings: Settings) -> str:
@@ -111,13 +111,13 @@ def sample_with(settings: Settings, store: Store, date: str, *, force: bool = Fa
     date = parse_run_date(date)
     source_uri = open_source(settings.source_uri).uri
     csv_path = settings.sample_csv(date)
-    recorded = store.samples.find_one({"source": source_uri, "date": date}, {"_id": 0, "items": 0})
+    recorded = store.sample(source_uri, date)
     if not force and recorded is not None and csv_path.is_file():
         _check_sample_settings(recorded, settings, date)
         sample = read_sample_csv(csv_path)
         reused = True
     else:
-        if store.images.count_documents({"source": source_uri}, limit=1) == 0:
+        if store.count_images(source_uri) == 0:
             raise DataError(f"nothing is indexed for {source_uri}: run `monitor index` first")
         unit = grant_unit(settings.followup_samples)
         requests = followup_requests(store, date, settings.followup_daily_cap, unit) if settings.followup_samples else {}
@@ -153,21 +153,9 @@ def run_sample(settings: Settings, date: str, *, force: bool = False) -> dict[st
 # --- predict --------------------------------------------------------------------------------
 
 
-def _usable_labels(store: Store, source_uri: str) -> list[str]:
-    return sorted(label for label in store.images.distinct("label", {"source": source_uri, "status": "ok"}) if label)
-
-
 def _register_model(store: Store, loaded: Any, date: str) -> None:
     """Keep one ``models`` document per model id with the first and last date it was evaluated on."""
-    store.models.update_one(
-        {"model_id": loaded.model_id},
-        {
-            "$setOnInsert": {"model_id": loaded.model_id, "name": loaded.name, "checksum": loaded.checksum, "labels": list(loaded.labels)},
-            "$min": {"first_date": date},
-            "$max": {"last_date": date},
-        },
-        upsert=True,
-    )
+    store.register_model(loaded.model_id, name=loaded.name, checksum=loaded.checksum, labels=list(loaded.labels), date=date)
 
 
 def predict_with(
@@ -193,7 +181,7 @@ def predict_with(
     source = open_source(settings.source_uri)
     # Every label the source holds must be known to the model, checked before any inference.
     try:
-        check_labels(loaded, set(_usable_labels(store, source.uri)) | {item.label for item in sample.items})
+        check_labels(loaded, set(store.usable_labels(source.uri)) | {item.label for item in sample.items})
     except ModelError as exc:
         raise ModelError(
             f"{exc}; if that folder was removed or renamed since, run `monitor evaluate --date {date} --force` "
@@ -274,7 +262,7 @@ def run_predict(settings: Settings, date: str, *, force: bool = False, progress:
 
 def metrics_with(settings: Settings, store: Store, date: str, *, spark: Any = None) -> dict[str, Any]:
     """Per-class counts with Spark SQL over the date's predictions; replaces the (model, date) rows."""
-    from evaluation.metrics import class_metrics_spark, get_spark, store_class_metrics
+    from evaluation.metrics import class_metrics_spark, get_spark
     from evaluation.predict import read_predictions
     from monitor.sources import open_source
 
@@ -289,13 +277,13 @@ def metrics_with(settings: Settings, store: Store, date: str, *, spark: Any = No
     model_id = model_ids[0]
     # The classes of the date's sample, including those it could not fill (n = 0: an empty class is news);
     # not today's classes, so that a backfilled date keeps the class list it had.
-    recorded = store.samples.find_one({"source": open_source(settings.source_uri).uri, "date": date}, {"_id": 0, "classes": 1})
+    recorded = store.sample(open_source(settings.source_uri).uri, date)
     labels = sorted(set((recorded or {}).get("classes") or {}) | set(frame["label"]))
     session = spark or get_spark(settings.spark_master, settings.spark_conf)
     rows = class_metrics_spark(session, frame, labels=labels, confidence=settings.confidence_level)
     for row in rows:
         row["model_id"], row["date"] = model_id, date
-    store_class_metrics(store, model_id, date, rows)
+    store.replace_day("class_metrics", model_id, date, rows)
     summary = {
         "date": date,
         "model_id": model_id,
@@ -324,14 +312,14 @@ def _model_for_date(store: Store, date: str, model_id: str | None) -> str:
     """
     if model_id:
         return model_id
-    latest = store.class_metrics.find_one({"date": {"$lte": date}}, {"model_id": 1, "date": 1}, sort=[("date", -1)])
-    if latest is None:
+    days = store.dates("class_metrics", before=_next_day(date))
+    if not days:
         raise DataError(f"no class metrics on or before {date}: run `monitor evaluate --date {date}` first")
-    day = str(latest["date"])
-    candidates = sorted(str(m) for m in store.class_metrics.distinct("model_id", {"date": day}))
+    day = days[-1]
+    candidates = store.models_on("class_metrics", day)
     if len(candidates) == 1:
         return candidates[0]
-    ran = {str(doc.get("model_id")) for doc in store.runs.find({"date": day}, {"model_id": 1})} & set(candidates)
+    ran = {str(doc.get("model_id")) for doc in store.runs_on(day)} & set(candidates)
     if len(ran) == 1:
         return ran.pop()
     raise DataError(f"models {', '.join(candidates)} were all measured on {day}; name the one to judge")
@@ -348,7 +336,7 @@ def health_with(settings: Settings, store: Store, date: str, *, model_id: str | 
     new_alerts = raise_alerts(store, model, date, rows)
     # Each day continues from the state stored the day before: when a date arrives late (a backfill, a
     # hand re-run), the days already stored after it are recomputed in order, each under its own settings.
-    later = sorted(str(day) for day in store.class_health.distinct("date", {"model_id": model, "date": {"$gt": date}}))
+    later = store.dates("class_health", model, after=date)
     for day in later:
         new_alerts += raise_alerts(store, model, day, compute_health(store, model, day, settings, as_stored=True))
     delivery = deliver_pending(store, settings.alert_urls)
@@ -391,7 +379,7 @@ def evaluate_with(
     from monitor.sources import open_source
 
     source_uri = open_source(settings.source_uri).uri
-    has_sample = store.samples.count_documents({"source": source_uri, "date": date}, limit=1) > 0
+    has_sample = store.sample(source_uri, date) is not None
     index_summary = None
     if force or not has_sample or not settings.sample_csv(date).is_file():
         index_summary = index_with(settings, store, progress=progress)
@@ -412,7 +400,7 @@ def evaluate_with(
     if index_summary is not None:
         skipped = dict(index_summary["unusable"])
     else:
-        skipped = _unusable_counts(store, source_uri)
+        skipped = store.unusable_counts(source_uri)
     result = {
         "date": date,
         "model": predicted["model_id"],
@@ -430,15 +418,8 @@ def evaluate_with(
         "pending_alerts": health["pending"],
         "health": health["classes"],
     }
-    store.runs.update_one({"source": source_uri, "date": date}, {"$set": {"model_id": predicted["model_id"], "skipped": skipped, "failed": predicted["failed"]}})
+    store.update_run(source_uri, date, {"model_id": predicted["model_id"], "skipped": skipped, "failed": predicted["failed"]})
     return result
-
-
-def _unusable_counts(store: Store, source_uri: str) -> dict[str, int]:
-    rows = store.images.aggregate(
-        [{"$match": {"source": source_uri, "status": "unusable"}}, {"$group": {"_id": "$reason", "count": {"$sum": 1}}}]
-    )
-    return {str(row["_id"]): int(row["count"]) for row in rows}
 
 
 def evaluate(settings: Settings, date: str, *, force: bool = False, progress: ProgressFactory = no_progress) -> dict[str, Any]:

@@ -50,11 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pymongo.collection import Collection
-from pymongo.errors import PyMongoError
-
 from monitor.dates import days_before, end_of_day, start_of_day
-from monitor.errors import ConfigError, DataError, StoreError
+from monitor.errors import ConfigError, DataError
 from monitor.files import atomic_write
 from monitor.storage import Store
 
@@ -64,10 +61,6 @@ CSV_COLUMNS = ("date", "source", "image_path", "label", "sample_key", "created",
 #: What the CSV held before follow-up sampling: still read (every row is then a base draw).
 LEGACY_CSV_COLUMNS = CSV_COLUMNS[:-1]
 DRAWS = ("base", "followup")
-# The key pattern of the ``sampling`` index in monitor.storage.INDEXES: hinted so the planner
-# never prefers the (source, label, created) index and a blocking sort.
-SAMPLING_INDEX = [("source", 1), ("status", 1), ("label", 1), ("sample_key", 1)]
-_PROJECTION = {"_id": 0, "path": 1, "label": 1, "sample_key": 1, "created": 1}
 
 
 @dataclass(frozen=True)
@@ -152,27 +145,11 @@ def created_window(date: str, fresh_days: int | None) -> dict[str, dt.datetime]:
     return window
 
 
-def _labels(images: Collection, source_uri: str, labels: Iterable[str] | None, date: str) -> list[str]:
+def _labels(store: Store, source_uri: str, labels: Iterable[str] | None, date: str) -> list[str]:
     """The classes of ``date``: labels with a usable image created by the end of D (a class added later is not news for D)."""
     if labels is not None:
         return sorted(set(labels))
-    # distinct on an equality prefix of the sampling index: MongoDB answers it from the index.
-    query = {"source": source_uri, "status": "ok", "created": {"$lte": end_of_day(date)}}
-    return sorted(label for label in images.distinct("label", query) if label is not None)
-
-
-def _class_filter(source_uri: str, label: str, window: dict[str, dt.datetime]) -> dict[str, Any]:
-    return {"source": source_uri, "status": "ok", "label": label, "created": window}
-
-
-def _walk(images: Collection, base: dict[str, Any], u: float, size: int) -> list[dict[str, Any]]:
-    """The ``size`` images following ``u`` in key order, wrapping around below ``u`` if needed."""
-    run = list(images.find({**base, "sample_key": {"$gte": u}}, _PROJECTION).sort("sample_key", 1).hint(SAMPLING_INDEX).limit(size))
-    if len(run) < size:
-        run += list(
-            images.find({**base, "sample_key": {"$lt": u}}, _PROJECTION).sort("sample_key", 1).hint(SAMPLING_INDEX).limit(size - len(run))
-        )
-    return run
+    return store.usable_labels(source_uri, created_by=end_of_day(date))
 
 
 def draw_sample(
@@ -202,39 +179,35 @@ def draw_sample(
     """
     _validate(date, n_per_class, fresh_days, oversample)
     window = created_window(date, fresh_days)
-    images = store.images
     items: list[SampleItem] = []
     classes: dict[str, int] = {}
     short: dict[str, int] = {}
     extras: dict[str, int] = {}
     wanted = {str(label): int(k) for label, k in (followup or {}).items() if int(k) > 0}
-    try:
-        for label in _labels(images, source_uri, labels, date):
-            extra = wanted.get(label, 0)
-            run = _walk(images, _class_filter(source_uri, label, window), pivot(date, seed, label), (n_per_class + extra) * oversample)
-            # The base draw looks at the first oversample * N entries only, as it would without follow-up.
-            base = run[: n_per_class * oversample]
-            chosen = sorted(base, key=lambda doc: _priority(source_uri, date, seed, doc["path"]))[:n_per_class]
-            taken = {doc["path"] for doc in chosen}
-            more = sorted(
-                (doc for doc in run if doc["path"] not in taken), key=lambda doc: _followup_priority(source_uri, date, seed, doc["path"])
-            )[:extra]
-            more = more[: len(more) // followup_unit * followup_unit]  # short of images: whole grant units only
-            for draw, docs in (("base", chosen), ("followup", more)):
-                for doc in docs:
-                    created = doc["created"]
-                    if created.tzinfo is None:
-                        created = created.replace(tzinfo=dt.timezone.utc)
-                    items.append(
-                        SampleItem(image_path=doc["path"], label=label, sample_key=float(doc["sample_key"]), created=created, draw=draw)
-                    )
-            classes[label] = len(chosen) + len(more)
-            if len(chosen) < n_per_class:
-                short[label] = len(chosen)
-            if more:
-                extras[label] = len(more)
-    except PyMongoError as exc:
-        raise StoreError(f"cannot draw the sample of {source_uri} for {date} from {store.description}: {exc}") from exc
+    for label in _labels(store, source_uri, labels, date):
+        extra = wanted.get(label, 0)
+        run = store.walk_class(source_uri, label, window, pivot(date, seed, label), (n_per_class + extra) * oversample)
+        # The base draw looks at the first oversample * N entries only, as it would without follow-up.
+        base = run[: n_per_class * oversample]
+        chosen = sorted(base, key=lambda doc: _priority(source_uri, date, seed, doc["path"]))[:n_per_class]
+        taken = {doc["path"] for doc in chosen}
+        more = sorted(
+            (doc for doc in run if doc["path"] not in taken), key=lambda doc: _followup_priority(source_uri, date, seed, doc["path"])
+        )[:extra]
+        more = more[: len(more) // followup_unit * followup_unit]  # short of images: whole grant units only
+        for draw, docs in (("base", chosen), ("followup", more)):
+            for doc in docs:
+                created = doc["created"]
+                if created.tzinfo is None:
+                    created = created.replace(tzinfo=dt.timezone.utc)
+                items.append(
+                    SampleItem(image_path=doc["path"], label=label, sample_key=float(doc["sample_key"]), created=created, draw=draw)
+                )
+        classes[label] = len(chosen) + len(more)
+        if len(chosen) < n_per_class:
+            short[label] = len(chosen)
+        if more:
+            extras[label] = len(more)
     items.sort(key=lambda item: (item.label, item.image_path))
     return Sample(
         date=date,
@@ -247,31 +220,6 @@ def draw_sample(
         short_classes=short,
         followup=extras,
     )
-
-
-def _is_embedded(images: Collection) -> bool:
-    import mongomock
-
-    return isinstance(images, mongomock.Collection)
-
-
-def _shape_count(images: Collection, base: dict[str, Any], key_range: dict[str, float], wanted: int) -> tuple[int, int]:
-    """Documents MongoDB fetches for one hinted query: walk the index range in key order until ``wanted`` pass the filter."""
-    index_part = {k: base[k] for k in ("source", "status", "label")}
-    window = base["created"]
-    examined = found = 0
-    if wanted <= 0:
-        return 0, 0
-    for doc in images.find({**index_part, "sample_key": key_range}, {"_id": 0, "created": 1}).sort("sample_key", 1):
-        examined += 1
-        created = doc.get("created")
-        if created is not None and created.tzinfo is None:
-            created = created.replace(tzinfo=dt.timezone.utc)
-        if created is not None and created <= window["$lte"] and ("$gte" not in window or created >= window["$gte"]):
-            found += 1
-            if found == wanted:
-                break
-    return examined, found
 
 
 def sample_cost(
@@ -297,35 +245,13 @@ def sample_cost(
     """
     _validate(date, n_per_class, fresh_days, oversample)
     window = created_window(date, fresh_days)
-    images = store.images
     run_size = n_per_class * oversample
     docs = keys = queries = 0
-    embedded = _is_embedded(images)
-    try:
-        chosen_labels = _labels(images, source_uri, labels, date)
-        for label in chosen_labels:
-            base = _class_filter(source_uri, label, window)
-            u = pivot(date, seed, label)
-            if embedded:
-                examined, found = _shape_count(images, base, {"$gte": u}, run_size)
-                docs, queries = docs + examined, queries + 1
-                if found < run_size:
-                    examined, _ = _shape_count(images, base, {"$lt": u}, run_size - found)
-                    docs, queries = docs + examined, queries + 1
-                continue
-            found = 0
-            for key_range in ({"$gte": u}, {"$lt": u}):
-                cursor = images.find({**base, "sample_key": key_range}, _PROJECTION).sort("sample_key", 1).hint(SAMPLING_INDEX)
-                cursor = cursor.limit(run_size - found)
-                stats = cursor.explain().get("executionStats", {})
-                docs += int(stats.get("totalDocsExamined", 0))
-                keys += int(stats.get("totalKeysExamined", 0))
-                queries += 1
-                found += int(stats.get("nReturned", 0))
-                if found >= run_size:
-                    break
-    except PyMongoError as exc:
-        raise StoreError(f"cannot explain the sampling queries on {store.description}: {exc}") from exc
+    chosen_labels = _labels(store, source_uri, labels, date)
+    for label in chosen_labels:
+        examined, keyed, asked = store.walk_cost(source_uri, label, window, pivot(date, seed, label), run_size)
+        docs, keys, queries = docs + examined, keys + keyed, queries + asked
+    embedded = store.is_embedded
     return SampleCost(
         docs_examined=docs,
         keys_examined=None if embedded else keys,
@@ -441,8 +367,5 @@ def record_sample(store: Store, sample: Sample, csv_path: Path, *, now: dt.datet
         "short_classes": dict(sample.short_classes),
         "followup": dict(sample.followup),
     }
-    try:
-        store.samples.replace_one({"source": sample.source, "date": sample.date}, doc, upsert=True)
-    except PyMongoError as exc:
-        raise StoreError(f"cannot record the sample of {sample.source} for {sample.date} in {store.description}: {exc}") from exc
+    store.save_sample(doc)
     return doc

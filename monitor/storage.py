@@ -1,4 +1,14 @@
-"""MongoDB access: one :class:`Store` over a real server (pymongo) or the embedded, on-disk mongomock store.
+"""The store layer: every read and write of the service, as named operations on one typed :class:`Store`.
+
+Callers (pipeline, CLI, indexing, sampling, health, alerts, the DAG, the dashboard) never see a collection:
+they call an operation named for what the service does, and a ``PyMongoError`` becomes a
+:class:`~monitor.errors.StoreError` here, naming the store. Two engines sit under the same operations:
+
+- a real **MongoDB** (``MONITOR_MONGO_URI``): one collection per kind, the indexes below, every write durable at once;
+- the **embedded store** (:mod:`monitor.embedded`, the default): mongomock partitions kept as small BSON
+  files behind a manifest, loaded only when an operation touches them; :meth:`Store.commit` makes the
+  writes so far durable (the pipeline commits after each stage, alerts after each send), and readers
+  (``open_store(..., read_only=True)``) never lock and never write.
 
 Collections (see docs/ARCHITECTURE.md for every field):
 
@@ -10,34 +20,27 @@ Collections (see docs/ARCHITECTURE.md for every field):
 - ``models``        one document per model id (name + weights checksum), first and last date seen
 - ``runs``          one document per (source, date): what each stage did
 
-The embedded store keeps every collection in one JSON file (MongoDB extended JSON, so
-dates and ids round-trip) under ``<data_dir>/store``. A writer holds a file lock from
-open to close, and the file is replaced atomically, so a crash never leaves half a file
-and two processes never interleave writes. mongomock scans linearly: it suits the demo,
-tests and small buckets (a few thousand images); point ``MONITOR_MONGO_URI`` at a real
-MongoDB for more.
+Queries stay within what both engines support (no ``$rand``, no transactions, no change streams);
+``tests/test_store.py`` runs the same checks on both (``MONITOR_TEST_MONGO_URI`` for a real server).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-import tempfile
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-import mongomock
 import pymongo
-from bson import json_util
-from bson.errors import BSONError
-from filelock import FileLock, Timeout
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
+from pymongo.errors import BulkWriteError, PyMongoError
 
-from monitor.errors import StoreError, redact
-from monitor.files import atomic_write, remove_leftovers
+from monitor.embedded import EmbeddedDB, Key, partition_key
+from monitor.errors import DataError, StoreError, redact
+from monitor.files import remove_leftovers
 from monitor.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -72,97 +75,650 @@ INDEXES: dict[str, list[IndexModel]] = {
 }
 
 
+Doc = dict[str, Any]
+#: The key pattern of the ``sampling`` index: hinted on MongoDB so the planner walks it from the pivot.
+SAMPLING_INDEX = [("source", 1), ("status", 1), ("label", 1), ("sample_key", 1)]
+_SAMPLE_FIELDS = {"_id": 0, "path": 1, "label": 1, "sample_key": 1, "created": 1}
+STATUS_OK, STATUS_UNUSABLE, STATUS_MISSING = "ok", "unusable", "missing"
+
+
 class Store:
-    """The service's view of MongoDB. Use as a context manager; ``close()`` persists the embedded store."""
+    """The service's store: named operations over MongoDB or the embedded store. Use as a context manager.
 
-    def __init__(self, db: Database, *, description: str, embedded_file: Path | None = None, lock: FileLock | None = None) -> None:
-        self.db = db
+    ``close()`` commits the embedded store's pending writes (a failed stage keeps what earlier stages did:
+    every stage is idempotent per date, so the re-run repairs a partial one).
+    """
+
+    def __init__(self, *, description: str, db: Database | None = None, embedded: EmbeddedDB | None = None) -> None:
+        if (db is None) == (embedded is None):
+            raise ValueError("a Store needs exactly one of a MongoDB database or an embedded store")
         self.description = description
-        self._embedded_file = embedded_file
-        self._lock = lock
+        self._db = db
+        self._embedded = embedded
         self._closed = False
-
-    # Typed shortcuts so callers never spell collection names as strings.
-    @property
-    def images(self) -> Collection:
-        return self.db["images"]
-
-    @property
-    def samples(self) -> Collection:
-        return self.db["samples"]
-
-    @property
-    def class_metrics(self) -> Collection:
-        return self.db["class_metrics"]
-
-    @property
-    def class_health(self) -> Collection:
-        return self.db["class_health"]
-
-    @property
-    def alerts(self) -> Collection:
-        return self.db["alerts"]
-
-    @property
-    def models(self) -> Collection:
-        return self.db["models"]
-
-    @property
-    def runs(self) -> Collection:
-        return self.db["runs"]
 
     @property
     def is_embedded(self) -> bool:
-        return self._embedded_file is not None
+        return self._embedded is not None
+
+    @property
+    def read_only(self) -> bool:
+        return self._embedded is not None and not self._embedded.writable
+
+    # --- partitions: one collection on MongoDB, the matching partitions on the embedded store ------
+
+    def _part(self, kind: str, doc: Mapping[str, Any], *, write: bool = False) -> Collection:
+        if self._embedded is None:
+            assert self._db is not None
+            return self._db[kind]
+        key = partition_key(kind, dict(doc))
+        if write:
+            self._embedded.touched(kind, key)
+        return self._embedded.collection(kind, key)
+
+    def _parts(self, kind: str, where: Callable[[Key], bool] | None = None) -> list[Collection]:
+        if self._embedded is None:
+            assert self._db is not None
+            return [self._db[kind]]
+        return [self._embedded.collection(kind, key) for key in self._embedded.keys(kind, where)]
+
+    def _keys(self, kind: str, where: Callable[[Key], bool] | None = None) -> list[Key]:
+        assert self._embedded is not None
+        return self._embedded.keys(kind, where)
+
+    def _raw(self, kind: str, where: Callable[[Key], bool] | None = None) -> Iterator[Doc]:
+        """Embedded store, reading: the documents of the matching partitions as stored, shared, never to be changed.
+
+        Reads that filter whole partitions skip mongomock, which copies every document when it is loaded and
+        again on every query; a partition is loaded into mongomock only when it is written.
+        """
+        assert self._embedded is not None
+        for key in self._embedded.keys(kind, where):
+            yield from self._embedded.documents(kind, key)
+
+    def _fail(self, what: str, exc: PyMongoError) -> StoreError:
+        return StoreError(f"could not {what} on {self.description}: {redact(str(exc)).splitlines()[0][:300] if str(exc) else type(exc).__name__}")
+
+    # --- life cycle -----------------------------------------------------------------------------
 
     def ensure_indexes(self) -> None:
-        """Create every index the service relies on (idempotent)."""
+        """Create every index the service relies on (idempotent; MongoDB only: the embedded store is partitioned instead)."""
+        if self._db is None:
+            return
         try:
             for name, models in INDEXES.items():
-                self.db[name].create_indexes(models)
+                self._db[name].create_indexes(models)
         except PyMongoError as exc:
-            raise StoreError(f"could not create indexes on {self.description}: {exc}") from exc
+            raise self._fail("create indexes", exc) from exc
 
-    def flush(self) -> None:
-        """Persist the embedded store now (a no-op on a real MongoDB, which persists every write)."""
-        if self._embedded_file is None or self._lock is None:
-            return
-        _dump(self.db, self._embedded_file)
+    def refresh(self) -> bool:
+        """A long-lived reader (the dashboard): follow the latest commit; True when it changed."""
+        return self._embedded.refresh() if self._embedded is not None else False
+
+    def version(self) -> Any:
+        """Changes with every commit of the embedded store (None on MongoDB, which has no commits)."""
+        return self._embedded.manifest.commit if self._embedded is not None else None
+
+    def commit(self) -> None:
+        """Make every write so far durable (the embedded store writes its changed partitions; MongoDB already has them)."""
+        if self._embedded is not None and self._embedded.writable:
+            self._embedded.commit()
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        try:
-            self.flush()
-        finally:
-            if self._lock is not None:
-                self._lock.release()
-            self.db.client.close()
+        if self._embedded is not None:
+            self._embedded.close(commit=self._embedded.writable)
+        elif self._db is not None:
+            self._db.client.close()
 
     def __enter__(self) -> "Store":
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        # Persist what was written even when a stage fails halfway: every stage is idempotent per
-        # date, so a partial write is repaired by the re-run, and earlier stages' work is kept.
         self.close()
+
+    # --- runs -----------------------------------------------------------------------------------
+
+    def record_stage(self, source: str, date: str, stage: str, summary: Mapping[str, Any], *, finished_at: dt.datetime) -> None:
+        """Note that ``stage`` finished for (source, date), replacing its previous note, and commit."""
+        key = {"source": source, "date": date}
+        try:
+            self._part("runs", key, write=True).update_one(key, {"$set": {f"stages.{stage}": {**summary, "finished_at": finished_at}}}, upsert=True)
+        except PyMongoError as exc:
+            raise self._fail(f"record the {stage} stage of {date}", exc) from exc
+        self.commit()
+
+    def update_run(self, source: str, date: str, fields: Mapping[str, Any]) -> None:
+        key = {"source": source, "date": date}
+        try:
+            self._part("runs", key, write=True).update_one(key, {"$set": dict(fields)}, upsert=True)
+        except PyMongoError as exc:
+            raise self._fail(f"record the run of {date}", exc) from exc
+        self.commit()
+
+    def runs_on(self, date: str) -> list[Doc]:
+        """The ``runs`` documents of ``date`` (one per source), by source."""
+        try:
+            docs = [doc for coll in self._parts("runs") for doc in coll.find({"date": date}, {"_id": 0})]
+        except PyMongoError as exc:
+            raise self._fail(f"read the runs of {date}", exc) from exc
+        return sorted(docs, key=lambda doc: str(doc.get("source")))
+
+    # --- models ---------------------------------------------------------------------------------
+
+    def register_model(self, model_id: str, *, name: str, checksum: str, labels: Sequence[str], date: str) -> None:
+        """Keep one ``models`` document per model id, with the first and last date it was evaluated on."""
+        try:
+            self._part("models", {}, write=True).update_one(
+                {"model_id": model_id},
+                {
+                    "$setOnInsert": {"model_id": model_id, "name": name, "checksum": checksum, "labels": list(labels)},
+                    "$min": {"first_date": date},
+                    "$max": {"last_date": date},
+                },
+                upsert=True,
+            )
+        except PyMongoError as exc:
+            raise self._fail(f"register model {model_id}", exc) from exc
+
+    def models(self) -> list[Doc]:
+        """Every registered model (``model_id``, ``name``, ``labels``, ``first_date``, ``last_date``); for stores without
+        ``models`` documents, one bare entry per model with class metrics."""
+        try:
+            docs = [doc for coll in self._parts("models") for doc in coll.find({}, {"_id": 0, "checksum": 0})]
+        except PyMongoError as exc:
+            raise self._fail("read the models", exc) from exc
+        return docs or [{"model_id": model_id} for model_id in self.measured_models()]
+
+    # --- images ---------------------------------------------------------------------------------
+
+    def _image_parts(self, source: str, label: str | None = None) -> list[Collection]:
+        if label is not None:
+            return [self._part("images", {"source": source, "label": label})]
+        return self._parts("images", lambda key: key[0] == source)
+
+    def count_images(self, source: str, *, present_only: bool = False) -> int:
+        query: Doc = {"source": source, **({"status": {"$ne": STATUS_MISSING}} if present_only else {})}
+        try:
+            if self._embedded is not None and not present_only:
+                # The manifest knows each committed partition's size: nothing is read.
+                return sum(self._embedded.count("images", key) for key in self._keys("images", lambda key: key[0] == source))
+            if self._embedded is not None:
+                return sum(1 for doc in self._raw("images", lambda key: key[0] == source) if doc.get("status") != STATUS_MISSING)
+            return sum(coll.count_documents(query) for coll in self._image_parts(source))
+        except PyMongoError as exc:
+            raise self._fail(f"count the indexed images of {source}", exc) from exc
+
+    def stored_images(self, source: str, paths: Mapping[str | None, Sequence[str]], fields: Iterable[str]) -> dict[str, Doc]:
+        """The stored documents (``path`` and ``fields``) of ``paths`` (grouped by label), by path."""
+        projection = {"_id": 0, "path": 1, **{name: 1 for name in fields}}
+        found: dict[str, Doc] = {}
+        try:
+            if self._embedded is None:
+                assert self._db is not None
+                wanted = [path for group in paths.values() for path in group]
+                for doc in self._db["images"].find({"source": source, "path": {"$in": wanted}}, projection):
+                    found[doc["path"]] = doc
+                return found
+            names = ["path", *fields]
+            for label, group in paths.items():
+                # mongomock checks ``$in`` against the whole list for every document: a set lookup instead.
+                wanted_set = set(group)
+                key = partition_key("images", {"source": source, "label": label})
+                for doc in self._raw("images", _only(key)):
+                    if doc["path"] in wanted_set:
+                        found[doc["path"]] = {name: doc[name] for name in names if name in doc}
+        except PyMongoError as exc:
+            raise self._fail(f"read indexed images of {source}", exc) from exc
+        return found
+
+    def write_images(self, source: str, new: Sequence[Doc], changed: Sequence[tuple[Doc, Doc]]) -> None:
+        """Insert ``new`` image documents and apply ``(document, update)`` pairs to existing ones (by source and path)."""
+        try:
+            by_part: dict[Key, list[Doc]] = {}
+            for doc in new:  # MongoDB: one collection, one write per batch
+                by_part.setdefault(partition_key("images", doc) if self._embedded is not None else (), []).append(doc)
+            for docs in by_part.values():
+                coll = self._part("images", docs[0], write=True)
+                try:
+                    coll.insert_many([dict(doc) for doc in docs], ordered=False)
+                except BulkWriteError as exc:
+                    # Another indexer of the same source inserted some first (MongoDB): theirs stand, equal by construction.
+                    if any(error.get("code") != 11000 for error in exc.details.get("writeErrors", [])):
+                        raise
+            ops: dict[Key, list[UpdateOne]] = {}
+            colls: dict[Key, Collection] = {}
+            for doc, update in changed:
+                key = partition_key("images", doc) if self._embedded is not None else ()
+                colls.setdefault(key, self._part("images", doc, write=True))
+                ops.setdefault(key, []).append(UpdateOne({"source": source, "path": doc["path"]}, update))
+            for key, batch in ops.items():
+                colls[key].bulk_write(batch, ordered=False)
+        except PyMongoError as exc:
+            raise self._fail(f"write {len(new) + len(changed)} image documents of {source}", exc) from exc
+
+    def present_images(self, source: str) -> Iterator[Doc]:
+        """``path`` and ``label`` of every stored image of ``source`` not marked missing."""
+        try:
+            if self._embedded is not None:
+                docs = self._raw("images", lambda key: key[0] == source)
+                yield from [{"path": d["path"], "label": d.get("label")} for d in docs if d.get("status") != STATUS_MISSING]
+                return
+            for coll in self._image_parts(source):
+                yield from list(coll.find({"source": source, "status": {"$ne": STATUS_MISSING}}, {"_id": 0, "path": 1, "label": 1}))
+        except PyMongoError as exc:
+            raise self._fail(f"read the indexed images of {source}", exc) from exc
+
+    def mark_missing(self, source: str, images: Sequence[Doc], fields: Mapping[str, Any]) -> int:
+        """Set ``fields`` on the given stored images (``path``, ``label``) unless already missing; returns how many changed."""
+        marked = 0
+        try:
+            groups: dict[Key, list[Doc]] = {}
+            for doc in images:
+                groups.setdefault(partition_key("images", {"source": source, **doc}), []).append(doc)
+            for docs in groups.values():
+                coll = self._part("images", {"source": source, **docs[0]}, write=True)
+                for start in range(0, len(docs), 1000):
+                    chunk = [doc["path"] for doc in docs[start : start + 1000]]
+                    result = coll.update_many({"source": source, "path": {"$in": chunk}, "status": {"$ne": STATUS_MISSING}}, {"$set": dict(fields)})
+                    marked += result.modified_count
+        except PyMongoError as exc:
+            raise self._fail(f"mark vanished images of {source}", exc) from exc
+        return marked
+
+    def usable_labels(self, source: str, *, created_by: dt.datetime | None = None) -> list[str]:
+        """Labels with a usable image of ``source`` (created by ``created_by``, when given), sorted."""
+        query: Doc = {"source": source, "status": STATUS_OK, **({"created": {"$lte": created_by}} if created_by else {})}
+        try:
+            labels: set[Any] = set()
+            if self._embedded is not None:
+                for key in self._keys("images", lambda key: key[0] == source):
+                    if key[1] and any(_usable(doc, {"$lte": created_by} if created_by else None) for doc in self._embedded.documents("images", key)):
+                        labels.add(key[1])
+            for coll in self._image_parts(source) if self._embedded is None else ():
+                labels.update(coll.distinct("label", query))
+        except PyMongoError as exc:
+            raise self._fail(f"read the classes of {source}", exc) from exc
+        return sorted(str(label) for label in labels if label)
+
+    def walk_class(self, source: str, label: str, created: Mapping[str, dt.datetime], pivot: float, size: int) -> list[Doc]:
+        """The ``size`` usable images of a class following ``pivot`` in sampling-key order, wrapping around below it.
+
+        Each: ``path``, ``label``, ``sample_key``, ``created``. On MongoDB the ``sampling`` index is walked from the pivot.
+        """
+        if self._embedded is not None:
+            key = partition_key("images", {"source": source, "label": label})
+            eligible = sorted((doc for doc in self._raw("images", _only(key)) if _usable(doc, created)), key=lambda doc: doc["sample_key"])
+            start = next((i for i, doc in enumerate(eligible) if doc["sample_key"] >= pivot), len(eligible))
+            ordered = eligible[start:] + eligible[:start]
+            return [{name: doc[name] for name in ("path", "label", "sample_key", "created")} for doc in ordered[:size]]
+        base = {"source": source, "status": STATUS_OK, "label": label, "created": dict(created)}
+        coll = self._part("images", {"source": source, "label": label})
+        try:
+            run = list(self._hinted(coll.find({**base, "sample_key": {"$gte": pivot}}, _SAMPLE_FIELDS).sort("sample_key", 1)).limit(size))
+            if len(run) < size:
+                run += list(self._hinted(coll.find({**base, "sample_key": {"$lt": pivot}}, _SAMPLE_FIELDS).sort("sample_key", 1)).limit(size - len(run)))
+        except PyMongoError as exc:
+            raise self._fail(f"draw class {label!r} of {source}", exc) from exc
+        return run
+
+    def _hinted(self, cursor: Any) -> Any:
+        return cursor if self._embedded is not None else cursor.hint(SAMPLING_INDEX)
+
+    def walk_cost(self, source: str, label: str, created: Mapping[str, dt.datetime], pivot: float, size: int) -> tuple[int, int, int]:
+        """(documents examined, index keys examined, queries) of :meth:`walk_class` (for benchmarks and capacity planning).
+
+        MongoDB: ``explain()``'s ``executionStats``. mongomock has no explain and scans everything, so there the
+        count is the query's shape: documents fetched walking the index range from the pivot in key order until
+        ``size`` pass the ``created`` filter (MongoDB's IXSCAN -> FETCH(filter) -> LIMIT); keys are not counted.
+        """
+        base = {"source": source, "status": STATUS_OK, "label": label, "created": dict(created)}
+        coll = self._part("images", {"source": source, "label": label})
+        docs = keys = queries = found = 0
+        try:
+            for key_range in ({"$gte": pivot}, {"$lt": pivot}):
+                if found >= size:
+                    break
+                queries += 1
+                if self._embedded is not None:
+                    index_part = {k: base[k] for k in ("source", "status", "label")}
+                    for doc in coll.find({**index_part, "sample_key": key_range}, {"_id": 0, "created": 1}).sort("sample_key", 1):
+                        docs += 1
+                        if _in_window(doc.get("created"), created):
+                            found += 1
+                            if found == size:
+                                break
+                    continue
+                cursor = self._hinted(coll.find({**base, "sample_key": key_range}, _SAMPLE_FIELDS).sort("sample_key", 1)).limit(size - found)
+                stats = cursor.explain().get("executionStats", {})
+                docs += int(stats.get("totalDocsExamined", 0))
+                keys += int(stats.get("totalKeysExamined", 0))
+                found += int(stats.get("nReturned", 0))
+        except PyMongoError as exc:
+            raise self._fail(f"explain the sampling queries of {source}", exc) from exc
+        return docs, keys, queries
+
+    def unusable_counts(self, source: str) -> dict[str, int]:
+        """How many stored images of ``source`` are unusable, per reason."""
+        counts: dict[str, int] = {}
+        if self._embedded is not None:
+            for doc in self._raw("images", lambda key: key[0] == source):
+                if doc.get("status") == STATUS_UNUSABLE:
+                    counts[str(doc.get("reason"))] = counts.get(str(doc.get("reason")), 0) + 1
+            return dict(sorted(counts.items()))
+        try:
+            for coll in self._image_parts(source):
+                for row in coll.aggregate([{"$match": {"source": source, "status": STATUS_UNUSABLE}}, {"$group": {"_id": "$reason", "count": {"$sum": 1}}}]):
+                    counts[str(row["_id"])] = counts.get(str(row["_id"]), 0) + int(row["count"])
+        except PyMongoError as exc:
+            raise self._fail(f"count the unusable images of {source}", exc) from exc
+        return dict(sorted(counts.items()))
+
+    def unusable_images(self, sources: Sequence[str], limit: int) -> list[Doc]:
+        """Up to ``limit`` images of ``sources`` that are unusable or missing (``path``, ``status``, ``reason``), by path."""
+        query = {"source": {"$in": sorted(sources)}, "status": {"$in": [STATUS_UNUSABLE, STATUS_MISSING]}}
+        fields = {"_id": 0, "path": 1, "status": 1, "reason": 1}
+        try:
+            parts = self._parts("images", lambda key: key[0] in set(sources))
+            docs = [doc for coll in parts for doc in coll.find(query, fields).sort("path", 1).limit(limit)]
+        except PyMongoError as exc:
+            raise self._fail("read the unusable images", exc) from exc
+        return sorted(docs, key=lambda doc: str(doc.get("path")))[:limit]
+
+    # --- samples --------------------------------------------------------------------------------
+
+    def sample(self, source: str, date: str, *, items: bool = False) -> Doc | None:
+        """The recorded sample of (source, date), without its ``items`` unless asked; None when there is none."""
+        key = {"source": source, "date": date}
+        try:
+            return self._part("samples", key).find_one(key, {"_id": 0, **({} if items else {"items": 0})})
+        except PyMongoError as exc:
+            raise self._fail(f"read the sample of {date}", exc) from exc
+
+    def save_sample(self, doc: Mapping[str, Any]) -> None:
+        """Record the sample of (source, date), replacing a previous one."""
+        key = {"source": doc["source"], "date": doc["date"]}
+        try:
+            self._part("samples", key, write=True).replace_one(key, dict(doc), upsert=True)
+        except PyMongoError as exc:
+            raise self._fail(f"record the sample of {doc['date']}", exc) from exc
+
+    # --- class metrics and class health ---------------------------------------------------------
+
+    def replace_day(self, kind: str, model_id: str, date: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Replace the ``class_metrics`` or ``class_health`` rows of (model, date) with ``rows``; returns how many.
+
+        Delete then insert, so a re-run leaves exactly the new rows (labels gone since the last run disappear
+        too). Rows carrying another model_id or date, or repeating a label, are refused (:class:`DataError`).
+        """
+        _check_kind(kind)
+        docs: list[Doc] = []
+        for row in rows:
+            for name, expected in (("model_id", model_id), ("date", date)):
+                if row.get(name, expected) != expected:
+                    raise DataError(f"a {kind} row for label {row.get('label')!r} has {name} {row[name]!r}, not {expected!r}")
+            docs.append({**row, "model_id": model_id, "date": date})
+        labels = [doc.get("label") for doc in docs]
+        if len(set(labels)) != len(labels):
+            raise DataError(f"{kind} rows for {model_id} on {date} repeat a label")
+        key = {"model_id": model_id, "date": date}
+        try:
+            coll = self._part(kind, key, write=True)
+            coll.delete_many(key)
+            if docs:
+                coll.insert_many(docs)
+        except PyMongoError as exc:
+            raise self._fail(f"write {kind} of {model_id} on {date}", exc) from exc
+        return len(rows)
+
+    def _day_keys(self, kind: str, model_id: str | None, start: str | None, end: str | None) -> Callable[[Key], bool]:
+        return lambda key: (model_id is None or key[0] == model_id) and (start is None or key[1] >= start) and (end is None or key[1] <= end)
+
+    def rows(
+        self, kind: str, model_id: str | None, *, start: str | None = None, end: str | None = None,
+        labels: Sequence[str] | None = None, fields: Sequence[str] | None = None,
+    ) -> list[Doc]:  # fmt: skip
+        """The ``class_metrics`` or ``class_health`` rows of ``model_id`` (None: every model) with ``start <= date <= end``, by date and label."""
+        _check_kind(kind)
+        query: Doc = {}
+        if model_id is not None:
+            query["model_id"] = model_id
+        if start or end:
+            query["date"] = {**({"$gte": start} if start else {}), **({"$lte": end} if end else {})}
+        if labels is not None:
+            query["label"] = {"$in": sorted(set(labels))}
+        projection = {"_id": 0, **({name: 1 for name in fields} if fields else {})}
+        try:
+            if self._embedded is not None:
+                docs = self._embedded_rows(kind, model_id, start, end, labels, fields)
+            else:
+                docs = [doc for coll in self._parts(kind) for doc in coll.find(query, projection)]
+        except PyMongoError as exc:
+            raise self._fail(f"read {kind} of {model_id or 'every model'}", exc) from exc
+        return sorted(docs, key=lambda doc: (str(doc.get("date")), str(doc.get("label"))))
+
+    def _embedded_rows(
+        self, kind: str, model_id: str | None, start: str | None, end: str | None, labels: Sequence[str] | None, fields: Sequence[str] | None
+    ) -> list[Doc]:
+        """Whole day partitions, filtered here: mongomock would copy every document of each (a year is ~70k rows)."""
+        assert self._embedded is not None
+        wanted = set(labels) if labels is not None else None
+        out: list[Doc] = []
+        for key in self._keys(kind, self._day_keys(kind, model_id, start, end)):
+            for doc in self._embedded.documents(kind, key):
+                if wanted is not None and doc.get("label") not in wanted:
+                    continue
+                out.append({name: doc[name] for name in fields if name in doc} if fields else {k: v for k, v in doc.items() if k != "_id"})
+        return out
+
+    def dates(self, kind: str, model_id: str | None = None, *, after: str | None = None, before: str | None = None) -> list[str]:
+        """The dates with ``kind`` rows (of ``model_id``, or any model), strictly between ``after`` and ``before``, oldest first."""
+        _check_kind(kind)
+        keep = lambda day: (after is None or day > after) and (before is None or day < before)  # noqa: E731
+        try:
+            if self._embedded is not None:
+                days = {key[1] for key in self._keys(kind, lambda key: model_id is None or key[0] == model_id)}
+            else:
+                assert self._db is not None
+                days = {str(day) for day in self._db[kind].distinct("date", {"model_id": model_id} if model_id else {})}
+        except PyMongoError as exc:
+            raise self._fail(f"read the dates of {kind}", exc) from exc
+        return sorted(day for day in days if keep(day))
+
+    def models_on(self, kind: str, date: str) -> list[str]:
+        """The models with ``kind`` rows on ``date``, sorted."""
+        _check_kind(kind)
+        try:
+            if self._embedded is not None:
+                return sorted({key[0] for key in self._keys(kind, lambda key: key[1] == date)})
+            assert self._db is not None
+            return sorted(str(m) for m in self._db[kind].distinct("model_id", {"date": date}))
+        except PyMongoError as exc:
+            raise self._fail(f"read the models of {date}", exc) from exc
+
+    def measured_models(self) -> list[str]:
+        """Every model with class metrics, sorted."""
+        try:
+            if self._embedded is not None:
+                return sorted({key[0] for key in self._keys("class_metrics")})
+            assert self._db is not None
+            return sorted(str(m) for m in self._db["class_metrics"].distinct("model_id"))
+        except PyMongoError as exc:
+            raise self._fail("read the measured models", exc) from exc
+
+    def latest_rows_before(self, kind: str, model_id: str, date: str, labels: Iterable[str]) -> dict[str, Doc]:
+        """Each of ``labels``' latest ``kind`` row of ``model_id`` before ``date`` (walking back one stored day at a time)."""
+        missing = set(labels)
+        found: dict[str, Doc] = {}
+        for day in reversed(self.dates(kind, model_id, before=date)):
+            if not missing:
+                break
+            for doc in self.rows(kind, model_id, start=day, end=day, labels=sorted(missing)):
+                found[str(doc["label"])] = doc
+                missing.discard(str(doc["label"]))
+        return found
+
+    # --- alerts ---------------------------------------------------------------------------------
+
+    def add_alert(self, alert: Mapping[str, Any]) -> bool:
+        """Store the alert of one transition unless it exists (by model, label, date and kind); True when it is new."""
+        key = {name: alert[name] for name in ("model_id", "label", "date", "kind")}
+        try:
+            result = self._part("alerts", key, write=True).update_one(key, {"$setOnInsert": dict(alert)}, upsert=True)
+        except PyMongoError as exc:
+            raise self._fail(f"write an alert of {alert['model_id']} on {alert['date']}", exc) from exc
+        return result.upserted_id is not None
+
+    def withdraw_alerts(self, model_id: str, date: str, keep: set[tuple[str, str]]) -> int:
+        """Delete the undelivered alerts of (model, date) whose (label, kind) is not in ``keep``; returns how many."""
+        key = {"model_id": model_id}
+        removed = 0
+        try:
+            coll = self._part("alerts", key)
+            for doc in list(coll.find({"model_id": model_id, "date": date, "delivered": False}, {"label": 1, "kind": 1})):
+                if (str(doc["label"]), str(doc["kind"])) not in keep:
+                    self._part("alerts", key, write=True).delete_one({"_id": doc["_id"]})
+                    removed += 1
+        except PyMongoError as exc:
+            raise self._fail(f"withdraw alerts of {model_id} on {date}", exc) from exc
+        return removed
+
+    def pending_alerts(self) -> list[Doc]:
+        """Undelivered alerts, oldest first (by transition date, then creation)."""
+        try:
+            docs = [doc for coll in self._parts("alerts") for doc in coll.find({"delivered": False})]
+        except PyMongoError as exc:
+            raise self._fail("read the pending alerts", exc) from exc
+        return sorted(docs, key=lambda doc: (str(doc.get("date")), _sortable_time(doc.get("created_at"))))
+
+    def update_alert(self, alert: Mapping[str, Any], update: Mapping[str, Any]) -> None:
+        """Apply ``update`` to one stored alert and commit at once: a delivery state is never lost to a crash."""
+        try:
+            self._part("alerts", {"model_id": alert["model_id"]}, write=True).update_one({"_id": alert["_id"]}, dict(update))
+        except PyMongoError as exc:
+            raise self._fail("record the delivery of an alert", exc) from exc
+        self.commit()
+
+    def alerts(
+        self, model_id: str | None = None, *, pending_only: bool = False, start: str | None = None, end: str | None = None,
+        labels: Sequence[str] | None = None,
+    ) -> list[Doc]:  # fmt: skip
+        """Alerts (without ``_id``), newest first: by transition date, then creation."""
+        query: Doc = {}
+        if model_id:
+            query["model_id"] = model_id
+        if pending_only:
+            query["delivered"] = False
+        if start or end:
+            query["date"] = {**({"$gte": start} if start else {}), **({"$lte": end} if end else {})}
+        if labels is not None:
+            query["label"] = {"$in": sorted(set(labels))}
+        try:
+            parts = self._parts("alerts", (lambda key: key[0] == model_id) if model_id else None)
+            docs = [doc for coll in parts for doc in coll.find(query, {"_id": 0})]
+        except PyMongoError as exc:
+            raise self._fail("read the alerts", exc) from exc
+        return sorted(docs, key=lambda doc: (str(doc.get("date")), _sortable_time(doc.get("created_at"))), reverse=True)
+
+    # --- tests and tools ------------------------------------------------------------------------
+
+    def find(self, kind: str, query: Mapping[str, Any] | None = None, fields: Sequence[str] | None = None) -> list[Doc]:
+        """Every document of collection ``kind`` matching ``query`` (without ``_id``): for tests and tools, not for the service.
+
+        On the embedded store this reads every partition of ``kind``.
+        """
+        if kind not in INDEXES:
+            raise ValueError(f"no collection {kind!r}; known: {', '.join(INDEXES)}")
+        projection = {"_id": 0, **({name: 1 for name in fields} if fields else {})}
+        try:
+            return [doc for coll in self._parts(kind) for doc in coll.find(dict(query or {}), projection)]
+        except PyMongoError as exc:
+            raise self._fail(f"read {kind}", exc) from exc
+
+    def remove(self, kind: str, query: Mapping[str, Any]) -> int:
+        """Delete the documents of ``kind`` matching ``query``; returns how many (tests and tools)."""
+        if kind not in INDEXES:
+            raise ValueError(f"no collection {kind!r}; known: {', '.join(INDEXES)}")
+        removed = 0
+        try:
+            if self._embedded is None:
+                assert self._db is not None
+                return int(self._db[kind].delete_many(dict(query)).deleted_count)
+            for key in self._keys(kind):
+                result = self._embedded.collection(kind, key).delete_many(dict(query))
+                if result.deleted_count:
+                    self._embedded.touched(kind, key)
+                    removed += int(result.deleted_count)
+        except PyMongoError as exc:
+            raise self._fail(f"delete from {kind}", exc) from exc
+        return removed
+
+    def info(self) -> dict[str, Any]:
+        """The embedded store's commit, partition files, size and backups (empty on MongoDB)."""
+        if self._embedded is None:
+            return {}
+        return self._embedded.info()
+
+    def counts(self) -> dict[str, int]:
+        """Documents per collection (for tests and ``monitor store``)."""
+        out: dict[str, int] = {}
+        try:
+            for kind in INDEXES:
+                if self._embedded is not None:  # from the manifest: nothing is read
+                    out[kind] = sum(self._embedded.count(kind, key) for key in self._keys(kind))
+                else:
+                    out[kind] = sum(coll.count_documents({}) for coll in self._parts(kind))
+        except PyMongoError as exc:
+            raise self._fail("count documents", exc) from exc
+        return out
+
+
+KINDS = tuple(INDEXES)
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in ("class_metrics", "class_health"):
+        raise ValueError(f"not a per-day collection: {kind!r}")
+
+
+def _sortable_time(value: Any) -> str:
+    return value.isoformat() if isinstance(value, dt.datetime) else str(value or "")
+
+
+def _only(key: Key) -> Callable[[Key], bool]:
+    return lambda other: other == key
+
+
+def _usable(doc: Mapping[str, Any], window: Mapping[str, dt.datetime] | None) -> bool:
+    return doc.get("status") == STATUS_OK and (window is None or _in_window(doc.get("created"), window))
+
+
+def _in_window(created: Any, window: Mapping[str, dt.datetime]) -> bool:
+    if created is None:
+        return False
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=dt.timezone.utc)
+    return bool(created <= window["$lte"] and ("$gte" not in window or created >= window["$gte"]))
 
 
 def open_store(settings: Settings, *, read_only: bool = False, lock_timeout_s: float = 600.0) -> Store:
     """Open the configured store: ``settings.mongo_uri`` if set, else the embedded store under the data dir.
 
-    ``read_only`` (the dashboard) loads the embedded store without taking the writer's lock and never writes it.
+    ``read_only`` (``monitor health``, ``alerts``, the dashboard): the embedded store is read from its last
+    commit without the writer's lock and is never written; MongoDB is opened as usual.
     """
     if settings.mongo_uri:
         return _open_mongodb(settings)
-    store = _open_embedded(settings.store_dir, settings.mongo_db, read_only=read_only, lock_timeout_s=lock_timeout_s)
+    root = settings.store_dir / settings.mongo_db
+    embedded = EmbeddedDB(root, writable=not read_only, lock_timeout_s=lock_timeout_s)
     if not read_only:
         # The embedded store's lock makes this the only writer of the data dir: any temporary file
         # in it is a killed writer's leftover (with MongoDB, atomic_write removes them once stale).
         for folder in (settings.samples_dir, settings.predictions_dir):
             remove_leftovers(folder)
-    return store
+    return Store(embedded=embedded, description=f"embedded store {root}")
 
 
 def _open_mongodb(settings: Settings) -> Store:
@@ -174,64 +730,6 @@ def _open_mongodb(settings: Settings) -> Store:
         client.admin.command("ping")
     except PyMongoError as exc:
         raise StoreError(f"MongoDB at {shown} is unreachable: {redact(str(exc)).splitlines()[0][:300]}") from exc
-    store = Store(client[settings.mongo_db], description=f"MongoDB {shown}")
+    store = Store(db=client[settings.mongo_db], description=f"MongoDB {shown}")
     store.ensure_indexes()
     return store
-
-
-def _open_embedded(store_dir: Path, db_name: str, *, read_only: bool, lock_timeout_s: float) -> Store:
-    file = store_dir / f"{db_name}.json"
-    lock: FileLock | None = None
-    if not read_only:
-        try:
-            store_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create the embedded store folder {store_dir}: {exc}") from exc
-        lock = FileLock(str(store_dir / f".{db_name}.lock"))
-        try:
-            lock.acquire(timeout=lock_timeout_s)
-        except Timeout as exc:
-            raise StoreError(f"the embedded store {file} is held by another process (waited {lock_timeout_s:.0f} s)") from exc
-        except OSError as exc:
-            raise StoreError(f"cannot lock the embedded store {file}: {exc.strerror or exc} (is {store_dir} writable?)") from exc
-        try:  # fail now, not after a whole run, if the store cannot be written back
-            tempfile.TemporaryFile(dir=store_dir).close()
-        except OSError as exc:
-            lock.release()
-            raise StoreError(f"cannot write the embedded store {file}: {exc.strerror or exc} (is {store_dir} writable?)") from exc
-        # Holding the writer's lock, any temporary file beside the store is a killed writer's leftover.
-        remove_leftovers(store_dir)
-    client: mongomock.MongoClient = mongomock.MongoClient(tz_aware=True)
-    db = client[db_name]
-    try:
-        _load(db, file)
-    except (OSError, ValueError, TypeError, KeyError, PyMongoError, BSONError) as exc:
-        if lock is not None:
-            lock.release()
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise StoreError(
-            f"the embedded store {file} cannot be read ({reason}); move it aside to start a new store "
-            f"(`monitor evaluate` re-indexes the source; the history in it is lost unless you restore a copy)"
-        ) from exc
-    store = Store(db, description=f"embedded store {file}", embedded_file=None if read_only else file, lock=lock)
-    store.ensure_indexes()
-    return store
-
-
-def _load(db: Database, file: Path) -> None:
-    if not file.exists():
-        return
-    data = json_util.loads(file.read_text(encoding="utf-8"), json_options=json_util.JSONOptions(tz_aware=True))
-    if not isinstance(data, dict) or not all(
-        isinstance(name, str) and isinstance(docs, list) and all(isinstance(doc, dict) for doc in docs) for name, docs in data.items()
-    ):
-        raise ValueError("not a store file: expected a JSON object of collections, each a list of documents")
-    for name, docs in data.items():
-        if docs:
-            db[name].insert_many(docs)
-
-
-def _dump(db: Database, file: Path) -> None:
-    data = {name: list(db[name].find({})) for name in db.list_collection_names()}
-    text = json_util.dumps(data, json_options=json_util.RELAXED_JSON_OPTIONS)
-    atomic_write(file, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), what="embedded store", error=StoreError)

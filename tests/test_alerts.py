@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+from collections import defaultdict
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -59,13 +60,20 @@ def endpoint() -> Iterator[Endpoint]:
 
 
 def _store_metrics(store, model_id: str, rows: dict[str, list[tuple[int, int]]]) -> None:
-    store.class_metrics.insert_many(
-        [
-            {"model_id": model_id, "date": day(i), "label": label, "n": n, "correct": c}
-            for label, series in rows.items()
-            for i, (n, c) in enumerate(series)
-        ]
-    )
+    """class_metrics rows for each label: one (n, correct) per day from START, written one day at a time."""
+    by_day: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for label, series in rows.items():
+        for i, (n, c) in enumerate(series):
+            by_day[day(i)].append({"label": label, "n": n, "correct": c})
+    for date, docs in sorted(by_day.items()):
+        store.replace_day("class_metrics", model_id, date, docs)
+
+
+def _one(store, kind: str, query: dict[str, Any]) -> dict[str, Any]:
+    """The one stored document of ``kind`` matching ``query``."""
+    found = store.find(kind, query)
+    assert len(found) == 1, (kind, query, found)
+    return found[0]
 
 
 def _run_days(store, settings, model_id: str, days: int) -> list[list[dict[str, Any]]]:
@@ -87,12 +95,12 @@ def history(store, settings) -> list[list[dict[str, Any]]]:
 def test_one_alert_per_transition_into_and_out_of_needs_retraining(store, history) -> None:
     kinds = [(a["label"], a["kind"], a["date"]) for new in history for a in new]
     assert [k[:2] for k in kinds] == [("seven", "needs_retraining"), ("seven", "recovered")]
-    flagged = sorted(d["date"] for d in store.class_health.find({"label": "seven", "verdict": "needs_retraining"}))
+    flagged = sorted(d["date"] for d in store.find("class_health", {"label": "seven", "verdict": "needs_retraining"}))
     assert len(flagged) >= 2  # it stayed flagged several days, yet only one alert was raised
     assert kinds[0][2] == flagged[0]
     day_after = (dt.date.fromisoformat(flagged[-1]) + dt.timedelta(days=1)).isoformat()
     assert kinds[1][2] == day_after
-    alert = store.alerts.find_one({"kind": "needs_retraining"}, {"_id": 0})
+    alert = _one(store, "alerts", {"kind": "needs_retraining"})
     assert alert["evidence"]["verdict"] == "needs_retraining" and alert["evidence"]["label"] == "seven"
     assert (alert["delivered"], alert["attempts"], alert["last_error"]) == (False, 0, None)
     assert "seven" in alert["message"] and flagged[0] in alert["message"]
@@ -102,18 +110,18 @@ def test_rerunning_a_date_raises_no_duplicate_alert(store, settings, history) ->
     first_flag = next(a for new in history for a in new if a["kind"] == "needs_retraining")["date"]
     rows = compute_health(store, "m@1", first_flag, settings)
     assert raise_alerts(store, "m@1", first_flag, rows) == []
-    assert store.alerts.count_documents({}) == 2
+    assert len(store.find("alerts", {})) == 2
 
 
 def test_delivery_posts_the_alert_to_a_json_webhook(store, history, endpoint: Endpoint) -> None:
     report = deliver_pending(store, [endpoint.url])
     assert (report.delivered, report.pending) == (2, 0)
     assert [b["path"] for b in endpoint.bodies] == ["/hook", "/hook"]
-    flag = store.alerts.find_one({"kind": "needs_retraining"})
+    flag = _one(store, "alerts", {"kind": "needs_retraining"})
     body = endpoint.bodies[0]["json"]
     assert "seven" in body["message"] and flag["date"] in body["message"]
     assert "seven" in body["title"] and flag["date"] in body["title"]
-    assert all(a["delivered"] and a["attempts"] == 1 and a["delivered_at"] is not None for a in store.alerts.find())
+    assert all(a["delivered"] and a["attempts"] == 1 and a["delivered_at"] is not None for a in store.find("alerts"))
     # Nothing is sent twice.
     assert deliver_pending(store, [endpoint.url]) == type(report)(delivered=0, pending=0, failed=0)
     assert len(endpoint.bodies) == 2
@@ -123,7 +131,7 @@ def test_a_failing_endpoint_keeps_the_alert_pending_and_a_later_run_delivers_it(
     endpoint.status = 500
     report = deliver_pending(store, [endpoint.url])
     assert (report.delivered, report.pending, report.failed) == (0, 2, 2)
-    pending = list(store.alerts.find({"delivered": False}))
+    pending = store.find("alerts", {"delivered": False})
     assert len(pending) == 2
     assert all(a["attempts"] == 1 and a["last_error"] for a in pending)
     assert "127.0.0.1" in pending[0]["last_error"]
@@ -131,7 +139,7 @@ def test_a_failing_endpoint_keeps_the_alert_pending_and_a_later_run_delivers_it(
     endpoint.status = 200
     report = deliver_pending(store, [endpoint.url])
     assert (report.delivered, report.pending) == (2, 0)
-    done = list(store.alerts.find())
+    done = store.find("alerts")
     assert all(a["delivered"] and a["attempts"] == 2 and a["last_error"] is None for a in done)
     assert len(endpoint.bodies) == 4  # two failed posts, two delivered
 
@@ -139,7 +147,7 @@ def test_a_failing_endpoint_keeps_the_alert_pending_and_a_later_run_delivers_it(
 def test_without_urls_nothing_is_sent_and_alerts_stay_pending(store, history) -> None:
     report = deliver_pending(store, [])
     assert (report.delivered, report.pending) == (0, 2)
-    assert all(a["attempts"] == 0 for a in store.alerts.find())
+    assert all(a["attempts"] == 0 for a in store.find("alerts"))
 
 
 def test_an_invalid_url_is_a_config_error_without_its_secret(store, history) -> None:

@@ -80,10 +80,10 @@ def _invoke(env: dict[str, str], *args: str) -> dict:
 
 def _store_counts(env: dict[str, str]) -> dict[str, int]:
     from monitor.settings import load_settings
-    from monitor.storage import COLLECTIONS, open_store
+    from monitor.storage import open_store
 
     with open_store(load_settings(data_dir=env["MONITOR_DATA_DIR"]), read_only=True) as store:
-        return {name: store.db[name].count_documents({}) for name in COLLECTIONS}
+        return store.counts()
 
 
 def test_evaluate_json_samples_n_per_class_and_counts_agree_with_sklearn(env: dict[str, str], spark) -> None:

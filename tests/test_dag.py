@@ -274,22 +274,22 @@ class _MonitorEnv:
 
 def _snapshot(settings) -> dict[str, Any]:
     """Everything the stages wrote, by natural key (times that a re-run refreshes, e.g. last_seen, left out)."""
-    from monitor.storage import COLLECTIONS, open_store
+    from monitor.storage import open_store
 
     with open_store(settings, read_only=True) as store:
         return {
-            "counts": {name: store.db[name].count_documents({}) for name in COLLECTIONS},
-            "images": sorted((d["path"], d["label"], d["status"], d["checksum"]) for d in store.images.find()),
-            "samples": sorted((d["date"], tuple(sorted(i["path"] for i in d["items"]))) for d in store.samples.find()),
+            "counts": store.counts(),
+            "images": sorted((d["path"], d["label"], d["status"], d["checksum"]) for d in store.find("images")),
+            "samples": sorted((d["date"], tuple(sorted(i["path"] for i in d["items"]))) for d in store.find("samples")),
             "class_metrics": sorted(
-                (d["model_id"], d["date"], d["label"], d["n"], d["correct"], d["failed"]) for d in store.class_metrics.find()
+                (d["model_id"], d["date"], d["label"], d["n"], d["correct"], d["failed"]) for d in store.find("class_metrics")
             ),
-            "class_health": sorted((d["model_id"], d["date"], d["label"], d["verdict"]) for d in store.class_health.find()),
-            "alerts": sorted((d["model_id"], d["label"], d["date"], d["kind"]) for d in store.alerts.find()),
-            "models": sorted(d["model_id"] for d in store.models.find()),
-            "runs": sorted((d["source"], d["date"], tuple(sorted(d.get("stages", {})))) for d in store.runs.find()),
+            "class_health": sorted((d["model_id"], d["date"], d["label"], d["verdict"]) for d in store.find("class_health")),
+            "alerts": sorted((d["model_id"], d["label"], d["date"], d["kind"]) for d in store.find("alerts")),
+            "models": sorted(d["model_id"] for d in store.find("models")),
+            "runs": sorted((d["source"], d["date"], tuple(sorted(d.get("stages", {})))) for d in store.find("runs")),
             # What the health stage of the latest run of DATE noted (a re-run notes that it raised no new alert).
-            "health_note": [d["stages"].get("health") for d in store.runs.find({"date": DATE.isoformat()})],
+            "health_note": [d["stages"].get("health") for d in store.find("runs", {"date": DATE.isoformat()})],
         }
 
 

@@ -93,6 +93,23 @@ def day(offset_from_end: int) -> str:
     return (END - dt.timedelta(days=offset_from_end)).isoformat()
 
 
+def write_history(store: Any, kind: str, docs: list[dict[str, Any]]) -> None:
+    """Write ``class_metrics`` or ``class_health`` documents the way the pipeline does: one (model, date) at a time."""
+    days: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for doc in docs:
+        days.setdefault((doc["model_id"], doc["date"]), []).append({k: v for k, v in doc.items() if k not in ("model_id", "date")})
+    for (model_id, date), rows in days.items():
+        store.replace_day(kind, model_id, date, rows)
+
+
+def store_snapshot(settings: Any) -> dict[str, tuple[int, int]]:
+    """Every file under the embedded store folder with its modification time and size."""
+    from monitor.embedded import store_files
+
+    root = settings.store_dir / settings.mongo_db
+    return {str(path.relative_to(root)): (path.stat().st_mtime_ns, path.stat().st_size) for path in store_files(root)}
+
+
 @pytest.fixture
 def history(store, settings) -> Iterator[dict[str, Any]]:
     """30 days of 3 classes; "cat" drops on the last 8 days and is flagged needs_retraining for the last 3."""
@@ -111,14 +128,16 @@ def history(store, settings) -> Iterator[dict[str, Any]]:
             if label == "bee" and k < 2:
                 verdict = "watch"
             health.append(health_doc(label, date, verdict, prob=0.99 if verdict == "needs_retraining" else 0.6 if verdict == "watch" else 0.05))
-    store.class_metrics.insert_many(metrics)
-    store.class_health.insert_many(health)
-    store.models.insert_one({"model_id": MODEL, "name": "digits", "checksum": "0123456789ab", "labels": ["ant", "bee", "cat", "dog"], "first_date": day(29), "last_date": day(0)})
-    store.alerts.insert_one(
+    write_history(store, "class_metrics", metrics)
+    write_history(store, "class_health", health)
+    store.register_model(MODEL, name="digits", checksum="0123456789ab", labels=["ant", "bee", "cat", "dog"], date=day(29))
+    store.register_model(MODEL, name="digits", checksum="0123456789ab", labels=["ant", "bee", "cat", "dog"], date=day(0))
+    store.add_alert(
         {"model_id": MODEL, "label": "cat", "date": day(2), "kind": "needs_retraining", "message": "cat needs retraining", "evidence": health[-1], "created_at": None, "delivered": True, "delivered_at": None, "attempts": 1, "last_error": None}
     )
-    store.runs.insert_one({"source": "file:///src", "date": day(0), "model_id": MODEL, "stages": {"index": {"finished_at": "2024-03-31T01:00:00"}}, "skipped": {"zero_bytes": 2}, "failed": {"decode_error": 1}})
-    store.flush()
+    store.record_stage("file:///src", day(0), "index", {}, finished_at=dt.datetime(2024, 3, 31, 1, 0, tzinfo=dt.timezone.utc))
+    store.update_run("file:///src", day(0), {"model_id": MODEL, "skipped": {"zero_bytes": 2}, "failed": {"decode_error": 1}})
+    store.commit()
     yield {"metrics": pd.DataFrame(metrics), "health": pd.DataFrame(health)}
 
 
@@ -262,21 +281,43 @@ def test_queries_slice_by_range_and_classes(settings, history) -> None:
 def test_a_pipeline_write_shows_up_without_restarting(store, settings, history) -> None:
     data = DashboardData(settings)
     assert data.date_bounds(MODEL) == (day(29), day(0))
-    store.class_metrics.insert_one(metric_doc("ant", (END + dt.timedelta(days=1)).isoformat(), 10, 10))
-    store.flush()
-    assert data.date_bounds(MODEL) == (day(29), (END + dt.timedelta(days=1)).isoformat())
+    next_day = (END + dt.timedelta(days=1)).isoformat()
+    store.replace_day("class_metrics", MODEL, next_day, [metric_doc("ant", next_day, 10, 10)])
+    assert data.date_bounds(MODEL) == (day(29), day(0))  # not committed yet: readers see the last commit
+    store.commit()
+    assert data.date_bounds(MODEL) == (day(29), next_day)
+    assert sorted(data.metrics(MODEL, next_day, next_day)["label"]) == ["ant"]
 
 
-def test_the_served_app_answers_from_its_snapshot_while_it_reads_the_new_one(store, settings, history) -> None:
+def test_the_served_app_follows_a_commit_and_never_writes_the_store(store, settings, history) -> None:
     reloaded = threading.Event()
     data = DashboardData(settings, background_reload=True, on_reload=reloaded.set)
+    before = store_snapshot(settings)
+    assert before, "the history fixture committed nothing"
     assert data.date_bounds(MODEL) == (day(29), day(0))
+    assert not data.metrics(MODEL).empty and not data.health(MODEL).empty and not data.alerts(MODEL).empty
+    data.confusions(MODEL, "cat")
+    data.runs(day(0))
+    data.labels(MODEL)
+    assert store_snapshot(settings) == before  # the dashboard read without locking or writing anything
     next_day = (END + dt.timedelta(days=1)).isoformat()
-    store.class_metrics.insert_one(metric_doc("ant", next_day, 10, 10))
-    store.flush()
-    assert data.date_bounds(MODEL) == (day(29), day(0))  # at once, from the snapshot in hand
-    assert reloaded.wait(30), "the new snapshot was never read"
+    store.replace_day("class_metrics", MODEL, next_day, [metric_doc("ant", next_day, 10, 10)])
+    store.commit()
+    committed = store_snapshot(settings)
+    # The first answer after the commit is already on the new data; on_reload (the warm-up) runs on a thread.
     assert data.date_bounds(MODEL) == (day(29), next_day)
+    assert reloaded.wait(30), "on_reload never ran after the commit"
+    assert store_snapshot(settings) == committed
+    data.close()
+    assert store_snapshot(settings) == committed
+
+
+def test_alerts_come_newest_first_then_by_class(store, settings, history) -> None:
+    for label, date in (("bee", day(1)), ("ant", day(1)), ("ant", day(5))):
+        store.add_alert({"model_id": MODEL, "label": label, "date": date, "kind": "watch", "message": f"{label} on watch", "delivered": False})
+    store.commit()
+    alerts = DashboardData(settings).alerts(MODEL)
+    assert list(zip(alerts["date"], alerts["label"])) == [(day(1), "ant"), (day(1), "bee"), (day(2), "cat"), (day(5), "ant")]
 
 
 def test_an_empty_store_resolves_to_the_empty_state(settings) -> None:
@@ -336,10 +377,8 @@ def test_overview_pages_a_thousand_classes_over_two_years(store, settings) -> No
     labels = [f"c{i:04d}" for i in range(1000)]
     # Few documents, many classes: one metric per class at both ends of a two-year range.
     docs = [metric_doc(label, date, 10, 9 if i != 500 else 2) for i, label in enumerate(labels) for date in ("2022-04-01", "2024-03-31")]
-    # mongomock checks the unique index by scanning: without it the 2,000 inserts take a second, not half a minute.
-    store.class_metrics.drop_indexes()
-    store.class_metrics.insert_many(docs)
-    store.flush()
+    write_history(store, "class_metrics", docs)
+    store.commit()
     data = DashboardData(settings)
     state = ViewState(start="2022-04-01", end="2024-03-31", sort="accuracy")
     view, content = render_page(data, ids.PATH_OVERVIEW, state)

@@ -9,15 +9,18 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import bson
 import pandas as pd
 import pytest
-from bson import json_util
+from filelock import FileLock
 
 from monitor.faults import VARIABLE as KILL_AT
-from monitor.settings import SHIPPED_MODEL_DIR
+from monitor.settings import SHIPPED_MODEL_DIR, Settings
+from monitor.storage import KINDS, open_store
 from tests.test_alerts import Endpoint
 from tests.test_alerts import endpoint as webhook  # noqa: F401 (the webhook server fixture)
 
@@ -58,9 +61,19 @@ def monitor(data_dir: Path, source: Path, *args: str, env: dict[str, str] | None
     return subprocess.run([*(prefix or []), sys.executable, "-m", "monitor.cli", *args], env=base, capture_output=True, text=True, timeout=600)
 
 
+def store_docs(data_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every document of the embedded store in ``data_dir``, read as a reader does (no lock, no write)."""
+    with open_store(Settings(data_dir=data_dir), read_only=True) as store:
+        return {kind: store.find(kind) for kind in KINDS}
+
+
+def store_files(data_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(data_dir)): p.read_bytes() for p in sorted((data_dir / "store").rglob("*")) if p.is_file()}
+
+
 def snapshot(data_dir: Path) -> dict[str, Any]:
     """What a run leaves that a user relies on, without times and ids that differ between runs."""
-    store = json_util.loads((data_dir / "store" / "class_health.json").read_text())
+    store = store_docs(data_dir)
     predictions = pd.read_parquet(data_dir / "predictions" / f"{DATE}.parquet")
     return {
         "sample_csv": (data_dir / "samples" / f"{DATE}.csv").read_text(),
@@ -110,6 +123,8 @@ def test_the_reference_run_flags_the_broken_class_and_sends_its_alert_once_with_
         "after_stage:metrics",
         "after_alert_send",
         "after_stage:health",
+        "write:bson",
+        "store:before_manifest",
         "write:json",
     ],
 )
@@ -144,18 +159,19 @@ def test_an_unwritable_folder_is_one_line_with_its_exit_code_and_loses_nothing(
 ) -> None:
     data_dir = tmp_path / "data"
     assert monitor(data_dir, source, "index").returncode == 0
-    before = (data_dir / "store" / "class_health.json").read_bytes()
-    (data_dir / folder).mkdir(parents=True, exist_ok=True)
-    (data_dir / folder).chmod(0o555)
+    before = store_files(data_dir)
+    locked = data_dir / folder / ("class_health" if folder == "store" else "")
+    locked.mkdir(parents=True, exist_ok=True)
+    locked.chmod(0o555)
     try:
         done = monitor(data_dir, source, "evaluate", "--date", DATE, prefix=DROP_PRIVILEGES)
     finally:
-        (data_dir / folder).chmod(0o755)
+        locked.chmod(0o755)
     assert done.returncode == code, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0] and "Traceback" not in done.stderr
     if folder == "store":
-        assert (data_dir / "store" / "class_health.json").read_bytes() == before
+        assert store_files(data_dir) == before
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
@@ -170,18 +186,71 @@ def test_a_corrupt_weight_file_is_a_model_error_of_one_line(damage: str, source:
     assert done.stderr.count("\n") == 1 and "does not load" in done.stderr or "weight" in done.stderr
 
 
-@pytest.mark.parametrize(
-    "content",
-    ['[]', '{"images": {"a": 1}}', '{"images": [1, 2]}', '"just a string"', '{"images": [{"_id": 1}, {"_id": 1}]}', "{not json"],
-)
-def test_a_store_file_of_the_wrong_shape_is_a_store_error_naming_the_file_and_the_way_out(content: str, source: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def evaluated(source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir after one evaluated day (its store has backups of earlier commits)."""
+    data_dir = tmp_path_factory.mktemp("evaluated") / "data"
+    done = monitor(data_dir, source, "evaluate", "--date", DATE)
+    assert done.returncode == 0, done.stderr
+    return data_dir
+
+
+def _manifest(data_dir: Path) -> dict[str, Any]:
+    return json.loads((data_dir / "store" / "class_health" / "manifest.json").read_text())
+
+
+def _health_file(data_dir: Path) -> Path:
+    (entry,) = [e for e in _manifest(data_dir)["parts"] if e["kind"] == "class_health"]
+    return data_dir / "store" / "class_health" / entry["file"]
+
+
+DAMAGE: dict[str, Callable[[Path], None]] = {
+    "manifest not JSON": lambda d: (d / "store/class_health/manifest.json").write_text("{not json"),
+    "manifest a list": lambda d: (d / "store/class_health/manifest.json").write_text("[]"),
+    "manifest of another format": lambda d: (d / "store/class_health/manifest.json").write_text('{"format": 99, "parts": []}'),
+    "manifest entry not a partition": lambda d: (d / "store/class_health/manifest.json").write_text('{"format": 1, "parts": [{"kind": "images", "key": [1], "file": "x"}]}'),
+    "partition garbage": lambda d: _health_file(d).write_bytes(b"\x00\xffnot bson" * 20),
+    "partition truncated": lambda d: _health_file(d).write_bytes(_health_file(d).read_bytes()[:-7]),
+    "partition cut at a document": lambda d: _health_file(d).write_bytes(b""),
+    "partition of another day": lambda d: _health_file(d).write_bytes(
+        bson.encode({"model_id": "m", "date": "1999-01-01", "label": "x"})
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_damaged_store_file_is_one_line_naming_it_the_backup_and_the_restore_command(
+    damage: str, evaluated: Path, source: Path, tmp_path: Path, uninterrupted: dict[str, Any]
+) -> None:
     data_dir = tmp_path / "data"
-    (data_dir / "store").mkdir(parents=True)
-    (data_dir / "store" / "class_health.json").write_text(content)
+    shutil.copytree(evaluated, data_dir)
+    DAMAGE[damage](data_dir)
+    damaged = store_files(data_dir)
     done = monitor(data_dir, source, "health")
     assert done.returncode == 4, done.stderr
-    assert done.stderr.count("\n") == 1 and "class_health.json cannot be read" in done.stderr and "move it aside" in done.stderr
-    assert (data_dir / "store" / "class_health.json").read_text() == content  # left for the user to inspect
+    assert done.stderr.count("\n") == 1 and "monitor store restore" in done.stderr and "manifest.json.1" in done.stderr, done.stderr
+    assert store_files(data_dir) == damaged  # left for the user to inspect
+    restored = monitor(data_dir, source, "store", "restore", "--json")
+    assert restored.returncode == 0, restored.stderr
+    assert json.loads(restored.stdout)["restored_from"].startswith("manifest.json.")
+    # Back to a whole earlier commit: the re-run of the date repairs what the dropped commits had done.
+    again = monitor(data_dir, source, "evaluate", "--date", DATE)
+    assert again.returncode == 0, again.stderr
+    assert snapshot(data_dir) == uninterrupted["snapshot"]
+
+
+def test_read_commands_answer_during_a_write_and_change_no_store_file(evaluated: Path, source: Path, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    shutil.copytree(evaluated, data_dir)
+    before = {**store_files(data_dir), **{str(p): p.stat().st_mtime_ns for p in (data_dir / "store").rglob("*") if p.is_file()}}  # type: ignore[dict-item]
+    with FileLock(str(data_dir / "store" / "class_health" / ".lock")):  # a writer holds the store
+        for args in (["health"], ["health", "--json"], ["alerts"], ["alerts", "--json"], ["store", "info", "--json"]):
+            done = monitor(data_dir, source, *args)
+            assert done.returncode == 0, (args, done.stderr)
+    after = {**store_files(data_dir), **{str(p): p.stat().st_mtime_ns for p in (data_dir / "store").rglob("*") if p.is_file()}}  # type: ignore[dict-item]
+    assert after == before
+    rows = json.loads(monitor(data_dir, source, "health", "--json").stdout)["classes"]
+    assert {row["label"] for row in rows} == {"zero", "one", BROKEN}
 
 
 @pytest.mark.parametrize(
@@ -204,7 +273,8 @@ def test_a_malformed_or_future_date_writes_nothing(date: str, source: Path, tmp_
 
 def test_health_on_an_empty_store_is_missing_data(source: Path, tmp_path: Path) -> None:
     done = monitor(tmp_path / "data", source, "health")
-    assert done.returncode == 6 and "no evaluations yet" in done.stderr
+    assert done.returncode == 6 and "no verdicts yet" in done.stderr
+    assert not (tmp_path / "data" / "store").exists() or not any((tmp_path / "data" / "store").rglob("*.bson"))
 
 
 SECRETS = ("HookTokA1", "HookTokB2", "HookTokC3", "HookPw4", "hunter22", "ApiKey55", "qtoken66")
@@ -249,5 +319,6 @@ def test_files_get_the_usual_permissions_and_stale_temporary_files_are_removed(s
     stale.write_bytes(b"half a file")
     assert monitor(data_dir, source, "evaluate", "--date", DATE).returncode == 0
     assert not stale.exists()
-    for path in (data_dir / "samples" / f"{DATE}.csv", data_dir / "predictions" / f"{DATE}.parquet", data_dir / "store" / "class_health.json"):
+    store_dir = data_dir / "store" / "class_health"
+    for path in (data_dir / "samples" / f"{DATE}.csv", data_dir / "predictions" / f"{DATE}.parquet", store_dir / "manifest.json", _health_file(data_dir)):
         assert path.stat().st_mode & 0o777 == 0o644  # 0666 less the usual umask 022, not a temporary file's 0600

@@ -5,14 +5,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
+import bson
+import mongomock
 import pytest
 from pymongo.errors import DuplicateKeyError
 
 from monitor.dates import end_of_day, parse_run_date
 from monitor.errors import ConfigError, StoreError, redact
+from monitor.indexing import index_source
 from monitor.settings import SHIPPED_MODEL_DIR, load_settings
-from monitor.storage import open_store
+from monitor.sources import LocalSource
+from monitor.storage import Store, open_store
 
 TODAY = dt.date(2026, 11, 22)
 
@@ -80,25 +85,50 @@ def test_passwords_in_uris_are_redacted() -> None:
     assert "mongodb://admin:***@db.example:27017/x" in shown
 
 
-def test_embedded_store_persists_between_opens_and_keeps_unique_keys(settings) -> None:
+def test_embedded_store_persists_between_opens_with_tz_aware_times(settings) -> None:
+    created = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     with open_store(settings) as store:
-        store.images.insert_one({"source": "s", "path": "a/1.jpg", "created": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)})
+        store.write_images("s", [{"source": "s", "path": "a/1.jpg", "label": "a", "created": created}], [])
     with open_store(settings) as store:
-        doc = store.images.find_one({"path": "a/1.jpg"})
-        assert doc is not None and doc["created"] == dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-        with pytest.raises(DuplicateKeyError):
-            store.images.insert_one({"source": "s", "path": "a/1.jpg"})
-    saved = json.loads((settings.store_dir / f"{settings.mongo_db}.json").read_text())
-    assert [d["path"] for d in saved["images"]] == ["a/1.jpg"]
+        (doc,) = store.find("images", {"path": "a/1.jpg"})
+        assert doc["created"] == created and doc["created"].tzinfo is not None
+    root = settings.store_dir / settings.mongo_db
+    (part,) = json.loads((root / "manifest.json").read_text())["parts"]
+    assert (part["kind"], part["key"], part["docs"]) == ("images", ["s", "a"], 1)
+    assert [d["path"] for d in bson.decode_all((root / part["file"]).read_bytes())] == ["a/1.jpg"]
+
+
+def test_a_blob_is_stored_once_per_source_and_path(settings, tmp_path: Path) -> None:
+    # The embedded store has no unique index: indexing keeps (source, path) unique, across opens too.
+    folder = tmp_path / "src" / "a"
+    folder.mkdir(parents=True)
+    (folder / "1.jpg").write_bytes(b"jpg")
+    source = LocalSource(tmp_path / "src")
+    for day in (1, 2):
+        with open_store(settings) as store:
+            index_source(source, store, now=dt.datetime(2026, 1, day, tzinfo=dt.timezone.utc))
+    with open_store(settings, read_only=True) as store:
+        assert [d["path"] for d in store.find("images", {"source": source.uri})] == ["a/1.jpg"]
+
+    # On MongoDB the unique (source, path) index refuses a second document; write_images keeps the first.
+    db: Any = mongomock.MongoClient(tz_aware=True)["monitor"]
+    mongo = Store(db=db, description="mongomock")
+    mongo.ensure_indexes()
+    doc = {"source": "s", "path": "a/1.jpg", "label": "a"}
+    mongo.write_images("s", [dict(doc)], [])
+    with pytest.raises(DuplicateKeyError):
+        db["images"].insert_one(dict(doc))
+    mongo.write_images("s", [dict(doc)], [])
+    assert mongo.find("images") == [doc]
 
 
 def test_a_second_writer_waits_for_the_lock_then_gives_a_clear_error(settings) -> None:
     with open_store(settings):
-        with pytest.raises(StoreError, match="held by another process"):
+        with pytest.raises(StoreError, match="held by another writer"):
             open_store(settings, lock_timeout_s=0.2)
         # a reader (the dashboard) needs no lock
         with open_store(settings, read_only=True) as reader:
-            assert reader.images.count_documents({}) == 0
+            assert reader.counts()["images"] == 0
 
 
 def test_unreadable_embedded_store_is_a_store_error(settings) -> None:

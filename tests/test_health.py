@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections import defaultdict
+from typing import Any
 
 import numpy as np
 import pytest
@@ -366,6 +368,32 @@ def test_a_recovered_class_clears_within_a_week_and_a_class_at_target_does_not_f
 # --- the store: stored state, settings changes, mixed n, backfills ----------------------------------------
 
 
+def _add_rows(store, kind: str, docs: list[dict[str, Any]]) -> None:
+    """Add ``docs`` (each with model_id, date and label) to the ``kind`` rows of their (model, date): each day is
+    rewritten with :meth:`Store.replace_day`, keeping the labels it already holds."""
+    by_day: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for doc in docs:
+        by_day[(doc["model_id"], doc["date"])].append(doc)
+    for (model_id, date), new in sorted(by_day.items()):
+        kept = store.find(kind, {"model_id": model_id, "date": date})
+        store.replace_day(kind, model_id, date, kept + new)
+
+
+def _move_day(store, kind: str, model_id: str, date: str, to: str) -> None:
+    """Move the ``kind`` rows of (model, ``date``) to ``to`` (which must hold none)."""
+    rows = store.find(kind, {"model_id": model_id, "date": date})
+    assert rows and not store.find(kind, {"model_id": model_id, "date": to})
+    store.remove(kind, {"model_id": model_id, "date": date})
+    store.replace_day(kind, model_id, to, [{**row, "date": to} for row in rows])
+
+
+def _one(store, kind: str, query: dict[str, Any]) -> dict[str, Any]:
+    """The one stored document of ``kind`` matching ``query``."""
+    found = store.find(kind, query)
+    assert len(found) == 1, (kind, query, found)
+    return found[0]
+
+
 def _store_metrics(store, model_id: str, rows: dict[str, list[tuple[int, int]]], first: int = 0) -> None:
     """class_metrics docs for each label: one (n, correct) per day from START + first."""
     docs = [
@@ -373,13 +401,13 @@ def _store_metrics(store, model_id: str, rows: dict[str, list[tuple[int, int]]],
         for label, series in rows.items()
         for i, (n, c) in enumerate(series)
     ]
-    store.class_metrics.insert_many(docs)
+    _add_rows(store, "class_metrics", docs)
 
 
 def _verdicts(store, model_id: str) -> dict[tuple[str, str], tuple]:
     return {
         (r["date"], r["label"]): (r["verdict"], r["cusum"], r["cusum_threshold"], r["flagged"])
-        for r in store.class_health.find({"model_id": model_id}, {"_id": 0})
+        for r in store.find("class_health", {"model_id": model_id})
     }
 
 
@@ -410,7 +438,7 @@ def test_compute_health_moves_from_insufficient_to_healthy_to_needs_retraining_a
     flagged_days = [i for i, v in enumerate(verdicts["dropping"]) if v == "needs_retraining"]
     assert flagged_days == list(range(flag, flagged_days[-1] + 1))  # one run, no flicker
     assert verdicts["dropping"][-1] == "healthy"  # cleared by the recovery test
-    row = store.class_health.find_one({"model_id": "m@1", "date": day(flag), "label": "dropping"}, {"_id": 0})
+    row = _one(store, "class_health", {"model_id": "m@1", "date": day(flag), "label": "dropping"})
     assert row["flagged"] and row["flagged_since"] == day(flag) and row["followup"] == settings.followup_samples
     assert row["judged_under"]["classes"] == 2 and row["judged_under"]["samples_per_class"] == 10
 
@@ -421,7 +449,7 @@ def test_compute_health_rerun_replaces_the_rows_of_the_date(store, settings) -> 
         first = compute_health(store, "m@1", day(i), settings)
     again = compute_health(store, "m@1", day(2), settings)
     assert first == again
-    assert store.class_health.count_documents({"model_id": "m@1", "date": day(2)}) == 2
+    assert len(store.find("class_health", {"model_id": "m@1", "date": day(2)})) == 2
     assert all("_id" not in row for row in again)
 
 
@@ -452,9 +480,9 @@ def test_a_new_class_leaves_stored_verdicts_and_alerts_unchanged_and_raises_no_r
     series["c00"] = [(10, 10)] * 5 + [(10, 5)] * 3 + [(10, 8)] * 12  # flagged, then at 0.8: still below target
     _store_metrics(store, "m@1", series)
     _run(store, settings, "m@1", range(12))
-    flagged_on = store.class_health.find_one({"label": "c00", "flagged": True}, sort=[("date", 1)])["date"]
+    flagged_on = min(r["date"] for r in store.find("class_health", {"label": "c00", "flagged": True}))
     before = _verdicts(store, "m@1")
-    alerts_before = sorted((a["date"], a["label"], a["kind"]) for a in store.alerts.find())
+    alerts_before = sorted((a["date"], a["label"], a["kind"]) for a in store.find("alerts"))
     # A 15th class appears on day 12: a higher threshold for the 15 classes from that day on.
     _store_metrics(store, "m@1", {"c14": [(10, 10)] * 8}, first=12)
     _run(store, settings, "m@1", range(12, 20))
@@ -463,7 +491,7 @@ def test_a_new_class_leaves_stored_verdicts_and_alerts_unchanged_and_raises_no_r
     thresholds = {v[2] for k, v in after.items() if k[0] >= day(12)}
     assert thresholds == {design_for(0.9, settings, 15).threshold} != {v[2] for v in before.values()}
     assert all(after[(day(i), "c00")][0] == "needs_retraining" for i in range(12, 20))  # still flagged
-    alerts = sorted((a["date"], a["label"], a["kind"]) for a in store.alerts.find())
+    alerts = sorted((a["date"], a["label"], a["kind"]) for a in store.find("alerts"))
     assert alerts == alerts_before == [(flagged_on, "c00", "needs_retraining")]
 
 
@@ -481,8 +509,8 @@ def test_a_settings_change_applies_from_its_day_and_never_rewrites_or_flips_a_st
     after = _verdicts(store, "m@1")
     assert {k: v for k, v in after.items() if k[0] < day(10)} == before
     assert after[(day(10), "a")][0] == "needs_retraining"
-    assert [a["kind"] for a in store.alerts.find({"label": "a"})] == ["needs_retraining"]
-    row = store.class_health.find_one({"date": day(10), "label": "a"})
+    assert [a["kind"] for a in store.find("alerts", {"label": "a"})] == ["needs_retraining"]
+    row = _one(store, "class_health", {"date": day(10), "label": "a"})
     name = next(iter(change))
     assert row["judged_under"].get(name, row["target"]) == change[name] if name != "target_overrides" else row["target"] == 0.85
 
@@ -493,7 +521,7 @@ def test_a_history_sampled_at_mixed_n_is_judged_with_each_days_own_threshold(sto
     _run(store, at30, "m@1", range(10))
     _store_metrics(store, "m@1", {"a": [(10, 9)] * 10}, first=10)
     _run(store, settings, "m@1", range(10, 20))
-    rows = {r["date"]: r for r in store.class_health.find({"label": "a"})}
+    rows = {r["date"]: r for r in store.find("class_health", {"label": "a"})}
     assert {rows[day(i)]["cusum_threshold"] for i in range(10)} == {design_for(0.9, settings, 1, n=30).threshold}
     assert {rows[day(i)]["cusum_threshold"] for i in range(10, 20)} == {design_for(0.9, settings, 1, n=10).threshold}
     assert rows[day(5)]["judged_under"]["samples_per_class"] == 30
@@ -526,23 +554,25 @@ def test_a_date_filled_in_late_gives_the_same_history_and_alerts_as_an_in_order_
     late = 9
     _store_metrics(store, "m@1", {label: [(n, c) for i, (n, c) in enumerate(s) if i != late] for label, s in series.items()})
     for i in reversed(range(late, 11)):  # the stored docs skip day 9: move days >= 9 one day on
-        store.class_metrics.update_many({"model_id": "m@1", "date": day(i)}, {"$set": {"date": day(i + 1)}})
+        _move_day(store, "class_metrics", "m@1", day(i), day(i + 1))
     for i in range(12):
         if i != late:
             health_with(settings, store, day(i), model_id="m@1")
-    store.class_metrics.insert_many(
-        [{"model_id": "m@1", "date": day(late), "label": label, "n": s[late][0], "correct": s[late][1], "failed": 0} for label, s in series.items()]
+    _add_rows(
+        store,
+        "class_metrics",
+        [{"model_id": "m@1", "date": day(late), "label": label, "n": s[late][0], "correct": s[late][1], "failed": 0} for label, s in series.items()],
     )
     health_with(settings, store, day(late), model_id="m@1")
 
     def snapshot() -> tuple[list[dict], list[tuple]]:
-        health = sorted(store.class_health.find({"model_id": "m@1"}, {"_id": 0}), key=lambda r: (r["date"], r["label"]))
-        alerts = sorted((a["date"], a["label"], a["kind"]) for a in store.alerts.find({"model_id": "m@1"}))
+        health = sorted(store.find("class_health", {"model_id": "m@1"}), key=lambda r: (r["date"], r["label"]))
+        alerts = sorted((a["date"], a["label"], a["kind"]) for a in store.find("alerts", {"model_id": "m@1"}))
         return health, alerts
 
     filled_late = snapshot()
-    store.class_health.delete_many({})
-    store.alerts.delete_many({})
+    store.remove("class_health", {})
+    store.remove("alerts", {})
     for i in range(12):
         health_with(settings, store, day(i), model_id="m@1")
     in_order = snapshot()
@@ -559,12 +589,12 @@ def test_a_backfill_recomputes_later_days_under_their_own_stored_settings(store,
     _store_metrics(store, "m@1", {"a": [(10, 10)] * 2}, first=3)
     for i in (0, 1, 3, 4):
         health_with(settings if i < 3 else settings.model_copy(update={"false_alarms_per_year": 0.1}), store, day(i), model_id="m@1")
-    later = {r["date"]: r["cusum_threshold"] for r in store.class_health.find({"date": {"$gte": day(3)}})}
+    later = {r["date"]: r["cusum_threshold"] for r in store.find("class_health", {"date": {"$gte": day(3)}})}
     _store_metrics(store, "m@1", {"a": [(10, 9)]}, first=2)
     health_with(settings, store, day(2), model_id="m@1")  # the backfill runs under today's (other) settings
-    again = {r["date"]: r["cusum_threshold"] for r in store.class_health.find({"date": {"$gte": day(3)}})}
+    again = {r["date"]: r["cusum_threshold"] for r in store.find("class_health", {"date": {"$gte": day(3)}})}
     assert again == later and len(set(again.values())) == 1
-    assert store.class_health.find_one({"date": day(3)})["judged_under"]["false_alarms_per_year"] == 0.1
+    assert _one(store, "class_health", {"date": day(3)})["judged_under"]["false_alarms_per_year"] == 0.1
 
 
 def test_health_judges_the_model_the_day_last_evaluated_when_two_were_measured(store, settings) -> None:
@@ -574,7 +604,7 @@ def test_health_judges_the_model_the_day_last_evaluated_when_two_were_measured(s
     _store_metrics(store, "new@2", {"a": [(10, 2)] * 3})
     with pytest.raises(DataError, match="new@2, old@1 were all measured"):
         health_with(settings, store, day(2))
-    store.runs.insert_one({"source": "file:///x", "date": day(2), "model_id": "new@2"})
+    store.update_run("file:///x", day(2), {"model_id": "new@2"})
     assert health_with(settings, store, day(2))["model_id"] == "new@2"
 
 
@@ -582,7 +612,9 @@ def test_health_judges_the_model_the_day_last_evaluated_when_two_were_measured(s
 
 
 def test_followup_requests_come_from_the_latest_day_before_the_date_within_the_cap(store) -> None:
-    store.class_health.insert_many(
+    _add_rows(
+        store,
+        "class_health",
         [
             {"model_id": "m", "date": day(0), "label": "old", "followup": 30, "cusum": 5.0, "cusum_threshold": 6.0, "flagged": False},
             {"model_id": "m", "date": day(1), "label": "a", "followup": 30, "cusum": 1.0, "cusum_threshold": 6.0, "flagged": False},

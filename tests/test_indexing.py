@@ -7,8 +7,9 @@ import os
 import socket
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import mongomock
 import pymongo
 import pytest
 from scipy import stats
@@ -50,7 +51,14 @@ def _folder(root: Path, layout: dict[str, bytes] = LAYOUT) -> LocalSource:
 
 
 def _docs(store: Store, source: str) -> dict[str, dict[str, Any]]:
-    return {doc["path"]: doc for doc in store.images.find({"source": source}, {"_id": 0})}
+    return {doc["path"]: doc for doc in store.find("images", {"source": source})}
+
+
+def _mongo_db() -> Any:
+    """A MongoDB-like database (mongomock) with the service's indexes, as ``open_store`` leaves a real one."""
+    db: Any = mongomock.MongoClient(tz_aware=True)["monitor"]
+    Store(db=db, description="mongomock").ensure_indexes()
+    return db
 
 
 @pytest.mark.parametrize(
@@ -198,6 +206,8 @@ class _CountingCollection:
 
 
 class _CountingDatabase:
+    """A MongoDB-like database whose collections count the calls made on them (one call, one round trip)."""
+
     def __init__(self, db: Any) -> None:
         self._db = db
         self.calls: Counter[str] = Counter()
@@ -207,50 +217,95 @@ class _CountingDatabase:
         return _CountingCollection(self._db[name], self.calls)
 
 
-def test_index_writes_in_bulk_batches_never_one_round_trip_per_image(tmp_path: Path, store: Store) -> None:
+def _fake_store(db: _CountingDatabase, description: str) -> Store:
+    """A store over a wrapped database (it quacks like a pymongo ``Database`` for what the store calls)."""
+    return Store(db=cast(Any, db), description=description)
+
+
+_SINGLE_WRITES = {"insert_one", "update_one", "replace_one", "delete_one", "find_one_and_update"}
+
+
+def _labels_per_batch(source: LocalSource, batch_size: int) -> list[int]:
+    """How many labels each batch of ``source``'s listing holds (the listing is sorted, so classes are contiguous)."""
+    paths = [blob.path for blob in source.list()]
+    return [len({path.split("/")[0] for path in paths[i : i + batch_size]}) for i in range(0, len(paths), batch_size)]
+
+
+def test_index_writes_in_bulk_batches_never_one_round_trip_per_image(tmp_path: Path) -> None:
     layout = {f"L{i % 3}/{i:04d}.png": b"px" for i in range(250)}
     source = _folder(tmp_path / "src", layout)
-    counting = _CountingDatabase(store.db)
+    db = _mongo_db()
+    counting = _CountingDatabase(db)
     advanced: list[int] = []
 
-    report = index_source(source, Store(counting, description="counting"), now=T1, batch_size=100, progress=advanced.append)
+    report = index_source(source, _fake_store(counting, "counting"), now=T1, batch_size=100, progress=advanced.append)
 
-    assert report.new == 250 and store.images.count_documents({"source": source.uri}) == 250
-    assert counting.calls["bulk_write"] == 3
-    assert not {"insert_one", "update_one", "replace_one", "insert_many"} & set(counting.calls)
+    assert report.new == 250 and Store(db=db, description="mongomock").count_images(source.uri) == 250
+    # New documents go in one insert_many per batch on MongoDB, whatever labels it holds; no per-image write at all.
+    assert _labels_per_batch(source, 100) == [2, 2, 1]
+    assert counting.calls["insert_many"] == 3
+    assert counting.calls["bulk_write"] == 0 and counting.calls["update_many"] == 0
+    assert not _SINGLE_WRITES & set(counting.calls)
     assert advanced == [100, 100, 50]
 
     counting.calls.clear()
-    index_source(source, Store(counting, description="counting"), now=T2, batch_size=100)
+    index_source(source, _fake_store(counting, "counting"), now=T2, batch_size=100)
     assert counting.calls["find"] == 3, "one lookup per batch"
-    assert counting.calls["bulk_write"] == 0 and counting.calls["update_many"] == 0
+    assert counting.calls["bulk_write"] == 0 and counting.calls["update_many"] == 0 and counting.calls["insert_many"] == 0
+
+    # A changed blob in each batch (two in the first): one bulk write per batch, never per image.
+    for rel in ("L0/0000.png", "L0/0003.png", "L1/0124.png", "L2/0245.png"):
+        _write(tmp_path / "src", rel, b"changed", FILE_TIME + dt.timedelta(days=1))
+    counting.calls.clear()
+    changed = index_source(source, _fake_store(counting, "counting"), now=T3, batch_size=100)
+    assert (changed.updated, changed.new) == (4, 0)
+    assert counting.calls["find"] == 3 and counting.calls["bulk_write"] == 3
+    assert counting.calls["insert_many"] == 0 and not _SINGLE_WRITES & set(counting.calls)
 
 
-class _WritesFailAfterFirst(_CountingDatabase):
-    """Every bulk write after the first fails, as when the server goes away mid-run."""
+class _WritesFailAfterFirstBatch(_CountingDatabase):
+    """Every write fails once ``batch_size`` documents are stored, as when the server goes away mid-run."""
+
+    def __init__(self, db: Any, batch_size: int) -> None:
+        super().__init__(db)
+        self.batch_size = batch_size
+        self.written = 0
 
     def __getitem__(self, name: str) -> _CountingCollection:
-        collection = super().__getitem__(name)
+        collection = self._db[name]
         calls = self.calls
+        server = self
+
+        def write(method: str, count: int, *args: Any, **kwargs: Any) -> Any:
+            calls[method] += 1
+            if server.written >= server.batch_size:
+                raise pymongo.errors.AutoReconnect("connection reset by peer")
+            server.written += count
+            return getattr(collection, method)(*args, **kwargs)
 
         class Failing(_CountingCollection):
-            def bulk_write(self, *args: Any, **kwargs: Any) -> Any:
-                calls["bulk_write"] += 1
-                if calls["bulk_write"] > 1:
-                    raise pymongo.errors.AutoReconnect("connection reset by peer")
-                return collection._collection.bulk_write(*args, **kwargs)
+            def insert_many(self, documents: Any, *args: Any, **kwargs: Any) -> Any:
+                documents = list(documents)
+                return write("insert_many", len(documents), documents, *args, **kwargs)
 
-        return Failing(collection._collection, calls)
+            def bulk_write(self, requests: Any, *args: Any, **kwargs: Any) -> Any:
+                requests = list(requests)
+                return write("bulk_write", len(requests), requests, *args, **kwargs)
+
+        return Failing(collection, calls)
 
 
-def test_a_store_failure_mid_run_is_a_store_error_and_keeps_the_batches_written_before(tmp_path: Path, store: Store) -> None:
+def test_a_store_failure_mid_run_is_a_store_error_and_keeps_the_batches_written_before(tmp_path: Path) -> None:
     source = _folder(tmp_path / "src", {f"L{i % 3}/{i:04d}.png": b"px" for i in range(500)})
-    failing = _WritesFailAfterFirst(store.db)
+    db = _mongo_db()
+    failing = _WritesFailAfterFirstBatch(db, batch_size=100)
 
-    with pytest.raises(StoreError, match="cannot write 100 image documents .*connection reset"):
-        index_source(source, Store(failing, description="flaky"), now=T1, batch_size=100)
+    with pytest.raises(StoreError, match="could not write 100 image documents .* on flaky: connection reset"):
+        index_source(source, _fake_store(failing, "flaky"), now=T1, batch_size=100)
 
-    assert store.images.count_documents({"source": source.uri}) == 100
+    store = Store(db=db, description="mongomock")
+    assert failing.written == 100 and failing.calls["insert_many"] > 1, "the first batch was written, then a write failed"
+    assert store.count_images(source.uri) == 100
     # the re-run repairs it: what was written is unchanged, the rest is new
     report = index_source(source, store, now=T2, batch_size=100)
     assert (report.new, report.unchanged, report.missing) == (400, 100, 0)
@@ -264,7 +319,7 @@ def test_an_unreachable_store_is_a_store_error(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     client: pymongo.MongoClient = pymongo.MongoClient(f"mongodb://127.0.0.1:{port}", serverSelectionTimeoutMS=200, connect=False)
-    dead = Store(client["db"], description=f"MongoDB 127.0.0.1:{port}")
+    dead = Store(db=client["db"], description=f"MongoDB 127.0.0.1:{port}")
     try:
         with pytest.raises(StoreError, match=f"127.0.0.1:{port}"):
             index_source(_folder(tmp_path / "src", {"Cat/a.jpg": b"x"}), dead)

@@ -18,7 +18,6 @@ from evaluation.metrics import (
     class_metrics_pandas,
     class_metrics_spark,
     get_spark,
-    store_class_metrics,
     wilson_interval,
     wilson_intervals,
 )
@@ -251,29 +250,29 @@ def test_wilson_refuses_impossible_counts(k: int, n: int, confidence: float, err
 # --- storing ------------------------------------------------------------------------------------
 
 
-def test_store_class_metrics_replaces_the_rows_of_its_model_and_date(store) -> None:
+def test_replace_day_replaces_the_class_metrics_rows_of_its_model_and_date(store) -> None:
     frame, labels = random_predictions(5, rows=200, classes=6)
     first = class_metrics_pandas(frame, labels=labels)
     other_day = [{**row, "date": "2024-02-29"} for row in first]
-    assert store_class_metrics(store, "digits@abc123", "2024-02-29", other_day) == len(first)
-    assert store_class_metrics(store, "digits@abc123", "2024-03-01", first) == len(first)
+    assert store.replace_day("class_metrics", "digits@abc123", "2024-02-29", other_day) == len(first)
+    assert store.replace_day("class_metrics", "digits@abc123", "2024-03-01", first) == len(first)
 
     # The re-run lost two classes (e.g. the source dropped them) and counts changed.
     second = [dict(row, n=row["n"] + 1) for row in first if row["label"] not in ("class_01", "empty_a")]
-    written = store_class_metrics(store, "digits@abc123", "2024-03-01", second)
+    written = store.replace_day("class_metrics", "digits@abc123", "2024-03-01", second)
 
-    docs = list(store.class_metrics.find({"model_id": "digits@abc123", "date": "2024-03-01"}, {"_id": 0}))
+    docs = store.find("class_metrics", {"model_id": "digits@abc123", "date": "2024-03-01"})
     assert written == len(second) == len(docs)
     assert sorted(d["label"] for d in docs) == sorted(r["label"] for r in second)
     assert {d["label"]: d["n"] for d in docs} == {r["label"]: r["n"] for r in second}
-    assert store.class_metrics.count_documents({"date": "2024-02-29"}) == len(first)
+    assert len(store.find("class_metrics", {"date": "2024-02-29"})) == len(first)
 
 
-def test_store_class_metrics_refuses_rows_of_another_date(store) -> None:
+def test_replace_day_refuses_class_metrics_rows_of_another_date(store) -> None:
     rows = [{"label": "cat", "n": 1, "date": "2024-03-02"}]
     with pytest.raises(DataError, match="label 'cat' has date '2024-03-02', not '2024-03-01'"):
-        store_class_metrics(store, "m@1", "2024-03-01", rows)
-    assert store.class_metrics.count_documents({}) == 0
+        store.replace_day("class_metrics", "m@1", "2024-03-01", rows)
+    assert store.find("class_metrics", {}) == []
 
 
 # --- the session --------------------------------------------------------------------------------

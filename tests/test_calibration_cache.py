@@ -1,0 +1,43 @@
+"""The health test's calibration is kept on disk: a daily run calibrates once per settings change, not every day."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from monitor import health
+from monitor.settings import Settings
+
+CALIBRATE = health.design.__wrapped__  # the calibration itself, without the in-process cache
+
+
+def _fresh_process(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """Forget what this process calibrated, and record every calibration from now on."""
+    monkeypatch.setattr(health, "_KNOWN", {})
+    calls: list[tuple] = []
+    def counted(*args):  # noqa: ANN002, ANN202
+        calls.append(args)
+        return CALIBRATE(*args)
+
+    monkeypatch.setattr(health, "design", counted)
+    return calls
+
+
+def test_a_calibration_is_reused_from_disk_by_the_next_process_and_redone_when_damaged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings(data_dir=tmp_path / "data", followup_samples=0)
+    calls = _fresh_process(monkeypatch)
+    first = health.design_for(0.9, settings, classes=3)
+    cache = tmp_path / "data" / "cache" / "health-designs.json"
+    assert len(calls) == 1 and cache.is_file()
+
+    calls = _fresh_process(monkeypatch)
+    assert health.design_for(0.9, settings, classes=3) == first and calls == []  # read back, equal in every field
+    health.design_for(0.8, settings, classes=3)
+    assert len(calls) == 1 and len(json.loads(cache.read_text())) == 2  # another target: calibrated and added
+
+    cache.write_text("{damaged")
+    calls = _fresh_process(monkeypatch)
+    assert health.design_for(0.9, settings, classes=3) == first and len(calls) == 1
+    assert len(json.loads(cache.read_text())) == 1

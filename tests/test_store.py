@@ -1,0 +1,279 @@
+"""The store layer: the same named operations give the same answers on the embedded store and on MongoDB.
+
+``any_store`` runs each parity test twice: on the embedded store (partitioned BSON files under a temporary
+data dir) and on a MongoDB: a real server when ``MONITOR_TEST_MONGO_URI`` is set (e.g. the compose stack's,
+``mongodb://monitor:<password>@127.0.0.1:27017/?authSource=admin``), otherwise mongomock standing in for one
+(with the server's unique indexes). Nothing is skipped either way. Then what only the embedded store has:
+readers that never lock or write, commits, backups, restore, the one-writer lock, and the earlier file format.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import mongomock
+import pytest
+
+from monitor import embedded as embedded_module
+from monitor.embedded import EmbeddedDB, restore
+from monitor.errors import DataError, StoreError
+from monitor.settings import Settings
+from monitor.storage import Store, open_store
+
+UTC = dt.timezone.utc
+SOURCE = "gs://bucket/prefix"
+T0 = dt.datetime(2026, 11, 1, 12, tzinfo=UTC)
+
+
+def _mongodb(name: str) -> Store:
+    uri = os.environ.get("MONITOR_TEST_MONGO_URI", "")
+    if uri:
+        import pymongo
+
+        client: Any = pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000, tz_aware=True)
+        store = Store(db=client[name], description="MongoDB (MONITOR_TEST_MONGO_URI)")
+    else:
+        store = Store(db=mongomock.MongoClient(tz_aware=True)[name], description="mongomock standing in for MongoDB")
+    store.ensure_indexes()
+    return store
+
+
+@pytest.fixture(params=["embedded", "mongodb"])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
+    """Opens the same store again and again (a new process would): embedded files, or one MongoDB database."""
+    if request.param == "embedded":
+        settings = Settings(data_dir=tmp_path / "data")
+        yield lambda: open_store(settings)
+        return
+    name = f"monitor_test_{uuid.uuid4().hex[:12]}"
+    stores: list[Store] = []
+    shared = _mongodb(name)
+
+    def reopen() -> Store:
+        if os.environ.get("MONITOR_TEST_MONGO_URI"):
+            stores.append(_mongodb(name))
+            return stores[-1]
+        return shared  # mongomock lives in this process: the same database is the reopened one
+
+    yield reopen
+    if os.environ.get("MONITOR_TEST_MONGO_URI") and shared._db is not None:
+        shared._db.client.drop_database(name)
+
+
+def image(path: str, *, created: dt.datetime = T0, status: str = "ok", reason: str | None = None, key: float = 0.5) -> dict[str, Any]:
+    label = path.split("/")[0] if path.count("/") == 1 else None
+    return {
+        "source": SOURCE, "path": path, "label": label, "status": status, "reason": reason, "sample_key": key,
+        "created": created, "updated": created, "size": 10, "checksum": "c", "first_seen": T0, "last_seen": T0,
+    }  # fmt: skip
+
+
+def metric(label: str, n: int = 10, correct: int = 9) -> dict[str, Any]:
+    return {"label": label, "n": n, "correct": correct, "failed": 0}
+
+
+# --- parity: the same operations, the same answers ----------------------------------------------------
+
+
+def test_per_day_rows_are_replaced_filtered_and_walked_back_the_same_on_both(opener: Callable[[], Store]) -> None:
+    with opener() as store:
+        for day in ("2026-11-01", "2026-11-02", "2026-11-04"):
+            store.replace_day("class_metrics", "m@1", day, [metric("a"), metric("b", correct=5)])
+        store.replace_day("class_metrics", "m@2", "2026-11-03", [metric("a")])
+        store.replace_day("class_metrics", "m@1", "2026-11-02", [metric("a", correct=1)])  # a re-run replaces the day
+        store.replace_day("class_health", "m@1", "2026-11-01", [{"label": "a", "verdict": "healthy"}, {"label": "b", "verdict": "watch"}])
+        store.replace_day("class_health", "m@1", "2026-11-02", [{"label": "a", "verdict": "needs_retraining"}])
+        store.commit()
+    with opener() as store:
+        rows = store.rows("class_metrics", "m@1", start="2026-11-02", end="2026-11-04", fields=["date", "label", "correct"])
+        assert rows == [
+            {"date": "2026-11-02", "label": "a", "correct": 1},
+            {"date": "2026-11-04", "label": "a", "correct": 9},
+            {"date": "2026-11-04", "label": "b", "correct": 5},
+        ]
+        assert [r["label"] for r in store.rows("class_metrics", None, labels=["a"])] == ["a"] * 4
+        assert store.dates("class_metrics") == ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04"]
+        assert store.dates("class_metrics", "m@1", after="2026-11-01", before="2026-11-04") == ["2026-11-02"]
+        assert store.models_on("class_metrics", "2026-11-03") == ["m@2"] and store.measured_models() == ["m@1", "m@2"]
+        latest = store.latest_rows_before("class_health", "m@1", "2026-11-04", ["a", "b", "c"])
+        assert {label: (row["date"], row["verdict"]) for label, row in latest.items()} == {
+            "a": ("2026-11-02", "needs_retraining"),
+            "b": ("2026-11-01", "watch"),
+        }
+        with pytest.raises(DataError, match="repeat a label"):
+            store.replace_day("class_metrics", "m@1", "2026-11-05", [metric("a"), metric("a")])
+        with pytest.raises(DataError, match="has date"):
+            store.replace_day("class_metrics", "m@1", "2026-11-05", [{**metric("a"), "date": "2026-11-06"}])
+        assert store.dates("class_metrics", "m@1", after="2026-11-04") == []
+        # A day emptied in this session is gone at once, not only after a commit or a reopening.
+        store.replace_day("class_metrics", "m@2", "2026-11-03", [])
+        assert store.remove("class_health", {"date": "2026-11-02"}) == 1
+        assert store.dates("class_metrics") == ["2026-11-01", "2026-11-02", "2026-11-04"] and store.measured_models() == ["m@1"]
+        assert store.dates("class_health") == ["2026-11-01"] and store.models_on("class_metrics", "2026-11-03") == []
+        store.commit()
+    with opener() as store:
+        assert store.dates("class_metrics") == ["2026-11-01", "2026-11-02", "2026-11-04"] and store.dates("class_health") == ["2026-11-01"]
+
+
+def test_image_operations_agree_on_both(opener: Callable[[], Store]) -> None:
+    docs = [image(f"cat/{i}.png", key=i / 10) for i in range(6)] + [image("dog/0.png", created=T0 + dt.timedelta(days=5))]
+    docs += [image("cat/x.txt", status="unusable", reason="not_an_image_extension"), image("deep/a/b.png", status="unusable", reason="wrong_depth")]
+    with opener() as store:
+        store.write_images(SOURCE, docs, [])
+        store.commit()
+    with opener() as store:
+        assert store.count_images(SOURCE) == 9 and store.count_images("gs://other") == 0
+        found = store.stored_images(SOURCE, {"cat": ["cat/1.png", "cat/9.png"], None: ["deep/a/b.png"]}, ["status"])
+        assert found == {"cat/1.png": {"path": "cat/1.png", "status": "ok"}, "deep/a/b.png": {"path": "deep/a/b.png", "status": "unusable"}}
+        assert store.usable_labels(SOURCE) == ["cat", "dog"]
+        assert store.usable_labels(SOURCE, created_by=T0 + dt.timedelta(days=1)) == ["cat"]
+        window = {"$lte": T0 + dt.timedelta(days=1)}
+        walked = [d["path"] for d in store.walk_class(SOURCE, "cat", window, 0.35, 4)]
+        assert walked == ["cat/4.png", "cat/5.png", "cat/0.png", "cat/1.png"]  # from the pivot up, then wrapping around
+        assert store.unusable_counts(SOURCE) == {"not_an_image_extension": 1, "wrong_depth": 1}
+        vanished = [{"path": "cat/5.png", "label": "cat"}, {"path": "dog/0.png", "label": "dog"}]
+        assert store.mark_missing(SOURCE, vanished, {"status": "missing", "reason": "vanished"}) == 2
+        assert store.mark_missing(SOURCE, vanished, {"status": "missing", "reason": "vanished"}) == 0
+        store.write_images(SOURCE, [], [({"source": SOURCE, "path": "cat/5.png", "label": "cat"}, {"$set": {"status": "ok"}, "$unset": {"reason": ""}})])
+        store.commit()
+    with opener() as store:
+        assert sorted(d["path"] for d in store.present_images(SOURCE)) == sorted(d["path"] for d in docs if d["path"] != "dog/0.png")
+        assert store.count_images(SOURCE, present_only=True) == 8
+        assert [d["path"] for d in store.unusable_images([SOURCE], limit=2)] == ["cat/x.txt", "deep/a/b.png"]
+        assert store.find("images", {"path": "cat/5.png"})[0]["status"] == "ok"
+        assert store.find("images", {"path": "cat/0.png"})[0]["created"] == T0  # datetimes come back tz-aware and exact
+
+
+def test_samples_runs_models_and_alerts_agree_on_both(opener: Callable[[], Store]) -> None:
+    with opener() as store:
+        store.save_sample({"source": SOURCE, "date": "2026-11-02", "items": [{"path": "cat/1.png"}], "classes": {"cat": 1}})
+        store.save_sample({"source": SOURCE, "date": "2026-11-02", "items": [{"path": "cat/2.png"}], "classes": {"cat": 1}})
+        store.record_stage(SOURCE, "2026-11-02", "index", {"listed": 3}, finished_at=T0)
+        store.record_stage(SOURCE, "2026-11-02", "sample", {"images": 1}, finished_at=T0)
+        store.update_run(SOURCE, "2026-11-02", {"model_id": "m@1"})
+        for date in ("2026-11-03", "2026-11-02"):
+            store.register_model("m@1", name="m", checksum="abc", labels=["cat"], date=date)
+        alert = {"model_id": "m@1", "label": "cat", "date": "2026-11-02", "kind": "needs_retraining", "delivered": False, "created_at": T0}
+        assert store.add_alert(alert) and not store.add_alert({**alert, "message": "again"})
+        assert store.add_alert({**alert, "label": "dog", "created_at": T0 + dt.timedelta(seconds=1)})
+        assert store.withdraw_alerts("m@1", "2026-11-02", keep={("cat", "needs_retraining")}) == 1
+    with opener() as store:
+        assert store.sample(SOURCE, "2026-11-02") == {"source": SOURCE, "date": "2026-11-02", "classes": {"cat": 1}}
+        assert store.sample(SOURCE, "2026-11-02", items=True)["items"] == [{"path": "cat/2.png"}]
+        assert store.sample(SOURCE, "2026-11-03") is None
+        (run,) = store.runs_on("2026-11-02")
+        assert sorted(run["stages"]) == ["index", "sample"] and run["model_id"] == "m@1"
+        (model,) = store.models()
+        assert (model["first_date"], model["last_date"], model["labels"]) == ("2026-11-02", "2026-11-03", ["cat"])
+        (pending,) = store.pending_alerts()
+        store.update_alert(pending, {"$set": {"delivered": True}})
+    with opener() as store:
+        assert store.pending_alerts() == [] and [a["label"] for a in store.alerts("m@1")] == ["cat"]
+        assert store.alerts("m@2") == [] and store.counts()["alerts"] == 1
+
+
+# --- the embedded store ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data")
+
+
+def _files(settings: Settings) -> dict[str, tuple[int, int]]:
+    root = settings.store_dir
+    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_reader_answers_from_the_last_commit_while_a_writer_holds_the_store_and_never_writes(settings: Settings) -> None:
+    writer = open_store(settings)
+    writer.replace_day("class_health", "m@1", "2026-11-01", [{"label": "a", "verdict": "healthy"}])
+    writer.commit()
+    writer.replace_day("class_health", "m@1", "2026-11-02", [{"label": "a", "verdict": "watch"}])  # not committed yet
+    files = _files(settings)
+    with open_store(settings, read_only=True) as reader:  # no wait: the writer's lock is not taken
+        assert reader.dates("class_health") == ["2026-11-01"]
+        writer.commit()
+        assert reader.dates("class_health") == ["2026-11-01"]  # one commit at a time ...
+        assert reader.refresh() and reader.dates("class_health") == ["2026-11-01", "2026-11-02"]  # ... and the next when asked
+        files = _files(settings)
+        reader.rows("class_health", None)
+        reader.counts()
+    assert _files(settings) == files  # the reader wrote nothing, not even on close
+    writer.close()
+
+
+def test_a_reader_reads_only_the_partitions_it_asks_for(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    with open_store(settings) as store:
+        store.write_images(SOURCE, [image(f"c{i}/x.png") for i in range(20)], [])
+        for day in range(1, 29):
+            store.replace_day("class_health", "m@1", f"2026-11-{day:02d}", [{"label": "a", "verdict": "healthy"}])
+    read: list[str] = []
+    original = embedded_module.read_part_file
+    monkeypatch.setattr(embedded_module, "read_part_file", lambda path, kind, *a: read.append(kind) or original(path, kind, *a))
+    with open_store(settings, read_only=True) as store:
+        assert [r["date"] for r in store.rows("class_health", "m@1", start="2026-11-28")] == ["2026-11-28"]
+        assert store.count_images(SOURCE) == 20  # from the manifest
+    assert read == ["class_health"]
+
+
+def test_commits_keep_three_backups_and_restore_goes_back_to_the_newest_that_reads(settings: Settings) -> None:
+    root = settings.store_dir / settings.mongo_db
+    with open_store(settings) as store:
+        for day in range(1, 7):
+            store.replace_day("class_health", "m@1", f"2026-11-0{day}", [{"label": "a", "verdict": "healthy"}])
+            store.replace_day("class_health", "m@1", "2026-11-01", [{"label": "a", "verdict": f"v{day}"}])  # one partition rewritten each time
+            store.commit()
+    assert sorted(p.name for p in root.glob("manifest.json*")) == ["manifest.json", "manifest.json.1", "manifest.json.2", "manifest.json.3"]
+    kept = {p.relative_to(root).as_posix() for p in root.rglob("*.bson")}
+    named = set()
+    for name in ("manifest.json", "manifest.json.1", "manifest.json.2", "manifest.json.3"):
+        named |= {e["file"] for e in json.loads((root / name).read_text())["parts"]}
+    assert kept == named  # older files were removed, every file a backup names was kept
+    newest = json.loads((root / "manifest.json").read_text())
+    (first,) = [e for e in newest["parts"] if e["key"] == ["m@1", "2026-11-01"]]
+    (root / first["file"]).write_bytes(b"garbage")
+    with pytest.raises(StoreError, match=r"unreadable.*monitor store restore.*manifest\.json\.1"), open_store(settings, read_only=True) as store:
+        store.rows("class_health", "m@1")
+    done = restore(root)
+    assert done["restored_from"] == "manifest.json.1" and done["commit"] == newest["commit"] - 1
+    with open_store(settings, read_only=True) as store:
+        assert store.dates("class_health") == [f"2026-11-0{d}" for d in range(1, 6)]
+        assert store.rows("class_health", "m@1", end="2026-11-01")[0]["verdict"] == "v5"
+    assert (root / "manifest.json.bad").exists()
+
+
+def test_a_second_writer_says_what_it_waits_for_and_gives_up_with_the_holder(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    root = settings.store_dir / settings.mongo_db
+    with open_store(settings), caplog.at_level(logging.WARNING):
+        with pytest.raises(StoreError, match=r"held by another writer \(pid \d+"):
+            EmbeddedDB(root, writable=True, lock_timeout_s=0.3, wait_message_after_s=0.1)
+        assert "waiting for the embedded store" in caplog.text and "do not wait" in caplog.text
+
+
+def test_the_single_file_store_of_earlier_versions_is_moved_into_partitions(settings: Settings) -> None:
+    from bson import json_util
+
+    legacy = settings.store_dir / f"{settings.mongo_db}.json"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text(
+        json_util.dumps(
+            {
+                "class_metrics": [{"model_id": "m@1", "date": "2026-11-01", **metric("a")}],
+                "images": [image("cat/1.png")],
+                "alerts": [{"model_id": "m@1", "label": "a", "date": "2026-11-01", "kind": "recovered", "delivered": True}],
+            },
+            json_options=json_util.RELAXED_JSON_OPTIONS,
+        )
+    )
+    with open_store(settings) as store:
+        assert store.counts() == {"images": 1, "samples": 0, "class_metrics": 1, "class_health": 0, "alerts": 1, "models": 0, "runs": 0}
+        assert store.find("images")[0]["created"] == T0
+    assert not legacy.exists() and legacy.with_name(legacy.name + ".migrated").exists()
