@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dashboards import ids  # noqa: E402
 from dashboards.app import EXTENSION, create_app, warm_up  # noqa: E402
-from evaluation.metrics import wilson_intervals  # noqa: E402
+from monitor.stats import wilson_intervals  # noqa: E402
 from monitor.settings import Settings, load_settings  # noqa: E402
 from monitor.storage import open_store  # noqa: E402
 

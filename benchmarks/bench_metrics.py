@@ -1,8 +1,9 @@
 """Per-class metrics over many predictions: Spark SQL vs the pandas/scikit-learn reference, timed in one run.
 
 The SparkSession is started first and its start-up is reported on its own line; then each engine
-runs on the same predictions (a Parquet file for Spark, as the pipeline hands it over, and the
-same rows as a pandas frame) and the two results are checked to hold identical counts.
+runs on the same predictions (for Spark, the Parquet file read by Spark itself and the same rows
+as a pandas frame, as the pipeline hands them over; for pandas, the frame) and the results are
+checked to hold identical counts.
 
     .venv/bin/python benchmarks/bench_metrics.py --quick      # 200k predictions, < 1 minute
     .venv/bin/python benchmarks/bench_metrics.py              # 1M predictions
@@ -28,8 +29,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evaluation.metrics import class_metrics_pandas, class_metrics_spark, get_spark  # noqa: E402
-from evaluation.predict import DRAW_BASE, write_predictions  # noqa: E402
+from evaluation.metrics import class_metrics_pandas, class_metrics_spark  # noqa: E402
+from evaluation.predictions import DRAW_BASE, write_predictions  # noqa: E402
+from evaluation.spark import get_spark  # noqa: E402
 from monitor.settings import load_settings  # noqa: E402
 
 COUNT_KEYS = ("label", "n", "correct", "failed", "tp", "fp", "fn", "confusions")

@@ -32,13 +32,9 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evaluation.model import LoadedModel, load_model, quiet_transformers  # noqa: E402
-from evaluation.predict import (  # noqa: E402
-    TensorPreprocess,
-    forward_probs,
-    predict_images,
-    processor_pixel_values,
-    resolve_path,
-)
+from evaluation.imaging import image_to_tensor  # noqa: E402
+from evaluation.predict import forward_probs, predict_images  # noqa: E402
+from evaluation.preprocessing import TensorPreprocess, processor_pixel_values, resolve_path  # noqa: E402
 from monitor.digits import encode_digit, load_digits_images  # noqa: E402
 from monitor.settings import SHIPPED_MODEL_DIR  # noqa: E402
 
@@ -115,8 +111,6 @@ def bench_model(
     # Model only: real pixel values of one batch, already on the device, fed len(blobs) / batch_size times.
     first = [Image.open(io.BytesIO(b)).convert("RGB") for b in blobs[:batch_size]]
     if chosen == "tensor":
-        from evaluation.predict import image_to_tensor
-
         pixels = TensorPreprocess.from_processor(loaded.processor)([image_to_tensor(im) for im in first], loaded.device)
     else:
         pixels = processor_pixel_values(loaded, first).to(loaded.device)
@@ -156,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--fetch-workers", type=int, default=4)
     parser.add_argument("--images", type=int, default=None, help="images per measurement for the shipped model (ResNet-50 gets fewer on CPU)")
-    parser.add_argument("--path", default="auto", choices=["auto", "processor", "tensor", "both"], help="preprocessing path; both: measure each (auto: tensor whenever the processor is reproducible)")
+    parser.add_argument("--path", default="auto", choices=["auto", "processor", "tensor", "both"], help="preprocessing path; both: measure each (auto: tensor on CUDA when the processor is reproducible, else processor)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     parser.add_argument("--repeats", type=int, default=None)

@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from filelock import FileLock  # noqa: E402
 
+from monitor.context import RunContext  # noqa: E402
 from monitor.health import design_for, judged_under  # noqa: E402
 from monitor.indexing import index_source  # noqa: E402
 from monitor.settings import Settings  # noqa: E402
@@ -152,6 +153,7 @@ def evaluate_day(built: dict[str, Any]) -> dict[str, float]:
     rng = np.random.default_rng(11)
     times: dict[str, float] = {}
     started = time.perf_counter()
+    ctx = RunContext.for_date(settings, day)
     with open_store(settings) as store:
         times["open"] = time.perf_counter() - started
         mark = time.perf_counter()
@@ -160,7 +162,7 @@ def evaluate_day(built: dict[str, Any]) -> dict[str, float]:
         store.record_stage(source.uri, day, "index", {"listed": report.listed}, finished_at=dt.datetime.now(UTC))
         times["index"] = time.perf_counter() - mark
         mark = time.perf_counter()
-        sample = sample_with(settings, store, day)
+        sample = sample_with(ctx, store)
         times["sample"] = time.perf_counter() - mark
         mark = time.perf_counter()
         metrics = [{"label": label, "n": 10, "correct": int(c), "failed": 0} for label, c in zip(labels, rng.binomial(10, 0.93, size=len(labels)))]
@@ -169,7 +171,7 @@ def evaluate_day(built: dict[str, Any]) -> dict[str, float]:
         store.record_stage(source.uri, day, "metrics", {"classes": len(labels)}, finished_at=dt.datetime.now(UTC))
         times["metrics"] = time.perf_counter() - mark
         mark = time.perf_counter()
-        health = health_with(settings, store, day, model_id=MODEL)
+        health = health_with(ctx, store, model_id=MODEL)
         times["health"] = time.perf_counter() - mark
         mark = time.perf_counter()
     times["close"] = time.perf_counter() - mark

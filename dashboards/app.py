@@ -23,7 +23,10 @@ from flask import Response, abort, request
 from dashboards import ids
 from dashboards.callbacks import register_callbacks
 from dashboards.data import DashboardData
-from dashboards.layout import INDEX_STRING, ViewState, app_shell, render_page
+from dashboards.pages import render_page
+from dashboards.shell import app_shell
+from dashboards.state import ViewState
+from dashboards.style import INDEX_STRING
 from monitor.errors import DataError, SourceError
 from monitor.settings import Settings
 

@@ -20,8 +20,12 @@ from typing import Any
 from dash import ALL, Dash, Input, Output, State, ctx, no_update
 
 from dashboards import ids
+from dashboards.components import notices
 from dashboards.data import DashboardData
-from dashboards.layout import View, ViewState, filter_bar, nav, notices, parse_query, render_page, to_query
+from dashboards.pages import render_page
+from dashboards.shell import filter_bar, nav
+from dashboards.state import parse_query, state_from_controls, to_query
+from dashboards.view import View
 from monitor.errors import MonitorError
 
 log = logging.getLogger(__name__)
@@ -29,32 +33,6 @@ log = logging.getLogger(__name__)
 PARAM_VALUES = Input({"type": ids.PARAM, "name": ALL}, "value")
 RANGE_STARTS = Input({"type": ids.PARAM_RANGE, "name": ALL}, "start_date")
 RANGE_ENDS = Input({"type": ids.PARAM_RANGE, "name": ALL}, "end_date")
-
-
-def state_from_controls(state: ViewState, params: dict[str, Any], start: str | None, end: str | None) -> ViewState:
-    """``state`` updated with the controls' values; any change other than the page goes back to page 1."""
-    changes: dict[str, Any] = {}
-    for name, value in params.items():
-        if name == ids.Q_CLASSES:
-            changes["classes"] = tuple(value or ())
-        elif name == ids.Q_PAGE:
-            changes["page"] = int(value) if value and str(value).isdigit() else 1
-        elif name in (ids.Q_MODEL, ids.Q_GRAIN, ids.Q_COLOR, ids.Q_SORT, ids.Q_DATE):
-            if value is not None:
-                changes[name] = value
-    if start:
-        changes["start"] = str(start)[:10]
-    if end:
-        changes["end"] = str(end)[:10]
-    if "model" in changes and changes["model"] != state.model and state.model is not None:
-        # Another model has other dates and classes: start from its defaults.
-        changes.setdefault("classes", ())
-        changes["start"] = changes["end"] = None
-        changes["date"] = None
-    updated = replace(state, **changes)
-    if replace(updated, page=1) != replace(state, page=1):
-        updated = replace(updated, page=1)
-    return updated
 
 
 def _controls_match(view: View | None, values: list[Any], value_ids: list[dict[str, Any]], starts: list[Any], ends: list[Any]) -> bool:

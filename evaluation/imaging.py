@@ -1,14 +1,26 @@
-"""Image bytes -> RGB PIL image, with guards: any format Pillow reads, EXIF orientation, size limit, typed failures."""
+"""Image bytes -> decoded image, with guards: any format Pillow reads, EXIF orientation, size limit, typed failures.
+
+Pillow decodes to an RGB PIL image (:func:`decode_image`); :func:`decode_to_tensors` gives uint8 CHW
+tensors for the tensor preprocessing path, decoding plain JPEGs with nvjpeg on CUDA.
+"""
 
 from __future__ import annotations
 
+import functools
 import io
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from monitor.errors import DataError
+
+log = logging.getLogger(__name__)
 
 #: Every reason :class:`ImageDecodeError` can carry; predictions store one of them in ``error``.
 DECODE_REASONS = ("zero_bytes", "not_an_image", "too_large", "truncated", "corrupt")
@@ -101,6 +113,102 @@ def to_rgb(image: Image.Image) -> Image.Image:
         paper.paste(rgba, mask=rgba.getchannel("A"))
         return paper
     return image.convert("RGB")
+
+
+# --- batches: to PIL images with Pillow, to tensors with nvjpeg for plain JPEGs on CUDA ----------
+
+
+def decode_to_images(contents: Sequence[bytes], *, max_pixels: int, pool: ThreadPoolExecutor | None = None) -> list[Image.Image | ImageDecodeError]:
+    """Decode each image with :func:`decode_image` (on ``pool``'s threads when given): an RGB PIL image, or its error."""
+    decode = functools.partial(_decode_or_error, max_pixels=max_pixels)
+    return list(pool.map(decode, contents)) if pool is not None else [decode(b) for b in contents]
+
+
+def _decode_or_error(data: bytes, *, max_pixels: int) -> Image.Image | ImageDecodeError:
+    try:
+        return decode_image(data, max_pixels=max_pixels)
+    except ImageDecodeError as exc:
+        return exc
+
+
+def image_to_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:
+    """An RGB PIL image or uint8 HWC array -> uint8 CHW tensor (a view, no copy, for arrays)."""
+    array = np.asarray(image, dtype=np.uint8)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"expected an RGB image, got an array of shape {array.shape}")
+    if not array.flags.writeable:
+        array = array.copy()  # torch wants writable memory; PIL's buffers are read-only
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+@functools.cache
+def _gpu_jpeg_decoder() -> Callable[..., Any] | None:
+    """torchvision's nvjpeg ``decode_jpeg`` if torchvision imports and works here, else None (then Pillow decodes)."""
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except (ImportError, RuntimeError, OSError, AttributeError) as exc:
+        # A torchvision build that does not match the installed torch (or this host's CUDA) fails to import.
+        log.info("torchvision unavailable (%s): JPEGs are decoded with Pillow", exc)
+        return None
+    return functools.partial(decode_jpeg, mode=ImageReadMode.RGB)
+
+
+def decode_to_tensors(
+    contents: Sequence[bytes],
+    *,
+    max_pixels: int,
+    device: torch.device | str = "cpu",
+    gpu_decode: bool | None = None,
+    pool: ThreadPoolExecutor | None = None,
+) -> list[torch.Tensor | ImageDecodeError]:
+    """Decode each image to a uint8 CHW tensor (on ``device`` when nvjpeg decoded it, else on the CPU), or its error.
+
+    Upright baseline RGB/grey JPEGs that end in an EOI marker go to nvjpeg in one batched call
+    when ``device`` is CUDA and torchvision imports (``gpu_decode=None``: whenever possible;
+    False: never); anything else (other formats, CMYK, EXIF-rotated, truncated) is decoded by
+    Pillow through :func:`decode_image` (on ``pool``'s threads when given), which also applies
+    every guard. If nvjpeg refuses the batch, its images fall back to Pillow.
+    """
+    target = torch.device(device)
+    decoder = _gpu_jpeg_decoder() if target.type == "cuda" and gpu_decode is not False else None
+    results: list[torch.Tensor | ImageDecodeError | None] = [None] * len(contents)
+    to_gpu: list[int] = []
+    to_pillow: list[int] = []
+    for index, data in enumerate(contents):
+        if decoder is None:
+            to_pillow.append(index)
+            continue
+        try:
+            header = probe_image(data, max_pixels=max_pixels)
+        except ImageDecodeError as exc:
+            results[index] = exc
+            continue
+        plain = header.format == "JPEG" and header.mode in {"RGB", "L"} and header.orientation == 1
+        (to_gpu if plain and data.endswith(b"\xff\xd9") else to_pillow).append(index)
+    if to_gpu and decoder is not None:
+        try:
+            decoded = decoder([torch.frombuffer(bytearray(contents[i]), dtype=torch.uint8) for i in to_gpu], device=target)
+        except RuntimeError as exc:
+            log.warning("nvjpeg refused a batch of %d JPEGs (%s); decoding them with Pillow", len(to_gpu), exc)
+            to_pillow.extend(to_gpu)
+        else:
+            for index, tensor in zip(to_gpu, decoded):
+                results[index] = tensor
+    decode = functools.partial(_decode_tensor_or_error, max_pixels=max_pixels)
+    blobs = [contents[i] for i in to_pillow]
+    for index, result in zip(to_pillow, pool.map(decode, blobs) if pool is not None else map(decode, blobs)):
+        results[index] = result
+    return [r for r in results if r is not None]
+
+
+def _decode_tensor_or_error(data: bytes, *, max_pixels: int) -> torch.Tensor | ImageDecodeError:
+    try:
+        return image_to_tensor(decode_image(data, max_pixels=max_pixels))
+    except ImageDecodeError as exc:
+        return exc
+
+
+# --- guards ---------------------------------------------------------------------------------------
 
 
 def _open(data: bytes, max_pixels: int) -> Image.ImageFile.ImageFile:

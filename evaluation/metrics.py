@@ -1,4 +1,4 @@
-"""Per-class metrics: the Spark SQL computation, its pandas/scikit-learn reference, Wilson intervals, and storing the rows.
+"""Per-class metrics of a predictions table: the Spark SQL computation and its pandas/scikit-learn reference.
 
 Definitions (per ``model_id``, ``date`` and truth label ``c``; only rows with ``status == "ok"``
 count towards the scores, failed rows are counted apart):
@@ -7,7 +7,8 @@ count towards the scores, failed rows are counted apart):
 - ``fp``: ok rows predicted ``c`` whose truth is another label (predictions *of* ``c`` that were wrong);
 - ``failed``: failed rows whose truth is ``c``;
 - ``accuracy = recall = correct / n``; ``precision = tp / (tp + fp)``; ``f1 = 2 tp / (2 tp + fp + fn)``;
-- ``ci_low``/``ci_high``: the Wilson interval of ``correct / n`` at the requested confidence level;
+- ``ci_low``/``ci_high``: the Wilson interval of ``correct / n`` at the requested confidence level
+  (:func:`monitor.stats.wilson_intervals`);
 - ``confusions``: ``[{pred, count}]`` of the wrong predictions, most frequent first, ties by label.
 
 A ratio whose denominator is zero is undefined and stored as ``None`` (null), never as 0 or NaN:
@@ -23,16 +24,16 @@ ever predicted, and is not in ``labels``, gets no row of its own: it shows up in
 from __future__ import annotations
 
 import math
-import os
-import sys
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from monitor.errors import ConfigError, DataError, MonitorError
+from evaluation.predictions import STATUS_FAILED, STATUS_OK, read_predictions_spark
+from monitor.errors import DataError, SparkError
+from monitor.stats import wilson_intervals
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -45,130 +46,11 @@ _REQUIRED_COLUMNS = ("label", "pred", "status")
 _KEY_COLUMNS = ("model_id", "date")
 _INPUT_SCHEMA = "model_id string, date string, label string, pred string, status string"
 
-STATUS_OK = "ok"
-STATUS_FAILED = "failed"
-
 #: Keys of one class_metrics row, in the order of docs/ARCHITECTURE.md (``model_id``/``date`` only when known).
 METRIC_KEYS = (
     "label", "n", "correct", "failed", "accuracy", "ci_low", "ci_high",
     "tp", "fp", "fn", "precision", "recall", "f1", "confusions",
 )  # fmt: skip
-
-# Shuffle partitions for a local master: the metrics group at most (classes x classes) cells, and
-# Spark's default of 200 partitions costs more in task scheduling than the work itself.
-_LOCAL_SHUFFLE_PARTITIONS = "4"
-
-
-class SparkError(MonitorError):
-    """Spark could not start, or a Spark job failed (bad master URL, no Java, a worker crashed)."""
-
-    exit_code = 7
-
-
-# --- the session ------------------------------------------------------------------------------
-
-
-_LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
-
-
-def get_spark(master: str = "local[*]", conf: Mapping[str, str] | None = None, app_name: str = "class-health-monitor") -> "SparkSession":
-    """Return this process's SparkSession, starting it on first use (``builder.getOrCreate``).
-
-    Arrow is on (pandas <-> Spark transfers are otherwise ~25x slower), the UI is off and logs are
-    quiet. A local master binds the driver to 127.0.0.1 (no network needed), uses few shuffle
-    partitions and runs Python workers with this interpreter. ``conf`` (``MONITOR_SPARK_CONF``)
-    is applied last, so it overrides any of these. A session already running in the process is
-    returned as is: static settings such as the master only take effect on the first call.
-
-    Raises :class:`SparkError` when the session cannot start (no Java, bad master URL...).
-    """
-    from py4j.protocol import Py4JError
-    from pyspark.errors import PySparkException
-    from pyspark.sql import SparkSession
-
-    if not master or not master.strip():
-        raise ConfigError("the Spark master URL is empty (set MONITOR_SPARK_MASTER, e.g. local[*])")
-    options: dict[str, str] = {
-        "spark.sql.execution.arrow.pyspark.enabled": "true",
-        "spark.ui.enabled": "false",
-        "spark.ui.showConsoleProgress": "false",
-        "spark.sql.session.timeZone": "UTC",
-    }
-    if _is_local(master):
-        options.update(
-            {
-                "spark.driver.host": "127.0.0.1",
-                "spark.driver.bindAddress": "127.0.0.1",
-                "spark.sql.shuffle.partitions": _LOCAL_SHUFFLE_PARTITIONS,
-                # Workers must import this project and its dependencies: use the driver's interpreter.
-                "spark.pyspark.python": sys.executable,
-                "spark.pyspark.driver.python": sys.executable,
-                # Errors only on the console (Spark's default profile logs its start-up at WARN).
-                "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={_LOG4J_CONFIG.as_uri()}",
-            }
-        )
-    options.update(conf or {})
-    builder = SparkSession.builder.master(master).appName(app_name)
-    for key, value in options.items():
-        builder = builder.config(key, value)
-    try:
-        session = builder.getOrCreate()
-        session.sparkContext.setLogLevel("ERROR")
-        python = options.get("spark.pyspark.python")
-        if python and not os.environ.get("PYSPARK_PYTHON"):
-            # PySpark launches Python workers with PYSPARK_PYTHON or else whatever "python3" is on the PATH
-            # (not this virtual environment); the conf only reaches spark-submit, so hand it over here.
-            session.sparkContext.pythonExec = python
-    except (PySparkException, Py4JError, OSError) as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise SparkError(
-            f"could not start Spark with master {master!r} (is Java 17+ installed and JAVA_HOME set?): {first_line}"
-        ) from exc
-    return session
-
-
-def _is_local(master: str) -> bool:
-    return master.strip().startswith("local")
-
-
-# --- Wilson intervals -------------------------------------------------------------------------
-
-
-def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of the proportion ``correct / n`` (statsmodels ``proportion_confint``).
-
-    ``n == 0`` gives ``(nan, nan)``: with no observation there is no interval, and a made-up
-    ``(0, 1)`` would read as evidence. Callers that store rows turn NaN into ``None``.
-    """
-    low, high = wilson_intervals(np.asarray([correct]), np.asarray([n]), confidence)
-    return float(low[0]), float(high[0])
-
-
-def wilson_intervals(correct: Any, n: Any, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Vectorised :func:`wilson_interval`: arrays of lower and upper bounds, NaN where ``n == 0``."""
-    from statsmodels.stats.proportion import proportion_confint
-
-    if not 0.0 < confidence < 1.0:
-        raise ConfigError(f"confidence level {confidence} is not between 0 and 1")
-    successes = np.asarray(correct, dtype=float)
-    trials = np.asarray(n, dtype=float)
-    if successes.shape != trials.shape:
-        raise DataError(f"correct {successes.shape} and n {trials.shape} have different shapes")
-    bad = (trials < 0) | (successes < 0) | (successes > trials) | (successes != np.floor(successes)) | (trials != np.floor(trials))
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"cannot take an interval of {successes.flat[i]:g} correct out of {trials.flat[i]:g}")
-    low = np.full(trials.shape, np.nan)
-    high = np.full(trials.shape, np.nan)
-    seen = trials > 0
-    if seen.any():
-        lo, hi = proportion_confint(successes[seen], trials[seen], alpha=1.0 - confidence, method="wilson")
-        # The closed form can land a rounding error outside [0, 1] or just inside the point at 0/n
-        # and n/n (1 - 1e-16 for 10/10); the interval must contain its own estimate.
-        share = successes[seen] / trials[seen]
-        low[seen] = np.clip(np.minimum(lo, share), 0.0, 1.0)
-        high[seen] = np.clip(np.maximum(hi, share), 0.0, 1.0)
-    return low, high
 
 
 # --- Spark SQL --------------------------------------------------------------------------------
@@ -306,22 +188,10 @@ def class_metrics_spark(
 def _spark_input(spark: "SparkSession", predictions: "pd.DataFrame | str | Path") -> "SparkDataFrame":
     """The predictions as a Spark DataFrame with exactly the METRIC_INPUT_COLUMNS, all strings."""
     import pandas as pd
-    from pyspark.errors import AnalysisException
-    from pyspark.sql import functions as F
 
     if isinstance(predictions, pd.DataFrame):
         return spark.createDataFrame(_pandas_input(predictions), _INPUT_SCHEMA)
-    path = Path(predictions)
-    try:
-        frame = spark.read.parquet(str(path))
-    except AnalysisException as exc:
-        raise DataError(f"cannot read predictions from {path}: {str(exc).splitlines()[0][:300]}") from exc
-    missing = [c for c in _REQUIRED_COLUMNS if c not in frame.columns]
-    if missing:
-        raise DataError(f"predictions {path} lack the column(s) {', '.join(missing)}")
-    return frame.select(
-        *[(F.col(c) if c in frame.columns else F.lit(None)).cast("string").alias(c) for c in METRIC_INPUT_COLUMNS]
-    )
+    return read_predictions_spark(spark, predictions, METRIC_INPUT_COLUMNS, required=_REQUIRED_COLUMNS)
 
 
 def _pandas_input(predictions: "pd.DataFrame") -> "pd.DataFrame":

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from evaluation.predict import COLUMNS, DRAW_BASE, predictions_frame
-from monitor.errors import ConfigError, DataError, ModelError, MonitorError, SourceError
+from evaluation.predictions import COLUMNS, DRAW_BASE, predictions_frame
+from monitor.errors import ConfigError, DataError, ModelError, MonitorError, SourceError, SparkError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -167,7 +167,6 @@ def predict_with_spark(
     from py4j.protocol import Py4JError
     from pyspark.errors import PySparkException
 
-    from evaluation.metrics import SparkError
     from evaluation.model import model_identity
 
     missing = {"image_path", "label"} - set(items_df.columns)
@@ -209,7 +208,7 @@ def predict_with_spark(
         job_frame = frame.mapInPandas(functools.partial(_predict_partition, job, accumulator), SPARK_SCHEMA)
         result = _collect(job_frame, accumulator, progress)
     except (PySparkException, Py4JError) as exc:
-        raise _translate(str(exc), SparkError) from exc
+        raise _translate(str(exc)) from exc
     result = result.sort_values("row", kind="stable").drop(columns="row").reset_index(drop=True)
     for column in ("topk_labels", "topk_scores"):
         result[column] = [list(value) if value is not None else [] for value in result[column]]
@@ -254,14 +253,15 @@ _ERROR_TYPES: dict[str, type[MonitorError]] = {
     "SourceError": SourceError,
     "DataError": DataError,
     "ConfigError": ConfigError,
+    "SparkError": SparkError,
 }
 
 
-def _translate(text: str, spark_error: type[MonitorError]) -> MonitorError:
-    """The service error a failed job's text names (the last one raised in a worker), else ``spark_error``."""
+def _translate(text: str) -> MonitorError:
+    """The service error a failed job's text names (the last one raised in a worker), else a :class:`SparkError`."""
     found = _WORKER_ERROR.findall(text)
     if found:
         name, message = found[-1]
-        return _ERROR_TYPES.get(name, spark_error)(message.strip())
+        return _ERROR_TYPES[name](message.strip())
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    return spark_error(f"the Spark predict job failed: {(lines[-1] if lines else 'no message')[:300]}")
+    return SparkError(f"the Spark predict job failed: {(lines[-1] if lines else 'no message')[:300]}")

@@ -28,10 +28,11 @@ from monitor import faults
 from monitor.errors import ConfigError, redact
 from monitor.secrets import show_url
 from monitor.storage import Store
+from monitor.verdicts import Verdict
 
 log = logging.getLogger(__name__)
 
-KINDS = ("needs_retraining", "recovered")
+KINDS = (Verdict.NEEDS_RETRAINING.value, "recovered")  # into the verdict, or out of it
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def alert_id(model_id: str, label: str, date: str, kind: str) -> str:
 
 def _message(kind: str, row: dict[str, Any]) -> str:
     head = f"Class {row['label']!r} of model {row['model_id']} "
-    if kind == "needs_retraining":
+    if kind == Verdict.NEEDS_RETRAINING:
         return head + f"needs retraining on {row['date']}: {row['reason']}"
     return head + f"recovered on {row['date']} (now {row['verdict']}): {row['reason']}"
 
@@ -77,11 +78,11 @@ def raise_alerts(store: Store, model_id: str, date: str, rows: list[dict[str, An
     wanted: set[tuple[str, str]] = set()
     for row in rows:
         label = str(row["label"])
-        was = before.get(label) == "needs_retraining"
-        now = row["verdict"] == "needs_retraining"
+        was = before.get(label) == Verdict.NEEDS_RETRAINING
+        now = row["verdict"] == Verdict.NEEDS_RETRAINING
         if was == now:
             continue
-        kind = "needs_retraining" if now else "recovered"
+        kind = Verdict.NEEDS_RETRAINING.value if now else "recovered"
         wanted.add((label, kind))
         evidence = {k: v for k, v in row.items() if k != "_id"}
         alert = {
@@ -132,13 +133,13 @@ def notifiers(urls: list[str]) -> list[tuple[str, apprise.Apprise]]:
 def _send(notifier: apprise.Apprise, alert: dict[str, Any]) -> str | None:
     """Send one alert; None on success, else the reason apprise logged."""
     kind = alert["kind"]
-    title = f"[class health] {alert['label']}: {'needs retraining' if kind == 'needs_retraining' else 'recovered'} ({alert['date']})"
+    title = f"[class health] {alert['label']}: {Verdict.NEEDS_RETRAINING.text if kind == Verdict.NEEDS_RETRAINING else 'recovered'} ({alert['date']})"
     ident = alert.get("alert_id") or alert_id(alert["model_id"], alert["label"], alert["date"], kind)
     with apprise.LogCapture(level=logging.WARNING, fmt="%(message)s") as captured:
         ok = notifier.notify(
             body=f"{alert['message']}\n(alert id {ident}: the same id means the same alert)",
             title=title,
-            notify_type=apprise.NotifyType.FAILURE if kind == "needs_retraining" else apprise.NotifyType.SUCCESS,
+            notify_type=apprise.NotifyType.FAILURE if kind == Verdict.NEEDS_RETRAINING else apprise.NotifyType.SUCCESS,
         )
     if ok:
         return None

@@ -1,9 +1,11 @@
 """The ``monitor`` command line: parse, load settings, call the library, print a table or JSON.
 
+One concept over ~450 lines: the commands (each a few lines of option parsing, one library call and its rendering).
+
 Every command reads its settings from ``MONITOR_*`` environment variables and an optional
 TOML file (``--config`` or ``MONITOR_CONFIG``, else ``./monitor.toml``); ``monitor settings``
 shows the effective values. Errors print one line on stderr and exit non-zero (2 bad input,
-3 source, 4 store, 5 model, 6 missing data); ``--debug`` shows the traceback instead.
+3 source, 4 store, 5 model, 6 missing data, 7 Spark); ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -24,10 +26,15 @@ from rich.table import Table
 from monitor.errors import ConfigError, DataError, MonitorError, redact
 from monitor.secrets import RedactingFilter, show_url
 from monitor.settings import Settings, load_settings
+from monitor.verdicts import Verdict
 
 app = typer.Typer(
     name="monitor",
-    help="Daily class-health monitoring for an image classifier: index a bucket, sample, evaluate, judge health, alert.",
+    help=(
+        "Daily class-health monitoring for an image classifier: index a bucket, sample, evaluate, judge health, alert.\n\n"
+        "Exit codes: 0 done; 1 a bug (traceback shown); 2 bad input or settings; 3 image source; 4 store; "
+        "5 model; 6 missing data; 7 Spark; 130 interrupted. Errors are one line on stderr (--debug: the traceback, secrets masked)."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -98,7 +105,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-VERDICT_STYLE = {"healthy": "green", "watch": "yellow", "needs_retraining": "bold red", "insufficient_data": "dim"}
+VERDICT_STYLE: dict[str, str] = {Verdict.HEALTHY: "green", Verdict.WATCH: "yellow", Verdict.NEEDS_RETRAINING: "bold red", Verdict.INSUFFICIENT_DATA: "dim"}
 
 
 def _class_table(title: str, rows: list[dict[str, Any]], level: float) -> Table:

@@ -210,8 +210,9 @@ def run_demo(
     expected accuracy to about ``drop_to`` (:func:`damage_share`). The result holds the health rows of the last day, the classes flagged
     then, and for each flagged class the first day it was flagged and how many days after the drop.
     """
-    from evaluation.metrics import get_spark
+    from evaluation.spark import get_spark
     from monitor.pipeline import evaluate_with
+    from monitor.context import RunContext
     from monitor.storage import open_store
 
     if degrade not in LABELS:
@@ -242,7 +243,7 @@ def run_demo(
             write_arrivals(
                 source, day, degraded_label=degrade if day >= drop_date else None, seed=settings.seed, damaged_share=severity["share"]
             )
-            result = evaluate_with(demo_settings, store, day.isoformat(), spark=spark)
+            result = evaluate_with(RunContext.for_date(demo_settings, day), store, spark=spark)
             for label in result["flagged"]:
                 first_flagged.setdefault(label, day.isoformat())
             daily.append(

@@ -1,5 +1,7 @@
 """The embedded store: mongomock collections kept on disk as small BSON files, one per partition, behind a manifest.
 
+One concept over ~500 lines: the embedded engine (partitions, commits, backups, restore, the writer's lock).
+
 Why this shape (measured in ``benchmarks/bench_store.py``):
 
 - mongomock scans every document of a collection for every query and every upsert, and copies what it

@@ -44,6 +44,12 @@ class DataError(MonitorError):
     exit_code = 6
 
 
+class SparkError(MonitorError):
+    """Spark could not start, or a Spark job failed (bad master URL, no Java, a worker crashed)."""
+
+    exit_code = 7
+
+
 def redact(text: str) -> str:
     """Hide passwords, tokens and registered secrets in ``text`` (see :mod:`monitor.secrets`)."""
     from monitor.secrets import redact as _redact

@@ -1,5 +1,8 @@
 """Class health: a verdict per model, class and date, carried forward from the stored state of the day before.
 
+One concept, the verdict, over ~650 lines: its calibration, the day-to-day recursion and the verdict rule as
+pure array functions first, then one class on one day, then the one function that reads and writes the store.
+
 **What a verdict means.** ``needs_retraining``: the evidence says the class has fallen below its target
 and has not come back. ``watch``: the evidence leans that way; the next day's sample draws extra images of
 the class (follow-up) to settle it. ``healthy``: neither. ``insufficient_data``: fewer than ``min_samples``
@@ -78,16 +81,15 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import linalg, stats
 
-from evaluation.metrics import wilson_interval
 from monitor.errors import ConfigError, DataError, MonitorError
 from monitor.files import atomic_write
 from monitor.settings import Settings
+from monitor.stats import prob_below, wilson_interval
 from monitor.storage import Store
+from monitor.verdicts import Verdict
 
 log = logging.getLogger(__name__)
 
-VERDICTS = ("healthy", "watch", "needs_retraining", "insufficient_data")
-HEALTHY, WATCH, NEEDS_RETRAINING, INSUFFICIENT_DATA = range(4)
 METHOD = "bernoulli-cusum with follow-up sampling + upward-cusum recovery; pooled-window wilson/beta"
 #: Follow-up policy: at ``S >= fraction * h`` the next day draws ``followup_samples * multiple`` extra images.
 #: The first tier is also where ``watch`` starts. Chosen by ``benchmarks/bench_health.py`` (README).
@@ -399,22 +401,16 @@ def advance(state: State, n: ArrayLike, correct: ArrayLike, d: Design) -> tuple[
 
 
 def verdict_codes(state: State, d: Design, pooled_n: ArrayLike, min_samples: int) -> NDArray[np.int64]:
-    """The verdict rule, element-wise; codes index :data:`VERDICTS`.
+    """The verdict rule, element-wise; codes are :attr:`Verdict.code`.
 
     1. flagged: ``needs_retraining``; 2. fewer than ``min_samples`` in the window: ``insufficient_data``;
     3. ``S`` past the first follow-up tier: ``watch``; 4. otherwise ``healthy``.
     """
     return np.select(
         [state.flagged, np.asarray(pooled_n) < min_samples, state.s >= TIERS[0][0] * d.h],
-        [NEEDS_RETRAINING, INSUFFICIENT_DATA, WATCH],
-        default=HEALTHY,
+        [Verdict.NEEDS_RETRAINING.code, Verdict.INSUFFICIENT_DATA.code, Verdict.WATCH.code],
+        default=Verdict.HEALTHY.code,
     ).astype(np.int64)
-
-
-def prob_below(correct: ArrayLike, n: ArrayLike, target: float) -> NDArray[np.float64]:
-    """P(accuracy < target) under the Beta(1 + correct, 1 + wrong) posterior of a uniform prior."""
-    c, total = np.asarray(correct, dtype=float), np.asarray(n, dtype=float)
-    return np.asarray(stats.beta.cdf(target, 1.0 + c, 1.0 + total - c), dtype=float)
 
 
 # --- one class, one day ----------------------------------------------------------------------------
@@ -483,11 +479,11 @@ def judge_day(
     pooled_correct = sum(c for _, c in in_window)
     ci_low, ci_high = wilson_interval(pooled_correct, pooled_n, settings.confidence_level) if pooled_n else (None, None)
     p_below = float(prob_below(pooled_correct, pooled_n, d.target))
-    verdict = VERDICTS[int(verdict_codes(state, d, pooled_n, settings.min_samples))]
+    verdict = Verdict.from_code(int(verdict_codes(state, d, pooled_n, settings.min_samples)))
     cusum, recovery = float(state.s) * d.unit, float(state.r) * d.unit
     followup = int(followup_extra(state.s, d.h, d.followup, state.flagged))
     return {
-        "verdict": verdict,
+        "verdict": verdict.value,
         "target": float(d.target),
         "window_days": settings.window_days,
         "window_start": window_start.isoformat(),
@@ -526,15 +522,15 @@ def _reason(
     )
     odds = f"P(accuracy < {d.target:.2f}) = {p_below:.2f}"
     more = f"; {followup} follow-up images tomorrow" if followup else ""
-    if verdict == "needs_retraining":
+    if verdict == Verdict.NEEDS_RETRAINING:
         return (
             f"Below the {d.target:.2f} target since {since}: the evidence for a drop reached its threshold "
             f"(sustained-drop CUSUM {d.threshold:.1f} or collapse CUSUM {d.collapse_threshold:.1f}); "
             f"it clears when the evidence for recovery reaches {d.recovery_threshold:.1f} (now {recovery:.1f}; {window}; {odds}){more}."
         )
-    if verdict == "insufficient_data":
+    if verdict == Verdict.INSUFFICIENT_DATA:
         return f"Only {pooled_n} images in the last {settings.window_days} days (at least {settings.min_samples} needed); CUSUM {cusum:.1f} < {d.threshold:.1f}{more}."
-    if verdict == "watch":
+    if verdict == Verdict.WATCH:
         return f"Evidence for a drop below {d.target:.2f}: CUSUM {cusum:.1f} of {d.threshold:.1f} ({window}; {odds}){more}."
     return f"{window} against target {d.target:.2f}; {odds}; CUSUM {cusum:.1f} < {d.threshold:.1f}."
 

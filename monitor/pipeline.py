@@ -1,8 +1,10 @@
 """The daily stages for one date, each idempotent for that date; ``evaluate`` runs what a date still needs.
 
-Each ``run_*`` function opens its own store and source from the settings (an Airflow task
-is its own process), replaces only its own output for the date, and returns a small
-JSON-serialisable summary (Airflow XCom, ``--json``). Errors are :class:`MonitorError`
+Each ``run_*`` function builds the date's :class:`~monitor.context.RunContext` (the date checked,
+the source's canonical URI) before anything is opened, opens its own store (an Airflow task is its
+own process), replaces only its own output for the date, and returns a small JSON-serialisable
+summary (Airflow XCom, ``--json``). The ``*_with`` functions take that context and an open store, so
+one process can run several stages (``evaluate``, the demo). Errors are :class:`MonitorError`
 subclasses with one readable line.
 """
 
@@ -15,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from monitor import faults
-from monitor.dates import parse_run_date
+from monitor.context import RunContext
 from monitor.errors import ConfigError, DataError, ModelError, SourceError
 from monitor.progress import ProgressFactory, no_progress
 from monitor.settings import Settings
 from monitor.storage import Store, open_store
+from monitor.verdicts import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -30,23 +33,13 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _record_stage(store: Store, settings: Settings, date: str, stage: str, summary: dict[str, Any]) -> None:
-    """Note in ``runs`` that ``stage`` finished for (source, date); replaces the stage's previous note."""
-    store.record_stage(_source_uri(settings), date, stage, _jsonable(summary), finished_at=_now())
+def _record_stage(store: Store, ctx: RunContext, stage: str, summary: dict[str, Any]) -> None:
+    """Note in ``runs`` that ``stage`` finished for (source, date), replacing its previous note, and commit."""
+    store.record_stage(ctx.source_uri, ctx.day, stage, _jsonable(summary), finished_at=_now())
 
 
 def _jsonable(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in summary.items()}
-
-
-def _next_day(date: str) -> str:
-    return (dt.date.fromisoformat(date) + dt.timedelta(days=1)).isoformat()
-
-
-def _source_uri(settings: Settings) -> str:
-    from monitor.sources import open_source
-
-    return open_source(settings.source_uri).uri
 
 
 # --- index ----------------------------------------------------------------------------------
@@ -97,7 +90,7 @@ def _check_sample_settings(recorded: dict[str, Any], settings: Settings, date: s
         )
 
 
-def sample_with(settings: Settings, store: Store, date: str, *, force: bool = False) -> dict[str, Any]:
+def sample_with(ctx: RunContext, store: Store, *, force: bool = False) -> dict[str, Any]:
     """Draw (or reuse) the stratified sample for ``date`` and write ``samples/<date>.csv``.
 
     Classes that the latest verdicts before ``date`` put on watch (or flagged) get follow-up images
@@ -106,10 +99,8 @@ def sample_with(settings: Settings, store: Store, date: str, *, force: bool = Fa
     """
     from monitor.health import followup_requests, grant_unit
     from monitor.sampling import draw_sample, read_sample_csv, record_sample, write_sample_csv
-    from monitor.sources import open_source
 
-    date = parse_run_date(date)
-    source_uri = open_source(settings.source_uri).uri
+    settings, date, source_uri = ctx.settings, ctx.day, ctx.source_uri
     csv_path = settings.sample_csv(date)
     recorded = store.sample(source_uri, date)
     if not force and recorded is not None and csv_path.is_file():
@@ -140,14 +131,14 @@ def sample_with(settings: Settings, store: Store, date: str, *, force: bool = Fa
         "followup": dict(sample.followup),
         "reused": reused,
     }
-    _record_stage(store, settings, date, "sample", summary)
+    _record_stage(store, ctx, "sample", summary)
     return summary
 
 
 def run_sample(settings: Settings, date: str, *, force: bool = False) -> dict[str, Any]:
-    date = parse_run_date(date)  # before the store is opened: a bad date writes nothing
+    ctx = RunContext.for_date(settings, date)  # before the store is opened: a bad date writes nothing
     with open_store(settings) as store:
-        return sample_with(settings, store, date, force=force)
+        return sample_with(ctx, store, force=force)
 
 
 # --- predict --------------------------------------------------------------------------------
@@ -158,9 +149,7 @@ def _register_model(store: Store, loaded: Any, date: str) -> None:
     store.register_model(loaded.model_id, name=loaded.name, checksum=loaded.checksum, labels=list(loaded.labels), date=date)
 
 
-def predict_with(
-    settings: Settings, store: Store, date: str, *, force: bool = False, progress: ProgressFactory = no_progress, spark: Any = None
-) -> dict[str, Any]:
+def predict_with(ctx: RunContext, store: Store, *, force: bool = False, progress: ProgressFactory = no_progress, spark: Any = None) -> dict[str, Any]:
     """Run the model on the date's sample and write ``predictions/<date>.parquet``.
 
     Existing predictions of the same model for the same sample are kept unless ``force``.
@@ -168,11 +157,12 @@ def predict_with(
     import pandas as pd
 
     from evaluation.model import check_labels, load_model
-    from evaluation.predict import predict_images, read_predictions, write_predictions
+    from evaluation.predict import predict_images
+    from evaluation.predictions import read_predictions, write_predictions
     from monitor.sampling import read_sample_csv
     from monitor.sources import open_source
 
-    date = parse_run_date(date)
+    settings, date = ctx.settings, ctx.day
     csv_path = settings.sample_csv(date)
     if not csv_path.is_file():
         raise DataError(f"no sample for {date} ({csv_path} is missing): run `monitor sample --date {date}` first")
@@ -198,7 +188,7 @@ def predict_with(
 
     items = [(item.image_path, item.label) for item in sample.items]
     if settings.engine == "spark":
-        from evaluation.metrics import get_spark
+        from evaluation.spark import get_spark
         from evaluation.spark_engine import predict_with_spark
 
         with progress(f"predict {date} (spark)", len(items)) as advance:
@@ -235,7 +225,7 @@ def predict_with(
     write_predictions(frame, out)
     _register_model(store, loaded, date)
     summary = _predict_summary(date, out, frame, loaded.model_id, reused=False)
-    _record_stage(store, settings, date, "predict", summary)
+    _record_stage(store, ctx, "predict", summary)
     return summary
 
 
@@ -252,21 +242,21 @@ def _predict_summary(date: str, path: Path, frame: Any, model_id: str, *, reused
 
 
 def run_predict(settings: Settings, date: str, *, force: bool = False, progress: ProgressFactory = no_progress) -> dict[str, Any]:
-    date = parse_run_date(date)
+    ctx = RunContext.for_date(settings, date)
     with open_store(settings) as store:
-        return predict_with(settings, store, date, force=force, progress=progress)
+        return predict_with(ctx, store, force=force, progress=progress)
 
 
 # --- metrics --------------------------------------------------------------------------------
 
 
-def metrics_with(settings: Settings, store: Store, date: str, *, spark: Any = None) -> dict[str, Any]:
+def metrics_with(ctx: RunContext, store: Store, *, spark: Any = None) -> dict[str, Any]:
     """Per-class counts with Spark SQL over the date's predictions; replaces the (model, date) rows."""
-    from evaluation.metrics import class_metrics_spark, get_spark
-    from evaluation.predict import read_predictions
-    from monitor.sources import open_source
+    from evaluation.metrics import class_metrics_spark
+    from evaluation.predictions import read_predictions
+    from evaluation.spark import get_spark
 
-    date = parse_run_date(date)
+    settings, date = ctx.settings, ctx.day
     path = settings.predictions_file(date)
     if not path.is_file():
         raise DataError(f"no predictions for {date} ({path} is missing): run the predict step first")
@@ -277,7 +267,7 @@ def metrics_with(settings: Settings, store: Store, date: str, *, spark: Any = No
     model_id = model_ids[0]
     # The classes of the date's sample, including those it could not fill (n = 0: an empty class is news);
     # not today's classes, so that a backfilled date keeps the class list it had.
-    recorded = store.sample(open_source(settings.source_uri).uri, date)
+    recorded = store.sample(ctx.source_uri, date)
     labels = sorted(set((recorded or {}).get("classes") or {}) | set(frame["label"]))
     session = spark or get_spark(settings.spark_master, settings.spark_conf)
     rows = class_metrics_spark(session, frame, labels=labels, confidence=settings.confidence_level)
@@ -291,14 +281,14 @@ def metrics_with(settings: Settings, store: Store, date: str, *, spark: Any = No
             {k: row[k] for k in ("label", "n", "correct", "failed", "accuracy", "ci_low", "ci_high")} for row in rows
         ],
     }
-    _record_stage(store, settings, date, "metrics", {"model_id": model_id, "classes": len(rows)})
+    _record_stage(store, ctx, "metrics", {"model_id": model_id, "classes": len(rows)})
     return summary
 
 
 def run_metrics(settings: Settings, date: str) -> dict[str, Any]:
-    date = parse_run_date(date)
+    ctx = RunContext.for_date(settings, date)
     with open_store(settings) as store:
-        return metrics_with(settings, store, date)
+        return metrics_with(ctx, store)
 
 
 # --- health and alerts --------------------------------------------------------------------
@@ -312,7 +302,7 @@ def _model_for_date(store: Store, date: str, model_id: str | None) -> str:
     """
     if model_id:
         return model_id
-    days = store.dates("class_metrics", before=_next_day(date))
+    days = store.dates("class_metrics", before=(dt.date.fromisoformat(date) + dt.timedelta(days=1)).isoformat())
     if not days:
         raise DataError(f"no class metrics on or before {date}: run `monitor evaluate --date {date}` first")
     day = days[-1]
@@ -325,12 +315,12 @@ def _model_for_date(store: Store, date: str, model_id: str | None) -> str:
     raise DataError(f"models {', '.join(candidates)} were all measured on {day}; name the one to judge")
 
 
-def health_with(settings: Settings, store: Store, date: str, *, model_id: str | None = None) -> dict[str, Any]:
+def health_with(ctx: RunContext, store: Store, *, model_id: str | None = None) -> dict[str, Any]:
     """Verdicts per class for ``date`` from the stored history, alerts on transitions, delivery of pending alerts."""
     from monitor.alerts import deliver_pending, raise_alerts
     from monitor.health import compute_health
 
-    date = parse_run_date(date)
+    settings, date = ctx.settings, ctx.day
     model = _model_for_date(store, date, model_id)
     rows = compute_health(store, model, date, settings)
     new_alerts = raise_alerts(store, model, date, rows)
@@ -344,20 +334,20 @@ def health_with(settings: Settings, store: Store, date: str, *, model_id: str | 
         "date": date,
         "model_id": model,
         "verdicts": {row["label"]: row["verdict"] for row in rows},
-        "flagged": sorted(row["label"] for row in rows if row["verdict"] == "needs_retraining"),
+        "flagged": sorted(row["label"] for row in rows if row["verdict"] == Verdict.NEEDS_RETRAINING),
         "new_alerts": len(new_alerts),
         "delivered": delivery.delivered,
         "pending": delivery.pending,
     }
-    _record_stage(store, settings, date, "health", {k: v for k, v in summary.items() if k != "verdicts"})
+    _record_stage(store, ctx, "health", {k: v for k, v in summary.items() if k != "verdicts"})
     summary["classes"] = rows
     return summary
 
 
 def run_health(settings: Settings, date: str, *, model_id: str | None = None) -> dict[str, Any]:
-    date = parse_run_date(date)
+    ctx = RunContext.for_date(settings, date)
     with open_store(settings) as store:
-        summary = health_with(settings, store, date, model_id=model_id)
+        summary = health_with(ctx, store, model_id=model_id)
     summary.pop("classes")
     return summary
 
@@ -366,34 +356,25 @@ def run_health(settings: Settings, date: str, *, model_id: str | None = None) ->
 
 
 def evaluate_with(
-    settings: Settings,
-    store: Store,
-    date: str,
-    *,
-    force: bool = False,
-    progress: ProgressFactory = no_progress,
-    spark: Any = None,
+    ctx: RunContext, store: Store, *, force: bool = False, progress: ProgressFactory = no_progress, spark: Any = None
 ) -> dict[str, Any]:
-    """Everything ``date`` still needs, end to end, on an open store (the demo reuses one store and Spark)."""
-    date = parse_run_date(date)
-    from monitor.sources import open_source
-
-    source_uri = open_source(settings.source_uri).uri
+    """Everything the date still needs, end to end, on an open store (the demo reuses one store and Spark)."""
+    settings, date, source_uri = ctx.settings, ctx.day, ctx.source_uri
     has_sample = store.sample(source_uri, date) is not None
     index_summary = None
     if force or not has_sample or not settings.sample_csv(date).is_file():
         index_summary = index_with(settings, store, progress=progress)
         if index_summary["listed"] == 0:
             raise SourceError(f"source {source_uri} is empty")
-        _record_stage(store, settings, date, "index", {k: v for k, v in index_summary.items() if k not in ("source", "labels")})
+        _record_stage(store, ctx, "index", {k: v for k, v in index_summary.items() if k not in ("source", "labels")})
     faults.point("after_stage:index")
-    sample = sample_with(settings, store, date, force=force)
+    sample = sample_with(ctx, store, force=force)
     faults.point("after_stage:sample")
-    predicted = predict_with(settings, store, date, force=force, progress=progress, spark=spark)
+    predicted = predict_with(ctx, store, force=force, progress=progress, spark=spark)
     faults.point("after_stage:predict")
-    metrics = metrics_with(settings, store, date, spark=spark)
+    metrics = metrics_with(ctx, store, spark=spark)
     faults.point("after_stage:metrics")
-    health = health_with(settings, store, date, model_id=predicted["model_id"])
+    health = health_with(ctx, store, model_id=predicted["model_id"])
     faults.point("after_stage:health")
     verdicts = health["verdicts"]
     skipped: dict[str, int] = {}
@@ -424,6 +405,6 @@ def evaluate_with(
 
 def evaluate(settings: Settings, date: str, *, force: bool = False, progress: ProgressFactory = no_progress) -> dict[str, Any]:
     """Run, for ``date``, whatever it still needs: index and sample (unless a sample exists), predict, metrics, health."""
-    date = parse_run_date(date)  # before the store is opened: a malformed or future date writes nothing
+    ctx = RunContext.for_date(settings, date)  # before the store is opened: a malformed or future date writes nothing
     with open_store(settings) as store:
-        return evaluate_with(settings, store, date, force=force, progress=progress)
+        return evaluate_with(ctx, store, force=force, progress=progress)

@@ -1,5 +1,8 @@
 """The store layer: every read and write of the service, as named operations on one typed :class:`Store`.
 
+One concept over ~700 lines: the store's operations, grouped by collection; the embedded engine beneath it
+is :mod:`monitor.embedded`.
+
 Callers (pipeline, CLI, indexing, sampling, health, alerts, the DAG, the dashboard) never see a collection:
 they call an operation named for what the service does, and a ``PyMongoError`` becomes a
 :class:`~monitor.errors.StoreError` here, naming the store. Two engines sit under the same operations:

@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dashboards import ids  # noqa: E402
 from dashboards.app import EXTENSION, create_app, warm_up  # noqa: E402
-from dashboards.data import DashboardData, class_status  # noqa: E402
+from dashboards.data import DashboardData  # noqa: E402
+from dashboards.status import class_status  # noqa: E402
 from monitor.settings import Settings, load_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,27 +15,16 @@ from PIL import Image
 from statsmodels.stats.proportion import proportion_confint
 
 from dashboards import ids
-from dashboards.data import (
-    DashboardData,
-    auto_grain,
-    class_status,
-    make_thumbnail,
-    period_start,
-    pool_by_period,
-    rank_classes,
-    verdict_changes,
-)
-from dashboards.layout import (
-    model_option_label,
-    PAGE_SIZE,
-    ViewState,
-    heatmap_figure,
-    parse_query,
-    render_page,
-    resolve,
-    timeseries_figure,
-    to_query,
-)
+from dashboards.components import model_option_label
+from dashboards.data import DashboardData
+from dashboards.figures import heatmap_figure, timeseries_figure
+from dashboards.pages import render_page
+from dashboards.pages.overview import PAGE_SIZE
+from dashboards.pooling import auto_grain, period_start, pool_by_period
+from dashboards.state import ViewState, parse_query, to_query
+from dashboards.status import class_status, rank_classes, verdict_changes
+from dashboards.thumbnails import make_thumbnail
+from dashboards.view import resolve
 from monitor.errors import DataError
 
 MODEL = "digits@0123456789ab"
@@ -349,7 +338,7 @@ def test_malformed_url_values_are_ignored_and_named() -> None:
 
 
 def test_controls_write_the_url_and_filter_changes_go_back_to_page_one() -> None:
-    from dashboards.callbacks import state_from_controls
+    from dashboards.state import state_from_controls
 
     state = ViewState(model=MODEL, page=4, sort="worst")
     assert state_from_controls(state, {ids.Q_PAGE: "5", ids.Q_SORT: "worst"}, None, None).page == 5

@@ -86,7 +86,7 @@ def test_setup_source_serves_index_and_sample_for_a_recent_date(tmp_path: Path) 
 def test_a_moderate_drop_goes_on_watch_draws_followup_images_and_is_flagged(tmp_path: Path, spark: object) -> None:
     import pandas as pd
 
-    from evaluation.predict import read_predictions
+    from evaluation.predictions import read_predictions
     from monitor.demo import run_demo
 
     settings = Settings(data_dir=tmp_path / "data", spark_master="local[2]")

@@ -22,7 +22,7 @@ from monitor.faults import VARIABLE as KILL_AT
 from monitor.settings import SHIPPED_MODEL_DIR, Settings
 from monitor.storage import KINDS, open_store
 from tests.test_alerts import Endpoint
-from tests.test_alerts import endpoint as webhook  # noqa: F401 (the webhook server fixture)
+from tests.test_alerts import endpoint as webhook  # noqa: F401,F811 (the webhook server fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
 

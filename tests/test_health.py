@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from evaluation.metrics import wilson_interval
+from monitor.stats import wilson_interval
 from monitor.errors import ConfigError, DataError
 from monitor.health import (
     TIERS,
-    VERDICTS,
     State,
     advance,
     assess_history,
@@ -39,6 +38,8 @@ from monitor.health import (
     verdict_codes,
 )
 from monitor.settings import load_settings
+from monitor.context import RunContext
+from monitor.verdicts import Verdict
 
 START = dt.date(2024, 3, 1)
 
@@ -300,7 +301,7 @@ def test_verdict_codes_follow_the_documented_rule() -> None:
         b=np.zeros(5, dtype=np.int64),
     )
     codes = verdict_codes(state, d, pooled_n=[5, 5, 100, 100, 100], min_samples=20)
-    assert [VERDICTS[c] for c in codes] == ["needs_retraining", "insufficient_data", "watch", "healthy", "healthy"]
+    assert [Verdict.from_code(c) for c in codes] == ["needs_retraining", "insufficient_data", "watch", "healthy", "healthy"]
 
 
 def test_assess_history_pools_counts_over_the_window_instead_of_averaging_ratios(settings) -> None:
@@ -557,13 +558,13 @@ def test_a_date_filled_in_late_gives_the_same_history_and_alerts_as_an_in_order_
         _move_day(store, "class_metrics", "m@1", day(i), day(i + 1))
     for i in range(12):
         if i != late:
-            health_with(settings, store, day(i), model_id="m@1")
+            health_with(RunContext.for_date(settings, day(i)), store, model_id="m@1")
     _add_rows(
         store,
         "class_metrics",
         [{"model_id": "m@1", "date": day(late), "label": label, "n": s[late][0], "correct": s[late][1], "failed": 0} for label, s in series.items()],
     )
-    health_with(settings, store, day(late), model_id="m@1")
+    health_with(RunContext.for_date(settings, day(late)), store, model_id="m@1")
 
     def snapshot() -> tuple[list[dict], list[tuple]]:
         health = sorted(store.find("class_health", {"model_id": "m@1"}), key=lambda r: (r["date"], r["label"]))
@@ -574,7 +575,7 @@ def test_a_date_filled_in_late_gives_the_same_history_and_alerts_as_an_in_order_
     store.remove("class_health", {})
     store.remove("alerts", {})
     for i in range(12):
-        health_with(settings, store, day(i), model_id="m@1")
+        health_with(RunContext.for_date(settings, day(i)), store, model_id="m@1")
     in_order = snapshot()
 
     assert filled_late == in_order
@@ -588,10 +589,10 @@ def test_a_backfill_recomputes_later_days_under_their_own_stored_settings(store,
     _store_metrics(store, "m@1", {"a": [(10, 10)] * 2}, first=0)
     _store_metrics(store, "m@1", {"a": [(10, 10)] * 2}, first=3)
     for i in (0, 1, 3, 4):
-        health_with(settings if i < 3 else settings.model_copy(update={"false_alarms_per_year": 0.1}), store, day(i), model_id="m@1")
+        health_with(RunContext.for_date(settings if i < 3 else settings.model_copy(update={"false_alarms_per_year": 0.1}), day(i)), store, model_id="m@1")
     later = {r["date"]: r["cusum_threshold"] for r in store.find("class_health", {"date": {"$gte": day(3)}})}
     _store_metrics(store, "m@1", {"a": [(10, 9)]}, first=2)
-    health_with(settings, store, day(2), model_id="m@1")  # the backfill runs under today's (other) settings
+    health_with(RunContext.for_date(settings, day(2)), store, model_id="m@1")  # the backfill runs under today's (other) settings
     again = {r["date"]: r["cusum_threshold"] for r in store.find("class_health", {"date": {"$gte": day(3)}})}
     assert again == later and len(set(again.values())) == 1
     assert _one(store, "class_health", {"date": day(3)})["judged_under"]["false_alarms_per_year"] == 0.1
@@ -603,9 +604,9 @@ def test_health_judges_the_model_the_day_last_evaluated_when_two_were_measured(s
     _store_metrics(store, "old@1", {"a": [(10, 10)] * 3})
     _store_metrics(store, "new@2", {"a": [(10, 2)] * 3})
     with pytest.raises(DataError, match="new@2, old@1 were all measured"):
-        health_with(settings, store, day(2))
+        health_with(RunContext.for_date(settings, day(2)), store)
     store.update_run("file:///x", day(2), {"model_id": "new@2"})
-    assert health_with(settings, store, day(2))["model_id"] == "new@2"
+    assert health_with(RunContext.for_date(settings, day(2)), store)["model_id"] == "new@2"
 
 
 # --- follow-up requests -----------------------------------------------------------------------------------

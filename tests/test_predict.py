@@ -24,20 +24,11 @@ from transformers.models.convnext import ConvNextImageProcessorPil
 from transformers.models.deit import DeiTImageProcessorPil
 from transformers.models.vit import ViTImageProcessorPil
 
+from evaluation.imaging import decode_to_tensors, image_to_tensor
 from evaluation.model import LoadedModel, load_model
-from evaluation.predict import (
-    COLUMNS,
-    PREDICTIONS_SCHEMA,
-    TensorPreprocess,
-    decode_to_tensors,
-    image_to_tensor,
-    predict_batch,
-    predict_frame,
-    predict_images,
-    read_predictions,
-    resolve_path,
-    write_predictions,
-)
+from evaluation.predict import forward_probs, predict_images
+from evaluation.predictions import COLUMNS, PREDICTIONS_SCHEMA, read_predictions, write_predictions
+from evaluation.preprocessing import TensorPreprocess, processor_pixel_values, resolve_path
 from monitor.digits import LABELS, digit_to_pil, load_digits_images, split_indices
 from monitor.errors import ConfigError, DataError, ModelError, SourceError
 from monitor.settings import SHIPPED_MODEL_DIR
@@ -72,6 +63,11 @@ def in_memory(blobs: dict[str, bytes]) -> Callable[[str], bytes]:
         return blobs[path]
 
     return read
+
+
+def reference_probs(loaded: LoadedModel, images: list[Image.Image]) -> np.ndarray:
+    """Probabilities (N x labels) of decoded images through the processor path: the functions predict_images runs."""
+    return forward_probs(loaded, processor_pixel_values(loaded, images)).numpy()
 
 
 def jpeg_items(digits: list[tuple[str, Image.Image]]) -> tuple[list[tuple[str, str]], dict[str, bytes]]:
@@ -114,7 +110,7 @@ def test_processors_the_tensor_path_cannot_reproduce_are_refused_and_auto_falls_
         TensorPreprocess.from_processor(ViTImageProcessorPil(size={"shortest_edge": 32, "longest_edge": 64}))
     other = LoadedModel(**{**shipped.__dict__, "processor": ViTImageProcessorPil(size={"shortest_edge": 32, "longest_edge": 64})})
     with pytest.raises(ModelError, match="does not reproduce"):
-        predict_batch(other, [Image.new("RGB", (8, 8))], path="tensor")
+        predict_images([("a/x.png", "a")], in_memory({"a/x.png": encode(Image.new("RGB", (8, 8)), "PNG")}), other, path="tensor", **RUN)
     # auto: the reference processor on CPU; on CUDA the tensor path, unless it cannot reproduce the processor.
     # (A LoadedModel that only claims CUDA: resolve_path looks at the device type, nothing runs there.)
     on_cuda = LoadedModel(**{**shipped.__dict__, "device": torch.device("cuda")})
@@ -176,7 +172,7 @@ ODD_FORMATS: dict[str, Callable[[Image.Image], bytes]] = {
 def test_odd_formats_decode_and_predict_like_the_plain_image(shipped: LoadedModel, digits, path: str) -> None:
     # One sure digit per class: what changes with the format must be the decoding, not a borderline call.
     reference_items = {f"{label}/plain.png": image for label, image in digits[::3]}
-    reference = predict_batch(shipped, list(reference_items.values()), path="processor")
+    reference = reference_probs(shipped, list(reference_items.values()))
     blobs = {f"{ref_path.split('/')[0]}/{fmt}": make(image) for ref_path, image in reference_items.items() for fmt, make in ODD_FORMATS.items()}
     items = [(p, p.split("/")[0]) for p in blobs]
 
@@ -186,7 +182,7 @@ def test_odd_formats_decode_and_predict_like_the_plain_image(shipped: LoadedMode
     expected_pred = {label.split("/")[0]: LABELS[int(np.argmax(p))] for label, p in zip(reference_items, reference)}
     assert {row.image_path: row.pred for row in frame.itertuples()} == {p: expected_pred[p.split("/")[0]] for p in blobs}
     # Orientation matters to this model: the same bytes without their EXIF tag are read differently.
-    rotated = predict_batch(shipped, [image.transpose(Image.Transpose.ROTATE_90) for image in reference_items.values()], path="processor")
+    rotated = reference_probs(shipped, [image.transpose(Image.Transpose.ROTATE_90) for image in reference_items.values()])
     assert np.abs(rotated - reference).max() > 0.5
 
 
@@ -249,24 +245,6 @@ def test_decoding_to_tensors_falls_back_to_pillow_without_a_gpu_decoder(image_by
 
     np.testing.assert_array_equal(decoded[0].permute(1, 2, 0).numpy(), np.asarray(decode_image(jpeg, max_pixels=LIMIT)))
     assert getattr(decoded[1], "reason", None) == "zero_bytes"
-
-
-@pytest.mark.slow
-def test_predict_frame_with_bytes_in_the_frame_equals_predict_images(shipped: LoadedModel, digits) -> None:
-    items, blobs = jpeg_items(digits[:10])
-    frame = pd.DataFrame({"image_path": [p for p, _ in items], "label": [label for _, label in items]})
-    frame["content"] = [blobs[p] for p, _ in items]
-    frame.loc[2, "content"] = None
-    frame["fetch_error"] = [None, None, "fetch_failed"] + [None] * 7
-
-    got = predict_frame(frame, shipped, date=DATE, top_k=3, max_pixels=LIMIT, batch_size=4)
-
-    blobs.pop(items[2][0])
-    expected = predict_images(items, in_memory(blobs), shipped, **RUN)
-    assert list(got["status"]) == list(expected["status"]) and got.loc[2, "error"] == "fetch_failed"
-    assert list(got["pred"]) == list(expected["pred"])
-    with pytest.raises(DataError, match=r"needs columns \['content'\]"):
-        predict_frame(frame.drop(columns="content"), shipped, date=DATE, top_k=3, max_pixels=LIMIT)
 
 
 # --- predictions/D.parquet --------------------------------------------------------------------------

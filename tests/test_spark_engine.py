@@ -10,8 +10,9 @@ import pytest
 
 from evaluation.metrics import class_metrics_pandas, class_metrics_spark
 from evaluation.model import load_model
-from evaluation.predict import COLUMNS, predict_images
-from evaluation.spark_engine import partitions_for, predict_with_spark
+from evaluation.predict import predict_images
+from evaluation.predictions import COLUMNS
+from evaluation.spark_engine import _Job, _predict_partition, partitions_for, predict_with_spark
 from monitor.digits import LABELS, build_demo_source, load_digits_images, split_indices
 from monitor.errors import DataError, ModelError
 from monitor.settings import SHIPPED_MODEL_DIR
@@ -79,6 +80,28 @@ def test_spark_engine_matches_predict_images_row_for_row_and_in_per_class_counts
     local_rows = class_metrics_pandas(expected, labels=list(LABELS))
     assert [{k: r[k] for k in COUNT_KEYS} for r in spark_rows] == [{k: r[k] for k in COUNT_KEYS} for r in local_rows]
     assert sum(r["failed"] for r in spark_rows) == 3
+
+
+@pytest.mark.slow
+def test_the_mapinpandas_body_predicts_a_pandas_batch_as_predict_images_does(digit_source) -> None:
+    # What each executor runs on its pandas batches, called here without a JVM.
+    source_uri, items_df = digit_source
+    loaded = load_model(SHIPPED_MODEL_DIR, "cpu")
+    job = _Job(
+        source_uri=source_uri, model_dir=str(SHIPPED_MODEL_DIR.resolve()), device="cpu", model_id=loaded.model_id, date=DATE,
+        batch_size=4, top_k=3, max_pixels=10_000_000, fetch_workers=2, compile_model=False,
+    )  # fmt: skip
+    batch = items_df.assign(row=range(len(items_df)))
+
+    got = pd.concat(list(_predict_partition(job, None, iter([batch]))), ignore_index=True)
+
+    expected = predict_images(
+        list(items_df.itertuples(index=False, name=None)), open_source(source_uri).read, loaded,
+        date=DATE, batch_size=8, fetch_workers=4, top_k=3, max_pixels=10_000_000,
+    )  # fmt: skip
+    assert list(got["row"]) == list(range(len(items_df)))
+    assert list(got["status"]) == list(expected["status"]) and got.loc[7, "error"] == "fetch_failed"
+    assert list(got["pred"]) == list(expected["pred"])
 
 
 def test_missing_columns_and_missing_model_are_refused_before_any_job(tmp_path: Path) -> None:

@@ -1,0 +1,126 @@
+"""The overview page (``/``): a class x period heatmap, paged and sorted, verdict counts, and the flagged classes with their evidence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from dash import dcc, html
+
+from dashboards import ids
+from dashboards.components import badge, card, fmt_acc, fmt_ci, fmt_num, radio, summary_line, table, verdict_count
+from dashboards.data import DashboardData
+from dashboards.figures import heatmap_figure
+from dashboards.pooling import auto_grain, pool_by_period, range_periods, range_pooled_accuracy
+from dashboards.state import clamp_page, href
+from dashboards.status import class_status, flagged_rows, rank_classes, verdict_counts
+from dashboards.view import View
+
+#: Classes per heatmap page: enough to see a pattern, few enough to read every label.
+PAGE_SIZE = 30
+#: Flagged classes listed in full; more are counted and reachable through sorting and paging.
+FLAGGED_SHOWN = 50
+
+
+def flagged_list(status: pd.DataFrame, view: View, has_health: bool) -> html.Div:
+    """Flagged classes with the evidence behind each verdict."""
+    if not has_health:
+        return card(
+            "Flagged classes",
+            html.P("No health verdicts in this range: run the health step (`monitor health --date D`).", className="muted"),
+            id=ids.FLAGGED,
+        )
+    rows = flagged_rows(status, view.shown_labels)
+    if rows.empty:
+        return card("Flagged classes", html.P(f"No class is flagged as of {view.end}.", className="muted"), id=ids.FLAGGED)
+    shown = rows.head(FLAGGED_SHOWN)
+    body = []
+    for label, row in shown.iterrows():
+        body.append(
+            [
+                dcc.Link(str(label), href=href(ids.PATH_CLASS, view.state, classes=(str(label),), page=1), className="class-link"),
+                badge(row["verdict"]),
+                str(row.get("since") or "–"),
+                fmt_acc(row.get("pooled_accuracy")),
+                f"{int(row['pooled_correct'])}/{int(row['pooled_n'])}" if pd.notna(row.get("pooled_n")) and pd.notna(row.get("pooled_correct")) else "–",
+                fmt_ci(row.get("ci_low"), row.get("ci_high")),
+                fmt_acc(row.get("target")),
+                fmt_num(row.get("prob_below_target")),
+                str(row.get("reason") or ""),
+            ]
+        )
+    more = len(rows) - len(shown)
+    return card(
+        f"Flagged classes ({len(rows)}) as of {view.end}",
+        html.Div(
+            table(
+                ["class", "verdict", "since", "pooled accuracy", "correct/n", f"{view.level:.0%} CI", "target", "P(below target)", "evidence"],
+                body,
+                numeric=(3, 4, 5, 6, 7),
+            ),
+            className="scroll",
+        ),
+        html.P(f"…and {more} more: narrow the classes filter or page through the heatmap.", className="muted") if more > 0 else None,
+        id=ids.FLAGGED,
+    )
+
+
+def overview_page(data: DashboardData, view: View) -> list[Any]:
+    """Class x period heatmap (paged, sorted, aggregated), verdict counts and the flagged list."""
+    state = view.state
+    model_id = view.model.model_id
+    chosen = list(view.chosen) or None
+    grain = view.grain()
+    health = data.health(model_id, None, view.end, chosen)
+    # Pooling and the latest status are the expensive part of a page; they only change with the store.
+    key = (model_id, view.start, view.end, view.chosen, grain, view.level)
+    status = data.memo(("status", *key), lambda: class_status(health, as_of=view.end))
+    cells = data.memo(("cells", *key), lambda: pool_by_period(data.metrics(model_id, view.start, view.end, chosen), grain, view.level))
+    range_accuracy = data.memo(("range_accuracy", *key), lambda: range_pooled_accuracy(data.metrics(model_id, view.start, view.end, chosen)))
+    ranked = rank_classes(status, range_accuracy, view.shown_labels, state.sort)
+    page, pages = clamp_page(state.page, len(ranked), PAGE_SIZE)
+    page_labels = ranked[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+    periods = range_periods(view.start, view.end, grain)
+    page_cells = cells[cells["label"].isin(page_labels)]
+    page_health = health[(health["label"].isin(page_labels)) & (health["date"] >= view.start)] if state.color == "verdict" else None
+    figure = heatmap_figure(page_cells, page_labels, periods, color=state.color, grain=grain, level=view.level, verdicts=page_health)
+    in_range = health[health["date"] >= view.start]
+    controls = html.Div(
+        [
+            radio(ids.Q_COLOR, "Colour by", [("accuracy", "accuracy"), ("verdict", "verdict")], state.color),
+            radio(ids.Q_GRAIN, "Per", [("auto", f"auto ({auto_grain(view.start, view.end)})"), ("day", "day"), ("week", "week"), ("month", "month")], state.grain),
+            radio(ids.Q_SORT, "Sort", [("worst", "worst first"), ("accuracy", "lowest accuracy"), ("name", "name")], state.sort),
+            html.Div(
+                [
+                    html.Span("Page", className="caption"),
+                    dcc.Dropdown(
+                        id=ids.param(ids.Q_PAGE),
+                        options=[{"label": f"{p} of {pages}", "value": str(p)} for p in range(1, pages + 1)],
+                        value=str(page),
+                        clearable=False,
+                        searchable=False,
+                        style={"minWidth": "120px"},
+                    ),
+                ],
+                className="control",
+                id=ids.HEATMAP_PAGER,
+            ),
+        ],
+        className="controls-row",
+    )
+    first_row = (page - 1) * PAGE_SIZE + 1 if ranked else 0
+    return [
+        summary_line(view, grain, [html.Span([verdict_count(v, n) for v, n in verdict_counts(status, view.shown_labels)], id=ids.LEGEND, className="summary")]),
+        card(
+            f"Accuracy per class and {grain}" if state.color == "accuracy" else f"Worst verdict per class and {grain}",
+            controls,
+            html.P(
+                f"Classes {first_row}–{first_row + len(page_labels) - 1 if page_labels else 0} of {len(ranked)}, "
+                f"{ {'worst': 'most urgent verdict first', 'accuracy': 'lowest accuracy in the range first', 'name': 'by name'}[state.sort] }. "
+                "Accuracy pools the counts of each cell (sum correct / sum n). Click a row to see that class over time.",
+                className="muted",
+            ),
+            dcc.Graph(id=ids.OVERVIEW_HEATMAP, figure=figure, config={"displayModeBar": False}),
+        ),
+        flagged_list(status, view, has_health=not in_range.empty or not status.empty),
+    ]

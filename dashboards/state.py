@@ -1,0 +1,184 @@
+"""The URL state: what a page's query string asks for, read leniently, written back without defaults, and clamped.
+
+Pure: no data, no Dash. The query string is the dashboard's only state (callbacks rewrite it, pages
+are rendered from it), so a view can be shared and survives reload and back/forward.
+:func:`clamp_range`, :func:`pick_date` and :func:`clamp_page` fit what it asks for to what exists,
+given the dates and counts that :mod:`dashboards.view` and the pages look up.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+from dashboards import ids
+from dashboards.pooling import GRAINS
+
+SORTS: tuple[str, ...] = ("worst", "accuracy", "name")
+COLOURS: tuple[str, ...] = ("accuracy", "verdict")
+#: Default history shown when the URL names no range.
+DEFAULT_DAYS = 365
+
+
+@dataclass(frozen=True)
+class ViewState:
+    """What the URL's query string asks for; every field has a default so a bare URL works."""
+
+    model: str | None = None
+    start: str | None = None
+    end: str | None = None
+    classes: tuple[str, ...] = ()
+    grain: str = "auto"
+    color: str = "accuracy"
+    sort: str = "worst"
+    page: int = 1
+    date: str | None = None
+    problems: tuple[str, ...] = field(default=(), compare=False)
+
+
+def _valid_date(text: str) -> bool:
+    try:
+        return len(text) == 10 and dt.date.fromisoformat(text).isoformat() == text
+    except ValueError:
+        return False
+
+
+def parse_query(search: str | None) -> ViewState:
+    """Read the query string leniently: a malformed value is dropped and named in ``problems``, never an error page."""
+    query = parse_qs((search or "").lstrip("?"), keep_blank_values=False)
+    problems: list[str] = []
+
+    def one(name: str) -> str | None:
+        values = query.get(name)
+        return values[-1] if values else None
+
+    def date_value(name: str) -> str | None:
+        value = one(name)
+        if value is not None and not _valid_date(value):
+            problems.append(f"{name}={value!r} is not a YYYY-MM-DD date; ignored")
+            return None
+        return value
+
+    def choice(name: str, allowed: Sequence[str], default: str) -> str:
+        value = one(name)
+        if value is None:
+            return default
+        if value not in allowed:
+            problems.append(f"{name}={value!r} is not one of {', '.join(allowed)}; ignored")
+            return default
+        return value
+
+    page_text = one(ids.Q_PAGE)
+    page = 1
+    if page_text is not None:
+        if page_text.isdigit() and int(page_text) >= 1:
+            page = int(page_text)
+        else:
+            problems.append(f"page={page_text!r} is not a page number; ignored")
+    classes: list[str] = []
+    for value in query.get(ids.Q_CLASSES, []):
+        if value not in classes:
+            classes.append(value)
+    return ViewState(
+        model=one(ids.Q_MODEL),
+        start=date_value(ids.Q_START),
+        end=date_value(ids.Q_END),
+        classes=tuple(classes),
+        grain=choice(ids.Q_GRAIN, ("auto", *GRAINS), "auto"),
+        color=choice(ids.Q_COLOR, COLOURS, "accuracy"),
+        sort=choice(ids.Q_SORT, SORTS, "worst"),
+        page=page,
+        date=date_value(ids.Q_DATE),
+        problems=tuple(problems),
+    )
+
+
+def to_query(state: ViewState) -> str:
+    """The query string for ``state`` ("" for all defaults); classes repeat the ``classes`` parameter."""
+    pairs: list[tuple[str, str]] = []
+    defaults = ViewState()
+    for name, value in (
+        (ids.Q_MODEL, state.model),
+        (ids.Q_START, state.start),
+        (ids.Q_END, state.end),
+    ):
+        if value:
+            pairs.append((name, value))
+    pairs.extend((ids.Q_CLASSES, label) for label in state.classes)
+    for name, value, default in (
+        (ids.Q_GRAIN, state.grain, defaults.grain),
+        (ids.Q_COLOR, state.color, defaults.color),
+        (ids.Q_SORT, state.sort, defaults.sort),
+        (ids.Q_PAGE, str(state.page), str(defaults.page)),
+    ):
+        if value != default:
+            pairs.append((name, value))
+    if state.date:
+        pairs.append((ids.Q_DATE, state.date))
+    return "?" + urlencode(pairs) if pairs else ""
+
+
+def href(path: str, state: ViewState, **changes: Any) -> str:
+    """A link to ``path`` carrying the current state (with ``changes``), so filters survive navigation."""
+    return path + to_query(replace(state, **changes))
+
+
+def state_from_controls(state: ViewState, params: dict[str, Any], start: str | None, end: str | None) -> ViewState:
+    """``state`` updated with the controls' values; any change other than the page goes back to page 1."""
+    changes: dict[str, Any] = {}
+    for name, value in params.items():
+        if name == ids.Q_CLASSES:
+            changes["classes"] = tuple(value or ())
+        elif name == ids.Q_PAGE:
+            changes["page"] = int(value) if value and str(value).isdigit() else 1
+        elif name in (ids.Q_MODEL, ids.Q_GRAIN, ids.Q_COLOR, ids.Q_SORT, ids.Q_DATE):
+            if value is not None:
+                changes[name] = value
+    if start:
+        changes["start"] = str(start)[:10]
+    if end:
+        changes["end"] = str(end)[:10]
+    if "model" in changes and changes["model"] != state.model and state.model is not None:
+        # Another model has other dates and classes: start from its defaults.
+        changes.setdefault("classes", ())
+        changes["start"] = changes["end"] = None
+        changes["date"] = None
+    updated = replace(state, **changes)
+    if replace(updated, page=1) != replace(state, page=1):
+        updated = replace(updated, page=1)
+    return updated
+
+
+def clamp_range(state: ViewState, first: str, last: str) -> tuple[str, str, list[str]]:
+    """The range to show for ``state`` within the evaluated dates ``first`` … ``last``, and a notice per change made.
+
+    No range asked: the last :data:`DEFAULT_DAYS` days. A reversed range is swapped; a range
+    outside the evaluated dates is clamped to them (a shared URL asking for centuries must not build them).
+    """
+    notices: list[str] = []
+    end = state.end or last
+    start = state.start or max(first, (dt.date.fromisoformat(min(end, last)) - dt.timedelta(days=DEFAULT_DAYS - 1)).isoformat())
+    if start > end:
+        notices.append(f"start {start} is after end {end}; swapped")
+        start, end = end, start
+    if start < first or start > last:
+        notices.append(f"start {start} is outside the evaluated dates {first} … {last}; showing from {max(first, min(start, last))}")
+        start = max(first, min(start, last))
+    if end > last or end < first:
+        notices.append(f"end {end} is outside the evaluated dates {first} … {last}; showing up to {min(last, max(end, first))}")
+        end = min(last, max(end, first))
+    return start, end, notices
+
+
+def pick_date(wanted: str | None, dates: Sequence[str]) -> str | None:
+    """``wanted`` when it is one of ``dates`` (oldest first), else the latest of them; None when there are none."""
+    return wanted if wanted in dates else (dates[-1] if dates else None)
+
+
+def clamp_page(page: int, items: int, size: int) -> tuple[int, int]:
+    """``page`` (from 1) kept within the pages of ``items`` in pages of ``size``, and how many pages there are (at least 1)."""
+    pages = max(1, -(-items // size))
+    return min(page, pages), pages

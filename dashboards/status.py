@@ -1,0 +1,113 @@
+"""Where each class stands: its latest verdict and since when, the order to show classes in, verdict changes.
+
+Pure functions of the class health rows (:data:`~dashboards.records.HEALTH_FIELDS`). Verdicts are
+:class:`monitor.verdicts.Verdict` values; the rows hold them as plain strings, which compare equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import pandas as pd
+
+from dashboards.records import HEALTH_FIELDS
+from monitor.verdicts import ATTENTION, BY_URGENCY, Verdict
+
+#: The urgency of a missing or unknown verdict: after every real one.
+UNRANKED = len(BY_URGENCY)
+
+
+def as_verdict(value: object) -> Verdict | None:
+    """``value`` as a :class:`Verdict`; None for a missing value or anything that is not a verdict."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return Verdict(value)
+    except ValueError:
+        return None
+
+
+def urgency(verdict: object) -> int:
+    """0 for the most urgent verdict (:data:`monitor.verdicts.BY_URGENCY`); :data:`UNRANKED` for anything else."""
+    known = as_verdict(verdict)
+    return UNRANKED if known is None else known.urgency
+
+
+def verdict_text(verdict: object) -> str:
+    """A verdict for people (``needs retraining``); anything else as it is."""
+    known = as_verdict(verdict)
+    return str(verdict) if known is None else known.text
+
+
+def class_status(health: pd.DataFrame, as_of: str | None = None) -> pd.DataFrame:
+    """Each class's latest health row on or before ``as_of``, with ``since``: the first day of its current verdict.
+
+    One row per label (index: label), sorted by label. ``since`` is computed from the rows given,
+    so pass the whole history for a true "since".
+    """
+    columns = list(HEALTH_FIELDS) + ["since", "previous_verdict"]
+    if health.empty:
+        return pd.DataFrame(columns=columns).set_index("label")
+    rows = health if as_of is None else health[health["date"] <= as_of]
+    if rows.empty:
+        return pd.DataFrame(columns=columns).set_index("label")
+    rows = rows.sort_values(["label", "date"], kind="stable")
+    changed = rows["verdict"].ne(rows.groupby("label")["verdict"].shift())
+    run_id = changed.groupby(rows["label"]).cumsum()
+    run_start = rows["date"].where(changed).groupby([rows["label"], run_id]).transform("first")
+    before = rows.groupby("label")["verdict"].shift().where(changed)
+    previous = before.groupby([rows["label"], run_id]).transform("first")
+    rows = rows.assign(since=run_start, previous_verdict=previous)
+    latest = rows.groupby("label", sort=True).tail(1).set_index("label")
+    return latest
+
+
+def rank_classes(status: pd.DataFrame, pooled_accuracy: pd.Series, labels: Iterable[str], order: str) -> list[str]:
+    """Order ``labels`` for display.
+
+    ``worst``: verdict urgency, then probability of being below target (high first), then pooled
+    accuracy of the shown range (low first); ``accuracy``: pooled accuracy of the range, low first;
+    ``name``: alphabetical. Classes with no data go last.
+    """
+    frame = pd.DataFrame(index=pd.Index(sorted(set(labels)), name="label"))
+    frame["severity"] = [urgency(status["verdict"].get(label)) if "verdict" in status else UNRANKED for label in frame.index]
+    prob = status["prob_below_target"] if "prob_below_target" in status else pd.Series(dtype=float)
+    frame["prob"] = pd.to_numeric(prob.reindex(frame.index), errors="coerce").fillna(-1.0)
+    frame["acc"] = pd.to_numeric(pooled_accuracy.reindex(frame.index), errors="coerce").fillna(2.0)
+    frame["name"] = frame.index
+    if order == "name":
+        ranked = frame.sort_values("name")
+    elif order == "accuracy":
+        ranked = frame.sort_values(["acc", "name"])
+    else:
+        ranked = frame.sort_values(["severity", "prob", "acc", "name"], ascending=[True, False, True, True])
+    return list(ranked.index)
+
+
+def flagged_rows(status: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
+    """The classes of ``labels`` whose latest verdict asks for attention (:data:`~monitor.verdicts.ATTENTION`), most urgent first."""
+    if status.empty or "verdict" not in status:
+        return status.iloc[0:0]
+    rows = status[status.index.isin(list(labels)) & status["verdict"].isin([str(verdict) for verdict in ATTENTION])]
+    order = rows.assign(
+        _sev=rows["verdict"].map(urgency), _prob=pd.to_numeric(rows["prob_below_target"], errors="coerce").fillna(-1.0)
+    )
+    return order.sort_values(["_sev", "_prob"], ascending=[True, False]).drop(columns=["_sev", "_prob"])
+
+
+def verdict_counts(status: pd.DataFrame, labels: Sequence[str]) -> list[tuple[Verdict, int]]:
+    """How many of ``labels`` are on each verdict now, most urgent verdict first; a verdict no class has is left out."""
+    if status.empty or "verdict" not in status:
+        return []
+    counts = status[status.index.isin(list(labels))]["verdict"].value_counts()
+    return [(verdict, int(counts.get(verdict, 0))) for verdict in BY_URGENCY if verdict in counts]
+
+
+def verdict_changes(health: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``health`` (one label) where the verdict differs from the day before, with ``previous_verdict``."""
+    if health.empty:
+        return health.assign(previous_verdict=pd.Series(dtype=object))
+    rows = health.sort_values("date")
+    previous = rows["verdict"].shift()
+    changed = previous.notna() & rows["verdict"].ne(previous)
+    return rows[changed].assign(previous_verdict=previous[changed])
