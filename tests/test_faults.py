@@ -236,7 +236,8 @@ def test_a_damaged_store_file_is_one_line_naming_it_the_backup_and_the_restore_c
     # Back to a whole earlier commit: the re-run of the date repairs what the dropped commits had done.
     again = monitor(data_dir, source, "evaluate", "--date", DATE)
     assert again.returncode == 0, again.stderr
-    assert snapshot(data_dir) == uninterrupted["snapshot"]
+    reference = uninterrupted["snapshot"]  # the same, but its alert was delivered: these runs have no notifier
+    assert snapshot(data_dir) == {**reference, "alerts": [(label, kind, ident, False) for label, kind, ident, _ in reference["alerts"]]}
 
 
 def test_read_commands_answer_during_a_write_and_change_no_store_file(evaluated: Path, source: Path, tmp_path: Path) -> None:
