@@ -173,6 +173,11 @@ class EmbeddedDB:
             self.manifest = self._read_manifest()
             if writable:
                 self._migrate_legacy()
+            elif not self.manifest.parts and self._legacy_file().is_file():
+                raise StoreError(
+                    f"the embedded store {self._legacy_file()} is of an earlier version: run a writing command once "
+                    f"(`monitor index`) to move it into {self.root}; readers never write"
+                )
         except BaseException:
             self.close(commit=False)
             raise
@@ -398,8 +403,11 @@ class EmbeddedDB:
 
     # --- the single-file store of earlier versions ------------------------------------------------
 
+    def _legacy_file(self) -> Path:
+        return self.root.parent / f"{self.root.name}.json"
+
     def _migrate_legacy(self) -> None:
-        legacy = self.root.parent / f"{self.root.name}.json"
+        legacy = self._legacy_file()
         if self.manifest.parts or not legacy.is_file():
             return
         from bson import json_util
