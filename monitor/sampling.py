@@ -2,7 +2,8 @@
 
 How a class is sampled for date D (``draw_sample``):
 
-1. ``u = H(date, seed, label)`` is a pivot in [0, 1); ``H`` is blake2b read as a uniform float.
+1. ``u = H(date, seed, label)`` is a pivot in [0, 1); ``H`` is blake2b (8-byte digest, big-endian, / 2**64) of
+   a tag (``pivot``, ``pick``, ``followup``) and the parts joined by U+001F, read as a uniform float.
 2. The index ``{source, status, label, sample_key}`` is walked from ``sample_key >= u`` in key
    order, keeping images created by the end of D (and, with ``fresh_days``, not before the
    window): ``find(...).sort("sample_key").limit(L)``, wrapping around to ``sample_key < u``

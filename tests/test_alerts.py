@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -165,3 +166,132 @@ def test_list_alerts_is_json_friendly_newest_first_and_filters(store, history, e
     assert len(list_alerts(store, pending_only=True)) == 2
     deliver_pending(store, [endpoint.url])
     assert list_alerts(store, pending_only=True) == []
+
+
+# --- transitions pinned with stored verdicts (no health computation: fast and exact) ---------------
+
+
+@pytest.fixture(params=["embedded", "mongodb"])
+def any_store(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The embedded store (alerts partitioned per model), or mongomock standing in for MongoDB (one collection, unique index)."""
+    if request.param == "embedded":
+        yield request.getfixturevalue("store")
+        return
+    import mongomock
+
+    from monitor.storage import Store
+
+    name = f"monitor_test_{uuid.uuid4().hex[:12]}"  # mongomock clients of one process may share their databases
+    with Store(db=mongomock.MongoClient(tz_aware=True)[name], description="mongomock standing in for MongoDB") as db_store:
+        db_store.ensure_indexes()
+        yield db_store
+
+
+def _judge(store, model_id: str, date: str, verdicts: dict[str, str]) -> list[dict[str, Any]]:
+    """Store ``verdicts`` (label -> verdict) as the class_health rows of (model, date), then raise its alerts, like the pipeline."""
+    rows = [{"label": label, "verdict": verdict, "reason": f"{label} is {verdict}"} for label, verdict in sorted(verdicts.items())]
+    store.replace_day("class_health", model_id, date, rows)
+    stored = store.find("class_health", {"model_id": model_id, "date": date})
+    return raise_alerts(store, model_id, date, sorted(stored, key=lambda row: row["label"]))
+
+
+FLAGGED, FINE = "needs_retraining", "healthy"
+
+
+def _transitions(store) -> list[tuple[str, str, str, str]]:
+    return sorted((a["model_id"], a["label"], a["date"], a["kind"]) for a in store.find("alerts"))
+
+
+def test_two_models_flagging_the_same_class_on_the_same_day_each_get_their_own_alert(any_store) -> None:
+    for model_id in ("a@1", "b@1"):
+        assert _judge(any_store, model_id, day(0), {"seven": FINE}) == []
+    new_a = _judge(any_store, "a@1", day(1), {"seven": FLAGGED})
+    new_b = _judge(any_store, "b@1", day(1), {"seven": FLAGGED})
+    assert [(a["model_id"], a["kind"]) for a in new_a + new_b] == [("a@1", FLAGGED), ("b@1", FLAGGED)]
+    assert _transitions(any_store) == [("a@1", "seven", day(1), FLAGGED), ("b@1", "seven", day(1), FLAGGED)]
+    ids = {a["model_id"]: a["alert_id"] for a in any_store.find("alerts")}
+    assert ids["a@1"] != ids["b@1"]
+    assert [a["alert_id"] for a in any_store.alerts("b@1")] == [ids["b@1"]]  # each model's alert is its own
+    assert "b@1" in _one(any_store, "alerts", {"model_id": "b@1"})["message"]
+
+
+def test_a_class_flagged_again_after_recovering_gets_a_second_alert_and_reruns_add_nothing(any_store) -> None:
+    history = {0: FINE, 1: FLAGGED, 2: FLAGGED, 3: FINE, 4: FINE, 5: FLAGGED}
+    created = {i: _judge(any_store, "m@1", day(i), {"seven": verdict, "one": FINE}) for i, verdict in history.items()}
+    assert {i: [(a["label"], a["kind"]) for a in new] for i, new in created.items() if new} == {
+        1: [("seven", FLAGGED)],
+        3: [("seven", "recovered")],
+        5: [("seven", FLAGGED)],
+    }
+    expected = [("m@1", "seven", day(1), FLAGGED), ("m@1", "seven", day(3), "recovered"), ("m@1", "seven", day(5), FLAGGED)]
+    assert _transitions(any_store) == expected
+    assert len({a["alert_id"] for a in any_store.find("alerts")}) == 3
+    assert [a["date"] for a in any_store.pending_alerts()] == [day(1), day(3), day(5)]
+    # Re-running every date (same verdicts) raises nothing new and keeps every alert.
+    for i, verdict in history.items():
+        assert _judge(any_store, "m@1", day(i), {"seven": verdict, "one": FINE}) == []
+    assert _transitions(any_store) == expected
+
+
+def test_partial_delivery_retries_only_the_url_that_failed(any_store) -> None:
+    good, bad = Endpoint(), Endpoint()
+    try:
+        bad.status = 500
+        _judge(any_store, "m@1", day(0), {"seven": FINE})
+        [flag] = _judge(any_store, "m@1", day(1), {"seven": FLAGGED})
+        bad_port, good_port = bad.server.server_address[1], good.server.server_address[1]
+
+        report = deliver_pending(any_store, [good.url, bad.url])
+        assert (report.delivered, report.pending, report.failed) == (0, 1, 1)
+        alert = _one(any_store, "alerts", {"alert_id": flag["alert_id"]})
+        assert (alert["delivered"], alert["delivered_at"], alert["attempts"]) == (False, None, 1)
+        assert f"127.0.0.1:{bad_port}" in alert["last_error"] and f"127.0.0.1:{good_port}" not in alert["last_error"]
+        assert len(alert["sent_to"]) == 1 and alert["sending"] == [] and alert["uncertain"] == []
+        assert (len(good.bodies), len(bad.bodies)) == (1, 1)
+        assert [a["alert_id"] for a in any_store.pending_alerts()] == [flag["alert_id"]]
+
+        bad.status = 200
+        report = deliver_pending(any_store, [good.url, bad.url])
+        assert (report.delivered, report.pending, report.failed) == (1, 0, 0)
+        assert len(good.bodies) == 1  # the webhook that accepted the first time is not sent it again
+        assert len(bad.bodies) == 2
+        assert flag["alert_id"] in bad.bodies[-1]["json"]["message"]
+        alert = _one(any_store, "alerts", {"alert_id": flag["alert_id"]})
+        assert (alert["delivered"], alert["attempts"], alert["last_error"]) == (True, 2, None)
+        assert alert["delivered_at"] is not None and len(alert["sent_to"]) == 2
+        assert any_store.pending_alerts() == []
+    finally:
+        for server in (good, bad):
+            server.server.shutdown()
+            server.server.server_close()
+
+
+def test_re_evaluating_a_date_withdraws_its_stale_undelivered_alert_and_keeps_a_delivered_one(any_store, endpoint: Endpoint) -> None:
+    _judge(any_store, "m@1", day(0), {"seven": FINE, "three": FINE})
+    _judge(any_store, "m@1", day(1), {"seven": FLAGGED, "three": FINE})
+    assert deliver_pending(any_store, [endpoint.url]).delivered == 1  # seven's alert of day 1 is sent
+    _judge(any_store, "m@1", day(2), {"seven": FLAGGED, "three": FLAGGED})  # three's alert of day 2: pending, another date
+    # Day 1 re-evaluated: three is now flagged there too (a new, undelivered alert) ...
+    [late] = _judge(any_store, "m@1", day(1), {"seven": FLAGGED, "three": FLAGGED})
+    assert (late["label"], late["date"], late["kind"]) == ("three", day(1), FLAGGED)
+    # ... and re-evaluated again: neither class moves on day 1 any more.
+    assert _judge(any_store, "m@1", day(1), {"seven": FINE, "three": FINE}) == []
+    left = {(a["label"], a["date"], a["kind"]): a["delivered"] for a in any_store.find("alerts")}
+    # three's undelivered alert of day 1 is withdrawn; seven's delivered one stays, as does day 2's pending one.
+    assert left == {("seven", day(1), FLAGGED): True, ("three", day(2), FLAGGED): False}
+    assert [(a["label"], a["date"]) for a in any_store.pending_alerts()] == [("three", day(2))]
+    assert len(endpoint.bodies) == 1
+
+
+def test_a_withdrawn_alert_is_never_sent_and_the_next_date_re_run_raises_the_flag_there(any_store, endpoint: Endpoint) -> None:
+    _judge(any_store, "m@1", day(0), {"seven": FINE})
+    _judge(any_store, "m@1", day(1), {"seven": FLAGGED})
+    assert _judge(any_store, "m@1", day(1), {"seven": FINE}) == []  # day 1 re-evaluated: no drop that day after all
+    assert any_store.find("alerts") == []
+    report = deliver_pending(any_store, [endpoint.url])
+    assert (report.delivered, report.pending, report.failed) == (0, 0, 0) and endpoint.bodies == []
+    # The drop shows on day 2 instead: that date's run raises it (the withdrawn alert did not hide it).
+    [moved] = _judge(any_store, "m@1", day(2), {"seven": FLAGGED})
+    assert (moved["date"], moved["kind"]) == (day(2), FLAGGED)
+    assert deliver_pending(any_store, [endpoint.url]).delivered == 1
+    assert len(endpoint.bodies) == 1 and day(2) in endpoint.bodies[0]["json"]["message"]

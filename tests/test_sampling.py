@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import os
 import socket
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -15,12 +19,15 @@ from scipy import stats
 
 from monitor.dates import end_of_day
 from monitor.errors import ConfigError, DataError, StoreError
-from monitor.indexing import index_source, sample_key
+from monitor.indexing import index_source, sample_key, sample_key_int
 from monitor.sampling import (
     CSV_COLUMNS,
     LEGACY_CSV_COLUMNS,
     Sample,
+    _followup_priority,
+    _priority,
     draw_sample,
+    pivot,
     read_sample_csv,
     record_sample,
     sample_cost,
@@ -443,3 +450,220 @@ def test_a_class_short_of_followup_images_gives_whole_grant_units(store: Store) 
     _add(store, "cat", 33, BEFORE)  # 10 base + 23 others
     sample = draw_sample(store, SOURCE, DAY, 10, seed=0, followup={"cat": 30}, followup_unit=5)
     assert sample.followup == {"cat": 20} and sample.classes == {"cat": 30}
+
+
+# --- reproducibility: keys, pivots and priorities are fixed functions of their documented inputs ----------
+#
+# A stored sample (samples/D.csv, the samples document) can be redrawn, audited or extended only if
+# ``sample_key``, ``pivot`` and the priorities are the same functions of their inputs in every process
+# and every version. The expectations below are computed here from the definitions (blake2b with an
+# 8-byte digest, read big-endian as an integer, over 2**64), never with the functions under test.
+
+
+def _blake2b_u64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def _expected_unit(*parts: object) -> float:
+    """H(parts...): the parts as text joined by the unit separator U+001F, as a 64-bit blake2b over 2**64."""
+    return _blake2b_u64("\x1f".join(str(part) for part in parts)) / 2**64
+
+
+KEY_CASES = [
+    (SOURCE, "cat/img_00000.jpg"),
+    (SOURCE, "dog/img_00000.jpg"),
+    ("file:///data/val", "A/00.png"),
+    ("s3://bücket/vål", "Ünïcode/ä ö.jpeg"),
+]
+PIVOT_CASES = [
+    (DAY, 0, "cat"),
+    (DAY, 7, "cat"),
+    ("2026-03-11", 7, "cat"),
+    (DAY, 7, "dog"),
+    ("2027-01-01", -3, "Ünïcode"),
+    (DAY, 2**40 + 1, "cat"),
+]
+PRIORITY_CASES = [
+    (SOURCE, DAY, 0, "cat/img_00000.jpg"),
+    (SOURCE, DAY, 7, "cat/img_00000.jpg"),
+    (SOURCE, "2026-03-11", 7, "cat/img_00000.jpg"),
+    ("file:///data/val", DAY, 7, "A/00.png"),
+    ("s3://bücket/vål", "2027-01-01", -3, "Ünïcode/ä ö.jpeg"),
+]
+
+
+@pytest.mark.parametrize(("source", "path"), KEY_CASES)
+def test_sample_key_is_the_blake2b_of_source_newline_path(source: str, path: str) -> None:
+    expected = _blake2b_u64(f"{source}\n{path}")
+    assert sample_key_int(source, path) == expected
+    assert sample_key(source, path) == expected / 2**64
+    assert 0.0 <= sample_key(source, path) < 1.0
+
+
+@pytest.mark.parametrize(("date", "seed", "label"), PIVOT_CASES)
+def test_pivot_is_the_blake2b_of_date_seed_and_label(date: str, seed: int, label: str) -> None:
+    assert pivot(date, seed, label) == _expected_unit("pivot", date, seed, label)
+
+
+@pytest.mark.parametrize(("source", "date", "seed", "path"), PRIORITY_CASES)
+def test_priorities_are_the_blake2b_of_source_date_seed_and_path(source: str, date: str, seed: int, path: str) -> None:
+    assert _priority(source, date, seed, path) == _expected_unit("pick", source, date, seed, path)
+    assert _followup_priority(source, date, seed, path) == _expected_unit("followup", source, date, seed, path)
+    assert _priority(source, date, seed, path) != _followup_priority(source, date, seed, path)
+
+
+def test_the_indexer_stores_the_documented_sample_key(tmp_path: Path, store: Store) -> None:
+    """The keys ``index_source`` writes (however it batches the hashing) are blake2b of ``"<source>\\n<path>"``."""
+    source = _indexed_folder(tmp_path / "src", store)
+    docs = store.find("images", {"source": source.uri})
+    assert len(docs) == 24
+    for doc in docs:
+        assert doc["sample_key"] == _blake2b_u64(f"{source.uri}\n{doc['path']}") / 2**64
+
+def test_sampling_hashes_keep_their_pinned_values() -> None:
+    """Literal values, computed once by ``_blake2b_u64`` / ``_expected_unit`` above and pasted here.
+
+    They pin the definitions so that a stored sample stays reproducible across versions and
+    processes: a change to any of them changes every image's key or every date's draw, which is a
+    breaking change of all stored samples, not a refactoring.
+    """
+    path = "cat/img_00000.jpg"
+    assert sample_key_int(SOURCE, path) == 6963228739283686581
+    assert sample_key(SOURCE, path) == 0.37747738633224365
+    assert pivot(DAY, 7, "cat") == 0.7862082255478647
+    assert _priority(SOURCE, DAY, 7, path) == 0.5162070981033259
+    assert _followup_priority(SOURCE, DAY, 7, path) == 0.6581739464468278
+    # ... and the independent definitions used by the other tests agree with the pinned values.
+    assert _blake2b_u64(f"{SOURCE}\n{path}") == 6963228739283686581
+    assert _expected_unit("pivot", DAY, 7, "cat") == 0.7862082255478647
+    assert _expected_unit("pick", SOURCE, DAY, 7, path) == 0.5162070981033259
+    assert _expected_unit("followup", SOURCE, DAY, 7, path) == 0.6581739464468278
+
+
+def test_a_different_seed_changes_the_pivot_and_both_priorities() -> None:
+    seeds = range(50)
+    assert pivot(DAY, 7, "cat") != pivot(DAY, 8, "cat")
+    assert len({pivot(DAY, seed, "cat") for seed in seeds}) == len(seeds)
+    path = "cat/img_00000.jpg"
+    for priority in (_priority, _followup_priority):
+        assert priority(SOURCE, DAY, 7, path) != priority(SOURCE, DAY, 8, path)
+        assert len({priority(SOURCE, DAY, seed, path) for seed in seeds}) == len(seeds)
+
+
+def _walk_after(paths: list[str], start: float, size: int) -> list[str]:
+    """The ``size`` paths following ``start`` in sample-key order, wrapping around (the documented walk)."""
+    ordered = sorted(paths, key=lambda path: _blake2b_u64(f"{SOURCE}\n{path}"))
+    first = next((i for i, path in enumerate(ordered) if _blake2b_u64(f"{SOURCE}\n{path}") / 2**64 >= start), len(ordered))
+    return (ordered[first:] + ordered[:first])[:size]
+
+
+def test_the_seed_moves_the_walk_of_a_large_class_through_the_pivot(store: Store) -> None:
+    """With ``oversample=1`` the sample is the N keys after the pivot: only the pivot (and so its seed) decides it."""
+    paths = _add(store, "cat", 200, BEFORE)
+
+    drawn = {seed: sorted(_paths(draw_sample(store, SOURCE, DAY, 10, seed=seed, oversample=1))) for seed in (7, 8, 9)}
+
+    for seed, sample in drawn.items():
+        assert sample == sorted(_walk_after(paths, _expected_unit("pivot", DAY, seed, "cat"), 10))
+    assert len({tuple(sample) for sample in drawn.values()}) == 3
+
+
+def test_the_seed_changes_the_picks_of_a_class_read_whole_through_the_priorities(store: Store) -> None:
+    """A class of 20 is read whole (L = 10 N >= 20): only the priorities (and so their seed) decide the draw."""
+    paths = _add(store, "cat", 20, BEFORE)
+
+    def expected(seed: int) -> tuple[list[str], list[str]]:
+        base = sorted(paths, key=lambda path: _expected_unit("pick", SOURCE, DAY, seed, path))[:5]
+        rest = sorted((p for p in paths if p not in base), key=lambda path: _expected_unit("followup", SOURCE, DAY, seed, path))
+        return sorted(base), sorted(rest[:4])
+
+    draws = {}
+    for seed in (7, 8, 9):
+        sample = draw_sample(store, SOURCE, DAY, 5, seed=seed, followup={"cat": 4})
+        draws[seed] = (
+            sorted(item.image_path for item in sample.items if item.draw == "base"),
+            sorted(item.image_path for item in sample.items if item.draw == "followup"),
+        )
+        assert draws[seed] == expected(seed)
+    assert len({tuple(base) for base, _ in draws.values()}) == 3
+    assert len({tuple(extra) for _, extra in draws.values()}) == 3
+
+
+def _reproducibility_values(store: Store) -> dict[str, Any]:
+    """Keys, pivots, priorities and a drawn sample of a fixed store: what another process must reproduce exactly."""
+    _add(store, "cat", 200, BEFORE)
+    _add(store, "dog", 30, BEFORE)
+    sample = draw_sample(store, SOURCE, DAY, 5, seed=11, followup={"cat": 4})
+    return {
+        "sample_key_int": [sample_key_int(*case) for case in KEY_CASES],
+        "sample_key": [sample_key(*case) for case in KEY_CASES],
+        "pivot": [pivot(*case) for case in PIVOT_CASES],
+        "priority": [_priority(*case) for case in PRIORITY_CASES],
+        "followup_priority": [_followup_priority(*case) for case in PRIORITY_CASES],
+        "sample": [[item.image_path, item.label, item.draw, item.sample_key] for item in sample.items],
+    }
+
+
+_CHILD = """
+import json, sys
+from pathlib import Path
+from monitor.settings import load_settings
+from monitor.storage import open_store
+from tests.test_sampling import _reproducibility_values
+with open_store(load_settings(data_dir=Path(sys.argv[1]))) as store:
+    print(json.dumps(_reproducibility_values(store)))
+"""
+
+
+def test_another_process_computes_the_same_keys_pivots_priorities_and_sample(tmp_path: Path, store: Store) -> None:
+    """A fresh interpreter (another pid, another ``hash()`` seed) draws exactly what this one draws."""
+    here = _reproducibility_values(store)
+    child_dir = tmp_path / "child"
+    child_dir.mkdir()
+    env = dict(os.environ)
+    # str hashes are salted per process; force a salt that differs from this process's.
+    env["PYTHONHASHSEED"] = "1" if os.environ.get("PYTHONHASHSEED") != "1" else "2"
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(child_dir)],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    there = json.loads(done.stdout.strip().splitlines()[-1])
+
+    assert there == json.loads(json.dumps(here))
+    assert len(there["sample"]) == 5 + 4 + 5
+
+
+@pytest.mark.parametrize("function", ["pivot", "priority", "followup_priority"])
+@pytest.mark.parametrize("vary", ["seed", "date"])
+def test_pivots_and_priorities_are_uniform_over_seeds_and_dates(function: str, vary: str) -> None:
+    """2,000 seeds (date fixed) or 2,000 dates (seed fixed) give pivots / priorities uniform on [0, 1) (Kolmogorov-Smirnov)."""
+    inputs = [(DAY, seed) for seed in range(2000)] if vary == "seed" else [(date, 7) for date in _dates(2000, dt.date(2020, 1, 1))]
+    path = "cat/img_00000.jpg"
+    values = [
+        pivot(date, seed, "cat") if function == "pivot" else (_priority if function == "priority" else _followup_priority)(SOURCE, date, seed, path)
+        for date, seed in inputs
+    ]
+    assert all(0.0 <= value < 1.0 for value in values)
+    assert stats.kstest(values, "uniform").pvalue > 0.001
+
+
+@pytest.mark.parametrize("vary", ["seed", "date"])
+def test_the_rank_of_the_chosen_image_is_uniform_over_seeds_and_dates(store: Store, vary: str) -> None:
+    """Drawing 1 of a class of 20 (read whole), the chosen image's rank in key order is uniform over 1,000 seeds or dates (chi-square)."""
+    paths = _add(store, "cat", 20, BEFORE)
+    rank = {path: r for r, path in enumerate(sorted(paths, key=lambda path: sample_key(SOURCE, path)))}
+    draws = [(DAY, seed) for seed in range(1000)] if vary == "seed" else [(date, 7) for date in _dates(1000)]  # all after BEFORE
+    counts: Counter[int] = Counter()
+    for date, seed in draws:
+        (chosen,) = _paths(draw_sample(store, SOURCE, date, 1, seed=seed, labels=["cat"], oversample=20))
+        counts[rank[chosen]] += 1
+
+    observed = [counts[r] for r in range(20)]
+    assert sum(observed) == len(draws)
+    assert stats.chisquare(observed).pvalue > 0.001
