@@ -8,6 +8,8 @@ import hashlib
 import json
 import os
 import socket
+import threading
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -15,7 +17,7 @@ import pytest
 import requests
 
 from monitor.errors import ConfigError, SourceError
-from monitor.sources import CHECK_RETRY_TIMEOUT_S, GCSSource, ImageSource, LocalSource, open_source
+from monitor.sources import CHECK_RETRY_TIMEOUT_S, LIST_PAGES_AHEAD, GCSSource, ImageSource, LocalSource, open_source
 
 ESCAPING_PATHS = ["../outside.jpg", "/etc/passwd", "Cat/../../outside.jpg", "Cat/./a.jpg", "Cat//a.jpg", "", "Cat/a.jpg\x00"]
 
@@ -219,19 +221,50 @@ def test_gcs_listing_streams_page_by_page_with_the_page_size_sent_to_the_api() -
 
     listing = source.list()
     first = next(listing)
-    assert first.path == "Cat/00.jpg"
-    assert len(transport.listings) == 1, "the second page must not be fetched before the first is used up"
-    next(listing), next(listing)
-    assert len(transport.listings) == 1
     rest = list(listing)
 
     assert len(transport.listings) == 3
     assert all(q["maxResults"] == ["3"] and q["prefix"] == ["val/"] for q in transport.listings)
     assert [q.get("pageToken") for q in transport.listings] == [None, ["3"], ["6"]]
     # the folder placeholder "val/Dog/" is skipped, nothing outside the prefix is listed
-    assert [first.path, "Cat/01.jpg", "Cat/02.jpg"] + [b.path for b in rest] == [f"Cat/{i:02d}.jpg" for i in range(7)]
+    assert [first.path] + [b.path for b in rest] == [f"Cat/{i:02d}.jpg" for i in range(7)]
     assert rest[-1].created == dt.datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=dt.timezone.utc)
     assert rest[-1].checksum.endswith("@1700000000000001")
+
+
+def test_gcs_listing_requests_the_next_pages_ahead_but_only_a_bounded_few() -> None:
+    names = [f"val/Cat/{i:03d}.jpg" for i in range(60)]
+    transport = PagingTransport(names)
+    source = GCSSource("bkt", "val", client=_paging_client(transport), page_size=3)  # 20 pages
+
+    listing = source.list()
+    assert next(listing).path == "Cat/000.jpg"
+    deadline = time.monotonic() + 10
+    while len(transport.listings) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(transport.listings) >= 2, "the next page is requested while the caller works on this one"
+    time.sleep(0.3)  # time enough for an unbounded producer to list all 20 pages
+    # the page being consumed, LIST_PAGES_AHEAD waiting, and one more held by the thread until there is room
+    assert len(transport.listings) <= 1 + LIST_PAGES_AHEAD + 1
+
+    listing.close()  # stopping early stops the listing thread: no more requests
+    stopped_at = len(transport.listings)
+    time.sleep(0.2)
+    assert len(transport.listings) == stopped_at
+    assert not any(t.name == "list-bkt" for t in threading.enumerate())
+
+
+def test_gcs_listing_errors_in_the_listing_thread_reach_the_caller_as_source_errors() -> None:
+    from google.api_core import exceptions as gexc
+
+    class Failing:
+        def list_blobs(self, *args: object, **kwargs: object) -> object:
+            raise gexc.Forbidden("caller does not have storage.objects.list access")
+
+    source = GCSSource("bkt", "val", client=Failing(), page_size=3)  # type: ignore[arg-type]
+    with pytest.raises(SourceError, match="listing objects") as info:
+        list(source.list())
+    assert "storage.objects.list" in str(info.value)
 
 
 # --- GCS against the emulator ---------------------------------------------------------------------------
