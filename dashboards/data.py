@@ -11,8 +11,8 @@ same code for both engines:
 - a real **MongoDB**: answers are kept for ``ttl_s`` seconds.
 
 A model's daily class metrics and class health are fetched whole, once per store version, and
-sliced by date range and classes in pandas: the pages ask for many overlapping ranges of the same
-history. Shaping documents into frames is :mod:`dashboards.records`'; pooling and verdict status are
+sliced by date range (bisection of the sorted dates) and classes in pandas: the pages ask for many
+overlapping ranges of the same history. Shaping documents into frames is :mod:`dashboards.records`'; pooling and verdict status are
 :mod:`dashboards.pooling` and :mod:`dashboards.status` (pure, used by the pages). Prediction files
 are read with the project's one reader, :func:`evaluation.predictions.read_predictions`; thumbnails are made by
 :func:`dashboards.thumbnails.make_thumbnail`.
@@ -24,8 +24,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from dashboards import records
@@ -39,10 +41,41 @@ from monitor.storage import Store, open_store
 
 log = logging.getLogger(__name__)
 
+#: The count columns of class metrics: integers, a missing count 0.
+COUNT_FIELDS = ("n", "correct", "failed")
+
 #: Thumbnails kept in memory (a few KB each).
 THUMB_CACHE_SIZE = 1024
 #: Prediction files kept in memory (one per date, a few hundred KB at most for a daily sample).
 PREDICTION_CACHE_SIZE = 16
+
+
+@dataclass(frozen=True)
+class _History:
+    """One model's cached ``class_metrics`` or ``class_health`` rows, and their date column when sorted (for bisection)."""
+
+    frame: pd.DataFrame
+    dates: np.ndarray | None
+
+
+def _updated(
+    frame: pd.DataFrame, old: dict[str, str], new: dict[str, str], read: Callable[[str, str], pd.DataFrame]
+) -> pd.DataFrame:
+    """``frame`` (rows by date, then label, read at day versions ``old``) brought to versions ``new``: the rows of dates
+    that changed or went are dropped, those of changed dates read again with ``read(start, end)``."""
+    changed = sorted(day for day, version in new.items() if old.get(day) != version)
+    stale = set(changed) | (old.keys() - new.keys())
+    if not stale:
+        return frame
+    parts = [frame[~frame["date"].isin(stale)]] if len(frame) else []
+    if changed:
+        fresh = read(changed[0], changed[-1])
+        parts.append(fresh[fresh["date"].isin(set(changed))])
+    parts = [part for part in parts if len(part)]
+    if not parts:
+        return frame.iloc[0:0]
+    merged = pd.concat(parts, ignore_index=True)
+    return merged.sort_values(["date", "label"], kind="stable", ignore_index=True)
 
 
 class DashboardData:
@@ -81,6 +114,8 @@ class DashboardData:
         self._store: Store | None = None
         self._version: Hashable = None
         self._cache: dict[Hashable, Any] = {}
+        # Histories kept across commits with the day versions they were read at (see _history).
+        self._kept: dict[tuple[str, str], tuple[dict[str, str], _History]] = {}
         self._predictions: Lru[pd.DataFrame] = Lru(PREDICTION_CACHE_SIZE)
         self._thumbs: Lru[bytes] = Lru(THUMB_CACHE_SIZE)
 
@@ -157,6 +192,7 @@ class DashboardData:
                 self._store.close()
                 self._store = None
             self._cache.clear()
+            self._kept.clear()
 
     def warm(self) -> None:
         """Run the queries the overview needs for the default model, so the first visitor does not wait for them."""
@@ -188,20 +224,40 @@ class DashboardData:
                 return info
         raise DataError(f"model {model_id!r} has no results in {self.describe()}; known models: {', '.join(m.model_id for m in models)}")
 
-    def _history(self, kind: str, fields: Sequence[str], model_id: str) -> pd.DataFrame:
-        """One model's whole ``kind`` history (``fields``), fetched once per store version; callers slice it."""
-        return self._cached(  # type: ignore[no-any-return]
-            (kind, model_id), lambda store: records.records_frame(store.rows(kind, model_id, fields=list(fields)), fields)
-        )
+    def _history(self, kind: str, fields: Sequence[str], model_id: str) -> _History:
+        """One model's whole ``kind`` history (``fields``), fetched once per store version; callers slice it.
+
+        Across commits of the embedded store only the dates whose rows changed are read again (a daily
+        run changes one date of a year: at 1,000 classes, re-reading the year would take seconds).
+        """
+
+        def frame_of(docs: list[dict[str, Any]]) -> pd.DataFrame:
+            frame = records.records_frame(docs, fields)
+            return records.counts(frame, COUNT_FIELDS) if kind == "class_metrics" else frame  # once here, not on every slice
+
+        def compute(store: Store) -> _History:
+            versions = store.day_versions(kind, model_id)
+            kept = self._kept.get((kind, model_id))
+            if versions is None or kept is None:
+                frame = frame_of(store.rows(kind, model_id, fields=list(fields)))
+            else:
+                frame = _updated(kept[1].frame, kept[0], versions, lambda start, end: frame_of(store.rows(kind, model_id, start=start, end=end, fields=list(fields))))
+            history = _History(frame, records.sorted_dates(frame))
+            if versions is not None:
+                self._kept[(kind, model_id)] = (versions, history)
+            return history
+
+        return self._cached((kind, model_id), compute)  # type: ignore[no-any-return]
 
     def metrics(self, model_id: str, start: str | None = None, end: str | None = None, labels: Sequence[str] | None = None) -> pd.DataFrame:
         """Daily class metrics (``METRIC_FIELDS``) of ``model_id`` between ``start`` and ``end`` (inclusive)."""
-        frame = records.in_range(self._history("class_metrics", METRIC_FIELDS, model_id), start, end, labels)
-        return records.counts(frame, ("n", "correct", "failed"))
+        history = self._history("class_metrics", METRIC_FIELDS, model_id)
+        return records.counts(records.in_range(history.frame, start, end, labels, dates=history.dates), COUNT_FIELDS)
 
     def health(self, model_id: str, start: str | None = None, end: str | None = None, labels: Sequence[str] | None = None) -> pd.DataFrame:
         """Daily class health rows (``HEALTH_FIELDS``) of ``model_id`` between ``start`` and ``end``."""
-        return records.in_range(self._history("class_health", HEALTH_FIELDS, model_id), start, end, labels)
+        history = self._history("class_health", HEALTH_FIELDS, model_id)
+        return records.in_range(history.frame, start, end, labels, dates=history.dates)
 
     def date_bounds(self, model_id: str) -> tuple[str, str] | None:
         """The first and last date with class metrics for ``model_id``; None when it has none."""
@@ -213,10 +269,11 @@ class DashboardData:
         return self._cached(("bounds", model_id), compute)  # type: ignore[no-any-return]
 
     def labels(self, model_id: str) -> list[str]:
-        """Every class with class metrics for ``model_id``, sorted."""
+        """Every class with class metrics for ``model_id``, sorted (from the model's cached history: no second read)."""
 
         def compute(store: Store) -> list[str]:
-            return sorted({str(doc["label"]) for doc in store.rows("class_metrics", model_id, fields=["label"]) if doc.get("label") is not None})
+            frame = self._history("class_metrics", METRIC_FIELDS, model_id).frame
+            return sorted({str(label) for label in frame["label"].dropna().unique()})
 
         return list(self._cached(("labels", model_id), compute))
 

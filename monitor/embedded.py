@@ -144,9 +144,11 @@ def read_part_file(path: Path, kind: str, key: Key, expected: int | None = None)
         docs = bson.decode_all(data, _CODEC)
     except (BSONError, ValueError, TypeError) as exc:  # truncated or not BSON
         raise ValueError(f"not BSON ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from exc
-    for doc in docs:
-        if partition_key(kind, doc) != key:
-            raise ValueError(f"holds a document of another partition ({dict(zip(PARTITIONS[kind], partition_key(kind, doc)))})")
+    # One field at a time over all documents (a set per field, not a tuple per document): every read checks this.
+    for name, value in zip(PARTITIONS[kind], key):
+        if {"" if (v := doc.get(name)) is None else str(v) for doc in docs} - {value}:
+            stray = next(doc for doc in docs if partition_key(kind, doc) != key)
+            raise ValueError(f"holds a document of another partition ({dict(zip(PARTITIONS[kind], partition_key(kind, stray)))})")
     if expected is not None and len(docs) != expected:
         raise ValueError(f"holds {len(docs)} documents where the manifest says {expected}")
     return docs
@@ -263,6 +265,13 @@ class EmbeddedDB:
                 else:
                     found.add(ident[1])
         return sorted(key for key in found if where is None or where(key))
+
+    def file_of(self, kind: str, key: Key) -> str | None:
+        """The committed file of a partition: it changes whenever the partition does (None: not committed, or changed since)."""
+        if (kind, key) in self._dirty:
+            return None
+        part = self.manifest.parts.get((kind, key))
+        return part.file if part is not None else None
 
     def collection(self, kind: str, key: Key) -> Collection:
         """The partition's mongomock collection, loaded from its file on first use (empty when it does not exist yet)."""

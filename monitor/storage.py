@@ -516,6 +516,21 @@ class Store:
                 out.append({name: doc[name] for name in fields if name in doc} if fields else {k: v for k, v in doc.items() if k != "_id"})
         return out
 
+    def day_versions(self, kind: str, model_id: str) -> dict[str, str] | None:
+        """For a long-lived reader that keeps ``kind`` rows of ``model_id`` across commits: a token per date that changes
+        whenever that date's rows do (the embedded store's partition file), so it re-reads only those dates.
+        None where there is no such token (MongoDB, or an uncommitted write): re-read everything."""
+        _check_kind(kind)
+        if self._embedded is None:
+            return None
+        versions: dict[str, str] = {}
+        for key in self._keys(kind, self._day_keys(kind, model_id, None, None)):
+            token = self._embedded.file_of(kind, key)
+            if token is None:
+                return None
+            versions[key[1]] = token
+        return versions
+
     def dates(self, kind: str, model_id: str | None = None, *, after: str | None = None, before: str | None = None) -> list[str]:
         """The dates with ``kind`` rows (of ``model_id``, or any model), strictly between ``after`` and ``before``, oldest first."""
         _check_kind(kind)
