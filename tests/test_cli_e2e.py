@@ -114,6 +114,33 @@ def test_evaluate_json_samples_n_per_class_and_counts_agree_with_sklearn(env: di
     assert result["skipped"] == {"zero_bytes": 1, "not_an_image_extension": 1, "wrong_depth": 2}
 
 
+@pytest.mark.gcs
+def test_evaluate_on_a_bucket_with_gcs_latency_and_transient_errors_gives_the_folders_counts(env: dict[str, str], source_dir: Path, latency_gcs, spark) -> None:
+    """The real client against the latency server: listing, reads at 10 ms a request, two 503s on one sampled image."""
+    server, bucket = latency_gcs
+    server.put(bucket, {f"val/{path.relative_to(source_dir).as_posix()}": path.read_bytes() for path in source_dir.rglob("*") if path.is_file()}, created=dt.datetime.fromtimestamp(PAST, dt.timezone.utc))
+    retried = f"val/{SHORT_CLASS}/" + sorted(p.name for p in (source_dir / SHORT_CLASS).iterdir() if p.name != "corrupt.jpg")[0]
+    server.inject(bucket, retried, [503, 503])
+    server.latency_s = 0.01
+    gcs_env = env | {"MONITOR_SOURCE_URI": f"gs://{bucket}/val", "STORAGE_EMULATOR_HOST": server.url}
+
+    result = _invoke(gcs_env, "evaluate", "--date", DATE, "--json")
+
+    csv = pd.read_csv(result["samples_csv"])
+    per_class = csv.groupby("label").size().to_dict()
+    assert per_class == {**{label: 10 for label in per_class if label != SHORT_CLASS}, SHORT_CLASS: 5}
+    predictions = pd.read_parquet(result["predictions"])
+    # Every image of the short class is sampled: the one answered 503 twice was read on the third try.
+    assert server.object_hits[retried] == 3
+    assert predictions.loc[predictions["image_path"] == retried.removeprefix("val/"), "status"].tolist() == ["ok"]
+    assert predictions.loc[predictions["status"] != "ok", "image_path"].tolist() == [f"{SHORT_CLASS}/corrupt.jpg"]
+    ok = predictions[predictions["status"] == "ok"]
+    got = {row["label"]: (row["n"], row["correct"]) for row in result["classes"]}
+    assert got == {label: (int((ok["label"] == label).sum()), int(((ok["label"] == label) & (ok["pred"] == label)).sum())) for label in per_class}
+    assert result["skipped"] == {"zero_bytes": 1, "not_an_image_extension": 1, "wrong_depth": 2}
+    assert server.stats()["max_in_flight"] > 1  # the reads overlapped
+
+
 def test_rerunning_a_date_gives_the_same_sample_and_metrics_and_no_duplicates(env: dict[str, str], spark) -> None:
     first = _invoke(env, "evaluate", "--date", DATE, "--json")
     csv_first = Path(first["samples_csv"]).read_bytes()
