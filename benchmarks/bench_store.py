@@ -13,11 +13,14 @@ blobs (indexed by :func:`monitor.indexing.index_source` from a synthetic listing
 - the dashboard's data ready for the first visitor (:meth:`DashboardData.warm`);
 - the store files before and after every read command (they must be identical).
 
-Goals (issue 10): health <= 2 s, evaluate day <= 10 s, dashboard <= 3 s, peak <= 1 GB, indexing >= 5,000 img/s.
+Goals (issue 10): health <= 2 s, evaluate day <= 10 s, dashboard <= 3 s, peak <= 1 GB, indexing >= 5,000 img/s; at 1,000
+classes x 365 days, the evaluate day's health stage (verdicts, alerts, commit) <= 5 s (``health_stage_s``; its CPU time,
+``health_stage_cpu_s``, is what a machine busy with other jobs does not inflate: compare ``load_average`` with the cores).
 
     .venv/bin/python benchmarks/bench_store.py             # 365 days x 100 classes, 100k images (~2 min)
     .venv/bin/python benchmarks/bench_store.py --quick     # 30 days x 20 classes, 10k images
     .venv/bin/python benchmarks/bench_store.py --json
+    .venv/bin/python benchmarks/bench_store.py --classes 1000 --days 365 --images 100000 --json   # the 1,000-class figures (~10 min)
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from monitor.settings import Settings  # noqa: E402
 from monitor.sources import BlobInfo  # noqa: E402
 from monitor.storage import open_store  # noqa: E402
 
-GOALS = {"health_s": 2.0, "health_while_writing_s": 2.0, "evaluate_day_s": 10.0, "dashboard_ready_s": 3.0, "peak_mb": 1024.0}
+GOALS = {"health_s": 2.0, "health_while_writing_s": 2.0, "evaluate_day_s": 10.0, "dashboard_ready_s": 3.0, "peak_mb": 1024.0, "health_stage_s": 5.0}
 MODEL = "resnet50-finetuned@0123456789ab"
 UTC = dt.timezone.utc
 
@@ -170,9 +173,10 @@ def evaluate_day(built: dict[str, Any]) -> dict[str, float]:
         store.replace_day("class_metrics", MODEL, day, metrics)
         store.record_stage(source.uri, day, "metrics", {"classes": len(labels)}, finished_at=dt.datetime.now(UTC))
         times["metrics"] = time.perf_counter() - mark
-        mark = time.perf_counter()
+        mark, cpu = time.perf_counter(), time.process_time()
         health = health_with(ctx, store, model_id=MODEL)
         times["health"] = time.perf_counter() - mark
+        times["health_cpu"] = time.process_time() - cpu  # this process's CPU: what a busy machine does not inflate
         mark = time.perf_counter()
     times["close"] = time.perf_counter() - mark
     times["total"] = time.perf_counter() - started
@@ -180,15 +184,23 @@ def evaluate_day(built: dict[str, Any]) -> dict[str, float]:
     return times
 
 
-def dashboard_ready(settings: Settings) -> float:
+def dashboard_ready(settings: Settings) -> tuple[float, float]:
+    """Seconds until the dashboard's data is ready for the first visitor, then to render the default overview on it
+    (the server's part of the page load; ``bench_dashboard.py`` measures the page in a browser)."""
+    from dashboards import ids
     from dashboards.data import DashboardData
+    from dashboards.pages import render_page
+    from dashboards.state import ViewState
 
     started = time.perf_counter()
     data = DashboardData(settings)
     data.warm()
     seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    render_page(data, ids.PATH_OVERVIEW, ViewState())
+    overview_s = time.perf_counter() - started
     data.close()
-    return seconds
+    return seconds, overview_s
 
 
 def main() -> None:
@@ -213,7 +225,7 @@ def main() -> None:
         alerts = command(settings, "alerts", "--json")
         with FileLock(str(settings.store_dir / settings.mongo_db / ".lock")):  # a writer holds the store
             health_busy = command(settings, "health", "--json")
-        dashboard_s = dashboard_ready(settings)
+        dashboard_s, overview_s = dashboard_ready(settings)
         unchanged = store_state(settings) == files_before
         day = evaluate_day(built)
         evaluate_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -234,8 +246,12 @@ def main() -> None:
         "health_while_writing_s": round(health_busy["seconds"], 2),
         "evaluate_day_s": round(day["total"], 2),
         "calibration_once_s": round(built["calibration_s"], 1),
-        "evaluate_stages_s": {k: round(v, 2) for k, v in day.items() if k != "total"},
+        "evaluate_stages_s": {k: round(v, 2) for k, v in day.items() if k not in ("total", "health_cpu")},
+        "health_stage_s": round(day["health"], 2),
+        "health_stage_cpu_s": round(day["health_cpu"], 2),
         "dashboard_ready_s": round(dashboard_s, 2),
+        "overview_render_s": round(overview_s, 2),
+        "load_average": round(os.getloadavg()[0], 1),
         "peak_mb": round(max(peaks), 0) if peaks else None,
         "reads_changed_store_files": not unchanged,
         "goals": {

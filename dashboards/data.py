@@ -11,8 +11,8 @@ same code for both engines:
 - a real **MongoDB**: answers are kept for ``ttl_s`` seconds.
 
 A model's daily class metrics and class health are fetched whole, once per store version, and
-sliced by date range and classes in pandas: the pages ask for many overlapping ranges of the same
-history. Shaping documents into frames is :mod:`dashboards.records`'; pooling and verdict status are
+sliced by date range (bisection of the sorted dates) and classes in pandas: the pages ask for many
+overlapping ranges of the same history. Shaping documents into frames is :mod:`dashboards.records`'; pooling and verdict status are
 :mod:`dashboards.pooling` and :mod:`dashboards.status` (pure, used by the pages). Prediction files
 are read with the project's one reader, :func:`evaluation.predictions.read_predictions`; thumbnails are made by
 :func:`dashboards.thumbnails.make_thumbnail`.
@@ -24,8 +24,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from dashboards import records
@@ -39,10 +41,21 @@ from monitor.storage import Store, open_store
 
 log = logging.getLogger(__name__)
 
+#: The count columns of class metrics: integers, a missing count 0.
+COUNT_FIELDS = ("n", "correct", "failed")
+
 #: Thumbnails kept in memory (a few KB each).
 THUMB_CACHE_SIZE = 1024
 #: Prediction files kept in memory (one per date, a few hundred KB at most for a daily sample).
 PREDICTION_CACHE_SIZE = 16
+
+
+@dataclass(frozen=True)
+class _History:
+    """One model's cached ``class_metrics`` or ``class_health`` rows, and their date column when sorted (for bisection)."""
+
+    frame: pd.DataFrame
+    dates: np.ndarray | None
 
 
 class DashboardData:
@@ -188,20 +201,26 @@ class DashboardData:
                 return info
         raise DataError(f"model {model_id!r} has no results in {self.describe()}; known models: {', '.join(m.model_id for m in models)}")
 
-    def _history(self, kind: str, fields: Sequence[str], model_id: str) -> pd.DataFrame:
+    def _history(self, kind: str, fields: Sequence[str], model_id: str) -> _History:
         """One model's whole ``kind`` history (``fields``), fetched once per store version; callers slice it."""
-        return self._cached(  # type: ignore[no-any-return]
-            (kind, model_id), lambda store: records.records_frame(store.rows(kind, model_id, fields=list(fields)), fields)
-        )
+
+        def compute(store: Store) -> _History:
+            frame = records.records_frame(store.rows(kind, model_id, fields=list(fields)), fields)
+            if kind == "class_metrics":
+                frame = records.counts(frame, COUNT_FIELDS)  # once here, not on every slice
+            return _History(frame, records.sorted_dates(frame))
+
+        return self._cached((kind, model_id), compute)  # type: ignore[no-any-return]
 
     def metrics(self, model_id: str, start: str | None = None, end: str | None = None, labels: Sequence[str] | None = None) -> pd.DataFrame:
         """Daily class metrics (``METRIC_FIELDS``) of ``model_id`` between ``start`` and ``end`` (inclusive)."""
-        frame = records.in_range(self._history("class_metrics", METRIC_FIELDS, model_id), start, end, labels)
-        return records.counts(frame, ("n", "correct", "failed"))
+        history = self._history("class_metrics", METRIC_FIELDS, model_id)
+        return records.counts(records.in_range(history.frame, start, end, labels, dates=history.dates), COUNT_FIELDS)
 
     def health(self, model_id: str, start: str | None = None, end: str | None = None, labels: Sequence[str] | None = None) -> pd.DataFrame:
         """Daily class health rows (``HEALTH_FIELDS``) of ``model_id`` between ``start`` and ``end``."""
-        return records.in_range(self._history("class_health", HEALTH_FIELDS, model_id), start, end, labels)
+        history = self._history("class_health", HEALTH_FIELDS, model_id)
+        return records.in_range(history.frame, start, end, labels, dates=history.dates)
 
     def date_bounds(self, model_id: str) -> tuple[str, str] | None:
         """The first and last date with class metrics for ``model_id``; None when it has none."""
@@ -213,10 +232,11 @@ class DashboardData:
         return self._cached(("bounds", model_id), compute)  # type: ignore[no-any-return]
 
     def labels(self, model_id: str) -> list[str]:
-        """Every class with class metrics for ``model_id``, sorted."""
+        """Every class with class metrics for ``model_id``, sorted (from the model's cached history: no second read)."""
 
         def compute(store: Store) -> list[str]:
-            return sorted({str(doc["label"]) for doc in store.rows("class_metrics", model_id, fields=["label"]) if doc.get("label") is not None})
+            frame = self._history("class_metrics", METRIC_FIELDS, model_id).frame
+            return sorted({str(label) for label in frame["label"].dropna().unique()})
 
         return list(self._cached(("labels", model_id), compute))
 

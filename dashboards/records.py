@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from evaluation.predictions import STATUS_OK
@@ -104,8 +105,22 @@ def iso_date(text: str) -> str:
     return day.isoformat()
 
 
-def in_range(frame: pd.DataFrame, start: str | None, end: str | None, labels: Sequence[str] | None = None) -> pd.DataFrame:
-    """The rows of ``frame`` with ``start <= date <= end`` (inclusive ISO dates) and, optionally, a label of ``labels``."""
+def in_range(
+    frame: pd.DataFrame, start: str | None, end: str | None, labels: Sequence[str] | None = None, *, dates: np.ndarray | None = None
+) -> pd.DataFrame:
+    """The rows of ``frame`` with ``start <= date <= end`` (inclusive ISO dates) and, optionally, a label of ``labels``.
+
+    ``dates``: the frame's date column when it is sorted (:func:`sorted_dates`); the range is then found by
+    bisection instead of comparing every row (a year of 1,000 classes is 365,000 of them).
+    """
+    if dates is not None:
+        low = int(np.searchsorted(dates, start, side="left")) if start else 0
+        high = int(np.searchsorted(dates, end, side="right")) if end else len(dates)
+        part = frame if (low, high) == (0, len(frame)) else frame.iloc[low:high]
+        if not labels:
+            return part
+        chosen = part["label"].isin(list(labels))
+        return part if bool(chosen.all()) else part[chosen]
     mask = pd.Series(True, index=frame.index)
     if start:
         mask &= frame["date"] >= start
@@ -114,6 +129,14 @@ def in_range(frame: pd.DataFrame, start: str | None, end: str | None, labels: Se
     if labels:
         mask &= frame["label"].isin(list(labels))
     return frame if bool(mask.all()) else frame[mask]
+
+
+def sorted_dates(frame: pd.DataFrame) -> np.ndarray | None:
+    """The ``date`` column as an array when it holds text in ascending order (as the store returns rows), else None."""
+    dates = frame["date"].to_numpy(dtype=object)
+    if pd.api.types.infer_dtype(dates, skipna=False) != "string" or not frame["date"].is_monotonic_increasing:
+        return None
+    return dates
 
 
 def misclassified(predictions: pd.DataFrame, label: str, model_id: str | None = None) -> pd.DataFrame:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from dashboards.records import HEALTH_FIELDS
@@ -43,7 +44,10 @@ def class_status(health: pd.DataFrame, as_of: str | None = None) -> pd.DataFrame
     """Each class's latest health row on or before ``as_of``, with ``since``: the first day of its current verdict.
 
     One row per label (index: label), sorted by label. ``since`` is computed from the rows given,
-    so pass the whole history for a true "since".
+    so pass the whole history for a true "since". ``previous_verdict``: the verdict before the current one.
+
+    One sort of integer codes and a few array passes, so a year of 1,000 classes takes tens of milliseconds
+    (the same answer as grouping the rows by class and run of equal verdicts, which took seconds).
     """
     columns = list(HEALTH_FIELDS) + ["since", "previous_verdict"]
     if health.empty:
@@ -51,15 +55,31 @@ def class_status(health: pd.DataFrame, as_of: str | None = None) -> pd.DataFrame
     rows = health if as_of is None else health[health["date"] <= as_of]
     if rows.empty:
         return pd.DataFrame(columns=columns).set_index("label")
-    rows = rows.sort_values(["label", "date"], kind="stable")
-    changed = rows["verdict"].ne(rows.groupby("label")["verdict"].shift())
-    run_id = changed.groupby(rows["label"]).cumsum()
-    run_start = rows["date"].where(changed).groupby([rows["label"], run_id]).transform("first")
-    before = rows.groupby("label")["verdict"].shift().where(changed)
-    previous = before.groupby([rows["label"], run_id]).transform("first")
-    rows = rows.assign(since=run_start, previous_verdict=previous)
-    latest = rows.groupby("label", sort=True).tail(1).set_index("label")
-    return latest
+    label_code, _ = pd.factorize(rows["label"], sort=True)
+    date_code, dates = pd.factorize(rows["date"], sort=True)
+    date_code = np.where(date_code < 0, len(dates), date_code)  # a missing date sorts last, as sort_values puts it
+    order = np.lexsort((date_code, label_code))  # by class, then date; stable, as the rows were given
+    order = order[label_code[order] >= 0]  # a row without a class belongs to none
+    if not len(order):
+        return pd.DataFrame(columns=columns).set_index("label")
+    label = label_code[order]
+    verdict = rows["verdict"].to_numpy(dtype=object)[order]
+    new_class = np.r_[True, label[1:] != label[:-1]]
+    # A run of one verdict starts where the class starts or the verdict differs from the day before (pandas' ``ne``:
+    # NaN differs from everything, None equals None).
+    in_order = pd.Series(verdict)
+    changed = new_class | in_order.ne(in_order.shift()).to_numpy(dtype=bool)
+    start = np.maximum.accumulate(np.where(changed, np.arange(len(order)), 0))
+    last = np.flatnonzero(np.r_[label[1:] != label[:-1], True])  # each class's latest row
+    run = start[last]
+    since = rows["date"].to_numpy(dtype=object)[order][run]
+    previous = np.full(len(run), None, dtype=object)
+    has_before = ~new_class[run]
+    previous[has_before] = verdict[run[has_before] - 1]
+    since[pd.isna(since)] = None
+    previous[pd.isna(previous)] = None
+    latest = rows.iloc[order[last]].assign(since=since, previous_verdict=previous)
+    return latest.set_index("label")
 
 
 def rank_classes(status: pd.DataFrame, pooled_accuracy: pd.Series, labels: Iterable[str], order: str) -> list[str]:

@@ -1,7 +1,8 @@
 """Batched inference, the run loop: ``(image_path, label)`` items -> fetched bytes -> model -> the predictions table.
 
-:func:`predict_images` fetches each batch's bytes on a thread pool, decodes them
-(:mod:`evaluation.imaging`) and turns them into pixel values (:mod:`evaluation.preprocessing`, the
+:func:`predict_images` fetches image bytes on a thread pool with many reads in flight (object-store
+latency, not bandwidth, bounds one read; :func:`fetching`, bounded by :func:`in_flight_limit`), decodes
+them (:mod:`evaluation.imaging`) and turns them into pixel values (:mod:`evaluation.preprocessing`, the
 processor or the tensor path) on a background thread while the model runs on the previous batch
 (:func:`forward_probs`: on the model's device, channels_last and autocast on CUDA). An image that
 cannot be fetched or decoded becomes a failed row (:mod:`evaluation.predictions`) and the run goes
@@ -10,9 +11,14 @@ on. The Spark engine (:mod:`evaluation.spark_engine`) runs this same loop on eac
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import itertools
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+import os
+from collections import deque
+from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -75,6 +81,15 @@ def forward_probs(
 
 
 @dataclass
+class _Decoded:
+    """One batch after fetch and decode: failures per position and the decoded images of the rest."""
+
+    failures: dict[int, str]  # position in the batch -> reason
+    ok_positions: list[int]
+    images: list[Any]  # RGB PIL images (processor path) or uint8 CHW tensors (tensor path), one per ok position
+
+
+@dataclass
 class _Prepared:
     """One batch after fetch, decode and preprocessing: what the model still has to do."""
 
@@ -91,6 +106,46 @@ def _fetch(read: Callable[[str], bytes], image_path: str) -> bytes | str:
         return FETCH_FAILED
 
 
+def decode_batch(
+    contents: Sequence[bytes | str],
+    paths: Sequence[str],
+    *,
+    chosen: Literal["processor", "tensor"],
+    max_pixels: int,
+    device: torch.device,
+    pool: ThreadPoolExecutor | None,
+) -> _Decoded:
+    """Decode one batch's bytes (on ``pool``'s threads); a failure reason (``str``) in ``contents`` stays that row's failure."""
+    failures: dict[int, str] = {}
+    ok_positions: list[int] = []
+    images: list[Any] = []
+    readable = [(i, c) for i, c in enumerate(contents) if isinstance(c, (bytes, bytearray))]
+    for i, content in enumerate(contents):
+        if not isinstance(content, (bytes, bytearray)):
+            failures[i] = content if isinstance(content, str) else FETCH_FAILED
+    blobs = [bytes(c) for _, c in readable]
+    decoded: Sequence[Any]
+    if chosen == "tensor":
+        decoded = decode_to_tensors(blobs, max_pixels=max_pixels, device=device, pool=pool)
+    elif pool is not None and len(blobs) > 1:
+        # One task per decode thread, not per image: with dozens of fetch threads about, each task
+        # handed over is a wait for the GIL.
+        parts = min(len(blobs), decode_workers())
+        cuts = [len(blobs) * k // parts for k in range(parts + 1)]
+        chunks = [blobs[cuts[k] : cuts[k + 1]] for k in range(parts)]
+        decoded = [image for chunk in pool.map(functools.partial(decode_to_images, max_pixels=max_pixels), chunks) for image in chunk]
+    else:
+        decoded = decode_to_images(blobs, max_pixels=max_pixels)
+    for (position, _), result in zip(readable, decoded):
+        if isinstance(result, ImageDecodeError):
+            log.warning("could not decode %s: %s", paths[position], result)
+            failures[position] = result.reason
+        else:
+            ok_positions.append(position)
+            images.append(result)
+    return _Decoded(failures, ok_positions, images)
+
+
 def _prepare(
     contents: Sequence[bytes | str],
     paths: Sequence[str],
@@ -101,43 +156,95 @@ def _prepare(
     decode_pool: ThreadPoolExecutor | None,
 ) -> _Prepared:
     """Decode and preprocess one batch's bytes; a failure reason (``str``) in ``contents`` stays that row's failure."""
-    failures: dict[int, str] = {}
-    ok_positions: list[int] = []
-    images: list[Any] = []
-
-    def note(position: int, error: ImageDecodeError) -> None:
-        log.warning("could not decode %s: %s", paths[position], error)
-        failures[position] = error.reason
-
-    readable = [(i, c) for i, c in enumerate(contents) if isinstance(c, (bytes, bytearray))]
-    for i, content in enumerate(contents):
-        if not isinstance(content, (bytes, bytearray)):
-            failures[i] = content if isinstance(content, str) else FETCH_FAILED
-    blobs = [bytes(c) for _, c in readable]
-    decoded: Sequence[Any]
-    if chosen == "tensor":
-        decoded = decode_to_tensors(blobs, max_pixels=max_pixels, device=loaded.device, pool=decode_pool)
-    else:
-        decoded = decode_to_images(blobs, max_pixels=max_pixels, pool=decode_pool)
-    for (position, _), result in zip(readable, decoded):
-        if isinstance(result, ImageDecodeError):
-            note(position, result)
-        else:
-            ok_positions.append(position)
-            images.append(result)
-    if not images:
-        return _Prepared(failures, ok_positions, None)
+    decoded = decode_batch(contents, paths, chosen=chosen, max_pixels=max_pixels, device=loaded.device, pool=decode_pool)
+    if not decoded.images:
+        return _Prepared(decoded.failures, decoded.ok_positions, None)
     if chosen == "tensor":
         assert spec is not None
-        pixel_values = spec(images, loaded.device)
+        pixel_values = spec(decoded.images, loaded.device)
     else:
-        pixel_values = processor_pixel_values(loaded, images)
-    return _Prepared(failures, ok_positions, pixel_values)
+        pixel_values = processor_pixel_values(loaded, decoded.images)
+    return _Prepared(decoded.failures, decoded.ok_positions, pixel_values)
 
 
 def _chunks(count: int, size: int) -> Iterator[range]:
     for start in range(0, count, size):
         yield range(start, min(start + size, count))
+
+
+# --- fetching: many reads in flight, in order, bounded -----------------------------------------
+
+
+def in_flight_limit(batch_size: int, fetch_workers: int) -> int:
+    """Reads submitted and not yet handed to the decoder, at most: two batches, or twice the workers if that is more.
+
+    When a batch is handed over, ``limit - batch_size`` reads are still under way, never fewer than
+    ``fetch_workers``: every fetch thread stays busy while the batch is decoded and the model runs.
+    Memory: this many images' bytes, plus the batches being decoded and run (a few batches in all,
+    never the whole sample).
+    """
+    return max(2 * batch_size, 2 * fetch_workers)
+
+
+def decode_workers() -> int:
+    """Threads decoding images (Pillow releases the GIL while it decodes): one per CPU this process may use."""
+    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    return max(1, len(usable) if usable else (os.cpu_count() or 1))
+
+
+def fetch_batches(
+    paths: Sequence[str], read: Callable[[str], bytes], pool: ThreadPoolExecutor, *, batch_size: int, limit: int
+) -> Generator[list[bytes | str], None, None]:
+    """Each batch of ``batch_size`` paths (the last one shorter) as its bytes or ``fetch_failed``, in order, read on ``pool``.
+
+    At most ``limit`` reads (never fewer than one batch) are submitted and not yet handed over.
+    As a batch is handed over, reads for as many next paths are submitted: the next ones run while
+    the consumer works on it, and a slow consumer stops the fetching instead of filling memory
+    (back-pressure). The consumer's thread wakes once per batch, not once per read (with dozens of
+    fetch threads, every wake-up is a wait for the GIL). Closing the iterator cancels the reads
+    not yet started.
+    """
+    if limit < 1 or batch_size < 1:
+        raise ConfigError(f"batch_size and the in-flight limit must be >= 1, got {batch_size}, {limit}")
+    limit = max(limit, batch_size)
+    pending: deque[Future[bytes | str]] = deque()
+    upcoming = iter(paths)
+
+    def top_up() -> None:
+        for path in itertools.islice(upcoming, limit - len(pending)):
+            pending.append(pool.submit(_fetch, read, path))
+
+    try:
+        top_up()
+        for batch in _chunks(len(paths), batch_size):
+            futures = [pending.popleft() for _ in batch]
+            wait(futures)
+            top_up()  # the batch is handed over: as many next reads start while the consumer works on it
+            yield [future.result() for future in futures]
+    finally:
+        for future in pending:
+            future.cancel()
+
+
+@contextlib.contextmanager
+def fetching(
+    paths: Sequence[str], read: Callable[[str], bytes], *, batch_size: int, fetch_workers: int
+) -> Iterator[tuple[Iterator[list[bytes | str]], ThreadPoolExecutor]]:
+    """The fetch stage of :func:`predict_images`: ``(batches of contents, decode pool)``.
+
+    ``fetch_workers`` threads run ``read``; at most :func:`in_flight_limit` reads are ahead of the
+    consumer; the decode pool (:func:`decode_workers` threads) is for :func:`decode_batch`. On exit
+    the reads not yet started are cancelled.
+    """
+    fetch_pool = ThreadPoolExecutor(fetch_workers, thread_name_prefix="fetch")
+    decode_pool = ThreadPoolExecutor(decode_workers(), thread_name_prefix="decode")
+    batches = fetch_batches(paths, read, fetch_pool, batch_size=batch_size, limit=in_flight_limit(batch_size, fetch_workers))
+    try:
+        yield batches, decode_pool
+    finally:
+        batches.close()
+        fetch_pool.shutdown(wait=True, cancel_futures=True)
+        decode_pool.shutdown(wait=True, cancel_futures=True)
 
 
 # --- whole runs ---------------------------------------------------------------------------------
@@ -161,8 +268,10 @@ def predict_images(
     """Predict every ``(image_path, label)`` in ``items`` and return the predictions table (:data:`evaluation.predictions.COLUMNS`).
 
     ``read(image_path) -> bytes`` fetches an image (a source's ``read``); ``fetch_workers``
-    threads call it concurrently and keep the bytes in memory. Batches of ``batch_size`` are
-    decoded and preprocessed on a background thread while the model runs on the previous one.
+    threads call it concurrently, continuously, at most :func:`in_flight_limit` reads ahead of the
+    decoder (:func:`fetching`), so memory holds a few batches' bytes, never the sample's. Batches of
+    ``batch_size`` are decoded (one thread per CPU) and preprocessed on a background thread while
+    the model runs on the previous one.
     A fetch failure (``MonitorError``/``OSError`` from ``read``) or a decode failure gives a row
     with ``status="failed"``, ``error`` = the reason (``fetch_failed`` or one of
     :data:`evaluation.imaging.DECODE_REASONS`) and no prediction; the run goes on. Rows come in
@@ -179,25 +288,22 @@ def predict_images(
     if compile_model:
         network = torch.compile(loaded.model, dynamic=False)
     rows: list[dict[str, Any]] = []
+    paths = [image_path for image_path, _ in items]
     batches = list(_chunks(len(items), batch_size))
-    with ThreadPoolExecutor(fetch_workers, thread_name_prefix="fetch") as fetch_pool, ThreadPoolExecutor(
+    with fetching(paths, read, batch_size=batch_size, fetch_workers=fetch_workers) as (contents, decode_pool), ThreadPoolExecutor(
         1, thread_name_prefix="prepare"
     ) as prepare_pool:
 
-        def submit(batch: range) -> Future[_Prepared]:
-            paths = [items[i][0] for i in batch]
-            fetched = [fetch_pool.submit(_fetch, read, p) for p in paths]
-            # Decoding (Pillow releases the GIL) fans out on the fetch threads too.
-            return prepare_pool.submit(
-                lambda: _prepare([f.result() for f in fetched], paths, loaded, chosen, spec, max_pixels, fetch_pool)
-            )
+        def prepare(batch: range) -> _Prepared:
+            # Runs on the one prepare thread: the fetch stream is only ever advanced from there.
+            return _prepare(next(contents), paths[batch.start : batch.stop], loaded, chosen, spec, max_pixels, decode_pool)
 
-        pending = submit(batches[0]) if batches else None
+        pending = prepare_pool.submit(prepare, batches[0]) if batches else None
         for number, batch in enumerate(batches):
             assert pending is not None
             prepared = pending.result()
-            # Start fetching and decoding the next batch before this one's forward pass.
-            pending = submit(batches[number + 1]) if number + 1 < len(batches) else None
+            # Decode and preprocess the next batch (its bytes are already arriving) during this one's forward pass.
+            pending = prepare_pool.submit(prepare, batches[number + 1]) if number + 1 < len(batches) else None
             probs = (
                 forward_probs(loaded, prepared.pixel_values, precision=precision, model=network, pad_to=batch_size if compile_model else None).numpy()
                 if prepared.pixel_values is not None

@@ -84,7 +84,7 @@ from scipy import linalg, stats
 from monitor.errors import ConfigError, DataError, MonitorError
 from monitor.files import atomic_write
 from monitor.settings import Settings
-from monitor.stats import prob_below, wilson_interval
+from monitor.stats import prob_below, wilson_interval, wilson_intervals
 from monitor.storage import Store
 from monitor.verdicts import Verdict
 
@@ -578,6 +578,12 @@ def compute_health(
     ``as_stored`` (a later day recomputed after a backfill) the day is judged under the settings and
     targets its stored rows were judged under. Replaces the model's ``class_health`` rows for ``date``
     (idempotent) and returns them without ``_id``.
+
+    The same recursion and evidence as :func:`judge_day`, for all classes at once: the counts are read
+    in one pass into columns, and the classes that share a calibrated test (one target and settings:
+    usually all of them) advance together as arrays, day by day, through the days they have to replay.
+    A daily run (every class continues from yesterday's row) replays nothing and costs a few array
+    operations, whatever the length of the history; a class without a stored state replays its history once.
     """
     as_of = _as_date(date)
     day = as_of.isoformat()
@@ -596,12 +602,13 @@ def compute_health(
             break
         starts.append(_as_date(str(before["date"])) + dt.timedelta(days=1))
     first = min(starts).isoformat() if starts else None
-    history: dict[str, list[DailyCounts]] = defaultdict(list)
-    for doc in store.rows("class_metrics", model_id, start=first, end=day, labels=labels, fields=["label", "date", "n", "correct"]):
-        history[str(doc["label"])].append((str(doc["date"]), int(doc.get("n") or 0), int(doc.get("correct") or 0)))
+    docs = store.rows("class_metrics", model_id, start=first, end=day, labels=labels, fields=["label", "date", "n", "correct"])
+    history = _count_columns(docs, labels)
 
-    rows: list[dict[str, Any]] = []
-    for label in labels:
+    # Each class's test and settings; the classes that share them are judged together.
+    plans: list[tuple[Settings, Design]] = []
+    groups: dict[tuple[Design, int, int, float], list[int]] = defaultdict(list)
+    for i, label in enumerate(labels):
         day_settings, target, day_n, day_followup = settings, settings.target_for(label), n, followup
         if as_stored and own.get(label, {}).get("judged_under"):
             kept = dict(own[label]["judged_under"])
@@ -609,19 +616,168 @@ def compute_health(
             kept.pop("classes", None)
             day_settings, target = settings.model_copy(update=kept), float(own[label]["target"])
         d = design_for(target, day_settings, len(labels), day_n, day_followup)
-        before = previous.get(label)
-        after = str(before["date"]) if before and "flagged" in before else None
-        series = _sorted_days(history[label])
-        replay = [row for row in series if (after is None or row[0].isoformat() > after) and row[0].isoformat() < day]
-        evidence = judge_day(before if after else None, replay, series, day, d, day_settings)
+        plans.append((day_settings, d))
+        groups[(d, day_settings.window_days, day_settings.min_samples, day_settings.confidence_level)].append(i)
+    _check_counts(history)
+
+    evidence: list[dict[str, Any] | None] = [None] * len(labels)
+    for members in groups.values():
+        day_settings, d = plans[members[0]]
+        stored = [previous.get(labels[i]) for i in members]
+        kept_state = [row if row and "flagged" in row else None for row in stored]
+        for i, judged in zip(members, _judge_classes(np.asarray(members, dtype=np.int64), kept_state, history, as_of, d, day_settings)):
+            evidence[i] = judged
+    rows: list[dict[str, Any]] = []
+    for label, (day_settings, d), found in zip(labels, plans, evidence):
+        assert found is not None
         rows.append(
             {
-                "model_id": model_id, "date": day, "label": label, **evidence,
+                "model_id": model_id, "date": day, "label": label, **found,
                 "judged_under": judged_under(day_settings, len(labels), d.n, d.followup),
             }
         )  # fmt: skip
     store.replace_day("class_health", model_id, day, rows)
     return rows
+
+
+@dataclass(frozen=True)
+class _Counts:
+    """Daily counts of many classes as columns, sorted by class, then date: one row per (class, day)."""
+
+    label: NDArray[np.int64]  # the class's index in the labels judged
+    day: NDArray[np.int64]  # the date's ordinal
+    n: NDArray[np.int64]
+    correct: NDArray[np.int64]
+
+
+def _count_columns(docs: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> _Counts:
+    """The ``class_metrics`` documents (``label``, ``date``, ``n``, ``correct``) of ``labels`` as :class:`_Counts`, in one pass."""
+    index = {label: i for i, label in enumerate(labels)}
+    texts = [str(doc["date"]) for doc in docs]
+    ordinals = {text: _as_date(text).toordinal() for text in set(texts)}
+    size = len(texts)
+    label_arr = np.fromiter((index[str(doc["label"])] for doc in docs), dtype=np.int64, count=size)
+    day_arr = np.fromiter((ordinals[text] for text in texts), dtype=np.int64, count=size)
+    n_arr = np.fromiter((int(doc.get("n") or 0) for doc in docs), dtype=np.int64, count=size)
+    c_arr = np.fromiter((int(doc.get("correct") or 0) for doc in docs), dtype=np.int64, count=size)
+    order = np.lexsort((day_arr, label_arr))  # stable: a repeated date keeps the order it was read in
+    return _Counts(label_arr[order], day_arr[order], n_arr[order], c_arr[order])
+
+
+def _check_counts(counts: _Counts) -> None:
+    """The checks of :func:`_sorted_days`, class by class: inconsistent counts, then a repeated date (the first class with either)."""
+    bad = (counts.n < 0) | (counts.correct < 0) | (counts.correct > counts.n)
+    repeat = np.zeros(counts.day.shape, dtype=bool)
+    repeat[1:] = (counts.label[1:] == counts.label[:-1]) & (counts.day[1:] == counts.day[:-1])
+    first_bad = int(counts.label[bad].min()) if bad.any() else None
+    first_repeat = int(counts.label[repeat].min()) if repeat.any() else None
+    if first_bad is not None and (first_repeat is None or first_bad <= first_repeat):
+        at = int(np.flatnonzero(bad & (counts.label == first_bad))[0])
+        day = dt.date.fromordinal(int(counts.day[at]))
+        raise DataError(f"counts on {day}: correct {int(counts.correct[at])} of n {int(counts.n[at])} are inconsistent")
+    if first_repeat is not None:
+        raise DataError("the daily counts repeat a date")
+
+
+def _judge_classes(
+    classes: NDArray[np.int64],
+    previous: Sequence[Mapping[str, Any] | None],
+    counts: _Counts,
+    as_of: dt.date,
+    d: Design,
+    settings: Settings,
+) -> list[dict[str, Any]]:
+    """:func:`judge_day` for the ``classes`` (indices into the labels of ``counts``) that share the test ``d`` and ``settings``.
+
+    Each continues from its stored row in ``previous`` (or None), replays its days after that row and before
+    ``as_of`` (its counts only: a day without counts is not a day of its test), then steps through ``as_of``.
+    Returns the evidence and state fields of each class's row, in the order of ``classes``.
+    """
+    size = len(classes)
+    position = np.full(int(max(int(classes.max()), int(counts.label.max(initial=0)))) + 1, -1, dtype=np.int64)
+    position[classes] = np.arange(size)
+    where = position[counts.label]  # each count row's place among ``classes`` (-1: another group's)
+    mine = where >= 0
+    started = [state_from_row(row, d) for row in previous]
+    state = State(
+        np.asarray([s.s for s, _ in started], dtype=np.int64),
+        np.asarray([s.r for s, _ in started], dtype=np.int64),
+        np.asarray([s.flagged for s, _ in started], dtype=bool),
+        np.asarray([s.b for s, _ in started], dtype=np.int64),
+    )
+    since = np.empty(size, dtype=object)
+    since[:] = [flagged_since for _, flagged_since in started]
+    after = np.asarray([_as_date(str(row["date"])).toordinal() if row else 0 for row in previous], dtype=np.int64)
+    today = as_of.toordinal()
+
+    replay = np.flatnonzero(mine & (counts.day > after[np.maximum(where, 0)]) & (counts.day < today))
+    replay = replay[np.argsort(counts.day[replay], kind="stable")]  # day by day; each day, the classes with counts
+    days = counts.day[replay]
+    bounds = np.flatnonzero(np.r_[True, days[1:] != days[:-1], True]) if len(replay) else np.zeros(0, dtype=np.int64)
+    for first, last in zip(bounds[:-1], bounds[1:]):
+        rows = replay[first:last]
+        who = where[rows]
+        moved, raised, _ = advance(State(state.s[who], state.r[who], state.flagged[who], state.b[who]), counts.n[rows], counts.correct[rows], d)
+        state.s[who], state.r[who], state.flagged[who], state.b[who] = moved.s, moved.r, moved.flagged, moved.b
+        since[who[raised]] = dt.date.fromordinal(int(counts.day[rows[0]])).isoformat()
+        since[who[~moved.flagged]] = None
+
+    now = mine & (counts.day == today)
+    n_today, c_today = np.zeros(size, dtype=np.int64), np.zeros(size, dtype=np.int64)
+    n_today[where[now]], c_today[where[now]] = counts.n[now], counts.correct[now]
+    state, raised, _ = advance(state, n_today, c_today, d)
+    since[raised] = as_of.isoformat()
+    since[~state.flagged] = None
+
+    window_start = as_of - dt.timedelta(days=settings.window_days - 1)
+    inside = mine & (counts.day >= window_start.toordinal()) & (counts.day <= today)
+    pooled_n, pooled_c = np.zeros(size, dtype=np.int64), np.zeros(size, dtype=np.int64)
+    np.add.at(pooled_n, where[inside], counts.n[inside])
+    np.add.at(pooled_c, where[inside], counts.correct[inside])
+    seen = pooled_n > 0
+    ci_lows, ci_highs = np.full(size, np.nan), np.full(size, np.nan)
+    if seen.any():
+        ci_lows[seen], ci_highs[seen] = wilson_intervals(pooled_c[seen], pooled_n[seen], settings.confidence_level)
+    p_below = prob_below(pooled_c, pooled_n, d.target)
+    codes = verdict_codes(state, d, pooled_n, settings.min_samples)
+    followups = followup_extra(state.s, d.h, d.followup, state.flagged)
+
+    judged: list[dict[str, Any]] = []
+    for i in range(size):
+        verdict = Verdict.from_code(int(codes[i]))
+        total, correct = int(pooled_n[i]), int(pooled_c[i])
+        ci_low, ci_high = (float(ci_lows[i]), float(ci_highs[i])) if total else (None, None)
+        below = float(p_below[i])
+        cusum, recovery = float(state.s[i]) * d.unit, float(state.r[i]) * d.unit
+        flagged_since, extra = since[i], int(followups[i])
+        judged.append(
+            {
+                "verdict": verdict.value,
+                "target": float(d.target),
+                "window_days": settings.window_days,
+                "window_start": window_start.isoformat(),
+                "pooled_n": total,
+                "pooled_correct": correct,
+                "pooled_accuracy": correct / total if total else None,
+                "ci_low": ci_low,
+                "ci_high": ci_high,
+                "prob_below_target": below,
+                "cusum": cusum,
+                "cusum_threshold": d.threshold,
+                "collapse": float(state.b[i]) * d.big_unit,
+                "collapse_threshold": d.collapse_threshold,
+                "flagged": bool(state.flagged[i]),
+                "flagged_since": flagged_since,
+                "recovery": recovery,
+                "recovery_threshold": d.recovery_threshold,
+                "followup": extra,
+                "day_n": int(n_today[i]),
+                "day_correct": int(c_today[i]),
+                "method": METHOD,
+                "reason": _reason(verdict, d, cusum, recovery, flagged_since, total, correct, ci_low, ci_high, below, extra, settings),
+            }
+        )
+    return judged
 
 
 def followup_requests(store: Store, date: str, cap: int, unit: int = 1) -> dict[str, int]:

@@ -12,8 +12,17 @@ came back), and vanished blobs are found without touching every document:
 - while listing, count how many listed blobs matched a present document;
 - if the two differ, some stored blobs were not listed: stream the stored paths of the source
   (projection on ``path`` only) and keep those whose 64-bit path hash is not among the hashes
-  of this run's listing (a sorted array, 8 bytes per blob, so millions of blobs fit in memory),
-  then mark them ``missing`` / ``vanished`` with one ``update_many`` per batch.
+  of this run's listing, then mark them ``missing`` / ``vanished`` with one ``update_many`` per batch.
+
+The run's memory does not grow with the listing: at most two batches are in flight, and the
+listing's path hashes (8 bytes per blob, kept only for the check above) go to an unnamed
+temporary file once they pass 256 KiB; the check sorts that file in place through a memory map
+and looks each stored path up in it. Only the vanished documents themselves are held.
+
+The per-blob work is one tight loop per batch in the listing thread (hash, classify, one tuple
+per blob); the 64-bit keys become sampling keys for the whole batch at once (numpy), document
+dicts are built only for blobs that are new or changed, and an unchanged blob costs one tuple
+comparison with its stored document.
 
 A blob that comes back is restored (``reappeared``). Bytes are never read here: decoding
 problems are found at predict time.
@@ -23,19 +32,24 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from array import array
+import logging
+import os
+import tempfile
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import islice
-from typing import Any, TypeVar
+from itertools import compress, islice
+from operator import itemgetter
+from typing import Any, BinaryIO, TypeVar, cast
 
 import numpy as np
 
 from monitor.errors import SourceError
 from monitor.sources import BlobInfo, ImageSource
 from monitor.storage import STATUS_MISSING, STATUS_OK, STATUS_UNUSABLE, Store
+
+log = logging.getLogger(__name__)
 
 #: File extensions accepted as images (compared lower-cased).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
@@ -50,6 +64,14 @@ T = TypeVar("T")
 
 # Fields that the listing determines; a stored document differing in any of them is rewritten.
 _LISTED_FIELDS = ("label", "size", "checksum", "created", "updated", "status", "reason", "sample_key")
+# A listed blob's row: the listed fields but ``sample_key``, which comes per batch (see _Listed).
+_ROW_FIELDS = _LISTED_FIELDS[:-1]
+_stored_row = itemgetter(*_ROW_FIELDS)
+
+_UTC = dt.timezone.utc
+_TWO_TO_64 = float(2**64)
+#: Bytes of listed path hashes kept in memory before they go to the temporary file (32,768 blobs).
+_SPILL_BYTES = 1 << 18
 
 
 @dataclass
@@ -100,12 +122,45 @@ def sample_key(source_uri: str, path: str) -> float:
     return sample_key_int(source_uri, path) / 2**64
 
 
+def _path_hasher(source_uri: str) -> Any:
+    """A blake2b state fed with ``"<source>\n"``: ``copy()`` + ``update(path)`` hashes as :func:`sample_key_int`
+    does, without hashing the source again or parsing the constructor's keywords per blob (about half the cost)."""
+    return hashlib.blake2b(f"{source_uri}\n".encode(), digest_size=8)
+
+
+def _path_keys(hasher: Any, paths: Iterable[str]) -> np.ndarray:
+    """:func:`sample_key_int` of each path (native uint64), from a :func:`_path_hasher`."""
+    copy = hasher.copy
+    digests = []
+    for path in paths:
+        h = copy()
+        h.update(path.encode())
+        digests.append(h.digest())
+    return _keys_of(digests)
+
+
+def _keys_of(digests: list[bytes]) -> np.ndarray:
+    """The 8-byte big-endian digests as native uint64 keys."""
+    return np.frombuffer(b"".join(digests), dtype=">u8").astype(np.uint64)
+
+
+def _unit_floats(keys: np.ndarray) -> list[float]:
+    """``key / 2**64`` for each uint64 key, as Python floats, equal to :func:`sample_key`'s.
+
+    Converting a uint64 to float64 rounds to nearest (ties to even), as Python's exact ``int / int`` does,
+    and dividing by a power of two is exact, so both give the same float (the tests check the ties).
+    """
+    return (keys / _TWO_TO_64).tolist()  # type: ignore[no-any-return]
+
+
 def classify(path: str, size: int, symlink: bool = False) -> tuple[str | None, str, str | None]:
     """``(label, status, reason)`` for a listed blob: the rules that make an image usable.
 
     A symbolic link (local folders) is ``symlink``: never followed, so never read. The label is
     the first path segment when the path is exactly ``<Label>/<file>``; any other depth is
     ``wrong_depth`` (no label). Then the extension must be an image's, and the blob must not be empty.
+
+    This is the reference; the indexer applies the same rules inline per batch (:func:`_listed`).
     """
     parts = path.split("/")
     if symlink:
@@ -137,20 +192,93 @@ def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
-def _fields(source_uri: str, blob: BlobInfo) -> tuple[dict[str, Any], int]:
-    label, status, reason = classify(blob.path, blob.size, blob.symlink)
-    key = sample_key_int(source_uri, blob.path)
-    created = _bson_time(blob.created)
+Row = tuple[Any, ...]  # the values of _ROW_FIELDS, in that order
+
+
+@dataclass
+class _Listed:
+    """One batch as listed: parallel lists, one entry per blob (no dict per blob)."""
+
+    paths: list[str]
+    rows: list[Row]
+    digests: list[bytes]  # blake2b-64 of (source, path): the sampling key and the vanished-detection identity
+    usable_labels: list[str]  # the label of each usable blob (counted per batch)
+    unusable_reasons: list[str]  # the reason of each unusable blob
+
+    @property
+    def labels(self) -> list[str | None]:
+        return [row[0] for row in self.rows]
+
+
+def _listed(blobs: Iterable[BlobInfo], hasher: Any) -> _Listed:
+    """Hash and classify one batch in one loop: the per-blob work of a run, kept to what cannot be shared.
+
+    Same rules as :func:`classify` (inlined: a call per blob costs as much as the rules) and :func:`_bson_time`
+    (called only for the timestamps that need it); ``tests/test_indexing.py`` checks both agree on odd paths.
+    """
+    paths: list[str] = []
+    rows: list[Row] = []
+    digests: list[bytes] = []
+    usable: list[str] = []
+    unusable: list[str] = []
+    copy, extensions = hasher.copy, IMAGE_EXTENSIONS
+    for blob in blobs:
+        path, size = blob.path, blob.size
+        if type(size) is not int:
+            size = int(size)
+        h = copy()
+        h.update(path.encode())
+        digests.append(h.digest())
+        label: str | None
+        label, slash, name = path.partition("/")
+        if blob.symlink:
+            label, status, reason = classify(path, size, True)
+            unusable.append(REASON_SYMLINK)
+        elif not label or not name or "/" in name:  # no slash leaves name empty
+            label, status, reason = None, STATUS_UNUSABLE, REASON_WRONG_DEPTH
+            unusable.append(REASON_WRONG_DEPTH)
+        else:
+            # A name ending in its only dot has the suffix ".", which is no image's: no length test needed.
+            dot = name.rfind(".")
+            if dot <= 0 or ((suffix := name[dot:]) not in extensions and suffix.lower() not in extensions):
+                status, reason = STATUS_UNUSABLE, REASON_NOT_AN_IMAGE
+                unusable.append(REASON_NOT_AN_IMAGE)
+            elif size == 0:
+                status, reason = STATUS_UNUSABLE, REASON_ZERO_BYTES
+                unusable.append(REASON_ZERO_BYTES)
+            else:
+                status, reason = STATUS_OK, None
+                usable.append(label)
+        created = listed_created = blob.created
+        if created.microsecond % 1000 or created.tzinfo is not _UTC:
+            created = _bson_time(created)
+        updated = blob.updated
+        if updated is listed_created:
+            updated = created
+        elif updated.microsecond % 1000 or updated.tzinfo is not _UTC:
+            updated = _bson_time(updated)
+        paths.append(path)
+        rows.append((label, size, blob.checksum, created, updated, status, reason))
+    return _Listed(paths, rows, digests, usable, unusable)
+
+
+def _fields(row: Row, key: float) -> dict[str, Any]:
+    """The listed fields of a blob as a document's fields (in _LISTED_FIELDS order)."""
+    label, size, checksum, created, updated, status, reason = row
     return {
-        "label": label,
-        "size": int(blob.size),
-        "checksum": blob.checksum,
-        "created": created,
-        "updated": created if blob.updated is blob.created else _bson_time(blob.updated),
-        "status": status,
-        "reason": reason,
-        "sample_key": key / 2**64,
-    }, key
+        "label": label, "size": size, "checksum": checksum, "created": created, "updated": updated,
+        "status": status, "reason": reason, "sample_key": key,
+    }  # fmt: skip
+
+
+def _document(uri: str, path: str, row: Row, key: float, run_time: dt.datetime) -> dict[str, Any]:
+    """A new blob's document (fields in the order they are stored)."""
+    label, size, checksum, created, updated, status, reason = row
+    return {
+        "source": uri, "path": path, "label": label, "size": size, "checksum": checksum, "created": created,
+        "updated": updated, "status": status, "reason": reason, "sample_key": key,
+        "first_seen": run_time, "last_seen": run_time,
+    }  # fmt: skip
 
 
 def _same(stored: dict[str, Any], fields: dict[str, Any]) -> bool:
@@ -160,6 +288,91 @@ def _same(stored: dict[str, Any], fields: dict[str, Any]) -> bool:
         if old != new and not (isinstance(old, dt.datetime) and _bson_time(old) == new):
             return False
     return True
+
+
+def _unchanged(stored: dict[str, Any], row: Row, key: float) -> bool:
+    """True when the stored document holds the listed values: one tuple comparison, else :func:`_same`'s rules."""
+    try:
+        if stored["sample_key"] == key and _stored_row(stored) == row:
+            return True
+    except KeyError:
+        pass
+    return _same(stored, _fields(row, key))
+
+
+class _ListedKeys:
+    """The 64-bit path hashes of this run's listing, for vanished-blob detection, in bounded memory.
+
+    Keys gather in memory up to ``_SPILL_BYTES`` and then go to an unnamed temporary file (removed when
+    closed, or by the OS if the process dies), 8 bytes per blob on disk. :meth:`contains` sorts the file
+    in place through a memory map (pages the OS may drop, not the process's heap) and binary-searches it.
+    Where the temporary folder cannot be written, the keys stay in memory instead (with a warning).
+    """
+
+    def __init__(self) -> None:
+        self._memory = bytearray()  # keys not in the file
+        self._file: BinaryIO | None = None
+        self._on_file = 0  # keys in the file
+        self._spill = True  # False once writing the file failed
+        self._sorted: tuple[np.ndarray, np.ndarray] | None = None
+
+    def add(self, keys: np.ndarray) -> None:
+        self._memory += keys.tobytes()
+        if self._spill and len(self._memory) >= _SPILL_BYTES:
+            self._write()
+
+    def _write(self) -> None:
+        try:
+            if self._file is None:
+                self._file = cast(BinaryIO, tempfile.TemporaryFile(prefix="monitor-index-keys-", buffering=0))
+            data, written = self._memory, 0
+            while written < len(data):  # unbuffered: what write() returns is on disk
+                count = self._file.write(data[written:] if written else data)
+                if not count:
+                    raise OSError(f"wrote nothing to {self._file.name!r}")
+                written += count
+            self._on_file += len(data) // 8
+            self._memory = bytearray()
+        except OSError as exc:
+            log.warning("cannot write the listing's path hashes to a temporary file (%s): keeping them in memory", exc)
+            self._spill = False
+            # Whole keys that reached the file count there; this chunk stays in memory too (a key in both is harmless).
+            self._on_file = self._file_size() // 8
+
+    def _file_size(self) -> int:
+        try:
+            return os.fstat(self._file.fileno()).st_size if self._file is not None else 0
+        except OSError:
+            return 0
+
+    def _sorted_keys(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._sorted is None:
+            on_file = np.zeros(0, dtype=np.uint64)
+            if self._file is not None and self._on_file:
+                on_file = np.memmap(self._file, dtype=np.uint64, mode="r+", shape=(self._on_file,))
+                on_file.sort()  # in place, in the file's pages
+            in_memory = np.frombuffer(self._memory, dtype=np.uint64).copy()
+            self._memory = bytearray()
+            in_memory.sort()
+            self._sorted = (on_file, in_memory)
+        return self._sorted
+
+    def contains(self, keys: np.ndarray) -> np.ndarray:
+        """A boolean per key: was it listed?"""
+        found = np.zeros(len(keys), dtype=bool)
+        for listed in self._sorted_keys():
+            if len(listed):
+                at = np.searchsorted(listed, keys)
+                np.minimum(at, len(listed) - 1, out=at)
+                found |= listed[at] == keys
+        return found
+
+    def close(self) -> None:
+        self._sorted = None  # the last reference to the memory map: unmapped here
+        self._memory = bytearray()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 @dataclass
@@ -174,35 +387,57 @@ class _BatchResult:
     matched_present: int = 0  # listed blobs whose stored document was present (not missing)
 
 
-def _sync_batch(
-    store: Store, uri: str, batch: list[tuple[str, dict[str, Any]]], run_time: dt.datetime, look_up: bool
-) -> _BatchResult:
+def _sync_batch(store: Store, uri: str, batch: _Listed, run_time: dt.datetime, look_up: bool, listed_keys: _ListedKeys) -> _BatchResult:
     """Look up one batch's stored documents (one query) and write what is new or changed (one bulk write)."""
-    result = _BatchResult(size=len(batch))
-    existing: dict[str, dict[str, Any]] = {}
-    if look_up:
-        by_label: dict[str | None, list[str]] = {}
-        for path, fields in batch:
-            by_label.setdefault(fields["label"], []).append(path)
-        existing = store.stored_images(uri, by_label, _LISTED_FIELDS)
+    paths, rows = batch.paths, batch.rows
+    result = _BatchResult(size=len(paths))
+    keys = _keys_of(batch.digests)
+    listed_keys.add(keys)
+    sample_keys = _unit_floats(keys)
+    if not look_up:  # the first run over a source: everything is new (_document, inlined: this is the hot path)
+        result.new = len(paths)
+        store.write_images(uri, [
+            {
+                "source": uri, "path": path, "label": label, "size": size, "checksum": checksum, "created": created,
+                "updated": updated, "status": status, "reason": reason, "sample_key": key,
+                "first_seen": run_time, "last_seen": run_time,
+            }
+            for path, (label, size, checksum, created, updated, status, reason), key in zip(paths, rows, sample_keys)
+        ], [])  # fmt: skip
+        return result
+
+    labels = batch.labels
+    distinct = set(labels)
+    by_label: dict[str | None, list[str]]
+    if len(distinct) == 1:  # sources list in order, so a batch is mostly one class
+        by_label = {labels[0]: paths}
+    else:
+        by_label = {}
+        for path, label in zip(paths, labels):
+            by_label.setdefault(label, []).append(path)
+    existing = store.stored_images(uri, by_label, _LISTED_FIELDS).get
     new: list[dict[str, Any]] = []
     changed: list[tuple[dict[str, Any], dict[str, Any]]] = []
-    for path, fields in batch:
-        stored = existing.get(path)
-        doc = {"source": uri, "path": path, "label": fields["label"]}
+    matched = 0
+    for path, row, key in zip(paths, rows, sample_keys):
+        stored = existing(path)
         if stored is None:
-            result.new += 1
-            new.append({**doc, **fields, "first_seen": run_time, "last_seen": run_time})
+            new.append(_document(uri, path, row, key, run_time))
             continue
         if stored.get("status") == STATUS_MISSING:
             result.reappeared += 1
         else:
-            result.matched_present += 1
-            if _same(stored, fields):
-                result.unchanged += 1
+            matched += 1
+            if _unchanged(stored, row, key):
                 continue
             result.updated += 1
-        changed.append((doc, {"$set": {**fields, "last_seen": run_time}, "$unset": {"missing_since": ""}}))
+        changed.append((
+            {"source": uri, "path": path, "label": row[0]},
+            {"$set": {**_fields(row, key), "last_seen": run_time}, "$unset": {"missing_since": ""}},
+        ))  # fmt: skip
+    result.new = len(new)
+    result.matched_present = matched
+    result.unchanged = matched - result.updated
     if new or changed:
         store.write_images(uri, new, changed)
     return result
@@ -227,7 +462,8 @@ def index_source(
     The listing and the store's round trips overlap: while one worker thread looks up and writes
     batch k, this thread lists and classifies batch k+1 (at most two batches in flight), so on
     a networked store and bucket the run takes about as long as the slower of the two, not their
-    sum. Batches hold distinct paths, so their store work is independent.
+    sum. Batches hold distinct paths, so their store work is independent. Memory stays flat in
+    the size of the listing (see the module's docstring).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -236,7 +472,6 @@ def index_source(
     report = IndexReport(source=uri)
     unusable: Counter[str] = Counter()
     labels: Counter[str] = Counter()
-    listed_keys = array("Q")
     matched_present = 0
 
     # No separate source.check(): list() raises the same SourceError for a missing or unreachable
@@ -256,46 +491,50 @@ def index_source(
         if progress is not None:
             progress(result.size)
 
+    hasher = _path_hasher(uri)
+    listed_keys = _ListedKeys()
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-store")
     in_flight: deque[Future[_BatchResult]] = deque()
     try:
-        for blobs in _batched(source.list(), batch_size):
-            batch: list[tuple[str, dict[str, Any]]] = []
-            for blob in blobs:
-                fields, key = _fields(uri, blob)
-                listed_keys.append(key)
-                if fields["status"] == STATUS_OK:
-                    labels[fields["label"]] += 1
-                else:
-                    unusable[fields["reason"]] += 1
-                batch.append((blob.path, fields))
-            # The first run over a source has nothing to look up.
-            in_flight.append(pool.submit(_sync_batch, store, uri, batch, run_time, stored_total > 0))
-            while len(in_flight) > 1:
+        try:
+            listing = iter(source.list())
+            # Each blob is used as it is listed and dropped at once: a batch of live BlobInfo objects would
+            # be walked, and promoted, by every collection of the cyclic garbage collector meanwhile.
+            while (batch := _listed(islice(listing, batch_size), hasher)).paths:
+                labels.update(batch.usable_labels)
+                unusable.update(batch.unusable_reasons)
+                # The first run over a source has nothing to look up.
+                in_flight.append(pool.submit(_sync_batch, store, uri, batch, run_time, stored_total > 0, listed_keys))
+                del batch  # two batches in flight at most: this thread holds none of them while it waits
+                while len(in_flight) > 1:
+                    merge(in_flight.popleft())
+            while in_flight:
                 merge(in_flight.popleft())
-        while in_flight:
-            merge(in_flight.popleft())
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+        if report.listed == 0:
+            raise SourceError(f"source {uri} is empty: it holds no objects (check the bucket prefix or folder)")
+
+        if present_before - matched_present > 0:
+            report.missing = _mark_vanished(store, uri, listed_keys, run_time, batch_size)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-    if report.listed == 0:
-        raise SourceError(f"source {uri} is empty: it holds no objects (check the bucket prefix or folder)")
-
-    if present_before - matched_present > 0:
-        report.missing = _mark_vanished(store, uri, listed_keys, run_time, batch_size)
+        listed_keys.close()
 
     report.unusable = dict(sorted(unusable.items()))
     report.labels = dict(sorted(labels.items()))
     return report
 
 
-def _mark_vanished(store: Store, uri: str, listed_keys: array, run_time: dt.datetime, batch_size: int) -> int:
-    """Mark stored, present documents of ``uri`` whose path was not listed as missing; return how many."""
-    listed = np.frombuffer(listed_keys, dtype=np.uint64)
+def _mark_vanished(store: Store, uri: str, listed_keys: _ListedKeys, run_time: dt.datetime, batch_size: int) -> int:
+    """Mark stored, present documents of ``uri`` whose path was not listed as missing; return how many.
+
+    Streams the stored paths a batch at a time and keeps only the vanished ones; they are written
+    once the read is over (the store is not changed under a read in progress).
+    """
+    hasher = _path_hasher(uri)
     vanished: list[dict[str, Any]] = []
-    # Read to the end before writing: the store is not changed under a read in progress.
-    for chunk in _batched(list(store.present_images(uri)), batch_size):
-        keys = np.fromiter((sample_key_int(uri, doc["path"]) for doc in chunk), dtype=np.uint64, count=len(chunk))
-        gone = ~np.isin(keys, listed)
-        vanished.extend(doc for doc, is_gone in zip(chunk, gone) if is_gone)
+    for chunk in _batched(store.present_images(uri), batch_size):
+        gone = ~listed_keys.contains(_path_keys(hasher, (doc["path"] for doc in chunk)))
+        vanished.extend(compress(chunk, gone.tolist()))
     return store.mark_missing(uri, vanished, {"status": STATUS_MISSING, "reason": REASON_VANISHED, "missing_since": run_time})

@@ -503,3 +503,121 @@ def test_gallery_shows_the_days_misclassified_images(settings, gallery_day) -> N
     _, content = render_page(DashboardData(settings), ids.PATH_ERRORS, ViewState(classes=("cat",)))
     gallery = find(content, ids.GALLERY)
     assert "cat%2Fa.png" in str(gallery) and f"date={gallery_day}" in str(gallery)
+
+
+# --- scale: the array paths give the answers of the groupby they replace ------------------------------------------
+
+
+def _status_by_groupby(health: pd.DataFrame, as_of: str | None = None) -> pd.DataFrame:
+    """:func:`class_status` as it was written first (pandas groupby over runs of equal verdicts): the reference."""
+    rows = health if as_of is None else health[health["date"] <= as_of]
+    rows = rows.sort_values(["label", "date"], kind="stable")
+    changed = rows["verdict"].ne(rows.groupby("label")["verdict"].shift())
+    run_id = changed.groupby(rows["label"]).cumsum()
+    run_start = rows["date"].where(changed).groupby([rows["label"], run_id]).transform("first")
+    before = rows.groupby("label")["verdict"].shift().where(changed)
+    previous = before.groupby([rows["label"], run_id]).transform("first")
+    rows = rows.assign(since=run_start, previous_verdict=previous)
+    return rows.groupby("label", sort=True).tail(1).set_index("label")
+
+
+def _pool_by_groupby(metrics: pd.DataFrame, grain: str) -> pd.DataFrame:
+    """The sums of :func:`pool_by_period` by pandas groupby: the reference."""
+    frame = metrics.assign(period=period_start(metrics["date"], grain))  # type: ignore[arg-type]
+    return (
+        frame.groupby(["label", "period"], sort=True)
+        .agg(n=("n", "sum"), correct=("correct", "sum"), failed=("failed", "sum"), days=("date", "nunique"))
+        .reset_index()
+    )
+
+
+def _random_health(seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    verdicts = ["healthy", "watch", "needs_retraining", "insufficient_data", None, np.nan]
+    docs = [
+        health_doc(f"c{c}", (dt.date(2024, 1, 1) + dt.timedelta(days=int(d))).isoformat(), verdicts[int(rng.integers(0, 6 if seed % 2 else 4))])
+        for c in range(int(rng.integers(1, 6)))
+        for d in range(int(rng.integers(1, 25)))
+        if rng.random() > 0.2
+    ]
+    if docs and seed % 3 == 0:
+        docs.append({**docs[0], "verdict": "watch"})  # a date given twice
+    order = rng.permutation(len(docs)) if seed % 4 else np.arange(len(docs))
+    return pd.DataFrame([docs[i] for i in order]) if docs else pd.DataFrame([health_doc("c0", "2024-01-01", "healthy")])
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_class_status_by_arrays_matches_the_groupby_over_runs(seed: int) -> None:
+    health = _random_health(seed)
+    for as_of in (None, "2024-01-12"):
+        got, expected = class_status(health, as_of=as_of), _status_by_groupby(health, as_of=as_of)
+        if expected.empty:
+            assert got.empty
+            continue
+        pd.testing.assert_frame_equal(got, expected)
+        for column in ("since", "previous_verdict", "verdict"):  # None and NaN kept apart, as the pages print them
+            assert [repr(v) for v in got[column]] == [repr(v) for v in expected[column]], column
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_pooling_by_codes_matches_the_groupby(seed: int) -> None:
+    from dashboards.pooling import range_pooled_accuracy
+
+    rng = np.random.default_rng(100 + seed)
+    n = rng.choice([0, 3, 10], size=300)
+    metrics = pd.DataFrame(
+        {
+            "date": [(dt.date(2024, 1, 1) + dt.timedelta(days=int(d))).isoformat() for d in rng.integers(0, 120, size=300)],
+            "label": [f"c{c}" for c in rng.integers(0, 9, size=300)],
+            "n": n,
+            "correct": [int(rng.integers(0, k + 1)) for k in n],
+            "failed": rng.integers(0, 3, size=300),
+        }
+    )
+    for grain in ("day", "week", "month"):
+        pooled = pool_by_period(metrics, grain, 0.9)  # type: ignore[arg-type]
+        expected = _pool_by_groupby(metrics, grain)
+        pd.testing.assert_frame_equal(pooled[list(expected.columns)], expected)
+    totals = metrics.groupby("label")[["n", "correct"]].sum()
+    expected_accuracy = (totals["correct"] / totals["n"].where(totals["n"] > 0)).astype(float)
+    pd.testing.assert_series_equal(range_pooled_accuracy(metrics), expected_accuracy)
+    # Counts that are not whole numbers (a hand-made frame) take pandas' path and still pool.
+    loose = metrics.assign(n=metrics["n"].astype(float))
+    assert pool_by_period(loose, "week", 0.9)["n"].sum() == metrics["n"].sum()
+
+
+def test_range_slicing_by_bisection_matches_the_row_mask() -> None:
+    from dashboards.records import in_range, sorted_dates
+
+    frame = pd.DataFrame(
+        [metric_doc(label, (dt.date(2024, 1, 1) + dt.timedelta(days=d)).isoformat(), 10, 9) for d in range(40) for label in ("a", "b", "c")]
+    )
+    dates = sorted_dates(frame)
+    assert dates is not None and sorted_dates(frame.iloc[::-1]) is None  # only a sorted date column is bisected
+    for start, end, labels in [(None, None, None), ("2024-01-05", "2024-01-09", None), (None, "2024-01-03", ["b"]), ("2024-03-01", None, None), ("2024-01-10", "2024-01-01", ["a", "c"])]:
+        pd.testing.assert_frame_equal(in_range(frame, start, end, labels, dates=dates), in_range(frame, start, end, labels))
+
+
+def test_the_overview_reads_each_history_once_per_commit(store, settings, history, monkeypatch) -> None:
+    from monitor.storage import Store
+
+    reads: list[str] = []
+    rows = Store.rows
+
+    def counted(self: Store, kind: str, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        reads.append(kind)
+        return rows(self, kind, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "rows", counted)
+    data = DashboardData(settings)
+    for state in (ViewState(), ViewState(color="verdict"), ViewState(sort="name", page=1), ViewState()):
+        render_page(data, ids.PATH_OVERVIEW, state)
+    # The whole history of each kind once (the class list comes from it too), whatever the page asks for.
+    assert sorted(reads) == ["class_health", "class_metrics"]
+    next_day = (END + dt.timedelta(days=1)).isoformat()
+    store.replace_day("class_metrics", MODEL, next_day, [metric_doc("ant", next_day, 10, 4)])
+    store.commit()
+    reads.clear()
+    _, content = render_page(data, ids.PATH_OVERVIEW, ViewState())
+    assert sorted(reads) == ["class_health", "class_metrics"]
+    assert f"→ {next_day}" in texts(find(content, ids.SUMMARY))  # the new commit is shown

@@ -4,6 +4,7 @@ verdicts computed from a stored history."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from collections import defaultdict
@@ -332,6 +333,188 @@ def test_a_class_without_images_in_the_window_has_no_interval_and_insufficient_d
 def test_a_repeated_date_in_the_history_is_a_data_error(settings) -> None:
     with pytest.raises(DataError, match="repeat a date"):
         assess_history([(day(0), 10, 10), (day(0), 10, 9)], 0.9, settings)
+
+
+# --- boundaries of the verdict rule, the interval level, the flag's date, repeated dates ----------------
+# Expectations below are written out by hand (15% of h, min_samples, the exact log-likelihood ratios) or
+# taken from statsmodels; none is read back from monitor.health beyond the calibrated thresholds themselves.
+
+
+def _rule_design(h: int):
+    """A calibrated design whose small-drop threshold is set to ``h`` units: the verdict rule reads only ``h``."""
+    return dataclasses.replace(design(0.9, 0.05, 10, 0, 200.0, 30.0), h=h)
+
+
+def _state(s: list[int], flagged: list[bool]) -> State:
+    zeros = np.zeros(len(s), dtype=np.int64)
+    return State(s=np.asarray(s, dtype=np.int64), r=zeros, flagged=np.asarray(flagged, dtype=bool), b=zeros.copy())
+
+
+def _names(codes) -> list[str]:
+    return [Verdict.from_code(c).value for c in codes]
+
+
+@pytest.mark.parametrize("h", [20, 200, 540, 1000])
+def test_watch_starts_exactly_at_fifteen_percent_of_the_threshold(h: int) -> None:
+    at = 3 * h // 20  # 15% of h: a whole number of lattice units for h a multiple of 20
+    assert at * 20 == 3 * h
+    codes = verdict_codes(_state([at, at - 1, at + 1, 0], [False] * 4), _rule_design(h), pooled_n=[100] * 4, min_samples=20)
+    assert _names(codes) == ["watch", "healthy", "watch", "healthy"]
+
+
+@pytest.mark.parametrize("min_samples", [1, 20, 57])
+def test_insufficient_data_means_strictly_fewer_than_min_samples(min_samples: int) -> None:
+    pooled = [min_samples, min_samples - 1, min_samples + 1]
+    codes = verdict_codes(_state([0, 0, 0], [False] * 3), _rule_design(200), pooled_n=pooled, min_samples=min_samples)
+    assert _names(codes) == ["healthy", "insufficient_data", "healthy"]
+
+
+def test_flagged_wins_over_insufficient_data_which_wins_over_watch() -> None:
+    # h = 200: watch from S = 30. (S, flagged, pooled images, verdict) with min_samples = 20.
+    table = [
+        (0, True, 0, "needs_retraining"),
+        (0, True, 19, "needs_retraining"),
+        (29, True, 20, "needs_retraining"),
+        (30, False, 19, "insufficient_data"),
+        (30, False, 20, "watch"),
+        (29, False, 19, "insufficient_data"),
+        (29, False, 20, "healthy"),
+    ]
+    s, flagged, pooled, expected = zip(*table)
+    codes = verdict_codes(_state(list(s), list(flagged)), _rule_design(200), pooled_n=list(pooled), min_samples=20)
+    assert _names(codes) == list(expected)
+
+
+def test_a_flag_is_raised_exactly_when_a_statistic_reaches_its_threshold_and_cleared_exactly_at_hr() -> None:
+    d = design(0.9, 0.05, 10, 0, 200.0, 30.0)
+    one = np.int64
+
+    def state(s=0, r=0, flagged=False, b=0) -> State:
+        return State(one(s), one(r), np.bool_(flagged), one(b))
+
+    # One wrong image adds `up` to S and `big_up` to B; one right image, while flagged, adds `down` to R.
+    assert d.up < d.h and d.big_up < d.big_h  # one image alone reaches neither threshold from 0
+    raised_s = [bool(advance(state(s=s), 1, 0, d)[1]) for s in (d.h - d.up, d.h - d.up - 1)]
+    raised_b = [bool(advance(state(b=b), 1, 0, d)[1]) for b in (d.big_h - d.big_up, d.big_h - d.big_up - 1)]
+    assert (raised_s, raised_b) == ([True, False], [True, False])  # S = h and B = big_h flag; one unit less does not
+    cleared = [advance(state(s=d.h, r=r, flagged=True), 1, 1, d) for r in (d.hr - d.down, d.hr - d.down - 1)]
+    assert [(bool(c), bool(st.flagged)) for st, _, c in cleared] == [(True, False), (False, True)]  # R = hr clears
+
+
+def test_min_samples_counts_the_pooled_window_at_its_boundary(settings) -> None:
+    exactly = assess_history([(day(0), 10, 10), (day(1), 10, 10)], 0.9, settings)  # 20 images, all right
+    assert (exactly["pooled_n"], exactly["verdict"]) == (20, "healthy")
+    short = assess_history([(day(0), 10, 10), (day(1), 9, 9)], 0.9, settings)  # 19
+    assert (short["pooled_n"], short["verdict"]) == (19, "insufficient_data")
+    assert short["reason"].startswith("Only 19 images in the last 14 days (at least 20 needed)")
+    fewer = assess_history([(day(0), 10, 10), (day(1), 10, 10)], 0.9, settings.model_copy(update={"min_samples": 21}))
+    assert fewer["verdict"] == "insufficient_data"
+
+
+def test_a_class_flagged_on_its_first_day_reads_needs_retraining_not_insufficient_data(settings) -> None:
+    row = assess_history([(day(0), 10, 0)], 0.9, settings)  # 10 images < min_samples 20, none right
+    assert (row["pooled_n"], row["flagged"], row["verdict"], row["flagged_since"]) == (10, True, "needs_retraining", day(0))
+    # The collapse statistic after ten wrong images: 10 log(0.55 / 0.1) nats (the lattice is within 0.5%).
+    assert row["collapse"] == pytest.approx(10 * math.log(0.55 / 0.1), rel=0.005)
+
+
+@pytest.mark.parametrize("level", [0.8, 0.99])
+def test_the_confidence_level_sets_the_window_interval_and_its_text(settings, level: float) -> None:
+    from statsmodels.stats.proportion import proportion_confint
+
+    s = settings.model_copy(update={"confidence_level": level})
+    row = assess_history([(day(i), 10, 8) for i in range(3)], 0.9, s)  # 24 of 30 pooled
+    low, high = proportion_confint(24, 30, alpha=1.0 - level, method="wilson")
+    assert (row["ci_low"], row["ci_high"]) == (pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
+    at95 = proportion_confint(24, 30, alpha=0.05, method="wilson")
+    assert abs(low - at95[0]) > 0.01 and abs(high - at95[1]) > 0.01  # the level makes a visible difference
+    assert f"{round(level * 100)}% CI [{low:.2f}, {high:.2f}]" in row["reason"]
+
+
+# A class at 10/10 for three days, then at 7/10: by hand, each 7/10 day adds to the exact small-drop CUSUM
+# 7 log(0.85/0.9) + 3 log(0.15/0.1) = 0.816 nats, to the collapse CUSUM 7 log(0.45/0.9) + 3 log(0.55/0.1) = 0.262.
+SMALL_DROP = [(day(i), 10, 10) for i in range(3)] + [(day(i), 10, 7) for i in range(3, 10)]
+
+
+def _exact_crossing(daily, threshold: float, collapse_threshold: float) -> int:
+    """The first day index on which either exact-ratio CUSUM reaches its threshold (no lattice), with the margin
+    checked: that day is at least 1% over, the day before at least 1% under, so the 0.5% snap cannot move it."""
+    s = b = 0.0
+    for i, (_, n, c) in enumerate(daily):
+        before = (s / threshold, b / collapse_threshold)
+        s = max(0.0, s + c * math.log(0.85 / 0.9) + (n - c) * math.log(0.15 / 0.1))
+        b = max(0.0, b + c * math.log(0.45 / 0.9) + (n - c) * math.log(0.55 / 0.1))
+        if s >= threshold or b >= collapse_threshold:
+            assert max(s / threshold, b / collapse_threshold) > 1.01 and max(before) < 0.99
+            return i
+    raise AssertionError("no crossing")
+
+
+def test_flagged_since_is_the_day_the_cusum_crossed_whatever_day_is_judged(settings) -> None:
+    d = design_for(0.9, settings, 1)
+    crossed = _exact_crossing(SMALL_DROP, d.threshold, d.collapse_threshold)
+    assert crossed == 7  # the fifth 7/10 day: 5 x 0.816 = 4.08 nats, over the 3.90 of one class at the defaults
+    for i in range(3, 10):
+        row = assess_history(SMALL_DROP, 0.9, settings, date=day(i))
+        if i < crossed:
+            assert (row["verdict"], row["flagged"], row["flagged_since"]) == ("watch", False, None), i
+        else:
+            assert (row["verdict"], row["flagged"], row["flagged_since"]) == ("needs_retraining", True, day(crossed)), i
+            assert f"since {day(crossed)}:" in row["reason"]
+
+
+def test_flagged_since_of_a_collapse_is_its_first_bad_day(settings) -> None:
+    daily = [(day(i), 10, 10) for i in range(5)] + [(day(i), 10, 0) for i in range(5, 8)]
+    d = design_for(0.9, settings, 1)
+    assert _exact_crossing(daily, d.threshold, d.collapse_threshold) == 5
+    assert assess_history(daily, 0.9, settings, date=day(4))["flagged_since"] is None
+    assert assess_history(daily, 0.9, settings, date=day(5))["flagged_since"] == day(5)
+    assert assess_history(daily, 0.9, settings)["flagged_since"] == day(5)
+
+
+def test_flagged_since_carries_over_stored_days_and_is_found_by_a_replay(store, settings) -> None:
+    _store_metrics(store, "m@1", {"a": [(n, c) for _, n, c in SMALL_DROP]})
+    since = {}
+    for i in range(10):  # day by day: each continues from the row stored the day before
+        (row,) = compute_health(store, "m@1", day(i), settings)
+        since[i] = row["flagged_since"]
+    assert since == {i: (day(7) if i >= 7 else None) for i in range(10)}
+    # Another model with the same counts, judged first on day 9: its stored-less history is replayed.
+    _store_metrics(store, "m@2", {"a": [(n, c) for _, n, c in SMALL_DROP]})
+    (row,) = compute_health(store, "m@2", day(9), settings)
+    assert (row["verdict"], row["flagged_since"]) == ("needs_retraining", day(7))
+
+
+@pytest.mark.parametrize("level", [0.8, 0.99])
+def test_compute_health_stores_the_interval_at_the_confidence_level(store, settings, level: float) -> None:
+    from statsmodels.stats.proportion import proportion_confint
+
+    _store_metrics(store, "m@1", {"a": [(10, 8)] * 3})  # one class: the calibration the tests above use
+    s = settings.model_copy(update={"confidence_level": level})
+    for i in range(3):  # day by day, each continuing from the stored row of the day before
+        (row,) = compute_health(store, "m@1", day(i), s)
+    low, high = proportion_confint(24, 30, alpha=1.0 - level, method="wilson")
+    assert (row["ci_low"], row["ci_high"]) == (pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
+    stored = _one(store, "class_health", {"date": day(2), "label": "a"})
+    assert (stored["ci_high"], stored["judged_under"]["confidence_level"]) == (pytest.approx(high, abs=1e-12), level)
+
+
+@pytest.mark.parametrize(
+    "daily",
+    [
+        [(day(0), 10, 9), (day(1), 10, 10), (START, 10, 10)],  # the first day again, as a date, not next to it
+        [(day(1), 10, 10), (dt.datetime(2024, 3, 2, 12, 30), 10, 10), (day(2), 10, 10)],  # day 1 again, as a datetime
+        [(day(0), 10, 10), (day(0), 0, 0)],  # an empty repeat counts too
+    ],
+)
+def test_a_date_given_twice_in_any_form_is_a_data_error(settings, daily) -> None:
+    with pytest.raises(DataError, match="repeat a date"):
+        assess_history(daily, 0.9, settings)
+
+
+def test_a_repeated_date_after_the_judged_date_is_still_a_data_error(settings) -> None:
+    with pytest.raises(DataError, match="repeat a date"):
+        assess_history([(day(0), 10, 10), (day(3), 10, 10), (day(3), 10, 9)], 0.9, settings, date=day(0))
 
 
 # --- recovery and flicker, by simulation of the production recursion -----------------------------------

@@ -242,6 +242,112 @@ def test_wilson_refuses_impossible_counts(k: int, n: int, confidence: float, err
         wilson_interval(k, n, confidence)
 
 
+# --- both engines against a plain-Python count and scikit-learn (no code shared with evaluation.metrics) ---
+
+
+def plain_python_metrics(frame: pd.DataFrame, labels: list[str], confidence: float) -> dict[tuple, dict]:
+    """Every class_metrics field per (model_id, date, label), by walking the rows as dicts: the module docstring's
+    definitions written out with counters, and the Wilson bounds from the formula (:func:`wilson_by_hand`)."""
+    runs: dict[tuple, list[dict]] = {}
+    for record in frame.to_dict("records"):
+        runs.setdefault((record.get("model_id"), record.get("date")), []).append(record)
+    expected: dict[tuple, dict] = {}
+    for (model_id, date), records in runs.items():
+        for label in {r["label"] for r in records} | set(labels):
+            ok_truth = [r for r in records if r["status"] == "ok" and r["label"] == label]
+            n = len(ok_truth)
+            correct = sum(1 for r in ok_truth if r["pred"] == label)
+            fp = sum(1 for r in records if r["status"] == "ok" and r["pred"] == label and r["label"] != label)
+            fn = n - correct
+            wrong: dict[str, int] = {}
+            for r in ok_truth:
+                if r["pred"] != label:
+                    wrong[r["pred"]] = wrong.get(r["pred"], 0) + 1
+            low, high = (max(0.0, min(1.0, x)) for x in wilson_by_hand(correct, n, confidence)) if n else (None, None)
+            expected[(model_id, date, label)] = {
+                "n": n,
+                "correct": correct,
+                "failed": sum(1 for r in records if r["status"] == "failed" and r["label"] == label),
+                "accuracy": correct / n if n else None,
+                "ci_low": low,
+                "ci_high": high,
+                "tp": correct,
+                "fp": fp,
+                "fn": fn,
+                "precision": correct / (correct + fp) if correct + fp else None,
+                "recall": correct / n if n else None,
+                "f1": 2 * correct / (2 * correct + fp + fn) if correct + fp + fn else None,
+                "confusions": [{"pred": p, "count": k} for p, k in sorted(wrong.items(), key=lambda item: (-item[1], item[0]))],
+            }
+    return expected
+
+
+def _two_runs() -> tuple[pd.DataFrame, list[str]]:
+    return random_predictions(6, rows=600, classes=10, runs=2)
+
+
+def _no_run_key() -> tuple[pd.DataFrame, list[str]]:
+    frame, labels = random_predictions(7, rows=300, classes=6)
+    return frame.drop(columns=["model_id", "date"]), labels
+
+
+@pytest.mark.parametrize("engine", [pytest.param("spark", marks=pytest.mark.spark), "pandas"])
+@pytest.mark.parametrize("make", [_two_runs, _no_run_key], ids=["two-runs", "no-run-key"])
+def test_each_engine_equals_a_plain_python_count_of_the_same_predictions(request, engine: str, make) -> None:
+    frame, labels = make()
+    confidence = 0.9  # not the default: the level must reach the bounds
+    if engine == "spark":
+        rows = class_metrics_spark(request.getfixturevalue("spark"), frame, labels=labels, confidence=confidence)
+    else:
+        rows = class_metrics_pandas(frame, labels=labels, confidence=confidence)
+    expected = plain_python_metrics(frame, labels, confidence)
+
+    keys = [(r.get("model_id"), r.get("date"), r["label"]) for r in rows]
+    assert keys == sorted(expected, key=lambda k: (k[0] or "", k[1] or "", k[2]))  # one row per run and class, in order
+    # The cases that matter are present: failed rows, an all-failed class, a class with no row, labels never true.
+    assert any(e["failed"] and not e["n"] for e in expected.values()) and any(not e["n"] and not e["failed"] for e in expected.values())
+    assert any(c["pred"].startswith("ghost_") for e in expected.values() for c in e["confusions"])
+    for row, key in zip(rows, keys):
+        want = expected[key]
+        assert {k: row[k] for k in ("model_id", "date") if k in row} == {k: v for k, v in zip(("model_id", "date"), key) if v is not None}
+        assert list(row)[-len(METRIC_KEYS):] == list(METRIC_KEYS)
+        for name, value in want.items():
+            if isinstance(value, float):
+                assert row[name] == pytest.approx(value, rel=1e-12, abs=1e-12), (key, name)
+            else:
+                assert row[name] == value, (key, name)
+
+
+@pytest.mark.parametrize("engine", [pytest.param("spark", marks=pytest.mark.spark), "pandas"])
+def test_each_engine_agrees_with_sklearn_confusion_matrix_and_recall(request, engine: str) -> None:
+    from sklearn.metrics import confusion_matrix, recall_score
+
+    frame, labels = _two_runs()
+    if engine == "spark":
+        rows = class_metrics_spark(request.getfixturevalue("spark"), frame, labels=labels)
+    else:
+        rows = class_metrics_pandas(frame, labels=labels)
+    for (model_id, date), run in frame.groupby(["model_id", "date"]):
+        ok = run[run["status"] == "ok"]
+        universe = sorted(set(run["label"]) | set(ok["pred"]) | set(labels))
+        matrix = confusion_matrix(ok["label"].tolist(), ok["pred"].tolist(), labels=universe)
+        mine = {r["label"]: r for r in rows if (r["model_id"], r["date"]) == (model_id, date)}
+        assert set(mine) == set(run["label"]) | set(labels)
+        seen = [label for label in sorted(mine) if matrix[universe.index(label)].sum() > 0]
+        recalls = dict(zip(seen, recall_score(ok["label"].tolist(), ok["pred"].tolist(), labels=seen, average=None)))
+        for label, row in mine.items():
+            i = universe.index(label)
+            assert (row["n"], row["correct"], row["fp"]) == (matrix[i].sum(), matrix[i, i], matrix[:, i].sum() - matrix[i, i]), label
+            assert row["failed"] == int(((run["status"] == "failed") & (run["label"] == label)).sum()), label
+            assert {c["pred"]: c["count"] for c in row["confusions"]} == {
+                universe[k]: int(matrix[i, k]) for k in range(len(universe)) if k != i and matrix[i, k]
+            }, label
+            if label in recalls:
+                assert row["recall"] == pytest.approx(recalls[label], rel=1e-12) and row["accuracy"] == row["recall"]
+            else:
+                assert row["n"] == 0 and row["recall"] is None and row["accuracy"] is None
+
+
 # --- storing ------------------------------------------------------------------------------------
 
 

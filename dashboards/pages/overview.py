@@ -72,19 +72,21 @@ def overview_page(data: DashboardData, view: View) -> list[Any]:
     chosen = list(view.chosen) or None
     grain = view.grain()
     health = data.health(model_id, None, view.end, chosen)
-    # Pooling and the latest status are the expensive part of a page; they only change with the store.
+    # Pooling, the latest status and the ranking are the expensive part of a page; they only change with the store.
     key = (model_id, view.start, view.end, view.chosen, grain, view.level)
     status = data.memo(("status", *key), lambda: class_status(health, as_of=view.end))
     cells = data.memo(("cells", *key), lambda: pool_by_period(data.metrics(model_id, view.start, view.end, chosen), grain, view.level))
     range_accuracy = data.memo(("range_accuracy", *key), lambda: range_pooled_accuracy(data.metrics(model_id, view.start, view.end, chosen)))
-    ranked = rank_classes(status, range_accuracy, view.shown_labels, state.sort)
+    ranked = data.memo(("ranked", *key, state.sort), lambda: rank_classes(status, range_accuracy, view.shown_labels, state.sort))
+    has_health = data.memo(("has_health", *key), lambda: not data.health(model_id, view.start, view.end, chosen).empty or not status.empty)
     page, pages = clamp_page(state.page, len(ranked), PAGE_SIZE)
     page_labels = ranked[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
     periods = range_periods(view.start, view.end, grain)
     page_cells = cells[cells["label"].isin(page_labels)]
-    page_health = health[(health["label"].isin(page_labels)) & (health["date"] >= view.start)] if state.color == "verdict" else None
+    page_health = None
+    if state.color == "verdict":
+        page_health = data.health(model_id, view.start, view.end, page_labels) if page_labels else health.iloc[0:0]
     figure = heatmap_figure(page_cells, page_labels, periods, color=state.color, grain=grain, level=view.level, verdicts=page_health)
-    in_range = health[health["date"] >= view.start]
     controls = html.Div(
         [
             radio(ids.Q_COLOR, "Colour by", [("accuracy", "accuracy"), ("verdict", "verdict")], state.color),
@@ -122,5 +124,5 @@ def overview_page(data: DashboardData, view: View) -> list[Any]:
             ),
             dcc.Graph(id=ids.OVERVIEW_HEATMAP, figure=figure, config={"displayModeBar": False}),
         ),
-        flagged_list(status, view, has_health=not in_range.empty or not status.empty),
+        flagged_list(status, view, has_health=has_health),
     ]
