@@ -1,0 +1,278 @@
+"""A candidate model beside production, class by class: paired statistics on the same images, and a promotion verdict.
+
+Pure functions first (count tables in, a table and a verdict out); the counts come from Spark SQL
+(:func:`evaluation.metrics.paired_counts_spark`, or its pandas reference) and the reading of the
+predictions files from :func:`monitor.pipeline.compare_with`. The benchmark
+(``benchmarks/bench_compare.py``) drives these same functions.
+
+Per class, over the images both models predicted (``status == "ok"`` for both):
+
+- the paired table: ``both_right``, ``only_production`` (b), ``only_candidate`` (c), ``both_wrong``;
+- McNemar's exact test: under "equally accurate", ``c ~ Binomial(b + c, 1/2)``; the two-sided p-value is
+  :func:`scipy.stats.binomtest`'s, and the one-sided ``p_better`` (``c`` large) and ``p_worse`` (``b`` large)
+  drive the verdict. Only the discordant images carry evidence: the pairing removes the variance both
+  models share, which an unpaired two-proportion test on the same data keeps;
+- the accuracy difference ``(c - b) / n`` with the Agresti–Min interval (Wald on the table with 1/2 added
+  to each cell; Agresti & Min 2005, good coverage down to small n).
+
+The verdict, at level ``alpha``:
+
+- a class is **worse** when its Holm-adjusted ``p_worse`` (Holm over all classes) is below ``alpha`` and
+  its accuracy dropped by more than the non-inferiority margin. Holm, not a false-discovery rate: one class
+  declared worse rejects the candidate, so the error to bound is "any class wrongly declared worse"
+  (family-wise), and Holm bounds it under any dependence between classes, never less powerful than Bonferroni;
+- a flagged class is **improved** when its own ``p_better`` is below ``alpha``, unadjusted: "every flagged
+  class improved" is an intersection-union test, whose level is that of each test (no correction needed);
+- ``reject`` when a class is worse (naming them); ``promote`` when every flagged class improved and no class
+  is worse; otherwise ``insufficient_data``, with the days each pending class still needs at its observed
+  rate of discordant images and observed direction, for 80% power (exact binomial power).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from monitor.errors import DataError
+
+#: The paired count columns of one class, in table order (production first).
+COUNT_COLUMNS = ("both_right", "only_production", "only_candidate", "both_wrong")
+PROMOTE, REJECT, INSUFFICIENT = "promote", "reject", "insufficient_data"
+#: Power the "days still needed" estimate aims for.
+TARGET_POWER = 0.8
+
+
+# --- the tests, vectorised over classes ---------------------------------------------------------
+
+
+def mcnemar_exact_p(only_production: Sequence[int] | np.ndarray, only_candidate: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Two-sided exact McNemar p-values (``binomtest(c, b + c, 1/2)``); 1 where no pair is discordant.
+
+    Vectorised: with p = 1/2 the binomial is symmetric, so the two-sided p-value is twice the smaller tail.
+    """
+    b = np.asarray(only_production, dtype=np.int64)
+    c = np.asarray(only_candidate, dtype=np.int64)
+    m = b + c
+    low = np.minimum(b, c)
+    p = np.minimum(1.0, 2.0 * stats.binom.cdf(low, m, 0.5))
+    return np.where(m > 0, p, 1.0)
+
+
+def one_sided_p(successes: Sequence[int] | np.ndarray, discordant: Sequence[int] | np.ndarray) -> np.ndarray:
+    """``P(X >= successes)`` for ``X ~ Binomial(discordant, 1/2)``: ``binomtest(..., alternative="greater")``; 1 when none."""
+    k = np.asarray(successes, dtype=np.int64)
+    m = np.asarray(discordant, dtype=np.int64)
+    return np.where(m > 0, stats.binom.sf(k - 1, m, 0.5), 1.0)
+
+
+def paired_difference_ci(
+    counts: np.ndarray, confidence: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """Agresti–Min interval for ``candidate - production`` accuracy from ``counts`` (rows x the four :data:`COUNT_COLUMNS`)."""
+    table = np.asarray(counts, dtype=np.float64) + 0.5  # 1/2 in each cell (Agresti & Min 2005)
+    n = table.sum(axis=1)
+    b, c = table[:, 1], table[:, 2]
+    d = (c - b) / n
+    var = ((b + c) - (c - b) ** 2 / n) / n**2
+    z = stats.norm.ppf(0.5 + confidence / 2)
+    half = z * np.sqrt(np.maximum(var, 0.0))
+    return np.clip(d - half, -1.0, 1.0), np.clip(d + half, -1.0, 1.0)
+
+
+def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Holm step-down adjusted p-values (statsmodels ``multipletests(method="holm")``)."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(pvalues, dtype=np.float64)
+    if p.size == 0:
+        return p
+    return np.asarray(multipletests(p, method="holm")[1])
+
+
+def unpaired_p_worse(counts: np.ndarray) -> np.ndarray:
+    """One-sided two-proportion z-test of "candidate less accurate" ignoring the pairing (the benchmark's comparison).
+
+    Treats the two models' correct counts as two independent samples of ``n`` images each (pooled variance).
+    """
+    table = np.asarray(counts, dtype=np.float64)
+    n = table.sum(axis=1)
+    prod = (table[:, 0] + table[:, 1]) / np.maximum(n, 1)
+    cand = (table[:, 0] + table[:, 2]) / np.maximum(n, 1)
+    pooled = (prod + cand) / 2
+    se = np.sqrt(np.maximum(pooled * (1 - pooled) * 2 / np.maximum(n, 1), 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(se > 0, (prod - cand) / se, 0.0)
+    return np.asarray(stats.norm.sf(z))
+
+
+def discordant_needed(share_candidate: float, alpha: float, power: float = TARGET_POWER, limit: int = 100_000) -> int | None:
+    """Fewest discordant pairs for which the one-sided exact test at ``alpha`` rejects with ``power`` when ``c/(b+c)`` is ``share_candidate``.
+
+    None when the candidate is not ahead (``share_candidate <= 1/2``: no amount of such data shows an improvement)
+    or more than ``limit`` pairs would be needed.
+    """
+    if not share_candidate > 0.5:
+        return None
+    m = 1
+    while m <= limit:
+        # Critical count: the smallest k with P(X >= k | 1/2) <= alpha.
+        k = int(stats.binom.isf(alpha, m, 0.5)) + 1
+        if k <= m and stats.binom.sf(k - 1, m, share_candidate) >= power:
+            return m
+        m = m + 1 if m < 200 else int(m * 1.05) + 1
+    return None
+
+
+# --- the per-class table and the verdict ----------------------------------------------------------
+
+
+def compare_classes(
+    counts: pd.DataFrame,
+    *,
+    flagged: Iterable[str] = (),
+    alpha: float = 0.05,
+    margin: float = 0.0,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """The per-class comparison: ``counts`` (``label`` and :data:`COUNT_COLUMNS`) -> one row per class with the statistics.
+
+    Columns added: ``n``, ``production_accuracy``, ``candidate_accuracy``, ``difference`` (candidate minus
+    production), ``ci_low``/``ci_high`` (Agresti–Min), ``p_mcnemar`` (exact, two-sided), ``p_better``,
+    ``p_worse``, ``p_worse_holm``, ``flagged``, ``improved``, ``worse`` (see the module docstring).
+    """
+    missing = [c for c in ("label", *COUNT_COLUMNS) if c not in counts.columns]
+    if missing:
+        raise DataError(f"paired counts lack the column(s) {', '.join(missing)}")
+    if not 0.0 < alpha < 1.0:
+        raise DataError(f"alpha = {alpha} is not between 0 and 1")
+    table = counts[["label", *COUNT_COLUMNS]].sort_values("label").reset_index(drop=True).copy()
+    cells = table[list(COUNT_COLUMNS)].to_numpy(dtype=np.int64)
+    if (cells < 0).any():
+        raise DataError("paired counts must not be negative")
+    n = cells.sum(axis=1)
+    b, c = cells[:, 1], cells[:, 2]
+    wanted = set(flagged)
+    safe_n = np.maximum(n, 1)
+    table["n"] = n
+    table["production_accuracy"] = np.where(n > 0, (cells[:, 0] + b) / safe_n, np.nan)
+    table["candidate_accuracy"] = np.where(n > 0, (cells[:, 0] + c) / safe_n, np.nan)
+    table["difference"] = np.where(n > 0, (c - b) / safe_n, np.nan)
+    low, high = paired_difference_ci(cells, confidence)
+    table["ci_low"] = np.where(n > 0, low, np.nan)
+    table["ci_high"] = np.where(n > 0, high, np.nan)
+    table["p_mcnemar"] = mcnemar_exact_p(b, c)
+    table["p_better"] = one_sided_p(c, b + c)
+    table["p_worse"] = one_sided_p(b, b + c)
+    table["p_worse_holm"] = holm(table["p_worse"].to_numpy())
+    table["flagged"] = table["label"].isin(wanted)
+    table["improved"] = table["flagged"] & (table["p_better"] < alpha)
+    table["worse"] = (table["p_worse_holm"] < alpha) & (table["difference"] < -margin)
+    return table
+
+
+@dataclass
+class CompareVerdict:
+    """The promotion verdict and the evidence behind it (JSON-ready through :meth:`to_dict`)."""
+
+    verdict: str  # promote | reject | insufficient_data
+    reason: str  # one sentence a person can read
+    production: str
+    candidate: str
+    start: str
+    end: str
+    days: int
+    alpha: float
+    margin: float
+    multiplicity: str = "holm (family-wise, over all classes) for worse; each flagged class at alpha (intersection-union) for improved"
+    flagged: list[str] = field(default_factory=list)
+    improved: list[str] = field(default_factory=list)
+    worse: list[str] = field(default_factory=list)
+    pending: dict[str, int | None] = field(default_factory=dict)  # flagged class not yet improved -> more days needed (None: not ahead)
+    days_more: int | None = None  # for insufficient_data: the most any pending class needs (None: cannot tell)
+    classes: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def days_still_needed(only_production: int, only_candidate: int, days: int, alpha: float, power: float = TARGET_POWER) -> int | None:
+    """More days of data a class needs for its improvement to show, at its observed discordance rate and direction.
+
+    None when the candidate is not ahead on the class (or nothing is discordant yet): no rate to extrapolate.
+    """
+    discordant = only_production + only_candidate
+    if discordant == 0 or days <= 0:
+        return None
+    needed = discordant_needed(only_candidate / discordant, alpha, power)
+    if needed is None:
+        return None
+    per_day = discordant / days
+    return max(1, math.ceil(needed / per_day) - days)
+
+
+def judge(
+    table: pd.DataFrame,
+    *,
+    production: str,
+    candidate: str,
+    start: str,
+    end: str,
+    days: int,
+    alpha: float,
+    margin: float,
+    min_samples: int = 1,
+) -> CompareVerdict:
+    """The promotion verdict from :func:`compare_classes`' table (rules in the module docstring)."""
+    flagged = sorted(table.loc[table["flagged"], "label"])
+    improved = sorted(table.loc[table["improved"], "label"])
+    worse = sorted(table.loc[table["worse"], "label"])
+    base = dict(production=production, candidate=candidate, start=start, end=end, days=days, alpha=alpha, margin=margin,
+                flagged=flagged, improved=improved, worse=worse, classes=_records(table))  # fmt: skip
+    if worse:
+        drops = ", ".join(
+            f"{row.label} ({row.difference:+.3f}, {int(row.only_production)} vs {int(row.only_candidate)} discordant)"
+            for row in table[table["worse"]].itertuples()
+        )
+        return CompareVerdict(REJECT, f"{len(worse)} class(es) got significantly worse by more than {margin:.3f}: {drops}", **base)  # type: ignore[arg-type]
+    thin = sorted(table.loc[table["n"] < min_samples, "label"])
+    pending: dict[str, int | None] = {}
+    for row in table[table["flagged"] & ~table["improved"]].itertuples():
+        pending[str(row.label)] = days_still_needed(int(row.only_production), int(row.only_candidate), days, alpha)
+    if not pending and not thin:
+        what = f"all {len(flagged)} flagged class(es) improved significantly" if flagged else "no class was flagged"
+        return CompareVerdict(PROMOTE, f"{what} and no class is significantly worse by more than {margin:.3f}", **base)  # type: ignore[arg-type]
+    known = [d for d in pending.values() if d is not None]
+    days_more = max(known) if known and len(known) == len(pending) else None
+    parts = []
+    if pending:
+        shown = ", ".join(f"{label} ({'~' + str(d) + ' more days' if d is not None else 'not ahead yet'})" for label, d in pending.items())
+        parts.append(f"flagged class(es) not yet significantly better: {shown}")
+    if thin:
+        parts.append(f"{len(thin)} class(es) have fewer than {min_samples} paired images")
+        if not pending:
+            days_more = max(1, math.ceil(days * min_samples / max(1, int(table["n"].min()))) - days) if int(table["n"].min()) > 0 else None
+    return CompareVerdict(INSUFFICIENT, "; ".join(parts), pending=pending, days_more=days_more, **base)  # type: ignore[arg-type]
+
+
+def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """The table as JSON-ready dicts (NaN -> None, numpy scalars -> Python)."""
+    out: list[dict[str, Any]] = []
+    for record in table.to_dict(orient="records"):
+        clean: dict[str, Any] = {}
+        for key, value in record.items():
+            if isinstance(value, (np.bool_, bool)):
+                clean[key] = bool(value)
+            elif isinstance(value, (np.integer,)):
+                clean[key] = int(value)
+            elif isinstance(value, (float, np.floating)):
+                clean[key] = None if math.isnan(float(value)) else float(value)
+            else:
+                clean[key] = value
+        out.append(clean)
+    return out
