@@ -276,3 +276,28 @@ def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
                 clean[key] = value
         out.append(clean)
     return out
+
+
+def discordant_images(production: pd.DataFrame, candidate: pd.DataFrame, *, limit: int | None = None) -> pd.DataFrame:
+    """The images exactly one model got right (both ``ok``): ``date, image_path, label, production_pred, candidate_pred, right``.
+
+    ``right`` is ``"candidate"`` or ``"production"``; rows by label, then date and path; at most ``limit``.
+    """
+    columns = ["date", "image_path", "label", "pred", "status"]
+    left = production.loc[production["status"] == "ok", columns]
+    right = candidate.loc[candidate["status"] == "ok", columns]
+    merged = left.merge(right, on=["date", "image_path"], suffixes=("_p", "_c"))
+    production_right = merged["pred_p"] == merged["label_p"]
+    candidate_right = merged["pred_c"] == merged["label_c"]
+    merged = merged[production_right != candidate_right]
+    out = pd.DataFrame(
+        {
+            "date": merged["date"],
+            "image_path": merged["image_path"],
+            "label": merged["label_p"],
+            "production_pred": merged["pred_p"],
+            "candidate_pred": merged["pred_c"],
+            "right": np.where(merged["pred_c"] == merged["label_c"], "candidate", "production"),
+        }
+    ).sort_values(["label", "date", "image_path"], ignore_index=True)
+    return out if limit is None else out.head(limit)

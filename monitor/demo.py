@@ -41,6 +41,37 @@ ARRIVALS_PER_DAY = 12
 BASE_POOL_PER_CLASS = 30
 
 
+def build_candidate_model(base: Path, dest: Path, bias_shift: dict[str, float]) -> Path:
+    """A stand-in "retrained" model: a copy of ``base`` whose classifier biases move by ``bias_shift`` (label -> logits).
+
+    A positive shift makes the model say that label more often (it recovers images of a damaged class
+    that it took for others, at the cost of some false positives); a negative one makes it miss the
+    class. Deterministic: the same shifts give the same weights, hence the same model id.
+    """
+    from safetensors.torch import load_file, save_file
+
+    import json
+
+    config = json.loads((base / "config.json").read_text())
+    index = {label: int(i) for i, label in config["id2label"].items()}
+    unknown = sorted(set(bias_shift) - set(index))
+    if unknown:
+        raise ConfigError(f"labels {unknown} are not among the model {base.name}'s labels")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "preprocessor_config.json"):
+        shutil.copyfile(base / name, dest / name)
+    weights = load_file(str(base / "model.safetensors"))
+    bias_keys = [key for key in weights if key.startswith("classifier") and key.endswith("bias")]
+    if len(bias_keys) != 1:
+        raise ConfigError(f"{base} has no single classifier bias ({bias_keys})")
+    bias = weights[bias_keys[0]].clone()
+    for label, shift in bias_shift.items():
+        bias[index[label]] += float(shift)
+    weights[bias_keys[0]] = bias
+    save_file(weights, str(dest / "model.safetensors"), metadata={"format": "pt"})
+    return dest
+
+
 def _guard(settings: Settings) -> Path:
     """Refuse to touch anything the demo did not create."""
     data_dir = settings.data_dir
