@@ -133,8 +133,15 @@ def test_mcnemar_on_the_hand_table() -> None:
 
 
 def test_holm_equals_statsmodels_and_a_hand_example() -> None:
+    from statsmodels.stats.multitest import multipletests
+
     # Hand: p = (0.01, 0.04, 0.03) -> sorted 0.01*3, 0.03*2, 0.04*1 -> step-down maxima 0.03, 0.06, 0.06.
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    rng = np.random.default_rng(5)
+    for size in (1, 2, 7, 100):
+        p = np.concatenate([rng.uniform(size=size) ** 3, [0.5] * (size // 3)])  # ties included
+        assert holm(p) == pytest.approx(multipletests(p, method="holm")[1], abs=1e-12)
+    assert holm([]).size == 0
 
 
 def test_agresti_min_interval_by_hand_and_its_coverage_by_simulation() -> None:
