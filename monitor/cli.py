@@ -316,6 +316,10 @@ def demo(
         typer.Option(help="A moderate drop: damage only the share of the class's new images that brings its accuracy to about this (e.g. 0.8). Default: damage all (about 0.5).", min=0.0, max=1.0),
     ] = None,
     json_out: JsonOption = False,
+    candidate: Annotated[
+        bool,
+        typer.Option("--candidate", help="Also predict a stand-in retrained model every day: better on the degraded class, slightly worse on another (see `monitor compare`)."),
+    ] = False,
     source_only: Annotated[
         bool, typer.Option("--source-only", help="Only build the default image source (all held-out digits, dated 2026-01-01) and stop; set-up runs this.")
     ] = False,
@@ -337,7 +341,7 @@ def demo(
             dated = f", dated {built['dated']}" if built["dated"] else " (already there, left as it is)"
             out.print(f"Image source {built['source']}: {built['images']} images{dated}.")
         return
-    result = _run(lambda: run_demo(settings, days=days, drop_day=drop_day, degrade=degrade, drop_to=drop_to, progress=_progress()))
+    result = _run(lambda: run_demo(settings, days=days, drop_day=drop_day, degrade=degrade, drop_to=drop_to, candidate=candidate, progress=_progress()))
     if json_out:
         _print_json({k: v for k, v in result.items()})
         return
@@ -358,6 +362,8 @@ def demo(
             out.print(f"[bold red]{label}: needs retraining[/] since {day} ({result['days_to_flag'].get(label, '?')} days after the drop began)")
     else:
         out.print("[yellow]No class was flagged.[/]")
+    if result.get("candidate"):
+        out.print(f"Candidate {result['candidate']} was predicted beside production every day: `monitor compare --candidate {result['candidate']} --since {result['drop_date']}`.")
     out.print(f"Data in {settings.data_dir}; see it with `monitor dashboard`.")
 
 

@@ -1,9 +1,10 @@
 """A candidate model beside production, class by class: paired statistics on the same images, and a promotion verdict.
 
-Pure functions first (count tables in, a table and a verdict out); the counts come from Spark SQL
-(:func:`evaluation.metrics.paired_counts_spark`, or its pandas reference) and the reading of the
-predictions files from :func:`monitor.pipeline.compare_with`. The benchmark
-(``benchmarks/bench_compare.py``) drives these same functions.
+Pure functions first (count tables in, a table and a verdict out), the reading last
+(:func:`compare_candidate`: both models' stored predictions, production's flagged classes); the counts
+come from Spark SQL (:func:`evaluation.metrics.paired_counts_spark`, what :func:`monitor.pipeline.compare_with`
+passes) or its pandas reference (the dashboard). The benchmark (``benchmarks/bench_compare.py``) drives
+these same functions.
 
 Per class, over the images both models predicted (``status == "ok"`` for both):
 
@@ -31,21 +32,27 @@ The verdict, at level ``alpha``:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from monitor.errors import DataError
+from monitor.verdicts import Verdict
+
+if TYPE_CHECKING:
+    from monitor.settings import Settings
+    from monitor.storage import Store
 
 #: The paired count columns of one class, in table order (production first).
 COUNT_COLUMNS = ("both_right", "only_production", "only_candidate", "both_wrong")
 PROMOTE, REJECT, INSUFFICIENT = "promote", "reject", "insufficient_data"
 #: Power the "days still needed" estimate aims for.
 TARGET_POWER = 0.8
+NEEDS_RETRAINING = Verdict.NEEDS_RETRAINING
 
 
 # --- the tests, vectorised over classes ---------------------------------------------------------
@@ -306,3 +313,103 @@ def discordant_images(production: pd.DataFrame, candidate: pd.DataFrame, *, limi
         }
     ).sort_values(["label", "date", "image_path"], ignore_index=True)
     return out if limit is None else out.head(limit)
+
+
+# --- reading: the stored predictions of both models, the flagged classes, the whole comparison -------------
+
+#: ``counter(production, candidate, labels) -> paired count rows``: Spark SQL in the service, the pandas reference without a JVM.
+Counter = Callable[[pd.DataFrame, pd.DataFrame, Sequence[str]], list[dict[str, Any]]]
+
+
+def candidate_ids(settings: Settings) -> list[str]:
+    """The model ids of the candidates with stored predictions (``predictions/candidates/<id>/``), sorted."""
+    from evaluation.predictions import read_predictions
+
+    root = settings.predictions_dir / "candidates"
+    ids = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        files = sorted(folder.glob("*.parquet"))
+        if files:
+            frame = read_predictions(files[-1])
+            ids.append(str(frame["model_id"].iloc[0]) if len(frame) else folder.name)
+    return ids
+
+
+def resolve_candidate(settings: Settings, candidate: str) -> str:
+    """The candidate model id that ``candidate`` names: a full id (``name@checksum``) or a name only one stored candidate has."""
+    from monitor.settings import safe_name
+
+    known = candidate_ids(settings)
+    exact = [m for m in known if m == candidate or safe_name(m) == candidate]
+    found = exact or [m for m in known if m.split("@")[0] == candidate]
+    if len(found) == 1:
+        return found[0]
+    if not known:
+        raise DataError(
+            f"no candidate has predictions under {settings.predictions_dir / 'candidates'}: add one "
+            "(MONITOR_CANDIDATE_MODEL_DIRS or `monitor candidate add DIR`) and run `monitor evaluate`"
+        )
+    if not found:
+        raise DataError(f"no candidate {candidate!r} has predictions; known: {', '.join(known)}")
+    raise DataError(f"{candidate!r} names several candidates ({', '.join(found)}); give the full model id")
+
+
+def paired_predictions(settings: Settings, candidate: str, since: str | None, until: str) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Production's and the candidate's predictions on the days both have from ``since`` to ``until``, and those days."""
+    from evaluation.predictions import read_predictions
+
+    folder = settings.candidate_predictions_file(until, candidate).parent
+    days = sorted(p.stem for p in folder.glob("*.parquet") if (since is None or p.stem >= since) and p.stem <= until)
+    days = [day for day in days if settings.predictions_file(day).is_file()]
+    if not days:
+        raise DataError(f"candidate {candidate} and production have no predictions of the same day between {since or 'the start'} and {until}")
+    production = pd.concat([read_predictions(settings.predictions_file(day)) for day in days], ignore_index=True)
+    ours = pd.concat([read_predictions(settings.candidate_predictions_file(day, candidate)) for day in days], ignore_index=True)
+    models = sorted(production["model_id"].unique())
+    if len(models) != 1:
+        raise DataError(f"production changed model between {days[0]} and {days[-1]} ({', '.join(models)}); compare from the day of the last change with --since")
+    return production, ours, days
+
+
+def compare_candidate(
+    settings: Settings,
+    store: Store,
+    candidate: str,
+    *,
+    since: str | None = None,
+    until: str,
+    counter: Counter | None = None,
+    flagged: list[str] | None = None,
+    gallery: int = 0,
+) -> dict[str, Any]:
+    """The whole comparison of ``candidate`` with production over ``since..until`` (default: from its first day), as a JSON-ready dict.
+
+    ``flagged``: the classes the candidate must fix; by default those production's latest verdicts on or before
+    ``until`` flag (``needs_retraining``). ``counter`` computes the paired counts (default: the pandas reference,
+    :func:`evaluation.metrics.paired_counts_pandas`; the pipeline passes Spark SQL). ``gallery``: how many
+    discordant images to add (``discordant``). The verdict's fields are :class:`CompareVerdict`'s, plus ``unpaired``.
+    """
+    import datetime as dt
+
+    from evaluation.metrics import paired_counts_pandas
+
+    model = resolve_candidate(settings, candidate)
+    production, ours, days = paired_predictions(settings, model, since, until)
+    production_id = str(production["model_id"].iloc[0])
+    labels = sorted(set(production["label"]) | set(ours["label"]))
+    if flagged is None:
+        after = (dt.date.fromisoformat(until) + dt.timedelta(days=1)).isoformat()
+        latest = store.latest_rows_before("class_health", production_id, after, labels)
+        flagged = sorted(label for label, row in latest.items() if row.get("verdict") == NEEDS_RETRAINING)
+    counts = (counter or (lambda p, c, ls: paired_counts_pandas(p, c, labels=ls)))(production, ours, labels)
+    table = compare_classes(
+        pd.DataFrame(counts), flagged=flagged, alpha=settings.compare_alpha, margin=settings.noninferiority_margin, confidence=settings.confidence_level
+    )
+    verdict = judge(
+        table, production=production_id, candidate=model, start=days[0], end=days[-1], days=len(days),
+        alpha=settings.compare_alpha, margin=settings.noninferiority_margin, min_samples=settings.min_samples,
+    ).to_dict()  # fmt: skip
+    verdict["unpaired"] = {row["label"]: row["unpaired"] for row in counts if row["unpaired"]}
+    if gallery:
+        verdict["discordant"] = discordant_images(production, ours, limit=gallery).to_dict(orient="records")
+    return verdict

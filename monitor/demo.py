@@ -41,6 +41,12 @@ ARRIVALS_PER_DAY = 12
 BASE_POOL_PER_CLASS = 30
 
 
+#: The demo candidate's classifier-bias shifts: + on the degraded class (it reads most damaged images again),
+#: - on CANDIDATE_WORSE (it now misses some of that class); and that class.
+CANDIDATE_SHIFT = (2.0, -1.5)
+CANDIDATE_WORSE = "three"
+
+
 def build_candidate_model(base: Path, dest: Path, bias_shift: dict[str, float]) -> Path:
     """A stand-in "retrained" model: a copy of ``base`` whose classifier biases move by ``bias_shift`` (label -> logits).
 
@@ -90,7 +96,7 @@ def _guard(settings: Settings) -> Path:
 
 
 def _reset(settings: Settings) -> None:
-    for name in ("source", "store", "samples", "predictions"):
+    for name in ("source", "store", "samples", "predictions", "models"):
         shutil.rmtree(settings.data_dir / name, ignore_errors=True)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     (settings.data_dir / MARKER).write_text("created by `monitor demo`; the demo may delete this folder's data\n")
@@ -232,9 +238,14 @@ def run_demo(
     degrade: str = "eight",
     drop_to: float | None = None,
     end: dt.date | None = None,
+    candidate: bool = False,
     progress: ProgressFactory = no_progress,
 ) -> dict[str, Any]:
     """Simulate ``days`` days ending at ``end`` (today, UTC) and evaluate each; returns what happened.
+
+    ``candidate``: also predict, every day, a stand-in retrained model (:data:`CANDIDATE_SHIFT`, built by
+    :func:`build_candidate_model` under ``<data_dir>/models``): better on the degraded class, slightly worse on
+    ``CANDIDATE_WORSE``, so that ``monitor compare`` and the dashboard's comparison page show both.
 
     ``drop_day`` (1-based, default 60% into the run) is the first day whose arrivals of class
     ``degrade`` are damaged: all of them, or with ``drop_to`` the share that brings the class's
@@ -269,6 +280,14 @@ def run_demo(
     daily: list[dict[str, Any]] = []
     result: dict[str, Any] = {}
     with open_store(demo_settings) as store, progress("demo days", days) as advance:
+        candidate_id = None
+        if candidate:
+            from evaluation.model import model_identity
+
+            worse = CANDIDATE_WORSE if CANDIDATE_WORSE != degrade else "nine"
+            built = build_candidate_model(settings.model_dir, settings.data_dir / "models" / "digits-candidate", {degrade: CANDIDATE_SHIFT[0], worse: CANDIDATE_SHIFT[1]})
+            candidate_id = model_identity(built)
+            store.add_candidate(str(built), model_id=candidate_id, added_at=dt.datetime.now(dt.timezone.utc))
         for offset in range(days):
             day = first + dt.timedelta(days=offset)
             write_arrivals(
@@ -302,4 +321,5 @@ def run_demo(
         "health": result["health"],
         "daily": daily,
         "model": result["model"],
+        "candidate": candidate_id,
     }

@@ -439,56 +439,6 @@ def list_candidates(settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
-def candidate_ids(settings: Settings) -> list[str]:
-    """The model ids of the candidates with stored predictions, sorted."""
-    from evaluation.predictions import read_predictions
-
-    root = settings.predictions_dir / "candidates"
-    ids = []
-    for folder in sorted(root.iterdir()) if root.is_dir() else []:
-        files = sorted(folder.glob("*.parquet"))
-        if files:
-            frame = read_predictions(files[-1])
-            ids.append(str(frame["model_id"].iloc[0]) if len(frame) else folder.name)
-    return ids
-
-
-def resolve_candidate(settings: Settings, candidate: str) -> str:
-    """The candidate model id that ``candidate`` names: a full id (``name@checksum``) or a name with one stored candidate."""
-    from monitor.settings import safe_name
-
-    known = candidate_ids(settings)
-    exact = [m for m in known if m == candidate or safe_name(m) == candidate]
-    by_name = [m for m in known if m.split("@")[0] == candidate]
-    found = exact or by_name
-    if len(found) == 1:
-        return found[0]
-    if not known:
-        raise DataError(f"no candidate has predictions under {settings.predictions_dir / 'candidates'}: add one (MONITOR_CANDIDATE_MODEL_DIRS or `monitor candidate add DIR`) and run `monitor evaluate`")
-    if not found:
-        raise DataError(f"no candidate {candidate!r} has predictions; known: {', '.join(known)}")
-    raise DataError(f"{candidate!r} names several candidates ({', '.join(found)}); give the full model id")
-
-
-def _paired_frames(settings: Settings, candidate: str, since: str | None, until: str) -> tuple[Any, Any, list[str]]:
-    """Production's and the candidate's predictions on the dates both have, from ``since`` to ``until``."""
-    import pandas as pd
-
-    from evaluation.predictions import read_predictions
-
-    folder = settings.candidate_predictions_file(until, candidate).parent
-    days = sorted(p.stem for p in folder.glob("*.parquet") if (since is None or p.stem >= since) and p.stem <= until)
-    days = [day for day in days if settings.predictions_file(day).is_file()]
-    if not days:
-        raise DataError(f"candidate {candidate} and production have no predictions of the same day between {since or 'the start'} and {until}")
-    production = pd.concat([read_predictions(settings.predictions_file(day)) for day in days], ignore_index=True)
-    ours = pd.concat([read_predictions(settings.candidate_predictions_file(day, candidate)) for day in days], ignore_index=True)
-    models = sorted(production["model_id"].unique())
-    if len(models) != 1:
-        raise DataError(f"production changed model between {days[0]} and {days[-1]} ({', '.join(models)}); compare from the day of the last change with --since")
-    return production, ours, days
-
-
 def compare_with(
     settings: Settings,
     store: Store,
@@ -501,42 +451,17 @@ def compare_with(
     flagged: list[str] | None = None,
     gallery: int = 0,
 ) -> dict[str, Any]:
-    """The candidate beside production over ``since..until``: per-class paired statistics and the promotion verdict.
+    """The candidate beside production over ``since..until``: :func:`monitor.compare.compare_candidate` with Spark SQL counts by default."""
+    from monitor.compare import compare_candidate
 
-    ``flagged``: the classes the candidate must fix; by default those production's latest verdicts on or
-    before ``until`` flag (``needs_retraining``). ``engine``: ``spark`` (Spark SQL counts) or ``pandas``
-    (the reference, no JVM: the dashboard). ``gallery``: how many discordant images to return beside.
-    """
-    from evaluation.metrics import paired_counts_pandas, paired_counts_spark
-    from monitor.compare import compare_classes, discordant_images, judge
-
-    model = resolve_candidate(settings, candidate)
-    production, ours, days = _paired_frames(settings, model, since, until)
-    production_id = str(production["model_id"].iloc[0])
-    labels = sorted(set(production["label"]) | set(ours["label"]))
-    if flagged is None:
-        latest = store.latest_rows_before("class_health", production_id, (dt.date.fromisoformat(until) + dt.timedelta(days=1)).isoformat(), labels)
-        flagged = sorted(label for label, row in latest.items() if row.get("verdict") == Verdict.NEEDS_RETRAINING)
+    counter = None
     if engine == "spark":
+        from evaluation.metrics import paired_counts_spark
         from evaluation.spark import get_spark
 
-        counts = paired_counts_spark(spark or get_spark(settings.spark_master, settings.spark_conf), production, ours, labels=labels)
-    else:
-        counts = paired_counts_pandas(production, ours, labels=labels)
-    import pandas as pd
-
-    table = compare_classes(
-        pd.DataFrame(counts), flagged=flagged, alpha=settings.compare_alpha, margin=settings.noninferiority_margin, confidence=settings.confidence_level
-    )
-    unpaired = {row["label"]: row["unpaired"] for row in counts if row["unpaired"]}
-    verdict = judge(
-        table, production=production_id, candidate=model, start=days[0], end=days[-1], days=len(days),
-        alpha=settings.compare_alpha, margin=settings.noninferiority_margin, min_samples=settings.min_samples,
-    ).to_dict()  # fmt: skip
-    verdict["unpaired"] = unpaired
-    if gallery:
-        verdict["discordant"] = discordant_images(production, ours, limit=gallery).to_dict(orient="records")
-    return verdict
+        session = spark or get_spark(settings.spark_master, settings.spark_conf)
+        counter = lambda production, candidate, labels: paired_counts_spark(session, production, candidate, labels=labels)  # noqa: E731
+    return compare_candidate(settings, store, candidate, since=since, until=until, counter=counter, flagged=flagged, gallery=gallery)
 
 
 def run_compare(settings: Settings, date: str, *, candidate: str | None = None, since: str | None = None, engine: str = "spark") -> dict[str, Any]:
@@ -545,7 +470,7 @@ def run_compare(settings: Settings, date: str, *, candidate: str | None = None, 
     ``since`` defaults to the candidate's first day of predictions. Returns ``{"date", "comparisons": [...], "ready": [ids]}``:
     each comparison is the verdict without its per-class rows; ``ready`` lists the candidates whose verdict is ``promote``.
     """
-    from monitor.compare import PROMOTE
+    from monitor.compare import PROMOTE, candidate_ids
 
     ctx = RunContext.for_date(settings, date)
     names = [candidate] if candidate else [m for m in candidate_ids(settings) if settings.candidate_predictions_file(ctx.day, m).is_file()]
