@@ -293,7 +293,8 @@ def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
 def discordant_images(production: pd.DataFrame, candidate: pd.DataFrame, *, limit: int | None = None) -> pd.DataFrame:
     """The images exactly one model got right (both ``ok``): ``date, image_path, label, production_pred, candidate_pred, right``.
 
-    ``right`` is ``"candidate"`` or ``"production"``; rows by label, then date and path; at most ``limit``.
+    ``right`` is ``"candidate"`` or ``"production"``. Rows take the classes in turn (each class's first image, then
+    each one's second, ...; within a class by date and path), so that the first ``limit`` show every class.
     """
     columns = ["date", "image_path", "label", "pred", "status"]
     left = production.loc[production["status"] == "ok", columns]
@@ -312,6 +313,7 @@ def discordant_images(production: pd.DataFrame, candidate: pd.DataFrame, *, limi
             "right": np.where(merged["pred_c"] == merged["label_c"], "candidate", "production"),
         }
     ).sort_values(["label", "date", "image_path"], ignore_index=True)
+    out = out.assign(_turn=out.groupby("label").cumcount()).sort_values(["_turn", "label"], kind="stable", ignore_index=True).drop(columns="_turn")
     return out if limit is None else out.head(limit)
 
 

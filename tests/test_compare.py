@@ -228,3 +228,16 @@ def test_thin_classes_keep_the_verdict_at_insufficient_data() -> None:
 def test_compare_refuses_a_table_without_the_counts() -> None:
     with pytest.raises(DataError, match="only_candidate"):
         compare_classes(pd.DataFrame({"label": ["a"], "both_right": [1], "only_production": [0], "both_wrong": [0]}))
+
+
+def test_discordant_images_are_the_pairs_one_model_got_right_taking_the_classes_in_turn() -> None:
+    from monitor.compare import discordant_images
+
+    production, candidate = _hand_pair()
+    frame = discordant_images(production, candidate)
+    # By hand: a/3 (production right), a/4 and a/5 (candidate right), b/1 (candidate right); b/2 failed for production.
+    assert frame[["image_path", "right"]].values.tolist() == [
+        ["a/3.png", "production"], ["b/1.png", "candidate"], ["a/4.png", "candidate"], ["a/5.png", "candidate"],
+    ]  # fmt: skip
+    assert frame.iloc[0][["production_pred", "candidate_pred"]].tolist() == ["a", "c"]
+    assert len(discordant_images(production, candidate, limit=2)) == 2
