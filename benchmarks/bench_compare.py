@@ -206,6 +206,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-cost", action="store_true")
+    parser.add_argument("--only-cost", action="store_true", help="measure the cost only (no simulation)")
     parser.add_argument("--quick", action="store_true", help="300 runs per case, 500 images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -213,12 +214,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.quick:
         args.runs, args.images = min(args.runs, 300), min(args.images, 500)
     started = time.perf_counter()
-    result: dict[str, Any] = {"calibration": calibration(args, args.margin)}
+    result: dict[str, Any] = {} if args.only_cost else {"calibration": calibration(args, args.margin)}
     if not args.skip_cost:
         result["cost"] = cost(args)
     result["seconds"] = time.perf_counter() - started
     checks = {}
-    for rho, figures in result["calibration"]["by_rho"].items():
+    for rho, figures in result.get("calibration", {"by_rho": {}})["by_rho"].items():
         checks[f"false_worse_fwer@rho={rho}"] = figures["false_worse_fwer"] <= GOALS["false_worse_fwer"][1]
         checks[f"power_improved_14d@rho={rho}"] = figures["power_improved_14d"] >= GOALS["power_improved_14d"][1]
     if "cost" in result:
@@ -227,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
     else:
-        cal = result["calibration"]
+        cal = result.get("calibration", {"classes": "-", "per_day": "-", "runs": 0, "alpha": "-", "margin": "-", "by_rho": {}})
         print(f"{cal['classes']} classes, {cal['per_day']} images/class/day, {cal['runs']} runs per case, alpha {cal['alpha']}, margin {cal['margin']}")
         print(
             f"{'rho':>5} {'FWER worse':>11} {'(margin 0)':>11} {'unpaired':>9} {'false promote':>14} {'power 14d':>10} {'unpaired':>9} {'promote 14d':>12}"
