@@ -19,7 +19,8 @@ otherwise independent ones; per-class production accuracies are spread over [0.8
 Cost (not with ``--skip-cost``): the shipped model predicts N in-memory digit images alone, then with
 itself as a candidate (:func:`evaluation.predict.predict_images_multi`, one fetch and decode), and the
 candidate's model-only time (forward passes over already prepared pixel values), each the best of
-``--repeats`` interleaved runs; goal: the candidate adds <= 1.2x its model-only time.
+``--repeats`` interleaved runs, torch on ``--threads`` intra-op threads (1 by default: see :func:`cost`);
+goal: the candidate adds <= 1.2x its model-only time.
 
     .venv/bin/python benchmarks/bench_compare.py            # 2,000 runs per case, 2,000 images
     .venv/bin/python benchmarks/bench_compare.py --quick    # 300 runs, 500 images; well under a minute
@@ -137,7 +138,9 @@ def cost(args: argparse.Namespace) -> dict[str, Any]:
     from evaluation.preprocessing import processor_pixel_values
     from monitor.digits import LABELS, digit_to_pil, load_digits_images
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    # One intra-op thread by default: on a small shared box, torch's OpenMP threads spin against the decode threads
+    # and other users' work, and the same forward pass then takes anywhere from 1x to 50x its time between repeats.
+    torch.set_num_threads(args.threads)
     from monitor.settings import SHIPPED_MODEL_DIR
 
     production = load_model(SHIPPED_MODEL_DIR, "cpu")
@@ -177,6 +180,7 @@ def cost(args: argparse.Namespace) -> dict[str, Any]:
     added = med["both"] - med["alone"]
     return {
         "images": args.images,
+        "threads": args.threads,
         "batch_size": args.batch_size,
         "repeats": args.repeats,
         "seconds_production_alone": med["alone"],
@@ -207,7 +211,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--margin", type=float, default=settings.noninferiority_margin)
     parser.add_argument("--images", type=int, default=2000, help="images in the cost measurement")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads in the cost measurement")
     parser.add_argument("--skip-cost", action="store_true")
     parser.add_argument("--only-cost", action="store_true", help="measure the cost only (no simulation)")
     parser.add_argument("--quick", action="store_true", help="300 runs per case, 500 images")
