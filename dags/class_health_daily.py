@@ -1,4 +1,5 @@
-"""Airflow DAG ``class_health_daily``: index -> sample -> predict -> metrics -> health -> publish the classes that need retraining.
+"""Airflow DAG ``class_health_daily``: index -> sample -> predict -> metrics -> health -> publish the classes that need retraining,
+and compare the candidate models with production (publishing those ready for promotion).
 
 Wiring only: every task builds the settings and calls one stage of :mod:`monitor.pipeline` for the
 run's date (``{{ ds }}``). Each stage is idempotent for its date, so retries, re-runs and backfills
@@ -57,6 +58,10 @@ log = logging.getLogger(DAG_ID)
 #: Published when, on a date, at least one class needs retraining; a retraining DAG schedules on it.
 #: Event extra: ``{"date", "model_id", "flagged": [labels], "verdicts": {label: verdict}, "new_alerts"}``.
 NEEDS_RETRAINING = Asset(name="class_health_needs_retraining", group="class_health")
+#: Published when a candidate model's comparison with production says ``promote`` (every flagged class
+#: significantly better, none worse); a deployment DAG schedules on it.
+#: Event extra: ``{"date", "production", "ready": [candidate ids], "comparisons": [{candidate, verdict, reason, improved, worse, start, end, days}]}``.
+CANDIDATE_READY = Asset(name="candidate_ready_for_promotion", group="class_health")
 
 # Errors that a retry cannot fix fail the task at once; an unreachable bucket or MongoDB is retried
 # with back-off. Dotted paths keep the monitor package out of the parse.
@@ -176,6 +181,12 @@ def already_published(events: Iterable[Any], extra: Mapping[str, Any]) -> bool:
     )
 
 
+def already_announced(events: Iterable[Any], extra: Mapping[str, Any]) -> bool:
+    """Whether an earlier event already announced the same ready candidates for the same date."""
+    key = (extra["date"], sorted(extra["ready"]))
+    return any((event.extra.get("date"), sorted(event.extra.get("ready") or [])) == key for event in events)
+
+
 # --- the DAG --------------------------------------------------------------------------------------------
 
 
@@ -263,10 +274,44 @@ def class_health_daily() -> None:
         log.info("published %s: %s need retraining on %s", NEEDS_RETRAINING.name, extra["flagged"], extra["date"])
         return extra
 
+    @task(task_id="compare_candidates", inlets=[CANDIDATE_READY], outlets=[CANDIDATE_READY])
+    def compare_candidates(verdicts: dict[str, Any]) -> dict[str, Any]:
+        """Each candidate beside production up to the date (paired, per class); CANDIDATE_READY for those to promote.
+
+        Runs after health, so that the classes a candidate must fix are the date's flagged ones.
+        Skipped when no candidate predicted the date or none is ready.
+        """
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from monitor.pipeline import run_compare
+
+        context = get_current_context()
+        date = run_date(context)
+        result = _run_stage("compare_candidates", lambda settings: run_compare(settings, date))
+        if not result["comparisons"]:
+            raise AirflowSkipException(f"no candidate model predicted {date}")
+        if not result["ready"]:
+            raise AirflowSkipException(
+                "no candidate is ready: " + "; ".join(f"{c['candidate']}: {c['verdict']} ({c['reason']})" for c in result["comparisons"])
+            )
+        keep = ("candidate", "verdict", "reason", "improved", "worse", "flagged", "start", "end", "days")
+        extra = {
+            "date": date,
+            "production": verdicts["model_id"],
+            "ready": list(result["ready"]),
+            "comparisons": [{k: c[k] for k in keep} for c in result["comparisons"]],
+        }
+        if already_announced(context["inlet_events"][CANDIDATE_READY], extra):
+            raise AirflowSkipException(f"{extra['ready']} on {date} were already announced")
+        context["outlet_events"][CANDIDATE_READY].extra = extra
+        log.info("published %s: %s ready for promotion on %s", CANDIDATE_READY.name, extra["ready"], date)
+        return extra
+
     measured = metrics()
     verdicts = health(measured)
     chain(index(), sample(), predict(), measured)
     publish_retraining(verdicts)
+    compare_candidates(verdicts)
 
 
 class_health_daily()

@@ -307,6 +307,26 @@ class DashboardData:
         day = iso_date(date)
         return list(self._cached(("runs", day), lambda store: store.runs_on(day)))
 
+    # --- candidate models -------------------------------------------------------------------------
+
+    def candidates(self) -> list[str]:
+        """The candidate model ids with stored predictions (``monitor.compare.candidate_ids``)."""
+        from monitor.compare import candidate_ids
+
+        return list(self.memo(("candidates",), lambda: candidate_ids(self.settings)))
+
+    def comparison(self, candidate: str, start: str | None, end: str, gallery: int = 48) -> dict[str, Any]:
+        """The candidate beside production over ``start..end``: the verdict, per-class rows and discordant images.
+
+        Counted with the pandas reference (no JVM in the dashboard); the same rows as ``monitor compare``'s Spark SQL.
+        """
+        from monitor.compare import compare_candidate
+
+        def compute(store: Store) -> dict[str, Any]:
+            return compare_candidate(self.settings, store, candidate, since=start, until=end, gallery=gallery)
+
+        return dict(self._cached(("comparison", candidate, start, end, gallery), compute))
+
     # --- prediction files and thumbnails --------------------------------------------------------
 
     def prediction_dates(self) -> list[str]:

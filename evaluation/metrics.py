@@ -338,3 +338,154 @@ def class_metrics_pandas(
             )
     records.sort(key=lambda r: (r["model_id"] or "", r["date"] or "", r["label"]))
     return _finish(records, confidence, source="the predictions")
+
+
+# --- paired counts: production and a candidate on the same images ------------------------------
+
+#: Columns the paired counts read from each model's predictions.
+PAIRED_INPUT_COLUMNS = ("date", "image_path", "label", "pred", "status")
+_PAIRED_SCHEMA = "date string, image_path string, label string, pred string, status string"
+#: Keys of one paired-count row: the label, the four cells of the 2x2 table (production first), and the
+#: images only one model could predict (a fetch or decode failure is shared; only a crash between the two differs).
+PAIRED_KEYS = ("label", "both_right", "only_production", "only_candidate", "both_wrong", "unpaired")
+
+# One row per image predicted ok by both models (joined on date and path); the truth is production's,
+# and a pair whose truths disagree is counted apart so the caller can refuse it.
+PAIRED_COUNTS_SQL = """
+WITH pairs AS (
+    SELECT p.label AS label,
+           p.pred = p.label AS production_right,
+           c.pred = c.label AS candidate_right,
+           p.label <> c.label AS mismatch
+    FROM IDENTIFIER(:production_view) p
+    JOIN IDENTIFIER(:candidate_view) c ON p.date = c.date AND p.image_path = c.image_path
+    WHERE p.status = :ok AND c.status = :ok
+),
+paired AS (
+    SELECT label,
+           SUM(CASE WHEN production_right AND candidate_right THEN 1 ELSE 0 END) AS both_right,
+           SUM(CASE WHEN production_right AND NOT candidate_right THEN 1 ELSE 0 END) AS only_production,
+           SUM(CASE WHEN NOT production_right AND candidate_right THEN 1 ELSE 0 END) AS only_candidate,
+           SUM(CASE WHEN NOT production_right AND NOT candidate_right THEN 1 ELSE 0 END) AS both_wrong,
+           SUM(CASE WHEN mismatch THEN 1 ELSE 0 END) AS mismatched
+    FROM pairs
+    GROUP BY label
+),
+ok_rows AS (
+    SELECT date, image_path, label FROM IDENTIFIER(:production_view) WHERE status = :ok
+    UNION ALL
+    SELECT date, image_path, label FROM IDENTIFIER(:candidate_view) WHERE status = :ok
+),
+singles AS (
+    -- An image predicted ok by one model only: it appears once among both models' ok rows.
+    SELECT label, COUNT(*) AS unpaired FROM (
+        SELECT date, image_path, first(label) AS label FROM ok_rows GROUP BY date, image_path HAVING COUNT(*) = 1
+    ) GROUP BY label
+),
+classes AS (
+    SELECT label FROM paired UNION SELECT label FROM singles UNION SELECT label FROM IDENTIFIER(:labels_view)
+)
+SELECT k.label,
+       COALESCE(p.both_right, 0) AS both_right,
+       COALESCE(p.only_production, 0) AS only_production,
+       COALESCE(p.only_candidate, 0) AS only_candidate,
+       COALESCE(p.both_wrong, 0) AS both_wrong,
+       COALESCE(s.unpaired, 0) AS unpaired,
+       COALESCE(p.mismatched, 0) AS mismatched
+FROM classes k
+LEFT JOIN paired p ON p.label = k.label
+LEFT JOIN singles s ON s.label = k.label
+ORDER BY k.label
+"""
+
+
+def _paired_input(frame: "pd.DataFrame", which: str) -> "pd.DataFrame":
+    """The :data:`PAIRED_INPUT_COLUMNS` of one model's predictions, checked: strings, one row per (date, image)."""
+    import pandas as pd
+
+    missing = [c for c in PAIRED_INPUT_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(f"the {which} predictions lack the column(s) {', '.join(missing)}")
+    out = pd.DataFrame({c: frame[c].astype(object).where(frame[c].notna(), None) for c in PAIRED_INPUT_COLUMNS}).reset_index(drop=True)
+    duplicated = out.duplicated(["date", "image_path"])
+    if duplicated.any():
+        first = out[duplicated].iloc[0]
+        raise DataError(f"the {which} predictions hold {first['image_path']} twice on {first['date']}")
+    return out
+
+
+def _paired_finish(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    mismatched = {r["label"]: r["mismatched"] for r in records if r.get("mismatched")}
+    if mismatched:
+        raise DataError(f"production and candidate predictions disagree on the truth label of some images (per label: {dict(sorted(mismatched.items())[:5])})")
+    return [{key: (record[key] if key == "label" else int(record[key])) for key in PAIRED_KEYS} for record in records]
+
+
+def paired_counts_spark(
+    spark: "SparkSession", production: "pd.DataFrame", candidate: "pd.DataFrame", *, labels: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """Per class, the paired 2x2 counts of two models on the same images, with Spark SQL.
+
+    ``production`` and ``candidate`` are predictions tables (any dates); rows pair on ``(date, image_path)``
+    and count only when both are ``ok``. Returns one dict per class (every truth label seen, plus ``labels``),
+    sorted by label, keyed :data:`PAIRED_KEYS`. :class:`DataError` when an image repeats within one model's
+    rows or the two tables disagree on an image's truth label.
+    """
+    from py4j.protocol import Py4JError
+    from pyspark.errors import PySparkException
+
+    left, right = _paired_input(production, "production"), _paired_input(candidate, "candidate")
+    tag = uuid.uuid4().hex
+    production_view, candidate_view, labels_view = (f"chm_{name}_{tag}" for name in ("production", "candidate", "labels"))
+    spark.createDataFrame(left, _PAIRED_SCHEMA).createOrReplaceTempView(production_view)
+    spark.createDataFrame(right, _PAIRED_SCHEMA).createOrReplaceTempView(candidate_view)
+    spark.createDataFrame([(label,) for label in _label_list(labels)], "label string").createOrReplaceTempView(labels_view)
+    try:
+        result = spark.sql(
+            PAIRED_COUNTS_SQL,
+            args={"production_view": production_view, "candidate_view": candidate_view, "labels_view": labels_view, "ok": STATUS_OK},
+        ).collect()
+    except (PySparkException, Py4JError) as exc:
+        raise SparkError(f"the Spark paired-counts query failed: {(str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]}") from exc
+    finally:
+        for view in (production_view, candidate_view, labels_view):
+            spark.catalog.dropTempView(view)
+    return _paired_finish([row.asDict() for row in result])
+
+
+def paired_counts_pandas(production: "pd.DataFrame", candidate: "pd.DataFrame", *, labels: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Reference implementation of :func:`paired_counts_spark` with a pandas merge and crosstab (also the path without a JVM)."""
+    import pandas as pd
+
+    left, right = _paired_input(production, "production"), _paired_input(candidate, "candidate")
+    left, right = left[left["status"] == STATUS_OK], right[right["status"] == STATUS_OK]
+    merged = left.merge(right, on=["date", "image_path"], how="outer", suffixes=("_p", "_c"), indicator=True)
+    both = merged[merged["_merge"] == "both"]
+    singles = merged[merged["_merge"] != "both"]
+    single_labels = singles["label_p"].where(singles["label_p"].notna(), singles["label_c"])
+    classes = sorted(set(both["label_p"]) | set(single_labels) | set(_label_list(labels)))
+    production_right = (both["pred_p"] == both["label_p"]).to_numpy()
+    candidate_right = (both["pred_c"] == both["label_c"]).to_numpy()
+    table = pd.crosstab(
+        pd.Categorical(both["label_p"], categories=classes),
+        [pd.Categorical(production_right, categories=[True, False]), pd.Categorical(candidate_right, categories=[True, False])],
+        dropna=False,
+    )
+    unpaired = single_labels.value_counts()
+    mismatched = both.loc[both["label_p"] != both["label_c"], "label_p"].value_counts()
+    records = []
+    for label in classes:
+        row = table.loc[label] if label in table.index else None
+        cell = (lambda p, c: int(row[(p, c)]) if row is not None else 0)  # noqa: E731
+        records.append(
+            {
+                "label": label,
+                "both_right": cell(True, True),
+                "only_production": cell(True, False),
+                "only_candidate": cell(False, True),
+                "both_wrong": cell(False, False),
+                "unpaired": int(unpaired.get(label, 0)),
+                "mismatched": int(mismatched.get(label, 0)),
+            }
+        )
+    return _paired_finish(records)

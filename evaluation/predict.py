@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import json
 import logging
 import os
 from collections import deque
@@ -89,15 +90,6 @@ class _Decoded:
     images: list[Any]  # RGB PIL images (processor path) or uint8 CHW tensors (tensor path), one per ok position
 
 
-@dataclass
-class _Prepared:
-    """One batch after fetch, decode and preprocessing: what the model still has to do."""
-
-    failures: dict[int, str]  # position in the batch -> reason
-    ok_positions: list[int]
-    pixel_values: torch.Tensor | None
-
-
 def _fetch(read: Callable[[str], bytes], image_path: str) -> bytes | str:
     try:
         return read(image_path)
@@ -144,27 +136,6 @@ def decode_batch(
             ok_positions.append(position)
             images.append(result)
     return _Decoded(failures, ok_positions, images)
-
-
-def _prepare(
-    contents: Sequence[bytes | str],
-    paths: Sequence[str],
-    loaded: LoadedModel,
-    chosen: Literal["processor", "tensor"],
-    spec: TensorPreprocess | None,
-    max_pixels: int,
-    decode_pool: ThreadPoolExecutor | None,
-) -> _Prepared:
-    """Decode and preprocess one batch's bytes; a failure reason (``str``) in ``contents`` stays that row's failure."""
-    decoded = decode_batch(contents, paths, chosen=chosen, max_pixels=max_pixels, device=loaded.device, pool=decode_pool)
-    if not decoded.images:
-        return _Prepared(decoded.failures, decoded.ok_positions, None)
-    if chosen == "tensor":
-        assert spec is not None
-        pixel_values = spec(decoded.images, loaded.device)
-    else:
-        pixel_values = processor_pixel_values(loaded, decoded.images)
-    return _Prepared(decoded.failures, decoded.ok_positions, pixel_values)
 
 
 def _chunks(count: int, size: int) -> Iterator[range]:
@@ -280,42 +251,104 @@ def predict_images(
     :func:`autocast_dtype`; ``compile_model`` runs the network through ``torch.compile`` (worth it
     on GPU hosts only).
     """
+    return predict_images_multi(
+        items, read, [loaded], date=date, batch_size=batch_size, fetch_workers=fetch_workers, top_k=top_k,
+        max_pixels=max_pixels, progress=progress, path=path, precision=precision, compile_model=compile_model,
+    )[0]  # fmt: skip
+
+
+def preprocessing_key(loaded: LoadedModel, chosen: str) -> str:
+    """What decides a model's pixel values: the preprocessing path and its image processor's configuration.
+
+    Models with equal keys (production and a retrained candidate usually) share one preprocessing per batch.
+    """
+    processor = loaded.processor
+    config = processor.to_dict() if hasattr(processor, "to_dict") else repr(processor)
+    if isinstance(config, dict):
+        config = {k: v for k, v in config.items() if k not in ("processor_class", "_processor_class")}
+    return chosen + ":" + json.dumps(config, sort_keys=True, default=str)
+
+
+def predict_images_multi(
+    items: Sequence[tuple[str, str]],
+    read: Callable[[str], bytes],
+    models: Sequence[LoadedModel],
+    *,
+    date: str,
+    batch_size: int,
+    fetch_workers: int,
+    top_k: int,
+    max_pixels: int,
+    progress: Callable[[int], None] | None = None,
+    path: PathChoice = "auto",
+    precision: Precision = "auto",
+    compile_model: bool = False,
+) -> list[pd.DataFrame]:
+    """:func:`predict_images` for several models on the same images: one predictions table per model, in ``models`` order.
+
+    The images are fetched and decoded once; each batch is preprocessed once per distinct image
+    processor configuration (:func:`preprocessing_key`; a candidate with another input size or
+    normalisation gets its own pixel values from the same decoded images) and run through every model.
+    Every table lists the same paths in the same order, and a fetch or decode failure fails that
+    image for every model. Every model must be on the same device.
+    """
     if batch_size < 1 or fetch_workers < 1 or top_k < 1:
         raise ConfigError(f"batch_size, fetch_workers and top_k must be >= 1, got {batch_size}, {fetch_workers}, {top_k}")
-    chosen = resolve_path(loaded, path)
-    spec = TensorPreprocess.from_processor(loaded.processor) if chosen == "tensor" else None
-    network: Callable[..., Any] | None = None
-    if compile_model:
-        network = torch.compile(loaded.model, dynamic=False)
-    rows: list[dict[str, Any]] = []
+    if not models:
+        raise ConfigError("predict_images_multi needs at least one model")
+    devices = {str(m.device) for m in models}
+    if len(devices) > 1:
+        raise ConfigError(f"models {[m.model_id for m in models]} sit on different devices {sorted(devices)}")
+    choices = [resolve_path(m, path) for m in models]
+    # One decode for all: tensors only when every model takes the tensor path, else PIL images for all.
+    chosen: Literal["processor", "tensor"] = "tensor" if all(c == "tensor" for c in choices) else "processor"
+    lead = models[0]
+    keys = [preprocessing_key(m, chosen) for m in models]
+    first_of_key = {key: models[keys.index(key)] for key in dict.fromkeys(keys)}
+    specs = {key: (TensorPreprocess.from_processor(m.processor) if chosen == "tensor" else None) for key, m in first_of_key.items()}
+    networks: list[Callable[..., Any] | None] = [torch.compile(m.model, dynamic=False) if compile_model else None for m in models]
+    rows: list[list[dict[str, Any]]] = [[] for _ in models]
     paths = [image_path for image_path, _ in items]
     batches = list(_chunks(len(items), batch_size))
     with fetching(paths, read, batch_size=batch_size, fetch_workers=fetch_workers) as (contents, decode_pool), ThreadPoolExecutor(
         1, thread_name_prefix="prepare"
     ) as prepare_pool:
 
-        def prepare(batch: range) -> _Prepared:
+        def prepare(batch: range) -> tuple[_Decoded, dict[str, torch.Tensor | None]]:
             # Runs on the one prepare thread: the fetch stream is only ever advanced from there.
-            return _prepare(next(contents), paths[batch.start : batch.stop], loaded, chosen, spec, max_pixels, decode_pool)
+            decoded = decode_batch(next(contents), paths[batch.start : batch.stop], chosen=chosen, max_pixels=max_pixels, device=lead.device, pool=decode_pool)
+            pixels: dict[str, torch.Tensor | None] = {}
+            for key, model in first_of_key.items():
+                if not decoded.images:
+                    pixels[key] = None
+                elif chosen == "tensor":
+                    spec = specs[key]
+                    assert spec is not None
+                    pixels[key] = spec(decoded.images, model.device)
+                else:
+                    pixels[key] = processor_pixel_values(model, decoded.images)
+            return decoded, pixels
 
         pending = prepare_pool.submit(prepare, batches[0]) if batches else None
         for number, batch in enumerate(batches):
             assert pending is not None
-            prepared = pending.result()
-            # Decode and preprocess the next batch (its bytes are already arriving) during this one's forward pass.
+            decoded, pixels = pending.result()
+            # Decode and preprocess the next batch (its bytes are already arriving) during this one's forward passes.
             pending = prepare_pool.submit(prepare, batches[number + 1]) if number + 1 < len(batches) else None
-            probs = (
-                forward_probs(loaded, prepared.pixel_values, precision=precision, model=network, pad_to=batch_size if compile_model else None).numpy()
-                if prepared.pixel_values is not None
-                else np.zeros((0, len(loaded.labels)))
-            )
-            by_position = dict(zip(prepared.ok_positions, probs))
-            for position, index in enumerate(batch):
-                image_path, label = items[index]
-                if position in by_position:
-                    rows.append(ok_row(date, image_path, label, by_position[position], loaded.labels, loaded.model_id, top_k))
-                else:
-                    rows.append(failed_row(date, image_path, label, loaded.model_id, prepared.failures[position]))
+            for m, (loaded, key, network) in enumerate(zip(models, keys, networks)):
+                pixel_values = pixels[key]
+                probs = (
+                    forward_probs(loaded, pixel_values, precision=precision, model=network, pad_to=batch_size if compile_model else None).numpy()
+                    if pixel_values is not None
+                    else np.zeros((0, len(loaded.labels)))
+                )
+                by_position = dict(zip(decoded.ok_positions, probs))
+                for position, index in enumerate(batch):
+                    image_path, label = items[index]
+                    if position in by_position:
+                        rows[m].append(ok_row(date, image_path, label, by_position[position], loaded.labels, loaded.model_id, top_k))
+                    else:
+                        rows[m].append(failed_row(date, image_path, label, loaded.model_id, decoded.failures[position]))
             if progress is not None:
                 progress(len(batch))
-    return predictions_frame(rows)
+    return [predictions_frame(model_rows) for model_rows in rows]

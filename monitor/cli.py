@@ -316,6 +316,10 @@ def demo(
         typer.Option(help="A moderate drop: damage only the share of the class's new images that brings its accuracy to about this (e.g. 0.8). Default: damage all (about 0.5).", min=0.0, max=1.0),
     ] = None,
     json_out: JsonOption = False,
+    candidate: Annotated[
+        bool,
+        typer.Option("--candidate", help="Also predict a stand-in retrained model every day: better on the degraded class, slightly worse on another (see `monitor compare`)."),
+    ] = False,
     source_only: Annotated[
         bool, typer.Option("--source-only", help="Only build the default image source (all held-out digits, dated 2026-01-01) and stop; set-up runs this.")
     ] = False,
@@ -337,7 +341,7 @@ def demo(
             dated = f", dated {built['dated']}" if built["dated"] else " (already there, left as it is)"
             out.print(f"Image source {built['source']}: {built['images']} images{dated}.")
         return
-    result = _run(lambda: run_demo(settings, days=days, drop_day=drop_day, degrade=degrade, drop_to=drop_to, progress=_progress()))
+    result = _run(lambda: run_demo(settings, days=days, drop_day=drop_day, degrade=degrade, drop_to=drop_to, candidate=candidate, progress=_progress()))
     if json_out:
         _print_json({k: v for k, v in result.items()})
         return
@@ -358,6 +362,8 @@ def demo(
             out.print(f"[bold red]{label}: needs retraining[/] since {day} ({result['days_to_flag'].get(label, '?')} days after the drop began)")
     else:
         out.print("[yellow]No class was flagged.[/]")
+    if result.get("candidate"):
+        out.print(f"Candidate {result['candidate']} was predicted beside production every day: `monitor compare --candidate {result['candidate']} --since {result['drop_date']}`.")
     out.print(f"Data in {settings.data_dir}; see it with `monitor dashboard`.")
 
 
@@ -372,6 +378,101 @@ def dashboard(
 
     settings = _settings(dashboard_host=host, dashboard_port=port)
     _run(lambda: run(settings, host=settings.dashboard_host, port=settings.dashboard_port, debug=debug_mode))
+
+
+@app.command()
+def compare(
+    candidate: Annotated[str, typer.Option("--candidate", "-c", help="Candidate model id (name@checksum), or its name when only one candidate has it.")],
+    since: Annotated[str | None, typer.Option("--since", help="First date YYYY-MM-DD to pool; default the candidate's first day of predictions.")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Last date YYYY-MM-DD to pool; default today (UTC).")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Compare a candidate with production class by class on the same images, and say whether to promote it.
+
+    Per class: the paired counts (both right, only production right, only candidate right, both
+    wrong), McNemar's exact test, the accuracy difference with its paired interval. Verdict:
+    promote (every flagged class significantly better, no class worse); reject (names the classes
+    significantly worse, Holm over all classes, by more than MONITOR_NONINFERIORITY_MARGIN);
+    insufficient_data (with the days still needed at the observed rate). Level MONITOR_COMPARE_ALPHA.
+    """
+    from monitor.dates import parse_run_date, today_utc
+    from monitor.pipeline import compare_with
+    from monitor.storage import open_store
+
+    settings = _settings()
+
+    def run() -> dict[str, Any]:
+        first = parse_run_date(since) if since else None
+        last = parse_run_date(until) if until else today_utc().isoformat()
+        if first and first > last:
+            raise ConfigError(f"--since {first} is after --until {last}")
+        with open_store(settings, read_only=True) as store:
+            return compare_with(settings, store, candidate, since=first, until=last)
+
+    result = _run(run)
+    if json_out:
+        _print_json(result)
+        return
+    table = Table(title=f"{result['candidate']} vs {result['production']} · {result['start']}..{result['end']} ({result['days']} days)")
+    for name in ("class", "n", "both right", "only prod.", "only cand.", "both wrong", "difference", f"{settings.confidence_level:.0%} interval", "McNemar p", "Holm p (worse)", ""):
+        table.add_column(name, justify="left" if name in ("class", "") else "right")
+    for row in result["classes"]:
+        mark = "[bold red]worse[/]" if row["worse"] else "[green]improved[/]" if row["improved"] else ("flagged" if row["flagged"] else "")
+        table.add_row(
+            row["label"], str(row["n"]), str(row["both_right"]), str(row["only_production"]), str(row["only_candidate"]), str(row["both_wrong"]),
+            _fmt(row["difference"]), f"[{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]", _fmt(row["p_mcnemar"], 4), _fmt(row["p_worse_holm"], 4), mark,
+        )  # fmt: skip
+    out.print(table)
+    style = {"promote": "bold green", "reject": "bold red"}.get(result["verdict"], "yellow")
+    out.print(f"[{style}]{result['verdict']}[/]: {result['reason']}")
+
+
+candidate_app = typer.Typer(help="Candidate models, predicted beside production on the same sampled images every day.", no_args_is_help=True)
+app.add_typer(candidate_app, name="candidate")
+
+
+@candidate_app.command("add")
+def candidate_add(model_dir: Annotated[Path, typer.Argument(help="A model directory like MONITOR_MODEL_DIR.")], json_out: JsonOption = False) -> None:
+    """Register a candidate model: from the next run on, each day's sample is also predicted with it."""
+    from monitor.pipeline import add_candidate
+
+    settings = _settings()
+    done = _run(lambda: add_candidate(settings, model_dir))
+    if json_out:
+        _print_json(done)
+        return
+    out.print(f"{'added' if done['added'] else 'already registered'}: {done['model_id']} ({done['model_dir']})")
+
+
+@candidate_app.command("remove")
+def candidate_remove(model_dir: Annotated[Path, typer.Argument(help="The directory given to `monitor candidate add`.")], json_out: JsonOption = False) -> None:
+    """Stop predicting a registered candidate (its stored predictions stay, `monitor compare` still reads them)."""
+    from monitor.pipeline import remove_candidate
+
+    settings = _settings()
+    done = _run(lambda: remove_candidate(settings, model_dir))
+    if json_out:
+        _print_json(done)
+        return
+    out.print(f"removed: {done['model_dir']}")
+
+
+@candidate_app.command("list")
+def candidate_list(json_out: JsonOption = False) -> None:
+    """The candidates predicted each day: from MONITOR_CANDIDATE_MODEL_DIRS and from `monitor candidate add`."""
+    from monitor.pipeline import list_candidates
+
+    settings = _settings()
+    rows = _run(lambda: list_candidates(settings))
+    if json_out:
+        _print_json(rows)
+        return
+    table = Table(title="candidates")
+    for name in ("model dir", "model id", "from"):
+        table.add_column(name)
+    for row in rows:
+        table.add_row(row["model_dir"], row["model_id"] or "", row["from"])
+    out.print(table)
 
 
 @app.command("settings")

@@ -41,6 +41,43 @@ ARRIVALS_PER_DAY = 12
 BASE_POOL_PER_CLASS = 30
 
 
+#: The demo candidate's classifier-bias shifts: + on the degraded class (it reads most damaged images again),
+#: - on CANDIDATE_WORSE (it now misses some of that class); and that class.
+CANDIDATE_SHIFT = (2.0, -1.5)
+CANDIDATE_WORSE = "three"
+
+
+def build_candidate_model(base: Path, dest: Path, bias_shift: dict[str, float]) -> Path:
+    """A stand-in "retrained" model: a copy of ``base`` whose classifier biases move by ``bias_shift`` (label -> logits).
+
+    A positive shift makes the model say that label more often (it recovers images of a damaged class
+    that it took for others, at the cost of some false positives); a negative one makes it miss the
+    class. Deterministic: the same shifts give the same weights, hence the same model id.
+    """
+    from safetensors.torch import load_file, save_file
+
+    import json
+
+    config = json.loads((base / "config.json").read_text())
+    index = {label: int(i) for i, label in config["id2label"].items()}
+    unknown = sorted(set(bias_shift) - set(index))
+    if unknown:
+        raise ConfigError(f"labels {unknown} are not among the model {base.name}'s labels")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "preprocessor_config.json"):
+        shutil.copyfile(base / name, dest / name)
+    weights = load_file(str(base / "model.safetensors"))
+    bias_keys = [key for key in weights if key.startswith("classifier") and key.endswith("bias")]
+    if len(bias_keys) != 1:
+        raise ConfigError(f"{base} has no single classifier bias ({bias_keys})")
+    bias = weights[bias_keys[0]].clone()
+    for label, shift in bias_shift.items():
+        bias[index[label]] += float(shift)
+    weights[bias_keys[0]] = bias
+    save_file(weights, str(dest / "model.safetensors"), metadata={"format": "pt"})
+    return dest
+
+
 def _guard(settings: Settings) -> Path:
     """Refuse to touch anything the demo did not create."""
     data_dir = settings.data_dir
@@ -59,7 +96,7 @@ def _guard(settings: Settings) -> Path:
 
 
 def _reset(settings: Settings) -> None:
-    for name in ("source", "store", "samples", "predictions"):
+    for name in ("source", "store", "samples", "predictions", "models"):
         shutil.rmtree(settings.data_dir / name, ignore_errors=True)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     (settings.data_dir / MARKER).write_text("created by `monitor demo`; the demo may delete this folder's data\n")
@@ -201,9 +238,14 @@ def run_demo(
     degrade: str = "eight",
     drop_to: float | None = None,
     end: dt.date | None = None,
+    candidate: bool = False,
     progress: ProgressFactory = no_progress,
 ) -> dict[str, Any]:
     """Simulate ``days`` days ending at ``end`` (today, UTC) and evaluate each; returns what happened.
+
+    ``candidate``: also predict, every day, a stand-in retrained model (:data:`CANDIDATE_SHIFT`, built by
+    :func:`build_candidate_model` under ``<data_dir>/models``): better on the degraded class, slightly worse on
+    ``CANDIDATE_WORSE``, so that ``monitor compare`` and the dashboard's comparison page show both.
 
     ``drop_day`` (1-based, default 60% into the run) is the first day whose arrivals of class
     ``degrade`` are damaged: all of them, or with ``drop_to`` the share that brings the class's
@@ -238,6 +280,14 @@ def run_demo(
     daily: list[dict[str, Any]] = []
     result: dict[str, Any] = {}
     with open_store(demo_settings) as store, progress("demo days", days) as advance:
+        candidate_id = None
+        if candidate:
+            from evaluation.model import model_identity
+
+            worse = CANDIDATE_WORSE if CANDIDATE_WORSE != degrade else "nine"
+            built = build_candidate_model(settings.model_dir, settings.data_dir / "models" / "digits-candidate", {degrade: CANDIDATE_SHIFT[0], worse: CANDIDATE_SHIFT[1]})
+            candidate_id = model_identity(built)
+            store.add_candidate(str(built), model_id=candidate_id, added_at=dt.datetime.now(dt.timezone.utc))
         for offset in range(days):
             day = first + dt.timedelta(days=offset)
             write_arrivals(
@@ -271,4 +321,5 @@ def run_demo(
         "health": result["health"],
         "daily": daily,
         "model": result["model"],
+        "candidate": candidate_id,
     }

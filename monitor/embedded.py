@@ -66,6 +66,7 @@ PARTITIONS: dict[str, tuple[str, ...]] = {
     "alerts": ("model_id",),
     "models": (),
     "runs": ("source",),
+    "candidates": (),
 }
 
 Key = tuple[str, ...]

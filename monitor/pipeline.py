@@ -149,16 +149,38 @@ def _register_model(store: Store, loaded: Any, date: str) -> None:
     store.register_model(loaded.model_id, name=loaded.name, checksum=loaded.checksum, labels=list(loaded.labels), date=date)
 
 
-def predict_with(ctx: RunContext, store: Store, *, force: bool = False, progress: ProgressFactory = no_progress, spark: Any = None) -> dict[str, Any]:
-    """Run the model on the date's sample and write ``predictions/<date>.parquet``.
+def candidate_dirs(settings: Settings, store: Store) -> list[Path]:
+    """The candidate model directories: ``MONITOR_CANDIDATE_MODEL_DIRS`` and those ``monitor candidate add`` registered, once each."""
+    registered = [Path(str(doc["model_dir"])) for doc in store.candidates()]
+    dirs = dict.fromkeys([*settings.candidate_model_dirs, *registered])
+    return [d for d in dirs if d != settings.model_dir]
 
-    Existing predictions of the same model for the same sample are kept unless ``force``.
+
+def _reusable(path: Path, model_id: str, wanted: list[str]) -> Any:
+    """The predictions at ``path`` when they are ``model_id``'s of exactly the ``wanted`` paths, else None."""
+    from evaluation.predictions import read_predictions
+
+    if not path.is_file():
+        return None
+    previous = read_predictions(path)
+    if set(previous["model_id"].unique()) == {model_id} and list(previous["image_path"]) == wanted:
+        return previous
+    return None
+
+
+def predict_with(ctx: RunContext, store: Store, *, force: bool = False, progress: ProgressFactory = no_progress, spark: Any = None) -> dict[str, Any]:
+    """Run the model, and every candidate, on the date's sample: ``predictions/<date>.parquet`` and one file per candidate.
+
+    The candidates (:func:`candidate_dirs`) predict the same images in the same order, from the same
+    fetch and decode (:func:`evaluation.predict.predict_images_multi`), into
+    ``predictions/candidates/<model id>/<date>.parquet``. Existing predictions of the same model for the
+    same sample are kept unless ``force``; only the models still missing for the date run.
     """
     import pandas as pd
 
     from evaluation.model import check_labels, load_model
-    from evaluation.predict import predict_images
-    from evaluation.predictions import read_predictions, write_predictions
+    from evaluation.predict import predict_images_multi
+    from evaluation.predictions import write_predictions
     from monitor.sampling import read_sample_csv
     from monitor.sources import open_source
 
@@ -168,31 +190,45 @@ def predict_with(ctx: RunContext, store: Store, *, force: bool = False, progress
         raise DataError(f"no sample for {date} ({csv_path} is missing): run `monitor sample --date {date}` first")
     sample = read_sample_csv(csv_path)
     loaded = load_model(settings.model_dir, settings.device)
+    candidates = [load_model(path, settings.device) for path in candidate_dirs(settings, store)]
+    candidates = [c for c in candidates if c.model_id != loaded.model_id]
     source = open_source(settings.source_uri)
-    # Every label the source holds must be known to the model, checked before any inference.
+    # Every label the source holds must be known to each model, checked before any inference.
+    labels = set(store.usable_labels(source.uri)) | {item.label for item in sample.items}
     try:
-        check_labels(loaded, set(store.usable_labels(source.uri)) | {item.label for item in sample.items})
+        check_labels(loaded, labels)
     except ModelError as exc:
         raise ModelError(
             f"{exc}; if that folder was removed or renamed since, run `monitor evaluate --date {date} --force` "
             f"to re-index the source and draw the sample of {date} again"
         ) from exc
+    for candidate in candidates:
+        try:
+            check_labels(candidate, labels)
+        except ModelError as exc:
+            raise ModelError(f"candidate {candidate.model_id}: {exc}") from exc
 
     out = settings.predictions_file(date)
     wanted = [item.image_path for item in sample.items]
-    if not force and out.is_file():
-        previous = read_predictions(out)
-        if set(previous["model_id"].unique()) == {loaded.model_id} and list(previous["image_path"]) == wanted:
-            _register_model(store, loaded, date)
-            return _predict_summary(date, out, previous, loaded.model_id, reused=True)
+    targets = [(loaded, out)] + [(c, settings.candidate_predictions_file(date, c.model_id)) for c in candidates]
+    frames: dict[str, Any] = {}
+    if not force:
+        for model, path in targets:
+            previous = _reusable(path, model.model_id, wanted)
+            if previous is not None:
+                frames[model.model_id] = previous
+    reused = {model_id for model_id in frames}
+    to_run = [model for model, _ in targets if model.model_id not in frames]
 
     items = [(item.image_path, item.label) for item in sample.items]
-    if settings.engine == "spark":
+    local = to_run
+    if to_run and to_run[0] is loaded and settings.engine == "spark":
         from evaluation.spark import get_spark
         from evaluation.spark_engine import predict_with_spark
 
+        # The Spark engine predicts production on the executors; candidates then run here, which fetches the images again.
         with progress(f"predict {date} (spark)", len(items)) as advance:
-            frame = predict_with_spark(
+            frames[loaded.model_id] = predict_with_spark(
                 spark or get_spark(settings.spark_master, settings.spark_conf),
                 pd.DataFrame(items, columns=["image_path", "label"]),
                 source_uri=source.uri,
@@ -206,12 +242,14 @@ def predict_with(ctx: RunContext, store: Store, *, force: bool = False, progress
                 compile_model=settings.compile_model,
                 progress=advance,
             )
-    else:
-        with progress(f"predict {date}", len(items)) as advance:
-            frame = predict_images(
+        local = to_run[1:]
+    if local:
+        names = ", ".join(m.model_id for m in local) if len(local) > 1 else ""
+        with progress(f"predict {date}" + (f" ({names})" if names else ""), len(items)) as advance:
+            predicted = predict_images_multi(
                 items,
                 source.read,
-                loaded,
+                local,
                 date=date,
                 batch_size=settings.batch_size,
                 fetch_workers=settings.fetch_workers,
@@ -220,12 +258,22 @@ def predict_with(ctx: RunContext, store: Store, *, force: bool = False, progress
                 progress=advance,
                 compile_model=settings.compile_model,
             )
+        frames.update({model.model_id: frame for model, frame in zip(local, predicted)})
     draws = {item.image_path: item.draw for item in sample.items}
-    frame["draw"] = [draws.get(path, "base") for path in frame["image_path"]]
-    write_predictions(frame, out)
+    for model, path in targets:
+        if model.model_id in reused:
+            continue
+        frame = frames[model.model_id]
+        frame["draw"] = [draws.get(p, "base") for p in frame["image_path"]]
+        write_predictions(frame, path)
     _register_model(store, loaded, date)
-    summary = _predict_summary(date, out, frame, loaded.model_id, reused=False)
-    _record_stage(store, ctx, "predict", summary)
+    summary = _predict_summary(date, out, frames[loaded.model_id], loaded.model_id, reused=loaded.model_id in reused)
+    summary["candidates"] = [
+        {k: v for k, v in _predict_summary(date, path, frames[c.model_id], c.model_id, reused=c.model_id in reused).items() if k != "date"}
+        for c, path in targets[1:]
+    ]
+    if to_run:
+        _record_stage(store, ctx, "predict", summary)
     return summary
 
 
@@ -350,6 +398,89 @@ def run_health(settings: Settings, date: str, *, model_id: str | None = None) ->
         summary = health_with(ctx, store, model_id=model_id)
     summary.pop("classes")
     return summary
+
+
+# --- candidates ---------------------------------------------------------------------------
+
+
+def add_candidate(settings: Settings, model_dir: Path) -> dict[str, Any]:
+    """Register ``model_dir`` as a candidate: it loads (checked now, not at the next run), and each day predicts it beside production."""
+    from evaluation.model import load_model
+
+    path = Path(model_dir).expanduser().resolve()
+    loaded = load_model(path, "cpu")
+    if path == settings.model_dir:
+        raise ConfigError(f"{path} is the production model (MONITOR_MODEL_DIR), not a candidate")
+    with open_store(settings) as store:
+        added = store.add_candidate(str(path), model_id=loaded.model_id, added_at=_now())
+        store.commit()
+    return {"model_dir": str(path), "model_id": loaded.model_id, "added": added}
+
+
+def remove_candidate(settings: Settings, model_dir: Path) -> dict[str, Any]:
+    """Stop predicting a registered candidate (its stored predictions stay)."""
+    path = Path(model_dir).expanduser().resolve()
+    with open_store(settings) as store:
+        removed = store.remove_candidate(str(path))
+        store.commit()
+    if not removed:
+        raise ConfigError(f"{path} is not a registered candidate (MONITOR_CANDIDATE_MODEL_DIRS entries are removed from the setting)")
+    return {"model_dir": str(path), "removed": True}
+
+
+def list_candidates(settings: Settings) -> list[dict[str, Any]]:
+    """Every candidate directory (setting and store), with where it comes from and its model id when registered."""
+    with open_store(settings, read_only=True) as store:
+        registered = {str(doc["model_dir"]): doc for doc in store.candidates()}
+        dirs = candidate_dirs(settings, store)
+    return [
+        {"model_dir": str(d), "model_id": registered.get(str(d), {}).get("model_id"), "from": "store" if str(d) in registered else "MONITOR_CANDIDATE_MODEL_DIRS"}
+        for d in dirs
+    ]
+
+
+def compare_with(
+    settings: Settings,
+    store: Store,
+    candidate: str,
+    *,
+    since: str | None = None,
+    until: str,
+    engine: str = "spark",
+    spark: Any = None,
+    flagged: list[str] | None = None,
+    gallery: int = 0,
+) -> dict[str, Any]:
+    """The candidate beside production over ``since..until``: :func:`monitor.compare.compare_candidate` with Spark SQL counts by default."""
+    from monitor.compare import compare_candidate
+
+    counter = None
+    if engine == "spark":
+        from evaluation.metrics import paired_counts_spark
+        from evaluation.spark import get_spark
+
+        session = spark or get_spark(settings.spark_master, settings.spark_conf)
+        counter = lambda production, candidate, labels: paired_counts_spark(session, production, candidate, labels=labels)  # noqa: E731
+    return compare_candidate(settings, store, candidate, since=since, until=until, counter=counter, flagged=flagged, gallery=gallery)
+
+
+def run_compare(settings: Settings, date: str, *, candidate: str | None = None, since: str | None = None, engine: str = "spark") -> dict[str, Any]:
+    """Compare ``candidate`` (default: every candidate with predictions on ``date``) beside production up to ``date``.
+
+    ``since`` defaults to the candidate's first day of predictions. Returns ``{"date", "comparisons": [...], "ready": [ids]}``:
+    each comparison is the verdict without its per-class rows; ``ready`` lists the candidates whose verdict is ``promote``.
+    """
+    from monitor.compare import PROMOTE, candidate_ids
+
+    ctx = RunContext.for_date(settings, date)
+    names = [candidate] if candidate else [m for m in candidate_ids(settings) if settings.candidate_predictions_file(ctx.day, m).is_file()]
+    comparisons = []
+    with open_store(settings, read_only=True) as store:
+        for name in names:
+            verdict = compare_with(settings, store, name, since=since, until=ctx.day, engine=engine)
+            verdict.pop("classes")
+            comparisons.append(verdict)
+    return {"date": ctx.day, "comparisons": comparisons, "ready": [c["candidate"] for c in comparisons if c["verdict"] == PROMOTE]}
 
 
 # --- the whole day ------------------------------------------------------------------------

@@ -112,6 +112,24 @@ class Settings(BaseSettings):
     followup_daily_cap: int = Field(default=1000, ge=0, description="At most this many follow-up images a day across all classes.")
     alert_urls: list[str] = Field(default_factory=list, description="Apprise notification URLs (JSON list), e.g. slack://..., json://host/path.")
 
+    # --- candidates ---------------------------------------------------------------------------
+    candidate_model_dirs: list[Path] = Field(
+        default_factory=list,
+        description=(
+            "Candidate models (JSON list of directories, like model_dir) predicted beside production on the same sampled "
+            "images each day; `monitor candidate add DIR` registers more in the store."
+        ),
+    )
+    noninferiority_margin: float = Field(
+        default=0.02,
+        ge=0.0,
+        lt=1.0,
+        description="A candidate is judged worse on a class only when it is significantly worse and its accuracy drop exceeds this margin.",
+    )
+    compare_alpha: float = Field(
+        default=0.05, gt=0.0, lt=0.5, description="Error rate of the candidate comparison: family-wise over classes for 'worse', per flagged class for 'improved'."
+    )
+
     # --- dashboard -------------------------------------------------------------------------------
     dashboard_host: str = Field(default="127.0.0.1", description="Dashboard bind address.")
     dashboard_port: int = Field(default=8050, ge=1, le=65535, description="Dashboard port.")
@@ -188,6 +206,11 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
+    @field_validator("candidate_model_dirs")
+    @classmethod
+    def _absolute_all(cls, values: list[Path]) -> list[Path]:
+        return [value.expanduser().resolve() for value in values]
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> "Settings":
         if not self.source_uri:
@@ -222,8 +245,17 @@ class Settings(BaseSettings):
     def predictions_file(self, date: str) -> Path:
         return self.predictions_dir / f"{date}.parquet"
 
+    def candidate_predictions_file(self, date: str, model_id: str) -> Path:
+        """A candidate's predictions of ``date``: the same table as production's, one folder per candidate model id."""
+        return self.predictions_dir / "candidates" / safe_name(model_id) / f"{date}.parquet"
+
     def target_for(self, label: str) -> float:
         return self.target_overrides.get(label, self.target_accuracy)
+
+
+def safe_name(model_id: str) -> str:
+    """A model id as one path segment: anything but letters, digits, ``.``, ``-``, ``_`` and ``@`` becomes ``_``."""
+    return re.sub(r"[^A-Za-z0-9._@-]", "_", model_id)
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -22,6 +22,7 @@ Collections (see docs/ARCHITECTURE.md for every field):
 - ``alerts``        one document per verdict transition, with its delivery state
 - ``models``        one document per model id (name + weights checksum), first and last date seen
 - ``runs``          one document per (source, date): what each stage did
+- ``candidates``    one document per candidate model directory registered with ``monitor candidate add``
 
 Queries stay within what both engines support (no ``$rand``, no transactions, no change streams);
 ``tests/test_store.py`` runs the same checks on both (``MONITOR_TEST_MONGO_URI`` for a real server).
@@ -48,7 +49,7 @@ from monitor.settings import Settings
 
 log = logging.getLogger(__name__)
 
-COLLECTIONS = ("images", "samples", "class_metrics", "class_health", "alerts", "models", "runs")
+COLLECTIONS = ("images", "samples", "class_metrics", "class_health", "alerts", "models", "runs", "candidates")
 
 INDEXES: dict[str, list[IndexModel]] = {
     "images": [
@@ -75,6 +76,7 @@ INDEXES: dict[str, list[IndexModel]] = {
     ],
     "models": [IndexModel([("model_id", ASCENDING)], unique=True, name="model_id")],
     "runs": [IndexModel([("source", ASCENDING), ("date", ASCENDING)], unique=True, name="source_date")],
+    "candidates": [IndexModel([("model_dir", ASCENDING)], unique=True, name="model_dir")],
 }
 
 
@@ -234,6 +236,36 @@ class Store:
         except PyMongoError as exc:
             raise self._fail("read the models", exc) from exc
         return docs or [{"model_id": model_id} for model_id in self.measured_models()]
+
+    # --- candidates -----------------------------------------------------------------------------
+
+    def add_candidate(self, model_dir: str, *, model_id: str, added_at: dt.datetime) -> bool:
+        """Register a candidate model directory (predicted beside production each day); False when it already was."""
+        try:
+            result = self._part("candidates", {}, write=True).update_one(
+                {"model_dir": model_dir},
+                {"$setOnInsert": {"model_dir": model_dir, "model_id": model_id, "added_at": added_at}},
+                upsert=True,
+            )
+        except PyMongoError as exc:
+            raise self._fail(f"register candidate {model_dir}", exc) from exc
+        return result.upserted_id is not None
+
+    def remove_candidate(self, model_dir: str) -> bool:
+        """Stop predicting the candidate of ``model_dir``; False when it was not registered."""
+        try:
+            result = self._part("candidates", {}, write=True).delete_one({"model_dir": model_dir})
+        except PyMongoError as exc:
+            raise self._fail(f"remove candidate {model_dir}", exc) from exc
+        return bool(result.deleted_count)
+
+    def candidates(self) -> list[Doc]:
+        """The registered candidates (``model_dir``, ``model_id`` when added, ``added_at``), by directory."""
+        try:
+            docs = [doc for coll in self._parts("candidates") for doc in coll.find({}, {"_id": 0})]
+        except PyMongoError as exc:
+            raise self._fail("read the candidates", exc) from exc
+        return sorted(docs, key=lambda doc: str(doc.get("model_dir")))
 
     # --- images ---------------------------------------------------------------------------------
 

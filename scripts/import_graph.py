@@ -4,7 +4,7 @@ Three floors; a module may import from its own floor and the floors below, never
 
 - **foundation**: errors, settings, dates, files, secrets, the store layer, image sources, statistics, the verdict type,
   the run context: what every part of the service stands on;
-- **domain**: what the service does: indexing, sampling, health, alerts, evaluation (model, images, prediction,
+- **domain**: what the service does: indexing, sampling, health, alerts, candidate comparison, evaluation (model, images, prediction,
   metrics), the dashboard's read model and pages;
 - **orchestration**: what runs it: the pipeline of stages, the CLI, the demo, the Airflow DAGs, the Dash app's wiring.
 
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("monitor", "evaluation", "dashboards", "dags")
 FLOORS = ("foundation", "domain", "orchestration")
 #: Modules above the foundation, by floor; every other module of ``monitor`` is foundation.
-DOMAIN_MONITOR = {"monitor.indexing", "monitor.sampling", "monitor.health", "monitor.alerts", "monitor.digits"}
+DOMAIN_MONITOR = {"monitor.indexing", "monitor.sampling", "monitor.health", "monitor.alerts", "monitor.digits", "monitor.compare"}
 ORCHESTRATION = {"monitor.pipeline", "monitor.cli", "monitor.demo", "dashboards.app", "dashboards.callbacks"}
 BEGIN, END = "<!-- import-graph:begin (scripts/import_graph.py --write) -->", "<!-- import-graph:end -->"
 

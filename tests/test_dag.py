@@ -25,6 +25,7 @@ pytestmark = pytest.mark.airflow
 DAG_ID = "class_health_daily"
 STAGES = ["index", "sample", "predict", "metrics", "health"]
 PUBLISH = "publish_retraining"
+COMPARE = "compare_candidates"
 DAG_FILE = Path(__file__).resolve().parents[1] / "dags" / "class_health_daily.py"
 
 
@@ -60,13 +61,16 @@ def test_dag_folder_parses_without_import_errors(dagbag):
     assert "example_retrain_on_flag" in dagbag.dags
 
 
-def test_stages_run_in_pipeline_order_and_publish_follows_health(daily):
-    assert sorted(daily.task_ids) == sorted([*STAGES, PUBLISH])
+def test_stages_run_in_pipeline_order_and_publish_and_compare_follow_health(daily):
+    assert sorted(daily.task_ids) == sorted([*STAGES, PUBLISH, COMPARE])
     for upstream, downstream in zip(STAGES, STAGES[1:]):
         assert daily.get_task(upstream).downstream_task_ids == {downstream}
     assert daily.get_task("index").upstream_task_ids == set()
-    assert daily.get_task("health").downstream_task_ids == {PUBLISH}
+    # The comparison needs the date's flagged classes: after metrics, through health.
+    assert daily.get_task("health").downstream_task_ids == {PUBLISH, COMPARE}
     assert daily.get_task(PUBLISH).downstream_task_ids == set()
+    assert daily.get_task(COMPARE).downstream_task_ids == set()
+    assert [a.name for a in daily.get_task(COMPARE).outlets] == ["candidate_ready_for_promotion"]
 
 
 @pytest.mark.parametrize("task_id", STAGES)
@@ -347,7 +351,7 @@ def two_runs(daily, dag_runner, spark, tiny_source, tmp_path_factory) -> Iterato
 
 def test_a_run_takes_every_stage_to_success_at_the_first_try(two_runs):
     assert two_runs.first.state == "success"
-    assert two_runs.first.tasks == {**{stage: ("success", 1) for stage in STAGES}, PUBLISH: ("success", 1)}
+    assert two_runs.first.tasks == {**{stage: ("success", 1) for stage in STAGES}, PUBLISH: ("success", 1), COMPARE: ("skipped", 1)}
 
 
 def test_the_run_stores_the_class_metrics_of_its_date_counted_from_its_predictions(two_runs):
@@ -394,7 +398,7 @@ def test_the_failing_class_is_flagged_alerted_once_and_published_for_retraining(
 def test_a_second_run_of_the_same_date_leaves_the_same_state_and_publishes_nothing_new(two_runs):
     assert two_runs.second.state == "success"
     assert two_runs.second.run_id != two_runs.first.run_id
-    assert two_runs.second.states() == {**{stage: "success" for stage in STAGES}, PUBLISH: "skipped"}
+    assert two_runs.second.states() == {**{stage: "success" for stage in STAGES}, PUBLISH: "skipped", COMPARE: "skipped"}
     assert _state_of(two_runs.after_second) == _state_of(two_runs.after_first)
     (first_note,), (second_note,) = two_runs.after_first["health_note"], two_runs.after_second["health_note"]
     assert (first_note["flagged"], first_note["new_alerts"]) == ([BROKEN], 1)
@@ -405,6 +409,67 @@ def test_a_second_run_of_the_same_date_leaves_the_same_state_and_publishes_nothi
     assert two_runs.after_second["counts"]["images"] == PER_CLASS * len(LABELS)
     assert two_runs.after_second["counts"]["samples"] == 1
     assert two_runs.events_after_second == two_runs.events_after_first
+
+
+# --- a candidate that fixes the flagged class: compare_candidates publishes it ------------------------
+
+
+def _candidate_events() -> list[dict[str, Any]]:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.execute(
+            select(AssetEvent.extra, AssetEvent.source_task_id).join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .where(AssetModel.name == "candidate_ready_for_promotion").order_by(AssetEvent.id)
+        ).all()  # fmt: skip
+    return [{"extra": dict(r.extra), "task": r.source_task_id} for r in rows]
+
+
+def test_a_candidate_that_fixes_the_flagged_class_is_published_ready_for_promotion(airflow_env, dag_runner, spark, tmp_path):
+    """Three arrives damaged (the shipped model reads ~1 in 8); the candidate, its three bias raised, reads them, the rest as before."""
+    import numpy as np
+
+    from monitor.demo import build_candidate_model, degrade_image
+    from monitor.digits import LABELS, build_demo_source, digit_to_pil, load_digits_images, split_indices
+    from monitor.settings import SHIPPED_MODEL_DIR
+
+    root = tmp_path / "val"
+    images, targets = load_digits_images()
+    heldout = split_indices()[1]
+    build_demo_source(root, indices=[int(i) for d, label in enumerate(LABELS) if label != BROKEN for i in heldout[targets[heldout] == d][:PER_CLASS]])
+    (root / BROKEN).mkdir()
+    rng = np.random.default_rng(0)
+    for n, index in enumerate(heldout[targets[heldout] == LABELS.index(BROKEN)][:PER_CLASS]):
+        degrade_image(digit_to_pil(images[index]), rng).save(root / BROKEN / f"damaged_{n}.png")
+    for path in root.rglob("*"):
+        os.utime(path, (PAST, PAST))
+    candidate = build_candidate_model(SHIPPED_MODEL_DIR, tmp_path / "models" / "digits-three-fixed", {BROKEN: 6.0})
+    date = DATE + dt.timedelta(days=4)
+    with _MonitorEnv(
+        data_dir=tmp_path / "data", source_uri=root, samples_per_class=PER_CLASS, min_samples=PER_CLASS,
+        candidate_model_dirs=json.dumps([str(candidate)]),
+    ):  # fmt: skip
+        result = dag_runner(_parse(airflow_env), date)
+    assert result.tasks[COMPARE] == ("success", 1), result.tasks
+    (event,) = [e for e in _candidate_events() if e["extra"]["date"] == date.isoformat()]
+    assert event["task"] == COMPARE
+    (ready,) = event["extra"]["ready"]
+    assert ready.startswith("digits-three-fixed@")
+    (comparison,) = event["extra"]["comparisons"]
+    assert comparison["verdict"] == "promote" and comparison["improved"] == [BROKEN] == comparison["flagged"] and comparison["worse"] == []
+
+
+def test_a_candidate_event_is_a_duplicate_only_for_the_same_date_and_candidates(dag_module):
+    class Event:
+        def __init__(self, extra):
+            self.extra = extra
+
+    earlier = [Event({"date": "2026-11-20", "ready": ["b@2", "a@1"]})]
+    assert dag_module.already_announced(earlier, {"date": "2026-11-20", "ready": ["a@1", "b@2"]})
+    assert not dag_module.already_announced(earlier, {"date": "2026-11-21", "ready": ["a@1", "b@2"]})
+    assert not dag_module.already_announced(earlier, {"date": "2026-11-20", "ready": ["a@1"]})
 
 
 def _fresh_dag(airflow_env, *, retries: int):
@@ -434,7 +499,7 @@ def test_an_unreachable_source_fails_index_with_a_readable_error_and_nothing_dow
     # A SourceError may be transient: the retry policy retries it (here once), then the task fails.
     assert result.tasks["index"] == ("failed", 2)
     assert {task: state for task, state in result.states().items() if task != "index"} == {
-        task: "upstream_failed" for task in [*STAGES[1:], PUBLISH]
+        task: "upstream_failed" for task in [*STAGES[1:], PUBLISH, COMPARE]
     }
     # One readable line per try, naming the stage, the error class and the missing folder.
     assert _task_errors(caplog) == [f"class health index failed: SourceError: local source folder {gone} does not exist"] * 2
@@ -452,7 +517,7 @@ def test_a_bad_model_fails_predict_at_once_though_retries_are_left(airflow_env, 
     assert result.tasks["sample"] == ("success", 1)
     # ModelError: the retry policy fails the task at the first try; a retry could not load the model either.
     assert result.tasks["predict"] == ("failed", 1)
-    assert {task: result.tasks[task][0] for task in ["metrics", "health", PUBLISH]} == dict.fromkeys(["metrics", "health", PUBLISH], "upstream_failed")
+    assert {task: result.tasks[task][0] for task in ["metrics", "health", PUBLISH, COMPARE]} == dict.fromkeys(["metrics", "health", PUBLISH, COMPARE], "upstream_failed")
     (error,) = _task_errors(caplog)
     assert error.startswith(f"class health predict failed: ModelError: model directory {missing} does not exist")
     assert "\n" not in error

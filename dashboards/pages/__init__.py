@@ -16,6 +16,7 @@ from dashboards import ids
 from dashboards.components import notices
 from dashboards.data import DashboardData
 from dashboards.pages.class_health import class_page
+from dashboards.pages.compare import compare_page
 from dashboards.pages.errors import errors_page
 from dashboards.pages.overview import overview_page
 from dashboards.pages.run import run_page
@@ -37,6 +38,7 @@ PAGES: dict[str, Page] = {
     ids.PATH_CLASS: Page("Class health", class_page),
     ids.PATH_ERRORS: Page("What goes wrong", errors_page),
     ids.PATH_RUN: Page("Run detail", run_page),
+    ids.PATH_COMPARE: Page("Candidate", compare_page),
 }
 
 

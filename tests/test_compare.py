@@ -1,0 +1,243 @@
+"""The candidate comparison: paired counts (Spark SQL against pandas and a hand table), exact McNemar against scipy, the verdict rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from evaluation.metrics import paired_counts_pandas, paired_counts_spark
+from monitor.compare import (
+    INSUFFICIENT,
+    PROMOTE,
+    REJECT,
+    compare_classes,
+    days_still_needed,
+    discordant_needed,
+    holm,
+    judge,
+    mcnemar_exact_p,
+    one_sided_p,
+    paired_difference_ci,
+)
+from monitor.errors import DataError
+
+
+def _frame(rows: list[tuple[str, str, str, str | None, str]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["date", "image_path", "label", "pred", "status"])
+
+
+def _hand_pair() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Six images of class a, two of b, one failed for production, one only the candidate saw.
+
+    By hand, class a: both right img1, img2; only production img3; only candidate img4, img5; both wrong img6.
+    class b: only candidate b1; b2 failed for production (unpaired). c: only in the candidate (unpaired).
+    """
+    production = _frame(
+        [
+            ("2026-01-01", "a/1.png", "a", "a", "ok"),
+            ("2026-01-01", "a/2.png", "a", "a", "ok"),
+            ("2026-01-01", "a/3.png", "a", "a", "ok"),
+            ("2026-01-01", "a/4.png", "a", "b", "ok"),
+            ("2026-01-02", "a/5.png", "a", "b", "ok"),
+            ("2026-01-02", "a/6.png", "a", "b", "ok"),
+            ("2026-01-02", "b/1.png", "b", "a", "ok"),
+            ("2026-01-02", "b/2.png", "b", None, "failed"),
+        ]
+    )
+    candidate = _frame(
+        [
+            ("2026-01-01", "a/1.png", "a", "a", "ok"),
+            ("2026-01-01", "a/2.png", "a", "a", "ok"),
+            ("2026-01-01", "a/3.png", "a", "c", "ok"),
+            ("2026-01-01", "a/4.png", "a", "a", "ok"),
+            ("2026-01-02", "a/5.png", "a", "a", "ok"),
+            ("2026-01-02", "a/6.png", "a", "c", "ok"),
+            ("2026-01-02", "b/1.png", "b", "b", "ok"),
+            ("2026-01-02", "b/2.png", "b", "b", "ok"),
+            ("2026-01-02", "c/1.png", "c", "c", "ok"),
+        ]
+    )
+    return production, candidate
+
+
+HAND_TABLE = [
+    {"label": "a", "both_right": 2, "only_production": 1, "only_candidate": 2, "both_wrong": 1, "unpaired": 0},
+    {"label": "b", "both_right": 0, "only_production": 0, "only_candidate": 1, "both_wrong": 0, "unpaired": 1},
+    {"label": "c", "both_right": 0, "only_production": 0, "only_candidate": 0, "both_wrong": 0, "unpaired": 1},
+    {"label": "d", "both_right": 0, "only_production": 0, "only_candidate": 0, "both_wrong": 0, "unpaired": 0},
+]
+
+
+def test_pandas_paired_counts_equal_the_hand_computed_table() -> None:
+    production, candidate = _hand_pair()
+    assert paired_counts_pandas(production, candidate, labels=["d"]) == HAND_TABLE
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_spark_paired_counts_equal_the_hand_table_and_the_pandas_reference(spark) -> None:
+    production, candidate = _hand_pair()
+    assert paired_counts_spark(spark, production, candidate, labels=["d"]) == HAND_TABLE
+    # A larger random pair of runs: 20 classes over 5 days, failures on both sides, a few unpaired rows.
+    rng = np.random.default_rng(7)
+    labels = [f"c{i:02d}" for i in range(20)]
+    rows_p, rows_c = [], []
+    for day in range(5):
+        date = f"2026-02-0{day + 1}"
+        for i in range(400):
+            label = labels[rng.integers(20)]
+            path = f"{label}/{day}-{i}.png"
+            for rows, accuracy in ((rows_p, 0.8), (rows_c, 0.85)):
+                if rng.random() < 0.02:
+                    rows.append((date, path, label, None, "failed"))
+                elif rows is rows_c and rng.random() < 0.01:
+                    continue  # missing on the candidate side: unpaired
+                else:
+                    pred = label if rng.random() < accuracy else labels[rng.integers(20)]
+                    rows.append((date, path, label, pred, "ok"))
+    production, candidate = _frame(rows_p), _frame(rows_c)
+    expected = paired_counts_pandas(production, candidate, labels=labels + ["zz"])
+    assert paired_counts_spark(spark, production, candidate, labels=labels + ["zz"]) == expected
+    assert sum(r["unpaired"] for r in expected) > 0 and expected[-1]["label"] == "zz"
+
+
+def test_paired_counts_refuse_an_image_twice_and_disagreeing_truths() -> None:
+    production, candidate = _hand_pair()
+    with pytest.raises(DataError, match="a/1.png twice on 2026-01-01"):
+        paired_counts_pandas(pd.concat([production, production.iloc[:1]]), candidate)
+    candidate.loc[0, "label"] = "b"
+    with pytest.raises(DataError, match="disagree on the truth label"):
+        paired_counts_pandas(production, candidate)
+
+
+@pytest.mark.parametrize("b, c", [(0, 0), (0, 5), (3, 9), (9, 3), (7, 7), (1, 20), (40, 61), (150, 100)])
+def test_exact_mcnemar_equals_scipy_binomtest(b: int, c: int) -> None:
+    if b + c == 0:
+        assert mcnemar_exact_p([b], [c])[0] == 1.0
+        return
+    assert mcnemar_exact_p([b], [c])[0] == pytest.approx(stats.binomtest(c, b + c, 0.5).pvalue, rel=1e-9)
+    assert one_sided_p([c], [b + c])[0] == pytest.approx(stats.binomtest(c, b + c, 0.5, alternative="greater").pvalue, rel=1e-9)
+    assert one_sided_p([b], [b + c])[0] == pytest.approx(stats.binomtest(c, b + c, 0.5, alternative="less").pvalue, rel=1e-9)
+
+
+def test_mcnemar_on_the_hand_table() -> None:
+    # Class a: b = 1, c = 2 -> P(X <= 1 | Bin(3, 1/2)) * 2 = 2 * 4/8 = 1.0; one-sided better: P(X >= 2) = 4/8.
+    table = compare_classes(pd.DataFrame(HAND_TABLE), flagged=["a"])
+    a = table.set_index("label").loc["a"]
+    assert a["p_mcnemar"] == 1.0
+    assert a["p_better"] == pytest.approx(0.5)
+    assert a["difference"] == pytest.approx((2 - 1) / 6)
+    assert a["production_accuracy"] == pytest.approx(3 / 6) and a["candidate_accuracy"] == pytest.approx(4 / 6)
+
+
+def test_holm_equals_statsmodels_and_a_hand_example() -> None:
+    from statsmodels.stats.multitest import multipletests
+
+    # Hand: p = (0.01, 0.04, 0.03) -> sorted 0.01*3, 0.03*2, 0.04*1 -> step-down maxima 0.03, 0.06, 0.06.
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    rng = np.random.default_rng(5)
+    for size in (1, 2, 7, 100):
+        p = np.concatenate([rng.uniform(size=size) ** 3, [0.5] * (size // 3)])  # ties included
+        assert holm(p) == pytest.approx(multipletests(p, method="holm")[1], abs=1e-12)
+    assert holm([]).size == 0
+
+
+def test_agresti_min_interval_by_hand_and_its_coverage_by_simulation() -> None:
+    # Hand: table (50, 5, 15, 30) + 1/2 each -> n = 102, b = 5.5, c = 15.5, d = 10/102,
+    # var = (21 - 100/102) / 102^2, 95% half-width 1.959964 * sqrt(var).
+    low, high = paired_difference_ci(np.array([[50, 5, 15, 30]]))
+    d, half = 10 / 102, 1.959964 * np.sqrt((21 - 100 / 102) / 102**2)
+    assert (low[0], high[0]) == pytest.approx((d - half, d + half), abs=1e-6)
+    # Coverage by Monte Carlo: cells probabilities (0.7, 0.05, 0.1, 0.15), n = 140, true difference 0.05.
+    rng = np.random.default_rng(3)
+    tables = rng.multinomial(140, [0.7, 0.05, 0.1, 0.15], size=20_000)
+    low, high = paired_difference_ci(tables)
+    coverage = np.mean((low <= 0.05) & (0.05 <= high))
+    assert 0.935 <= coverage <= 0.965
+
+
+def _counts(rows: dict[str, tuple[int, int, int, int]]) -> pd.DataFrame:
+    return pd.DataFrame([{"label": k, "both_right": v[0], "only_production": v[1], "only_candidate": v[2], "both_wrong": v[3]} for k, v in rows.items()])
+
+
+def _judge(counts: pd.DataFrame, flagged: list[str], *, days: int = 14, margin: float = 0.02, min_samples: int = 1):
+    table = compare_classes(counts, flagged=flagged, alpha=0.05, margin=margin)
+    return judge(table, production="p@1", candidate="c@2", start="2026-01-01", end="2026-01-14", days=days, alpha=0.05, margin=margin, min_samples=min_samples)
+
+
+def test_promote_when_every_flagged_class_improves_and_none_is_worse() -> None:
+    verdict = _judge(_counts({"3": (100, 1, 20, 19), "5": (120, 3, 2, 15), "7": (130, 2, 3, 5)}), ["3"])
+    assert verdict.verdict == PROMOTE and verdict.improved == ["3"] and verdict.worse == []
+
+
+def test_reject_names_the_classes_that_got_worse() -> None:
+    verdict = _judge(_counts({"3": (100, 1, 20, 19), "5": (100, 25, 1, 14), "7": (130, 2, 3, 5)}), ["3"])
+    assert verdict.verdict == REJECT and verdict.worse == ["5"]
+    assert "5 (-0.171" in verdict.reason
+
+
+def test_a_significant_drop_within_the_margin_is_not_worse() -> None:
+    # 1000 images, 30 vs 5 discordant: significant, but the drop is 0.025 < a 0.03 margin.
+    counts = _counts({"5": (900, 30, 5, 65)})
+    assert compare_classes(counts, alpha=0.05, margin=0.0)["worse"].item()
+    assert not compare_classes(counts, alpha=0.05, margin=0.03)["worse"].item()
+
+
+def test_worse_is_judged_after_holm_over_all_classes() -> None:
+    # One class at one-sided p = P(X >= 8 | Bin(9, 1/2)) = 10/512 ~ 0.0195: significant alone, not after Holm over 10 classes.
+    rows = {f"{i}": (10, 0, 0, 0) for i in range(9)} | {"9": (10, 8, 1, 0)}
+    table = compare_classes(_counts(rows), alpha=0.05, margin=0.0)
+    assert table.set_index("label").loc["9", "p_worse"] == pytest.approx(10 / 512)
+    assert not table["worse"].any()
+
+
+def test_insufficient_data_says_how_many_more_days_at_the_observed_rate() -> None:
+    # Flagged class: 3 discordant pairs over 7 days, all for the candidate: not yet significant (p = 1/8).
+    verdict = _judge(_counts({"3": (60, 0, 3, 7), "5": (65, 2, 1, 2)}), ["3"], days=7)
+    assert verdict.verdict == INSUFFICIENT
+    expected = days_still_needed(0, 3, 7, 0.05)
+    assert verdict.pending == {"3": expected} and verdict.days_more == expected
+    # By hand: all discordant pairs favour the candidate -> 5 pairs are needed (1/32 < 0.05, power 1); 3 in 7 days -> 12 days, 5 more.
+    assert discordant_needed(1.0, 0.05) == 5 and expected == 5
+
+
+def test_days_needed_matches_a_monte_carlo_power_estimate() -> None:
+    # At a 70/30 split, the exact one-sided test needs m discordant pairs for 80% power: check by simulation.
+    m = discordant_needed(0.7, 0.05)
+    assert m is not None
+    rng = np.random.default_rng(11)
+    successes = rng.binomial(m, 0.7, size=20_000)
+    power = np.mean([stats.binomtest(int(k), m, 0.5, alternative="greater").pvalue < 0.05 for k in successes[:4000]])
+    assert power >= 0.78
+    # One pair fewer falls short (the exact test's power is saw-toothed; the minimum m is the first to reach 80%).
+    assert discordant_needed(0.7, 0.05, limit=m - 1) is None
+
+
+def test_a_flagged_class_where_the_candidate_is_not_ahead_has_no_day_estimate() -> None:
+    verdict = _judge(_counts({"3": (60, 4, 2, 4)}), ["3"])
+    assert verdict.verdict == INSUFFICIENT and verdict.pending == {"3": None} and verdict.days_more is None
+
+
+def test_thin_classes_keep_the_verdict_at_insufficient_data() -> None:
+    verdict = _judge(_counts({"3": (5, 0, 0, 0)}), [], min_samples=20)
+    assert verdict.verdict == INSUFFICIENT and "fewer than 20" in verdict.reason
+
+
+def test_compare_refuses_a_table_without_the_counts() -> None:
+    with pytest.raises(DataError, match="only_candidate"):
+        compare_classes(pd.DataFrame({"label": ["a"], "both_right": [1], "only_production": [0], "both_wrong": [0]}))
+
+
+def test_discordant_images_are_the_pairs_one_model_got_right_taking_the_classes_in_turn() -> None:
+    from monitor.compare import discordant_images
+
+    production, candidate = _hand_pair()
+    frame = discordant_images(production, candidate)
+    # By hand: a/3 (production right), a/4 and a/5 (candidate right), b/1 (candidate right); b/2 failed for production.
+    assert frame[["image_path", "right"]].values.tolist() == [
+        ["a/3.png", "production"], ["b/1.png", "candidate"], ["a/4.png", "candidate"], ["a/5.png", "candidate"],
+    ]  # fmt: skip
+    assert frame.iloc[0][["production_pred", "candidate_pred"]].tolist() == ["a", "c"]
+    assert len(discordant_images(production, candidate, limit=2)) == 2

@@ -1,0 +1,83 @@
+"""The comparison page in headless Chromium, over the demo run with its candidate (better on "eight", worse on "three")."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from dashboards import ids
+from monitor.demo import CANDIDATE_WORSE
+from tests.fixtures.demo import DEMO_DEGRADED
+from tests.test_dashboard_browser import WAIT_S, figure_data, open_page, wait_until
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.spark, pytest.mark.filterwarnings("ignore::DeprecationWarning:selenium.*")]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def browser(demo_candidate_run: tuple[Any, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    if shutil.which("chromedriver") is None or shutil.which("chromium") is None:
+        pytest.skip("needs Debian's chromium and chromium-driver (scripts/setup.sh installs them)")
+    from dash.testing.application_runners import ThreadedRunner
+    from dash.testing.composite import DashComposite
+
+    from dashboards.app import create_app
+
+    settings, _ = demo_candidate_run
+    with ThreadedRunner() as server, DashComposite(
+        server=server, browser="Chrome", headless=True, download_path=str(tmp_path_factory.mktemp("downloads")),
+        percy_run=False, percy_finalize=False, wait_timeout=WAIT_S,
+    ) as composite:  # fmt: skip
+        composite.start_server(create_app(settings), port=_free_port())
+        yield composite
+
+
+def test_the_comparison_page_shows_the_verdict_the_differences_with_intervals_and_the_discordant_images(
+    browser: Any, demo_candidate_run: tuple[Any, dict[str, Any]]
+) -> None:
+    from monitor.compare import compare_candidate
+    from monitor.storage import open_store
+
+    settings, result = demo_candidate_run
+    assert result["candidate"]
+    with open_store(settings, read_only=True) as store:
+        expected = compare_candidate(settings, store, result["candidate"], until=result["last_date"])
+    # The demo's candidate: better on the degraded class, worse on another, so the verdict names that one (a class it
+    # now confuses with the degraded one may join it, depending on the images sampled).
+    assert expected["verdict"] == "reject" and CANDIDATE_WORSE in expected["worse"]
+    assert DEMO_DEGRADED in expected["improved"]
+
+    open_page(browser, ids.PATH_COMPARE, f"#{ids.COMPARE_CHART} .js-plotly-plot")
+    verdict = browser.find_element(f"#{ids.COMPARE_VERDICT}").text
+    assert verdict.startswith("reject") and f"{CANDIDATE_WORSE} (" in verdict
+    (trace,) = figure_data(browser, ids.COMPARE_CHART)
+    by_class = dict(zip(trace["x"], trace["y"]))
+    rows = {row["label"]: row for row in expected["classes"]}
+    assert set(by_class) == {label for label, row in rows.items() if row["n"]}
+    assert by_class[DEMO_DEGRADED] == pytest.approx(rows[DEMO_DEGRADED]["difference"]) and by_class[DEMO_DEGRADED] > 0
+    assert by_class[CANDIDATE_WORSE] == pytest.approx(rows[CANDIDATE_WORSE]["difference"]) and by_class[CANDIDATE_WORSE] < 0
+    # The interval bars are drawn (Plotly's error_y arrays) around each point.
+    bars = browser.driver.execute_script(
+        f"const p = document.querySelector('#{ids.COMPARE_CHART} .js-plotly-plot'); const e = p._fullData[0].error_y;"
+        " return [Array.from(e.array), Array.from(e.arrayminus)];"
+    )
+    assert len(bars[0]) == len(trace["x"]) and all(v >= 0 for v in bars[0] + bars[1])
+    table_text = browser.find_element(f"#{ids.COMPARE_TABLE}").text
+    assert "worse" in table_text and "improved" in table_text
+    images = browser.find_elements(f"#{ids.COMPARE_GALLERY} img")
+    assert images
+    assert wait_until(
+        lambda: all(browser.driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) for img in images[:6]),
+        "the discordant thumbnails to load",
+    )
+    captions = browser.find_element(f"#{ids.COMPARE_GALLERY}").text
+    assert "candidate right" in captions and "production right" in captions
