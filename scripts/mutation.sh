@@ -12,8 +12,10 @@
 #   MUTATION_CHILDREN  parallel test processes (default 2: a 2-core box)
 #   MUTATION_DIR       scratch directory (default: ${TMPDIR:-/tmp}/class-health-mutation); results are kept
 #                      there, so a re-run with the same sources only tests what is new
-#   MUTATION_ONLY      mutant-name globs to run instead of all of a module's mutants (space separated),
-#                      e.g. 'monitor.alerts.x_raise_alerts__mutmut_*'
+#   MUTATION_SAMPLE    run a deterministic sample: only the mutants whose number ends in one of these digits
+#                      (e.g. 05: a fifth of them); the rest are counted as "not run". Default: all.
+#   MUTATION_REPORT    1: run nothing, print the table of the results kept in MUTATION_DIR
+#   MUTATION_ONLY      mutant-name globs to run instead (space separated), e.g. 'monitor.alerts.x_raise_alerts__mutmut_*'
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -29,27 +31,31 @@ MODULES=("$@")
 MUTMUT="$(dirname "$PY")/mutmut"
 [ -x "$MUTMUT" ] || MUTMUT=mutmut
 
-# module -> files to mutate | its own tests (pytest arguments)
+# module -> files to mutate | its own tests (pytest arguments) | how mutmut starts each mutant's tests.
+# "fork" forks from the process that ran the clean tests (fast: imports and the health calibration are
+# already done); "forkserver" starts each from a fresh process, for tests that are not fork-safe: apprise's
+# notifier threads (alerts) and the JVM of a SparkSession (metrics).
 spec() {
     case "$1" in
-        health)   echo 'monitor/health.py|tests/test_health.py' ;;
-        sampling) echo 'monitor/sampling.py|tests/test_sampling.py' ;;
-        alerts)   echo 'monitor/alerts.py|tests/test_alerts.py' ;;
-        store)    echo 'monitor/storage.py monitor/embedded.py|tests/test_store.py' ;;
-        indexing) echo 'monitor/indexing.py|tests/test_indexing.py -m not_gcs' ;;
-        metrics)  echo 'evaluation/metrics.py|tests/test_metrics.py' ;;
+        health)   echo 'monitor/health.py|tests/test_health.py|fork' ;;
+        sampling) echo 'monitor/sampling.py|tests/test_sampling.py|fork' ;;
+        alerts)   echo 'monitor/alerts.py|tests/test_alerts.py|forkserver' ;;
+        store)    echo 'monitor/storage.py monitor/embedded.py|tests/test_store.py|fork' ;;
+        indexing) echo 'monitor/indexing.py|tests/test_indexing.py -m not_gcs|fork' ;;
+        metrics)  echo 'evaluation/metrics.py|tests/test_metrics.py|forkserver' ;;
         *) echo "unknown module '$1' (known: health sampling alerts store indexing metrics)" >&2; return 1 ;;
     esac
 }
 
 REPORTS=()
 for module in "${MODULES[@]}"; do
-    IFS='|' read -r files tests <<<"$(spec "$module")"
+    IFS='|' read -r files tests isolation <<<"$(spec "$module")"
     dir="$WORK/$module"
+    if [ "${MUTATION_REPORT:-}" = 1 ]; then REPORTS+=("$module=$dir/results.txt"); continue; fi
     mkdir -p "$dir"
     # A scratch copy of the tracked files (the mutants/ folder of an earlier run is kept: mutmut reuses it).
     git ls-files -z | (cd "$ROOT" && xargs -0 tar -cf - ) | tar -xf - -C "$dir"
-    MODULE_FILES="$files" MODULE_TESTS="$tests" "$PY" - "$dir/pyproject.toml" <<'EOF'
+    MODULE_FILES="$files" MODULE_TESTS="$tests" MODULE_ISOLATION="$isolation" "$PY" - "$dir/pyproject.toml" <<'EOF'
 import json, os, re, sys
 path = sys.argv[1]
 text = re.sub(r"\n\[tool\.mutmut\].*?(?=\n\[|\Z)", "", open(path).read(), flags=re.S)
@@ -62,15 +68,21 @@ text += f"only_mutate = {json.dumps(files)}\n"
 text += f"pytest_add_cli_args_test_selection = {json.dumps(args)}\n"
 text += 'pytest_add_cli_args = ["-q", "-x"]\n'
 text += 'also_copy = ["model_artifacts", "benchmarks", "scripts", "dags", "docs", "README.md"]\n'
-text += 'process_isolation = "fork"\n'
-text += "use_git_change_detection = false\ntimeout_constant = 5.0\n"
+text += f'process_isolation = "{os.environ["MODULE_ISOLATION"]}"\n'
+# a fresh process re-imports torch/pyspark and recalibrates: its fixed cost is part of every mutant's time
+text += f'timeout_constant = {60.0 if os.environ["MODULE_ISOLATION"] == "forkserver" else 5.0}\n'
+text += "timeout_multiplier = 3.0\n"
+text += "use_git_change_detection = false\n"
 open(path, "w").write(text)
 EOF
-    echo "== $module: mutating $files, running $tests (bound ${SECONDS_PER_MODULE}s, $CHILDREN processes)"
+    only=${MUTATION_ONLY:-}
+    [ -z "${MUTATION_SAMPLE:-}" ] || [ -n "$only" ] || only="*__mutmut_*[${MUTATION_SAMPLE}]"
+    read -ra patterns <<<"$only"
+    echo "== $module: mutating $files, running $tests (bound ${SECONDS_PER_MODULE}s, $CHILDREN processes${only:+, only $only})"
     # The copy must import its own (mutated) sources, never an editable install of another checkout.
     # shellcheck disable=SC2086
     (cd "$dir" && PYTHONPATH= timeout --signal=INT --kill-after=60 "$SECONDS_PER_MODULE" \
-        "$MUTMUT" run --max-children "$CHILDREN" ${MUTATION_ONLY:-} >"$dir/mutmut.log" 2>&1) || echo "   (mutmut stopped: exit $?, see $dir/mutmut.log)"
+        "$MUTMUT" run --max-children "$CHILDREN" "${patterns[@]}" >"$dir/mutmut.log" 2>&1) || echo "   (mutmut stopped: exit $?, see $dir/mutmut.log)"
     (cd "$dir" && "$MUTMUT" results --all true >"$dir/results.txt" 2>>"$dir/mutmut.log") || true
     REPORTS+=("$module=$dir/results.txt")
 done
