@@ -295,3 +295,44 @@ def test_a_withdrawn_alert_is_never_sent_and_the_next_date_re_run_raises_the_fla
     assert (moved["date"], moved["kind"]) == (day(2), FLAGGED)
     assert deliver_pending(any_store, [endpoint.url]).delivered == 1
     assert len(endpoint.bodies) == 1 and day(2) in endpoint.bodies[0]["json"]["message"]
+
+
+# --- what a notifier receives (closing mutants that survived scripts/mutation.sh) ------------------
+
+
+def test_a_flag_and_a_recovery_are_posted_with_their_own_title_and_notification_type(store, endpoint: Endpoint) -> None:
+    _judge(store, "m@1", day(0), {"seven": FINE})
+    _judge(store, "m@1", day(1), {"seven": FLAGGED})
+    _judge(store, "m@1", day(2), {"seven": FINE})
+
+    assert deliver_pending(store, [endpoint.url]).delivered == 2
+
+    posted = sorted(((b["json"]["title"], b["json"]["type"]) for b in endpoint.bodies), key=lambda tb: tb[0][-11:])
+    assert posted == [
+        (f"[class health] seven: needs retraining ({day(1)})", "failure"),
+        (f"[class health] seven: recovered ({day(2)})", "success"),
+    ]
+
+
+def test_an_alert_stored_without_its_id_is_sent_and_recorded_with_the_id_of_its_transition(store, endpoint: Endpoint) -> None:
+    import hashlib
+
+    # Alerts stored before alert ids existed: the id is derived from (model, label, date, kind), as documented.
+    legacy = {"model_id": "m@1", "label": "seven", "date": day(1), "kind": FLAGGED, "message": "seven needs retraining"}
+    store.add_alert({**legacy, "created_at": dt.datetime(2024, 3, 2, tzinfo=dt.timezone.utc), "delivered": False, "attempts": 0})
+    expected = hashlib.sha256("\x1f".join(("m@1", "seven", day(1), FLAGGED)).encode()).hexdigest()[:16]
+
+    assert deliver_pending(store, [endpoint.url]).delivered == 1
+
+    assert f"alert id {expected}" in endpoint.bodies[0]["json"]["message"]
+    assert _one(store, "alerts", {"label": "seven"})["alert_id"] == expected
+
+
+def test_listed_alerts_do_not_show_the_keys_of_the_urls_they_were_sent_to(store, endpoint: Endpoint) -> None:
+    _judge(store, "m@1", day(0), {"seven": FINE})
+    _judge(store, "m@1", day(1), {"seven": FLAGGED})
+    deliver_pending(store, [endpoint.url])
+
+    [row] = list_alerts(store)
+
+    assert row["delivered"] is True and "sent_to" not in row
