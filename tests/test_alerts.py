@@ -336,3 +336,52 @@ def test_listed_alerts_do_not_show_the_keys_of_the_urls_they_were_sent_to(store,
     [row] = list_alerts(store)
 
     assert row["delivered"] is True and "sent_to" not in row
+
+
+def _url_key(url: str) -> str:
+    """The documented key of a notification URL in ``sent_to``/``sending``: the first 16 hex digits of its sha256."""
+    import hashlib
+
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def test_a_send_is_marked_in_flight_in_the_store_before_the_notifier_is_called(store) -> None:
+    import apprise
+
+    seen: list[list[str]] = []
+
+    @apprise.decorators.notify(on="probeflight")
+    def _probe(body: str, title: str, notify_type: str, *args: Any, **kwargs: Any) -> bool:
+        seen.append(list(_one(store, "alerts", {"label": "seven"}).get("sending") or []))
+        return True
+
+    _judge(store, "m@1", day(0), {"seven": FINE})
+    _judge(store, "m@1", day(1), {"seven": FLAGGED})
+
+    assert deliver_pending(store, ["probeflight://hook"]).delivered == 1
+
+    # At most once: had the run died inside the send, the store would already say so.
+    assert seen == [[_url_key("probeflight://hook")]]
+    alert = _one(store, "alerts", {"label": "seven"})
+    assert (alert["sending"], alert["sent_to"]) == ([], [_url_key("probeflight://hook")])
+
+
+def test_a_send_a_killed_run_left_in_flight_is_not_repeated_but_reported_uncertain(store, endpoint: Endpoint, caplog) -> None:
+    _judge(store, "m@1", day(0), {"seven": FINE})
+    [flag] = _judge(store, "m@1", day(1), {"seven": FLAGGED})
+    [stored] = store.pending_alerts()
+    store.update_alert(stored, {"$set": {"sending": [_url_key(endpoint.url)]}})  # a run died while sending it here
+
+    with caplog.at_level("WARNING", logger="monitor.alerts"):
+        report = deliver_pending(store, [endpoint.url])
+
+    assert endpoint.bodies == []
+    # Done with it (nothing failed), with a note that says the one send is in doubt.
+    assert (report.delivered, report.pending) == (1, 0)
+    alert = _one(store, "alerts", {"label": "seven"})
+    assert (alert["uncertain"], alert["sending"], alert["sent_to"], alert["delivered"]) == ([_url_key(endpoint.url)], [], [], True)
+    assert f"may or may not have received alert id {flag['alert_id']}" in alert["last_error"]
+    assert "a previous run stopped while sending it; not sent again (at most once)" in caplog.text
+    # A later run sends nothing either.
+    deliver_pending(store, [endpoint.url])
+    assert endpoint.bodies == []
