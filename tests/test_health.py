@@ -651,6 +651,18 @@ def test_compute_health_without_metrics_on_the_date_is_a_data_error(store, setti
         compute_health(store, "m@1", day(5), settings)
 
 
+@pytest.mark.parametrize("dates", [["2024-03-01", "2024-03-01"], ["2024-03-02", "20240302"]], ids=["same text", "two forms of one day"])
+def test_the_column_check_refuses_counts_that_repeat_a_date_of_a_class_and_accepts_it_across_classes(dates: list[str]) -> None:
+    from monitor.health import _check_counts, _count_columns
+
+    # The store refuses a repeated label on one day; this guards the columns compute_health judges all the same
+    # (a store written by another tool, or one day written as two date strings).
+    docs = [{"label": "a", "date": date, "n": 10, "correct": 9} for date in dates] + [{"label": "b", "date": dates[0], "n": 10, "correct": 9}]
+    with pytest.raises(DataError, match="repeat a date"):
+        _check_counts(_count_columns(docs, ["a", "b"]))
+    _check_counts(_count_columns([docs[0], docs[2]], ["a", "b"]))  # one day, two classes: no repeat
+
+
 def _run(store, settings, model_id: str, days: range) -> None:
     from monitor.alerts import raise_alerts
 
