@@ -345,25 +345,41 @@ def _url_key(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
-def test_a_send_is_marked_in_flight_in_the_store_before_the_notifier_is_called(store) -> None:
+def test_each_send_is_recorded_in_the_store_before_the_next_one_starts(store) -> None:
     import apprise
 
-    seen: list[list[str]] = []
+    seen: list[tuple[list[str], list[str]]] = []
 
     @apprise.decorators.notify(on="probeflight")
     def _probe(body: str, title: str, notify_type: str, *args: Any, **kwargs: Any) -> bool:
-        seen.append(list(_one(store, "alerts", {"label": "seven"}).get("sending") or []))
+        stored = _one(store, "alerts", {"label": "seven"})
+        seen.append((list(stored.get("sending") or []), list(stored.get("sent_to") or [])))
         return True
 
     _judge(store, "m@1", day(0), {"seven": FINE})
     _judge(store, "m@1", day(1), {"seven": FLAGGED})
+    first, second = "probeflight://a", "probeflight://b"
 
-    assert deliver_pending(store, ["probeflight://hook"]).delivered == 1
+    assert deliver_pending(store, [first, second]).delivered == 1
 
-    # At most once: had the run died inside the send, the store would already say so.
-    assert seen == [[_url_key("probeflight://hook")]]
+    # At most once: had the run died inside a send, or between the two, the store would already say so.
+    assert seen == [([_url_key(first)], []), ([_url_key(second)], [_url_key(first)])]
     alert = _one(store, "alerts", {"label": "seven"})
-    assert (alert["sending"], alert["sent_to"]) == ([], [_url_key("probeflight://hook")])
+    assert (alert["sending"], sorted(alert["sent_to"])) == ([], sorted([_url_key(first), _url_key(second)]))
+
+
+def test_a_failed_send_is_logged_with_the_alert_and_the_url_host(store, endpoint: Endpoint, caplog) -> None:
+    endpoint.status = 500
+    _judge(store, "m@1", day(0), {"seven": FINE})
+    _judge(store, "m@1", day(1), {"seven": FLAGGED})
+
+    with caplog.at_level("WARNING", logger="monitor.alerts"):
+        deliver_pending(store, [endpoint.url])
+
+    import re
+
+    pattern = rf"alert m@1/seven/{day(1)} not delivered to json://127\.0\.0\.1:{endpoint.server.server_address[1]}.*: \S.*"
+    assert [r.getMessage() for r in caplog.records if re.fullmatch(pattern, r.getMessage())], caplog.text
 
 
 def test_a_send_a_killed_run_left_in_flight_is_not_repeated_but_reported_uncertain(store, endpoint: Endpoint, caplog) -> None:
