@@ -280,3 +280,78 @@ def test_the_single_file_store_of_earlier_versions_is_moved_into_partitions(sett
         assert store.counts() == {"images": 1, "samples": 0, "class_metrics": 1, "class_health": 0, "alerts": 1, "models": 0, "runs": 0}
         assert store.find("images")[0]["created"] == T0
     assert not legacy.exists() and legacy.with_name(legacy.name + ".migrated").exists()
+
+
+# --- a MongoDB that fails: every operation says what it could not do, and why (closing mutants of scripts/mutation.sh) ---
+
+
+class _DownCollection:
+    """A collection whose every call fails as a driver does when the server is gone."""
+
+    def __getattr__(self, name: str) -> Any:
+        def fail(*args: Any, **kwargs: Any) -> Any:
+            import pymongo.errors
+
+            raise pymongo.errors.ServerSelectionTimeoutError("127.0.0.1:27017: [Errno 111] Connection refused")
+
+        return fail
+
+
+class _DownDatabase:
+    def __getitem__(self, name: str) -> _DownCollection:
+        return _DownCollection()
+
+
+@pytest.mark.parametrize(
+    ("operation", "what"),
+    [
+        (lambda s: s.models(), "read the models"),
+        (lambda s: s.find("alerts"), "read alerts"),
+        (lambda s: s.pending_alerts(), "read the pending alerts"),
+        (lambda s: s.count_images(SOURCE), f"count the indexed images of {SOURCE}"),
+        (lambda s: s.stored_images(SOURCE, {"cat": ["cat/a.jpg"]}, ["size"]), f"read indexed images of {SOURCE}"),
+        (lambda s: s.unusable_counts(SOURCE), f"count the unusable images of {SOURCE}"),
+        (lambda s: s.unusable_images([SOURCE], 10), "read the unusable images"),
+        (lambda s: list(s.present_images(SOURCE)), f"read the indexed images of {SOURCE}"),
+        (lambda s: s.rows("class_metrics", None), "read class_metrics of every model"),
+        (lambda s: s.measured_models(), "read the measured models"),
+        (lambda s: s.remove("alerts", {}), "delete from alerts"),
+        (lambda s: s.register_model("m@1", name="m", checksum="c", labels=["a"], date="2026-11-01"), "register model m@1"),
+        (lambda s: s.save_sample({"source": SOURCE, "date": "2026-11-01"}), "record the sample of 2026-11-01"),
+        (lambda s: s.runs_on("2026-11-01"), None),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_a_failing_mongodb_is_a_store_error_that_names_the_operation_and_the_cause(operation: Callable[[Store], Any], what: str | None) -> None:
+    store = Store(db=_DownDatabase(), description="MongoDB at 127.0.0.1")  # type: ignore[arg-type]
+    with pytest.raises(StoreError) as err:
+        operation(store)
+    message = str(err.value)
+    assert message.startswith(f"could not {what} on MongoDB at 127.0.0.1: " if what else "could not ")
+    assert message.endswith("127.0.0.1:27017: [Errno 111] Connection refused")
+
+
+# --- the sampling walk at its edges (closing mutants of scripts/mutation.sh) ---------------------------
+
+
+def test_the_walk_starts_at_an_image_whose_key_equals_the_pivot_on_both(opener: Callable[[], Store]) -> None:
+    docs = [image(f"cat/{i}.png", key=i / 8) for i in range(8)] + [image("dog/0.png", key=0.5)]
+    with opener() as store:
+        store.write_images(SOURCE, docs, [])
+        window = {"$lte": T0}
+        assert [d["path"] for d in store.walk_class(SOURCE, "cat", window, 4 / 8, 3)] == ["cat/4.png", "cat/5.png", "cat/6.png"]
+        assert [d["sample_key"] for d in store.walk_class(SOURCE, "cat", window, 7 / 8, 3)] == [7 / 8, 0.0, 1 / 8]
+
+
+def test_the_walk_cost_on_the_embedded_store_counts_every_document_fetched_and_each_query(settings: Settings) -> None:
+    late = T0 + dt.timedelta(days=3)
+    # keys 0/8 .. 7/8; the images at 5/8 and 6/8 arrived after the window
+    docs = [image(f"cat/{i}.png", key=i / 8, created=late if i in (5, 6) else T0) for i in range(8)] + [image("dog/0.png", key=0.55)]
+    with open_store(settings) as store:
+        store.write_images(SOURCE, docs, [])
+        window = {"$lte": T0 + dt.timedelta(days=1)}
+        # From 4/8: 4 passes, 5 and 6 do not, 7 passes (4 fetched, 2 found), wrap: 0 passes (third found): 5 documents, 2 queries.
+        assert store.walk_cost(SOURCE, "cat", window, 4 / 8, 3) == (5, 0, 2)
+        # Enough before the end of the key range: one query.
+        assert store.walk_cost(SOURCE, "cat", window, 0.0, 2) == (2, 0, 1)
+        assert [d["path"] for d in store.walk_class(SOURCE, "cat", window, 4 / 8, 3)] == ["cat/4.png", "cat/7.png", "cat/0.png"]
