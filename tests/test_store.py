@@ -355,3 +355,27 @@ def test_the_walk_cost_on_the_embedded_store_counts_every_document_fetched_and_e
         # Enough before the end of the key range: one query.
         assert store.walk_cost(SOURCE, "cat", window, 0.0, 2) == (2, 0, 1)
         assert [d["path"] for d in store.walk_class(SOURCE, "cat", window, 4 / 8, 3)] == ["cat/4.png", "cat/7.png", "cat/0.png"]
+
+
+def test_listings_keep_their_documented_order_filters_and_fields_on_both(opener: Callable[[], Store]) -> None:
+    with opener() as store:
+        for source in ("gs://z-bucket/val", "file:///a/val"):
+            store.record_stage(source, "2026-11-02", "index", {"listed": 1}, finished_at=T0)
+        store.register_model("m@1", name="m", checksum="abc", labels=["cat"], date="2026-11-02")
+        base = {"model_id": "m@1", "kind": "needs_retraining", "delivered": False}
+        # Added newest first: the listings must sort, not keep the insertion order.
+        for label, date, seconds in (("cat", "2026-11-03", 0), ("dog", "2026-11-01", 5), ("eel", "2026-11-01", 1)):
+            store.add_alert({**base, "label": label, "date": date, "created_at": T0 + dt.timedelta(seconds=seconds)})
+        store.replace_day("class_health", "m@1", "2026-11-01", [{"label": "a", "verdict": "healthy"}])
+        store.replace_day("class_health", "m@1", "2026-11-05", [{"label": "a", "verdict": "watch"}, {"label": "c", "verdict": "watch"}])
+        store.commit()
+    with opener() as store:
+        assert [run["source"] for run in store.runs_on("2026-11-02")] == ["file:///a/val", "gs://z-bucket/val"]
+        (model,) = store.models()
+        assert "_id" not in model and "checksum" not in model
+        assert [a["label"] for a in store.pending_alerts()] == ["eel", "dog", "cat"]  # oldest first: date, then creation
+        assert [a["label"] for a in store.alerts("m@1")] == ["cat", "dog", "eel"]  # newest first
+        assert [a["label"] for a in store.alerts("m@1", start="2026-11-02")] == ["cat"]
+        assert [a["label"] for a in store.alerts("m@1", end="2026-11-02")] == ["dog", "eel"]
+        latest = store.latest_rows_before("class_health", "m@1", "2026-11-04", ["a", "c"])
+        assert {label: row["date"] for label, row in latest.items()} == {"a": "2026-11-01"}  # nothing on or after the date
