@@ -31,37 +31,41 @@ MODULES=("$@")
 MUTMUT="$(dirname "$PY")/mutmut"
 [ -x "$MUTMUT" ] || MUTMUT=mutmut
 
-# module -> files to mutate | its own tests (pytest arguments) | how mutmut starts each mutant's tests.
+# module -> files to mutate | its own tests | how mutmut starts each mutant's tests | pytest -m | pytest -k.
 # "fork" forks from the process that ran the clean tests (fast: imports and the health calibration are
 # already done); "forkserver" starts each from a fresh process, for tests that are not fork-safe: apprise's
-# notifier threads (alerts) and the JVM of a SparkSession (metrics).
+# notifier threads (alerts) and the JVM of a SparkSession (metrics). Health leaves out its seven
+# end-to-end and Monte Carlo tests of 45 s or more each (8 minutes of its 10 on this box): every mutant
+# would pay them; the faster tests pin the same functions at their boundaries.
+SLOW_HEALTH='not (test_compute_health_uses_per_class_targets or test_a_new_class_leaves_stored_verdicts or test_recovery_run_length_matches_monte_carlo or test_calibrated_threshold_is_the_smallest or test_compute_health_moves_from_insufficient or test_a_settings_change_applies_from_its_day or test_a_class_with_none_right_is_flagged_on_its_first_day)'
 spec() {
     case "$1" in
-        health)   echo 'monitor/health.py|tests/test_health.py|fork' ;;
-        sampling) echo 'monitor/sampling.py|tests/test_sampling.py|fork' ;;
-        alerts)   echo 'monitor/alerts.py|tests/test_alerts.py|forkserver' ;;
-        store)    echo 'monitor/storage.py monitor/embedded.py|tests/test_store.py|fork' ;;
-        indexing) echo 'monitor/indexing.py|tests/test_indexing.py -m not_gcs|fork' ;;
-        metrics)  echo 'evaluation/metrics.py|tests/test_metrics.py|forkserver' ;;
+        health)   echo "monitor/health.py|tests/test_health.py|fork||$SLOW_HEALTH" ;;
+        sampling) echo 'monitor/sampling.py|tests/test_sampling.py|fork||' ;;
+        alerts)   echo 'monitor/alerts.py|tests/test_alerts.py|forkserver||' ;;
+        store)    echo 'monitor/storage.py monitor/embedded.py|tests/test_store.py|fork||' ;;
+        indexing) echo 'monitor/indexing.py|tests/test_indexing.py|fork|not gcs|' ;;
+        metrics)  echo 'evaluation/metrics.py|tests/test_metrics.py|forkserver||' ;;
         *) echo "unknown module '$1' (known: health sampling alerts store indexing metrics)" >&2; return 1 ;;
     esac
 }
 
 REPORTS=()
 for module in "${MODULES[@]}"; do
-    IFS='|' read -r files tests isolation <<<"$(spec "$module")"
+    IFS='|' read -r files tests isolation marks keywords <<<"$(spec "$module")"
     dir="$WORK/$module"
     if [ "${MUTATION_REPORT:-}" = 1 ]; then REPORTS+=("$module=$dir/results.txt"); continue; fi
     mkdir -p "$dir"
     # A scratch copy of the tracked files (the mutants/ folder of an earlier run is kept: mutmut reuses it).
     git ls-files -z | (cd "$ROOT" && xargs -0 tar -cf - ) | tar -xf - -C "$dir"
-    MODULE_FILES="$files" MODULE_TESTS="$tests" MODULE_ISOLATION="$isolation" "$PY" - "$dir/pyproject.toml" <<'EOF'
+    MODULE_FILES="$files" MODULE_TESTS="$tests" MODULE_ISOLATION="$isolation" MODULE_MARKS="$marks" MODULE_KEYWORDS="$keywords" "$PY" - "$dir/pyproject.toml" <<'EOF'
 import json, os, re, sys
 path = sys.argv[1]
 text = re.sub(r"\n\[tool\.mutmut\].*?(?=\n\[|\Z)", "", open(path).read(), flags=re.S)
 files = os.environ["MODULE_FILES"].split()
-tests = os.environ["MODULE_TESTS"].replace("not_gcs", "not gcs").split(" ", 1)
-args = [tests[0]] + (["-m", tests[1].split(" ", 1)[1]] if len(tests) > 1 else [])
+args = os.environ["MODULE_TESTS"].split()
+args += ["-m", os.environ["MODULE_MARKS"]] if os.environ["MODULE_MARKS"] else []
+args += ["-k", os.environ["MODULE_KEYWORDS"]] if os.environ["MODULE_KEYWORDS"] else []
 text += "\n[tool.mutmut]\n"
 text += 'source_paths = ["monitor", "evaluation", "dashboards"]\n'
 text += f"only_mutate = {json.dumps(files)}\n"
@@ -78,7 +82,7 @@ EOF
     only=${MUTATION_ONLY:-}
     [ -z "${MUTATION_SAMPLE:-}" ] || [ -n "$only" ] || only="*__mutmut_*[${MUTATION_SAMPLE}]"
     read -ra patterns <<<"$only"
-    echo "== $module: mutating $files, running $tests (bound ${SECONDS_PER_MODULE}s, $CHILDREN processes${only:+, only $only})"
+    echo "== $module: mutating $files, running $tests${marks:+ -m '$marks'}${keywords:+ -k (${#keywords} chars)} (bound ${SECONDS_PER_MODULE}s, $CHILDREN processes${only:+, only $only})"
     # The copy must import its own (mutated) sources, never an editable install of another checkout.
     # shellcheck disable=SC2086
     (cd "$dir" && PYTHONPATH= timeout --signal=INT --kill-after=60 "$SECONDS_PER_MODULE" \
