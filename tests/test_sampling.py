@@ -741,3 +741,20 @@ def test_a_sample_csv_with_naive_created_times_reads_them_as_utc(tmp_path: Path)
     (item,) = read_sample_csv(path).items
 
     assert item.created == dt.datetime(2026, 3, 1, 12, 0, tzinfo=UTC) and item.created.tzinfo is not None
+
+
+def test_on_mongodb_the_cost_is_the_sum_of_each_querys_explained_execution_stats(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mongomock
+
+    # mongomock has no explain(): this one answers as MongoDB's executionStats would, the same for every query.
+    stats_of_each_query = {"executionStats": {"totalDocsExamined": 7, "totalKeysExamined": 9, "nReturned": 3}}
+    monkeypatch.setattr(mongomock.collection.Cursor, "explain", lambda self: stats_of_each_query, raising=False)
+    with Store(db=mongomock.MongoClient(tz_aware=True)["monitor_explain"], description="mongomock with explain") as mongo:
+        mongo.ensure_indexes()
+        for label in ("cat", "dog"):
+            _add(mongo, label, 5, BEFORE)
+
+        cost = sample_cost(mongo, SOURCE, DAY, 2, seed=0, oversample=2)
+
+    # Each class needs 4: the first query returns 3, so the wrapped-around second one runs too (2 queries a class).
+    assert (cost.docs_examined, cost.keys_examined, cost.queries, cost.classes, cost.method) == (28, 36, 4, 2, "explain")

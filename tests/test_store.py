@@ -379,3 +379,22 @@ def test_listings_keep_their_documented_order_filters_and_fields_on_both(opener:
         assert [a["label"] for a in store.alerts("m@1", end="2026-11-02")] == ["dog", "eel"]
         latest = store.latest_rows_before("class_health", "m@1", "2026-11-04", ["a", "c"])
         assert {label: row["date"] for label, row in latest.items()} == {"a": "2026-11-01"}  # nothing on or after the date
+
+
+def test_the_walk_cost_on_mongodb_sums_explain_of_each_query_until_enough_are_returned(monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = iter([{"executionStats": {"totalDocsExamined": 4, "totalKeysExamined": 6, "nReturned": 2}},
+                    {"executionStats": {"totalDocsExamined": 3, "totalKeysExamined": 5, "nReturned": 1}}])  # fmt: skip
+    asked: list[int] = []
+
+    def explain(cursor: Any) -> dict[str, Any]:
+        asked.append(cursor._limit)
+        return next(answers)
+
+    monkeypatch.setattr(mongomock.collection.Cursor, "explain", explain, raising=False)  # mongomock has none: MongoDB's answers
+    store = Store(db=mongomock.MongoClient(tz_aware=True)[f"monitor_test_{uuid.uuid4().hex[:12]}"], description="mongomock")
+    store.ensure_indexes()
+    store.write_images(SOURCE, [image(f"cat/{i}.png", key=i / 8) for i in range(8)], [])
+
+    # 3 wanted: the query from the pivot returns 2, the wrapped-around one is asked for the 1 left.
+    assert store.walk_cost(SOURCE, "cat", {"$lte": T0}, 0.5, 3) == (7, 11, 2)
+    assert asked == [3, 1]
