@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import io
 import os
 import socket
 import tempfile
@@ -648,3 +649,34 @@ def test_a_size_listed_as_text_is_stored_as_a_number(store: Store) -> None:
     docs = _docs(store, listing.uri)
     assert (docs["Cat/a.jpg"]["size"], docs["Cat/a.jpg"]["status"]) == (2048, "ok")
     assert (docs["Cat/b.jpg"]["size"], docs["Cat/b.jpg"]["reason"]) == (0, "zero_bytes")
+
+
+class _FillsUp(io.FileIO):
+    """An unnamed temporary file on a disk that fills up: the first writes go through, then ENOSPC."""
+
+    def __init__(self, accepted: int) -> None:
+        fd, path = tempfile.mkstemp(prefix="monitor-test-keys-")
+        os.unlink(path)
+        super().__init__(fd, "r+b")
+        self.accepted = accepted
+
+    def write(self, data: Any) -> int:
+        if self.accepted <= 0:
+            raise OSError(28, "No space left on device")
+        self.accepted -= 1
+        return super().write(data)
+
+
+def test_keys_written_before_the_disk_filled_up_still_count_as_listed(tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(indexing, "_SPILL_BYTES", 64)  # 8 keys a spill
+    monkeypatch.setattr(indexing.tempfile, "TemporaryFile", lambda *args, **kwargs: _FillsUp(accepted=3))
+    root = tmp_path / "src"
+    source = _folder(root, {f"L{i % 3}/{i:03d}.png": b"px" for i in range(120)})
+    index_source(source, store, now=T1, batch_size=10)
+    (root / "L1/061.png").unlink()
+
+    report = index_source(source, store, now=T2, batch_size=10)
+
+    # Some keys reached the file, the rest stayed in memory: every listed blob is found in one or the other.
+    assert (report.missing, report.unchanged) == (1, 119)
+    assert [p for p, doc in _docs(store, source.uri).items() if doc["status"] == "missing"] == ["L1/061.png"]
