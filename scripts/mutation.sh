@@ -54,7 +54,10 @@ REPORTS=()
 for module in "${MODULES[@]}"; do
     IFS='|' read -r files tests isolation marks keywords <<<"$(spec "$module")"
     dir="$WORK/$module"
-    if [ "${MUTATION_REPORT:-}" = 1 ]; then REPORTS+=("$module=$dir/results.txt"); continue; fi
+    if [ "${MUTATION_REPORT:-}" = 1 ]; then
+        [ ! -d "$dir/mutants" ] || (cd "$dir" && "$MUTMUT" results --all true >"$dir/results.txt" 2>/dev/null) || true
+        REPORTS+=("$module=$dir/results.txt"); continue
+    fi
     mkdir -p "$dir"
     # A scratch copy of the tracked files (the mutants/ folder of an earlier run is kept: mutmut reuses it).
     git ls-files -z | (cd "$ROOT" && xargs -0 tar -cf - ) | tar -xf - -C "$dir"
