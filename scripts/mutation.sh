@@ -37,6 +37,12 @@ MUTMUT="$(dirname "$PY")/mutmut"
 # notifier threads (alerts) and the JVM of a SparkSession (metrics). Health leaves out its seven
 # end-to-end and Monte Carlo tests of 45 s or more each (8 minutes of its 10 on this box): every mutant
 # would pay them; the faster tests pin the same functions at their boundaries.
+# Metrics: the functions of the pandas path and the code it shares with the Spark one (input checks,
+# labels, _finish: the sanity flags, Wilson bounds and row shape), against the non-Spark tests, which
+# include a plain-Python and an sklearn reference. class_metrics_spark and _spark_input are left out:
+# a mutant there needs a SparkSession per mutant (a JVM start: minutes on a busy 2-core box), and
+# mutmut 3 mutates code inside functions only, so the SQL text (module constants) is never mutated.
+METRICS_FUNCTIONS='evaluation.metrics.x__pandas_input__mutmut_* evaluation.metrics.x__label_list__mutmut_* evaluation.metrics.x__finish__mutmut_* evaluation.metrics.x__float_or_none__mutmut_* evaluation.metrics.x_class_metrics_pandas__mutmut_*'
 SLOW_HEALTH='not (test_compute_health_uses_per_class_targets or test_a_new_class_leaves_stored_verdicts or test_recovery_run_length_matches_monte_carlo or test_calibrated_threshold_is_the_smallest or test_compute_health_moves_from_insufficient or test_a_settings_change_applies_from_its_day or test_a_class_with_none_right_is_flagged_on_its_first_day)'
 spec() {
     case "$1" in
@@ -45,14 +51,14 @@ spec() {
         alerts)   echo 'monitor/alerts.py|tests/test_alerts.py|forkserver||' ;;
         store)    echo 'monitor/storage.py monitor/embedded.py|tests/test_store.py|fork||' ;;
         indexing) echo 'monitor/indexing.py|tests/test_indexing.py|fork|not gcs|' ;;
-        metrics)  echo 'evaluation/metrics.py|tests/test_metrics.py|forkserver||' ;;
+        metrics)  echo "evaluation/metrics.py|tests/test_metrics.py|fork|not spark||$METRICS_FUNCTIONS" ;;
         *) echo "unknown module '$1' (known: health sampling alerts store indexing metrics)" >&2; return 1 ;;
     esac
 }
 
 REPORTS=()
 for module in "${MODULES[@]}"; do
-    IFS='|' read -r files tests isolation marks keywords <<<"$(spec "$module")"
+    IFS='|' read -r files tests isolation marks keywords functions <<<"$(spec "$module")"
     dir="$WORK/$module"
     if [ "${MUTATION_REPORT:-}" = 1 ]; then
         [ ! -d "$dir/mutants" ] || (cd "$dir" && "$MUTMUT" results --all true >"$dir/results.txt" 2>/dev/null) || true
@@ -83,6 +89,10 @@ text += "use_git_change_detection = false\n"
 open(path, "w").write(text)
 EOF
     only=${MUTATION_ONLY:-}
+    if [ -z "$only" ] && [ -n "${functions:-}" ]; then
+        only=$functions
+        [ -z "${MUTATION_SAMPLE:-}" ] || only=$(echo "$functions" | sed "s/__mutmut_\*/__mutmut_*[${MUTATION_SAMPLE}]/g")
+    fi
     [ -z "${MUTATION_SAMPLE:-}" ] || [ -n "$only" ] || only="*__mutmut_*[${MUTATION_SAMPLE}]"
     read -ra patterns <<<"$only"
     echo "== $module: mutating $files, running $tests${marks:+ -m '$marks'}${keywords:+ -k (${#keywords} chars)} (bound ${SECONDS_PER_MODULE}s, $CHILDREN processes${only:+, only $only})"
