@@ -335,7 +335,8 @@ def test_a_failing_mongodb_is_a_store_error_that_names_the_operation_and_the_cau
 
 
 def test_the_walk_starts_at_an_image_whose_key_equals_the_pivot_on_both(opener: Callable[[], Store]) -> None:
-    docs = [image(f"cat/{i}.png", key=i / 8) for i in range(8)] + [image("dog/0.png", key=0.5)]
+    # Stored out of key order: the walk must sort by the key, not return the documents as stored.
+    docs = [image(f"cat/{i}.png", key=i / 8) for i in (5, 2, 7, 0, 4, 1, 6, 3)] + [image("dog/0.png", key=0.5)]
     with opener() as store:
         store.write_images(SOURCE, docs, [])
         window = {"$lte": T0}
@@ -364,7 +365,7 @@ def test_listings_keep_their_documented_order_filters_and_fields_on_both(opener:
         store.register_model("m@1", name="m", checksum="abc", labels=["cat"], date="2026-11-02")
         base = {"model_id": "m@1", "kind": "needs_retraining", "delivered": False}
         # Added newest first: the listings must sort, not keep the insertion order.
-        for label, date, seconds in (("cat", "2026-11-03", 0), ("dog", "2026-11-01", 5), ("eel", "2026-11-01", 1)):
+        for label, date, seconds in (("cat", "2026-11-03", 0), ("dog", "2026-11-01", 1), ("eel", "2026-11-01", 5)):
             store.add_alert({**base, "label": label, "date": date, "created_at": T0 + dt.timedelta(seconds=seconds)})
         store.replace_day("class_health", "m@1", "2026-11-01", [{"label": "a", "verdict": "healthy"}])
         store.replace_day("class_health", "m@1", "2026-11-05", [{"label": "a", "verdict": "watch"}, {"label": "c", "verdict": "watch"}])
@@ -373,10 +374,10 @@ def test_listings_keep_their_documented_order_filters_and_fields_on_both(opener:
         assert [run["source"] for run in store.runs_on("2026-11-02")] == ["file:///a/val", "gs://z-bucket/val"]
         (model,) = store.models()
         assert "_id" not in model and "checksum" not in model
-        assert [a["label"] for a in store.pending_alerts()] == ["eel", "dog", "cat"]  # oldest first: date, then creation
-        assert [a["label"] for a in store.alerts("m@1")] == ["cat", "dog", "eel"]  # newest first
+        assert [a["label"] for a in store.pending_alerts()] == ["dog", "eel", "cat"]  # oldest first: date, then creation
+        assert [a["label"] for a in store.alerts("m@1")] == ["cat", "eel", "dog"]  # newest first
         assert [a["label"] for a in store.alerts("m@1", start="2026-11-02")] == ["cat"]
-        assert [a["label"] for a in store.alerts("m@1", end="2026-11-02")] == ["dog", "eel"]
+        assert [a["label"] for a in store.alerts("m@1", end="2026-11-02")] == ["eel", "dog"]
         latest = store.latest_rows_before("class_health", "m@1", "2026-11-04", ["a", "c"])
         assert {label: row["date"] for label, row in latest.items()} == {"a": "2026-11-01"}  # nothing on or after the date
 
@@ -398,3 +399,23 @@ def test_the_walk_cost_on_mongodb_sums_explain_of_each_query_until_enough_are_re
     # 3 wanted: the query from the pivot returns 2, the wrapped-around one is asked for the 1 left.
     assert store.walk_cost(SOURCE, "cat", {"$lte": T0}, 0.5, 3) == (7, 11, 2)
     assert asked == [3, 1]
+
+
+def test_present_images_are_path_and_label_of_one_source_only_on_both(opener: Callable[[], Store]) -> None:
+    with opener() as store:
+        store.write_images(SOURCE, [image("cat/a.png"), image("dog/b.png"), image("cat/gone.png", status="missing", reason="vanished")], [])
+        store.write_images("gs://other/val", [{**image("cat/z.png"), "source": "gs://other/val"}], [])
+        assert sorted(store.present_images(SOURCE), key=lambda d: d["path"]) == [{"path": "cat/a.png", "label": "cat"}, {"path": "dog/b.png", "label": "dog"}]
+        assert store.count_images(SOURCE) == 3 and store.count_images(SOURCE, present_only=True) == 2
+        assert store.usable_labels("gs://other/val") == ["cat"]
+
+
+def test_the_store_info_says_its_commit_partitions_and_backups(settings: Settings) -> None:
+    with open_store(settings) as store:
+        for day in ("2026-11-01", "2026-11-02"):
+            store.replace_day("class_metrics", "m@1", day, [metric("a")])
+            store.commit()
+        info = store.info()
+    assert info["partitions"] == 2 and info["bytes"] > 0 and info["commit"] >= 2
+    assert dt.datetime.fromisoformat(info["committed_at"]).tzinfo is not None
+    assert info["backups"] and all(name.startswith("manifest.json.") for name in info["backups"])
