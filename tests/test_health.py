@@ -826,3 +826,58 @@ def test_followup_requests_come_from_the_latest_day_before_the_date_within_the_c
     # A partial grant is a whole number of grant units (what the calibration allows for).
     assert followup_requests(store, day(2), cap=100, unit=15) == {"b": 60, "c": 30}
     assert followup_requests(store, day(0), cap=1000) == {}
+
+
+# --- the row contract, fast (closing mutants that survived scripts/mutation.sh) -------------------------------
+
+ROW_FIELDS = {
+    "verdict", "target", "window_days", "window_start", "pooled_n", "pooled_correct", "pooled_accuracy", "ci_low", "ci_high",
+    "prob_below_target", "cusum", "cusum_threshold", "collapse", "collapse_threshold", "flagged", "flagged_since", "recovery",
+    "recovery_threshold", "followup", "day_n", "day_correct", "method", "reason",
+}  # fmt: skip
+
+
+def test_compute_health_rows_carry_every_documented_field_equal_to_the_one_class_judgement(store, settings) -> None:
+    from statsmodels.stats.proportion import proportion_confint
+
+    series = {"a": [(10, 8), (10, 8), (10, 8)], "b": [(10, 10), (10, 4), (10, 3)]}
+    _store_metrics(store, "m@1", series)
+    for i in range(3):  # day by day, each continuing from the stored rows of the day before
+        rows = {r["label"]: r for r in compute_health(store, "m@1", day(i), settings)}
+
+    for label, counts in series.items():
+        alone = assess_history([(day(i), n, c) for i, (n, c) in enumerate(counts)], 0.9, settings, classes=2)
+        assert set(alone) == ROW_FIELDS
+        assert ROW_FIELDS <= set(rows[label]) and {k: rows[label][k] for k in ROW_FIELDS} == alone, label
+    a = rows["a"]
+    # Values derived here, not read back: pooled counts, the Beta(1 + right, 1 + wrong) posterior, the Wilson interval.
+    assert (a["target"], a["pooled_n"], a["pooled_correct"], a["pooled_accuracy"]) == (0.9, 30, 24, 0.8)
+    assert a["prob_below_target"] == pytest.approx(stats.beta.cdf(0.9, 25, 7), abs=1e-9)
+    low, high = proportion_confint(24, 30, alpha=0.05, method="wilson")
+    assert (a["ci_low"], a["ci_high"]) == (pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
+    assert f"P(accuracy < 0.90) = {a['prob_below_target']:.2f}" in a["reason"] and f"{high:.2f}]" in a["reason"]
+    assert rows["b"]["cusum"] > 0 and rows["b"]["followup"] >= 0 and (rows["b"]["day_n"], rows["b"]["day_correct"]) == (10, 3)
+    stored = _one(store, "class_health", {"date": day(2), "label": "a"})
+    assert stored["judged_under"]["followup_samples"] == settings.followup_samples
+
+
+@pytest.mark.parametrize("start", [1, 5, 37, 38, 64, 500])
+@pytest.mark.parametrize("first", [1, 2, 37, 38, 100, 1000])
+def test_the_threshold_search_finds_the_smallest_h_that_meets_a_monotone_condition_from_any_start(start: int, first: int) -> None:
+    from monitor.health import _smallest
+
+    asked: list[int] = []
+
+    def meets(h: int) -> bool:
+        asked.append(h)
+        return h >= first
+
+    assert _smallest(meets, start) == first
+    assert all(h >= 1 for h in asked)
+
+
+def test_the_threshold_search_gives_up_with_a_config_error_when_nothing_is_in_reach() -> None:
+    from monitor.health import _smallest
+
+    with pytest.raises(ConfigError, match="out of reach"):
+        _smallest(lambda h: False, 1)
