@@ -881,3 +881,16 @@ def test_the_threshold_search_gives_up_with_a_config_error_when_nothing_is_in_re
 
     with pytest.raises(ConfigError, match="out of reach"):
         _smallest(lambda h: False, 1)
+
+
+def test_continuing_from_stored_rows_gives_the_rows_of_a_judgement_from_scratch(store, settings) -> None:
+    # Errors enough to move both statistics (the drop CUSUM and the collapse test) without a flag.
+    series = {"a": [(10, 10), (10, 10), (10, 10), (10, 7), (10, 6), (10, 6)], "b": [(10, 10)] * 6}
+    _store_metrics(store, "m@1", series)
+    for i in range(6):
+        continued = {r["label"]: r for r in compute_health(store, "m@1", day(i), settings)}
+
+    assert continued["a"]["collapse"] > 0 and continued["a"]["cusum"] > 0 and not continued["a"]["flagged"]
+    for label, counts in series.items():
+        scratch = assess_history([(day(i), n, c) for i, (n, c) in enumerate(counts)], 0.9, settings, classes=2)
+        assert {k: continued[label][k] for k in scratch} == scratch, label
