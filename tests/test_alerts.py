@@ -304,6 +304,10 @@ def test_a_flag_and_a_recovery_are_posted_with_their_own_title_and_notification_
     _judge(store, "m@1", day(0), {"seven": FINE})
     _judge(store, "m@1", day(1), {"seven": FLAGGED})
     _judge(store, "m@1", day(2), {"seven": FINE})
+    stored = {a["kind"]: a for a in store.find("alerts")}
+    assert stored[FLAGGED]["message"].startswith(f"Class 'seven' of model m@1 needs retraining on {day(1)}: ")
+    assert stored["recovered"]["message"].startswith(f"Class 'seven' of model m@1 recovered on {day(2)} (now healthy): ")
+    assert all((a["sent_to"], a["sending"], a["uncertain"]) == ([], [], []) for a in stored.values())  # nothing in flight yet
 
     assert deliver_pending(store, [endpoint.url]).delivered == 2
 
