@@ -253,9 +253,10 @@ def test_commits_keep_three_backups_and_restore_goes_back_to_the_newest_that_rea
 def test_a_second_writer_says_what_it_waits_for_and_gives_up_with_the_holder(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
     root = settings.store_dir / settings.mongo_db
     with open_store(settings), caplog.at_level(logging.WARNING):
-        with pytest.raises(StoreError, match=r"held by another writer \(pid \d+"):
+        with pytest.raises(StoreError, match=r"held by another writer \(pid \d+, `(?!None`)[^`]+`, since \d{4}-\d\d-\d\dT"):
             EmbeddedDB(root, writable=True, lock_timeout_s=0.3, wait_message_after_s=0.1)
         assert "waiting for the embedded store" in caplog.text and "do not wait" in caplog.text
+        assert any(r.getMessage().startswith(f"waiting for the embedded store {root}: pid ") for r in caplog.records)
 
 
 def test_the_single_file_store_of_earlier_versions_is_moved_into_partitions(settings: Settings) -> None:
@@ -415,7 +416,17 @@ def test_the_store_info_says_its_commit_partitions_and_backups(settings: Setting
         for day in ("2026-11-01", "2026-11-02"):
             store.replace_day("class_metrics", "m@1", day, [metric("a")])
             store.commit()
+    with open_store(settings) as store:  # what the files say, not the writer's memory
         info = store.info()
     assert info["partitions"] == 2 and info["bytes"] > 0 and info["commit"] >= 2
     assert dt.datetime.fromisoformat(info["committed_at"]).tzinfo is not None
     assert info["backups"] and all(name.startswith("manifest.json.") for name in info["backups"])
+
+
+def test_an_update_alone_is_committed_with_its_partition(settings: Settings) -> None:
+    with open_store(settings) as store:
+        store.write_images(SOURCE, [image("cat/a.png")], [])
+    with open_store(settings) as store:  # a later run changes one image and writes nothing else
+        store.write_images(SOURCE, [], [({"source": SOURCE, "path": "cat/a.png", "label": "cat"}, {"$set": {"size": 99}})])
+    with open_store(settings) as store:
+        assert store.find("images", {"path": "cat/a.png"})[0]["size"] == 99
