@@ -894,3 +894,39 @@ def test_continuing_from_stored_rows_gives_the_rows_of_a_judgement_from_scratch(
     for label, counts in series.items():
         scratch = assess_history([(day(i), n, c) for i, (n, c) in enumerate(counts)], 0.9, settings, classes=2)
         assert {k: continued[label][k] for k in scratch} == scratch, label
+
+
+def test_the_column_check_names_the_day_and_counts_that_are_inconsistent() -> None:
+    from monitor.health import _check_counts, _count_columns
+
+    docs = [{"label": "a", "date": "2024-03-01", "n": 10, "correct": 9}, {"label": "a", "date": "2024-03-02", "n": 10, "correct": 11}]
+    with pytest.raises(DataError, match=r"counts on 2024-03-02: correct 11 of n 10 are inconsistent"):
+        _check_counts(_count_columns(docs, ["a"]))
+
+
+def test_a_day_without_a_usable_prediction_adds_nothing_to_the_window(store, settings) -> None:
+    _store_metrics(store, "m@1", {"a": [(10, 7), (0, 0), (10, 8)]})  # day 1: every prediction failed
+    for i in range(3):
+        (row,) = compute_health(store, "m@1", day(i), settings)
+        if i == 1:
+            assert (row["day_n"], row["day_correct"], row["pooled_n"]) == (0, 0, 10)
+    assert (row["pooled_n"], row["pooled_correct"]) == (20, 15) and row["cusum"] > 0
+    assert type(row["pooled_n"]) is int and type(row["day_n"]) is int
+    # Judged at once from the counts (no stored row to continue from): the same row.
+    store.remove("class_health", {})
+    (fresh,) = compute_health(store, "m@1", day(2), settings)
+    assert fresh == row
+
+
+def test_followup_goes_to_flagged_classes_first_then_the_closest_to_their_threshold_within_the_cap(store) -> None:
+    rows = [
+        {"label": "a", "flagged": True, "cusum": 0.1, "cusum_threshold": 10.0, "followup": 20},
+        {"label": "b", "flagged": False, "cusum": 9.0, "cusum_threshold": 10.0, "followup": 20},
+        {"label": "c", "flagged": False, "cusum": 1.0, "cusum_threshold": 10.0, "followup": 20},
+        {"label": "d", "flagged": False, "cusum": 0.0, "cusum_threshold": 10.0, "followup": 0},
+    ]
+    store.replace_day("class_health", "m@1", day(0), rows)
+
+    assert followup_requests(store, day(1), cap=41) == {"a": 20, "b": 20, "c": 1}  # c gets the one image left
+    assert followup_requests(store, day(1), cap=45, unit=2) == {"a": 20, "b": 20, "c": 4}
+    assert followup_requests(store, day(1), cap=30) == {"a": 20, "b": 10}
