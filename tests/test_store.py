@@ -430,3 +430,18 @@ def test_an_update_alone_is_committed_with_its_partition(settings: Settings) -> 
         store.write_images(SOURCE, [], [({"source": SOURCE, "path": "cat/a.png", "label": "cat"}, {"$set": {"size": 99}})])
     with open_store(settings) as store:
         assert store.find("images", {"path": "cat/a.png"})[0]["size"] == 99
+
+
+def test_a_store_no_commit_of_which_reads_is_not_restored_and_says_why_for_each(settings: Settings) -> None:
+    root = settings.store_dir / settings.mongo_db
+    with open_store(settings) as store:
+        for day in (1, 2):
+            store.replace_day("class_health", "m@1", "2026-11-01", [{"label": "a", "verdict": f"v{day}"}])
+            store.commit()
+    for part in root.rglob("*.bson"):
+        part.write_bytes(b"garbage")
+    (root / "manifest.json.1").write_text("{damaged")
+
+    with pytest.raises(StoreError, match=r"no commit of the embedded store .* reads \(manifest\.json: .*not BSON \((?!None\))[^)]+\).*; manifest\.json\.1: ") as err:
+        restore(root)
+    assert "move" in str(err.value) and not (root / "manifest.json.bad").exists()
