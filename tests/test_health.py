@@ -930,3 +930,46 @@ def test_followup_goes_to_flagged_classes_first_then_the_closest_to_their_thresh
     assert followup_requests(store, day(1), cap=41) == {"a": 20, "b": 20, "c": 1}  # c gets the one image left
     assert followup_requests(store, day(1), cap=45, unit=2) == {"a": 20, "b": 20, "c": 4}
     assert followup_requests(store, day(1), cap=30) == {"a": 20, "b": 10}
+
+
+def _days_to_clear_by_hand(hr: int, per_right: int, per_wrong: int, accuracy: float, n: int) -> float:
+    """Expected days from R = 0 to R >= hr when each right image adds ``per_right`` and each wrong one takes
+    ``per_wrong`` (R floored at 0): the chain built here from binomial terms, solved as (I - P) E = 1."""
+    chain = np.zeros((hr, hr))
+    for r in range(hr):
+        for right in range(n + 1):
+            to = max(0, r + per_right * right - per_wrong * (n - right))
+            if to < hr:
+                chain[r, to] += math.comb(n, right) * accuracy**right * (1 - accuracy) ** (n - right)
+    return float(np.linalg.solve(np.eye(hr) - chain, np.ones(hr))[0])
+
+
+@pytest.mark.parametrize(("target", "drop", "n", "accuracy"), [(0.9, 0.05, 10, None), (0.9, 0.05, 10, 0.9), (0.8, 0.1, 20, 0.78)])
+def test_the_recovery_run_length_is_the_expected_days_of_the_clearing_chain(target: float, drop: float, n: int, accuracy: float | None) -> None:
+    per_right, per_wrong, _ = lattice(target, drop)  # the lattice is pinned on its own above
+    expected = _days_to_clear_by_hand(40, per_right, per_wrong, target - drop if accuracy is None else accuracy, n)
+    assert recovery_run_length(40, target, drop, n, accuracy) == pytest.approx(expected, rel=1e-9)
+
+
+def test_the_worst_follow_up_policy_is_the_shortest_run_length_over_every_policy_by_brute_force() -> None:
+    import itertools
+
+    from monitor.health import worst_run_length
+
+    limit, up, down, p_wrong, choices = 7, 3, 1, 0.1, (2, 6)
+    by_policy = {}
+    for policy in itertools.product(choices, repeat=limit):  # every per-state choice: 2**7 chains
+        chain = np.zeros((limit, limit))
+        for s, n in enumerate(policy):
+            for wrong in range(n + 1):
+                to = max(0, s + up * wrong - down * (n - wrong))
+                if to < limit:
+                    chain[s, to] += math.comb(n, wrong) * p_wrong**wrong * (1 - p_wrong) ** (n - wrong)
+        by_policy[policy] = float(np.linalg.solve(np.eye(limit) - chain, np.ones(limit))[0])
+    shortest = min(by_policy.values())
+    assert shortest < min(by_policy[(n,) * limit] for n in choices)  # mixing the choices is worse than either alone
+
+    length, policy = worst_run_length(limit, up, down, p_wrong, list(choices))
+
+    assert length == pytest.approx(shortest, rel=1e-9)
+    assert by_policy[tuple(int(n) for n in policy)] == pytest.approx(shortest, rel=1e-9)
