@@ -445,3 +445,17 @@ def test_a_store_no_commit_of_which_reads_is_not_restored_and_says_why_for_each(
     with pytest.raises(StoreError, match=r"no commit of the embedded store .* reads \(manifest\.json: .*not BSON \((?!None\))[^)]+\).*; manifest\.json\.1: ") as err:
         restore(root)
     assert "move" in str(err.value) and not (root / "manifest.json.bad").exists()
+
+
+def test_a_commit_writes_each_changed_partition_once_and_says_how_many(settings: Settings) -> None:
+    db = EmbeddedDB(settings.store_dir / settings.mongo_db, writable=True)
+    try:
+        for day in ("2026-11-01", "2026-11-02"):
+            key = ("m@1", day)
+            db.touched("class_health", key)
+            db.collection("class_health", key).insert_one({"model_id": "m@1", "date": day, "label": "a"})
+        assert db.commit() == 2
+        assert db.commit() == 0  # nothing changed since
+        assert db.info()["partitions"] == 2
+    finally:
+        db.close()
