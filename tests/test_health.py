@@ -973,3 +973,13 @@ def test_the_worst_follow_up_policy_is_the_shortest_run_length_over_every_policy
 
     assert length == pytest.approx(shortest, rel=1e-9)
     assert by_policy[tuple(int(n) for n in policy)] == pytest.approx(shortest, rel=1e-9)
+
+
+def test_a_day_judged_with_its_own_sample_sizes_records_them_in_judged_under(store, settings) -> None:
+    _store_metrics(store, "m@1", {"a": [(10, 9)]})
+    followup = 0 if settings.followup_samples else 10  # not the settings' value
+
+    compute_health(store, "m@1", day(0), settings, followup=followup)
+
+    judged = _one(store, "class_health", {"date": day(0), "label": "a"})["judged_under"]
+    assert (judged["followup_samples"], judged["samples_per_class"]) == (followup, settings.samples_per_class)
