@@ -295,3 +295,113 @@ def test_a_withdrawn_alert_is_never_sent_and_the_next_date_re_run_raises_the_fla
     assert (moved["date"], moved["kind"]) == (day(2), FLAGGED)
     assert deliver_pending(any_store, [endpoint.url]).delivered == 1
     assert len(endpoint.bodies) == 1 and day(2) in endpoint.bodies[0]["json"]["message"]
+
+
+# --- what a notifier receives (closing mutants that survived scripts/mutation.sh) ------------------
+
+
+def test_a_flag_and_a_recovery_are_posted_with_their_own_title_and_notification_type(store, endpoint: Endpoint) -> None:
+    _judge(store, "m@1", day(0), {"seven": FINE})
+    _judge(store, "m@1", day(1), {"seven": FLAGGED})
+    _judge(store, "m@1", day(2), {"seven": FINE})
+    stored = {a["kind"]: a for a in store.find("alerts")}
+    assert stored[FLAGGED]["message"].startswith(f"Class 'seven' of model m@1 needs retraining on {day(1)}: ")
+    assert stored["recovered"]["message"].startswith(f"Class 'seven' of model m@1 recovered on {day(2)} (now healthy): ")
+    assert all((a["sent_to"], a["sending"], a["uncertain"]) == ([], [], []) for a in stored.values())  # nothing in flight yet
+
+    assert deliver_pending(store, [endpoint.url]).delivered == 2
+
+    posted = sorted(((b["json"]["title"], b["json"]["type"]) for b in endpoint.bodies), key=lambda tb: tb[0][-11:])
+    assert posted == [
+        (f"[class health] seven: needs retraining ({day(1)})", "failure"),
+        (f"[class health] seven: recovered ({day(2)})", "success"),
+    ]
+
+
+def test_an_alert_stored_without_its_id_is_sent_and_recorded_with_the_id_of_its_transition(store, endpoint: Endpoint) -> None:
+    import hashlib
+
+    # Alerts stored before alert ids existed: the id is derived from (model, label, date, kind), as documented.
+    legacy = {"model_id": "m@1", "label": "seven", "date": day(1), "kind": FLAGGED, "message": "seven needs retraining"}
+    store.add_alert({**legacy, "created_at": dt.datetime(2024, 3, 2, tzinfo=dt.timezone.utc), "delivered": False, "attempts": 0})
+    expected = hashlib.sha256("\x1f".join(("m@1", "seven", day(1), FLAGGED)).encode()).hexdigest()[:16]
+
+    assert deliver_pending(store, [endpoint.url]).delivered == 1
+
+    assert f"alert id {expected}" in endpoint.bodies[0]["json"]["message"]
+    assert _one(store, "alerts", {"label": "seven"})["alert_id"] == expected
+
+
+def test_listed_alerts_do_not_show_the_keys_of_the_urls_they_were_sent_to(store, endpoint: Endpoint) -> None:
+    _judge(store, "m@1", day(0), {"seven": FINE})
+    _judge(store, "m@1", day(1), {"seven": FLAGGED})
+    deliver_pending(store, [endpoint.url])
+
+    [row] = list_alerts(store)
+
+    assert row["delivered"] is True and "sent_to" not in row
+
+
+def _url_key(url: str) -> str:
+    """The documented key of a notification URL in ``sent_to``/``sending``: the first 16 hex digits of its sha256."""
+    import hashlib
+
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def test_each_send_is_recorded_in_the_store_before_the_next_one_starts(store) -> None:
+    import apprise
+
+    seen: list[tuple[list[str], list[str]]] = []
+
+    @apprise.decorators.notify(on="probeflight")
+    def _probe(body: str, title: str, notify_type: str, *args: Any, **kwargs: Any) -> bool:
+        stored = _one(store, "alerts", {"label": "seven"})
+        seen.append((list(stored.get("sending") or []), list(stored.get("sent_to") or [])))
+        return True
+
+    _judge(store, "m@1", day(0), {"seven": FINE})
+    _judge(store, "m@1", day(1), {"seven": FLAGGED})
+    first, second = "probeflight://a", "probeflight://b"
+
+    assert deliver_pending(store, [first, second]).delivered == 1
+
+    # At most once: had the run died inside a send, or between the two, the store would already say so.
+    assert seen == [([_url_key(first)], []), ([_url_key(second)], [_url_key(first)])]
+    alert = _one(store, "alerts", {"label": "seven"})
+    assert (alert["sending"], sorted(alert["sent_to"])) == ([], sorted([_url_key(first), _url_key(second)]))
+
+
+def test_a_failed_send_is_logged_with_the_alert_and_the_url_host(store, endpoint: Endpoint, caplog) -> None:
+    endpoint.status = 500
+    _judge(store, "m@1", day(0), {"seven": FINE})
+    _judge(store, "m@1", day(1), {"seven": FLAGGED})
+
+    with caplog.at_level("WARNING", logger="monitor.alerts"):
+        deliver_pending(store, [endpoint.url])
+
+    import re
+
+    pattern = rf"alert m@1/seven/{day(1)} not delivered to json://127\.0\.0\.1:{endpoint.server.server_address[1]}.*: \S.*"
+    assert [r.getMessage() for r in caplog.records if re.fullmatch(pattern, r.getMessage())], caplog.text
+
+
+def test_a_send_a_killed_run_left_in_flight_is_not_repeated_but_reported_uncertain(store, endpoint: Endpoint, caplog) -> None:
+    _judge(store, "m@1", day(0), {"seven": FINE})
+    [flag] = _judge(store, "m@1", day(1), {"seven": FLAGGED})
+    [stored] = store.pending_alerts()
+    store.update_alert(stored, {"$set": {"sending": [_url_key(endpoint.url)]}})  # a run died while sending it here
+
+    with caplog.at_level("WARNING", logger="monitor.alerts"):
+        report = deliver_pending(store, [endpoint.url])
+
+    assert endpoint.bodies == []
+    # Done with it (nothing failed), with a note that says the one send is in doubt.
+    assert (report.delivered, report.pending) == (1, 0)
+    alert = _one(store, "alerts", {"label": "seven"})
+    assert (alert["uncertain"], alert["sending"], alert["sent_to"], alert["delivered"]) == ([_url_key(endpoint.url)], [], [], True)
+    assert f"may or may not have received alert id {flag['alert_id']}" in alert["last_error"]
+    assert "a previous run stopped while sending it; not sent again (at most once)" in caplog.text
+    # A later run sends nothing either.
+    deliver_pending(store, [endpoint.url])
+    assert endpoint.bodies == []

@@ -41,3 +41,18 @@ def test_a_calibration_is_reused_from_disk_by_the_next_process_and_redone_when_d
     calls = _fresh_process(monkeypatch)
     assert health.design_for(0.9, settings, classes=3) == first and len(calls) == 1
     assert len(json.loads(cache.read_text())) == 1
+
+
+def test_a_calibration_that_cannot_be_kept_on_disk_is_used_and_the_reason_logged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings(data_dir=tmp_path / "data", followup_samples=0)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "cache").write_text("a file where the cache folder should be")
+    calibrated = health.Design(**{f.name: 1 if f.type in ("int", int) else 1.0 for f in health.dataclasses.fields(health.Design)})  # type: ignore[arg-type]
+    monkeypatch.setattr(health, "_KNOWN", {})
+    monkeypatch.setattr(health, "design", lambda *args: calibrated)
+
+    with caplog.at_level("WARNING", logger="monitor.health"):
+        assert health.design_for(0.9, settings, classes=3) is calibrated
+
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("could not keep the calibration: ")]
+    assert "None" not in record.getMessage() and "cache" in record.getMessage()

@@ -652,6 +652,18 @@ def test_compute_health_without_metrics_on_the_date_is_a_data_error(store, setti
         compute_health(store, "m@1", day(5), settings)
 
 
+@pytest.mark.parametrize("dates", [["2024-03-01", "2024-03-01"], ["2024-03-02", "20240302"]], ids=["same text", "two forms of one day"])
+def test_the_column_check_refuses_counts_that_repeat_a_date_of_a_class_and_accepts_it_across_classes(dates: list[str]) -> None:
+    from monitor.health import _check_counts, _count_columns
+
+    # The store refuses a repeated label on one day; this guards the columns compute_health judges all the same
+    # (a store written by another tool, or one day written as two date strings).
+    docs = [{"label": "a", "date": date, "n": 10, "correct": 9} for date in dates] + [{"label": "b", "date": dates[0], "n": 10, "correct": 9}]
+    with pytest.raises(DataError, match="repeat a date"):
+        _check_counts(_count_columns(docs, ["a", "b"]))
+    _check_counts(_count_columns([docs[0], docs[2]], ["a", "b"]))  # one day, two classes: no repeat
+
+
 def _run(store, settings, model_id: str, days: range) -> None:
     from monitor.alerts import raise_alerts
 
@@ -885,3 +897,160 @@ def test_all_classes_at_once_equals_judging_each_class_alone_day_by_day_and_from
         assert same(scratch[label], expected), (label, scratch[label]["reason"], expected["reason"])
         verdicts.add(expected["verdict"])
     assert len(verdicts) >= 3, verdicts  # the data reach several verdicts, or the comparison says little
+
+
+# --- the row contract, fast (closing mutants that survived scripts/mutation.sh) -------------------------------
+
+ROW_FIELDS = {
+    "verdict", "target", "window_days", "window_start", "pooled_n", "pooled_correct", "pooled_accuracy", "ci_low", "ci_high",
+    "prob_below_target", "cusum", "cusum_threshold", "collapse", "collapse_threshold", "flagged", "flagged_since", "recovery",
+    "recovery_threshold", "followup", "day_n", "day_correct", "method", "reason",
+}  # fmt: skip
+
+
+def test_compute_health_rows_carry_every_documented_field_equal_to_the_one_class_judgement(store, settings) -> None:
+    from statsmodels.stats.proportion import proportion_confint
+
+    series = {"a": [(10, 8), (10, 8), (10, 8)], "b": [(10, 10), (10, 4), (10, 3)]}
+    _store_metrics(store, "m@1", series)
+    for i in range(3):  # day by day, each continuing from the stored rows of the day before
+        rows = {r["label"]: r for r in compute_health(store, "m@1", day(i), settings)}
+
+    for label, counts in series.items():
+        alone = assess_history([(day(i), n, c) for i, (n, c) in enumerate(counts)], 0.9, settings, classes=2)
+        assert set(alone) == ROW_FIELDS
+        assert ROW_FIELDS <= set(rows[label]) and {k: rows[label][k] for k in ROW_FIELDS} == alone, label
+    a = rows["a"]
+    # Values derived here, not read back: pooled counts, the Beta(1 + right, 1 + wrong) posterior, the Wilson interval.
+    assert (a["target"], a["pooled_n"], a["pooled_correct"], a["pooled_accuracy"]) == (0.9, 30, 24, 0.8)
+    assert a["prob_below_target"] == pytest.approx(stats.beta.cdf(0.9, 25, 7), abs=1e-9)
+    low, high = proportion_confint(24, 30, alpha=0.05, method="wilson")
+    assert (a["ci_low"], a["ci_high"]) == (pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
+    assert f"P(accuracy < 0.90) = {a['prob_below_target']:.2f}" in a["reason"] and f"{high:.2f}]" in a["reason"]
+    assert rows["b"]["cusum"] > 0 and rows["b"]["followup"] >= 0 and (rows["b"]["day_n"], rows["b"]["day_correct"]) == (10, 3)
+    stored = _one(store, "class_health", {"date": day(2), "label": "a"})
+    assert stored["judged_under"]["followup_samples"] == settings.followup_samples
+
+
+@pytest.mark.parametrize("start", [1, 5, 37, 38, 64, 500])
+@pytest.mark.parametrize("first", [1, 2, 37, 38, 100, 1000])
+def test_the_threshold_search_finds_the_smallest_h_that_meets_a_monotone_condition_from_any_start(start: int, first: int) -> None:
+    from monitor.health import _smallest
+
+    asked: list[int] = []
+
+    def meets(h: int) -> bool:
+        asked.append(h)
+        return h >= first
+
+    assert _smallest(meets, start) == first
+    assert all(h >= 1 for h in asked)
+
+
+def test_the_threshold_search_gives_up_with_a_config_error_when_nothing_is_in_reach() -> None:
+    from monitor.health import _smallest
+
+    with pytest.raises(ConfigError, match="out of reach"):
+        _smallest(lambda h: False, 1)
+
+
+def test_continuing_from_stored_rows_gives_the_rows_of_a_judgement_from_scratch(store, settings) -> None:
+    # Errors enough to move both statistics (the drop CUSUM and the collapse test) without a flag.
+    series = {"a": [(10, 10), (10, 10), (10, 10), (10, 7), (10, 6), (10, 6)], "b": [(10, 10)] * 6}
+    _store_metrics(store, "m@1", series)
+    for i in range(6):
+        continued = {r["label"]: r for r in compute_health(store, "m@1", day(i), settings)}
+
+    assert continued["a"]["collapse"] > 0 and continued["a"]["cusum"] > 0 and not continued["a"]["flagged"]
+    for label, counts in series.items():
+        scratch = assess_history([(day(i), n, c) for i, (n, c) in enumerate(counts)], 0.9, settings, classes=2)
+        assert {k: continued[label][k] for k in scratch} == scratch, label
+
+
+def test_the_column_check_names_the_day_and_counts_that_are_inconsistent() -> None:
+    from monitor.health import _check_counts, _count_columns
+
+    docs = [{"label": "a", "date": "2024-03-01", "n": 10, "correct": 9}, {"label": "a", "date": "2024-03-02", "n": 10, "correct": 11}]
+    with pytest.raises(DataError, match=r"counts on 2024-03-02: correct 11 of n 10 are inconsistent"):
+        _check_counts(_count_columns(docs, ["a"]))
+
+
+def test_a_day_without_a_usable_prediction_adds_nothing_to_the_window(store, settings) -> None:
+    _store_metrics(store, "m@1", {"a": [(10, 7), (0, 0), (10, 8)]})  # day 1: every prediction failed
+    for i in range(3):
+        (row,) = compute_health(store, "m@1", day(i), settings)
+        if i == 1:
+            assert (row["day_n"], row["day_correct"], row["pooled_n"]) == (0, 0, 10)
+    assert (row["pooled_n"], row["pooled_correct"]) == (20, 15) and row["cusum"] > 0
+    assert type(row["pooled_n"]) is int and type(row["day_n"]) is int
+    # Judged at once from the counts (no stored row to continue from): the same row.
+    store.remove("class_health", {})
+    (fresh,) = compute_health(store, "m@1", day(2), settings)
+    assert fresh == row
+
+
+def test_followup_goes_to_flagged_classes_first_then_the_closest_to_their_threshold_within_the_cap(store) -> None:
+    rows = [
+        {"label": "a", "flagged": True, "cusum": 0.1, "cusum_threshold": 10.0, "followup": 20},
+        {"label": "b", "flagged": False, "cusum": 9.0, "cusum_threshold": 10.0, "followup": 20},
+        {"label": "c", "flagged": False, "cusum": 1.0, "cusum_threshold": 10.0, "followup": 20},
+        {"label": "d", "flagged": False, "cusum": 0.0, "cusum_threshold": 10.0, "followup": 0},
+    ]
+    store.replace_day("class_health", "m@1", day(0), rows)
+
+    assert followup_requests(store, day(1), cap=41) == {"a": 20, "b": 20, "c": 1}  # c gets the one image left
+    assert followup_requests(store, day(1), cap=45, unit=2) == {"a": 20, "b": 20, "c": 4}
+    assert followup_requests(store, day(1), cap=30) == {"a": 20, "b": 10}
+
+
+def _days_to_clear_by_hand(hr: int, per_right: int, per_wrong: int, accuracy: float, n: int) -> float:
+    """Expected days from R = 0 to R >= hr when each right image adds ``per_right`` and each wrong one takes
+    ``per_wrong`` (R floored at 0): the chain built here from binomial terms, solved as (I - P) E = 1."""
+    chain = np.zeros((hr, hr))
+    for r in range(hr):
+        for right in range(n + 1):
+            to = max(0, r + per_right * right - per_wrong * (n - right))
+            if to < hr:
+                chain[r, to] += math.comb(n, right) * accuracy**right * (1 - accuracy) ** (n - right)
+    return float(np.linalg.solve(np.eye(hr) - chain, np.ones(hr))[0])
+
+
+@pytest.mark.parametrize(("target", "drop", "n", "accuracy"), [(0.9, 0.05, 10, None), (0.9, 0.05, 10, 0.9), (0.8, 0.1, 20, 0.78)])
+def test_the_recovery_run_length_is_the_expected_days_of_the_clearing_chain(target: float, drop: float, n: int, accuracy: float | None) -> None:
+    per_right, per_wrong, _ = lattice(target, drop)  # the lattice is pinned on its own above
+    expected = _days_to_clear_by_hand(40, per_right, per_wrong, target - drop if accuracy is None else accuracy, n)
+    assert recovery_run_length(40, target, drop, n, accuracy) == pytest.approx(expected, rel=1e-9)
+
+
+def test_the_worst_follow_up_policy_is_the_shortest_run_length_over_every_policy_by_brute_force() -> None:
+    import itertools
+
+    from monitor.health import worst_run_length
+
+    limit, up, down, p_wrong, choices = 7, 3, 1, 0.1, (2, 6)
+    by_policy = {}
+    for policy in itertools.product(choices, repeat=limit):  # every per-state choice: 2**7 chains
+        chain = np.zeros((limit, limit))
+        for s, n in enumerate(policy):
+            for wrong in range(n + 1):
+                to = max(0, s + up * wrong - down * (n - wrong))
+                if to < limit:
+                    chain[s, to] += math.comb(n, wrong) * p_wrong**wrong * (1 - p_wrong) ** (n - wrong)
+        by_policy[policy] = float(np.linalg.solve(np.eye(limit) - chain, np.ones(limit))[0])
+    shortest = min(by_policy.values())
+    assert shortest < min(by_policy[(n,) * limit] for n in choices)  # mixing the choices is worse than either alone
+
+    length, policy = worst_run_length(limit, up, down, p_wrong, list(choices))
+
+    assert length == pytest.approx(shortest, rel=1e-9)
+    assert by_policy[tuple(int(n) for n in policy)] == pytest.approx(shortest, rel=1e-9)
+
+
+def test_a_day_judged_with_its_own_sample_sizes_records_them_in_judged_under(store, settings) -> None:
+    _store_metrics(store, "m@1", {"a": [(10, 9)]})
+    followup = 0 if settings.followup_samples else 10  # not the settings' value
+
+    compute_health(store, "m@1", day(0), settings, followup=followup)
+
+    judged = _one(store, "class_health", {"date": day(0), "label": "a"})["judged_under"]
+    assert (judged["followup_samples"], judged["samples_per_class"]) == (followup, settings.samples_per_class)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import io
 import os
 import socket
 import tempfile
@@ -601,3 +602,81 @@ def test_the_indexer_memory_does_not_grow_with_the_listing() -> None:
         small, big = sorted(peaks)
         assert peaks[big] < big * per_blob / 5, (peaks, per_blob)
         assert peaks[big] - peaks[small] < 2 * indexing._SPILL_BYTES, peaks
+
+
+# --- closing mutants that survived scripts/mutation.sh --------------------------------------------------
+
+
+def test_a_store_that_hands_back_naive_times_still_sees_an_unchanged_source_as_unchanged(tmp_path: Path) -> None:
+    # A MongoClient without tz_aware returns naive UTC datetimes: equal to the listed aware ones, not a change.
+    db: Any = mongomock.MongoClient(tz_aware=False)["monitor_naive"]
+    store = Store(db=db, description="mongomock without tz_aware")
+    store.ensure_indexes()
+    source = _folder(tmp_path / "src")
+    index_source(source, store, now=T1)
+
+    report = index_source(source, store, now=T2)
+
+    assert report.wrote_nothing and report.unchanged == len(LAYOUT)
+
+
+def test_every_blob_that_comes_back_is_counted_as_reappeared(tmp_path: Path, store: Store) -> None:
+    root = tmp_path / "src"
+    source = _folder(root)
+    index_source(source, store, now=T1)
+    for rel in ("Cat/a.jpg", "Dog/c.png", "Cat/notes.txt"):
+        (root / rel).unlink()
+    assert index_source(source, store, now=T2).missing == 3
+    for rel in ("Cat/a.jpg", "Dog/c.png", "Cat/notes.txt"):
+        _write(root, rel, LAYOUT[rel])
+
+    back = index_source(source, store, now=T3)
+
+    assert (back.reappeared, back.new, back.missing) == (3, 0, 0)
+
+
+@pytest.mark.parametrize(("path", "label"), [("Cat/link.jpg", "Cat"), ("Cat/sub/link.jpg", None), ("link.jpg", None), ("/link.jpg", None)])
+def test_a_symlink_is_unusable_and_keeps_its_folder_as_label_only_when_well_placed(path: str, label: str | None) -> None:
+    assert classify(path, 10, symlink=True) == (label, "unusable", "symlink")
+
+
+def test_a_size_listed_as_text_is_stored_as_a_number(store: Store) -> None:
+    # The GCS JSON API lists sizes as strings.
+    listing = _Listing([BlobInfo("Cat/a.jpg", "2048", "c1", T1, T1), BlobInfo("Cat/b.jpg", "0", "c2", T1, T1)])  # type: ignore[arg-type]
+
+    index_source(listing, store, now=T2)
+
+    docs = _docs(store, listing.uri)
+    assert (docs["Cat/a.jpg"]["size"], docs["Cat/a.jpg"]["status"]) == (2048, "ok")
+    assert (docs["Cat/b.jpg"]["size"], docs["Cat/b.jpg"]["reason"]) == (0, "zero_bytes")
+
+
+class _FillsUp(io.FileIO):
+    """An unnamed temporary file on a disk that fills up: the first writes go through, then ENOSPC."""
+
+    def __init__(self, accepted: int) -> None:
+        fd, path = tempfile.mkstemp(prefix="monitor-test-keys-")
+        os.unlink(path)
+        super().__init__(fd, "r+b")
+        self.accepted = accepted
+
+    def write(self, data: Any) -> int:
+        if self.accepted <= 0:
+            raise OSError(28, "No space left on device")
+        self.accepted -= 1
+        return super().write(data)
+
+
+def test_keys_written_before_the_disk_filled_up_still_count_as_listed(tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(indexing, "_SPILL_BYTES", 64)  # 8 keys a spill
+    monkeypatch.setattr(indexing.tempfile, "TemporaryFile", lambda *args, **kwargs: _FillsUp(accepted=3))
+    root = tmp_path / "src"
+    source = _folder(root, {f"L{i % 3}/{i:03d}.png": b"px" for i in range(120)})
+    index_source(source, store, now=T1, batch_size=10)
+    (root / "L1/061.png").unlink()
+
+    report = index_source(source, store, now=T2, batch_size=10)
+
+    # Some keys reached the file, the rest stayed in memory: every listed blob is found in one or the other.
+    assert (report.missing, report.unchanged) == (1, 119)
+    assert [p for p, doc in _docs(store, source.uri).items() if doc["status"] == "missing"] == ["L1/061.png"]

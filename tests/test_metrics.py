@@ -404,3 +404,33 @@ def test_spark_that_cannot_start_is_a_spark_error(tmp_path: Path) -> None:
     env.pop("SPARK_HOME")
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert "SparkError: could not start Spark with master 'local[1]'" in done.stdout, done.stderr[-2000:]
+
+
+# --- the pandas path at its edges, without Spark (closing mutants that survived scripts/mutation.sh) ---------
+
+
+def test_a_run_in_which_every_prediction_failed_has_counts_and_no_ratios() -> None:
+    frame = pd.DataFrame({"label": ["cat", "cat", "dog"], "pred": [None, None, None], "status": ["failed"] * 3})
+    rows = class_metrics_pandas(frame, labels=["cat", "dog", "eel"])
+    expected = plain_python_metrics(frame, ["cat", "dog", "eel"], 0.95)
+
+    assert [r["label"] for r in rows] == ["cat", "dog", "eel"]
+    for row in rows:
+        want = expected[(None, None, row["label"])]
+        assert {name: row[name] for name in want} == want
+        assert (row["n"], row["accuracy"], row["precision"], row["recall"], row["f1"], row["ci_low"]) == (0, None, None, None, None, None)
+    assert [r["failed"] for r in rows] == [2, 1, 0]
+
+
+def test_the_pandas_reference_does_not_depend_on_the_frames_index() -> None:
+    frame, labels = _two_runs()
+    plain = class_metrics_pandas(frame, labels=labels)
+    # A frame indexed by one of its own columns (kept as a column too), as set_index(..., drop=False) leaves it.
+    assert class_metrics_pandas(frame.set_index("label", drop=False), labels=labels) == plain
+    assert class_metrics_pandas(frame.set_index(frame.index * 7 + 3), labels=labels) == plain
+
+
+def test_inconsistent_rows_are_refused_with_their_count_per_label() -> None:
+    frame = pd.DataFrame({"label": ["cat", "cat", "cat", "dog"], "pred": ["cat", "cat", "cat", None], "status": ["ok", "maybe", "maybe", "ok"]})
+    with pytest.raises(DataError, match=r"per label: \{'cat': 2, 'dog': 1\}"):
+        class_metrics_pandas(frame)

@@ -36,6 +36,7 @@ NOT_RUN = {
     "SPARK_HOME=$(.venv/bin/python -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')": (
         "starts long-running daemons; tests/fixtures/spark_cluster.py does the same and stops them"
     ),
+    ".venv/bin/pip install -e '.[dev]'": "the mutation run takes tens of minutes a module; it is measured by hand, not in the suite",
     "MONITOR_TEST_MONGO_URI='mongodb://127.0.0.1:27017/?directConnection=true' .venv/bin/python -m pytest tests/test_store.py": (
         "needs the compose stack's MongoDB; tests/test_store.py runs the same tests on mongomock in this suite"
     ),

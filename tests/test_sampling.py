@@ -667,3 +667,94 @@ def test_the_rank_of_the_chosen_image_is_uniform_over_seeds_and_dates(store: Sto
     observed = [counts[r] for r in range(20)]
     assert sum(observed) == len(draws)
     assert stats.chisquare(observed).pvalue > 0.001
+
+
+# --- created times and the cost walk, pinned independently (closing mutants that survived scripts/mutation.sh) ---
+
+
+def test_drawn_items_carry_each_images_created_time_in_utc_even_from_a_store_that_returns_naive_times() -> None:
+    import mongomock
+
+    # A MongoClient without tz_aware hands datetimes back naive (BSON stores UTC): the sample reads them as UTC.
+    with Store(db=mongomock.MongoClient(tz_aware=False)["monitor_naive"], description="mongomock, naive datetimes") as naive:
+        _add(naive, "cat", 3, dt.datetime(2026, 3, 1, 12, 30, tzinfo=UTC))
+        sample = draw_sample(naive, SOURCE, DAY, 3, seed=0)
+
+    assert [item.created for item in sample.items] == [dt.datetime(2026, 3, 1, 12, 30, tzinfo=UTC)] * 3
+
+
+def test_the_walk_cost_counts_from_each_classs_own_pivot_until_enough_images_pass_the_date(store: Store) -> None:
+    created = {}
+    for label, start in (("cat", 0), ("dog", 0)):
+        for path in _add(store, label, 40, BEFORE, start=start):
+            created[path] = BEFORE
+        for path in _add(store, label, 40, dt.datetime(2026, 4, 1, tzinfo=UTC), start=40):
+            created[path] = dt.datetime(2026, 4, 1, tzinfo=UTC)
+    seed, n, oversample = 3, 2, 3
+
+    expected = 0
+    for label in ("cat", "dog"):
+        # The documented walk, by an independent blake2b: sample-key order from H("pivot", D, seed, label), wrapping
+        # around, every document fetched counted until n * oversample of them were created by the end of D.
+        start = _expected_unit("pivot", DAY, seed, label)
+        ordered = _walk_after([p for p in created if p.startswith(f"{label}/")], start, 80)
+        eligible = 0
+        for path in ordered:
+            expected += 1
+            eligible += created[path] <= end_of_day(DAY)
+            if eligible == n * oversample:
+                break
+
+    cost = sample_cost(store, SOURCE, DAY, n, seed=seed, oversample=oversample)
+    assert cost.docs_examined == expected
+    assert cost.docs_examined > 2 * n * oversample, "the date filter rejected some documents on the way"
+
+
+def test_the_csv_writes_created_times_in_utc_whatever_the_machines_time_zone(tmp_path: Path) -> None:
+    import time
+
+    from monitor.sampling import SampleItem
+
+    kolkata = dt.timezone(dt.timedelta(hours=5, minutes=30))
+    item = SampleItem(image_path="cat/a.jpg", label="cat", sample_key=0.25, created=dt.datetime(2026, 3, 1, 5, 30, tzinfo=kolkata), draw="base")
+    sample = Sample(date=DAY, source=SOURCE, seed=0, n_per_class=1, fresh_days=None, items=[item], classes={"cat": 1}, short_classes={}, followup={})
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "America/New_York"
+    time.tzset()
+    try:
+        write_sample_csv(sample, tmp_path / "s.csv")
+    finally:
+        if old is None:
+            os.environ.pop("TZ")
+        else:
+            os.environ["TZ"] = old
+        time.tzset()
+
+    row = (tmp_path / "s.csv").read_text().splitlines()[1].split(",")
+    assert row[CSV_COLUMNS.index("created")] == "2026-03-01T00:00:00+00:00"
+
+
+def test_a_sample_csv_with_naive_created_times_reads_them_as_utc(tmp_path: Path) -> None:
+    path = tmp_path / "s.csv"
+    path.write_text(",".join(CSV_COLUMNS) + f"\n{DAY},{SOURCE},cat/a.jpg,cat,0.25,2026-03-01T12:00:00,base\n")
+
+    (item,) = read_sample_csv(path).items
+
+    assert item.created == dt.datetime(2026, 3, 1, 12, 0, tzinfo=UTC) and item.created.tzinfo is not None
+
+
+def test_on_mongodb_the_cost_is_the_sum_of_each_querys_explained_execution_stats(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mongomock
+
+    # mongomock has no explain(): this one answers as MongoDB's executionStats would, the same for every query.
+    stats_of_each_query = {"executionStats": {"totalDocsExamined": 7, "totalKeysExamined": 9, "nReturned": 3}}
+    monkeypatch.setattr(mongomock.collection.Cursor, "explain", lambda self: stats_of_each_query, raising=False)
+    with Store(db=mongomock.MongoClient(tz_aware=True)["monitor_explain"], description="mongomock with explain") as mongo:
+        mongo.ensure_indexes()
+        for label in ("cat", "dog"):
+            _add(mongo, label, 5, BEFORE)
+
+        cost = sample_cost(mongo, SOURCE, DAY, 2, seed=0, oversample=2)
+
+    # Each class needs 4: the first query returns 3, so the wrapped-around second one runs too (2 queries a class).
+    assert (cost.docs_examined, cost.keys_examined, cost.queries, cost.classes, cost.method) == (28, 36, 4, 2, "explain")

@@ -253,9 +253,10 @@ def test_commits_keep_three_backups_and_restore_goes_back_to_the_newest_that_rea
 def test_a_second_writer_says_what_it_waits_for_and_gives_up_with_the_holder(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
     root = settings.store_dir / settings.mongo_db
     with open_store(settings), caplog.at_level(logging.WARNING):
-        with pytest.raises(StoreError, match=r"held by another writer \(pid \d+"):
+        with pytest.raises(StoreError, match=r"held by another writer \(pid \d+, `(?!None`)[^`]+`, since \d{4}-\d\d-\d\dT"):
             EmbeddedDB(root, writable=True, lock_timeout_s=0.3, wait_message_after_s=0.1)
         assert "waiting for the embedded store" in caplog.text and "do not wait" in caplog.text
+        assert any(r.getMessage().startswith(f"waiting for the embedded store {root}: pid ") for r in caplog.records)
 
 
 def test_the_single_file_store_of_earlier_versions_is_moved_into_partitions(settings: Settings) -> None:
@@ -280,3 +281,181 @@ def test_the_single_file_store_of_earlier_versions_is_moved_into_partitions(sett
         assert store.counts() == {"images": 1, "samples": 0, "class_metrics": 1, "class_health": 0, "alerts": 1, "models": 0, "runs": 0, "candidates": 0}
         assert store.find("images")[0]["created"] == T0
     assert not legacy.exists() and legacy.with_name(legacy.name + ".migrated").exists()
+
+
+# --- a MongoDB that fails: every operation says what it could not do, and why (closing mutants of scripts/mutation.sh) ---
+
+
+class _DownCollection:
+    """A collection whose every call fails as a driver does when the server is gone."""
+
+    def __getattr__(self, name: str) -> Any:
+        def fail(*args: Any, **kwargs: Any) -> Any:
+            import pymongo.errors
+
+            raise pymongo.errors.ServerSelectionTimeoutError("127.0.0.1:27017: [Errno 111] Connection refused")
+
+        return fail
+
+
+class _DownDatabase:
+    def __getitem__(self, name: str) -> _DownCollection:
+        return _DownCollection()
+
+
+@pytest.mark.parametrize(
+    ("operation", "what"),
+    [
+        (lambda s: s.models(), "read the models"),
+        (lambda s: s.find("alerts"), "read alerts"),
+        (lambda s: s.pending_alerts(), "read the pending alerts"),
+        (lambda s: s.count_images(SOURCE), f"count the indexed images of {SOURCE}"),
+        (lambda s: s.stored_images(SOURCE, {"cat": ["cat/a.jpg"]}, ["size"]), f"read indexed images of {SOURCE}"),
+        (lambda s: s.unusable_counts(SOURCE), f"count the unusable images of {SOURCE}"),
+        (lambda s: s.unusable_images([SOURCE], 10), "read the unusable images"),
+        (lambda s: list(s.present_images(SOURCE)), f"read the indexed images of {SOURCE}"),
+        (lambda s: s.rows("class_metrics", None), "read class_metrics of every model"),
+        (lambda s: s.measured_models(), "read the measured models"),
+        (lambda s: s.remove("alerts", {}), "delete from alerts"),
+        (lambda s: s.register_model("m@1", name="m", checksum="c", labels=["a"], date="2026-11-01"), "register model m@1"),
+        (lambda s: s.save_sample({"source": SOURCE, "date": "2026-11-01"}), "record the sample of 2026-11-01"),
+        (lambda s: s.runs_on("2026-11-01"), None),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_a_failing_mongodb_is_a_store_error_that_names_the_operation_and_the_cause(operation: Callable[[Store], Any], what: str | None) -> None:
+    store = Store(db=_DownDatabase(), description="MongoDB at 127.0.0.1")  # type: ignore[arg-type]
+    with pytest.raises(StoreError) as err:
+        operation(store)
+    message = str(err.value)
+    assert message.startswith(f"could not {what} on MongoDB at 127.0.0.1: " if what else "could not ")
+    assert message.endswith("127.0.0.1:27017: [Errno 111] Connection refused")
+
+
+# --- the sampling walk at its edges (closing mutants of scripts/mutation.sh) ---------------------------
+
+
+def test_the_walk_starts_at_an_image_whose_key_equals_the_pivot_on_both(opener: Callable[[], Store]) -> None:
+    # Stored out of key order: the walk must sort by the key, not return the documents as stored.
+    docs = [image(f"cat/{i}.png", key=i / 8) for i in (5, 2, 7, 0, 4, 1, 6, 3)] + [image("dog/0.png", key=0.5)]
+    with opener() as store:
+        store.write_images(SOURCE, docs, [])
+        window = {"$lte": T0}
+        assert [d["path"] for d in store.walk_class(SOURCE, "cat", window, 4 / 8, 3)] == ["cat/4.png", "cat/5.png", "cat/6.png"]
+        assert [d["sample_key"] for d in store.walk_class(SOURCE, "cat", window, 7 / 8, 3)] == [7 / 8, 0.0, 1 / 8]
+
+
+def test_the_walk_cost_on_the_embedded_store_counts_every_document_fetched_and_each_query(settings: Settings) -> None:
+    late = T0 + dt.timedelta(days=3)
+    # keys 0/8 .. 7/8; the images at 5/8 and 6/8 arrived after the window
+    docs = [image(f"cat/{i}.png", key=i / 8, created=late if i in (5, 6) else T0) for i in range(8)] + [image("dog/0.png", key=0.55)]
+    with open_store(settings) as store:
+        store.write_images(SOURCE, docs, [])
+        window = {"$lte": T0 + dt.timedelta(days=1)}
+        # From 4/8: 4 passes, 5 and 6 do not, 7 passes (4 fetched, 2 found), wrap: 0 passes (third found): 5 documents, 2 queries.
+        assert store.walk_cost(SOURCE, "cat", window, 4 / 8, 3) == (5, 0, 2)
+        # Enough before the end of the key range: one query.
+        assert store.walk_cost(SOURCE, "cat", window, 0.0, 2) == (2, 0, 1)
+        assert [d["path"] for d in store.walk_class(SOURCE, "cat", window, 4 / 8, 3)] == ["cat/4.png", "cat/7.png", "cat/0.png"]
+
+
+def test_listings_keep_their_documented_order_filters_and_fields_on_both(opener: Callable[[], Store]) -> None:
+    with opener() as store:
+        for source in ("gs://z-bucket/val", "file:///a/val"):
+            store.record_stage(source, "2026-11-02", "index", {"listed": 1}, finished_at=T0)
+        store.register_model("m@1", name="m", checksum="abc", labels=["cat"], date="2026-11-02")
+        base = {"model_id": "m@1", "kind": "needs_retraining", "delivered": False}
+        # Added newest first: the listings must sort, not keep the insertion order.
+        for label, date, seconds in (("cat", "2026-11-03", 0), ("dog", "2026-11-01", 1), ("eel", "2026-11-01", 5)):
+            store.add_alert({**base, "label": label, "date": date, "created_at": T0 + dt.timedelta(seconds=seconds)})
+        store.replace_day("class_health", "m@1", "2026-11-01", [{"label": "a", "verdict": "healthy"}])
+        store.replace_day("class_health", "m@1", "2026-11-05", [{"label": "a", "verdict": "watch"}, {"label": "c", "verdict": "watch"}])
+        store.commit()
+    with opener() as store:
+        assert [run["source"] for run in store.runs_on("2026-11-02")] == ["file:///a/val", "gs://z-bucket/val"]
+        (model,) = store.models()
+        assert "_id" not in model and "checksum" not in model
+        assert [a["label"] for a in store.pending_alerts()] == ["dog", "eel", "cat"]  # oldest first: date, then creation
+        assert [a["label"] for a in store.alerts("m@1")] == ["cat", "eel", "dog"]  # newest first
+        assert [a["label"] for a in store.alerts("m@1", start="2026-11-02")] == ["cat"]
+        assert [a["label"] for a in store.alerts("m@1", end="2026-11-02")] == ["eel", "dog"]
+        latest = store.latest_rows_before("class_health", "m@1", "2026-11-04", ["a", "c"])
+        assert {label: row["date"] for label, row in latest.items()} == {"a": "2026-11-01"}  # nothing on or after the date
+
+
+def test_the_walk_cost_on_mongodb_sums_explain_of_each_query_until_enough_are_returned(monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = iter([{"executionStats": {"totalDocsExamined": 4, "totalKeysExamined": 6, "nReturned": 2}},
+                    {"executionStats": {"totalDocsExamined": 3, "totalKeysExamined": 5, "nReturned": 1}}])  # fmt: skip
+    asked: list[int] = []
+
+    def explain(cursor: Any) -> dict[str, Any]:
+        asked.append(cursor._limit)
+        return next(answers)
+
+    monkeypatch.setattr(mongomock.collection.Cursor, "explain", explain, raising=False)  # mongomock has none: MongoDB's answers
+    store = Store(db=mongomock.MongoClient(tz_aware=True)[f"monitor_test_{uuid.uuid4().hex[:12]}"], description="mongomock")
+    store.ensure_indexes()
+    store.write_images(SOURCE, [image(f"cat/{i}.png", key=i / 8) for i in range(8)], [])
+
+    # 3 wanted: the query from the pivot returns 2, the wrapped-around one is asked for the 1 left.
+    assert store.walk_cost(SOURCE, "cat", {"$lte": T0}, 0.5, 3) == (7, 11, 2)
+    assert asked == [3, 1]
+
+
+def test_present_images_are_path_and_label_of_one_source_only_on_both(opener: Callable[[], Store]) -> None:
+    with opener() as store:
+        store.write_images(SOURCE, [image("cat/a.png"), image("dog/b.png"), image("cat/gone.png", status="missing", reason="vanished")], [])
+        store.write_images("gs://other/val", [{**image("cat/z.png"), "source": "gs://other/val"}], [])
+        assert sorted(store.present_images(SOURCE), key=lambda d: d["path"]) == [{"path": "cat/a.png", "label": "cat"}, {"path": "dog/b.png", "label": "dog"}]
+        assert store.count_images(SOURCE) == 3 and store.count_images(SOURCE, present_only=True) == 2
+        assert store.usable_labels("gs://other/val") == ["cat"]
+
+
+def test_the_store_info_says_its_commit_partitions_and_backups(settings: Settings) -> None:
+    with open_store(settings) as store:
+        for day in ("2026-11-01", "2026-11-02"):
+            store.replace_day("class_metrics", "m@1", day, [metric("a")])
+            store.commit()
+    with open_store(settings) as store:  # what the files say, not the writer's memory
+        info = store.info()
+    assert info["partitions"] == 2 and info["bytes"] > 0 and info["commit"] >= 2
+    assert dt.datetime.fromisoformat(info["committed_at"]).tzinfo is not None
+    assert info["backups"] and all(name.startswith("manifest.json.") for name in info["backups"])
+
+
+def test_an_update_alone_is_committed_with_its_partition(settings: Settings) -> None:
+    with open_store(settings) as store:
+        store.write_images(SOURCE, [image("cat/a.png")], [])
+    with open_store(settings) as store:  # a later run changes one image and writes nothing else
+        store.write_images(SOURCE, [], [({"source": SOURCE, "path": "cat/a.png", "label": "cat"}, {"$set": {"size": 99}})])
+    with open_store(settings) as store:
+        assert store.find("images", {"path": "cat/a.png"})[0]["size"] == 99
+
+
+def test_a_store_no_commit_of_which_reads_is_not_restored_and_says_why_for_each(settings: Settings) -> None:
+    root = settings.store_dir / settings.mongo_db
+    with open_store(settings) as store:
+        for day in (1, 2):
+            store.replace_day("class_health", "m@1", "2026-11-01", [{"label": "a", "verdict": f"v{day}"}])
+            store.commit()
+    for part in root.rglob("*.bson"):
+        part.write_bytes(b"garbage")
+    (root / "manifest.json.1").write_text("{damaged")
+
+    with pytest.raises(StoreError, match=r"no commit of the embedded store .* reads \(manifest\.json: .*not BSON \((?!None\))[^)]+\).*; manifest\.json\.1: ") as err:
+        restore(root)
+    assert "move" in str(err.value) and not (root / "manifest.json.bad").exists()
+
+
+def test_a_commit_writes_each_changed_partition_once_and_says_how_many(settings: Settings) -> None:
+    db = EmbeddedDB(settings.store_dir / settings.mongo_db, writable=True)
+    try:
+        for day in ("2026-11-01", "2026-11-02"):
+            key = ("m@1", day)
+            db.touched("class_health", key)
+            db.collection("class_health", key).insert_one({"model_id": "m@1", "date": day, "label": "a"})
+        assert db.commit() == 2
+        assert db.commit() == 0  # nothing changed since
+        assert db.info()["partitions"] == 2
+    finally:
+        db.close()
