@@ -30,9 +30,8 @@ Memory: the tracemalloc peak of ``index_source`` over synthetic listings of two 
 1,000,000; quick 10,000 and 100,000), into stores that keep nothing in this process (what a store
 holds is not the indexer's): a first run (every blob new, the writes dropped), and an unchanged
 re-run that finds ``--vanished`` stored blobs gone (the lookups answered from the listing's own
-rule; ``Store.present_images`` streamed, as proposed for monitor/storage.py, and also as it is
-today, which reads every present path into a list first). Beside them, what holding the listing
-would take (tracemalloc of ``list(source.list())``, per blob).
+rule; ``Store.present_images`` streams the stored paths as a cursor does). Beside them, what holding
+the listing would take (tracemalloc of ``list(source.list())``, per blob).
 
 Every ratio is given by wall time and by the process's CPU time (all threads; the emulator's server
 thread included on GCS): a busy machine stretches wall times, much less CPU times. The objects made
@@ -156,7 +155,7 @@ class HashIndexedImages:
             return [d for (src, _), d in self.docs.items() if src == source and self._status_ok(d, flt.get("status"))]
         raise NotImplementedError(f"find filter {flt!r}")
 
-    def find(self, flt: dict[str, Any], projection: dict[str, int] | None = None) -> "_Cursor":
+    def find(self, flt: dict[str, Any], projection: dict[str, int] | None = None, **cursor: Any) -> "_Cursor":
         return _Cursor(map(_projector(projection), self._found(flt)))
 
     def insert_many(self, docs: list[dict[str, Any]], ordered: bool = True) -> None:
@@ -250,7 +249,7 @@ class SlowHashIndexedImages(HashIndexedImages):
         self._wait(0)
         return super().count_documents(flt)
 
-    def find(self, flt: dict[str, Any], projection: dict[str, int] | None = None) -> _Cursor:
+    def find(self, flt: dict[str, Any], projection: dict[str, int] | None = None, **cursor: Any) -> _Cursor:
         found = self._found(flt)
         asked = len(flt["path"]["$in"]) if isinstance(flt.get("path"), dict) else 0
         self._wait(max(asked, len(found)))
@@ -433,7 +432,7 @@ class MirrorImages:
     def count_documents(self, flt: dict[str, Any]) -> int:
         return self.source.count + self.vanished
 
-    def find(self, flt: dict[str, Any], projection: dict[str, int] | None = None) -> Iterator[dict[str, Any]]:
+    def find(self, flt: dict[str, Any], projection: dict[str, int] | None = None, **cursor: Any) -> Iterator[dict[str, Any]]:
         project = _projector(projection)
         if isinstance(flt.get("path"), dict):
             return (project(self.source.stored(path)) for path in flt["path"]["$in"])
@@ -446,15 +445,6 @@ class MirrorImages:
     def update_many(self, flt: dict[str, Any], update: dict[str, Any]) -> _Result:
         self.marked += len(flt["path"]["$in"])
         return _Result(len(flt["path"]["$in"]))
-
-
-class StreamingStore(Store):
-    """``Store`` with ``present_images`` read as a stream, as a cursor is (proposed for monitor/storage.py, which
-    today reads every present path of the source into a list first: memory in the size of the index)."""
-
-    def present_images(self, source: str) -> Iterator[dict[str, Any]]:
-        images = self._db["images"]  # type: ignore[index]
-        yield from images.find({"source": source, "status": {"$ne": "missing"}}, {"_id": 0, "path": 1, "label": 1})
 
 
 # --- measuring ----------------------------------------------------------------------------------------
@@ -643,17 +633,14 @@ def report_memory(sizes: list[int], classes: int, vanished: int, say: Callable[[
         first, report = peak_memory(source, Store(db=_DB(DiscardingImages()), description="discarding"))  # type: ignore[arg-type]
         assert report.new == n, report
         mirror = MirrorImages(source, vanished)
-        again, report = peak_memory(source, StreamingStore(db=_DB(mirror), description="mirror"))  # type: ignore[arg-type]
+        again, report = peak_memory(source, Store(db=_DB(mirror), description="mirror"))  # type: ignore[arg-type]
         assert (report.unchanged, report.missing) == (n, vanished), report
-        today, report = peak_memory(source, Store(db=_DB(MirrorImages(source, vanished)), description="mirror"))  # type: ignore[arg-type]
-        assert report.missing == vanished, report
         runs.append({
-            "blobs": n, "first_run_peak": first, "rerun_peak": again, "rerun_peak_store_lists_present": today,
+            "blobs": n, "first_run_peak": first, "rerun_peak": again,
             "listing_held": per_blob * n, "listed_keys_array": 8 * n,
         })  # fmt: skip
         say(
-            f"  {n:>9,} blobs  first run {first / 1e6:6.1f} MB;  unchanged re-run, {vanished:,} vanished {again / 1e6:6.1f} MB"
-            f" ({today / 1e6:,.1f} MB with Store.present_images as today, which lists every present path first);"
+            f"  {n:>9,} blobs  first run {first / 1e6:6.1f} MB;  unchanged re-run, {vanished:,} vanished {again / 1e6:6.1f} MB;"
             f" holding the listing {per_blob * n / 1e6:,.0f} MB"
         )
     if len(runs) > 1:

@@ -335,14 +335,16 @@ class Store:
             raise self._fail(f"write {len(new) + len(changed)} image documents of {source}", exc) from exc
 
     def present_images(self, source: str) -> Iterator[Doc]:
-        """``path`` and ``label`` of every stored image of ``source`` not marked missing."""
+        """``path`` and ``label`` of every stored image of ``source`` not marked missing, streamed (a million-image
+        index is never held as one list here); the caller must not write the images until it has read them all."""
         try:
             if self._embedded is not None:
-                docs = self._raw("images", lambda key: key[0] == source)
-                yield from [{"path": d["path"], "label": d.get("label")} for d in docs if d.get("status") != STATUS_MISSING]
+                for d in self._raw("images", lambda key: key[0] == source):
+                    if d.get("status") != STATUS_MISSING:
+                        yield {"path": d["path"], "label": d.get("label")}
                 return
             for coll in self._image_parts(source):
-                yield from list(coll.find({"source": source, "status": {"$ne": STATUS_MISSING}}, {"_id": 0, "path": 1, "label": 1}))
+                yield from coll.find({"source": source, "status": {"$ne": STATUS_MISSING}}, {"_id": 0, "path": 1, "label": 1}, batch_size=10_000)
         except PyMongoError as exc:
             raise self._fail(f"read the indexed images of {source}", exc) from exc
 

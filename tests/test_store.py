@@ -411,6 +411,27 @@ def test_present_images_are_path_and_label_of_one_source_only_on_both(opener: Ca
         assert store.usable_labels("gs://other/val") == ["cat"]
 
 
+def test_present_images_are_streamed_not_gathered_into_a_list(settings: Settings) -> None:
+    """The vanished-blob check reads every present path of a source: a million-image index must not become one list."""
+    import tracemalloc
+
+    with open_store(settings) as store:
+        store.write_images(SOURCE, [image(f"c{i % 4}/{i:06d}.png") for i in range(40_000)], [])
+        store.commit()
+    with open_store(settings, read_only=True) as store:
+        assert sum(1 for _ in store.present_images(SOURCE)) == 40_000  # partitions decoded and kept by the store
+        stream = store.present_images(SOURCE)
+        tracemalloc.start()
+        try:
+            seen = sum(1 for _ in stream)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert seen == 40_000
+    # A list of 40,000 {path, label} dicts takes ~9 MB; one at a time, a few kB.
+    assert peak < 1_000_000, peak
+
+
 def test_the_store_info_says_its_commit_partitions_and_backups(settings: Settings) -> None:
     with open_store(settings) as store:
         for day in ("2026-11-01", "2026-11-02"):
