@@ -479,9 +479,22 @@ def judge_day(
     pooled_correct = sum(c for _, c in in_window)
     ci_low, ci_high = wilson_interval(pooled_correct, pooled_n, settings.confidence_level) if pooled_n else (None, None)
     p_below = float(prob_below(pooled_correct, pooled_n, d.target))
-    verdict = Verdict.from_code(int(verdict_codes(state, d, pooled_n, settings.min_samples)))
-    cusum, recovery = float(state.s) * d.unit, float(state.r) * d.unit
+    code = int(verdict_codes(state, d, pooled_n, settings.min_samples))
     followup = int(followup_extra(state.s, d.h, d.followup, state.flagged))
+    return _row(
+        d, settings, window_start, code, pooled_n, pooled_correct, ci_low, ci_high, p_below,
+        float(state.s), float(state.r), float(state.b), bool(state.flagged), since, followup, int(today[0]), int(today[1]),
+    )  # fmt: skip
+
+
+def _row(
+    d: Design, settings: Settings, window_start: dt.date, code: int, pooled_n: int, pooled_correct: int,
+    ci_low: float | None, ci_high: float | None, p_below: float, s: float, r: float, b: float, flagged: bool,
+    since: str | None, followup: int, day_n: int, day_correct: int,
+) -> dict[str, Any]:  # fmt: skip
+    """The evidence and state fields of a ``class_health`` row, from one class's judgement (statistics in lattice units)."""
+    verdict = Verdict.from_code(code)
+    cusum, recovery = s * d.unit, r * d.unit
     return {
         "verdict": verdict.value,
         "target": float(d.target),
@@ -495,19 +508,18 @@ def judge_day(
         "prob_below_target": p_below,
         "cusum": cusum,
         "cusum_threshold": d.threshold,
-        "collapse": float(state.b) * d.big_unit,
+        "collapse": b * d.big_unit,
         "collapse_threshold": d.collapse_threshold,
-        "flagged": bool(state.flagged),
+        "flagged": flagged,
         "flagged_since": since,
         "recovery": recovery,
         "recovery_threshold": d.recovery_threshold,
         "followup": followup,
-        "day_n": int(today[0]),
-        "day_correct": int(today[1]),
+        "day_n": day_n,
+        "day_correct": day_correct,
         "method": METHOD,
         "reason": _reason(verdict, d, cusum, recovery, since, pooled_n, pooled_correct, ci_low, ci_high, p_below, followup, settings),
     }
-
 
 def _reason(
     verdict: str, d: Design, cusum: float, recovery: float, since: str | None, pooled_n: int, pooled_correct: int,
@@ -744,39 +756,13 @@ def _judge_classes(
 
     judged: list[dict[str, Any]] = []
     for i in range(size):
-        verdict = Verdict.from_code(int(codes[i]))
-        total, correct = int(pooled_n[i]), int(pooled_c[i])
+        total = int(pooled_n[i])
         ci_low, ci_high = (float(ci_lows[i]), float(ci_highs[i])) if total else (None, None)
-        below = float(p_below[i])
-        cusum, recovery = float(state.s[i]) * d.unit, float(state.r[i]) * d.unit
-        flagged_since, extra = since[i], int(followups[i])
-        judged.append(
-            {
-                "verdict": verdict.value,
-                "target": float(d.target),
-                "window_days": settings.window_days,
-                "window_start": window_start.isoformat(),
-                "pooled_n": total,
-                "pooled_correct": correct,
-                "pooled_accuracy": correct / total if total else None,
-                "ci_low": ci_low,
-                "ci_high": ci_high,
-                "prob_below_target": below,
-                "cusum": cusum,
-                "cusum_threshold": d.threshold,
-                "collapse": float(state.b[i]) * d.big_unit,
-                "collapse_threshold": d.collapse_threshold,
-                "flagged": bool(state.flagged[i]),
-                "flagged_since": flagged_since,
-                "recovery": recovery,
-                "recovery_threshold": d.recovery_threshold,
-                "followup": extra,
-                "day_n": int(n_today[i]),
-                "day_correct": int(c_today[i]),
-                "method": METHOD,
-                "reason": _reason(verdict, d, cusum, recovery, flagged_since, total, correct, ci_low, ci_high, below, extra, settings),
-            }
-        )
+        judged.append(_row(
+            d, settings, window_start, int(codes[i]), total, int(pooled_c[i]), ci_low, ci_high, float(p_below[i]),
+            float(state.s[i]), float(state.r[i]), float(state.b[i]), bool(state.flagged[i]), since[i], int(followups[i]),
+            int(n_today[i]), int(c_today[i]),
+        ))  # fmt: skip
     return judged
 
 

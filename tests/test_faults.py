@@ -21,6 +21,7 @@ from filelock import FileLock
 from monitor.faults import VARIABLE as KILL_AT
 from monitor.settings import SHIPPED_MODEL_DIR, Settings
 from monitor.storage import KINDS, open_store
+from tests.fixtures.sources import build_one_broken_class
 from tests.test_alerts import Endpoint
 from tests.test_alerts import endpoint as webhook  # noqa: F401,F811 (the webhook server fixture)
 
@@ -29,26 +30,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.spark]
 DATE = "2026-11-20"
 PER_CLASS = 8
 BROKEN = "three"  # its folder holds eights: every image wrong, flagged on the first day (one alert)
-PAST = 1767268800.0  # 2026-01-01 12:00 UTC: every image exists on DATE
 DROP_PRIVILEGES = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner", "--inh-caps", "-dac_override,-dac_read_search,-fowner"]
 
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three classes of held-out digits, PER_CLASS each; ``three/`` holds eights."""
-    from monitor.digits import LABELS, build_demo_source, digit_file_name, encode_digit, load_digits_images, split_indices
-
-    root = tmp_path_factory.mktemp("fault_bucket") / "val"
-    images, targets = load_digits_images()
-    heldout = split_indices()[1]
-    chosen = [int(i) for label in ("zero", "one") for i in heldout[targets[heldout] == LABELS.index(label)][:PER_CLASS]]
-    build_demo_source(root, indices=chosen)
-    (root / BROKEN).mkdir()
-    for index in heldout[targets[heldout] == LABELS.index("eight")][:PER_CLASS]:
-        (root / BROKEN / digit_file_name(int(index))).write_bytes(encode_digit(images[index]))
-    for path in root.rglob("*"):
-        os.utime(path, (PAST, PAST))
-    return root
+    return build_one_broken_class(tmp_path_factory.mktemp("fault_bucket") / "val", PER_CLASS, BROKEN)
 
 
 def monitor(data_dir: Path, source: Path, *args: str, env: dict[str, str] | None = None, prefix: list[str] | None = None) -> subprocess.CompletedProcess[str]:

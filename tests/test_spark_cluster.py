@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from tests.fixtures.sources import build_one_broken_class
 from tests.fixtures.spark_cluster import QUICK_JVM, SparkCluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
@@ -23,7 +24,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.spark]
 DATE = "2026-11-20"
 PER_CLASS = 6
 BROKEN = "three"  # its folder holds eights: every image wrong, so one class is flagged on the first day
-PAST = 1767268800.0  # 2026-01-01 12:00 UTC: every image exists on DATE
 APP_NAME = "class-health-monitor"  # evaluation.spark.get_spark's default application name
 CLI_TIMEOUT_S = 300
 
@@ -31,19 +31,7 @@ CLI_TIMEOUT_S = 300
 @pytest.fixture(scope="session")
 def cluster_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Held-out digits: ``zero/`` and ``one/`` as they are, ``three/`` holding eights; PER_CLASS each."""
-    from monitor.digits import LABELS, build_demo_source, digit_file_name, encode_digit, load_digits_images, split_indices
-
-    root = tmp_path_factory.mktemp("cluster_bucket") / "val"
-    images, targets = load_digits_images()
-    heldout = split_indices()[1]
-    chosen = [int(i) for label in ("zero", "one") for i in heldout[targets[heldout] == LABELS.index(label)][:PER_CLASS]]
-    build_demo_source(root, indices=chosen)
-    (root / BROKEN).mkdir()
-    for index in heldout[targets[heldout] == LABELS.index("eight")][:PER_CLASS]:
-        (root / BROKEN / digit_file_name(int(index))).write_bytes(encode_digit(images[index]))
-    for path in root.rglob("*"):
-        os.utime(path, (PAST, PAST))
-    return root
+    return build_one_broken_class(tmp_path_factory.mktemp("cluster_bucket") / "val", PER_CLASS, BROKEN)
 
 
 class Evaluation:
