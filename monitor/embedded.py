@@ -21,6 +21,11 @@ Why this shape (measured in ``benchmarks/bench_store.py``):
   name, so the last three commits stay restorable as wholes. An unreadable or wrong-shaped file is one
   :class:`~monitor.errors.StoreError` that names it and the backup; ``monitor store restore`` goes back to
   the newest commit whose files all read.
+- **Bounded reads.** A reader opens only regular files inside the store folder (never a device, FIFO or
+  socket, never a link: :func:`monitor.files.read_bounded`), a partition file only under the name the
+  writer gives it and no larger than the size the manifest records for it, and the manifest only as
+  JSON of bounded size and depth with finite numbers. A damaged store cannot make a reader hang or
+  grow: it is refused at once, with the way back.
 - **One writer.** A writer holds ``.lock`` for as long as it is open (one command or one Airflow task);
   a second writer waits, and says once what it is waiting for (the holder's pid, command and start).
 """
@@ -32,6 +37,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,7 +54,7 @@ from pymongo.errors import PyMongoError
 
 from monitor import faults
 from monitor.errors import StoreError
-from monitor.files import atomic_write, remove_leftovers
+from monitor.files import atomic_write, parse_json_bounded, read_bounded, remove_leftovers
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +62,16 @@ FORMAT = 1
 MANIFEST = "manifest.json"
 BACKUPS = 3
 _CODEC: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True, tzinfo=dt.timezone.utc)
+#: The largest manifest a reader reads (about 250,000 partitions); a writer refuses to write a larger one.
+MANIFEST_MAX_BYTES = 64 << 20
+#: The largest partition file read when the manifest records no size for it (manifests of earlier versions).
+PART_MAX_BYTES = 1 << 30
+#: The largest single-file store of an earlier version that is migrated.
+LEGACY_MAX_BYTES = 1 << 30
+#: The nesting of a manifest: {"parts": [{"key": [...]}]}.
+MANIFEST_MAX_DEPTH = 4
+#: The name a writer gives a partition file (see _file_stem): "<kind>/<name>.bson", one plain name in its kind's folder.
+_PART_FILE = re.compile(r"(?P<kind>[a-z_]+)/[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.bson")
 
 #: The fields that name a partition of each collection: every query of the service fixes them (or scans the partitions).
 PARTITIONS: dict[str, tuple[str, ...]] = {
@@ -92,6 +108,7 @@ class _Part:
     key: Key
     file: str | None  # relative to root; None: not committed yet
     docs: int = 0
+    bytes: int | None = None  # the file's size as written (None: a manifest of an earlier version)
 
 
 @dataclass
@@ -108,6 +125,7 @@ class Manifest:
                 "committed_at": self.committed_at,
                 "parts": [
                     {"kind": p.kind, "key": list(p.key), "file": p.file, "docs": p.docs}
+                    | ({"bytes": p.bytes} if p.bytes is not None else {})
                     for p in sorted(self.parts.values(), key=lambda p: (p.kind, p.key))
                     if p.file is not None
                 ],
@@ -116,11 +134,20 @@ class Manifest:
         )
 
     @classmethod
-    def parse(cls, text: str) -> "Manifest":
-        data = json.loads(text)
+    def parse(cls, text: str | bytes) -> "Manifest":
+        """The manifest in ``text``; ``ValueError`` (one line) when it is not JSON of the manifest's shape.
+
+        JSON of bounded depth with finite numbers only (:func:`monitor.files.parse_json_bounded`); each
+        partition's file a plain name in its kind's folder (never absolute, never ``..``), its counts
+        non-negative integers.
+        """
+        data = parse_json_bounded(text, max_depth=MANIFEST_MAX_DEPTH)
         if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("parts"), list):
             raise ValueError(f"not a store manifest of format {FORMAT}: expected an object with format and parts")
-        manifest = cls(commit=int(data.get("commit") or 0), committed_at=data.get("committed_at"))
+        commit, committed_at = data.get("commit") or 0, data.get("committed_at")
+        if not _count(commit) or not (committed_at is None or isinstance(committed_at, str)):
+            raise ValueError("its commit is not a number of commits, or its time not a text")
+        manifest = cls(commit=commit, committed_at=committed_at)
         for entry in data["parts"]:
             if not (
                 isinstance(entry, dict)
@@ -129,18 +156,45 @@ class Manifest:
                 and len(entry["key"]) == len(PARTITIONS[entry["kind"]])
                 and all(isinstance(v, str) for v in entry["key"])
                 and isinstance(entry.get("file"), str)
-                and ".." not in entry["file"]
+                and (named := _PART_FILE.fullmatch(entry["file"])) is not None
+                and named["kind"] == entry["kind"]
+                and _count(entry.get("docs") or 0)
+                and (entry.get("bytes") is None or _count(entry["bytes"]))
             ):
-                raise ValueError(f"a manifest entry is not a partition: {str(entry)[:120]}")
+                raise ValueError(f"a manifest entry is not a partition: {_shown(entry)}")
             key = tuple(entry["key"])
-            manifest.parts[(entry["kind"], key)] = _Part(entry["kind"], key, entry["file"], int(entry.get("docs") or 0))
+            manifest.parts[(entry["kind"], key)] = _Part(entry["kind"], key, entry["file"], entry.get("docs") or 0, entry.get("bytes"))
         return manifest
 
 
-def read_part_file(path: Path, kind: str, key: Key, expected: int | None = None) -> list[dict[str, Any]]:
+def _count(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _shown(entry: Any) -> str:
+    """A short, one-line view of a manifest entry for an error message (its own text may be long or odd)."""
+    if isinstance(entry, dict):
+        text = ", ".join(f"{str(k)[:40]}: {v if isinstance(v, (int, float, bool)) or v is None else repr(v)[:80]}" for k, v in list(entry.items())[:6])
+        return ("{" + text + "}")[:200]
+    return type(entry).__name__
+
+
+def read_manifest_file(path: Path, root: Path) -> Manifest:
+    """The manifest in ``path`` (a regular file inside ``root``, at most ``MANIFEST_MAX_BYTES``); ``ValueError``
+    (:class:`~monitor.files.FileRefused` included) when it is not one, ``OSError`` when it cannot be read."""
+    return Manifest.parse(read_bounded(path, max_bytes=MANIFEST_MAX_BYTES, inside=root))
+
+
+def read_part_file(
+    path: Path, kind: str, key: Key, expected: int | None = None, size: int | None = None, root: Path | None = None
+) -> list[dict[str, Any]]:
     """The documents of one partition file; ``ValueError`` when it is not BSON, holds another partition's documents,
-    or not the ``expected`` number of them (a file cut at a document boundary)."""
-    data = path.read_bytes()
+    or not the ``expected`` number of them (a file cut at a document boundary), or is not ``size`` bytes.
+
+    The file must be a regular file (inside ``root`` when given) no larger than ``size`` (else ``PART_MAX_BYTES``):
+    a larger one is refused before a byte of it is read (:class:`~monitor.files.FileRefused`, a ``ValueError``).
+    """
+    data = read_bounded(path, max_bytes=PART_MAX_BYTES, inside=root, size=size)
     try:
         docs = bson.decode_all(data, _CODEC)
     except (BSONError, ValueError, TypeError) as exc:  # truncated or not BSON
@@ -152,6 +206,8 @@ def read_part_file(path: Path, kind: str, key: Key, expected: int | None = None)
             raise ValueError(f"holds a document of another partition ({dict(zip(PARTITIONS[kind], partition_key(kind, stray)))})")
     if expected is not None and len(docs) != expected:
         raise ValueError(f"holds {len(docs)} documents where the manifest says {expected}")
+    if size is not None and len(data) != size:
+        raise ValueError(f"is {len(data)} bytes where the manifest says {size}")
     return docs
 
 
@@ -228,14 +284,12 @@ class EmbeddedDB:
         path = self.root / MANIFEST
         stamp = self._stamp()
         try:
-            text = path.read_text(encoding="utf-8")
+            manifest = read_manifest_file(path, self.root)
         except FileNotFoundError:
             self._manifest_stamp = None
             return Manifest()
         except OSError as exc:
             raise StoreError(f"cannot read the embedded store manifest {path}: {exc.strerror or exc}") from exc
-        try:
-            manifest = Manifest.parse(text)
         except (ValueError, TypeError, KeyError) as exc:
             raise StoreError(f"the embedded store manifest {path} is unreadable ({_first_line(exc)}); {restore_hint(self.root)}") from exc
         self._manifest_stamp = stamp
@@ -327,7 +381,7 @@ class EmbeddedDB:
         path = self.root / part.file
         for attempt in range(3):
             try:
-                return read_part_file(path, part.kind, part.key, part.docs)
+                return read_part_file(path, part.kind, part.key, part.docs, part.bytes, self.root)
             except FileNotFoundError:
                 # A reader behind three commits: its files were cleaned up; follow the latest commit.
                 if self.writable or attempt == 2 or not self.refresh():
@@ -339,7 +393,9 @@ class EmbeddedDB:
             except OSError as exc:
                 raise StoreError(f"cannot read the embedded store file {path}: {exc.strerror or exc}") from exc
             except ValueError as exc:
-                raise StoreError(f"the embedded store file {path} ({part.kind} {'/'.join(part.key)}) is unreadable: {exc}; {restore_hint(self.root)}") from exc
+                raise StoreError(
+                    f"the embedded store file {path} ({part.kind} {'/'.join(part.key)}) is unreadable: {_first_line(exc)}; {restore_hint(self.root)}"
+                ) from exc
         raise AssertionError("unreachable")
 
     def touched(self, kind: str, key: Key) -> None:
@@ -368,7 +424,7 @@ class EmbeddedDB:
             data = b"".join(bson.encode(doc, codec_options=_CODEC) for doc in docs)
             rel = f"{stem}.{number}.bson"
             atomic_write(self.root / rel, _writer(data), what="embedded store file", error=StoreError)
-            new_parts[ident] = _Part(kind, key, rel, len(docs))
+            new_parts[ident] = _Part(kind, key, rel, len(docs), len(data))
             self._committed[ident] = docs
             written += 1
         faults.point("store:before_manifest")
@@ -394,6 +450,11 @@ class EmbeddedDB:
         except OSError as exc:
             raise StoreError(f"cannot keep a backup of the embedded store manifest {current}: {exc.strerror or exc}") from exc
         text = manifest.to_json()
+        if len(text) > MANIFEST_MAX_BYTES:  # readers refuse a larger one: never write a store they cannot open
+            raise StoreError(
+                f"the embedded store {self.root} has grown past {MANIFEST_MAX_BYTES >> 20} MiB of manifest ({len(manifest.parts)} partitions); "
+                "use a MongoDB (MONITOR_MONGO_URI) for a store this size"
+            )
         atomic_write(current, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), what="embedded store manifest", error=StoreError)
 
     def _collect_garbage(self) -> None:
@@ -401,7 +462,7 @@ class EmbeddedDB:
         keep: set[str] = set()
         for name in [MANIFEST, *(f"{MANIFEST}.{n}" for n in range(1, BACKUPS + 1))]:
             try:
-                keep |= {p.file for p in Manifest.parse((self.root / name).read_text(encoding="utf-8")).parts.values() if p.file}
+                keep |= {p.file for p in read_manifest_file(self.root / name, self.root).parts.values() if p.file}
             except FileNotFoundError:
                 continue
             except (OSError, ValueError, TypeError, KeyError):
@@ -423,7 +484,9 @@ class EmbeddedDB:
         from bson import json_util
 
         try:
-            data = json_util.loads(legacy.read_text(encoding="utf-8"), json_options=json_util.JSONOptions(tz_aware=True))
+            text = read_bounded(legacy, max_bytes=LEGACY_MAX_BYTES).decode("utf-8")
+            parse_json_bounded(text)  # bounded depth, finite numbers: json_util itself would recurse without end
+            data = json_util.loads(text, json_options=json_util.JSONOptions(tz_aware=True))
             if not isinstance(data, dict) or not all(isinstance(docs, list) for docs in data.values()):
                 raise ValueError("expected a JSON object of collections, each a list of documents")
             for kind, docs in data.items():
@@ -435,7 +498,7 @@ class EmbeddedDB:
                     key = partition_key(kind, doc)
                     self.collection(kind, key).insert_one(doc)
                     self.touched(kind, key)
-        except (OSError, ValueError, TypeError, BSONError, PyMongoError) as exc:
+        except (OSError, ValueError, TypeError, OverflowError, RecursionError, BSONError, PyMongoError) as exc:
             raise StoreError(
                 f"the embedded store file {legacy} of an earlier version cannot be read ({_first_line(exc)}); "
                 f"move it aside to start a new store (`monitor evaluate` re-indexes the source)"
@@ -476,33 +539,46 @@ def restore(root: Path) -> dict[str, Any]:
     """Point the manifest back at the newest commit (current, then the backups) whose every file reads; returns what was done.
 
     Takes the writer's lock (a writer must not commit over a restore). The manifest it replaces is kept as
-    ``manifest.json.bad``; a partition no commit can read is reported and the store left as it is.
+    ``manifest.json.bad``; a partition no commit can read is reported and the store left as it is. A folder
+    that holds no manifest (nor backup) is no store: refused, and nothing is written in it (not even the lock).
+    A store that cannot be written (a read-only data dir) is one :class:`StoreError`.
     """
     root = Path(root)
+    names = [MANIFEST, *(f"{MANIFEST}.{n}" for n in range(1, BACKUPS + 1))]
+    if not root.is_dir() or not any(os.path.lexists(root / name) for name in names):
+        raise StoreError(
+            f"there is no embedded store at {root} (no {MANIFEST} nor backups {MANIFEST}.1 .. .{BACKUPS}): nothing to restore; "
+            "check MONITOR_DATA_DIR (a new store is made by the first `monitor evaluate`)"
+        )
     lock = FileLock(str(root / ".lock"))
     try:
         lock.acquire(timeout=30)
     except Timeout as exc:
         raise StoreError(f"the embedded store {root} is held by a writer ({_holder_text(root / '.lock.holder')}); restore when it has finished") from exc
+    except OSError as exc:
+        raise StoreError(f"cannot lock the embedded store {root} to restore it: {exc.strerror or exc} (is it writable?)") from exc
     try:
         tried: list[str] = []
-        for name in [MANIFEST, *(f"{MANIFEST}.{n}" for n in range(1, BACKUPS + 1))]:
+        for name in names:
             path = root / name
-            if not path.exists():
+            if not os.path.lexists(path):
                 continue
             try:
-                manifest = Manifest.parse(path.read_text(encoding="utf-8"))
+                text = read_bounded(path, max_bytes=MANIFEST_MAX_BYTES, inside=root)
+                manifest = Manifest.parse(text)
                 for part in manifest.parts.values():
                     assert part.file is not None
-                    read_part_file(root / part.file, part.kind, part.key, part.docs)
-            except (OSError, ValueError, TypeError, KeyError) as exc:
+                    read_part_file(root / part.file, part.kind, part.key, part.docs, part.bytes, root)
+            except (OSError, ValueError, TypeError, KeyError) as exc:  # FileRefused is a ValueError
                 tried.append(f"{name}: {_first_line(exc)}")
                 continue
             if name != MANIFEST:
-                if (root / MANIFEST).exists():
-                    os.replace(root / MANIFEST, root / f"{MANIFEST}.bad")
-                text = path.read_text(encoding="utf-8")
-                atomic_write(root / MANIFEST, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), what="embedded store manifest", error=StoreError)
+                try:
+                    if os.path.lexists(root / MANIFEST):
+                        os.replace(root / MANIFEST, root / f"{MANIFEST}.bad")
+                except OSError as exc:
+                    raise StoreError(f"cannot restore the embedded store {root}: {exc.strerror or exc} (is it writable?)") from exc
+                atomic_write(root / MANIFEST, _writer(text), what="embedded store manifest", error=StoreError)
             return {"store": str(root), "restored_from": name, "commit": manifest.commit, "committed_at": manifest.committed_at, "skipped": tried}
         raise StoreError(
             f"no commit of the embedded store {root} reads ({'; '.join(tried) or 'no manifest'}); move {root} aside to start a new store "
@@ -524,10 +600,12 @@ def _writer(data: bytes) -> Callable[[str], object]:
 
 def _holder_text(holder: Path) -> str:
     try:
-        info = json.loads(holder.read_text())
-        return f"pid {info.get('pid')}, `{info.get('command')}`, since {info.get('since')}"
+        info = parse_json_bounded(read_bounded(holder, max_bytes=4096), max_depth=2)
     except (OSError, ValueError):
         return "holder unknown"
+    if not isinstance(info, dict):
+        return "holder unknown"
+    return f"pid {info.get('pid')}, `{str(info.get('command'))[:200]}`, since {str(info.get('since'))[:40]}"
 
 
 def _first_line(exc: BaseException) -> str:

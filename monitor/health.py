@@ -336,17 +336,39 @@ def _code_version() -> str:
 
 
 def _cached_design(file: Path, args: tuple[float, float, int, int, float, float]) -> Design:
+    """The calibration for ``args``: from this process, else from the cache ``file``, else calibrated and kept there.
+
+    The cache is read as bounded JSON (:func:`monitor.files.read_json_file`: a regular file, finite numbers,
+    shallow nesting) and each entry checked against the ``Design`` it claims to be (the fields, their types,
+    the arguments it was calibrated for); a damaged or odd cache is calibrated again, with a warning.
+    """
+    from monitor.files import read_json_file  # here: the rest of the module is another change's
+
     if args in _KNOWN:
         return _KNOWN[args]
     key = json.dumps([_code_version(), *args])
     try:
-        known = json.loads(file.read_text(encoding="utf-8"))
-        known = known if isinstance(known, dict) else {}
-    except (OSError, ValueError):
-        known = {}  # no cache yet, or a damaged one: calibrate and write a new one
-    try:
-        result = Design(**known[key])
-    except (KeyError, TypeError):
+        known = read_json_file(file, what="calibration cache", max_bytes=8 << 20, max_depth=4, missing_ok=True)
+    except MonitorError as exc:
+        log.warning("%s; calibrating again (seconds), and replacing it", exc)
+        known = None
+    if known is not None and not isinstance(known, dict):
+        log.warning("the calibration cache %s is not a JSON object; calibrating again (seconds), and replacing it", file)
+    known = known if isinstance(known, dict) else {}
+    entry = known.get(key)
+    fields = dataclasses.fields(Design)
+    if entry is not None and not (
+        isinstance(entry, dict)
+        and set(entry) == {f.name for f in fields}
+        and all(type(entry[f.name]) is int if f.type in ("int", int) else type(entry[f.name]) in (int, float) for f in fields)
+        and tuple(entry[name] for name in ("target", "drop", "n", "followup", "arl", "recovery_arl")) == args
+        and min(entry[name] for name in ("h", "hr", "big_h", "down", "up", "big_down", "big_up", "unit", "big_unit")) > 0
+    ):
+        log.warning("the calibration cache %s holds a damaged entry for %s; calibrating again (seconds)", file, args)
+        entry = None
+    if entry is not None:
+        result = Design(**entry)
+    else:
         result = design(*args)
         known[key] = dataclasses.asdict(result)
         text = json.dumps(known, indent=1)
