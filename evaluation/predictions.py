@@ -8,6 +8,10 @@ dashboard) or, for Spark SQL over the file itself, :func:`read_predictions_spark
 
 from __future__ import annotations
 
+import errno
+import os
+import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -124,23 +128,120 @@ def write_predictions(frame: pd.DataFrame, path: Path) -> None:
 
 
 def read_predictions(path: Path) -> pd.DataFrame:
-    """Read a predictions Parquet file back (lists as Python lists); DataError if it is missing or not one."""
+    """Read a predictions Parquet file back (lists as Python lists); DataError if it is missing or not one.
+
+    The file must be a regular file (opened without blocking: a FIFO or a device in its place is refused,
+    never read) holding a readable Parquet table whose columns have the types of :data:`PREDICTIONS_SCHEMA`
+    (or a type that widens to it losslessly: large strings, dictionary-encoded strings, float32, all-null),
+    no missing value where the table has none, a known ``status``, and for every predicted row a label
+    and a confidence in [0, 1]. Anything else is one :class:`DataError` naming the file, the column and the
+    way to predict the date again (``monitor evaluate --date D --force``).
+    """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"no predictions file at {path}")
+    remedy = _redo_hint(path)
     try:
-        table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{path} is not a readable Parquet file: {exc}") from exc
+        handle = _open_regular(path)
+    except FileNotFoundError:
+        raise DataError(f"no predictions file at {path}") from None
+    except OSError as exc:
+        raise DataError(f"cannot read the predictions file {path}: {exc.strerror or exc}; {remedy}") from exc
+    try:
+        with handle:
+            table = pq.read_table(handle)
+    except (pa.ArrowException, OSError, ValueError) as exc:  # truncated, not Parquet, or a footer that lies
+        raise DataError(f"the predictions file {path} is not a readable Parquet file ({_first_line(exc)}); {remedy}") from exc
     if "draw" not in table.column_names:
         table = table.append_column("draw", pa.array([DRAW_BASE] * table.num_rows, pa.string()))
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
-        raise DataError(f"{path} is not a predictions file: it lacks columns {missing}")
-    frame = table.select(list(COLUMNS)).to_pandas()
+        raise DataError(f"{path} is not a predictions file: it lacks columns {missing}; {remedy}")
+    table = _checked(table.select(list(COLUMNS)), path, remedy)
+    frame = table.to_pandas()
     for column in ("topk_labels", "topk_scores"):
         frame[column] = [list(v) if v is not None else [] for v in frame[column]]
     return frame
+
+
+def _redo_hint(path: Path) -> str:
+    day = path.stem if _DATE.fullmatch(path.stem) else "D"
+    return f"run `monitor evaluate --date {day} --force` to predict the date again"
+
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _open_regular(path: Path) -> Any:
+    """``path`` opened for reading if it is a regular file; a FIFO, device or socket is refused without blocking."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file (a folder, FIFO, socket or device)")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or (pa.types.is_dictionary(t) and _is_text(t.value_type))
+
+
+def _is_list_of(t: pa.DataType, item: Any) -> bool:
+    return (pa.types.is_list(t) or pa.types.is_large_list(t)) and (item(t.value_type) or pa.types.is_null(t.value_type))
+
+
+#: What each column may be stored as: its own type, or one that converts to it without loss.
+_ACCEPTED: dict[str, Any] = {
+    **{name: _is_text for name in ("date", "image_path", "label", "pred", "model_id", "status", "error", "draw")},
+    "confidence": pa.types.is_floating,
+    "topk_labels": lambda t: _is_list_of(t, _is_text),
+    "topk_scores": lambda t: _is_list_of(t, pa.types.is_floating),
+}
+
+
+def _checked(table: pa.Table, path: Path, remedy: str) -> pa.Table:
+    """``table`` cast to :data:`PREDICTIONS_SCHEMA` after checking its types and values (see :func:`read_predictions`)."""
+    import pyarrow.compute as pc
+
+    def refuse(what: str) -> DataError:
+        return DataError(f"the predictions file {path} is damaged: {what}; {remedy}")
+
+    columns = []
+    for field in PREDICTIONS_SCHEMA:
+        column = table.column(field.name)
+        if not (pa.types.is_null(column.type) or _ACCEPTED[field.name](column.type)):
+            raise refuse(f"column {field.name!r} holds {column.type}, not {field.type}")
+        try:
+            column = column.cast(field.type)
+        except pa.ArrowException as exc:
+            raise refuse(f"column {field.name!r} does not convert to {field.type} ({_first_line(exc)})") from exc
+        if field.name == "draw":
+            column = pc.fill_null(column, DRAW_BASE)
+        elif not field.nullable and column.null_count:
+            raise refuse(f"column {field.name!r} has {column.null_count} empty value(s)")
+        columns.append(column)
+    table = pa.Table.from_arrays(columns, schema=PREDICTIONS_SCHEMA)
+    status = table.column("status")
+    odd = pc.unique(pc.filter(status, pc.invert(pc.is_in(status, pa.array([STATUS_OK, STATUS_FAILED]))))).to_pylist()
+    if odd:
+        raise refuse(f"column 'status' holds {', '.join(repr(v)[:40] for v in odd[:3])}, not {STATUS_OK!r} or {STATUS_FAILED!r}")
+    ok = table.filter(pc.equal(status, STATUS_OK))
+    if ok.column("pred").null_count or ok.column("confidence").null_count:
+        raise refuse("a row of status 'ok' has no 'pred' or no 'confidence'")
+    confidence = ok.column("confidence")
+    if len(confidence) and not pc.all(pc.and_(pc.greater_equal(confidence, 0.0), pc.less_equal(confidence, 1.0))).as_py():
+        raise refuse("column 'confidence' holds a value outside [0, 1]")
+    if _DATE.fullmatch(path.stem):
+        dates = pc.unique(table.column("date")).to_pylist()
+        if dates and dates != [path.stem]:
+            raise refuse(f"column 'date' holds {', '.join(repr(d)[:40] for d in dates[:3] if d != path.stem)}, not {path.stem}")
+    return table
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0][:200] if text.strip() else type(exc).__name__
 
 
 def read_predictions_spark(spark: "SparkSession", path: Path | str, columns: Sequence[str], *, required: Sequence[str]) -> "SparkDataFrame":

@@ -46,7 +46,7 @@ from typing import Any, BinaryIO, TypeVar, cast
 import numpy as np
 
 from monitor.errors import SourceError
-from monitor.sources import BlobInfo, ImageSource
+from monitor.sources import SKIP_NOT_UTF8, SKIP_SPECIAL, BlobInfo, ImageSource
 from monitor.storage import STATUS_MISSING, STATUS_OK, STATUS_UNUSABLE, Store
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,10 @@ REASON_NOT_AN_IMAGE = "not_an_image_extension"
 REASON_ZERO_BYTES = "zero_bytes"
 REASON_VANISHED = "vanished"
 REASON_SYMLINK = "symlink"
+#: A name that is not UTF-8 (no store can keep it): recorded under its ``\x..``-escaped path.
+REASON_NOT_UTF8 = SKIP_NOT_UTF8
+#: A FIFO, socket or device in a local folder: never opened.
+REASON_NOT_A_FILE = SKIP_SPECIAL
 
 T = TypeVar("T")
 
@@ -153,18 +157,20 @@ def _unit_floats(keys: np.ndarray) -> list[float]:
     return (keys / _TWO_TO_64).tolist()  # type: ignore[no-any-return]
 
 
-def classify(path: str, size: int, symlink: bool = False) -> tuple[str | None, str, str | None]:
+def classify(path: str, size: int, symlink: bool = False, skip: str | None = None) -> tuple[str | None, str, str | None]:
     """``(label, status, reason)`` for a listed blob: the rules that make an image usable.
 
-    A symbolic link (local folders) is ``symlink``: never followed, so never read. The label is
+    A symbolic link (local folders) is ``symlink``: never followed, so never read. An object the listing
+    already knows is none (``skip``: a FIFO or device, a name not UTF-8, a folder too deep) has that reason;
+    both keep their folder as label only when well placed. The label is
     the first path segment when the path is exactly ``<Label>/<file>``; any other depth is
     ``wrong_depth`` (no label). Then the extension must be an image's, and the blob must not be empty.
 
     This is the reference; the indexer applies the same rules inline per batch (:func:`_listed`).
     """
     parts = path.split("/")
-    if symlink:
-        return (parts[0] if len(parts) == 2 and parts[0] else None), STATUS_UNUSABLE, REASON_SYMLINK
+    if symlink or skip:
+        return (parts[0] if len(parts) == 2 and parts[0] else None), STATUS_UNUSABLE, REASON_SYMLINK if symlink else skip
     if len(parts) != 2 or not parts[0] or not parts[1]:
         return None, STATUS_UNUSABLE, REASON_WRONG_DEPTH
     label, name = parts
@@ -227,13 +233,18 @@ def _listed(blobs: Iterable[BlobInfo], hasher: Any) -> _Listed:
         if type(size) is not int:
             size = int(size)
         h = copy()
-        h.update(path.encode())
+        skip = blob.skip
+        try:
+            h.update(path.encode())
+        except UnicodeEncodeError:  # a source that hands over an OS name as it came (surrogate escapes)
+            path, skip = _escaped(path), REASON_NOT_UTF8
+            h.update(path.encode())
         digests.append(h.digest())
         label: str | None
         label, slash, name = path.partition("/")
-        if blob.symlink:
-            label, status, reason = classify(path, size, True)
-            unusable.append(REASON_SYMLINK)
+        if blob.symlink or skip:
+            label, status, reason = classify(path, size, blob.symlink, skip)
+            unusable.append(cast(str, reason))
         elif not label or not name or "/" in name:  # no slash leaves name empty
             label, status, reason = None, STATUS_UNUSABLE, REASON_WRONG_DEPTH
             unusable.append(REASON_WRONG_DEPTH)
@@ -260,6 +271,15 @@ def _listed(blobs: Iterable[BlobInfo], hasher: Any) -> _Listed:
         paths.append(path)
         rows.append((label, size, blob.checksum, created, updated, status, reason))
     return _Listed(paths, rows, digests, usable, unusable)
+
+
+def _escaped(path: str) -> str:
+    """``path`` with what is not UTF-8 as ``\\x..`` escapes (the bytes of an OS name), so it can be stored and shown."""
+    try:
+        raw = path.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = path.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def _fields(row: Row, key: float) -> dict[str, Any]:

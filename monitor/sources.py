@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import queue
+import stat
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +37,14 @@ RETRY_MAXIMUM_S = 4.0
 MAX_CONNECTIONS = 256
 #: Listing pages requested ahead of the one being consumed (see :meth:`GCSSource.list`).
 LIST_PAGES_AHEAD = 2
+#: Folders a local listing descends below its root; a deeper folder is listed as one object (``wrong_depth``),
+#: not entered: images sit one level down, and the walk must stay bounded on any tree (and below PATH_MAX).
+MAX_LOCAL_DEPTH = 32
+
+#: Why a listing already knows an object cannot be an image (``BlobInfo.skip``): counted as skipped, never read.
+SKIP_NOT_UTF8 = "name_not_utf8"  # a file or folder name that is not UTF-8 (shown with \x.. escapes)
+SKIP_SPECIAL = "not_a_regular_file"  # a FIFO, socket or device in a local folder
+SKIP_TOO_DEEP = "wrong_depth"  # a local folder deeper than MAX_LOCAL_DEPTH (listed once, not entered)
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,7 @@ class BlobInfo:
     created: dt.datetime  # tz-aware UTC
     updated: dt.datetime  # tz-aware UTC
     symlink: bool = False  # a symbolic link in a local folder: listed (and counted as skipped), never followed
+    skip: str | None = None  # a reason (SKIP_*) the listing already knows it is no image: counted as skipped, never read
 
 
 @runtime_checkable
@@ -85,6 +95,23 @@ def checked_relative_path(path: str, uri: str) -> str:
     return path
 
 
+def _shown_name(name: str) -> tuple[str, bool]:
+    """``(name, False)`` for a UTF-8 name; else the name with its undecodable bytes as ``\\x..`` escapes, and True.
+
+    On POSIX a name that is not UTF-8 comes from the OS with surrogate escapes, which no store can keep
+    (and no encoder can write): such an object is listed under the escaped name, as skipped.
+    """
+    try:
+        name.encode("utf-8")
+        return name, False
+    except UnicodeEncodeError:
+        try:
+            raw = os.fsencode(name)  # the bytes the OS gave
+        except UnicodeEncodeError:  # a lone surrogate that no OS name decodes to
+            raw = name.encode("utf-8", "backslashreplace")
+        return raw.decode("utf-8", "backslashreplace"), True
+
+
 def _rfc3339(text: str | None) -> dt.datetime | None:
     """A GCS resource timestamp (``2026-01-02T03:04:05.678Z``) as tz-aware UTC; None when absent or odd.
 
@@ -114,6 +141,9 @@ class LocalSource:
     demo sets it with ``os.utime`` to stage images on the day they "arrived". Symbolic links
     are not followed while listing, so the listing never leaves the root; they are listed with
     ``symlink=True`` so that the indexer counts them as skipped instead of losing them silently.
+    So are the other objects no image can be, each with its reason in ``skip``: a FIFO, socket or
+    device (never opened), a name that is not UTF-8 (its path shown with ``\\x..`` escapes), a folder
+    deeper than :data:`MAX_LOCAL_DEPTH` (not entered). The walk is iterative: any depth of tree is safe.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -136,27 +166,44 @@ class LocalSource:
         yield from self._walk(self.root, "")
 
     def _walk(self, folder: Path, prefix: str) -> Iterator[BlobInfo]:
-        try:
-            # One folder's entries at a time (sorted, so listings are reproducible).
-            with os.scandir(folder) as entries:
-                ordered = sorted(entries, key=lambda e: e.name)
-        except OSError as exc:
-            raise SourceError(f"cannot list {folder} in {self.uri}: {exc.strerror or exc}") from exc
-        for entry in ordered:
-            rel = f"{prefix}{entry.name}"
+        """Depth first, each folder's entries sorted by name (listings are reproducible), with a stack, not recursion."""
+        stack: list[tuple[Iterator[os.DirEntry[str]], str, bool]] = [(self._entries(folder), prefix, False)]
+        while stack:
+            entries, prefix, odd_name = stack[-1]
+            entry = next(entries, None)
+            if entry is None:
+                stack.pop()
+                continue
+            name, bad = _shown_name(entry.name)
+            rel, bad = f"{prefix}{name}", bad or odd_name
             try:
-                if entry.is_dir(follow_symlinks=False):
-                    yield from self._walk(Path(entry.path), rel + "/")
-                elif entry.is_file(follow_symlinks=False):
-                    st = entry.stat(follow_symlinks=False)
-                    when = _utc_from_ns(st.st_mtime_ns)
-                    yield BlobInfo(path=rel, size=st.st_size, checksum=f"{st.st_size}-{st.st_mtime_ns}", created=when, updated=when)
-                elif entry.is_symlink():
-                    st = entry.stat(follow_symlinks=False)
-                    when = _utc_from_ns(st.st_mtime_ns)
-                    yield BlobInfo(path=rel, size=st.st_size, checksum=f"link-{st.st_mtime_ns}", created=when, updated=when, symlink=True)
+                st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # removed between listing and stat: it is simply not there any more
+            except OSError as exc:
+                raise SourceError(f"cannot list {rel} in {self.uri}: {exc.strerror or exc}") from exc
+            when = _utc_from_ns(st.st_mtime_ns)
+            mode = st.st_mode
+            if stat.S_ISDIR(mode):
+                if len(stack) >= MAX_LOCAL_DEPTH:
+                    yield BlobInfo(path=rel, size=0, checksum=f"dir-{st.st_mtime_ns}", created=when, updated=when, skip=SKIP_TOO_DEEP)
+                else:
+                    stack.append((self._entries(Path(entry.path)), rel + "/", bad))
+            elif stat.S_ISLNK(mode):
+                yield BlobInfo(path=rel, size=st.st_size, checksum=f"link-{st.st_mtime_ns}", created=when, updated=when, symlink=True)
+            elif not stat.S_ISREG(mode):
+                yield BlobInfo(path=rel, size=0, checksum=f"special-{st.st_mtime_ns}", created=when, updated=when, skip=SKIP_SPECIAL)
+            else:
+                checksum = f"{st.st_size}-{st.st_mtime_ns}"
+                yield BlobInfo(path=rel, size=st.st_size, checksum=checksum, created=when, updated=when, skip=SKIP_NOT_UTF8 if bad else None)
+
+    def _entries(self, folder: Path) -> Iterator[os.DirEntry[str]]:
+        """One folder's entries, sorted by name (read at once: the handle is closed before the walk goes on)."""
+        try:
+            with os.scandir(folder) as entries:
+                return iter(sorted(entries, key=lambda e: e.name))
+        except OSError as exc:
+            raise SourceError(f"cannot list {folder} in {self.uri}: {exc.strerror or exc}") from exc
 
     def _full_path(self, path: str) -> Path:
         checked_relative_path(path, self.uri)
@@ -168,7 +215,13 @@ class LocalSource:
     def read(self, path: str) -> bytes:
         full = self._full_path(path)
         try:
-            return full.read_bytes()
+            # Non-blocking, and checked before a byte is read: a FIFO or device named by a hand-edited CSV
+            # must not make the fetch hang or read without end.
+            fd = os.open(full, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+            with open(fd, "rb") as handle:
+                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                    raise SourceError(f"{path} in {self.uri} is not a regular file (a folder, FIFO, socket or device): not read")
+                return handle.read()
         except FileNotFoundError as exc:
             raise SourceError(f"{path} does not exist in {self.uri}") from exc
         except OSError as exc:
