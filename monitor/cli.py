@@ -22,9 +22,10 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
+from rich.text import Text
 
 from monitor.errors import ConfigError, DataError, MonitorError, redact
-from monitor.secrets import RedactingFilter, show_url
+from monitor.secrets import RedactingFilter, install_log_masking, redact_data
 from monitor.settings import Settings, load_settings
 from monitor.verdicts import Verdict
 
@@ -39,8 +40,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+# Nothing a user or the store supplies is read as markup or emoji: values go out as Text (see _safe, _line, _cell).
+out = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 _state: dict[str, Any] = {"debug": False}
 
 T = TypeVar("T")
@@ -65,13 +67,32 @@ def main(
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     handler = RichHandler(console=err, show_path=False)
     handler.addFilter(RedactingFilter())  # every log line, a library's own included, with secrets masked
+    install_log_masking()  # and for every other handler too (records are masked as they are made)
     logging.basicConfig(level=level, handlers=[handler], format="%(message)s", force=True)
     for noisy in ("py4j", "urllib3", "google", "PIL", "filelock"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    # google.auth warns "no project" before the client fails; the error line says it with the remedy.
+    logging.getLogger("google.auth").setLevel(logging.DEBUG if debug else logging.ERROR)
+
+
+def _safe(value: Any) -> str:
+    """Any value as text fit to print: secrets masked, bytes that are not UTF-8 (surrogate escapes) shown as escapes."""
+    return redact(str(value)).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _line(*parts: str | tuple[str, str]) -> Text:
+    """One printed line from plain pieces and ``(text, style)`` pieces; no piece is read as markup."""
+    return Text.assemble(*((_safe(part[0]), part[1]) if isinstance(part, tuple) else _safe(part) for part in parts))
+
+
+def _cell(value: Any, style: str = "") -> Text:
+    """A table cell holding ``value`` as literal text (a label like ``[red]`` stays as it is)."""
+    return Text(_safe(value), style=style)
 
 
 def _fail(exc: BaseException, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {redact(str(exc))}", highlight=False, soft_wrap=True)
+    message = " ".join(_safe(exc).splitlines()) or type(exc).__name__  # one line, whatever the message holds
+    err.print(_line(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -96,7 +117,13 @@ def _progress(json_mode: bool = False):  # type: ignore[no-untyped-def]
 
 
 def _print_json(data: Any) -> None:
-    sys.stdout.write(redact(json.dumps(data, default=str, indent=2, ensure_ascii=False)) + "\n")
+    """``data`` as JSON on stdout, every string in it through the masking (before and after encoding, for escaped forms)."""
+    text = redact(json.dumps(redact_data(data), default=lambda value: redact(str(value)), indent=2, ensure_ascii=False))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a name that is not UTF-8 (a surrogate escape): \u escapes keep the JSON valid
+        text = redact(json.dumps(redact_data(data), default=lambda value: redact(str(value)), indent=2, ensure_ascii=True))
+    sys.stdout.write(text + "\n")
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -109,19 +136,19 @@ VERDICT_STYLE: dict[str, str] = {Verdict.HEALTHY: "green", Verdict.WATCH: "yello
 
 
 def _class_table(title: str, rows: list[dict[str, Any]], level: float) -> Table:
-    table = Table(title=title)
+    table = Table(title=_cell(title))
     for name, justify in [("class", "left"), ("n", "right"), ("correct", "right"), ("failed", "right"), ("accuracy", "right"), (f"{level:.0%} interval", "center"), ("verdict", "left")]:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for row in rows:
         verdict = row.get("verdict") or ""
         table.add_row(
-            row["label"],
-            str(row["n"]),
-            str(row["correct"]),
-            str(row.get("failed", 0)),
-            _fmt(row["accuracy"]),
-            f"[{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]",
-            f"[{VERDICT_STYLE.get(verdict, '')}]{verdict}[/]" if verdict else "",
+            _cell(row["label"]),
+            _cell(row["n"]),
+            _cell(row["correct"]),
+            _cell(row.get("failed", 0)),
+            _cell(_fmt(row["accuracy"])),
+            _cell(f"[{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]"),
+            _cell(verdict, VERDICT_STYLE.get(verdict, "") if isinstance(verdict, str) else ""),
         )
     return table
 
@@ -141,15 +168,17 @@ def index(json_out: JsonOption = False) -> None:
         _print_json(summary)
         return
     if summary["wrote_nothing"]:
-        out.print(f"{summary['source']}: {summary['listed']} blobs listed, nothing changed; wrote nothing.")
+        out.print(_line(f"{summary['source']}: {summary['listed']} blobs listed, nothing changed; wrote nothing."))
     else:
         out.print(
-            f"{summary['source']}: {summary['listed']} listed, {summary['new']} new, {summary['updated']} updated, "
-            f"{summary['unchanged']} unchanged, {summary['missing']} vanished, {summary['reappeared']} reappeared."
+            _line(
+                f"{summary['source']}: {summary['listed']} listed, {summary['new']} new, {summary['updated']} updated, "
+                f"{summary['unchanged']} unchanged, {summary['missing']} vanished, {summary['reappeared']} reappeared."
+            )
         )
     if summary["unusable"]:
-        out.print("unusable: " + ", ".join(f"{reason} {count}" for reason, count in sorted(summary["unusable"].items())))
-    out.print("classes: " + ", ".join(f"{label} {count}" for label, count in sorted(summary["labels"].items())))
+        out.print(_line("unusable: " + ", ".join(f"{reason} {count}" for reason, count in sorted(summary["unusable"].items()))))
+    out.print(_line("classes: " + ", ".join(f"{label} {count}" for label, count in sorted(summary["labels"].items()))))
 
 
 @app.command()
@@ -168,11 +197,11 @@ def sample(date: DateOption, json_out: JsonOption = False, force: ForceOption = 
     if json_out:
         _print_json(summary)
         return
-    out.print(f"{summary['images']} images over {len(summary['classes'])} classes -> {summary['samples_csv']}" + (" (existing sample reused)" if summary["reused"] else ""))
+    out.print(_line(f"{summary['images']} images over {len(summary['classes'])} classes -> {summary['samples_csv']}" + (" (existing sample reused)" if summary["reused"] else "")))
     for label, available in sorted(summary["short_classes"].items()):
-        out.print(f"[yellow]class {label!r} has only {available} images available (wanted {settings.samples_per_class})[/]")
+        out.print(_line((f"class {label!r} has only {available} images available (wanted {settings.samples_per_class})", "yellow")))
     if summary["followup"]:
-        out.print("follow-up images (classes on watch or flagged): " + ", ".join(f"{label} +{k}" for label, k in summary["followup"].items()))
+        out.print(_line("follow-up images (classes on watch or flagged): " + ", ".join(f"{label} +{k}" for label, k in summary["followup"].items())))
 
 
 @app.command()
@@ -198,15 +227,15 @@ def evaluate(
         _print_json(result)
         return
     out.print(_class_table(f"{result['date']} · {result['model']} · {result['sampled']} images", result["classes"], settings.confidence_level))
-    out.print(f"sample: {result['samples_csv']}\npredictions: {result['predictions']}")
+    out.print(_line(f"sample: {result['samples_csv']}\npredictions: {result['predictions']}"))
     if result["followup"]:
-        out.print("follow-up images (classes on watch or flagged): " + ", ".join(f"{label} +{k}" for label, k in result["followup"].items()))
+        out.print(_line("follow-up images (classes on watch or flagged): " + ", ".join(f"{label} +{k}" for label, k in result["followup"].items())))
     if result["skipped"]:
-        out.print("skipped at index: " + ", ".join(f"{k} {v}" for k, v in sorted(result["skipped"].items())))
+        out.print(_line("skipped at index: " + ", ".join(f"{k} {v}" for k, v in sorted(result["skipped"].items()))))
     if result["failed"]:
-        out.print("[yellow]failed at predict:[/] " + ", ".join(f"{k} {v}" for k, v in sorted(result["failed"].items())))
+        out.print(_line(("failed at predict:", "yellow"), " " + ", ".join(f"{k} {v}" for k, v in sorted(result["failed"].items()))))
     if result["flagged"]:
-        out.print(f"[bold red]needs retraining:[/] {', '.join(result['flagged'])}")
+        out.print(_line(("needs retraining:", "bold red"), f" {', '.join(result['flagged'])}"))
 
 
 def _health_rows(settings: Settings, date: str | None) -> tuple[str, list[dict[str, Any]]]:
@@ -257,21 +286,21 @@ def health(
 
 def health_table(day: str, rows: list[dict[str, Any]]) -> Table:
     """The health table shared by ``monitor health`` and ``monitor demo``."""
-    table = Table(title=f"class health on {day}" + (f" · {rows[0]['model_id']}" if rows else ""))
+    table = Table(title=_cell(f"class health on {day}" + (f" · {rows[0]['model_id']}" if rows else "")))
     for name in ("class", "verdict", "window", "pooled", "accuracy", "interval", "target", "P(below)", "CUSUM / h"):
         table.add_column(name)
     for row in rows:
-        verdict = row["verdict"]
+        verdict = row.get("verdict")
         table.add_row(
-            row["label"],
-            f"[{VERDICT_STYLE.get(verdict, '')}]{verdict}[/]",
-            f"{row.get('window_start', '?')}…{day}",
-            f"{row.get('pooled_correct', 0)}/{row.get('pooled_n', 0)}",
-            _fmt(row.get("pooled_accuracy")),
-            f"[{_fmt(row.get('ci_low'))}, {_fmt(row.get('ci_high'))}]",
-            _fmt(row.get("target"), 2),
-            _fmt(row.get("prob_below_target"), 2),
-            f"{_fmt(row.get('cusum'), 1)} / {_fmt(row.get('cusum_threshold'), 1)}",
+            _cell(row.get("label", "?")),
+            _cell(verdict, VERDICT_STYLE.get(verdict, "") if isinstance(verdict, str) else ""),
+            _cell(f"{row.get('window_start', '?')}…{day}"),
+            _cell(f"{row.get('pooled_correct', 0)}/{row.get('pooled_n', 0)}"),
+            _cell(_fmt(row.get("pooled_accuracy"))),
+            _cell(f"[{_fmt(row.get('ci_low'))}, {_fmt(row.get('ci_high'))}]"),
+            _cell(_fmt(row.get("target"), 2)),
+            _cell(_fmt(row.get("prob_below_target"), 2)),
+            _cell(f"{_fmt(row.get('cusum'), 1)} / {_fmt(row.get('cusum_threshold'), 1)}"),
         )
     return table
 
@@ -300,9 +329,9 @@ def alerts(
         table.add_column(name)
     for row in rows:
         table.add_row(
-            row["date"], row["label"], row["kind"], row["model_id"], "yes" if row.get("delivered") else "[yellow]pending[/]",
-            str(row.get("attempts", 0)), row.get("message", ""),
-        )
+            _cell(row.get("date")), _cell(row.get("label")), _cell(row.get("kind")), _cell(row.get("model_id")),
+            _cell("yes") if row.get("delivered") else _cell("pending", "yellow"), _cell(row.get("attempts", 0)), _cell(row.get("message", "")),
+        )  # fmt: skip
     out.print(table)
 
 
@@ -339,7 +368,7 @@ def demo(
             _print_json(built)
         else:
             dated = f", dated {built['dated']}" if built["dated"] else " (already there, left as it is)"
-            out.print(f"Image source {built['source']}: {built['images']} images{dated}.")
+            out.print(_line(f"Image source {built['source']}: {built['images']} images{dated}."))
         return
     result = _run(lambda: run_demo(settings, days=days, drop_day=drop_day, degrade=degrade, drop_to=drop_to, candidate=candidate, progress=_progress()))
     if json_out:
@@ -348,23 +377,21 @@ def demo(
     out.print(health_table(result["last_date"], result["health"]))
     flagged = result["flagged"]
     severity = "" if drop_to is None else f" to about {drop_to:.2f} ({result['severity']['share']:.0%} of its new images damaged)"
-    out.print(
-        f"Simulated {days} days ({result['first_date']} … {result['last_date']}); class {degrade!r} degraded{severity} from {result['drop_date']}."
-    )
+    out.print(_line(f"Simulated {days} days ({result['first_date']} … {result['last_date']}); class {degrade!r} degraded{severity} from {result['drop_date']}."))
     followed = sorted({(label, day["date"]) for day in result["daily"] for label in day["followup"]})
     if followed:
         by_label: dict[str, list[str]] = {}
         for label, day in followed:
             by_label.setdefault(label, []).append(day)
-        out.print("Follow-up images drawn: " + "; ".join(f"{label} on {len(days_)} day(s) from {days_[0]}" for label, days_ in by_label.items()))
+        out.print(_line("Follow-up images drawn: " + "; ".join(f"{label} on {len(days_)} day(s) from {days_[0]}" for label, days_ in by_label.items())))
     if flagged:
         for label, day in sorted(result["first_flagged"].items()):
-            out.print(f"[bold red]{label}: needs retraining[/] since {day} ({result['days_to_flag'].get(label, '?')} days after the drop began)")
+            out.print(_line((f"{label}: needs retraining", "bold red"), f" since {day} ({result['days_to_flag'].get(label, '?')} days after the drop began)"))
     else:
-        out.print("[yellow]No class was flagged.[/]")
+        out.print(_line(("No class was flagged.", "yellow")))
     if result.get("candidate"):
-        out.print(f"Candidate {result['candidate']} was predicted beside production every day: `monitor compare --candidate {result['candidate']} --since {result['drop_date']}`.")
-    out.print(f"Data in {settings.data_dir}; see it with `monitor dashboard`.")
+        out.print(_line(f"Candidate {result['candidate']} was predicted beside production every day: `monitor compare --candidate {result['candidate']} --since {result['drop_date']}`."))
+    out.print(_line(f"Data in {settings.data_dir}; see it with `monitor dashboard`."))
 
 
 @app.command()
@@ -413,18 +440,18 @@ def compare(
     if json_out:
         _print_json(result)
         return
-    table = Table(title=f"{result['candidate']} vs {result['production']} · {result['start']}..{result['end']} ({result['days']} days)")
+    table = Table(title=_cell(f"{result['candidate']} vs {result['production']} · {result['start']}..{result['end']} ({result['days']} days)"))
     for name in ("class", "n", "both right", "only prod.", "only cand.", "both wrong", "difference", f"{settings.confidence_level:.0%} interval", "McNemar p", "Holm p (worse)", ""):
         table.add_column(name, justify="left" if name in ("class", "") else "right")
     for row in result["classes"]:
-        mark = "[bold red]worse[/]" if row["worse"] else "[green]improved[/]" if row["improved"] else ("flagged" if row["flagged"] else "")
+        mark = _cell("worse", "bold red") if row["worse"] else _cell("improved", "green") if row["improved"] else _cell("flagged" if row["flagged"] else "")
         table.add_row(
-            row["label"], str(row["n"]), str(row["both_right"]), str(row["only_production"]), str(row["only_candidate"]), str(row["both_wrong"]),
-            _fmt(row["difference"]), f"[{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]", _fmt(row["p_mcnemar"], 4), _fmt(row["p_worse_holm"], 4), mark,
+            _cell(row["label"]), _cell(row["n"]), _cell(row["both_right"]), _cell(row["only_production"]), _cell(row["only_candidate"]), _cell(row["both_wrong"]),
+            _cell(_fmt(row["difference"])), _cell(f"[{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]"), _cell(_fmt(row["p_mcnemar"], 4)), _cell(_fmt(row["p_worse_holm"], 4)), mark,
         )  # fmt: skip
     out.print(table)
     style = {"promote": "bold green", "reject": "bold red"}.get(result["verdict"], "yellow")
-    out.print(f"[{style}]{result['verdict']}[/]: {result['reason']}")
+    out.print(_line((str(result["verdict"]), style), f": {result['reason']}"))
 
 
 candidate_app = typer.Typer(help="Candidate models, predicted beside production on the same sampled images every day.", no_args_is_help=True)
@@ -441,7 +468,7 @@ def candidate_add(model_dir: Annotated[Path, typer.Argument(help="A model direct
     if json_out:
         _print_json(done)
         return
-    out.print(f"{'added' if done['added'] else 'already registered'}: {done['model_id']} ({done['model_dir']})")
+    out.print(_line(f"{'added' if done['added'] else 'already registered'}: {done['model_id']} ({done['model_dir']})"))
 
 
 @candidate_app.command("remove")
@@ -454,7 +481,7 @@ def candidate_remove(model_dir: Annotated[Path, typer.Argument(help="The directo
     if json_out:
         _print_json(done)
         return
-    out.print(f"removed: {done['model_dir']}")
+    out.print(_line(f"removed: {done['model_dir']}"))
 
 
 @candidate_app.command("list")
@@ -471,20 +498,17 @@ def candidate_list(json_out: JsonOption = False) -> None:
     for name in ("model dir", "model id", "from"):
         table.add_column(name)
     for row in rows:
-        table.add_row(row["model_dir"], row["model_id"] or "", row["from"])
+        table.add_row(_cell(row["model_dir"]), _cell(row["model_id"] or ""), _cell(row["from"]))
     out.print(table)
 
 
 @app.command("settings")
 def show_settings(json_out: JsonOption = False) -> None:
     """Show the effective settings (environment, config file, defaults); passwords, tokens and webhook URLs masked."""
-    from monitor.settings import SECRET_KEY
+    from monitor.settings import shown_settings
 
     settings = _settings()
-    values = {name: getattr(settings, name) for name in type(settings).model_fields}
-    values["mongo_uri"] = redact(values["mongo_uri"]) if values["mongo_uri"] else "(embedded store)"
-    values["alert_urls"] = [show_url(url) for url in settings.alert_urls]
-    values["spark_conf"] = {k: ("***" if SECRET_KEY.search(k) else v) for k, v in settings.spark_conf.items()}
+    values = shown_settings(settings)  # the one masked view of the settings: the table and the JSON show the same
     if json_out:
         _print_json(values)
         return
@@ -493,7 +517,9 @@ def show_settings(json_out: JsonOption = False) -> None:
     table.add_column("value")
     table.add_column("meaning")
     for name, field in type(settings).model_fields.items():
-        table.add_row(f"MONITOR_{name.upper()}", redact(str(values[name])), field.description or "")
+        value = values[name]
+        shown = json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else "" if value is None else str(value)
+        table.add_row(_cell(f"MONITOR_{name.upper()}"), _cell(shown), _cell(field.description or ""))
     out.print(table)
 
 
@@ -516,12 +542,12 @@ def store_info(json_out: JsonOption = False) -> None:
     if json_out:
         _print_json(info)
         return
-    table = Table(title=info["store"])
+    table = Table(title=_cell(info["store"]))
     table.add_column("what")
     table.add_column("value")
     for key, value in info.items():
         if key != "store":
-            table.add_row(key, ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else str(value))
+            table.add_row(_cell(key), _cell(", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else value))
     out.print(table)
 
 
@@ -545,9 +571,9 @@ def store_restore(json_out: JsonOption = False) -> None:
     if json_out:
         _print_json(done)
         return
-    out.print(f"restored {done['store']} from {done['restored_from']} (commit {done['commit']} of {done['committed_at']})")
+    out.print(_line(f"restored {done['store']} from {done['restored_from']} (commit {done['commit']} of {done['committed_at']})"))
     for skipped in done["skipped"]:
-        out.print(f"[yellow]skipped[/] {skipped}")
+        out.print(_line(("skipped", "yellow"), f" {skipped}"))
 
 
 def entry() -> None:

@@ -7,6 +7,7 @@ import os
 import re
 from functools import cached_property
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -17,10 +18,14 @@ from monitor.errors import ConfigError
 #: The repository (or installed source tree) root; the shipped model lives below it.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_MODEL_DIR = PROJECT_ROOT / "model_artifacts" / "digits-resnet"
-#: Settings keys (e.g. of spark_conf) whose values are secrets.
-SECRET_KEY = re.compile(r"secret|password|passwd|token|credential|(?:^|[._-])key$", re.IGNORECASE)
 #: An optional config file: ``MONITOR_CONFIG`` names it, else ``monitor.toml`` in the working directory.
 DEFAULT_CONFIG_FILE = Path("monitor.toml")
+#: A config file larger than this is refused unread (a settings file is a few hundred bytes).
+MAX_CONFIG_BYTES = 1 << 20
+#: The largest seed: the sampler mixes it into a signed 64-bit hash.
+MAX_SEED = 2**63 - 1
+#: A MongoDB database name, also the embedded store's folder name: no path separators, dots or spaces.
+DB_NAME = re.compile(r"[A-Za-z0-9_-]{1,63}")
 
 
 class Settings(BaseSettings):
@@ -32,7 +37,8 @@ class Settings(BaseSettings):
     ``MONITOR_TARGET_OVERRIDES='{"7": 0.8}'``).
     """
 
-    model_config = SettingsConfigDict(env_prefix="MONITOR_", extra="ignore", validate_default=True)
+    # No input values in validation errors (a URI with its password), no inf/nan where a number is meant.
+    model_config = SettingsConfigDict(env_prefix="MONITOR_", extra="ignore", validate_default=True, hide_input_in_errors=True, allow_inf_nan=False)
 
     # --- where things live -------------------------------------------------------------
     data_dir: Path = Field(
@@ -48,7 +54,7 @@ class Settings(BaseSettings):
         description="MongoDB URI (mongodb://user:pass@host/?replicaSet=rs0). Empty: the embedded store (mongomock) kept under <data_dir>/store.",
     )
     mongo_db: str = Field(default="class_health", description="MongoDB database name.")
-    mongo_timeout_ms: int = Field(default=5000, ge=100, description="Server selection timeout for MongoDB, in ms.")
+    mongo_timeout_ms: int = Field(default=5000, ge=100, le=600_000, description="Server selection timeout for MongoDB, in ms.")
 
     # --- model and inference --------------------------------------------------------------
     model_dir: Path = Field(
@@ -68,14 +74,14 @@ class Settings(BaseSettings):
         ),
     )
     top_k: int = Field(default=3, ge=1, le=20, description="How many top labels each prediction keeps.")
-    max_image_pixels: int = Field(default=50_000_000, ge=1, description="Images with more pixels are refused (decompression-bomb guard).")
+    max_image_pixels: int = Field(default=50_000_000, ge=1, le=10_000_000_000, description="Images with more pixels are refused (decompression-bomb guard).")
     compile_model: bool = Field(default=False, description="Run the model through torch.compile (GPU hosts).")
 
     # --- sampling ---------------------------------------------------------------------------
     samples_per_class: int = Field(default=10, ge=1, le=100_000, description="Images drawn per class and date.")
-    seed: int = Field(default=0, description="Seed mixed with the date: same date + seed = same sample.")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Seed mixed with the date: same date + seed = same sample (0 .. 2**63-1).")
     fresh_days: int | None = Field(
-        default=None, ge=1, description="If set, sample only images whose blob was created within this many days up to the date."
+        default=None, ge=1, le=36_500, description="If set, sample only images whose blob was created within this many days up to the date (1 .. 36500)."
     )
 
     # --- metrics ------------------------------------------------------------------------------
@@ -96,12 +102,12 @@ class Settings(BaseSettings):
         description="Smallest sustained accuracy drop below target the sequential test is tuned to catch; larger drops are caught sooner.",
     )
     window_days: int = Field(default=14, ge=1, le=366, description="Days pooled for the window estimate shown as evidence.")
-    min_samples: int = Field(default=20, ge=1, description="Fewer pooled images than this in the window: insufficient_data.")
+    min_samples: int = Field(default=20, ge=1, le=10_000_000, description="Fewer pooled images than this in the window: insufficient_data.")
     false_alarms_per_year: float = Field(
-        default=1.0, gt=0.0, description="Bound on false needs_retraining alarms per year across all classes together (a class at its target)."
+        default=1.0, gt=0.0, le=10_000.0, description="Bound on false needs_retraining alarms per year across all classes together (a class at its target)."
     )
     false_recoveries_per_year: float = Field(
-        default=1.0, gt=0.0, description="Bound on how often a flagged class still drop_to_detect below target is wrongly cleared, per class and year."
+        default=1.0, gt=0.0, le=10_000.0, description="Bound on how often a flagged class still drop_to_detect below target is wrongly cleared, per class and year."
     )
     followup_samples: int = Field(
         default=30,
@@ -109,7 +115,7 @@ class Settings(BaseSettings):
         le=100_000,
         description="Extra images per class a day for a class on watch (up to 6x as its evidence grows) or flagged; 0 turns follow-up off.",
     )
-    followup_daily_cap: int = Field(default=1000, ge=0, description="At most this many follow-up images a day across all classes.")
+    followup_daily_cap: int = Field(default=1000, ge=0, le=10_000_000, description="At most this many follow-up images a day across all classes.")
     alert_urls: list[str] = Field(default_factory=list, description="Apprise notification URLs (JSON list), e.g. slack://..., json://host/path.")
 
     # --- candidates ---------------------------------------------------------------------------
@@ -143,9 +149,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        config_file = Path(os.environ.get("MONITOR_CONFIG", DEFAULT_CONFIG_FILE))
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if config_file.is_file():
+        config_file = config_file_path()
+        if config_file is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
 
@@ -153,11 +159,13 @@ class Settings(BaseSettings):
     @classmethod
     def _register_secrets(cls, data: Any) -> Any:
         """Register the secrets first, so that no message about them (a validation error included) can show them."""
-        from monitor.secrets import register, uri_password, url_secrets
+        from monitor.secrets import install_log_masking, register, spark_conf_secrets, uri_secrets, url_secrets
 
+        install_log_masking()
         if isinstance(data, dict):
-            if isinstance(data.get("mongo_uri"), str):
-                register(uri_password(data["mongo_uri"]))
+            for name in ("mongo_uri", "source_uri", "spark_master"):
+                if isinstance(data.get(name), str):
+                    register(uri_secrets(data[name]))
             alert_urls = data.get("alert_urls")
             if isinstance(alert_urls, str):
                 try:
@@ -167,8 +175,13 @@ class Settings(BaseSettings):
             if isinstance(alert_urls, (list, tuple)):
                 register(s for url in alert_urls if isinstance(url, str) and url for s in url_secrets(url))
             spark_conf = data.get("spark_conf")
+            if isinstance(spark_conf, str):
+                try:
+                    spark_conf = json.loads(spark_conf)
+                except (ValueError, RecursionError):
+                    spark_conf = None
             if isinstance(spark_conf, dict):
-                register(value for key, value in spark_conf.items() if SECRET_KEY.search(str(key)) and isinstance(value, str))
+                register(spark_conf_secrets(spark_conf))
         return data
 
     @field_validator("alert_urls")
@@ -195,21 +208,75 @@ class Settings(BaseSettings):
 
         from monitor.secrets import redact
 
+        from monitor.secrets import uri_userinfo
+
+        checked = uri
+        if uri.lower().startswith("mongodb+srv://"):
+            # parse_uri resolves an SRV name over DNS: check its shape offline (one host name, no port) instead.
+            checked = "mongodb://" + uri[len("mongodb+srv://") :]
         try:
-            parse_uri(uri)
+            parsed = parse_uri(checked)
         except (PyMongoError, ValueError) as exc:
-            raise ValueError(f"{redact(uri)} is not a MongoDB URI: {redact(str(exc))}") from None
+            detail = redact(str(exc))
+            # pymongo quotes the piece it stumbled on, which may be part of an unescaped password: never show it then.
+            pieces = [piece for piece in re.split(r"[^A-Za-z0-9]+", uri_userinfo(uri)) if len(piece) >= 2]
+            if any(piece in detail for piece in pieces):
+                detail = "its user name or password is not percent-escaped (RFC 3986: urllib.parse.quote_plus)"
+            raise ValueError(f"{redact(uri)} is not a MongoDB URI: {detail}") from None
+        if checked is not uri and (len(parsed["nodelist"]) != 1 or ":" in uri.split("@")[-1].split("/")[0]):
+            raise ValueError(f"{redact(uri)} is not a mongodb+srv URI: it names one host name and no port")
         return uri
+
+    @field_validator("source_uri")
+    @classmethod
+    def _source_uri(cls, uri: str) -> str:
+        """A source URI whose parts parse (a ``[`` in a bucket name does not); what it names is checked when opened."""
+        from urllib.parse import urlsplit
+
+        from monitor.secrets import redact
+
+        if "\x00" in uri:
+            raise ValueError("the source URI contains a NUL character")
+        if "://" in uri:
+            try:
+                urlsplit(uri.strip())
+            except ValueError as exc:
+                raise ValueError(f"{redact(uri)!r} is not a valid URI ({exc}); use gs://bucket/prefix, file:///abs/path or a folder path") from None
+        return uri
+
+    @field_validator("mongo_db")
+    @classmethod
+    def _mongo_db(cls, name: str) -> str:
+        """The database name is also the embedded store's folder: letters, digits, ``_`` and ``-`` only."""
+        if not DB_NAME.fullmatch(name):
+            raise ValueError(f"{name[:80]!r} is not a database name: 1 to 63 letters, digits, '_' or '-'")
+        return name
+
+    @field_validator("dashboard_host")
+    @classmethod
+    def _host(cls, host: str) -> str:
+        """A host name or IP address to bind (whether it can be bound is checked when the dashboard starts)."""
+        if not re.fullmatch(r"[A-Za-z0-9._:%\[\]-]{1,253}", host):
+            raise ValueError(f"{host[:80]!r} is not a host name or IP address (e.g. 127.0.0.1, 0.0.0.0, ::1)")
+        return host
+
+    @field_validator("target_overrides")
+    @classmethod
+    def _override_labels(cls, overrides: dict[str, float]) -> dict[str, float]:
+        for label in overrides:
+            if not label.strip() or len(label) > 1000:
+                raise ValueError(f"class {label[:80]!r} is not a class name (empty or longer than 1000 characters)")
+        return overrides
 
     @field_validator("data_dir", "model_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
-        return value.expanduser().resolve()
+        return _resolved(value)
 
     @field_validator("candidate_model_dirs")
     @classmethod
     def _absolute_all(cls, values: list[Path]) -> list[Path]:
-        return [value.expanduser().resolve() for value in values]
+        return [_resolved(value) for value in values]
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> "Settings":
@@ -253,25 +320,110 @@ class Settings(BaseSettings):
         return self.target_overrides.get(label, self.target_accuracy)
 
 
+def _resolved(path: Path) -> Path:
+    """``path`` made absolute; a path that cannot be one (a NUL byte, an unknown ``~user``, a loop) is refused."""
+    try:
+        return path.expanduser().resolve()
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ValueError(f"{str(path)[:200]!r} is not a usable path ({exc})") from None
+
+
+def config_file_path() -> Path | None:
+    """The TOML config file to read: ``MONITOR_CONFIG`` (which must name a readable file), else ``./monitor.toml`` if there.
+
+    Refused with a :class:`ConfigError` naming it: a missing file, a folder, a FIFO or device (reading one would hang or
+    never end), a file over :data:`MAX_CONFIG_BYTES`, and TOML that does not parse (deep nesting included).
+    """
+    import stat
+    import tomllib
+
+    named = os.environ.get("MONITOR_CONFIG")
+    path = Path(named) if named else DEFAULT_CONFIG_FILE
+    what = f"MONITOR_CONFIG={named}" if named else f"config file {path}"
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        if named:
+            raise ConfigError(f"{what} does not exist; point MONITOR_CONFIG at a TOML file or unset it") from None
+        return None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{what} cannot be read: {exc}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{what} is not a regular file (a folder, device or pipe); point it at a TOML file")
+    if info.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{what} is {info.st_size:,} bytes, over the {MAX_CONFIG_BYTES:,} a settings file may have")
+    try:
+        with path.open("rb") as handle:
+            tomllib.load(handle)
+    except (OSError, ValueError, RecursionError) as exc:  # TOMLDecodeError and UnicodeDecodeError are ValueErrors
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ConfigError(f"{what} is not valid TOML: {reason}") from None
+    return path
+
+
+def unknown_target_overrides(settings: Settings, labels: Iterable[str]) -> list[str]:
+    """The classes of MONITOR_TARGET_OVERRIDES that are not among ``labels`` (the classes the run knows), sorted."""
+    known = set(labels)
+    return sorted(label for label in settings.target_overrides if label not in known)
+
+
+def check_target_overrides(settings: Settings, labels: Iterable[str]) -> None:
+    """Refuse (:class:`ConfigError`) a per-class target for a class that does not exist: a typo would silently do nothing.
+
+    Call it where the classes are known (the health stage): ``labels`` are the classes of the source or the day.
+    """
+    known = sorted(set(labels))
+    unknown = unknown_target_overrides(settings, known)
+    if unknown:
+        shown = ", ".join(repr(label) for label in unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+        listed = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
+        raise ConfigError(
+            f"MONITOR_TARGET_OVERRIDES names {shown}, not among the {len(known)} classes ({listed}); fix the class name or remove the override"
+        )
+
+
 def safe_name(model_id: str) -> str:
     """A model id as one path segment: anything but letters, digits, ``.``, ``-``, ``_`` and ``@`` becomes ``_``."""
     return re.sub(r"[^A-Za-z0-9._@-]", "_", model_id)
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build the settings, turning pydantic's validation report into one :class:`ConfigError` line."""
+    """Build the settings, turning pydantic's validation report into one :class:`ConfigError` line (secrets masked)."""
+    from monitor.secrets import redact
+
     try:
         return Settings(**overrides)
     except ValidationError as exc:
+        errors = exc.errors()
         problems = "; ".join(
-            f"{'MONITOR_' + '.'.join(str(p) for p in err['loc']).upper() if err['loc'] else 'settings'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigError(f"invalid settings: {problems}") from exc
+            f"{'MONITOR_' + '.'.join(str(p) for p in err['loc']).upper() if err['loc'] else 'settings'}: {err['msg']}" for err in errors[:5]
+        ) + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
+        raise ConfigError(_one_line(redact(f"invalid settings: {problems}"))) from exc
     except SettingsError as exc:
         # Raised for values that are not even parseable, e.g. a list or map variable that is not JSON.
         field = re.search(r'field "(\w+)"', str(exc))
         name = f"MONITOR_{field[1].upper()}" if field else "a MONITOR_ variable"
-        raise ConfigError(f"invalid settings: {name} cannot be parsed ({exc.__cause__ or exc}); lists and maps are JSON") from exc
-    except (OSError, ValueError) as exc:  # an unreadable or malformed TOML config file
-        raise ConfigError(f"invalid config file {os.environ.get('MONITOR_CONFIG', DEFAULT_CONFIG_FILE)}: {exc}") from exc
+        cause = "nested too deeply" if isinstance(exc.__cause__, RecursionError) else exc.__cause__ or exc
+        raise ConfigError(_one_line(redact(f"invalid settings: {name} cannot be parsed ({cause}); lists and maps are JSON"))) from exc
+    except (OSError, ValueError, RecursionError) as exc:  # an unreadable config file, a value no validator could take
+        raise ConfigError(_one_line(redact(f"invalid settings ({os.environ.get('MONITOR_CONFIG', DEFAULT_CONFIG_FILE)}): {exc}"))) from exc
+
+
+def _one_line(text: str, limit: int = 2000) -> str:
+    return " ".join(text.split())[:limit]
+
+
+def shown_settings(settings: Settings) -> dict[str, Any]:
+    """Every setting as people may see it (``monitor settings``, text or JSON): JSON-ready, every credential masked.
+
+    The one place that decides what of the settings is shown: URIs without their user-info, alert URLs as
+    ``scheme://host/…``, Spark settings only when their key is on the harmless list, and every other text
+    through :func:`monitor.secrets.redact`.
+    """
+    from monitor.secrets import redact_data, show_url, spark_conf_shown
+
+    values: dict[str, Any] = settings.model_dump(mode="json")
+    values["mongo_uri"] = values["mongo_uri"] or "(embedded store)"
+    values["alert_urls"] = [show_url(url) for url in settings.alert_urls]
+    values["spark_conf"] = spark_conf_shown(settings.spark_conf)
+    return redact_data(values)

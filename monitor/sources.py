@@ -293,6 +293,11 @@ class GCSSource:
                     built = storage.Client()
                 except GoogleAuthError as exc:
                     raise SourceError(f"no usable GCS credentials for {self.uri}: {exc}") from exc
+                except (OSError, ValueError) as exc:  # user credentials without a project, a universe-domain mismatch
+                    raise SourceError(
+                        f"cannot build a GCS client for {self.uri}: {str(exc).rstrip('.')}; set GOOGLE_CLOUD_PROJECT to the bucket's project "
+                        "(or `gcloud config set project ...`)"
+                    ) from exc
                 _tune_session(built, self.max_connections)
                 self._client = built
             return self._client

@@ -202,7 +202,7 @@ def test_bad_dates_exit_2_with_the_date_named(env: dict[str, str], date: str, ne
 
 def test_unreachable_mongodb_exits_4_with_the_password_redacted(env: dict[str, str]) -> None:
     bad = env | {"MONITOR_MONGO_URI": "mongodb://ops:hunter2@127.0.0.1:1/?directConnection=true", "MONITOR_MONGO_TIMEOUT_MS": "300"}
-    message = _assert_one_line_error(_run_cli(bad, "evaluate", "--date", DATE), 4, "ops:***@127.0.0.1:1")
+    message = _assert_one_line_error(_run_cli(bad, "evaluate", "--date", DATE), 4, "mongodb://***@127.0.0.1:1")
     assert "hunter2" not in message
 
 

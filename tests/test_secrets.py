@@ -13,8 +13,8 @@ from monitor.settings import load_settings
 @pytest.mark.parametrize(
     ("text", "hidden", "kept"),
     [
-        ("mongodb://monitor:pa/ss:w@db:27017/x", ["pa/ss:w"], ["mongodb://monitor:***@db:27017/x"]),
-        ("mongodb://:only-pw@db/", ["only-pw"], ["mongodb://:***@db/"]),
+        ("mongodb://monitor:pa/ss:w@db:27017/x", ["pa/ss:w"], ["mongodb://***@db:27017/x"]),
+        ("mongodb://:only-pw@db/", ["only-pw"], ["mongodb://***@db/"]),
         ("json://h/p?token=tok123&x=1", ["tok123"], ["token=***", "x=1"]),
         ("https://h/p?api_key=k9&Signature=s9", ["k9", "s9"], ["api_key=***", "Signature=***"]),
         ("a webhook failed", [], ["a webhook failed"]),
