@@ -1,4 +1,4 @@
-"""Progress reporting for long steps: rich progress bars with rates on stderr, or nothing."""
+"""Progress reporting for long steps: rich progress bars with rates on stderr, or nothing. Descriptions are literal text."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class _RateColumn(TextColumn):
 
     def render(self, task):  # type: ignore[no-untyped-def]
         speed = task.finished_speed or task.speed
-        return TextColumn("{task.fields[rate]}").render(task) if speed is None else f"{speed:,.0f}/s"
+        return TextColumn("{task.fields[rate]}", markup=False).render(task) if speed is None else f"{speed:,.0f}/s"
 
 
 def rich_progress(console: Console | None = None) -> ProgressFactory:
@@ -44,7 +44,8 @@ def rich_progress(console: Console | None = None) -> ProgressFactory:
     @contextlib.contextmanager
     def factory(description: str, total: int | None = None) -> Iterator[Advance]:
         columns = [
-            TextColumn("[bold]{task.description}"),
+            # A description may name a model or a class: shown literally, never read as markup.
+            TextColumn("{task.description}", style="bold", markup=False),
             BarColumn(),
             MofNCompleteColumn() if total else TextColumn("{task.completed:,.0f}"),
             TaskProgressColumn() if total else TextColumn(""),
