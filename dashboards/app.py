@@ -92,14 +92,58 @@ def run(settings: Settings, host: str = "127.0.0.1", port: int = 8050, debug: bo
     """Serve the dashboard (blocking) on ``host:port``; 127.0.0.1 and debug off unless asked.
 
     Served by waitress, a production WSGI server (threads, no debugger, bounded request sizes);
-    ``debug`` uses Dash's development server with its debugger instead.
+    ``debug`` uses Dash's development server with its debugger instead. The address is bound before
+    the store is read: a port in use or an address that is not this host's is one ConfigError line.
     """
     app = create_app(settings)
-    warm_up(app)
     if debug:
+        _check_bind(host, port)
+        warm_up(app)
         app.run(host=host, port=port, debug=True)
         return
-    from waitress import serve
+    from waitress.server import create_server
 
-    log.warning("dashboard on http://%s:%d (waitress)", host, port)
-    serve(app.server, host=host, port=port, threads=8, ident="class-health", max_request_body_size=1 << 20)
+    try:
+        server = create_server(app.server, host=host, port=port, threads=8, ident="class-health", max_request_body_size=1 << 20)
+    except (OSError, ValueError, OverflowError) as exc:
+        raise _bind_error(host, port, exc) from exc
+    try:
+        warm_up(app)
+        log.warning("dashboard on http://%s:%d (waitress)", host, port)
+        server.run()
+    finally:
+        server.close()
+
+
+def _bind_error(host: str, port: int, exc: BaseException) -> Exception:
+    """One readable line for an address the dashboard cannot listen on, with what to change."""
+    import errno
+    import socket
+
+    from monitor.errors import ConfigError
+
+    if isinstance(exc, (socket.gaierror, ValueError)):  # waitress turns a name that does not resolve into a ValueError
+        reason = f"{host!r} is not a known host name or address"
+    elif getattr(exc, "errno", None) == errno.EADDRINUSE:
+        reason = f"port {port} is in use (another dashboard or program listens there)"
+    elif getattr(exc, "errno", None) == errno.EADDRNOTAVAIL:
+        reason = f"{host!r} is not an address of this machine"
+    elif getattr(exc, "errno", None) == errno.EACCES:
+        reason = f"port {port} needs privileges this process lacks"
+    else:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return ConfigError(f"cannot serve the dashboard on {host}:{port}: {reason}; choose another --host/--port (MONITOR_DASHBOARD_HOST/PORT)")
+
+
+def _check_bind(host: str, port: int) -> None:
+    """Bind ``host:port`` once and let go, so that the development server's failure is the same one line."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except (OSError, ValueError, OverflowError) as exc:
+        raise _bind_error(host, port, exc) from exc
