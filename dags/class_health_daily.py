@@ -144,9 +144,13 @@ def _connection_overrides() -> dict[str, str]:
 
 def task_settings() -> Settings:
     """The service settings for this task: ``MONITOR_*`` / ``monitor.toml``, with the MongoDB connection on top."""
+    from monitor.secrets import register_with_airflow
     from monitor.settings import load_settings
 
-    return load_settings(**_connection_overrides())
+    try:
+        return load_settings(**_connection_overrides())
+    finally:  # the secrets load registered (a URI's user-info...) are hidden by Airflow's masker too, even if loading failed
+        register_with_airflow()
 
 
 def run_date(context: Mapping[str, Any]) -> str:
