@@ -566,11 +566,15 @@ def restore(root: Path) -> dict[str, Any]:
             try:
                 text = read_bounded(path, max_bytes=MANIFEST_MAX_BYTES, inside=root)
                 manifest = Manifest.parse(text)
+            except (OSError, ValueError, TypeError, KeyError) as exc:  # FileRefused is a ValueError
+                tried.append(f"{name}: {_first_line(exc)}")
+                continue
+            try:
                 for part in manifest.parts.values():
                     assert part.file is not None
                     read_part_file(root / part.file, part.kind, part.key, part.docs, part.bytes, root)
-            except (OSError, ValueError, TypeError, KeyError) as exc:  # FileRefused is a ValueError
-                tried.append(f"{name}: {_first_line(exc)}")
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                tried.append(f"{name}: its file {part.file} {_first_line(exc)}")
                 continue
             if name != MANIFEST:
                 try:

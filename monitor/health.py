@@ -361,8 +361,8 @@ def _cached_design(file: Path, args: tuple[float, float, int, int, float, float]
         isinstance(entry, dict)
         and set(entry) == {f.name for f in fields}
         and all(type(entry[f.name]) is int if f.type in ("int", int) else type(entry[f.name]) in (int, float) for f in fields)
-        and tuple(entry[name] for name in ("target", "drop", "n", "followup", "arl", "recovery_arl")) == args
-        and min(entry[name] for name in ("h", "hr", "big_h", "down", "up", "big_down", "big_up", "unit", "big_unit")) > 0
+        and tuple(entry.get(name) for name in ("target", "drop", "n", "followup", "arl", "recovery_arl")) == args
+        and all(entry[f.name] > 0 or (f.name == "followup" and entry[f.name] == 0) for f in fields)  # lattice steps, thresholds, units
     ):
         log.warning("the calibration cache %s holds a damaged entry for %s; calibrating again (seconds)", file, args)
         entry = None
