@@ -356,8 +356,8 @@ def demo(
     """Simulate daily arrivals of new validation images (held-out scikit-learn digits), degrade one class from some day on,
     run every day end to end, and end with the health table: the degraded class, and only it, gets flagged.
 
-    Works in MONITOR_DATA_DIR (default ./data): it (re)builds the demo source there and refuses to
-    touch a data dir it did not create.
+    Works in MONITOR_DATA_DIR (default ./data): it (re)builds the demo source there. It works only in a
+    folder it created (its .monitor-demo marker) or a new or empty one, and deletes nothing it did not build.
     """
     from monitor.demo import build_setup_source, run_demo
 

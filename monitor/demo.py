@@ -9,6 +9,10 @@ over part of the digit), as a camera fault or a shift in the data would. The mon
 only fresh arrivals (``fresh_days``), evaluates each day, and the health step should flag that
 class, and no other, a few days after the drop began.
 
+The demo works only in a data dir it created (its marker file ``.monitor-demo``) or a new or empty one,
+and starting over deletes only what it builds there (``source/ store/ samples/ predictions/``, and
+``models/`` when its marker records that it created it): a user's files beside them are never touched.
+
 By default every new image of the class is damaged (a dramatic drop: the shipped model gets about
 half of them right). ``drop_to`` asks for a moderate drop instead: only a share of the arrivals is
 damaged, chosen from the model's measured accuracy on clean and damaged pictures of the class so
@@ -34,7 +38,14 @@ from monitor.errors import ConfigError, DataError
 from monitor.progress import ProgressFactory, no_progress
 from monitor.settings import Settings
 
+#: The file that makes a data dir the demo's: written when the demo (or set-up) starts in a new or empty folder.
 MARKER = ".monitor-demo"
+#: What the demo and set-up build in a data dir they own, and delete to start over. Nothing else is ever deleted.
+DEMO_FOLDERS = ("source", "store", "samples", "predictions")
+#: Built by ``--candidate`` only; the marker records it (``owns models``) before it is created, and only then is it the demo's.
+MODELS_FOLDER = "models"
+#: The marker is a few lines; a bigger one is not the demo's.
+MAX_MARKER_BYTES = 4096
 #: New images per class per simulated day (the sample takes samples_per_class of them).
 ARRIVALS_PER_DAY = 12
 #: Held-out digits per class already in the source before the first day.
@@ -78,28 +89,89 @@ def build_candidate_model(base: Path, dest: Path, bias_shift: dict[str, float]) 
     return dest
 
 
-def _guard(settings: Settings) -> Path:
-    """Refuse to touch anything the demo did not create."""
+def _marker_extras(data_dir: Path) -> set[str] | None:
+    """The extra folders the marker says the demo created (``owns NAME`` lines); None when there is no marker (a regular file)."""
+    import stat
+
+    marker = data_dir / MARKER
+    try:
+        info = marker.lstat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise DataError(f"cannot read {marker}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_MARKER_BYTES:
+        return None  # a link, a folder or a pipe by that name was not written by the demo
+    try:
+        text = marker.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise DataError(f"cannot read {marker}: {exc.strerror or exc}") from exc
+    owned = {line[len("owns ") :].strip() for line in text.splitlines() if line.startswith("owns ")}
+    return owned & {MODELS_FOLDER}  # the only extra folder the demo builds; any other line is not honoured
+
+
+def _write_marker(data_dir: Path, extras: set[str]) -> None:
+    lines = [f"created by `monitor demo`; the demo may delete {', '.join(name + '/' for name in DEMO_FOLDERS)} here and nothing else"]
+    lines += [f"owns {name}" for name in sorted(extras)]
+    (data_dir / MARKER).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _guard(settings: Settings, *, candidate: bool = False) -> Path:
+    """Refuse to touch anything the demo did not create: it works only in a folder it marked, or a new or empty one."""
     data_dir = settings.data_dir
     source = data_dir / "source"
     if settings.mongo_uri:
         raise ConfigError("monitor demo writes its own store: unset MONITOR_MONGO_URI (it uses the embedded store)")
     if Path(settings.source_uri) != source:
         raise ConfigError(f"monitor demo builds its own source in {source}: unset MONITOR_SOURCE_URI (now {settings.source_uri})")
-    marker = data_dir / MARKER
-    has_data = any((data_dir / name).exists() for name in ("source", "store", "samples", "predictions"))
-    if has_data and not marker.exists():
-        raise DataError(
-            f"{data_dir} holds data that monitor demo did not create; point MONITOR_DATA_DIR at an empty folder for the demo"
-        )
+    remedy = "point MONITOR_DATA_DIR at a new or empty folder for the demo"
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DataError(f"MONITOR_DATA_DIR {data_dir} is not a folder; {remedy}")
+    extras = _marker_extras(data_dir)
+    if extras is None:
+        try:
+            foreign = data_dir.is_dir() and next(data_dir.iterdir(), None) is not None
+        except OSError as exc:
+            raise DataError(f"cannot list MONITOR_DATA_DIR {data_dir}: {exc.strerror or exc}; {remedy}") from exc
+        if foreign:
+            raise DataError(f"{data_dir} is not empty and monitor demo did not create it (no {MARKER} file in it); {remedy}")
+        return source
+    models = data_dir / MODELS_FOLDER
+    if candidate and MODELS_FOLDER not in extras and (models.exists() or models.is_symlink()):
+        raise DataError(f"{models} was not created by monitor demo, which would write its candidate model there; move it away or {remedy}")
     return source
 
 
 def _reset(settings: Settings) -> None:
-    for name in ("source", "store", "samples", "predictions", "models"):
-        shutil.rmtree(settings.data_dir / name, ignore_errors=True)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    (settings.data_dir / MARKER).write_text("created by `monitor demo`; the demo may delete this folder's data\n")
+    """Delete what the demo built before (only :data:`DEMO_FOLDERS` and the folders its marker records), then mark the folder."""
+    data_dir = settings.data_dir
+    extras = _marker_extras(data_dir) or set()
+    for name in (*DEMO_FOLDERS, *sorted(extras)):
+        path = data_dir / name
+        try:
+            if path.is_symlink() or path.is_file():
+                path.unlink()  # a link is removed, never what it points to
+            elif path.is_dir():
+                shutil.rmtree(path)
+        except OSError as exc:
+            raise DataError(f"cannot clear {path} for the demo: {exc.strerror or exc}") from exc
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        _write_marker(data_dir, extras)
+    except OSError as exc:
+        raise DataError(f"cannot write the demo's data dir {data_dir}: {exc.strerror or exc}") from exc
+
+
+def _own_models(settings: Settings) -> Path:
+    """``<data_dir>/models``, recorded in the marker as the demo's before it is created (so a later reset may delete it)."""
+    data_dir = settings.data_dir
+    extras = _marker_extras(data_dir) or set()
+    models = data_dir / MODELS_FOLDER
+    if MODELS_FOLDER not in extras:
+        if models.exists() or models.is_symlink():
+            raise DataError(f"{models} was not created by monitor demo; move it away or point MONITOR_DATA_DIR at a new or empty folder")
+        _write_marker(data_dir, extras | {MODELS_FOLDER})
+    return models
 
 
 def _noon(day: dt.date) -> float:
@@ -185,8 +257,11 @@ def build_setup_source(settings: Settings) -> dict[str, Any]:
     if source.exists():  # built before, or a demo's source: leave it as it is
         count = sum(1 for path in source.rglob("*") if path.is_file())
         return {"source": str(source), "images": count, "written": 0, "dated": None}
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    (settings.data_dir / MARKER).write_text("created by `monitor demo`; the demo may delete this folder's data\n")
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        _write_marker(settings.data_dir, _marker_extras(settings.data_dir) or set())
+    except OSError as exc:
+        raise DataError(f"cannot write the data dir {settings.data_dir}: {exc.strerror or exc}") from exc
     written = build_demo_source(source)
     when = SETUP_SOURCE_TIME.timestamp()
     files = [path for path in source.rglob("*") if path.is_file()]
@@ -244,7 +319,7 @@ def run_demo(
     """Simulate ``days`` days ending at ``end`` (today, UTC) and evaluate each; returns what happened.
 
     ``candidate``: also predict, every day, a stand-in retrained model (:data:`CANDIDATE_SHIFT`, built by
-    :func:`build_candidate_model` under ``<data_dir>/models``): better on the degraded class, slightly worse on
+    :func:`build_candidate_model` under ``<data_dir>/models``, a folder the demo creates and records in its marker): better on the degraded class, slightly worse on
     ``CANDIDATE_WORSE``, so that ``monitor compare`` and the dashboard's comparison page show both.
 
     ``drop_day`` (1-based, default 60% into the run) is the first day whose arrivals of class
@@ -264,7 +339,7 @@ def run_demo(
     drop = drop_day if drop_day is not None else max(2, round(days * 0.6))
     if not 1 <= drop <= days:
         raise ConfigError(f"--drop-day {drop} is outside the simulated days 1..{days}")
-    source = _guard(settings)
+    source = _guard(settings, candidate=candidate)
     severity = damage_share(settings, degrade, drop_to) if drop_to is not None else {"share": 1.0}
     _reset(settings)
 
@@ -285,7 +360,7 @@ def run_demo(
             from evaluation.model import model_identity
 
             worse = CANDIDATE_WORSE if CANDIDATE_WORSE != degrade else "nine"
-            built = build_candidate_model(settings.model_dir, settings.data_dir / "models" / "digits-candidate", {degrade: CANDIDATE_SHIFT[0], worse: CANDIDATE_SHIFT[1]})
+            built = build_candidate_model(settings.model_dir, _own_models(settings) / "digits-candidate", {degrade: CANDIDATE_SHIFT[0], worse: CANDIDATE_SHIFT[1]})
             candidate_id = model_identity(built)
             store.add_candidate(str(built), model_id=candidate_id, added_at=dt.datetime.now(dt.timezone.utc))
         for offset in range(days):
