@@ -20,7 +20,7 @@ from functools import partial
 from dash import Dash
 from flask import Response, abort, request
 
-from dashboards import ids
+from dashboards import guards, ids
 from dashboards.callbacks import register_callbacks
 from dashboards.data import DashboardData
 from dashboards.pages import render_page
@@ -52,6 +52,7 @@ def create_app(settings: Settings, *, data: DashboardData | None = None) -> Dash
     app.index_string = INDEX_STRING
     app.layout = app_shell
     register_callbacks(app, data)
+    guards.install(app)  # malformed callback requests get a 400 before Dash reads them
     server = app.server
     server.extensions[EXTENSION] = data
 

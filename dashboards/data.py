@@ -33,6 +33,7 @@ import pandas as pd
 from dashboards import records
 from dashboards.cache import Lru
 from dashboards.records import HEALTH_FIELDS, METRIC_FIELDS, PREDICTION_FIELDS, UNUSABLE_FIELDS, ModelInfo, iso_date
+from dashboards.state import shown
 from dashboards.thumbnails import THUMB_SIDE, make_thumbnail
 from evaluation.predictions import read_predictions
 from monitor.errors import DataError, MonitorError, SourceError
@@ -222,7 +223,7 @@ class DashboardData:
         for info in models:
             if info.model_id == model_id:
                 return info
-        raise DataError(f"model {model_id!r} has no results in {self.describe()}; known models: {', '.join(m.model_id for m in models)}")
+        raise DataError(f"model {shown(model_id)} has no results in {self.describe()}; known models: {', '.join(m.model_id for m in models)}")
 
     def _history(self, kind: str, fields: Sequence[str], model_id: str) -> _History:
         """One model's whole ``kind`` history (``fields``), fetched once per store version; callers slice it.

@@ -4,6 +4,10 @@ Pure: no data, no Dash. The query string is the dashboard's only state (callback
 are rendered from it), so a view can be shared and survives reload and back/forward.
 :func:`clamp_range`, :func:`pick_date` and :func:`clamp_page` fit what it asks for to what exists,
 given the dates and counts that :mod:`dashboards.view` and the pages look up.
+
+A shared link is input from anyone: reading it is bounded (at most :data:`MAX_QUERY_CHARS` read,
+:data:`MAX_CLASSES` classes, pages up to :data:`MAX_PAGE`, ASCII digits only), no date arithmetic on
+its values can overflow, and what is dropped is named (shortened) in ``problems``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,14 @@ SORTS: tuple[str, ...] = ("worst", "accuracy", "name")
 COLOURS: tuple[str, ...] = ("accuracy", "verdict")
 #: Default history shown when the URL names no range.
 DEFAULT_DAYS = 365
+#: Characters of a query string read; the rest is ignored with a notice (a year of 1,000 long class names fits).
+MAX_QUERY_CHARS = 65_536
+#: Classes one URL may choose (a store of more classes is shown whole by choosing none).
+MAX_CLASSES = 1_000
+#: Highest page number read (more than any store has pages; beyond the last page shows the last).
+MAX_PAGE = 100_000
+#: Characters of a rejected value quoted back in a notice.
+SHOWN_CHARS = 60
 
 
 @dataclass(frozen=True)
@@ -39,17 +51,52 @@ class ViewState:
     problems: tuple[str, ...] = field(default=(), compare=False)
 
 
-def _valid_date(text: str) -> bool:
+def _valid_date(text: object) -> bool:
+    if not isinstance(text, str) or len(text) != 10:
+        return False
     try:
-        return len(text) == 10 and dt.date.fromisoformat(text).isoformat() == text
+        return dt.date.fromisoformat(text).isoformat() == text
     except ValueError:
         return False
 
 
+def shown(value: object) -> str:
+    """``repr(value)`` cut to :data:`SHOWN_CHARS` characters, for quoting user input back in a notice."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1] + "…"
+
+
+def page_number(value: object) -> int | None:
+    """``value`` as a page number (ASCII digits, 1 … :data:`MAX_PAGE`), else None.
+
+    ``str.isdigit`` alone is not enough: it accepts '٣' (which ``int`` reads as 3) and '²' (which ``int`` refuses).
+    """
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(text, str) or not text.isascii() or not text.isdigit() or len(text) > len(str(MAX_PAGE)):
+        return None
+    page = int(text)
+    return page if 1 <= page <= MAX_PAGE else None
+
+
+def _bounded(search: object, problems: list[str]) -> str:
+    """The part of ``search`` that is read: a string of at most :data:`MAX_QUERY_CHARS` whole parameters, valid UTF-8."""
+    if not isinstance(search, str):
+        return ""
+    if len(search) > MAX_QUERY_CHARS:
+        cut = search.rfind("&", 0, MAX_QUERY_CHARS + 1)
+        problems.append(f"the address is {len(search):,} characters long; only its first {MAX_QUERY_CHARS:,} were read")
+        search = search[: max(cut, 0)]
+    # A lone surrogate (possible in a JSON string) cannot be sent back as UTF-8.
+    return search.encode("utf-8", "replace").decode("utf-8")
+
+
 def parse_query(search: str | None) -> ViewState:
-    """Read the query string leniently: a malformed value is dropped and named in ``problems``, never an error page."""
-    query = parse_qs((search or "").lstrip("?"), keep_blank_values=False)
+    """Read the query string leniently: a malformed value is dropped and named in ``problems``, never an error page.
+
+    Bounded: at most :data:`MAX_QUERY_CHARS` characters are read and :data:`MAX_CLASSES` classes kept, in linear time.
+    """
     problems: list[str] = []
+    query = parse_qs(_bounded(search, problems).lstrip("?"), keep_blank_values=False)
 
     def one(name: str) -> str | None:
         values = query.get(name)
@@ -58,7 +105,7 @@ def parse_query(search: str | None) -> ViewState:
     def date_value(name: str) -> str | None:
         value = one(name)
         if value is not None and not _valid_date(value):
-            problems.append(f"{name}={value!r} is not a YYYY-MM-DD date; ignored")
+            problems.append(f"{name}={shown(value)} is not a YYYY-MM-DD date; ignored")
             return None
         return value
 
@@ -67,21 +114,22 @@ def parse_query(search: str | None) -> ViewState:
         if value is None:
             return default
         if value not in allowed:
-            problems.append(f"{name}={value!r} is not one of {', '.join(allowed)}; ignored")
+            problems.append(f"{name}={shown(value)} is not one of {', '.join(allowed)}; ignored")
             return default
         return value
 
     page_text = one(ids.Q_PAGE)
     page = 1
     if page_text is not None:
-        if page_text.isdigit() and int(page_text) >= 1:
-            page = int(page_text)
+        number = page_number(page_text)
+        if number is not None:
+            page = number
         else:
-            problems.append(f"page={page_text!r} is not a page number; ignored")
-    classes: list[str] = []
-    for value in query.get(ids.Q_CLASSES, []):
-        if value not in classes:
-            classes.append(value)
+            problems.append(f"page={shown(page_text)} is not a page number from 1 to {MAX_PAGE:,}; ignored")
+    classes = list(dict.fromkeys(query.get(ids.Q_CLASSES, [])))  # first occurrence kept, in linear time
+    if len(classes) > MAX_CLASSES:
+        problems.append(f"the address chooses {len(classes):,} classes; only the first {MAX_CLASSES:,} are shown")
+        del classes[MAX_CLASSES:]
     return ViewState(
         model=one(ids.Q_MODEL),
         start=date_value(ids.Q_START),
@@ -128,19 +176,22 @@ def href(path: str, state: ViewState, **changes: Any) -> str:
 
 def state_from_controls(state: ViewState, params: dict[str, Any], start: str | None, end: str | None) -> ViewState:
     """``state`` updated with the controls' values; any change other than the page goes back to page 1."""
+    # The values come from a request body: anything not of a control's type is ignored, never an error.
     changes: dict[str, Any] = {}
     for name, value in params.items():
         if name == ids.Q_CLASSES:
-            changes["classes"] = tuple(value or ())
+            if value is None or (isinstance(value, list) and all(isinstance(label, str) for label in value)):
+                changes["classes"] = tuple(dict.fromkeys(value or ()))[:MAX_CLASSES]
         elif name == ids.Q_PAGE:
-            changes["page"] = int(value) if value and str(value).isdigit() else 1
+            changes["page"] = page_number(value) or 1
         elif name in (ids.Q_MODEL, ids.Q_GRAIN, ids.Q_COLOR, ids.Q_SORT, ids.Q_DATE):
-            if value is not None:
+            if isinstance(value, str):
                 changes[name] = value
-    if start:
-        changes["start"] = str(start)[:10]
-    if end:
-        changes["end"] = str(end)[:10]
+    # A date picker sends "YYYY-MM-DD" or "YYYY-MM-DDTHH:MM:SS"; anything else is ignored.
+    if isinstance(start, str) and _valid_date(start[:10]):
+        changes["start"] = start[:10]
+    if isinstance(end, str) and _valid_date(end[:10]):
+        changes["end"] = end[:10]
     if "model" in changes and changes["model"] != state.model and state.model is not None:
         # Another model has other dates and classes: start from its defaults.
         changes.setdefault("classes", ())
@@ -160,7 +211,7 @@ def clamp_range(state: ViewState, first: str, last: str) -> tuple[str, str, list
     """
     notices: list[str] = []
     end = state.end or last
-    start = state.start or max(first, (dt.date.fromisoformat(min(end, last)) - dt.timedelta(days=DEFAULT_DAYS - 1)).isoformat())
+    start = state.start or max(first, _days_before(min(end, last), DEFAULT_DAYS - 1))
     if start > end:
         notices.append(f"start {start} is after end {end}; swapped")
         start, end = end, start
@@ -171,6 +222,14 @@ def clamp_range(state: ViewState, first: str, last: str) -> tuple[str, str, list
         notices.append(f"end {end} is outside the evaluated dates {first} … {last}; showing up to {min(last, max(end, first))}")
         end = min(last, max(end, first))
     return start, end, notices
+
+
+def _days_before(day: str, days: int) -> str:
+    """The ISO date ``days`` before ``day``, or 0001-01-01 when that is before the calendar's first day (a shared ``end=0001-01-05``)."""
+    try:
+        return (dt.date.fromisoformat(day) - dt.timedelta(days=days)).isoformat()
+    except OverflowError:
+        return dt.date.min.isoformat()
 
 
 def pick_date(wanted: str | None, dates: Sequence[str]) -> str | None:

@@ -17,8 +17,12 @@ import pandas as pd
 from dashboards.data import DashboardData
 from dashboards.pooling import Grain, auto_grain, range_pooled_accuracy
 from dashboards.records import ModelInfo
-from dashboards.state import ViewState, clamp_range
+from dashboards.state import ViewState, clamp_range, shown
 from dashboards.status import class_status, rank_classes
+
+
+#: Unknown classes of a shared link named one by one in its notice; the rest are counted.
+UNKNOWN_LISTED = 10
 
 
 @dataclass(frozen=True)
@@ -60,10 +64,13 @@ def resolve(data: DashboardData, state: ViewState) -> View | None:
     start, end, clamped = clamp_range(state, first, last)
     notices = [*state.problems, *clamped]
     labels = tuple(data.labels(model.model_id))
-    unknown = [label for label in state.classes if label not in labels]
+    known = set(labels)
+    unknown = [label for label in state.classes if label not in known]
     if unknown:
-        notices.append(f"no results for class{'es' if len(unknown) > 1 else ''} {', '.join(unknown)} with model {model.model_id}")
-    chosen = tuple(label for label in state.classes if label in labels)
+        listed = ", ".join(shown(label) for label in unknown[:UNKNOWN_LISTED])
+        more = f" and {len(unknown) - UNKNOWN_LISTED:,} more" if len(unknown) > UNKNOWN_LISTED else ""
+        notices.append(f"no results for class{'es' if len(unknown) > 1 else ''} {listed}{more} with model {model.model_id}")
+    chosen = tuple(label for label in state.classes if label in known)
     return View(
         state=state,
         model=model,

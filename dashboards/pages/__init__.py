@@ -20,7 +20,7 @@ from dashboards.pages.compare import compare_page
 from dashboards.pages.errors import errors_page
 from dashboards.pages.overview import overview_page
 from dashboards.pages.run import run_page
-from dashboards.state import ViewState, href
+from dashboards.state import ViewState, href, shown
 from dashboards.view import View, resolve
 
 
@@ -84,6 +84,6 @@ def empty_state(data: DashboardData) -> html.Div:
 def not_found(pathname: str, state: ViewState) -> html.Div:
     """What a path without a page shows: a link back to the overview, keeping the state."""
     return html.Div(
-        [html.H2(f"No page at {pathname}"), html.P([dcc.Link("Go to the overview", href=href(ids.PATH_OVERVIEW, state))])],
+        [html.H2(f"No page at {shown(pathname)}"), html.P([dcc.Link("Go to the overview", href=href(ids.PATH_OVERVIEW, state))])],
         className="card empty",
     )
