@@ -25,7 +25,7 @@ SORTS: tuple[str, ...] = ("worst", "accuracy", "name")
 COLOURS: tuple[str, ...] = ("accuracy", "verdict")
 #: Default history shown when the URL names no range.
 DEFAULT_DAYS = 365
-#: Characters of a query string read; the rest is ignored with a notice (a year of 1,000 long class names fits).
+#: Characters of a query string read; the rest is ignored with a notice (1,000 class names of 50 characters fit).
 MAX_QUERY_CHARS = 65_536
 #: Classes one URL may choose (a store of more classes is shown whole by choosing none).
 MAX_CLASSES = 1_000

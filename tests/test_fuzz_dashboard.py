@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -178,3 +178,13 @@ def test_any_thumbnail_request_is_answered_below_500(client, date: str | bytes, 
     response = client.get(f"{ids.PATH_THUMB}?{query}")
     assert_no_server_error(response)
     assert response.status_code == 404  # no predictions file in this store: nothing is ever served
+
+
+ROUTES = ("/", "/class", "/_dash-layout", "/_dash-dependencies", "/_dash-component-suites/", "/_dash-component-suites/dash/", "/_favicon.ico", "/assets/", "/thumb/", "/_dash-update-component/")
+
+
+@FUZZ
+@given(route=st.sampled_from(ROUTES), rest=st.binary(max_size=40), query=st.binary(max_size=60), method=st.sampled_from(("GET", "HEAD", "POST", "OPTIONS")))
+def test_any_request_to_any_route_is_answered_below_500(client, route: str, rest: bytes, query: bytes, method: str) -> None:
+    response = client.open(f"{route}{quote(rest)}?{quote(query, safe='=&')}", method=method)
+    assert_no_server_error(response)
