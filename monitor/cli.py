@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -23,14 +23,43 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 from rich.text import Text
+from typer._click import exceptions as click_errors  # typer vendors click: its usage errors are these, not click's
 
 from monitor.errors import ConfigError, DataError, MonitorError, redact
 from monitor.secrets import RedactingFilter, install_log_masking, redact_data
 from monitor.settings import Settings, load_settings
 from monitor.verdicts import Verdict
 
+
+class _OneLineErrors(typer.core.TyperGroup):
+    """The top-level group: a usage error (unknown option, bad or missing value) is one line on stderr and exit 2, like every other error."""
+
+    def main(
+        self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+        standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any,
+    ) -> Any:  # fmt: skip
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except click_errors.NoArgsIsHelpError as exc:  # `monitor` or `monitor store` alone: the help, as typer shows it
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click_errors.ClickException as exc:
+            context = getattr(exc, "ctx", None)
+            where = context.command_path if context is not None else "monitor"
+            message = " ".join(exc.format_message().split())
+            err.print(_line(("error:", "bold red"), f" {message} (see `{where} --help`)"), highlight=False, soft_wrap=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            err.print("interrupted", markup=False)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="monitor",
+    cls=_OneLineErrors,
     help=(
         "Daily class-health monitoring for an image classifier: index a bucket, sample, evaluate, judge health, alert.\n\n"
         "Exit codes: 0 done; 1 a bug (traceback shown); 2 bad input or settings; 3 image source; 4 store; "
