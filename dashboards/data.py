@@ -391,7 +391,7 @@ class DashboardData:
         if frame is None:
             raise DataError(f"no predictions file for {day}")
         if not isinstance(path, str) or not bool((frame["image_path"] == path).any()):
-            raise DataError(f"image {path!r} is not among the predictions of {day}")
+            raise DataError(f"image {shown(path)} is not among the predictions of {day}")
         from monitor.sources import checked_relative_path
 
         try:

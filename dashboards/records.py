@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dashboards.state import shown
 from evaluation.predictions import STATUS_OK
 from monitor.errors import DataError
 
@@ -99,9 +100,9 @@ def iso_date(text: str) -> str:
     try:
         day = dt.date.fromisoformat(text)
     except (TypeError, ValueError) as exc:
-        raise DataError(f"date {text!r} is not a valid YYYY-MM-DD date") from exc
+        raise DataError(f"date {shown(text)} is not a valid YYYY-MM-DD date") from exc
     if len(text) != 10:
-        raise DataError(f"date {text!r} is not in YYYY-MM-DD form")
+        raise DataError(f"date {shown(text)} is not in YYYY-MM-DD form")
     return day.isoformat()
 
 

@@ -316,3 +316,9 @@ def test_other_routes_answer_bad_parameters_with_4xx(client, url: str, status: i
 def test_a_body_over_the_bound_is_refused_before_it_is_read(client) -> None:
     response = post(client, render_body("/", "?" + "x" * guards.MAX_BODY_BYTES))
     assert response.status_code == 413
+
+
+def test_a_refusal_quotes_the_bad_value_shortened(client) -> None:
+    response = client.get(ids.PATH_THUMB, query_string={"date": "9" * 50_000, "path": "a.png"})
+    assert response.status_code == 404
+    assert "date &#39;99999" in response.get_data(as_text=True) and len(response.data) < 2_000  # HTML-escaped by werkzeug
