@@ -15,7 +15,7 @@ Checked, in this order, each in time linear in the body (bounded by :data:`MAX_B
 3. ``inputs`` and ``state`` have one entry per declared dependency: ``{"id", "property", "value"}``
    with the declared id and property, or for a wildcard (``ALL``) a list of at most
    :data:`MAX_PATTERN_ITEMS` such entries whose dict ids have the pattern's keys and fixed values;
-4. ``changedPropIds`` lists only prop ids of those inputs.
+4. ``changedPropIds`` lists only prop ids of those inputs, each once.
 """
 
 from __future__ import annotations
@@ -134,8 +134,9 @@ def check_callback_body(body: Any, callback_map: dict[str, dict[str, Any]]) -> N
     inputs = _check_dependencies(body.get("inputs"), callback["inputs"], "inputs")
     _check_dependencies(body.get("state", []), callback["state"], "state")
     changed = body.get("changedPropIds", [])
-    if not isinstance(changed, list) or any(not isinstance(p, str) or p not in inputs for p in changed):
-        raise MalformedCallback("changedPropIds must list prop ids of the inputs")
+    # Distinct, too: Dash looks up every input in this list, so 60,000 repeats would cost a product of both.
+    if not isinstance(changed, list) or any(not isinstance(p, str) or p not in inputs for p in changed) or len(set(changed)) != len(changed):
+        raise MalformedCallback("changedPropIds must list distinct prop ids of the inputs")
 
 
 def _refusal(status: int, reason: str) -> Response:

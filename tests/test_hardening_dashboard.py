@@ -226,6 +226,7 @@ MALFORMED: dict[str, Any] = {
     "too many controls": {**controls_body([]), "inputs": [[_pattern_entry(ids.param(f"p{i}")) for i in range(guards.MAX_PATTERN_ITEMS + 1)], [], []]},
     "a changed prop id of no input": {**click_body({"points": [{"y": "ant"}]}), "changedPropIds": ["url.search"]},
     "a changed prop id that is deep JSON": {**controls_body([(ids.Q_PAGE, "2")]), "changedPropIds": ["[" * 500 + "]" * 500 + ".value"]},
+    "a changed prop id repeated": {**click_body({"points": [{"y": "ant"}]}), "changedPropIds": ["overview-heatmap.clickData"] * 2},
     "changed prop ids not a list": {**click_body({"points": [{"y": "ant"}]}), "changedPropIds": "overview-heatmap.clickData"},
     "a value nested 100 deep": click_body(json.loads("[" * 100 + "]" * 100)),
     "a body nested 10,000 deep": "[" * 10_000 + "]" * 10_000,
