@@ -6,6 +6,8 @@ count towards the scores, failed rows are counted apart):
 - ``n``: ok rows whose truth is ``c``; ``correct`` (= ``tp``): those predicted ``c``; ``fn = n - correct``;
 - ``fp``: ok rows predicted ``c`` whose truth is another label (predictions *of* ``c`` that were wrong);
 - ``failed``: failed rows whose truth is ``c``;
+- ``followup_n``/``followup_correct``: the part of ``n``/``correct`` drawn as follow-up (``draw == "followup"``),
+  so that health can tell the day's base draw from the images its verdict asked for;
 - ``accuracy = recall = correct / n``; ``precision = tp / (tp + fp)``; ``f1 = 2 tp / (2 tp + fp + fn)``;
 - ``ci_low``/``ci_high``: the Wilson interval of ``correct / n`` at the requested confidence level
   (:func:`monitor.stats.wilson_intervals`);
@@ -41,15 +43,15 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 #: Predictions columns the metrics read; ``model_id`` and ``date`` are optional (null when absent).
-METRIC_INPUT_COLUMNS = ("model_id", "date", "label", "pred", "status")
+METRIC_INPUT_COLUMNS = ("model_id", "date", "label", "pred", "status", "draw")
 _REQUIRED_COLUMNS = ("label", "pred", "status")
 _KEY_COLUMNS = ("model_id", "date")
-_INPUT_SCHEMA = "model_id string, date string, label string, pred string, status string"
+_INPUT_SCHEMA = "model_id string, date string, label string, pred string, status string, draw string"
 
 #: Keys of one class_metrics row, in the order of docs/ARCHITECTURE.md (``model_id``/``date`` only when known).
 METRIC_KEYS = (
     "label", "n", "correct", "failed", "accuracy", "ci_low", "ci_high",
-    "tp", "fp", "fn", "precision", "recall", "f1", "confusions",
+    "tp", "fp", "fn", "precision", "recall", "f1", "confusions", "followup_n", "followup_correct",
 )  # fmt: skip
 
 
@@ -58,9 +60,9 @@ METRIC_KEYS = (
 # Pass 1 reads the predictions once and builds the small confusion "cells" table
 # (run key x truth x pred x status -> rows): at most runs x classes^2 x 2 rows, whatever the input size.
 CELLS_SQL = """
-SELECT model_id, date, label, pred, status, COUNT(*) AS rows
+SELECT model_id, date, label, pred, status, draw = 'followup' AS followup, COUNT(*) AS rows
 FROM IDENTIFIER(:predictions_view)
-GROUP BY model_id, date, label, pred, status
+GROUP BY model_id, date, label, pred, status, draw = 'followup'
 """
 
 # Pass 2 derives every per-class figure from the cells. The cells are materialised between the two
@@ -74,6 +76,8 @@ truth AS (
     SELECT model_id, date, label,
            SUM(CASE WHEN status = :ok THEN rows ELSE 0 END) AS n,
            SUM(CASE WHEN status = :ok AND pred = label THEN rows ELSE 0 END) AS correct,
+           SUM(CASE WHEN status = :ok AND followup THEN rows ELSE 0 END) AS followup_n,
+           SUM(CASE WHEN status = :ok AND followup AND pred = label THEN rows ELSE 0 END) AS followup_correct,
            SUM(CASE WHEN status = :failed THEN rows ELSE 0 END) AS failed,
            SUM(CASE WHEN status IS NULL OR status NOT IN (:ok, :failed) OR (status = :ok AND pred IS NULL)
                     THEN rows ELSE 0 END) AS invalid
@@ -111,6 +115,8 @@ counts AS (
     SELECT c.model_id, c.date, c.label,
            COALESCE(t.n, 0) AS n,
            COALESCE(t.correct, 0) AS correct,
+           COALESCE(t.followup_n, 0) AS followup_n,
+           COALESCE(t.followup_correct, 0) AS followup_correct,
            COALESCE(t.failed, 0) AS failed,
            COALESCE(t.invalid, 0) AS invalid,
            COALESCE(p.fp, 0) AS fp,
@@ -120,7 +126,7 @@ counts AS (
     LEFT JOIN false_positives p ON p.model_id <=> c.model_id AND p.date <=> c.date AND p.label <=> c.label
     LEFT JOIN confusions x ON x.model_id <=> c.model_id AND x.date <=> c.date AND x.label <=> c.label
 )
-SELECT model_id, date, label, n, correct, failed, invalid,
+SELECT model_id, date, label, n, correct, followup_n, followup_correct, failed, invalid,
        CASE WHEN n > 0 THEN correct / n END AS accuracy,
        correct AS tp,
        fp,
@@ -282,7 +288,9 @@ def class_metrics_pandas(
     wanted = _label_list(labels)
     records: list[dict[str, Any]] = []
     # dropna=False keeps the runs whose model_id/date are absent (null) as one group.
-    for key, group in frame.groupby(list(_KEY_COLUMNS), dropna=False, sort=False):
+    # An empty frame is one run with no images: every class in ``labels`` reports n = 0.
+    groups = list(frame.groupby(list(_KEY_COLUMNS), dropna=False, sort=False)) or ([((None, None), frame)] if wanted else [])
+    for key, group in groups:
         model_id, date = (None if pd.isna(k) else k for k in key)
         truth = group["label"]
         if truth.isna().any():
@@ -308,6 +316,9 @@ def class_metrics_pandas(
             precision = recall = f1 = np.full(len(classes), np.nan)
             support = np.zeros(len(classes), dtype=np.int64)
         position = {label: i for i, label in enumerate(universe)}
+        followup_ok = ok[ok["draw"] == "followup"]
+        followup_n = followup_ok["label"].value_counts()
+        followup_correct = followup_ok.loc[followup_ok["pred"] == followup_ok["label"], "label"].value_counts()
         failed_counts = group.loc[failed_mask, "label"].value_counts()
         invalid_counts = group.loc[invalid_mask, "label"].value_counts()
         for j, label in enumerate(classes):
@@ -334,6 +345,8 @@ def class_metrics_pandas(
                     "recall": recall[j],
                     "f1": f1[j],
                     "confusions": [{"pred": pred, "count": count} for pred, count in wrong],
+                    "followup_n": int(followup_n.get(label, 0)),
+                    "followup_correct": int(followup_correct.get(label, 0)),
                 }
             )
     records.sort(key=lambda r: (r["model_id"] or "", r["date"] or "", r["label"]))

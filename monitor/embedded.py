@@ -79,6 +79,7 @@ PARTITIONS: dict[str, tuple[str, ...]] = {
     "samples": ("source", "date"),
     "class_metrics": ("model_id", "date"),
     "class_health": ("model_id", "date"),
+    "evaluations": ("model_id", "date"),
     "alerts": ("model_id",),
     "models": (),
     "runs": ("source",),

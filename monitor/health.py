@@ -84,7 +84,7 @@ from scipy import linalg, stats
 from monitor.errors import ConfigError, DataError, MonitorError
 from monitor.files import atomic_write
 from monitor.settings import Settings
-from monitor.stats import prob_below, wilson_interval, wilson_intervals
+from monitor.stats import prob_below, weighted_accuracy, weighted_sums, wilson_effective, wilson_interval
 from monitor.storage import Store
 from monitor.verdicts import Verdict
 
@@ -94,9 +94,13 @@ METHOD = "bernoulli-cusum with follow-up sampling + upward-cusum recovery; poole
 #: Follow-up policy: at ``S >= fraction * h`` the next day draws ``followup_samples * multiple`` extra images.
 #: The first tier is also where ``watch`` starts. Chosen by ``benchmarks/bench_health.py`` (README).
 TIERS: tuple[tuple[float, int], ...] = ((0.15, 1), (0.30, 3), (0.50, 6))
+#: A flagged class draws ``followup_samples * FLAGGED_MULTIPLE`` extra images a day: the evidence to clear it.
+FLAGGED_MULTIPLE = 2
 #: The collapse test's alternative, as a share of the target, and its share of the false-alarm budget.
 COLLAPSE_FRACTION = 0.5
 COLLAPSE_SHARE = 0.1
+#: The recovery test's alternative: ``target + RECOVERY_MARGIN * drop_to_detect`` (0.93 at the defaults) against the target.
+RECOVERY_MARGIN = 0.6
 #: The snapped ratio of the per-image log-likelihood ratios is within this of the exact one.
 RATIO_TOLERANCE = 0.005
 #: The settings a day is judged under, stored with each row (``judged_under``) and reused when it is recomputed.
@@ -105,7 +109,7 @@ JUDGED_UNDER = (
     "window_days", "min_samples", "confidence_level",
 )  # fmt: skip
 
-DailyCounts = tuple[dt.date | str, int, int]
+DailyCounts = tuple[Any, ...]  # (date, n, correct) or (date, n, correct, followup_n, followup_correct)
 
 
 # --- the lattice and run lengths ---------------------------------------------------------------
@@ -142,7 +146,7 @@ def followup_extra(s: ArrayLike, h: int, followup: int, flagged: ArrayLike | boo
     extra = np.zeros(s_arr.shape, dtype=np.int64)
     for fraction, multiple in TIERS:
         extra = np.where(s_arr >= fraction * h, followup * multiple, extra)
-    return np.where(np.asarray(flagged, dtype=bool), followup, extra).astype(np.int64)
+    return np.where(np.asarray(flagged, dtype=bool), followup * FLAGGED_MULTIPLE, extra).astype(np.int64)
 
 
 def run_lengths(limit: int, up: int, down: int, p_up: float, n_of_state: ArrayLike) -> NDArray[np.float64]:
@@ -212,11 +216,26 @@ def average_run_length(
     return float(run_lengths(h, up, down, 1.0 - p, n + followup_extra(np.arange(h), h, followup))[0])
 
 
+def recovery_alternative(target: float, drop: float) -> float:
+    """The accuracy the recovery test looks for: a little above the target (never past halfway to 1)."""
+    return round(min(target + RECOVERY_MARGIN * drop, (1.0 + target) / 2.0), 10)
+
+
+def recovery_lattice(target: float, drop: float) -> tuple[int, int, float]:
+    """``(gain, loss, unit)`` of the recovery CUSUM ``R``: a correct image adds ``gain`` units, a wrong one takes ``loss``.
+
+    ``R`` is the log-likelihood ratio of :func:`recovery_alternative` against the target, on its own lattice: it
+    drifts down at any accuracy up to about ``target + 0.03``, so a class that stays below its target stays flagged.
+    """
+    above = recovery_alternative(target, drop)
+    return lattice(above, round(above - target, 10))
+
+
 def recovery_run_length(hr: int, target: float, drop: float, n: int, accuracy: float | None = None) -> float:
-    """Expected days from a flag to clearing it (``R >= hr``) with ``n`` images a day; default accuracy ``target - drop``."""
-    down, up, _ = lattice(target, drop)
-    p = target - drop if accuracy is None else accuracy
-    return float(run_lengths(hr, down, up, p, np.full(hr, n))[0])
+    """Expected days from a flag to clearing it (``R >= hr``) with ``n`` images a day; default accuracy: the target."""
+    gain, loss, _ = recovery_lattice(target, drop)
+    p = target if accuracy is None else accuracy
+    return float(run_lengths(hr, gain, loss, p, np.full(hr, n))[0])
 
 
 def _smallest(meets: Any, start: int) -> int:
@@ -254,6 +273,9 @@ class Design:
     big_up: int
     big_unit: float
     big_h: int
+    rec_gain: int
+    rec_loss: int
+    rec_unit: float
 
     @property
     def threshold(self) -> float:
@@ -263,7 +285,7 @@ class Design:
     @property
     def recovery_threshold(self) -> float:
         """``hr`` in nats."""
-        return self.hr * self.unit
+        return self.hr * self.rec_unit
 
     @property
     def collapse_threshold(self) -> float:
@@ -300,11 +322,13 @@ def design(target: float, drop: float, n: int, followup: int, arl: float, recove
     big_h = _smallest(
         lambda b: worst_run_length(b, big_up, big_down, 1.0 - target, sizes)[0] >= big_arl, math.ceil(math.log(big_arl) / big_unit)
     )
-    flagged_sizes = [size for size in sizes if size <= n + followup]
+    # Recovery: a class not above its target (the worst case: drifting down the least) clears at most once in ``recovery_arl`` days.
+    flagged_sizes = [size for size in sizes if size <= n + followup * FLAGGED_MULTIPLE]
+    gain, loss, rec_unit = recovery_lattice(target, drop)
     hr = _smallest(
-        lambda r: worst_run_length(r, down, up, target - drop, flagged_sizes)[0] >= recovery_arl, math.ceil(math.log(recovery_arl) / unit)
+        lambda r: worst_run_length(r, gain, loss, target, flagged_sizes)[0] >= recovery_arl, math.ceil(math.log(recovery_arl) / rec_unit)
     )
-    return Design(target, drop, n, followup, down, up, unit, h, hr, arl, recovery_arl, big_down, big_up, big_unit, big_h)
+    return Design(target, drop, n, followup, down, up, unit, h, hr, arl, recovery_arl, big_down, big_up, big_unit, big_h, gain, loss, rec_unit)
 
 
 def required_arl(classes: int, false_alarms_per_year: float) -> float:
@@ -406,14 +430,15 @@ class State:
 def advance(state: State, n: ArrayLike, correct: ArrayLike, d: Design) -> tuple[State, NDArray[np.bool_], NDArray[np.bool_]]:
     """One day: ``S`` and ``B`` gain the day's ratios; a flagged class runs ``R`` the other way. Returns (state, raised, cleared).
 
-    A flag is raised when ``S >= h`` or ``B >= big_h``; it clears when ``R >= hr``, and ``S`` and ``B``
-    then restart at 0 (a new episode starts the tests afresh, as the run-length calibration assumes).
+    A flag is raised when ``S >= h`` or ``B >= big_h``; it clears when ``R >= hr`` (evidence that the class is
+    above its target), and ``S`` and ``B`` then restart at 0 (a new episode starts the tests afresh, as the
+    run-length calibration assumes).
     """
     n_arr, c_arr = np.asarray(n, dtype=np.int64), np.asarray(correct, dtype=np.int64)
     step = d.up * (n_arr - c_arr) - d.down * c_arr
     s = np.maximum(0, state.s + step)
     b = np.maximum(0, state.b + d.big_up * (n_arr - c_arr) - d.big_down * c_arr)
-    r = np.where(state.flagged, np.maximum(0, state.r - step), 0)
+    r = np.where(state.flagged, np.maximum(0, state.r + d.rec_gain * c_arr - d.rec_loss * (n_arr - c_arr)), 0)
     cleared = state.flagged & (r >= d.hr)
     raised = ~state.flagged & ((s >= d.h) | (b >= d.big_h))
     flagged = (state.flagged & ~cleared) | raised
@@ -422,14 +447,29 @@ def advance(state: State, n: ArrayLike, correct: ArrayLike, d: Design) -> tuple[
     return State(s, r, flagged, b), raised, cleared
 
 
-def verdict_codes(state: State, d: Design, pooled_n: ArrayLike, min_samples: int) -> NDArray[np.int64]:
+def counted(state: State, n: ArrayLike, correct: ArrayLike, followup_n: ArrayLike, followup_correct: ArrayLike, d: Design) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """The images a day's step counts: all of them, unless the day drew more follow-up than ``state`` asks for.
+
+    The thresholds hold for any grant up to the request of the state the day starts from. In a daily run the
+    grant comes from that very state, so this never bites; when a backfilled date changes the states of later
+    days, a later day whose follow-up now exceeds its (recomputed) request counts its base draw only.
+    """
+    n_arr, c_arr = np.asarray(n, dtype=np.int64), np.asarray(correct, dtype=np.int64)
+    fn, fc = np.asarray(followup_n, dtype=np.int64), np.asarray(followup_correct, dtype=np.int64)
+    over = fn > followup_extra(state.s, d.h, d.followup, state.flagged)
+    return np.where(over, n_arr - fn, n_arr), np.where(over, c_arr - fc, c_arr)
+
+
+def verdict_codes(state: State, d: Design, evaluated_n: ArrayLike, min_samples: int) -> NDArray[np.int64]:
     """The verdict rule, element-wise; codes are :attr:`Verdict.code`.
 
-    1. flagged: ``needs_retraining``; 2. fewer than ``min_samples`` in the window: ``insufficient_data``;
-    3. ``S`` past the first follow-up tier: ``watch``; 4. otherwise ``healthy``.
+    1. flagged: ``needs_retraining``; 2. fewer than ``min_samples`` images evaluated (each counted once, since the
+    model's first day) so far: ``insufficient_data``; 3. ``S`` past the first follow-up tier: ``watch``;
+    4. otherwise ``healthy``. A class with nothing new to evaluate keeps its verdict: the rule reads the
+    detector's state and the images seen so far, not the window.
     """
     return np.select(
-        [state.flagged, np.asarray(pooled_n) < min_samples, state.s >= TIERS[0][0] * d.h],
+        [state.flagged, np.asarray(evaluated_n) < min_samples, state.s >= TIERS[0][0] * d.h],
         [Verdict.NEEDS_RETRAINING.code, Verdict.INSUFFICIENT_DATA.code, Verdict.WATCH.code],
         default=Verdict.HEALTHY.code,
     ).astype(np.int64)
@@ -449,14 +489,15 @@ def _as_date(value: dt.date | str) -> dt.date:
         raise DataError(f"{value!r} is not a date YYYY-MM-DD") from exc
 
 
-def _sorted_days(daily: Sequence[DailyCounts]) -> list[tuple[dt.date, int, int]]:
-    days = sorted(((_as_date(d), int(n), int(c)) for d, n, c in daily), key=lambda row: row[0])
-    for day, n, c in days:
-        if n < 0 or not 0 <= c <= n:
+def _sorted_days(daily: Sequence[DailyCounts]) -> list[tuple[dt.date, int, int, int, int]]:
+    """``(date, n, correct[, followup_n, followup_correct])`` rows as 5-tuples by date, checked."""
+    days = sorted(((_as_date(row[0]), *(int(v) for v in row[1:3]), *((int(row[3]), int(row[4])) if len(row) > 3 else (0, 0))) for row in daily), key=lambda row: row[0])  # type: ignore[misc]
+    for day, n, c, fn, fc in days:
+        if n < 0 or not 0 <= c <= n or not 0 <= fc <= fn <= n or fn - fc > n - c:
             raise DataError(f"counts on {day}: correct {c} of n {n} are inconsistent")
-    if len({day for day, _, _ in days}) != len(days):
+    if len({row[0] for row in days}) != len(days):
         raise DataError("the daily counts repeat a date")
-    return days
+    return days  # type: ignore[return-value]
 
 
 def state_from_row(row: Mapping[str, Any] | None, d: Design) -> tuple[State, str | None]:
@@ -464,7 +505,7 @@ def state_from_row(row: Mapping[str, Any] | None, d: Design) -> tuple[State, str
     if not row or "cusum" not in row or "flagged" not in row:
         return State.zeros(), None
     s = round(float(row.get("cusum") or 0.0) / d.unit)
-    r = round(float(row.get("recovery") or 0.0) / d.unit)
+    r = round(float(row.get("recovery") or 0.0) / d.rec_unit)
     b = round(float(row.get("collapse") or 0.0) / d.big_unit)
     flagged = bool(row["flagged"])
     state = State(np.int64(s), np.int64(r if flagged else 0), np.bool_(flagged), np.int64(b))  # type: ignore[arg-type]
@@ -473,100 +514,166 @@ def state_from_row(row: Mapping[str, Any] | None, d: Design) -> tuple[State, str
 
 def judge_day(
     previous: Mapping[str, Any] | None,
-    replay: Sequence[tuple[dt.date, int, int]],
+    replay: Sequence[DailyCounts],
     daily: Sequence[DailyCounts],
     date: dt.date | str,
     d: Design,
     settings: Settings,
+    *,
+    unseen_left: int | None = None,
 ) -> dict[str, Any]:
     """Judge one class on ``date``: continue from ``previous`` (its stored row, or None), run the ``replay``
     days that have counts but no stored row, then ``date`` itself; window evidence from ``daily``.
 
-    Returns the evidence and state fields of a ``class_health`` row (all but model_id, date and label).
+    Rows are ``(date, n, correct)`` or ``(date, n, correct, followup_n, followup_correct)``. Returns the
+    evidence and state fields of a ``class_health`` row (all but model_id, date and label). The scalar
+    reference of :func:`_judge_classes`, written apart from it.
     """
     as_of = _as_date(date)
     days = [row for row in _sorted_days(daily) if row[0] <= as_of]
     state, since = state_from_row(previous, d)
-    today = next(((n, c) for day, n, c in days if day == as_of), (0, 0))
-    for day, n, c in [*replay, (as_of, *today)]:
-        state, raised, _ = advance(state, n, c, d)
+    today = next((row[1:] for row in days if row[0] == as_of), (0, 0, 0, 0))
+    if previous and "evaluated_n" in previous:
+        evaluated = [int(previous["evaluated_n"]), int(previous.get("evaluated_correct") or 0)]
+    else:
+        evaluated = [sum(row[1] for row in days), sum(row[2] for row in days)]
+    for day, n, c, fn, fc in [*_sorted_days(replay), (as_of, *today)]:
+        if previous and "evaluated_n" in previous:
+            evaluated[0], evaluated[1] = evaluated[0] + n, evaluated[1] + c
+        used_n, used_c = counted(state, n, c, fn, fc, d)
+        state, raised, _ = advance(state, used_n, used_c, d)
         if bool(raised):
             since = day.isoformat()
         if not bool(state.flagged):
             since = None
 
     window_start = as_of - dt.timedelta(days=settings.window_days - 1)
-    in_window = [(n, c) for day, n, c in days if day >= window_start]
-    pooled_n = sum(n for n, _ in in_window)
-    pooled_correct = sum(c for _, c in in_window)
-    ci_low, ci_high = wilson_interval(pooled_correct, pooled_n, settings.confidence_level) if pooled_n else (None, None)
-    p_below = float(prob_below(pooled_correct, pooled_n, d.target))
-    code = int(verdict_codes(state, d, pooled_n, settings.min_samples))
-    followup = int(followup_extra(state.s, d.h, d.followup, state.flagged))
-    return _row(
-        d, settings, window_start, code, pooled_n, pooled_correct, ci_low, ci_high, p_below,
-        float(state.s), float(state.r), float(state.b), bool(state.flagged), since, followup, int(today[0]), int(today[1]),
-    )  # fmt: skip
+    inside = [row for row in days if row[0] >= window_start]
+    pooled_n, pooled_correct = sum(row[1] for row in inside), sum(row[2] for row in inside)
+    estimate, effective, low, high = weighted_accuracy(
+        [row[1] for row in inside], [row[2] for row in inside], [row[1] - row[3] for row in inside], settings.confidence_level
+    )
+    return _row(Judgement(
+        d=d, settings=settings, window_start=window_start,
+        code=int(verdict_codes(state, d, evaluated[0], settings.min_samples)),
+        pooled_n=pooled_n, pooled_correct=pooled_correct, estimate=_finite(estimate), effective_n=float(effective),
+        ci_low=_finite(low), ci_high=_finite(high), p_below=float(_prob_below(estimate, effective, d.target)),
+        s=float(state.s), r=float(state.r), b=float(state.b), flagged=bool(state.flagged), since=since,
+        followup=int(followup_extra(state.s, d.h, d.followup, state.flagged)), day_n=int(today[0]), day_correct=int(today[1]),
+        evaluated_n=evaluated[0], evaluated_correct=evaluated[1], unseen_left=unseen_left,
+    ))  # fmt: skip
 
 
-def _row(
-    d: Design, settings: Settings, window_start: dt.date, code: int, pooled_n: int, pooled_correct: int,
-    ci_low: float | None, ci_high: float | None, p_below: float, s: float, r: float, b: float, flagged: bool,
-    since: str | None, followup: int, day_n: int, day_correct: int,
-) -> dict[str, Any]:  # fmt: skip
-    """The evidence and state fields of a ``class_health`` row, from one class's judgement (statistics in lattice units)."""
-    verdict = Verdict.from_code(code)
-    cusum, recovery = s * d.unit, r * d.unit
+def _prob_below(estimate: ArrayLike, effective: ArrayLike, target: float) -> NDArray[np.float64]:
+    """P(accuracy < target) under the Beta posterior of the window's estimate at its effective size (a uniform prior)."""
+    size = np.asarray(effective, dtype=float)
+    right = np.where(size > 0, np.nan_to_num(np.asarray(estimate, dtype=float)) * size, 0.0)
+    return prob_below(right, size, target)
+
+
+def _finite(value: Any) -> float | None:
+    number = float(value)
+    return None if math.isnan(number) else number
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """One class's judgement on one day, everything a ``class_health`` row is built from (statistics in lattice units)."""
+
+    d: Design
+    settings: Settings
+    window_start: dt.date
+    code: int
+    pooled_n: int
+    pooled_correct: int
+    estimate: float | None  # the window's unbiased accuracy (:func:`monitor.stats.weighted_accuracy`)
+    effective_n: float
+    ci_low: float | None
+    ci_high: float | None
+    p_below: float
+    s: float
+    r: float
+    b: float
+    flagged: bool
+    since: str | None
+    followup: int
+    day_n: int
+    day_correct: int
+    evaluated_n: int  # images of the class this model has evaluated so far, each once
+    evaluated_correct: int
+    unseen_left: int | None  # images of the class the model has still not evaluated after the day's draw (None: unknown)
+
+
+def _row(j: Judgement) -> dict[str, Any]:
+    """The evidence and state fields of a ``class_health`` row, from one class's judgement."""
+    d = j.d
+    verdict = Verdict.from_code(j.code)
+    cusum, recovery = j.s * d.unit, j.r * d.rec_unit
+    exhausted = j.unseen_left == 0
+    bucket_low, bucket_high = wilson_interval(j.evaluated_correct, j.evaluated_n, j.settings.confidence_level) if j.evaluated_n else (None, None)
     return {
         "verdict": verdict.value,
         "target": float(d.target),
-        "window_days": settings.window_days,
-        "window_start": window_start.isoformat(),
-        "pooled_n": pooled_n,
-        "pooled_correct": pooled_correct,
-        "pooled_accuracy": pooled_correct / pooled_n if pooled_n else None,
-        "ci_low": ci_low,
-        "ci_high": ci_high,
-        "prob_below_target": p_below,
+        "window_days": j.settings.window_days,
+        "window_start": j.window_start.isoformat(),
+        "pooled_n": j.pooled_n,
+        "pooled_correct": j.pooled_correct,
+        "pooled_accuracy": j.estimate,
+        "effective_n": round(j.effective_n, 3),
+        "ci_low": j.ci_low,
+        "ci_high": j.ci_high,
+        "prob_below_target": j.p_below,
         "cusum": cusum,
         "cusum_threshold": d.threshold,
-        "collapse": b * d.big_unit,
+        "collapse": j.b * d.big_unit,
         "collapse_threshold": d.collapse_threshold,
-        "flagged": flagged,
-        "flagged_since": since,
+        "flagged": j.flagged,
+        "flagged_since": j.since,
         "recovery": recovery,
         "recovery_threshold": d.recovery_threshold,
-        "followup": followup,
-        "day_n": day_n,
-        "day_correct": day_correct,
+        "followup": j.followup,
+        "day_n": j.day_n,
+        "day_correct": j.day_correct,
+        "evaluated_n": j.evaluated_n,
+        "evaluated_correct": j.evaluated_correct,
+        "evaluated_ci_low": bucket_low,
+        "evaluated_ci_high": bucket_high,
+        "unseen_left": j.unseen_left,
+        "exhausted": exhausted,
         "method": METHOD,
-        "reason": _reason(verdict, d, cusum, recovery, since, pooled_n, pooled_correct, ci_low, ci_high, p_below, followup, settings),
+        "reason": _reason(j, verdict, cusum, recovery, bucket_low, bucket_high),
     }
 
-def _reason(
-    verdict: str, d: Design, cusum: float, recovery: float, since: str | None, pooled_n: int, pooled_correct: int,
-    ci_low: float | None, ci_high: float | None, p_below: float, followup: int, settings: Settings,
-) -> str:  # fmt: skip
+
+def _reason(j: Judgement, verdict: Verdict, cusum: float, recovery: float, bucket_low: float | None, bucket_high: float | None) -> str:
     """The verdict in plain words, with the numbers behind it."""
+    d, settings = j.d, j.settings
     level = f"{settings.confidence_level:.0%}"
     window = (
-        f"last {settings.window_days} days {pooled_correct}/{pooled_n} = {pooled_correct / pooled_n:.2f}, {level} CI [{ci_low:.2f}, {ci_high:.2f}]"
-        if pooled_n and ci_low is not None and ci_high is not None
-        else f"no images in the last {settings.window_days} days"
+        f"last {settings.window_days} days {j.pooled_correct}/{j.pooled_n} images, accuracy {j.estimate:.2f}, {level} CI [{j.ci_low:.2f}, {j.ci_high:.2f}]"
+        if j.pooled_n and j.estimate is not None and j.ci_low is not None and j.ci_high is not None
+        else f"no new images in the last {settings.window_days} days"
     )
-    odds = f"P(accuracy < {d.target:.2f}) = {p_below:.2f}"
-    more = f"; {followup} follow-up images tomorrow" if followup else ""
+    odds = f"P(accuracy < {d.target:.2f}) = {j.p_below:.2f}"
+    more = f"; {j.followup} follow-up images tomorrow" if j.followup and not j.unseen_left == 0 else ""
+    carried = ""
+    if j.unseen_left == 0 and j.evaluated_n and bucket_low is not None and bucket_high is not None:
+        what = "Nothing new to evaluate today" if j.day_n == 0 else "The bucket has nothing more to show"
+        carried = (
+            f"{what}: all {j.evaluated_n} images of the class in the bucket evaluated by this model, each once; accuracy on them "
+            f"{j.evaluated_correct / j.evaluated_n:.2f} [{bucket_low:.2f}, {bucket_high:.2f}]; the verdict carries over until new images arrive. "
+        )
     if verdict == Verdict.NEEDS_RETRAINING:
-        return (
-            f"Below the {d.target:.2f} target since {since}: the evidence for a drop reached its threshold "
+        return carried + (
+            f"Below the {d.target:.2f} target since {j.since}: the evidence for a drop reached its threshold "
             f"(sustained-drop CUSUM {d.threshold:.1f} or collapse CUSUM {d.collapse_threshold:.1f}); "
-            f"it clears when the evidence for recovery reaches {d.recovery_threshold:.1f} (now {recovery:.1f}; {window}; {odds}){more}."
+            f"it clears when the evidence that the class is above its target reaches {d.recovery_threshold:.1f} (now {recovery:.1f}; {window}; {odds}){more}."
         )
     if verdict == Verdict.INSUFFICIENT_DATA:
-        return f"Only {pooled_n} images in the last {settings.window_days} days (at least {settings.min_samples} needed); CUSUM {cusum:.1f} < {d.threshold:.1f}{more}."
+        return carried + f"Only {j.evaluated_n} images evaluated so far (at least {settings.min_samples} needed); CUSUM {cusum:.1f} < {d.threshold:.1f}{more}."
     if verdict == Verdict.WATCH:
-        return f"Evidence for a drop below {d.target:.2f}: CUSUM {cusum:.1f} of {d.threshold:.1f} ({window}; {odds}){more}."
-    return f"{window} against target {d.target:.2f}; {odds}; CUSUM {cusum:.1f} < {d.threshold:.1f}."
+        return carried + f"Evidence for a drop below {d.target:.2f}: CUSUM {cusum:.1f} of {d.threshold:.1f} ({window}; {odds}){more}."
+    return carried + f"{window[0].upper()}{window[1:]} against target {d.target:.2f}; {odds}; CUSUM {cusum:.1f} < {d.threshold:.1f}."
 
 
 def assess_history(
@@ -577,7 +684,8 @@ def assess_history(
     classes: int = 1,
     date: dt.date | str | None = None,
 ) -> dict[str, Any]:
-    """Judge one class from its whole daily ``(date, n, correct)`` history up to ``date`` (default: the last day), under one ``settings``."""
+    """Judge one class from its whole daily ``(date, n, correct[, followup_n, followup_correct])`` history up to ``date``
+    (default: the last day), under one ``settings``."""
     days = _sorted_days(daily)
     if not days and date is None:
         raise DataError("no daily counts to judge")
@@ -631,12 +739,12 @@ def compute_health(
     starts: list[dt.date] | None = [as_of - dt.timedelta(days=widest - 1)]
     for label in labels:
         before = previous.get(label)
-        if starts is None or not (before and "flagged" in before):
+        if starts is None or not (before and "flagged" in before and "evaluated_n" in before):
             starts = None
             break
         starts.append(_as_date(str(before["date"])) + dt.timedelta(days=1))
     first = min(starts).isoformat() if starts else None
-    docs = store.rows("class_metrics", model_id, start=first, end=day, labels=labels, fields=["label", "date", "n", "correct"])
+    docs = store.rows("class_metrics", model_id, start=first, end=day, labels=labels, fields=_COUNT_FIELDS)
     history = _count_columns(docs, labels)
 
     # Each class's test and settings; the classes that share them are judged together.
@@ -682,25 +790,35 @@ class _Counts:
     day: NDArray[np.int64]  # the date's ordinal
     n: NDArray[np.int64]
     correct: NDArray[np.int64]
+    followup_n: NDArray[np.int64]
+    followup_correct: NDArray[np.int64]
+    unseen_left: NDArray[np.int64]  # -1: not recorded
+
+
+_COUNT_FIELDS = ["label", "date", "n", "correct", "followup_n", "followup_correct", "unseen_left"]
 
 
 def _count_columns(docs: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> _Counts:
-    """The ``class_metrics`` documents (``label``, ``date``, ``n``, ``correct``) of ``labels`` as :class:`_Counts`, in one pass."""
+    """The ``class_metrics`` documents (:data:`_COUNT_FIELDS`) of ``labels`` as :class:`_Counts`, in one pass."""
     index = {label: i for i, label in enumerate(labels)}
     texts = [str(doc["date"]) for doc in docs]
     ordinals = {text: _as_date(text).toordinal() for text in set(texts)}
     size = len(texts)
+
+    def column(name: str, missing: int = 0) -> NDArray[np.int64]:
+        return np.fromiter((missing if doc.get(name) is None else int(doc[name]) for doc in docs), dtype=np.int64, count=size)
+
     label_arr = np.fromiter((index[str(doc["label"])] for doc in docs), dtype=np.int64, count=size)
     day_arr = np.fromiter((ordinals[text] for text in texts), dtype=np.int64, count=size)
-    n_arr = np.fromiter((int(doc.get("n") or 0) for doc in docs), dtype=np.int64, count=size)
-    c_arr = np.fromiter((int(doc.get("correct") or 0) for doc in docs), dtype=np.int64, count=size)
     order = np.lexsort((day_arr, label_arr))  # stable: a repeated date keeps the order it was read in
-    return _Counts(label_arr[order], day_arr[order], n_arr[order], c_arr[order])
+    columns = [column(name) for name in ("n", "correct", "followup_n", "followup_correct")] + [column("unseen_left", -1)]
+    return _Counts(label_arr[order], day_arr[order], *(c[order] for c in columns))
 
 
 def _check_counts(counts: _Counts) -> None:
     """The checks of :func:`_sorted_days`, class by class: inconsistent counts, then a repeated date (the first class with either)."""
-    bad = (counts.n < 0) | (counts.correct < 0) | (counts.correct > counts.n)
+    fn, fc = counts.followup_n, counts.followup_correct
+    bad = (counts.n < 0) | (counts.correct < 0) | (counts.correct > counts.n) | (fc < 0) | (fc > fn) | (fn > counts.n) | (fn - fc > counts.n - counts.correct)
     repeat = np.zeros(counts.day.shape, dtype=bool)
     repeat[1:] = (counts.label[1:] == counts.label[:-1]) & (counts.day[1:] == counts.day[:-1])
     first_bad = int(counts.label[bad].min()) if bad.any() else None
@@ -743,6 +861,14 @@ def _judge_classes(
     since[:] = [flagged_since for _, flagged_since in started]
     after = np.asarray([_as_date(str(row["date"])).toordinal() if row else 0 for row in previous], dtype=np.int64)
     today = as_of.toordinal()
+    # Images evaluated so far, each once: carried in the rows, or (for a class without) summed over its whole history.
+    carried = np.asarray([row is not None and "evaluated_n" in row for row in previous], dtype=bool)
+    evaluated_n = np.asarray([int(row["evaluated_n"]) if row is not None and "evaluated_n" in row else 0 for row in previous], dtype=np.int64)
+    evaluated_c = np.asarray([int(row.get("evaluated_correct") or 0) if row is not None and "evaluated_n" in row else 0 for row in previous], dtype=np.int64)
+    counted_from = np.where(carried, after, 0)[np.maximum(where, 0)]
+    summed = mine & (counts.day > counted_from) & (counts.day <= today)
+    np.add.at(evaluated_n, where[summed], counts.n[summed])
+    np.add.at(evaluated_c, where[summed], counts.correct[summed])
 
     replay = np.flatnonzero(mine & (counts.day > after[np.maximum(where, 0)]) & (counts.day < today))
     replay = replay[np.argsort(counts.day[replay], kind="stable")]  # day by day; each day, the classes with counts
@@ -751,41 +877,78 @@ def _judge_classes(
     for first, last in zip(bounds[:-1], bounds[1:]):
         rows = replay[first:last]
         who = where[rows]
-        moved, raised, _ = advance(State(state.s[who], state.r[who], state.flagged[who], state.b[who]), counts.n[rows], counts.correct[rows], d)
+        before = State(state.s[who], state.r[who], state.flagged[who], state.b[who])
+        used_n, used_c = counted(before, counts.n[rows], counts.correct[rows], counts.followup_n[rows], counts.followup_correct[rows], d)
+        moved, raised, _ = advance(before, used_n, used_c, d)
         state.s[who], state.r[who], state.flagged[who], state.b[who] = moved.s, moved.r, moved.flagged, moved.b
         since[who[raised]] = dt.date.fromordinal(int(counts.day[rows[0]])).isoformat()
         since[who[~moved.flagged]] = None
 
     now = mine & (counts.day == today)
     n_today, c_today = np.zeros(size, dtype=np.int64), np.zeros(size, dtype=np.int64)
+    fn_today, fc_today = np.zeros(size, dtype=np.int64), np.zeros(size, dtype=np.int64)
+    unseen_today = np.full(size, -1, dtype=np.int64)
     n_today[where[now]], c_today[where[now]] = counts.n[now], counts.correct[now]
-    state, raised, _ = advance(state, n_today, c_today, d)
+    fn_today[where[now]], fc_today[where[now]] = counts.followup_n[now], counts.followup_correct[now]
+    unseen_today[where[now]] = counts.unseen_left[now]
+    used_n, used_c = counted(state, n_today, c_today, fn_today, fc_today, d)
+    state, raised, _ = advance(state, used_n, used_c, d)
     since[raised] = as_of.isoformat()
     since[~state.flagged] = None
 
+    # The window: pooled counts (shown), and the unbiased day-weighted estimate with its effective size.
     window_start = as_of - dt.timedelta(days=settings.window_days - 1)
     inside = mine & (counts.day >= window_start.toordinal()) & (counts.day <= today)
     pooled_n, pooled_c = np.zeros(size, dtype=np.int64), np.zeros(size, dtype=np.int64)
     np.add.at(pooled_n, where[inside], counts.n[inside])
     np.add.at(pooled_c, where[inside], counts.correct[inside])
-    seen = pooled_n > 0
-    ci_lows, ci_highs = np.full(size, np.nan), np.full(size, np.nan)
-    if seen.any():
-        ci_lows[seen], ci_highs[seen] = wilson_intervals(pooled_c[seen], pooled_n[seen], settings.confidence_level)
-    p_below = prob_below(pooled_c, pooled_n, d.target)
-    codes = verdict_codes(state, d, pooled_n, settings.min_samples)
+    has = inside & (counts.n > 0)
+    base = (counts.n - counts.followup_n)[has].astype(float)
+    day_n = counts.n[has].astype(float)
+    sums = [np.zeros(size) for _ in range(3)]
+    for total, values in zip(sums, (base, base * counts.correct[has] / day_n, base * base / day_n)):
+        np.add.at(total, where[has], values)
+    estimate, effective = weighted_sums(*sums)
+    ci_lows, ci_highs = wilson_effective(estimate, effective, settings.confidence_level)
+    p_below = _prob_below(estimate, effective, d.target)
+    codes = verdict_codes(state, d, evaluated_n, settings.min_samples)
     followups = followup_extra(state.s, d.h, d.followup, state.flagged)
 
     judged: list[dict[str, Any]] = []
     for i in range(size):
-        total = int(pooled_n[i])
-        ci_low, ci_high = (float(ci_lows[i]), float(ci_highs[i])) if total else (None, None)
-        judged.append(_row(
-            d, settings, window_start, int(codes[i]), total, int(pooled_c[i]), ci_low, ci_high, float(p_below[i]),
-            float(state.s[i]), float(state.r[i]), float(state.b[i]), bool(state.flagged[i]), since[i], int(followups[i]),
-            int(n_today[i]), int(c_today[i]),
-        ))  # fmt: skip
+        judged.append(_row(Judgement(
+            d=d, settings=settings, window_start=window_start, code=int(codes[i]),
+            pooled_n=int(pooled_n[i]), pooled_correct=int(pooled_c[i]), estimate=_finite(estimate[i]), effective_n=float(effective[i]),
+            ci_low=_finite(ci_lows[i]), ci_high=_finite(ci_highs[i]), p_below=float(p_below[i]),
+            s=float(state.s[i]), r=float(state.r[i]), b=float(state.b[i]), flagged=bool(state.flagged[i]), since=since[i],
+            followup=int(followups[i]), day_n=int(n_today[i]), day_correct=int(c_today[i]),
+            evaluated_n=int(evaluated_n[i]), evaluated_correct=int(evaluated_c[i]),
+            unseen_left=None if unseen_today[i] < 0 else int(unseen_today[i]),
+        )))  # fmt: skip
     return judged
+
+
+def grant_followup(extra: ArrayLike, urgency: ArrayLike, cap: int, unit: int = 1) -> NDArray[np.int64]:
+    """What the daily ``cap`` grants each request (last axis: the classes of one day), most urgent first.
+
+    A request is served whole while the cap lasts; the first one it cannot serve whole gets the whole ``unit``
+    multiples left, the rest nothing. Ties in urgency go by position. Vectorised over leading axes, so the
+    benchmark runs the very rule the sampler is given.
+    """
+    want = np.asarray(extra, dtype=np.int64)
+    urgent = np.asarray(urgency, dtype=float)
+    order = np.argsort(-urgent, axis=-1, kind="stable")
+    ranked = np.take_along_axis(want, order, axis=-1)
+    before = np.cumsum(ranked, axis=-1) - ranked
+    given = np.clip(cap - before, 0, ranked) // unit * unit
+    out = np.empty_like(given)
+    np.put_along_axis(out, order, given, axis=-1)
+    return out
+
+
+def urgency(s: ArrayLike, h: float, flagged: ArrayLike) -> NDArray[np.float64]:
+    """The order follow-up is granted in: flagged classes first, then the classes closest to their threshold."""
+    return np.where(np.asarray(flagged, dtype=bool), 2.0, np.asarray(s, dtype=float) / max(float(h), 1e-9))
 
 
 def followup_requests(store: Store, date: str, cap: int, unit: int = 1) -> dict[str, int]:
@@ -793,8 +956,8 @@ def followup_requests(store: Store, date: str, cap: int, unit: int = 1) -> dict[
 
     The latest judged date before ``date`` is used (point-in-time: nothing judged on or after ``date``);
     with several models judged that day a class gets the largest request. When the requests exceed the
-    daily ``cap``, flagged classes and the classes closest to their threshold are served first, and a
-    partial grant is a whole multiple of ``unit`` (:func:`grant_unit`: what the calibration allows for).
+    daily ``cap``, :func:`grant_followup` serves flagged classes and the classes closest to their threshold
+    first, and a partial grant is a whole multiple of ``unit`` (:func:`grant_unit`: what the calibration allows for).
     """
     day = _as_date(date).isoformat()
     judged = store.dates("class_health", before=day)
@@ -803,15 +966,10 @@ def followup_requests(store: Store, date: str, cap: int, unit: int = 1) -> dict[
     rows = [row for row in store.rows("class_health", None, start=judged[-1], end=judged[-1]) if int(row.get("followup") or 0) > 0]
     wanted: dict[str, tuple[int, float]] = {}
     for row in rows:
-        urgency = 2.0 if row.get("flagged") else float(row.get("cusum") or 0.0) / max(float(row.get("cusum_threshold") or 1.0), 1e-9)
+        urgent = float(urgency(float(row.get("cusum") or 0.0), float(row.get("cusum_threshold") or 1.0), bool(row.get("flagged"))))
         label, extra = str(row["label"]), int(row["followup"])
-        if label not in wanted or (extra, urgency) > wanted[label]:
-            wanted[label] = (extra, urgency)
-    granted: dict[str, int] = {}
-    left = cap
-    for label, (extra, _) in sorted(wanted.items(), key=lambda item: (-item[1][1], item[0])):
-        give = min(extra, left) // unit * unit
-        if give > 0:
-            granted[label] = give
-            left -= give
-    return dict(sorted(granted.items()))
+        if label not in wanted or (extra, urgent) > wanted[label]:
+            wanted[label] = (extra, urgent)
+    labels = sorted(wanted)  # ties in urgency: by label
+    given = grant_followup([wanted[label][0] for label in labels], [wanted[label][1] for label in labels], cap, unit)
+    return {label: int(give) for label, give in zip(labels, given) if give > 0}

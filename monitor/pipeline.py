@@ -105,18 +105,21 @@ def sample_with(ctx: RunContext, store: Store, *, force: bool = False) -> dict[s
     recorded = store.sample(source_uri, date)
     if not force and recorded is not None and csv_path.is_file():
         _check_sample_settings(recorded, settings, date)
-        sample = read_sample_csv(csv_path)
+        sample = read_sample_csv(csv_path, **_empty_ok(recorded))
         reused = True
     else:
         if store.count_images(source_uri) == 0:
             raise DataError(f"nothing is indexed for {source_uri}: run `monitor index` first")
         unit = grant_unit(settings.followup_samples)
         requests = followup_requests(store, date, settings.followup_daily_cap, unit) if settings.followup_samples else {}
+        # Images the production model evaluated on other dates are never drawn again: each counts once per model.
+        model_id = production_model_id(settings)
         sample = draw_sample(
             store, source_uri, date, settings.samples_per_class, settings.seed,
             fresh_days=settings.fresh_days, followup=requests, followup_unit=unit,
+            seen=store.evaluated(model_id, other_than=date), first_draw=settings.first_draw, model_id=model_id,
         )  # fmt: skip
-        if not sample.items:
+        if not sample.items and not sample.unseen_left and not sample.unseen:
             window = f" within {settings.fresh_days} days" if settings.fresh_days else ""
             raise DataError(f"no usable image of {source_uri} was created on or before {date}{window}")
         write_sample_csv(sample, csv_path)
@@ -129,10 +132,28 @@ def sample_with(ctx: RunContext, store: Store, *, force: bool = False) -> dict[s
         "classes": dict(sample.classes),
         "short_classes": dict(sample.short_classes),
         "followup": dict(sample.followup),
+        "exhausted": sorted(label for label, left in sample.unseen_left.items() if left == 0 and not sample.classes.get(label)),
         "reused": reused,
     }
     _record_stage(store, ctx, "sample", summary)
     return summary
+
+
+def _empty_ok(recorded: dict[str, Any]) -> dict[str, Any]:
+    """``read_sample_csv`` arguments that accept a header-only file when the store recorded an empty sample (nothing new)."""
+    if recorded and not any((recorded.get("classes") or {}).values()):
+        return {"date": recorded.get("date"), "source": recorded.get("source")}
+    return {}
+
+
+def production_model_id(settings: Settings) -> str:
+    """The id of the production model (``MONITOR_MODEL_DIR``) from its weight files, without loading it."""
+    from evaluation.model import model_identity
+
+    try:
+        return model_identity(settings.model_dir)
+    except OSError as exc:
+        raise ModelError(f"cannot read the model at {settings.model_dir}: {exc.strerror or exc}") from exc
 
 
 def run_sample(settings: Settings, date: str, *, force: bool = False) -> dict[str, Any]:
@@ -188,7 +209,16 @@ def predict_with(ctx: RunContext, store: Store, *, force: bool = False, progress
     csv_path = settings.sample_csv(date)
     if not csv_path.is_file():
         raise DataError(f"no sample for {date} ({csv_path} is missing): run `monitor sample --date {date}` first")
-    sample = read_sample_csv(csv_path)
+    recorded = store.sample(ctx.source_uri, date) or {}
+    sample = read_sample_csv(csv_path, **_empty_ok(recorded))
+    out = settings.predictions_file(date)
+    if not sample.items:  # every class evaluated whole already: nothing to predict, and the day says so
+        from evaluation.predictions import predictions_frame
+
+        if force or not out.is_file():
+            write_predictions(predictions_frame([]), out)
+        model_id = str(recorded.get("model_id") or production_model_id(settings))
+        return {**_predict_summary(date, out, predictions_frame([]), model_id, reused=False), "candidates": []}
     loaded = load_model(settings.model_dir, settings.device)
     candidates = [load_model(path, settings.device) for path in candidate_dirs(settings, store)]
     candidates = [c for c in candidates if c.model_id != loaded.model_id]
@@ -208,7 +238,6 @@ def predict_with(ctx: RunContext, store: Store, *, force: bool = False, progress
         except ModelError as exc:
             raise ModelError(f"candidate {candidate.model_id}: {exc}") from exc
 
-    out = settings.predictions_file(date)
     wanted = [item.image_path for item in sample.items]
     targets = [(loaded, out)] + [(c, settings.candidate_predictions_file(date, c.model_id)) for c in candidates]
     frames: dict[str, Any] = {}
@@ -300,7 +329,7 @@ def run_predict(settings: Settings, date: str, *, force: bool = False, progress:
 
 def metrics_with(ctx: RunContext, store: Store, *, spark: Any = None) -> dict[str, Any]:
     """Per-class counts with Spark SQL over the date's predictions; replaces the (model, date) rows."""
-    from evaluation.metrics import class_metrics_spark
+    from evaluation.metrics import class_metrics_pandas, class_metrics_spark
     from evaluation.predictions import read_predictions
     from evaluation.spark import get_spark
 
@@ -309,28 +338,65 @@ def metrics_with(ctx: RunContext, store: Store, *, spark: Any = None) -> dict[st
     if not path.is_file():
         raise DataError(f"no predictions for {date} ({path} is missing): run the predict step first")
     frame = read_predictions(path)
-    model_ids = sorted(frame["model_id"].unique())
+    recorded = store.sample(ctx.source_uri, date, items=True) or {}
+    model_ids = sorted(frame["model_id"].unique()) if len(frame) else [str(recorded.get("model_id") or production_model_id(settings))]
     if len(model_ids) != 1:
         raise DataError(f"{path} mixes models {model_ids}; re-run predict for {date}")
     model_id = model_ids[0]
     # The classes of the date's sample, including those it could not fill (n = 0: an empty class is news);
     # not today's classes, so that a backfilled date keeps the class list it had.
-    recorded = store.sample(ctx.source_uri, date)
-    labels = sorted(set((recorded or {}).get("classes") or {}) | set(frame["label"]))
-    session = spark or get_spark(settings.spark_master, settings.spark_conf)
-    rows = class_metrics_spark(session, frame, labels=labels, confidence=settings.confidence_level)
+    labels = sorted(set(recorded.get("classes") or {}) | set(frame["label"]))
+    frame, evaluations, recounted = _once_per_image(store, model_id, date, frame, recorded)
+    if len(frame):
+        session = spark or get_spark(settings.spark_master, settings.spark_conf)
+        rows = class_metrics_spark(session, frame, labels=labels, confidence=settings.confidence_level)
+    else:  # nothing new was evaluated: every class reports n = 0 (no Spark session for that)
+        rows = class_metrics_pandas(frame, labels=labels, confidence=settings.confidence_level) if labels else []
+    left = recorded.get("unseen_left") or {}
     for row in rows:
         row["model_id"], row["date"] = model_id, date
+        row["unseen_left"] = left.get(row["label"])
     store.replace_day("class_metrics", model_id, date, rows)
+    store.replace_evaluations(model_id, date, evaluations)
     summary = {
         "date": date,
         "model_id": model_id,
         "classes": [
             {k: row[k] for k in ("label", "n", "correct", "failed", "accuracy", "ci_low", "ci_high")} for row in rows
         ],
+        "recounted": recounted,
     }
     _record_stage(store, ctx, "metrics", {"model_id": model_id, "classes": len(rows)})
     return summary
+
+
+def _once_per_image(store: Store, model_id: str, date: str, frame: Any, recorded: dict[str, Any]) -> tuple[Any, list[dict[str, Any]], int]:
+    """The predictions that count for ``date``: each image once per model. Returns them, the day's ``evaluations``
+    rows, and how many predictions were left out (an image evaluated on another date, or twice today).
+
+    The sampler already leaves out what the model evaluated; this catches the rest (a sample drawn before a
+    backfilled date evaluated some of its images, copies of one image under two paths).
+    """
+    from monitor.sampling import image_identity
+
+    identity = {str(item["path"]): item.get("image") or image_identity(None, str(item["path"])) for item in recorded.get("items") or []}
+    images = [identity.get(str(path)) or image_identity(None, str(path)) for path in frame["image_path"]]
+    earlier = store.evaluated(model_id, labels=set(frame["label"]), other_than=date)
+    keep, taken, rows = [], set(), []
+    for i, (label, image, status) in enumerate(zip(frame["label"], images, frame["status"])):
+        key = (str(label), image)
+        repeat = image in earlier.get(str(label), ()) or key in taken
+        keep.append(not (repeat and status == "ok"))
+        if status == "ok" and not repeat:
+            taken.add(key)
+            rows.append({
+                "label": str(label), "image": image, "path": str(frame["image_path"].iloc[i]),
+                "correct": bool(frame["pred"].iloc[i] == label), "draw": str(frame["draw"].iloc[i]) if "draw" in frame else "base",
+            })  # fmt: skip
+    dropped = len(keep) - sum(keep)
+    if dropped:
+        log.info("%d predictions of %s on %s are of images it evaluated already: counted once", dropped, model_id, date)
+    return frame.loc[frame.index[keep]].reset_index(drop=True), rows, dropped
 
 
 def run_metrics(settings: Settings, date: str) -> dict[str, Any]:

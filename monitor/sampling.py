@@ -46,7 +46,8 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,9 +59,10 @@ from monitor.storage import Store
 
 #: Index entries read per class for each image drawn (see the module docstring).
 DEFAULT_OVERSAMPLE = 10
-CSV_COLUMNS = ("date", "source", "image_path", "label", "sample_key", "created", "draw")
-#: What the CSV held before follow-up sampling: still read (every row is then a base draw).
-LEGACY_CSV_COLUMNS = CSV_COLUMNS[:-1]
+CSV_COLUMNS = ("date", "source", "image_path", "label", "sample_key", "created", "draw", "image")
+#: What the CSV held before follow-up sampling (every row a base draw), and before image identities: both still read.
+LEGACY_CSV_COLUMNS = CSV_COLUMNS[:-2]
+PRE_IDENTITY_CSV_COLUMNS = CSV_COLUMNS[:-1]
 DRAWS = ("base", "followup")
 
 
@@ -73,6 +75,7 @@ class SampleItem:
     sample_key: float
     created: dt.datetime
     draw: str = "base"  # "followup": an extra image asked for by the health verdict of the day before
+    image: str | None = None  # the image's identity (:func:`image_identity`): what "evaluated once per model" counts
 
 
 @dataclass
@@ -92,6 +95,9 @@ class Sample:
     classes: dict[str, int] = field(default_factory=dict)  # label -> images drawn (0 for an empty class)
     short_classes: dict[str, int] = field(default_factory=dict)  # label -> images available, for classes below N
     followup: dict[str, int] = field(default_factory=dict)  # label -> follow-up images drawn (beyond the base N)
+    model_id: str | None = None  # the model whose evaluated images were left out (None: a draw that knows no model)
+    unseen: dict[str, int] = field(default_factory=dict)  # label -> images the model had not evaluated, before this draw
+    unseen_left: dict[str, int] = field(default_factory=dict)  # label -> ... still not evaluated after this draw
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,19 @@ def _labels(store: Store, source_uri: str, labels: Iterable[str] | None, date: s
     return store.usable_labels(source_uri, created_by=end_of_day(date))
 
 
+def image_identity(checksum: str | None, path: str) -> str:
+    """What makes two files the same image for "evaluated once per model".
+
+    On GCS the checksum is ``<md5 or crc32c>@<generation>`` (:class:`monitor.sources.GCSSource`): its content part
+    identifies the bytes, so a renamed, copied or re-uploaded object is the same image. A local folder's checksum is
+    ``<size>-<mtime>``, which files written in the same instant share, so there the path identifies the image (a
+    renamed local file counts as a new one; its bytes are never read at indexing).
+    """
+    if checksum and "@" in str(checksum):
+        return "content:" + str(checksum).split("@", 1)[0]
+    return f"path:{path}"
+
+
 def draw_sample(
     store: Store,
     source_uri: str,
@@ -165,6 +184,9 @@ def draw_sample(
     oversample: int = DEFAULT_OVERSAMPLE,
     followup: Mapping[str, int] | None = None,
     followup_unit: int = 1,
+    seen: Mapping[str, Collection[str]] | None = None,
+    first_draw: int = 0,
+    model_id: str | None = None,
 ) -> Sample:
     """Draw ``n_per_class`` usable images per class of ``source_uri`` for ``date`` (see the module docstring).
 
@@ -177,6 +199,10 @@ def draw_sample(
     class with fewer images than asked for gives a whole multiple of ``followup_unit``. An
     empty sample means nothing was eligible; callers decide whether that is an error. Items are
     sorted by label, then path.
+
+    ``seen`` (label -> image identities ``model_id`` already evaluated, on other dates) turns on the draw of
+    **unseen images, newest first** (:func:`_draw_unseen`): none of them is drawn, and a class of which the
+    model has evaluated nothing draws ``max(N, first_draw)`` base images.
     """
     _validate(date, n_per_class, fresh_days, oversample)
     window = created_window(date, fresh_days)
@@ -184,26 +210,40 @@ def draw_sample(
     classes: dict[str, int] = {}
     short: dict[str, int] = {}
     extras: dict[str, int] = {}
+    unseen: dict[str, int] = {}
+    unseen_left: dict[str, int] = {}
     wanted = {str(label): int(k) for label, k in (followup or {}).items() if int(k) > 0}
     for label in _labels(store, source_uri, labels, date):
         extra = wanted.get(label, 0)
-        run = store.walk_class(source_uri, label, window, pivot(date, seed, label), (n_per_class + extra) * oversample)
-        # The base draw looks at the first oversample * N entries only, as it would without follow-up.
-        base = run[: n_per_class * oversample]
-        chosen = sorted(base, key=lambda doc: _priority(source_uri, date, seed, doc["path"]))[:n_per_class]
-        taken = {doc["path"] for doc in chosen}
-        more = sorted(
-            (doc for doc in run if doc["path"] not in taken), key=lambda doc: _followup_priority(source_uri, date, seed, doc["path"])
-        )[:extra]
+        if seen is not None:
+            known = seen.get(label) or ()
+            want = max(n_per_class, first_draw) if not known else n_per_class
+            pool = _unseen(store.class_images(source_uri, label, window), known)
+            chosen, more = _draw_unseen(pool, source_uri, date, seed, label, want, extra, oversample)
+            unseen[label] = len(pool)
+        else:
+            run = store.walk_class(source_uri, label, window, pivot(date, seed, label), (n_per_class + extra) * oversample)
+            # The base draw looks at the first oversample * N entries only, as it would without follow-up.
+            base = run[: n_per_class * oversample]
+            chosen = sorted(base, key=lambda doc: _priority(source_uri, date, seed, doc["path"]))[:n_per_class]
+            taken = {doc["path"] for doc in chosen}
+            more = sorted(
+                (doc for doc in run if doc["path"] not in taken), key=lambda doc: _followup_priority(source_uri, date, seed, doc["path"])
+            )[:extra]
         more = more[: len(more) // followup_unit * followup_unit]  # short of images: whole grant units only
+        if seen is not None:
+            unseen_left[label] = unseen[label] - len(chosen) - len(more)
         for draw, docs in (("base", chosen), ("followup", more)):
             for doc in docs:
                 created = doc["created"]
                 if created.tzinfo is None:
                     created = created.replace(tzinfo=dt.timezone.utc)
                 items.append(
-                    SampleItem(image_path=doc["path"], label=label, sample_key=float(doc["sample_key"]), created=created, draw=draw)
-                )
+                    SampleItem(
+                        image_path=doc["path"], label=label, sample_key=float(doc["sample_key"]), created=created, draw=draw,
+                        image=image_identity(doc.get("checksum"), doc["path"]),
+                    )
+                )  # fmt: skip
         classes[label] = len(chosen) + len(more)
         if len(chosen) < n_per_class:
             short[label] = len(chosen)
@@ -220,7 +260,57 @@ def draw_sample(
         classes=classes,
         short_classes=short,
         followup=extras,
+        model_id=model_id if seen is not None else None,
+        unseen=unseen,
+        unseen_left=unseen_left,
     )
+
+
+def _unseen(docs: Iterable[Mapping[str, Any]], known: Collection[str]) -> list[Mapping[str, Any]]:
+    """The documents whose image the model has not evaluated, one per identity (the smallest path of copies)."""
+    by_image: dict[str, Mapping[str, Any]] = {}
+    for doc in sorted(docs, key=lambda doc: str(doc["path"])):
+        image = image_identity(doc.get("checksum"), str(doc["path"]))
+        if image not in known and image not in by_image:
+            by_image[image] = doc
+    return list(by_image.values())
+
+
+def _arrival_day(doc: Mapping[str, Any]) -> dt.date:
+    created = doc["created"]
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=dt.timezone.utc)
+    return created.astimezone(dt.timezone.utc).date()
+
+
+def _draw_unseen(
+    pool: Sequence[Mapping[str, Any]], source_uri: str, date: str, seed: int, label: str, want: int, extra: int, oversample: int
+) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    """The base and follow-up images of one class from its unseen ``pool``: the newest arrival day first, and within a
+    day the pivot walk of the module docstring (a uniform draw of that day's arrivals)."""
+    by_day: dict[dt.date, list[Mapping[str, Any]]] = defaultdict(list)
+    for doc in pool:
+        by_day[_arrival_day(doc)].append(doc)
+    start = pivot(date, seed, label)
+
+    def take(count: int, exclude: set[str], priority: Any) -> list[Mapping[str, Any]]:
+        out: list[Mapping[str, Any]] = []
+        for day in sorted(by_day, reverse=True):
+            if len(out) >= count:
+                break
+            group = sorted((doc for doc in by_day[day] if doc["path"] not in exclude), key=lambda doc: float(doc["sample_key"]))
+            need = count - len(out)
+            if len(group) <= need:
+                out.extend(group)
+                continue
+            cut = next((i for i, doc in enumerate(group) if float(doc["sample_key"]) >= start), len(group))
+            run = (group[cut:] + group[:cut])[: need * oversample]
+            out.extend(sorted(run, key=lambda doc: priority(source_uri, date, seed, doc["path"]))[:need])
+        return out
+
+    chosen = take(want, set(), _priority)
+    more = take(extra, {str(doc["path"]) for doc in chosen}, _followup_priority) if extra else []
+    return chosen, more
 
 
 def sample_cost(
@@ -288,20 +378,25 @@ def write_sample_csv(sample: Sample, path: Path) -> Path:
                         repr(float(item.sample_key)),
                         created.astimezone(dt.timezone.utc).isoformat(),
                         item.draw,
+                        item.image or "",
                     ]
                 )
 
     return atomic_write(Path(path), write, what="sample file")
 
 
-def read_sample_csv(path: Path) -> Sample:
-    """Read a sample written by :func:`write_sample_csv`; a missing or malformed file is a :class:`DataError`."""
+def read_sample_csv(path: Path, *, date: str | None = None, source: str | None = None) -> Sample:
+    """Read a sample written by :func:`write_sample_csv`; a missing or malformed file is a :class:`DataError`.
+
+    A file with the header only is the sample of a day with nothing new to evaluate when the caller names its
+    ``date`` and ``source`` (the store recorded it so); otherwise it is refused.
+    """
     path = Path(path)
     try:
         with path.open(encoding="utf-8", newline="") as src:
             reader = csv.reader(src)
             header = next(reader, None)
-            if header is None or tuple(header) not in (CSV_COLUMNS, LEGACY_CSV_COLUMNS):
+            if header is None or tuple(header) not in (CSV_COLUMNS, PRE_IDENTITY_CSV_COLUMNS, LEGACY_CSV_COLUMNS):
                 raise DataError(f"{path} is not a sample CSV: header {header} is not {', '.join(CSV_COLUMNS)}")
             rows = list(reader)
     except FileNotFoundError as exc:
@@ -309,6 +404,8 @@ def read_sample_csv(path: Path) -> Sample:
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"cannot read sample file {path}: {exc}") from exc
     if not rows:
+        if date is not None and source is not None and tuple(header) == CSV_COLUMNS:
+            return Sample(date=date, source=source, seed=None, n_per_class=None, fresh_days=None)
         raise DataError(f"sample file {path} has no rows")
     dates, sources = set(), set()
     items: list[SampleItem] = []
@@ -318,6 +415,7 @@ def read_sample_csv(path: Path) -> Sample:
             raise DataError(f"{path} line {line}: {len(row)} fields, expected {width}")
         date, source, image_path, label, key_text, created_text = row[:6]
         draw = row[6] if width > 6 else "base"
+        image = (row[7] or None) if width > 7 else None
         if draw not in DRAWS:
             raise DataError(f"{path} line {line}: draw {draw!r} is not one of {', '.join(DRAWS)}")
         try:
@@ -331,7 +429,7 @@ def read_sample_csv(path: Path) -> Sample:
             created = created.replace(tzinfo=dt.timezone.utc)
         dates.add(date)
         sources.add(source)
-        items.append(SampleItem(image_path=image_path, label=label, sample_key=key, created=created, draw=draw))
+        items.append(SampleItem(image_path=image_path, label=label, sample_key=key, created=created, draw=draw, image=image))
     if len(dates) != 1 or len(sources) != 1:
         raise DataError(f"{path} mixes dates {sorted(dates)} or sources {sorted(sources)}; a sample file holds one of each")
     classes: dict[str, int] = {}
@@ -363,10 +461,13 @@ def record_sample(store: Store, sample: Sample, csv_path: Path, *, now: dt.datet
         "fresh_days": sample.fresh_days,
         "created_at": now or dt.datetime.now(dt.timezone.utc),
         "csv": str(csv_path),
-        "items": [{"path": item.image_path, "label": item.label, "draw": item.draw} for item in sample.items],
+        "items": [{"path": item.image_path, "label": item.label, "draw": item.draw, "image": item.image} for item in sample.items],
         "classes": dict(sample.classes),
         "short_classes": dict(sample.short_classes),
         "followup": dict(sample.followup),
+        "model_id": sample.model_id,
+        "unseen": dict(sample.unseen),
+        "unseen_left": dict(sample.unseen_left),
     }
     store.save_sample(doc)
     return doc

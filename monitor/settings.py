@@ -115,6 +115,15 @@ class Settings(BaseSettings):
         le=100_000,
         description="Extra images per class a day for a class on watch (up to 6x as its evidence grows) or flagged; 0 turns follow-up off.",
     )
+    first_draw: int = Field(
+        default=200,
+        ge=0,
+        le=100_000,
+        description=(
+            "Images drawn per class on a model's first day with that class (or a new class), when the bucket holds them: "
+            "a bucket that already has hundreds of images a class gets a verdict on day one. 0: the base draw only."
+        ),
+    )
     followup_daily_cap: int = Field(default=1000, ge=0, le=10_000_000, description="At most this many follow-up images a day across all classes.")
     alert_urls: list[str] = Field(default_factory=list, description="Apprise notification URLs (JSON list), e.g. slack://..., json://host/path.")
 

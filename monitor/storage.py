@@ -49,7 +49,7 @@ from monitor.settings import Settings
 
 log = logging.getLogger(__name__)
 
-COLLECTIONS = ("images", "samples", "class_metrics", "class_health", "alerts", "models", "runs", "candidates")
+COLLECTIONS = ("images", "samples", "class_metrics", "class_health", "evaluations", "alerts", "models", "runs", "candidates")
 
 INDEXES: dict[str, list[IndexModel]] = {
     "images": [
@@ -70,6 +70,11 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("model_id", ASCENDING), ("date", ASCENDING), ("label", ASCENDING)], unique=True, name="model_date_label"),
         IndexModel([("date", DESCENDING)], name="date"),
     ],
+    # One row per image a model evaluated, counted once: the image identity is unique per model and class.
+    "evaluations": [
+        IndexModel([("model_id", ASCENDING), ("label", ASCENDING), ("image", ASCENDING)], unique=True, name="model_label_image"),
+        IndexModel([("model_id", ASCENDING), ("date", ASCENDING)], name="model_date"),
+    ],
     "alerts": [
         IndexModel([("model_id", ASCENDING), ("label", ASCENDING), ("date", ASCENDING), ("kind", ASCENDING)], unique=True, name="transition"),
         IndexModel([("delivered", ASCENDING)], name="delivered"),
@@ -83,7 +88,7 @@ INDEXES: dict[str, list[IndexModel]] = {
 Doc = dict[str, Any]
 #: The key pattern of the ``sampling`` index: hinted on MongoDB so the planner walks it from the pivot.
 SAMPLING_INDEX = [("source", 1), ("status", 1), ("label", 1), ("sample_key", 1)]
-_SAMPLE_FIELDS = {"_id": 0, "path": 1, "label": 1, "sample_key": 1, "created": 1}
+_SAMPLE_FIELDS = {"_id": 0, "path": 1, "label": 1, "sample_key": 1, "created": 1, "checksum": 1}
 STATUS_OK, STATUS_UNUSABLE, STATUS_MISSING = "ok", "unusable", "missing"
 
 
@@ -390,7 +395,7 @@ class Store:
             eligible = sorted((doc for doc in self._raw("images", _only(key)) if _usable(doc, created)), key=lambda doc: doc["sample_key"])
             start = next((i for i, doc in enumerate(eligible) if doc["sample_key"] >= pivot), len(eligible))
             ordered = eligible[start:] + eligible[:start]
-            return [{name: doc[name] for name in ("path", "label", "sample_key", "created")} for doc in ordered[:size]]
+            return [{name: doc.get(name) for name in ("path", "label", "sample_key", "created", "checksum")} for doc in ordered[:size]]
         base = {"source": source, "status": STATUS_OK, "label": label, "created": dict(created)}
         coll = self._part("images", {"source": source, "label": label})
         try:
@@ -481,6 +486,57 @@ class Store:
             self._part("samples", key, write=True).replace_one(key, dict(doc), upsert=True)
         except PyMongoError as exc:
             raise self._fail(f"record the sample of {doc['date']}", exc) from exc
+
+    def class_images(self, source: str, label: str, created: Mapping[str, dt.datetime]) -> list[Doc]:
+        """Every usable image of a class created in the ``created`` window (``path``, ``label``, ``sample_key``, ``created``,
+        ``checksum``): what the draw of unseen images orders (newest first). MongoDB reads the ``source_label_created`` index range."""
+        if self._embedded is not None:
+            key = partition_key("images", {"source": source, "label": label})
+            return [{name: doc.get(name) for name in _SAMPLE_FIELDS if name != "_id"} for doc in self._raw("images", _only(key)) if _usable(doc, created)]
+        query = {"source": source, "label": label, "created": dict(created), "status": STATUS_OK}
+        try:
+            return list(self._part("images", {"source": source, "label": label}).find(query, _SAMPLE_FIELDS))
+        except PyMongoError as exc:
+            raise self._fail(f"read class {label!r} of {source}", exc) from exc
+
+    # --- evaluations: each image a model evaluated, once -------------------------------------------
+
+    def evaluated(self, model_id: str, *, labels: Iterable[str] | None = None, other_than: str | None = None) -> dict[str, set[str]]:
+        """The image identities ``model_id`` evaluated, per label, on every date but ``other_than`` (the date being drawn)."""
+        wanted = set(labels) if labels is not None else None
+        out: dict[str, set[str]] = {}
+        try:
+            if self._embedded is not None:
+                keys = self._keys("evaluations", lambda key: key[0] == model_id and key[1] != other_than)
+                docs: Iterable[Doc] = (doc for key in keys for doc in self._embedded.documents("evaluations", key))
+            else:
+                query: Doc = {"model_id": model_id, **({"date": {"$ne": other_than}} if other_than else {})}
+                if wanted is not None:
+                    query["label"] = {"$in": sorted(wanted)}
+                docs = self._part("evaluations", {"model_id": model_id}).find(query, {"_id": 0, "label": 1, "image": 1})
+            for doc in docs:
+                label = str(doc.get("label"))
+                if wanted is None or label in wanted:
+                    out.setdefault(label, set()).add(str(doc.get("image")))
+        except PyMongoError as exc:
+            raise self._fail(f"read the images {model_id} evaluated", exc) from exc
+        return out
+
+    def replace_evaluations(self, model_id: str, date: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Replace the ``evaluations`` rows of (model, date): one per image (``label``, ``image``, ``path``, ``correct``, ``draw``)."""
+        docs = [{**row, "model_id": model_id, "date": date} for row in rows]
+        seen = {(doc.get("label"), doc.get("image")) for doc in docs}
+        if len(seen) != len(docs):
+            raise DataError(f"the evaluations of {model_id} on {date} repeat an image")
+        key = {"model_id": model_id, "date": date}
+        try:
+            coll = self._part("evaluations", key, write=True)
+            coll.delete_many(key)
+            if docs:
+                coll.insert_many(docs)
+        except PyMongoError as exc:
+            raise self._fail(f"write the evaluations of {model_id} on {date}", exc) from exc
+        return len(docs)
 
     # --- class metrics and class health ---------------------------------------------------------
 

@@ -357,8 +357,8 @@ def test_rewriting_a_sample_csv_replaces_it(tmp_path: Path, store: Store) -> Non
         (",".join(LEGACY_CSV_COLUMNS) + "\n2026-03-10,file:///s,A/1.png,A,zero,2026-03-01T00:00:00+00:00\n", "line 2: bad sample_key"),
         (",".join(LEGACY_CSV_COLUMNS) + "\n2026-03-10,file:///s,A/1.png,A,0.5\n", "line 2: 5 fields"),
         (",".join(LEGACY_CSV_COLUMNS) + "\n2026-03-10,file:///s,A/1.png,A,1.5,2026-03-01T00:00:00+00:00\n", r"outside \[0, 1\)"),
-        (",".join(CSV_COLUMNS) + "\n2026-03-10,file:///s,A/1.png,A,0.5,2026-03-01T00:00:00+00:00\n", "line 2: 6 fields, expected 7"),
-        (",".join(CSV_COLUMNS) + "\n2026-03-10,file:///s,A/1.png,A,0.5,2026-03-01T00:00:00+00:00,extra\n", "draw 'extra' is not one of"),
+        (",".join(CSV_COLUMNS) + "\n2026-03-10,file:///s,A/1.png,A,0.5,2026-03-01T00:00:00+00:00\n", "line 2: 6 fields, expected 8"),
+        (",".join(CSV_COLUMNS) + "\n2026-03-10,file:///s,A/1.png,A,0.5,2026-03-01T00:00:00+00:00,extra,x\n", "draw 'extra' is not one of"),
         (
             ",".join(LEGACY_CSV_COLUMNS)
             + "\n2026-03-10,file:///s,A/1.png,A,0.5,2026-03-01T00:00:00+00:00\n2026-03-11,file:///s,A/2.png,A,0.6,2026-03-01T00:00:00+00:00\n",
@@ -386,7 +386,7 @@ def test_recording_a_sample_twice_keeps_one_document_per_source_and_date(tmp_pat
     doc = docs[0]
     assert doc["n_per_class"] == 20 and doc["seed"] == 0 and doc["fresh_days"] is None
     assert doc["classes"] == {"A": 12, "B": 12} and doc["short_classes"] == {"A": 12, "B": 12}
-    assert len(doc["items"]) == 24 and set(doc["items"][0]) == {"path", "label", "draw"} and doc["followup"] == {}
+    assert len(doc["items"]) == 24 and set(doc["items"][0]) == {"path", "label", "draw", "image"} and doc["followup"] == {}
     assert doc["csv"] == str(csv_path)
     assert len(store.find("samples", {"source": source.uri})) == 2
 
@@ -736,7 +736,7 @@ def test_the_csv_writes_created_times_in_utc_whatever_the_machines_time_zone(tmp
 
 def test_a_sample_csv_with_naive_created_times_reads_them_as_utc(tmp_path: Path) -> None:
     path = tmp_path / "s.csv"
-    path.write_text(",".join(CSV_COLUMNS) + f"\n{DAY},{SOURCE},cat/a.jpg,cat,0.25,2026-03-01T12:00:00,base\n")
+    path.write_text(",".join(CSV_COLUMNS) + f"\n{DAY},{SOURCE},cat/a.jpg,cat,0.25,2026-03-01T12:00:00,base,\n")
 
     (item,) = read_sample_csv(path).items
 
@@ -758,3 +758,93 @@ def test_on_mongodb_the_cost_is_the_sum_of_each_querys_explained_execution_stats
 
     # Each class needs 4: the first query returns 3, so the wrapped-around second one runs too (2 queries a class).
     assert (cost.docs_examined, cost.keys_examined, cost.queries, cost.classes, cost.method) == (28, 36, 4, 2, "explain")
+
+
+# --- each image once per model: the draw of unseen images, newest first -------------------------------
+
+
+def _seen(sample: Sample) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for item in sample.items:
+        assert item.image is not None
+        out.setdefault(item.label, set()).add(item.image)
+    return out
+
+
+def _merge(into: dict[str, set[str]], more: dict[str, set[str]]) -> dict[str, set[str]]:
+    for label, images in more.items():
+        into.setdefault(label, set()).update(images)
+    return into
+
+
+def test_a_model_never_draws_an_image_it_evaluated_until_the_class_is_exhausted(store: Store) -> None:
+    paths = _add(store, "cat", 95, BEFORE)
+    seen: dict[str, set[str]] = {}
+    drawn: list[str] = []
+    for date in _dates(12):
+        sample = draw_sample(store, SOURCE, date, 10, seed=0, seen=seen, followup={"cat": 5})
+        drawn += _paths(sample)
+        assert sample.unseen["cat"] == 95 - len(set(drawn) - set(_paths(sample)))
+        assert sample.unseen_left["cat"] == 95 - len(drawn)
+        _merge(seen, _seen(sample))
+
+    assert len(drawn) == len(set(drawn)) == 95  # each image once, then nothing
+    assert set(drawn) == set(paths)
+    last = draw_sample(store, SOURCE, _dates(13)[-1], 10, seed=0, seen=seen)
+    assert last.items == [] and last.classes == {"cat": 0} and last.unseen == {"cat": 0} and last.unseen_left == {"cat": 0}
+
+
+def test_the_unseen_draw_is_reproducible_for_the_date_and_point_in_time(store: Store) -> None:
+    _add(store, "cat", 300, BEFORE)
+    seen = {"cat": {f"path:cat/img_{i:05d}.jpg" for i in range(0, 300, 3)}}
+    first = draw_sample(store, SOURCE, DAY, 10, seed=2, seen=seen, followup={"cat": 20})
+    _add(store, "cat", 50, dt.datetime(2026, 3, 11, 9, tzinfo=UTC), start=1000)  # arrive the day after
+    again = draw_sample(store, SOURCE, DAY, 10, seed=2, seen=seen, followup={"cat": 20})
+
+    assert first == again
+    assert not {item.image for item in first.items} & seen["cat"]
+    assert draw_sample(store, SOURCE, "2026-03-11", 10, seed=2, seen=seen).items != first.items
+
+
+def test_the_newest_arrivals_are_drawn_first_and_a_day_of_arrivals_uniformly(store: Store) -> None:
+    """Base draws take the newest unseen arrivals first; among one day's arrivals every image is equally likely."""
+    old = _add(store, "cat", 200, BEFORE)
+    new = _add(store, "cat", 6, dt.datetime(2026, 3, 9, 12, tzinfo=UTC), start=500)
+    sample = draw_sample(store, SOURCE, DAY, 10, seed=0, seen={"cat": set()} | {"dog": set()}, first_draw=0)
+    assert set(new) <= set(_paths(sample)) and len(set(_paths(sample)) & set(old)) == 4
+
+    counts = Counter(p for date in _dates(400) for p in _paths(draw_sample(store, SOURCE, date, 10, seed=0, seen={"cat": {"x"}})) if p in old)
+    observed = [counts[p] for p in old]
+    assert sum(observed) == 400 * 4
+    assert stats.chisquare(observed).pvalue > 0.001
+
+
+def test_a_class_the_model_never_evaluated_gets_the_first_draw_and_others_the_base_draw(store: Store) -> None:
+    _add(store, "cat", 500, BEFORE)
+    _add(store, "dog", 500, BEFORE)
+    _add(store, "owl", 30, BEFORE)
+    sample = draw_sample(store, SOURCE, DAY, 10, seed=0, seen={"dog": {"path:dog/img_00001.jpg"}}, first_draw=200)
+
+    assert sample.classes == {"cat": 200, "dog": 10, "owl": 30}
+    assert sample.short_classes == {} and {item.draw for item in sample.items} == {"base"}
+    assert sample.unseen_left == {"cat": 300, "dog": 489, "owl": 0}
+
+
+def test_copies_of_one_image_under_two_paths_are_one_image(store: Store) -> None:
+    """On GCS the identity is the content checksum without its generation: a copy or re-upload is the same image."""
+    for i, path in enumerate(("cat/a.jpg", "cat/copy-of-a.jpg", "cat/b.jpg")):
+        checksum = "md5AAA@1" if "a.jpg" in path else f"md5BBB@{i}"
+        store.write_images(SOURCE, [{"source": SOURCE, "path": path, "label": "cat", "size": 1, "checksum": checksum, "created": BEFORE,
+                                     "updated": BEFORE, "sample_key": sample_key(SOURCE, path), "status": "ok", "reason": None}], [])  # fmt: skip
+    sample = draw_sample(store, SOURCE, DAY, 10, seed=0, seen={})
+    assert sorted(_paths(sample)) == ["cat/a.jpg", "cat/b.jpg"] and sample.unseen == {"cat": 2}
+    later = draw_sample(store, SOURCE, "2026-03-11", 10, seed=0, seen={"cat": {"content:md5AAA"}})
+    assert _paths(later) == ["cat/b.jpg"]
+
+
+def test_the_image_identity_is_the_content_on_gcs_and_the_path_elsewhere() -> None:
+    from monitor.sampling import image_identity
+
+    assert image_identity("0a1b@1712", "cat/x.jpg") == image_identity("0a1b@99", "cat/renamed.jpg") == "content:0a1b"
+    assert image_identity("100-1712", "cat/x.jpg") == "path:cat/x.jpg" != image_identity("100-1712", "cat/y.jpg")
+    assert image_identity(None, "cat/x.jpg") == "path:cat/x.jpg"
