@@ -1064,3 +1064,128 @@ def test_a_day_judged_with_its_own_sample_sizes_records_them_in_judged_under(sto
 
     judged = _one(store, "class_health", {"date": day(0), "label": "a"})["judged_under"]
     assert (judged["followup_samples"], judged["samples_per_class"]) == (followup, settings.samples_per_class)
+
+
+# --- each image once per model: finite buckets, nothing new, unbiased windows, backfills, the first day ----------
+
+
+def _bucket_years(d, classes_years: int, size: int, first_draw: int, *, recount: bool, seed: int) -> int:
+    """False alarms over ``classes_years`` classes of a fixed bucket of ``size`` images for a year, the model at target.
+
+    Each class's images are right or wrong for good (the bucket's accuracy drawn around the target). ``recount``:
+    the old way, every day a fresh draw of the same bucket counted as new evidence; otherwise each image once
+    (unseen images only; nothing once exhausted), as the sampler draws now. Built here from numpy alone."""
+    rng = np.random.default_rng(seed)
+    right_total = rng.binomial(size, 0.9, classes_years)
+    right, wrong = right_total.copy(), size - right_total
+    state, alarms, seen = State.zeros(classes_years), 0, np.zeros(classes_years, dtype=np.int64)
+    for _ in range(365):
+        want = np.where(seen == 0, max(d.n, first_draw), d.n) + followup_extra(state.s, d.h, d.followup, state.flagged)
+        if recount:
+            n = np.minimum(want, size)
+            c = rng.hypergeometric(right_total, size - right_total, n)
+        else:
+            n = np.minimum(want, right + wrong)
+            c = rng.hypergeometric(right, wrong, n)
+            right, wrong = right - c, wrong - (n - c)
+        seen += n
+        state, raised, _ = advance(state, n, c, d)
+        alarms += int(raised.sum())
+    return alarms
+
+
+def test_a_fixed_bucket_keeps_the_false_alarm_bound_when_each_image_counts_once(settings) -> None:
+    """15 classes of 200 images, the model at target: at most 1 false alarm a year (95% Poisson upper bound), where
+    re-counting the same images as new evidence every day (the old draw) breaks the bound many times over."""
+    d = design_for(0.9, settings, 15)
+    years = 3000
+    once = _bucket_years(d, years, 200, settings.first_draw, recount=False, seed=5)
+    upper = stats.chi2.ppf(0.95, 2 * (once + 1)) / 2 / years * 15  # alarms a year over 15 classes, upper bound
+    assert upper <= 1.0, (once, upper)
+    recounted = _bucket_years(d, years, 200, settings.first_draw, recount=True, seed=5)
+    assert stats.chi2.ppf(0.05, 2 * recounted) / 2 / years * 15 > 2.0, recounted
+
+
+def test_the_window_estimate_is_unbiased_under_follow_up_where_pooling_is_not(settings) -> None:
+    """Classes at exactly 0.88 for 200 days with the follow-up policy: the day-weighted estimate's mean is within
+    0.001 of 0.88 (and within 4 standard errors); the pooled ratio is biased upward by more than that."""
+    from monitor.stats import weighted_accuracy
+
+    d = design_for(0.9, settings, 15)
+    rng = np.random.default_rng(21)
+    trials, days, window = 4000, 120, settings.window_days
+    state = State.zeros(trials)
+    n_days, c_days, base_days = [], [], []
+    for _ in range(days):
+        n = d.n + followup_extra(state.s, d.h, d.followup, state.flagged)
+        c = rng.binomial(n, 0.88)
+        state, _, _ = advance(state, n, c, d)
+        n_days.append(n), c_days.append(c), base_days.append(np.full(trials, d.n))
+    n_arr, c_arr, b_arr = (np.asarray(x).T for x in (n_days, c_days, base_days))
+    estimates = [weighted_accuracy(n_arr[:, t - window:t], c_arr[:, t - window:t], b_arr[:, t - window:t])[0] for t in range(40, days, 7)]
+    pooled = [c_arr[:, t - window:t].sum(axis=1) / n_arr[:, t - window:t].sum(axis=1) for t in range(40, days, 7)]
+    per_class = np.mean(estimates, axis=0)
+    assert abs(per_class.mean() - 0.88) < max(0.001, 4 * per_class.std(ddof=1) / np.sqrt(trials))
+    assert np.mean(pooled) - 0.88 > 0.002
+
+
+def test_the_weighted_window_estimate_is_the_base_weighted_mean_of_daily_shares_with_its_effective_size() -> None:
+    from statsmodels.stats.proportion import proportion_confint
+
+    from monitor.stats import weighted_accuracy
+
+    n, c, base = [10, 40, 10, 0], [9, 30, 10, 0], [10, 10, 10, 10]
+    estimate, effective, low, high = weighted_accuracy(n, c, base)
+    assert float(estimate) == pytest.approx((0.9 + 0.75 + 1.0) / 3)
+    assert float(effective) == pytest.approx(30**2 / (100 / 10 + 100 / 40 + 100 / 10))
+    lo, hi = proportion_confint(float(estimate) * float(effective), float(effective), method="wilson")
+    assert (float(low), float(high)) == (pytest.approx(lo), pytest.approx(hi))
+    # No follow-up: the estimate is the pooled ratio and the effective size the pooled count.
+    same = weighted_accuracy([10, 10], [7, 9], [10, 10])
+    assert (float(same[0]), float(same[1])) == (pytest.approx(0.8), pytest.approx(20.0))
+
+
+def test_a_class_with_nothing_new_to_evaluate_carries_its_verdict_and_says_so(store, settings) -> None:
+    """A bucket of 60 images, all evaluated on the first days: later days add nothing and the verdict stays."""
+    docs = [{"model_id": "m@1", "date": day(0), "label": "a", "n": 50, "correct": 41, "failed": 0, "unseen_left": 10},
+            {"model_id": "m@1", "date": day(1), "label": "a", "n": 10, "correct": 2, "failed": 0, "unseen_left": 0}]  # fmt: skip
+    docs += [{"model_id": "m@1", "date": day(i), "label": "a", "n": 0, "correct": 0, "failed": 0, "unseen_left": 0} for i in range(2, 40)]
+    _add_rows(store, "class_metrics", docs)
+    rows = [compute_health(store, "m@1", day(i), settings)[0] for i in range(40)]
+
+    flagged_on = next(i for i, row in enumerate(rows) if row["verdict"] == "needs_retraining")
+    assert flagged_on <= 1 and all(row["verdict"] == "needs_retraining" for row in rows[flagged_on:])
+    last = rows[-1]
+    assert (last["exhausted"], last["unseen_left"], last["evaluated_n"], last["evaluated_correct"], last["day_n"]) == (True, 0, 60, 43, 0)
+    low, high = stats.binomtest(43, 60).proportion_ci(method="wilson")
+    assert last["reason"].startswith(f"Nothing new to evaluate today: all 60 images of the class in the bucket evaluated by this model, each once; "
+                                     f"accuracy on them 0.72 [{low:.2f}, {high:.2f}]")  # fmt: skip
+    assert last["followup"] > 0 and "follow-up images tomorrow" not in last["reason"]  # asked for, but there is nothing to draw
+
+
+def test_the_first_days_large_draw_gives_a_verdict_on_day_one(store, settings) -> None:
+    """A bucket of hundreds of images a class: the first draw (200) of a class at 0.75 flags it on its first day,
+    and one at 0.96 is judged healthy on day one, not insufficient_data."""
+    _store_metrics(store, "m@1", {"bad": [(200, 150)], "good": [(200, 192)]})
+    rows = {row["label"]: row for row in compute_health(store, "m@1", day(0), settings)}
+    assert (rows["bad"]["verdict"], rows["bad"]["flagged_since"]) == ("needs_retraining", day(0))
+    assert rows["good"]["verdict"] == "healthy" and rows["good"]["evaluated_n"] == 200
+
+
+def test_a_recomputed_day_counts_follow_up_only_within_what_its_recomputed_state_asks_for(settings) -> None:
+    """After a backfill a later day may hold follow-up images its new state never asked for: it counts its base draw only,
+    so the calibration's assumption (any grant up to the request) holds for the recomputed days."""
+    from monitor.health import counted
+
+    d = design_for(0.9, settings, 15)
+    calm = State.zeros()  # S = 0: asks for no follow-up
+    assert (int(followup_extra(calm.s, d.h, d.followup, calm.flagged)),) == (0,)
+    n, c = counted(calm, 40, 25, 30, 17, d)
+    assert (int(n), int(c)) == (10, 8)
+    watched = State(np.int64(d.h // 2), np.int64(0), np.bool_(False), np.int64(0))  # asks for 3 x 30
+    n, c = counted(watched, 40, 25, 30, 17, d)
+    assert (int(n), int(c)) == (40, 25)
+    # Judged from scratch with the late day in place, a day whose follow-up came from a verdict without it counts its base.
+    history = [(day(0), 10, 10, 0, 0), (day(1), 40, 25, 30, 17)]
+    row = assess_history(history, 0.9, settings, classes=15)
+    assert row["cusum"] == pytest.approx(max(0.0, d.up * 2 - d.down * 8) * d.unit)
