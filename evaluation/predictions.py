@@ -148,15 +148,16 @@ def read_predictions(path: Path) -> pd.DataFrame:
     try:
         with handle:
             table = pq.read_table(handle)
+        # Still the file's own text: a damaged footer can name columns in bytes that are not UTF-8.
+        if "draw" not in table.column_names:
+            table = table.append_column("draw", pa.array([DRAW_BASE] * table.num_rows, pa.string()))
+        missing = [c for c in COLUMNS if c not in table.column_names]
+        if missing:
+            raise DataError(f"{path} is not a predictions file: it lacks columns {missing}; {remedy}")
+        table = _checked(table.select(list(COLUMNS)), path, remedy)
+        frame = table.to_pandas()
     except (pa.ArrowException, OSError, ValueError) as exc:  # truncated, not Parquet, or a footer that lies
         raise DataError(f"the predictions file {path} is not a readable Parquet file ({_first_line(exc)}); {remedy}") from exc
-    if "draw" not in table.column_names:
-        table = table.append_column("draw", pa.array([DRAW_BASE] * table.num_rows, pa.string()))
-    missing = [c for c in COLUMNS if c not in table.column_names]
-    if missing:
-        raise DataError(f"{path} is not a predictions file: it lacks columns {missing}; {remedy}")
-    table = _checked(table.select(list(COLUMNS)), path, remedy)
-    frame = table.to_pandas()
     for column in ("topk_labels", "topk_scores"):
         frame[column] = [list(v) if v is not None else [] for v in frame[column]]
     return frame

@@ -140,9 +140,17 @@ def read_bounded(path: Path, *, max_bytes: int, inside: Path | None = None, size
     """
     path = Path(path)
     if inside is not None:
-        # The file itself must not be a link (below); its folder, resolved, must lie inside the folder resolved.
-        if not Path(os.path.realpath(path.parent)).is_relative_to(os.path.realpath(inside)):
-            raise FileRefused(f"lies outside {inside}")
+        # Below ``inside`` (the trust anchor, which may itself be reached through a link), every folder on the
+        # way must be a real folder, not a link, and the file itself not a link (below): it cannot lead outside.
+        try:
+            parts = path.relative_to(inside).parts
+        except ValueError:
+            raise FileRefused(f"lies outside {inside}") from None
+        folder = Path(inside)
+        for part in parts[:-1]:
+            folder = folder / part
+            if part == ".." or not stat.S_ISDIR(os.lstat(folder).st_mode):
+                raise FileRefused(f"lies outside {inside} ({folder} is not a folder of it)")
     st = os.lstat(path)
     if not stat.S_ISREG(st.st_mode):
         raise FileRefused(f"is {_kind_of(st.st_mode)}, not a regular file")
@@ -155,14 +163,16 @@ def read_bounded(path: Path, *, max_bytes: int, inside: Path | None = None, size
         st = os.fstat(fd)  # what was opened: a file swapped for a FIFO since the lstat is refused here
         if not stat.S_ISREG(st.st_mode):
             raise FileRefused(f"is {_kind_of(st.st_mode)}, not a regular file")
-        chunks: list[bytes] = []
-        left = limit + 1  # one byte more than allowed tells a file that grew since the fstat
-        while left > 0 and (chunk := os.read(fd, min(left, _READ_CHUNK))):
+        # The whole file in one read as a rule (one buffer, no copy); one byte more than allowed tells a file
+        # that grew since the fstat.
+        chunks = [os.read(fd, min(st.st_size, limit) + 1)]
+        left = limit + 1 - len(chunks[0])
+        while left > 0 and chunks[-1] and (chunk := os.read(fd, min(left, _READ_CHUNK))):
             chunks.append(chunk)
             left -= len(chunk)
     finally:
         os.close(fd)
-    data = b"".join(chunks)
+    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     if len(data) > limit:
         raise FileRefused(_too_big(len(data), max_bytes, size))
     return data
