@@ -42,8 +42,11 @@ class _OneLineErrors(typer.core.TyperGroup):
             return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
         try:
             code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
-        except click_errors.NoArgsIsHelpError as exc:  # `monitor` or `monitor store` alone: the help, as typer shows it
-            exc.show()
+        except click_errors.NoArgsIsHelpError as exc:  # `monitor` or `monitor store` alone: the help on stdout, one line on stderr
+            shown = exc.ctx.get_help()  # typer's rich help prints itself and returns ""
+            if shown:
+                out.print(shown, markup=False, highlight=False)
+            err.print(_line(("error:", "bold red"), f" missing command (see `{exc.ctx.command_path} --help`)"), highlight=False, soft_wrap=True)
             sys.exit(exc.exit_code)
         except click_errors.ClickException as exc:
             context = getattr(exc, "ctx", None)

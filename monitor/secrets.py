@@ -32,9 +32,12 @@ MIN_SECRET_LENGTH = 4
 
 _SCHEME = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://")
 #: A host list (``h``, ``h:27017``, ``h1:1,h2:2``, ``[::1]:27017``): a ``:`` in it is a port, not a password.
-_HOSTS = re.compile(r"(?:\[[0-9A-Fa-f:.%\w]*\]|[^:@,\[\]]*)(?::\d*)?(?:,(?:\[[0-9A-Fa-f:.%\w]*\]|[^:@,\[\]]*)(?::\d*)?)*")
+_HOSTS = re.compile(r"(?:\[[0-9A-Fa-f:.%\w]*\]|[^:@,\[\]]*)(?::\d+)?(?:,(?:\[[0-9A-Fa-f:.%\w]*\]|[^:@,\[\]]*)(?::\d+)?)*")
 #: How far past ``user:`` a password with spaces may reach for its ``@`` on the same line.
 _SPACED_PASSWORD_REACH = 128
+#: The last "@" of a stretch of text (greedy): where a spaced password ends, when a host follows it.
+_SPACED_END = re.compile(r".*@(?=[\w\[.-])")
+_HOST_START = re.compile(r"[\w\[.-]")
 _SECRET_QUERY = re.compile(
     r"(?P<name>[?&+](?:[\w-]*(?:token|key|secret|password|passwd|pwd|pass|auth|signature|sig|credential)s?[\w-]*))=(?P<value>[^&\s\"']*)",
     re.IGNORECASE,
@@ -78,13 +81,19 @@ def _forms(values: Iterable[str]) -> list[str]:
     return sorted({form for value in values if value for form in (value, unquote(value), unquote_plus(value))})
 
 
+def _host_at(text: str, index: int, stop: int) -> bool:
+    """Whether a host name or address starts at ``text[index]``."""
+    return index < stop and bool(_HOST_START.match(text, index))
+
+
 def _userinfo_end(text: str, start: int, stop: int) -> int | None:
     """Where the user-info that begins at ``text[start]`` (right after ``scheme://``) ends: the index of its ``@``, or None.
 
     Within one run of non-space characters, the user-info runs to the *last* ``@`` when a ``:`` before
     the first ``/ ? #`` shows a password (an unescaped ``@ / # ?`` in it included); with no password, to
     the last ``@`` before the first ``/ ? #`` (a ``@`` further on is a path's or a query's). A password
-    with spaces reaches further, on the same line, to the first ``@`` that a host follows.
+    with spaces (no host after the ``@`` found so far, or no ``@`` at all) reaches further along the line,
+    to the last ``@`` that a host follows: more is masked rather than part of a password shown.
     """
     token_end = start
     while token_end < stop and not text[token_end].isspace():
@@ -94,14 +103,15 @@ def _userinfo_end(text: str, start: int, stop: int) -> int | None:
     head = token[:delimiter]
     if ":" in head and not _HOSTS.fullmatch(head):
         at = token.rfind("@")
-        if at >= 0:
-            return start + at
-        if delimiter == len(token):  # "user:pa ss@host": the password goes on after a space
-            reach = text[token_end : min(stop, token_end + _SPACED_PASSWORD_REACH)]
-            spaced = re.match(r"[^\n\r@/]*?@(?=[\w\[.-])", reach)
-            if spaced and "://" not in spaced.group():
-                return token_end + spaced.end() - 1
-        return None
+        end = start + at if at >= 0 else None
+        if end is not None and _host_at(text, end + 1, stop):
+            return end
+        reach_from = end + 1 if end is not None else token_end
+        reach = text[reach_from : min(stop, reach_from + _SPACED_PASSWORD_REACH)].split("\n", 1)[0].split("\r", 1)[0]
+        spaced = _SPACED_END.match(reach)
+        if spaced and _host_at(text, reach_from + spaced.end(), stop):
+            return reach_from + spaced.end() - 1
+        return end
     at = head.rfind("@")
     return start + at if at >= 0 else None
 
@@ -128,19 +138,22 @@ def mask_userinfo(text: str) -> str:
 
 
 def uri_userinfo(uri: str) -> str:
-    """The user-info of one whole URI value (``user:password`` or ``user``), however malformed; '' when it has none."""
-    scheme = _SCHEME.match(uri.strip())
+    """The user-info of one whole URI value (``user:password`` or ``user``), however malformed; '' when it has none.
+
+    A configured value is one URI: its user-info ends at the last ``@`` that a host (list) follows, spaces,
+    unescaped ``@ / : # ?`` in the password or not.
+    """
+    text = uri.strip()
+    scheme = _SCHEME.match(text)
     if not scheme:
         return ""
-    text = uri.strip()
+    rest = text[scheme.end() :]
+    for at in reversed([i for i, c in enumerate(rest) if c == "@"]):
+        host = re.split(r"[/?#]", rest[at + 1 :], maxsplit=1)[0]
+        if host and _HOSTS.fullmatch(host) and not any(c.isspace() for c in host):
+            return rest[:at]
     end = _userinfo_end(text, scheme.end(), len(text))
-    if end is None:
-        # A configured value is one URI: its last "@" before the options ends the user-info, spaces or not.
-        rest = text[scheme.end() :]
-        head = rest.split("?", 1)[0]
-        at = head.rfind("@")
-        return head[:at] if at > 0 and ":" in head[:at] else ""
-    return text[scheme.end() : end]
+    return text[scheme.end() : end] if end is not None else ""
 
 
 def uri_secrets(uri: str) -> list[str]:
@@ -177,7 +190,7 @@ def url_secrets(url: str) -> list[str]:
     except ValueError:
         return _forms([*found, url])
     userinfo, _, host = parts.netloc.rpartition("@")
-    found += [userinfo] if userinfo and not info else []
+    found += [userinfo, *userinfo.split(":", 1)] if userinfo else []
     if parts.scheme.lower() not in WEB_SCHEMES:
         found += [host, *host.split(":")]
     found += [segment for segment in parts.path.split("/") if segment]

@@ -10,15 +10,18 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import re
 import socket
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from monitor.cli import app
-from monitor.secrets import MASK, SPARK_HARMLESS_KEYS, redact, spark_conf_shown
+from monitor.secrets import MASK, SPARK_HARMLESS_KEYS, mask_userinfo, redact, spark_conf_shown
 from monitor.settings import load_settings
 
 FRAGMENTS = ("Kq7Wv", "Zr9Pm")
@@ -37,6 +40,7 @@ MONGO_SHAPES = [
     ("space", f"mongodb://ops:Kq7Wv Zr9Pm@127.0.0.1:{PORT}/"),
     ("spaces-and-tab", f"mongodb://ops: Kq7Wv\tx Zr9Pm @127.0.0.1:{PORT}/"),
     ("unescaped-at", f"mongodb://ops:Kq7Wv@Zr9Pm@127.0.0.1:{PORT}/"),
+    ("at-space-at", f"mongodb://ops:Kq7Wv@ @Zr9Pm@127.0.0.1:{PORT}/"),  # found by tests/test_fuzz_cli.py
     ("unescaped-slash", f"mongodb://ops:Kq7Wv/Zr9Pm@127.0.0.1:{PORT}/"),
     ("unescaped-colon", f"mongodb://ops:Kq7Wv:Zr9Pm@127.0.0.1:{PORT}/"),
     ("unescaped-hash", f"mongodb://ops:Kq7Wv#Zr9Pm@127.0.0.1:{PORT}/"),
@@ -63,6 +67,27 @@ def _assert_hidden(text: str) -> None:
 def _invoke(args: list[str], **env: str) -> object:
     base = {"MONITOR_CONFIG": None, "MONITOR_MONGO_TIMEOUT_MS": "300", "COLUMNS": "100"}
     return CliRunner(env=base | env).invoke(app, args)
+
+
+@pytest.mark.parametrize("uri", URIS, ids=IDS)
+def test_the_shape_rule_alone_masks_the_whole_user_info_of_every_uri_shape(uri: str) -> None:
+    """Without any registered secret (a URI from elsewhere than the settings): the shape is enough."""
+    for text in (uri, f"MongoDB at {uri} is unreachable: 127.0.0.1: refused; model m@abc", f"['{uri}', 'json://a:b@c/x']"):
+        shown = mask_userinfo(text)
+        _assert_hidden(shown)
+        assert f"://{MASK}@" in shown
+
+
+@given(
+    user=st.text(alphabet="abcXYZ09._-", max_size=6),
+    middle=st.text(alphabet=st.characters(blacklist_characters="\n\r\x00", blacklist_categories=("Cs",)), max_size=12).filter(lambda t: "://" not in t),
+    host=st.sampled_from(["127.0.0.1:27017", "db.example", "h1:1,h2:2", "[::1]:27017", "cluster0.example.invalid"]),
+    tail=st.sampled_from(["/", "/db?replicaSet=rs0", "", " is unreachable", "/ failed for model m@abc"]),
+)
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")), derandomize=True, database=None, deadline=None)
+def test_any_password_between_user_and_host_is_masked_by_shape(user: str, middle: str, host: str, tail: str) -> None:
+    uri = f"mongodb://{user}:Kq7Wv{middle}Zr9Pm@{host}{tail}"
+    _assert_hidden(mask_userinfo(f"error: {uri}"))
 
 
 @pytest.mark.parametrize("uri", URIS, ids=IDS)
