@@ -94,7 +94,8 @@ def main(
     _state["debug"] = debug
     if config is not None:
         if not config.is_file():
-            _fail(MonitorError(f"config file {config} does not exist"), code=2)
+            what = "is not a regular file (a folder, device or pipe)" if config.exists() else "does not exist"
+            _fail(MonitorError(f"config file {config} {what}; give --config a TOML file"), code=2)
         os.environ["MONITOR_CONFIG"] = str(config)
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     handler = RichHandler(console=err, show_path=False)
