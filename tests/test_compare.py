@@ -241,3 +241,72 @@ def test_discordant_images_are_the_pairs_one_model_got_right_taking_the_classes_
     ]  # fmt: skip
     assert frame.iloc[0][["production_pred", "candidate_pred"]].tolist() == ["a", "c"]
     assert len(discordant_images(production, candidate, limit=2)) == 2
+
+
+# --- the verdict at its boundaries (issue 22: a slip here promotes a candidate that should wait) -------------
+
+
+def test_a_flagged_class_significantly_worse_within_the_margin_waits_and_is_neither_promoted_nor_rejected() -> None:
+    # 1000 images, 30 vs 5 discordant: the candidate is significantly worse on the flagged class (two-sided p ~ 2e-5),
+    # by 0.025, inside a 0.03 margin. Not worse (the margin), not improved (it went the wrong way): it waits.
+    counts = _counts({"3": (900, 30, 5, 65), "5": (120, 2, 2, 16)})
+    verdict = _judge(counts, ["3"], margin=0.03)
+    assert verdict.verdict == INSUFFICIENT
+    assert (verdict.improved, verdict.worse, verdict.flagged) == ([], [], ["3"])
+    assert verdict.pending == {"3": None} and verdict.days_more is None
+    assert "3 (not ahead yet)" in verdict.reason
+    three = next(row for row in verdict.classes if row["label"] == "3")
+    assert three["p_mcnemar"] < 0.001 and three["p_better"] > 0.99 and three["p_worse_holm"] < 0.05
+    # Without the margin the same table rejects: the margin alone keeps it from "worse".
+    assert _judge(counts, ["3"], margin=0.0).verdict == REJECT
+
+
+@pytest.mark.parametrize("margin, verdict", [(0.025, INSUFFICIENT), (0.0249, REJECT)])
+def test_worse_needs_a_drop_of_more_than_the_margin_not_equal_to_it(margin: float, verdict: str) -> None:
+    # A drop of exactly 25/1000 = 0.025: "more than the margin" is strict.
+    counts = _counts({"3": (900, 30, 5, 65)})
+    assert _judge(counts, ["3"], margin=margin).verdict == verdict
+
+
+def test_improved_is_one_sided_a_flagged_class_promotes_at_p_better_below_alpha_though_two_sided_p_is_above() -> None:
+    # 5 discordant pairs, all for the candidate: one-sided p = 1/32 < 0.05 < two-sided p = 1/16.
+    verdict = _judge(_counts({"3": (50, 0, 5, 5), "5": (60, 1, 1, 8)}), ["3"])
+    three = next(row for row in verdict.classes if row["label"] == "3")
+    assert (three["p_better"], three["p_mcnemar"]) == (pytest.approx(1 / 32), pytest.approx(1 / 16))
+    assert verdict.verdict == PROMOTE and verdict.improved == ["3"] and verdict.pending == {}
+
+
+def test_every_flagged_class_is_judged_at_alpha_unadjusted_intersection_union() -> None:
+    # Three flagged classes, each at one-sided p = 1/32: each improved at 0.05 (no Holm or Bonferroni on "improved").
+    verdict = _judge(_counts({label: (50, 0, 5, 5) for label in ("3", "5", "7")}), ["3", "5", "7"])
+    assert verdict.verdict == PROMOTE and verdict.improved == ["3", "5", "7"]
+
+
+def test_one_flagged_class_short_of_evidence_keeps_the_candidate_waiting_though_the_others_improved() -> None:
+    verdict = _judge(_counts({"3": (50, 0, 5, 5), "5": (50, 0, 4, 6), "7": (50, 0, 5, 5)}), ["3", "5", "7"])
+    # Class 5: 4 of 4 discordant for the candidate, p = 1/16: not yet.
+    assert verdict.verdict == INSUFFICIENT and verdict.improved == ["3", "7"] and list(verdict.pending) == ["5"]
+
+
+def test_worse_is_one_sided_a_class_at_p_worse_below_alpha_rejects_though_two_sided_p_is_above() -> None:
+    # One class (Holm over one is the p-value itself): 5 discordant pairs, all for production, one-sided p = 1/32 < 0.05
+    # < two-sided 1/16; a drop of 5/60, past a 0.02 margin. No class is flagged, so a slip here would promote.
+    verdict = _judge(_counts({"5": (50, 5, 0, 5)}), [])
+    assert verdict.verdict == REJECT and verdict.worse == ["5"]
+
+
+@pytest.mark.parametrize("side", ["improved", "worse"])
+def test_a_p_value_equal_to_alpha_is_not_significant(side: str) -> None:
+    # alpha = 1/32 exactly, and the one-sided p-value of 5 of 5 discordant pairs is exactly 1/32 (one class: Holm
+    # leaves it as it is): "below alpha" is strict.
+    label, flagged = ("3", ["3"]) if side == "improved" else ("5", [])
+    table = _counts({label: (50, 0, 5, 5)} if side == "improved" else {label: (50, 5, 0, 5)})
+    alpha = 1 / 32
+    at = compare_classes(table, flagged=flagged, alpha=alpha, margin=0.0)
+    row = at.set_index("label").loc[label]
+    assert row["p_better" if side == "improved" else "p_worse_holm"] == alpha
+    assert not row[side]
+    verdict = judge(at, production="p@1", candidate="c@2", start="2026-01-01", end="2026-01-14", days=14, alpha=alpha, margin=0.0)
+    assert verdict.verdict == (INSUFFICIENT if side == "improved" else PROMOTE)
+    # A hair above, the same table is significant.
+    assert compare_classes(table, flagged=flagged, alpha=alpha * 1.001, margin=0.0).set_index("label").loc[label, side]
