@@ -497,6 +497,28 @@ def print_table(settings: Settings, cases: list[dict[str, Any]]) -> None:
         print(f"{case['classes']} classes: goals {'all MET' if not missed else 'NOT MET: ' + ', '.join(missed)}")
 
 
+def save_figures(path: str, result: dict[str, Any]) -> None:
+    """The headline figures of the first case (a sentence the dashboard shows, and the numbers), with the date and machine."""
+    import datetime as dt
+    import os
+    import platform
+
+    case = result["cases"][0]
+    figures = flat(case)
+    sentence = (
+        f"Measured by benchmarks/bench_health.py ({case['classes']} classes, the defaults, {dt.date.today().isoformat()}): a class that falls from "
+        f"0.95 to 0.75 is flagged in a median {show(figures['drop_0.75_median'])} days (p95 {show(figures['drop_0.75_p95'])}), one that falls to "
+        f"0.85 in a median {show(figures['drop_0.85_median'])}; all classes together raise {figures['false_alarms_per_year']:.2f} false alarms "
+        f"a year; a class back at 0.95 clears in a median {show(figures['clear_0.95_median'])} days, one still at 0.87 stays flagged "
+        f"({case['constant_0.87']['recoveries']:.3f} clearings a year)."
+    )
+    out = {"sentence": sentence, "classes": case["classes"], "figures": figures, "settings": result["settings"], "date": dt.date.today().isoformat(),
+           "machine": f"{platform.machine()}, {os.cpu_count()} cores", "trials": result["trials"], "class_years": result["class_years"]}  # fmt: skip
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(out, handle, indent=1, default=lambda v: None if isinstance(v, float) and not np.isfinite(v) else str(v))
+        handle.write("\n")
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=20_000, help="simulated classes per drop case")
@@ -510,6 +532,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--first-draw", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--save", type=str, default=None, help="write the headline figures (15 classes) to this JSON file, e.g. docs/health-figures.json, which the dashboard reads")
     args = parser.parse_args(argv)
     if args.quick:
         args.trials, args.class_years = 2_000, 2_000
@@ -536,6 +559,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "goals": {str(c["classes"]): verdicts(c) for c in cases},
         "seconds": round(time.perf_counter() - started, 1),
     }  # fmt: skip
+    if args.save:
+        save_figures(args.save, result)
     if args.json:
         json.dump(result, sys.stdout, indent=2, default=lambda v: None if isinstance(v, float) and not np.isfinite(v) else str(v))
         print()

@@ -39,6 +39,11 @@ HEALTH_FIELDS: tuple[str, ...] = (
     "recovery",
     "recovery_threshold",
     "followup",
+    "evaluated_n",
+    "evaluated_correct",
+    "evaluated_ci_low",
+    "evaluated_ci_high",
+    "unseen_left",
     "method",
     "reason",
 )
@@ -65,6 +70,7 @@ _NUMERIC = {
     "n", "correct", "failed", "accuracy", "ci_low", "ci_high", "target", "window_days", "pooled_n",
     "pooled_correct", "pooled_accuracy", "prob_below_target", "cusum", "cusum_threshold",
     "collapse", "collapse_threshold", "recovery", "recovery_threshold", "followup",
+    "evaluated_n", "evaluated_correct", "evaluated_ci_low", "evaluated_ci_high", "unseen_left",
 }  # fmt: skip
 
 

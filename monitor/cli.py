@@ -218,6 +218,9 @@ def index(json_out: JsonOption = False) -> None:
 def sample(date: DateOption, json_out: JsonOption = False, force: ForceOption = False) -> None:
     """Draw the stratified sample for a date (MONITOR_SAMPLES_PER_CLASS per class, default 10) into samples/DATE.csv.
 
+    Each image counts once per model: only images the production model (MONITOR_MODEL_DIR) has not
+    evaluated are drawn, newest arrivals first; a class the model never evaluated draws up to
+    MONITOR_FIRST_DRAW (200) at once; a class with nothing unseen left draws nothing (listed as exhausted).
     Reproducible: the same date and MONITOR_SEED give the same images; only images created
     on or before the date are drawn (and within MONITOR_FRESH_DAYS when set). Classes that the
     latest verdicts put on watch (or flagged) get follow-up images beyond N (MONITOR_FOLLOWUP_SAMPLES),
@@ -235,6 +238,8 @@ def sample(date: DateOption, json_out: JsonOption = False, force: ForceOption = 
         out.print(_line((f"class {label!r} has only {available} images available (wanted {settings.samples_per_class})", "yellow")))
     if summary["followup"]:
         out.print(_line("follow-up images (classes on watch or flagged): " + ", ".join(f"{label} +{k}" for label, k in summary["followup"].items())))
+    if summary.get("exhausted"):
+        out.print(_line("nothing new to evaluate (every image already evaluated by this model): " + ", ".join(summary["exhausted"])))
 
 
 @app.command()

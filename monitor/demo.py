@@ -46,8 +46,9 @@ DEMO_FOLDERS = ("source", "store", "samples", "predictions")
 MODELS_FOLDER = "models"
 #: The marker is a few lines; a bigger one is not the demo's.
 MAX_MARKER_BYTES = 4096
-#: New images per class per simulated day (the sample takes samples_per_class of them).
-ARRIVALS_PER_DAY = 12
+#: New images per class per simulated day: the base draw takes samples_per_class of the newest, follow-up draws from the rest
+#: (each image is evaluated once, so the arrivals must hold what a watched class asks for).
+ARRIVALS_PER_DAY = 40
 #: Held-out digits per class already in the source before the first day.
 BASE_POOL_PER_CLASS = 30
 

@@ -102,10 +102,11 @@ def sample_with(ctx: RunContext, store: Store, *, force: bool = False) -> dict[s
 
     settings, date, source_uri = ctx.settings, ctx.day, ctx.source_uri
     csv_path = settings.sample_csv(date)
-    recorded = store.sample(source_uri, date)
+    recorded = store.sample(source_uri, date, items=True)
     if not force and recorded is not None and csv_path.is_file():
         _check_sample_settings(recorded, settings, date)
         sample = read_sample_csv(csv_path, **_empty_ok(recorded))
+        _check_sample_file(sample, recorded, csv_path, date)
         reused = True
     else:
         if store.count_images(source_uri) == 0:
@@ -137,6 +138,31 @@ def sample_with(ctx: RunContext, store: Store, *, force: bool = False) -> dict[s
     }
     _record_stage(store, ctx, "sample", summary)
     return summary
+
+
+def _check_sample_file(sample: Any, recorded: dict[str, Any], csv_path: Path, date: str) -> None:
+    """Refuse a sample CSV that no longer holds what the store recorded drawing (a hand edit would silently change the day)."""
+    items = recorded.get("items")
+    if items is None:
+        return
+    drawn = sorted((str(i.get("path")), str(i.get("label")), str(i.get("draw") or "base")) for i in items)
+    found = sorted((item.image_path, item.label, item.draw) for item in sample.items)
+    if drawn != found:
+        missing, extra = len(set(drawn) - set(found)), len(set(found) - set(drawn))
+        raise DataError(
+            f"{csv_path} is not the sample drawn for {date} ({len(found)} rows, {len(drawn)} drawn; {missing} drawn rows missing, "
+            f"{extra} not drawn): re-run with --force to draw the sample of {date} again"
+        )
+
+
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _empty_ok(recorded: dict[str, Any]) -> dict[str, Any]:
@@ -177,11 +203,15 @@ def candidate_dirs(settings: Settings, store: Store) -> list[Path]:
     return [d for d in dirs if d != settings.model_dir]
 
 
-def _reusable(path: Path, model_id: str, wanted: list[str]) -> Any:
-    """The predictions at ``path`` when they are ``model_id``'s of exactly the ``wanted`` paths, else None."""
+def _reusable(path: Path, model_id: str, wanted: list[str], written: dict[str, Any] | None = None) -> Any:
+    """The predictions at ``path`` when they are ``model_id``'s of exactly the ``wanted`` paths (and, when the store
+    recorded what the predict step ``written``, still that file), else None: predicted again."""
     from evaluation.predictions import read_predictions
 
     if not path.is_file():
+        return None
+    if written and written.get("model_id") == model_id and written.get("sha256") and written["sha256"] != _file_digest(path):
+        log.warning("%s changed since the predict step wrote it: predicting again", path)
         return None
     previous = read_predictions(path)
     if set(previous["model_id"].unique()) == {model_id} and list(previous["image_path"]) == wanted:
@@ -209,14 +239,16 @@ def predict_with(ctx: RunContext, store: Store, *, force: bool = False, progress
     csv_path = settings.sample_csv(date)
     if not csv_path.is_file():
         raise DataError(f"no sample for {date} ({csv_path} is missing): run `monitor sample --date {date}` first")
-    recorded = store.sample(ctx.source_uri, date) or {}
+    recorded = store.sample(ctx.source_uri, date, items=True) or {}
     sample = read_sample_csv(csv_path, **_empty_ok(recorded))
+    _check_sample_file(sample, recorded, csv_path, date)
     out = settings.predictions_file(date)
     if not sample.items:  # every class evaluated whole already: nothing to predict, and the day says so
         from evaluation.predictions import predictions_frame
 
         if force or not out.is_file():
             write_predictions(predictions_frame([]), out)
+            store.update_run(ctx.source_uri, date, {"predictions": {"model_id": None, "rows": 0, "sha256": _file_digest(out)}})
         model_id = str(recorded.get("model_id") or production_model_id(settings))
         return {**_predict_summary(date, out, predictions_frame([]), model_id, reused=False), "candidates": []}
     loaded = load_model(settings.model_dir, settings.device)
@@ -242,8 +274,9 @@ def predict_with(ctx: RunContext, store: Store, *, force: bool = False, progress
     targets = [(loaded, out)] + [(c, settings.candidate_predictions_file(date, c.model_id)) for c in candidates]
     frames: dict[str, Any] = {}
     if not force:
+        written = next((run.get("predictions") for run in store.runs_on(date) if run.get("source") == ctx.source_uri), None)
         for model, path in targets:
-            previous = _reusable(path, model.model_id, wanted)
+            previous = _reusable(path, model.model_id, wanted, written if model is loaded and isinstance(written, dict) else None)
             if previous is not None:
                 frames[model.model_id] = previous
     reused = {model_id for model_id in frames}
@@ -295,6 +328,8 @@ def predict_with(ctx: RunContext, store: Store, *, force: bool = False, progress
         frame = frames[model.model_id]
         frame["draw"] = [draws.get(p, "base") for p in frame["image_path"]]
         write_predictions(frame, path)
+        if model is loaded:  # what the metrics step checks it reads back
+            store.update_run(ctx.source_uri, date, {"predictions": {"model_id": model.model_id, "rows": len(frame), "sha256": _file_digest(path)}})
     _register_model(store, loaded, date)
     summary = _predict_summary(date, out, frames[loaded.model_id], loaded.model_id, reused=loaded.model_id in reused)
     summary["candidates"] = [
@@ -337,6 +372,12 @@ def metrics_with(ctx: RunContext, store: Store, *, spark: Any = None) -> dict[st
     path = settings.predictions_file(date)
     if not path.is_file():
         raise DataError(f"no predictions for {date} ({path} is missing): run the predict step first")
+    written = next((run.get("predictions") for run in store.runs_on(date) if run.get("source") == ctx.source_uri), None)
+    if isinstance(written, dict) and written.get("sha256") and written["sha256"] != _file_digest(path):
+        raise DataError(
+            f"{path} changed since the predict step wrote it ({written.get('rows')} rows then): "
+            f"re-run with `monitor evaluate --date {date} --force` to predict {date} again"
+        )
     frame = read_predictions(path)
     recorded = store.sample(ctx.source_uri, date, items=True) or {}
     model_ids = sorted(frame["model_id"].unique()) if len(frame) else [str(recorded.get("model_id") or production_model_id(settings))]
@@ -434,8 +475,12 @@ def health_with(ctx: RunContext, store: Store, *, model_id: str | None = None) -
     from monitor.alerts import deliver_pending, raise_alerts
     from monitor.health import compute_health
 
+    from monitor.settings import check_target_overrides
+
     settings, date = ctx.settings, ctx.day
     model = _model_for_date(store, date, model_id)
+    if settings.target_overrides:  # a misspelt class would silently keep the default target
+        check_target_overrides(settings, {str(row["label"]) for row in store.rows("class_metrics", model, start=date, end=date, fields=["label"])})
     rows = compute_health(store, model, date, settings)
     new_alerts = raise_alerts(store, model, date, rows)
     # Each day continues from the state stored the day before: when a date arrives late (a backfill, a

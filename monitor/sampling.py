@@ -35,7 +35,23 @@ does not change when follow-up is on, the extra images are disjoint from it, rep
 the date, point-in-time (the same ``created`` filter), and a uniform draw from the class, so the
 pooled accuracy stays unbiased. They are marked ``draw = followup`` in the CSV.
 
-Cost: each class reads about ``L`` index entries and documents from its pivot (divided by the
+**Each image once per model** (``seen``: what the pipeline passes for the production model). A deterministic
+model gives the same answer for the same image, so re-drawing an image adds cost, not evidence, and a finite
+bucket re-drawn day after day would count its few images again and again. With ``seen`` (label -> the
+identities of the images the model evaluated on other dates, :func:`image_identity`) the class's unseen
+images are drawn **newest arrival day first**, and within one arrival day by the pivot walk above (a uniform
+draw of that day's arrivals); follow-up images continue down the same order. Newest first, because a drop
+shows first in what arrives: a team adding a few images a day gets them evaluated the day they land, and a
+backlog of older images is worked through behind them. A class of which the model has evaluated nothing draws
+``max(N, first_draw)`` base images, so a bucket that already holds hundreds of images per class gets a verdict
+on the first day. ``unseen`` and ``unseen_left`` record what the class had to show before and after the draw;
+a class with nothing unseen draws nothing, and health says so. Reproducible for the date as above; the seen
+set is every other date's evaluations, so a backfilled date never draws an image a later date evaluated.
+Cost: the class's documents in the created window are read (``Store.class_images``, the
+``source_label_created`` index on MongoDB), so this draw grows with the class, not with ``N`` (no real
+MongoDB was available here to time it; ``sample_cost`` counts the walk of the draw without ``seen``).
+
+Cost (without ``seen``): each class reads about ``L`` index entries and documents from its pivot (divided by the
 share of its images that pass the created filter, which is checked on the fetched document),
 so the work grows with classes x N, not with the collection. No ``$rand``, ``$sample``,
 ``$setWindowFields`` or ``$topN``: the same queries run on mongomock and on MongoDB.
@@ -44,6 +60,7 @@ so the work grows with classes x N, not with the collection. No ``$rand``, ``$sa
 from __future__ import annotations
 
 import csv
+import io
 import datetime as dt
 import hashlib
 from collections import defaultdict
@@ -54,7 +71,7 @@ from typing import Any
 
 from monitor.dates import days_before, end_of_day, start_of_day
 from monitor.errors import ConfigError, DataError
-from monitor.files import atomic_write
+from monitor.files import FileRefused, atomic_write, read_bounded
 from monitor.storage import Store
 
 #: Index entries read per class for each image drawn (see the module docstring).
@@ -64,6 +81,8 @@ CSV_COLUMNS = ("date", "source", "image_path", "label", "sample_key", "created",
 LEGACY_CSV_COLUMNS = CSV_COLUMNS[:-2]
 PRE_IDENTITY_CSV_COLUMNS = CSV_COLUMNS[:-1]
 DRAWS = ("base", "followup")
+#: A sample CSV larger than this is refused (a million rows is about 200 MB).
+MAX_SAMPLE_CSV_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -393,14 +412,17 @@ def read_sample_csv(path: Path, *, date: str | None = None, source: str | None =
     """
     path = Path(path)
     try:
-        with path.open(encoding="utf-8", newline="") as src:
-            reader = csv.reader(src)
-            header = next(reader, None)
-            if header is None or tuple(header) not in (CSV_COLUMNS, PRE_IDENTITY_CSV_COLUMNS, LEGACY_CSV_COLUMNS):
-                raise DataError(f"{path} is not a sample CSV: header {header} is not {', '.join(CSV_COLUMNS)}")
-            rows = list(reader)
+        # Bounded and never blocking: a FIFO or device in place of the file is refused, not read without end.
+        text = read_bounded(path, max_bytes=MAX_SAMPLE_CSV_BYTES).decode("utf-8")
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = next(reader, None)
+        if header is None or tuple(header) not in (CSV_COLUMNS, PRE_IDENTITY_CSV_COLUMNS, LEGACY_CSV_COLUMNS):
+            raise DataError(f"{path} is not a sample CSV: header {header} is not {', '.join(CSV_COLUMNS)}")
+        rows = list(reader)
     except FileNotFoundError as exc:
         raise DataError(f"sample file {path} does not exist") from exc
+    except FileRefused as exc:
+        raise DataError(f"cannot read sample file {path}: it {exc}") from exc
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"cannot read sample file {path}: {exc}") from exc
     if not rows:

@@ -69,7 +69,8 @@ def source_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def env(source_dir: Path, tmp_path: Path) -> dict[str, str]:
-    return {"MONITOR_DATA_DIR": str(tmp_path / "data"), "MONITOR_SOURCE_URI": str(source_dir)}
+    # The base draw of N per class from day one: the first-day draw (MONITOR_FIRST_DRAW) has its own test below.
+    return {"MONITOR_DATA_DIR": str(tmp_path / "data"), "MONITOR_SOURCE_URI": str(source_dir), "MONITOR_FIRST_DRAW": "0"}
 
 
 def _invoke(env: dict[str, str], *args: str) -> dict:
@@ -259,3 +260,67 @@ def test_a_sample_drawn_with_other_settings_is_not_silently_reused(env: dict[str
 
     redrawn = pd.read_csv(_invoke(smaller, "sample", "--date", DATE, "--force", "--json")["samples_csv"])
     assert redrawn.groupby("label").size().max() == 5
+
+
+# --- each image once per model, and the artifacts checked against what the store recorded -------------------
+
+
+def test_each_image_is_evaluated_once_per_model_and_an_exhausted_class_keeps_its_verdict(env: dict[str, str], spark) -> None:
+    days = ["2026-11-18", "2026-11-19", "2026-11-20"]
+    results = [_invoke(env, "evaluate", "--date", day, "--json") for day in days]
+    seen: dict[str, list[str]] = {}
+    for result in results:
+        predictions = pd.read_parquet(result["predictions"]) if Path(result["predictions"]).stat().st_size else pd.DataFrame()
+        for path, label in zip(predictions.get("image_path", []), predictions.get("label", [])):
+            seen.setdefault(label, []).append(path)
+    # No image is predicted twice by the model: 10, then the 4 left, then nothing, for a class of 14.
+    for label, paths in seen.items():
+        assert len(paths) == len(set(paths)), label
+    two = {row["label"]: row for row in results[2]["health"]}["two"]
+    assert len(seen["two"]) == GOOD_PER_CLASS and two["day_n"] == 0 and two["exhausted"] is True
+    assert two["evaluated_n"] == GOOD_PER_CLASS and two["reason"].startswith("Nothing new to evaluate today: all 14 images")
+    before = {row["label"]: row["verdict"] for row in results[1]["health"]}
+    assert {row["label"]: row["verdict"] for row in results[2]["health"]} == before  # carried over
+    # A re-run of a day draws and counts the same images.
+    again = _invoke(env, "evaluate", "--date", days[1], "--json", "--force")
+    assert again["classes"] == results[1]["classes"]
+
+
+def test_a_models_first_day_draws_up_to_the_first_draw_per_class(env: dict[str, str], spark) -> None:
+    result = _invoke({**env, "MONITOR_FIRST_DRAW": "12"}, "evaluate", "--date", DATE, "--json")
+    per_class = pd.read_csv(result["samples_csv"]).groupby("label").size().to_dict()
+    assert per_class == {**{label: 12 for label in per_class if label != SHORT_CLASS}, SHORT_CLASS: 5}
+    assert all(row["verdict"] != "insufficient_data" for row in result["health"] if row["label"] != SHORT_CLASS)
+
+
+def test_a_hand_edited_sample_is_refused_and_the_days_results_stay(env: dict[str, str], spark) -> None:
+    first = _invoke(env, "evaluate", "--date", DATE, "--json")
+    csv_path = Path(first["samples_csv"])
+    rows = csv_path.read_text().splitlines()
+    kept = [rows[0]] + [row for row in rows[1:] if ",two/" not in row] + [next(row for row in rows[1:] if ",two/" in row)]
+    csv_path.write_text("\n".join(kept) + "\n")  # 9 of class two's 10 rows deleted
+    counts = _store_counts(env)
+
+    refused = CliRunner(env=env).invoke(app, ["evaluate", "--date", DATE, "--json"])
+    assert refused.exit_code == 6, refused.stderr
+    assert "is not the sample drawn for 2026-11-20" in refused.stderr and "--force" in refused.stderr
+    assert _store_counts(env) == counts
+    forced = _invoke(env, "evaluate", "--date", DATE, "--json", "--force")
+    assert forced["classes"] == first["classes"]
+
+
+def test_a_predictions_file_changed_after_predict_is_refused_by_metrics_and_predicted_again_by_evaluate(env: dict[str, str], spark) -> None:
+    first = _invoke(env, "evaluate", "--date", DATE, "--json")
+    path = Path(first["predictions"])
+    frame = pd.read_parquet(path)
+    frame.loc[frame["status"] == "ok", "pred"] = frame.loc[frame["status"] == "ok", "label"]  # every image "right"
+    frame.to_parquet(path)
+
+    from monitor.errors import DataError
+    from monitor.pipeline import run_metrics
+    from monitor.settings import load_settings
+
+    with pytest.raises(DataError, match="changed since the predict step wrote it.*--force"):
+        run_metrics(load_settings(data_dir=env["MONITOR_DATA_DIR"], source_uri=env["MONITOR_SOURCE_URI"]), DATE)
+    again = _invoke(env, "evaluate", "--date", DATE, "--json")
+    assert again["classes"] == first["classes"]  # predicted again: the edit did not become a result

@@ -79,7 +79,12 @@ def test_setup_source_serves_index_and_sample_for_a_recent_date(tmp_path: Path) 
     assert build_setup_source(settings)["written"] == 0  # a second set-up leaves it alone
 
     run_index(settings)
+    # The model's first day: each class draws up to MONITOR_FIRST_DRAW (200) of its images, here all of them.
     sample = pd.read_csv(run_sample(settings, "2026-11-20")["samples_csv"])
+    per_label = {label: sum(1 for p in files if p.parent.name == label) for label in LABELS}
+    assert sample.groupby("label").size().to_dict() == per_label
+    base_only = settings.model_copy(update={"first_draw": 0})
+    sample = pd.read_csv(run_sample(base_only, "2026-11-20", force=True)["samples_csv"])
     assert sample.groupby("label").size().to_dict() == {label: 10 for label in LABELS}
 
 

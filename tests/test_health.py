@@ -1189,3 +1189,18 @@ def test_a_recomputed_day_counts_follow_up_only_within_what_its_recomputed_state
     history = [(day(0), 10, 10, 0, 0), (day(1), 40, 25, 30, 17)]
     row = assess_history(history, 0.9, settings, classes=15)
     assert row["cusum"] == pytest.approx(max(0.0, d.up * 2 - d.down * 8) * d.unit)
+
+
+def test_a_target_override_for_a_class_that_does_not_exist_is_refused_at_health_time(store, settings) -> None:
+    from monitor.context import RunContext
+    from monitor.errors import ConfigError
+    from monitor.pipeline import health_with
+
+    _store_metrics(store, "m@1", {"seven": [(10, 10)], "eight": [(10, 9)]})
+    typo = settings.model_copy(update={"target_overrides": {"Seven": 0.8}})
+    with pytest.raises(ConfigError, match=r"MONITOR_TARGET_OVERRIDES names 'Seven', not among the 2 classes \(eight, seven\)"):
+        health_with(RunContext.for_date(typo, day(0)), store, model_id="m@1")
+    assert store.find("class_health", {}) == []  # nothing judged under the wrong targets
+    right = settings.model_copy(update={"target_overrides": {"seven": 0.8}})
+    rows = {row["label"]: row for row in health_with(RunContext.for_date(right, day(0)), store, model_id="m@1")["classes"]}
+    assert (rows["seven"]["target"], rows["eight"]["target"]) == (0.8, 0.9)

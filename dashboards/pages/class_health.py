@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -14,6 +16,8 @@ from dashboards.figures import timeseries_figure
 from dashboards.view import View, latest_status, worst_first
 from monitor.verdicts import Verdict
 
+#: The health figures ``benchmarks/bench_health.py --save`` measured (a sentence and the numbers, with machine and date).
+FIGURES_FILE = Path(__file__).resolve().parents[2] / "docs" / "health-figures.json"
 #: Classes drawn at once (one figure each).
 MAX_CLASS_FIGURES = 6
 
@@ -21,17 +25,33 @@ MAX_CLASS_FIGURES = 6
 VERDICT_MEANING: dict[Verdict, str] = {
     Verdict.NEEDS_RETRAINING: (
         "The evidence says this class is below its target and has not come back. It draws follow-up images every day; "
-        "the flag clears only when the evidence for recovery reaches its threshold, so it does not flicker."
+        "the flag clears only when the evidence says the class is above its target, so a class that stays below stays flagged."
     ),
     Verdict.WATCH: "The evidence leans towards a drop below target: tomorrow's sample draws extra (follow-up) images of this class to settle it.",
     Verdict.HEALTHY: "No evidence of a drop below the target.",
-    Verdict.INSUFFICIENT_DATA: "Too few images in the window to judge this class.",
+    Verdict.INSUFFICIENT_DATA: "Too few images of this class evaluated so far to judge it.",
 }
-#: The defaults' measured behaviour (benchmarks/bench_health.py, 15 classes, 10 images a class a day; README).
-VERDICT_FIGURES = (
-    "At the defaults, a class that falls from 0.95 to 0.75 is flagged in a median 4 days (95% within 7), one that falls to 0.85 in "
-    "a median 11; all classes together raise at most one false alarm a year; a recovered class clears in a median 3 days."
+#: What every verdict is about: the model's accuracy on images like those in the bucket, each image counted once.
+VERDICT_SCOPE = (
+    "Each image counts once per model: the verdict is about the class's accuracy on images like those in the bucket, "
+    "and a class with nothing new to evaluate keeps its verdict until new images arrive."
 )
+
+
+def _share(correct: Any, n: Any) -> str:
+    try:
+        return fmt_acc(float(correct) / float(n)) if n and float(n) > 0 else "–"
+    except (TypeError, ValueError):
+        return "–"
+
+
+def health_figures(path: Path = FIGURES_FILE) -> str:
+    """The defaults' measured behaviour, read from what ``benchmarks/bench_health.py --save`` wrote (nothing when absent)."""
+    try:
+        figures = json.loads(path.read_text(encoding="utf-8")) if path.stat().st_size < 65_536 else {}
+        return str(figures.get("sentence") or "") if isinstance(figures, dict) else ""
+    except (OSError, ValueError):
+        return ""
 
 
 def evidence_card(label: str, status: pd.DataFrame, level: float) -> html.Div:
@@ -51,6 +71,8 @@ def evidence_card(label: str, status: pd.DataFrame, level: float) -> html.Div:
         ("evidence of a drop (CUSUM) / flags at", f"{fmt_num(row.get('cusum'))} / {fmt_num(row.get('cusum_threshold'))}"),
         ("collapse test / flags at", f"{fmt_num(row.get('collapse'))} / {fmt_num(row.get('collapse_threshold'))}"),
         *([("evidence of recovery / clears at", f"{fmt_num(row.get('recovery'))} / {fmt_num(row.get('recovery_threshold'))}")] if flagged else []),
+        ("images evaluated, each once / not yet", f"{fmt_num(row.get('evaluated_n'), 0)} / {fmt_num(row.get('unseen_left'), 0)}"),
+        ("accuracy on them", f"{_share(row.get('evaluated_correct'), row.get('evaluated_n'))} {fmt_ci(row.get('evaluated_ci_low'), row.get('evaluated_ci_high'))}"),
         ("follow-up images tomorrow", fmt_num(row.get("followup"), 0)),
         ("method", str(row.get("method") or "–")),
     ]
@@ -61,7 +83,7 @@ def evidence_card(label: str, status: pd.DataFrame, level: float) -> html.Div:
         ]
         + [
             html.P(str(row.get("reason") or ""), className="reason"),
-            html.P([VERDICT_MEANING.get(row.get("verdict"), ""), " ", html.Span(VERDICT_FIGURES, className="muted")], className="meaning"),
+            html.P([VERDICT_MEANING.get(row.get("verdict"), ""), " ", html.Span(f"{VERDICT_SCOPE} {health_figures()}".strip(), className="muted")], className="meaning"),
         ],
         id=f"{ids.CLASS_EVIDENCE}-{label}",
         className="evidence",
