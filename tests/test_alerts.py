@@ -405,3 +405,67 @@ def test_a_send_a_killed_run_left_in_flight_is_not_repeated_but_reported_uncerta
     # A later run sends nothing either.
     deliver_pending(store, [endpoint.url])
     assert endpoint.bodies == []
+
+
+# --- at most once across several notifiers: a send in doubt after a crash, and another notifier failing (issue 22) ---
+
+
+class _Killed(BaseException):
+    """A run killed right after a send, before its outcome was recorded (what ``after_alert_send`` does for real)."""
+
+
+@pytest.mark.parametrize("order", ["doubtful-failing-good", "failing-doubtful-good", "good-failing-doubtful"])
+def test_a_send_left_in_doubt_by_a_crash_is_never_repeated_while_another_notifier_fails_and_is_retried(
+    any_store, monkeypatch: pytest.MonkeyPatch, order: str
+) -> None:
+    from monitor import faults
+
+    servers = {name: Endpoint() for name in ("doubtful", "failing", "good")}
+    try:
+        urls = [servers[name].url for name in order.split("-")]
+        doubtful, failing, good = servers["doubtful"], servers["failing"], servers["good"]
+        failing.status = 500
+        _judge(any_store, "m@1", day(0), {"seven": FINE, "three": FINE})
+        [flag] = _judge(any_store, "m@1", day(1), {"seven": FLAGGED, "three": FINE})
+
+        # Run 1 dies right after its send to the doubtful notifier: the receiver got it, the store cannot know.
+        def die_after_the_doubtful_send(name: str) -> None:
+            if name == "after_alert_send" and len(doubtful.bodies) == 1 and not killed:
+                killed.append(name)
+                raise _Killed
+
+        killed: list[str] = []
+        monkeypatch.setattr(faults, "point", die_after_the_doubtful_send)
+        with pytest.raises(_Killed):
+            deliver_pending(any_store, urls)
+        assert len(doubtful.bodies) == 1
+        assert _one(any_store, "alerts", {"alert_id": flag["alert_id"]})["sending"] == [_url_key(doubtful.url)]
+
+        # Run 2: the doubtful send is not repeated, the failing notifier fails, the good one gets it once.
+        report = deliver_pending(any_store, urls)
+        assert (report.delivered, report.pending, report.failed) == (0, 1, 1)
+        alert = _one(any_store, "alerts", {"alert_id": flag["alert_id"]})
+        assert alert["uncertain"] == [_url_key(doubtful.url)] and alert["sent_to"] == [_url_key(good.url)] and alert["sending"] == []
+        assert alert["delivered"] is False and "127.0.0.1:" + str(failing.server.server_address[1]) in alert["last_error"]
+        assert f"may or may not have received alert id {flag['alert_id']}" in alert["last_error"]
+        assert (len(doubtful.bodies), len(good.bodies)) == (1, 1)
+
+        # Run 3: the failing notifier is back; only it is sent the alert, and the alert is done.
+        failing.status = 200
+        report = deliver_pending(any_store, urls)
+        assert (report.delivered, report.pending, report.failed) == (1, 0, 0)
+        alert = _one(any_store, "alerts", {"alert_id": flag["alert_id"]})
+        assert alert["delivered"] is True and alert["uncertain"] == [_url_key(doubtful.url)]
+        assert sorted(alert["sent_to"]) == sorted([_url_key(good.url), _url_key(failing.url)])
+        assert flag["alert_id"] in failing.bodies[-1]["json"]["message"]
+
+        # Run 4 sends nothing to anyone: each notifier saw the alert at most once (the failing one: its failed tries, then once).
+        deliver_pending(any_store, urls)
+        assert (len(doubtful.bodies), len(good.bodies)) == (1, 1)
+        names = order.split("-")
+        tried_before_the_crash = names.index("failing") < names.index("doubtful")
+        assert len(failing.bodies) == (3 if tried_before_the_crash else 2)  # its 500s (one more if tried before the crash), then one 200
+    finally:
+        for server in servers.values():
+            server.server.shutdown()
+            server.server.server_close()
