@@ -246,9 +246,15 @@ def predict_with(ctx: RunContext, store: Store, *, force: bool = False, progress
     if not sample.items:  # every class evaluated whole already: nothing to predict, and the day says so
         from evaluation.predictions import predictions_frame
 
+        from evaluation.model import model_identity
+
         if force or not out.is_file():
             write_predictions(predictions_frame([]), out)
             store.update_run(ctx.source_uri, date, {"predictions": {"model_id": None, "rows": 0, "sha256": _file_digest(out)}})
+        for folder in candidate_dirs(settings, store):  # every model has its (empty) file of the day, as on any other day
+            path = settings.candidate_predictions_file(date, model_identity(folder))
+            if force or not path.is_file():
+                write_predictions(predictions_frame([]), path)
         model_id = str(recorded.get("model_id") or production_model_id(settings))
         return {**_predict_summary(date, out, predictions_frame([]), model_id, reused=False), "candidates": []}
     loaded = load_model(settings.model_dir, settings.device)
