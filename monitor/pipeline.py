@@ -176,6 +176,8 @@ def production_model_id(settings: Settings) -> str:
     """The id of the production model (``MONITOR_MODEL_DIR``) from its weight files, without loading it."""
     from evaluation.model import model_identity
 
+    if not Path(settings.model_dir).is_dir():
+        raise ModelError(f"model directory {settings.model_dir} does not exist (set MONITOR_MODEL_DIR to a Hugging Face model directory)")
     try:
         return model_identity(settings.model_dir)
     except OSError as exc:

@@ -507,21 +507,22 @@ def test_an_unreachable_source_fails_index_with_a_readable_error_and_nothing_dow
     assert not settings.predictions_file(date.isoformat()).exists()
 
 
-def test_a_bad_model_fails_predict_at_once_though_retries_are_left(airflow_env, dag_runner, tiny_source, tmp_path, caplog):
+def test_a_bad_model_fails_the_first_task_that_needs_it_at_once_though_retries_are_left(airflow_env, dag_runner, tiny_source, tmp_path, caplog):
     missing = tmp_path / "no-model-here"
     date = DATE + dt.timedelta(days=2)
     with _MonitorEnv(data_dir=tmp_path / "data", source_uri=tiny_source, model_dir=missing, samples_per_class=2) as settings:
         result = dag_runner(_fresh_dag(airflow_env, retries=3), date)
     assert result.state == "failed"
     assert result.tasks["index"] == ("success", 1)
-    assert result.tasks["sample"] == ("success", 1)
-    # ModelError: the retry policy fails the task at the first try; a retry could not load the model either.
-    assert result.tasks["predict"] == ("failed", 1)
-    assert {task: result.tasks[task][0] for task in ["metrics", "health", PUBLISH, COMPARE]} == dict.fromkeys(["metrics", "health", PUBLISH, COMPARE], "upstream_failed")
+    # The sample needs the model (it draws the images this model has not evaluated). ModelError: the retry policy
+    # fails the task at the first try; a retry could not read the model either.
+    assert result.tasks["sample"] == ("failed", 1)
+    later = ["predict", "metrics", "health", PUBLISH, COMPARE]
+    assert {task: result.tasks[task][0] for task in later} == dict.fromkeys(later, "upstream_failed")
     (error,) = _task_errors(caplog)
-    assert error.startswith(f"class health predict failed: ModelError: model directory {missing} does not exist")
+    assert error.startswith(f"class health sample failed: ModelError: model directory {missing} does not exist")
     assert "\n" not in error
-    assert settings.sample_csv(date.isoformat()).is_file()
+    assert not settings.sample_csv(date.isoformat()).exists()
     assert not settings.predictions_file(date.isoformat()).exists()
 
 

@@ -278,7 +278,7 @@ def test_the_single_file_store_of_earlier_versions_is_moved_into_partitions(sett
         pass  # a reader never converts it
     assert legacy.exists()
     with open_store(settings) as store:
-        assert store.counts() == {"images": 1, "samples": 0, "class_metrics": 1, "class_health": 0, "alerts": 1, "models": 0, "runs": 0, "candidates": 0}
+        assert store.counts() == {"images": 1, "samples": 0, "class_metrics": 1, "class_health": 0, "evaluations": 0, "alerts": 1, "models": 0, "runs": 0, "candidates": 0}
         assert store.find("images")[0]["created"] == T0
     assert not legacy.exists() and legacy.with_name(legacy.name + ".migrated").exists()
 
