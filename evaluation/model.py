@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import pickle
 import threading
@@ -190,7 +189,8 @@ def check_labels(loaded: LoadedModel, labels: Iterable[str]) -> None:
 
 
 def _check_json(path: Path) -> None:
-    try:
-        json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"model directory {path.parent}: {path.name} is not valid JSON: {exc}") from exc
+    """Refuse a configuration file that is not bounded JSON in a regular file (a FIFO, a device, deep nesting, ``1e999``)
+    before transformers reads it, in one line: never a hang, never a RecursionError."""
+    from monitor.files import read_json_file
+
+    read_json_file(path, what=f"model directory {path.parent}: {path.name}", max_bytes=64 << 20, max_depth=64, error=ModelError)

@@ -153,3 +153,25 @@ def test_check_labels_accepts_a_subset_of_the_models_labels() -> None:
     loaded = load_model(SHIPPED_MODEL_DIR, device="cpu")
     check_labels(loaded, ["three", "nine", "three"])
     check_labels(loaded, [])
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("config.json", "[" * 5000 + "]" * 5000, "nests deeper than the 64 levels"),
+        ("config.json", '{"num_labels": 1e999}', "config.json"),
+        ("preprocessor_config.json", "[" * 5000 + "]" * 5000, "preprocessor_config.json"),
+        ("config.json", None, "has no config.json"),  # a FIFO in its place: refused, never opened (it would block)
+    ],
+)
+def test_a_damaged_configuration_is_one_model_error_never_a_hang_or_a_recursion_error(shipped_copy: Path, name: str, content: str | None, message: str) -> None:
+    import os
+
+    target = shipped_copy / name
+    target.unlink()
+    if content is None:
+        os.mkfifo(target)
+    else:
+        target.write_text(content)
+    with pytest.raises(ModelError, match=message):
+        load_model(shipped_copy, device="cpu")
