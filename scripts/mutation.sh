@@ -49,10 +49,11 @@ spec() {
         health)   echo "monitor/health.py|tests/test_health.py tests/test_calibration_cache.py|fork||$SLOW_HEALTH" ;;
         sampling) echo 'monitor/sampling.py|tests/test_sampling.py|fork||' ;;
         alerts)   echo 'monitor/alerts.py|tests/test_alerts.py|forkserver||' ;;
+        compare)  echo 'monitor/compare.py|tests/test_compare.py|fork|not spark|' ;;
         store)    echo 'monitor/storage.py monitor/embedded.py|tests/test_store.py|fork||' ;;
         indexing) echo 'monitor/indexing.py|tests/test_indexing.py|fork|not gcs|' ;;
         metrics)  echo "evaluation/metrics.py|tests/test_metrics.py|fork|not spark||$METRICS_FUNCTIONS" ;;
-        *) echo "unknown module '$1' (known: health sampling alerts store indexing metrics)" >&2; return 1 ;;
+        *) echo "unknown module '$1' (known: health sampling alerts compare store indexing metrics)" >&2; return 1 ;;
     esac
 }
 

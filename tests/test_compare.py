@@ -310,3 +310,38 @@ def test_a_p_value_equal_to_alpha_is_not_significant(side: str) -> None:
     assert verdict.verdict == (INSUFFICIENT if side == "improved" else PROMOTE)
     # A hair above, the same table is significant.
     assert compare_classes(table, flagged=flagged, alpha=alpha * 1.001, margin=0.0).set_index("label").loc[label, side]
+
+
+def test_a_class_without_paired_images_has_no_accuracies_and_the_verdict_records_its_inputs() -> None:
+    verdict = _judge(_counts({"3": (50, 0, 5, 5), "9": (0, 0, 0, 0), "1": (1, 0, 0, 0)}), ["3"])
+    rows = {row["label"]: row for row in verdict.classes}
+    assert (rows["9"]["production_accuracy"], rows["9"]["candidate_accuracy"], rows["9"]["difference"]) == (None, None, None)
+    assert (rows["1"]["production_accuracy"], rows["1"]["candidate_accuracy"]) == (1.0, 1.0)  # n = 1 is a class with images
+    record = verdict.to_dict()
+    assert {k: record[k] for k in ("production", "candidate", "start", "end", "days", "alpha", "margin")} == {
+        "production": "p@1", "candidate": "c@2", "start": "2026-01-01", "end": "2026-01-14", "days": 14, "alpha": 0.05, "margin": 0.02,
+    }  # fmt: skip
+    # The flagged class improved, but a class without a paired image keeps the candidate waiting.
+    assert (record["verdict"], record["reason"]) == (INSUFFICIENT, "1 class(es) have fewer than 1 paired images")
+
+
+@pytest.mark.parametrize(
+    "counts, alpha, message",
+    [
+        (pd.DataFrame({"label": ["a"], "both_right": [1]}), 0.05, r"lack the column\(s\) only_production, only_candidate, both_wrong$"),
+        (_counts({"a": (1, -1, 0, 0)}), 0.05, "^paired counts must not be negative$"),
+        (_counts({"a": (1, 0, 0, 0)}), 0.0, "^alpha = 0.0 is not between 0 and 1$"),
+        (_counts({"a": (1, 0, 0, 0)}), 1.0, "^alpha = 1.0 is not between 0 and 1$"),
+    ],
+)
+def test_compare_refuses_bad_counts_and_alpha_naming_what_is_wrong(counts: pd.DataFrame, alpha: float, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        compare_classes(counts, alpha=alpha)
+
+
+def test_a_rejection_names_each_worse_class_with_its_drop_and_discordant_counts() -> None:
+    verdict = _judge(_counts({"5": (50, 9, 0, 5), "6": (50, 9, 1, 5)}), [])
+    assert verdict.verdict == REJECT and verdict.worse == ["5", "6"]
+    assert verdict.reason == (
+        "2 class(es) got significantly worse by more than 0.020: 5 (-0.141, 9 vs 0 discordant), 6 (-0.123, 9 vs 1 discordant)"
+    )
