@@ -993,8 +993,9 @@ def followup_requests(store: Store, date: str, cap: int, unit: int = 1) -> dict[
     for row in rows:
         urgent = float(urgency(float(row.get("cusum") or 0.0), float(row.get("cusum_threshold") or 1.0), bool(row.get("flagged"))))
         label, extra = str(row["label"]), int(row["followup"])
-        if label not in wanted or (extra, urgent) > wanted[label]:
-            wanted[label] = (extra, urgent)
+        # Several models judged that day: the largest request, served as urgently as the most urgent of them (a flag first).
+        before = wanted.get(label, (0, -math.inf))
+        wanted[label] = (max(before[0], extra), max(before[1], urgent))
     labels = sorted(wanted)  # ties in urgency: by label
     given = grant_followup([wanted[label][0] for label in labels], [wanted[label][1] for label in labels], cap, unit)
     return {label: int(give) for label, give in zip(labels, given) if give > 0}

@@ -1204,3 +1204,16 @@ def test_a_target_override_for_a_class_that_does_not_exist_is_refused_at_health_
     right = settings.model_copy(update={"target_overrides": {"seven": 0.8}})
     rows = {row["label"]: row for row in health_with(RunContext.for_date(right, day(0)), store, model_id="m@1")["classes"]}
     assert (rows["seven"]["target"], rows["eight"]["target"]) == (0.8, 0.9)
+
+
+def test_with_two_models_a_class_flagged_by_either_is_served_first_with_the_larger_request(store) -> None:
+    """m1 flags d (asks 40) and watches e (60, S/h 0.7); m2 watches d (asks 180, S/h 0.6). Cap 100: d is flagged, so it
+    is served first, with the larger request (whole units of 5): d 100, e nothing."""
+    rows = [
+        {"model_id": "m1", "date": day(0), "label": "d", "followup": 40, "flagged": True, "cusum": 7.0, "cusum_threshold": 6.0},
+        {"model_id": "m1", "date": day(0), "label": "e", "followup": 60, "flagged": False, "cusum": 4.2, "cusum_threshold": 6.0},
+        {"model_id": "m2", "date": day(0), "label": "d", "followup": 180, "flagged": False, "cusum": 3.6, "cusum_threshold": 6.0},
+    ]
+    _add_rows(store, "class_health", rows)
+    assert followup_requests(store, day(1), 100, 5) == {"d": 100}
+    assert followup_requests(store, day(1), 1000, 5) == {"d": 180, "e": 60}
