@@ -426,22 +426,27 @@ def _once_per_image(store: Store, model_id: str, date: str, frame: Any, recorded
     The sampler already leaves out what the model evaluated; this catches the rest (a sample drawn before a
     backfilled date evaluated some of its images, copies of one image under two paths).
     """
+    from evaluation.predictions import FETCH_FAILED
     from monitor.sampling import image_identity
 
     identity = {str(item["path"]): item.get("image") or image_identity(None, str(item["path"])) for item in recorded.get("items") or []}
     images = [identity.get(str(path)) or image_identity(None, str(path)) for path in frame["image_path"]]
     earlier = store.evaluated(model_id, labels=set(frame["label"]), other_than=date)
+    errors = frame["error"] if "error" in frame else [None] * len(frame)
     keep, taken, rows = [], set(), []
-    for i, (label, image, status) in enumerate(zip(frame["label"], images, frame["status"])):
+    for i, (label, image, status, error) in enumerate(zip(frame["label"], images, frame["status"], errors)):
         key = (str(label), image)
         repeat = image in earlier.get(str(label), ()) or key in taken
         keep.append(not (repeat and status == "ok"))
-        if status == "ok" and not repeat:
-            taken.add(key)
-            rows.append({
-                "label": str(label), "image": image, "path": str(frame["image_path"].iloc[i]),
-                "correct": bool(frame["pred"].iloc[i] == label), "draw": str(frame["draw"].iloc[i]) if "draw" in frame else "base",
-            })  # fmt: skip
+        # A read that failed may work tomorrow (drawn again); an image that does not decode is recorded, not redrawn.
+        if repeat or (status != "ok" and (status != "failed" or error == FETCH_FAILED)):
+            continue
+        taken.add(key)
+        rows.append({
+            "label": str(label), "image": image, "path": str(frame["image_path"].iloc[i]), "status": str(status),
+            "correct": bool(frame["pred"].iloc[i] == label) if status == "ok" else None,
+            "draw": str(frame["draw"].iloc[i]) if "draw" in frame else "base",
+        })  # fmt: skip
     dropped = len(keep) - sum(keep)
     if dropped:
         log.info("%d predictions of %s on %s are of images it evaluated already: counted once", dropped, model_id, date)

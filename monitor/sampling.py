@@ -186,12 +186,13 @@ def image_identity(checksum: str | None, path: str) -> str:
 
     On GCS the checksum is ``<md5 or crc32c>@<generation>`` (:class:`monitor.sources.GCSSource`): its content part
     identifies the bytes, so a renamed, copied or re-uploaded object is the same image. A local folder's checksum is
-    ``<size>-<mtime>``, which files written in the same instant share, so there the path identifies the image (a
-    renamed local file counts as a new one; its bytes are never read at indexing).
+    ``<size>-<mtime>``, which files written in the same instant share, so there the path and that checksum identify
+    the image: a file rewritten with new content is a new image, a renamed one is too (its bytes are never read at
+    indexing, so a rename cannot be told from a new file).
     """
     if checksum and "@" in str(checksum):
         return "content:" + str(checksum).split("@", 1)[0]
-    return f"path:{path}"
+    return f"path:{path}" + (f"#{checksum}" if checksum else "")
 
 
 def draw_sample(

@@ -273,9 +273,11 @@ def test_each_image_is_evaluated_once_per_model_and_an_exhausted_class_keeps_its
         predictions = pd.read_parquet(result["predictions"]) if Path(result["predictions"]).stat().st_size else pd.DataFrame()
         for path, label in zip(predictions.get("image_path", []), predictions.get("label", [])):
             seen.setdefault(label, []).append(path)
-    # No image is predicted twice by the model: 10, then the 4 left, then nothing, for a class of 14.
+    # No image is predicted twice by the model: 10, then the 4 left, then nothing, for a class of 14; an image
+    # that does not decode is recorded once (drawn again only if the file changes), not drawn every day.
     for label, paths in seen.items():
         assert len(paths) == len(set(paths)), label
+    assert seen[SHORT_CLASS].count(f"{SHORT_CLASS}/corrupt.jpg") == 1
     two = {row["label"]: row for row in results[2]["health"]}["two"]
     assert len(seen["two"]) == GOOD_PER_CLASS and two["day_n"] == 0 and two["exhausted"] is True
     assert two["evaluated_n"] == GOOD_PER_CLASS and two["reason"].startswith("Nothing new to evaluate today: all 14 images")
@@ -287,7 +289,7 @@ def test_each_image_is_evaluated_once_per_model_and_an_exhausted_class_keeps_its
 
 
 def test_a_models_first_day_draws_up_to_the_first_draw_per_class(env: dict[str, str], spark) -> None:
-    result = _invoke({**env, "MONITOR_FIRST_DRAW": "12"}, "evaluate", "--date", DATE, "--json")
+    result = _invoke({**env, "MONITOR_FIRST_DRAW": "12", "MONITOR_MIN_SAMPLES": "12"}, "evaluate", "--date", DATE, "--json")
     per_class = pd.read_csv(result["samples_csv"]).groupby("label").size().to_dict()
     assert per_class == {**{label: 12 for label in per_class if label != SHORT_CLASS}, SHORT_CLASS: 5}
     assert all(row["verdict"] != "insufficient_data" for row in result["health"] if row["label"] != SHORT_CLASS)

@@ -796,7 +796,7 @@ def test_a_model_never_draws_an_image_it_evaluated_until_the_class_is_exhausted(
 
 def test_the_unseen_draw_is_reproducible_for_the_date_and_point_in_time(store: Store) -> None:
     _add(store, "cat", 300, BEFORE)
-    seen = {"cat": {f"path:cat/img_{i:05d}.jpg" for i in range(0, 300, 3)}}
+    seen = {"cat": {f"path:cat/img_{i:05d}.jpg#100-{i}" for i in range(0, 300, 3)}}
     first = draw_sample(store, SOURCE, DAY, 10, seed=2, seen=seen, followup={"cat": 20})
     _add(store, "cat", 50, dt.datetime(2026, 3, 11, 9, tzinfo=UTC), start=1000)  # arrive the day after
     again = draw_sample(store, SOURCE, DAY, 10, seed=2, seen=seen, followup={"cat": 20})
@@ -823,7 +823,7 @@ def test_a_class_the_model_never_evaluated_gets_the_first_draw_and_others_the_ba
     _add(store, "cat", 500, BEFORE)
     _add(store, "dog", 500, BEFORE)
     _add(store, "owl", 30, BEFORE)
-    sample = draw_sample(store, SOURCE, DAY, 10, seed=0, seen={"dog": {"path:dog/img_00001.jpg"}}, first_draw=200)
+    sample = draw_sample(store, SOURCE, DAY, 10, seed=0, seen={"dog": {"path:dog/img_00001.jpg#100-1"}}, first_draw=200)
 
     assert sample.classes == {"cat": 200, "dog": 10, "owl": 30}
     assert sample.short_classes == {} and {item.draw for item in sample.items} == {"base"}
@@ -846,5 +846,6 @@ def test_the_image_identity_is_the_content_on_gcs_and_the_path_elsewhere() -> No
     from monitor.sampling import image_identity
 
     assert image_identity("0a1b@1712", "cat/x.jpg") == image_identity("0a1b@99", "cat/renamed.jpg") == "content:0a1b"
-    assert image_identity("100-1712", "cat/x.jpg") == "path:cat/x.jpg" != image_identity("100-1712", "cat/y.jpg")
+    assert image_identity("100-1712", "cat/x.jpg") == "path:cat/x.jpg#100-1712" != image_identity("100-1712", "cat/y.jpg")
+    assert image_identity("100-1713", "cat/x.jpg") != image_identity("100-1712", "cat/x.jpg")  # rewritten: a new image
     assert image_identity(None, "cat/x.jpg") == "path:cat/x.jpg"
