@@ -528,14 +528,18 @@ class Store:
         seen = {(doc.get("label"), doc.get("image")) for doc in docs}
         if len(seen) != len(docs):
             raise DataError(f"the evaluations of {model_id} on {date} repeat an image")
+        return self._replace_day_docs("evaluations", model_id, date, docs)
+
+    def _replace_day_docs(self, kind: str, model_id: str, date: str, docs: Sequence[Doc]) -> int:
+        """Delete then insert, so a re-run leaves exactly ``docs`` for (model, date)."""
         key = {"model_id": model_id, "date": date}
         try:
-            coll = self._part("evaluations", key, write=True)
+            coll = self._part(kind, key, write=True)
             coll.delete_many(key)
             if docs:
-                coll.insert_many(docs)
+                coll.insert_many(list(docs))
         except PyMongoError as exc:
-            raise self._fail(f"write the evaluations of {model_id} on {date}", exc) from exc
+            raise self._fail(f"write {kind} of {model_id} on {date}", exc) from exc
         return len(docs)
 
     # --- class metrics and class health ---------------------------------------------------------
@@ -556,15 +560,7 @@ class Store:
         labels = [doc.get("label") for doc in docs]
         if len(set(labels)) != len(labels):
             raise DataError(f"{kind} rows for {model_id} on {date} repeat a label")
-        key = {"model_id": model_id, "date": date}
-        try:
-            coll = self._part(kind, key, write=True)
-            coll.delete_many(key)
-            if docs:
-                coll.insert_many(docs)
-        except PyMongoError as exc:
-            raise self._fail(f"write {kind} of {model_id} on {date}", exc) from exc
-        return len(rows)
+        return self._replace_day_docs(kind, model_id, date, docs)
 
     def _day_keys(self, kind: str, model_id: str | None, start: str | None, end: str | None) -> Callable[[Key], bool]:
         return lambda key: (model_id is None or key[0] == model_id) and (start is None or key[1] >= start) and (end is None or key[1] <= end)
