@@ -516,13 +516,17 @@ def _as_date(value: dt.date | str) -> dt.date:
 
 def _sorted_days(daily: Sequence[DailyCounts]) -> list[tuple[dt.date, int, int, int, int]]:
     """``(date, n, correct[, followup_n, followup_correct])`` rows as 5-tuples by date, checked."""
-    days = sorted(((_as_date(row[0]), *(int(v) for v in row[1:3]), *((int(row[3]), int(row[4])) if len(row) > 3 else (0, 0))) for row in daily), key=lambda row: row[0])  # type: ignore[misc]
+    days: list[tuple[dt.date, int, int, int, int]] = []
+    for row in daily:
+        fn, fc = (int(row[3]), int(row[4])) if len(row) > 3 else (0, 0)
+        days.append((_as_date(row[0]), int(row[1]), int(row[2]), fn, fc))
+    days.sort(key=lambda row: row[0])
     for day, n, c, fn, fc in days:
         if n < 0 or not 0 <= c <= n or not 0 <= fc <= fn <= n or fn - fc > n - c:
             raise DataError(f"counts on {day}: correct {c} of n {n} are inconsistent")
     if len({row[0] for row in days}) != len(days):
         raise DataError("the daily counts repeat a date")
-    return days  # type: ignore[return-value]
+    return days
 
 
 def state_from_row(row: Mapping[str, Any] | None, d: Design) -> tuple[State, str | None]:

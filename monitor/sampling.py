@@ -236,6 +236,8 @@ def draw_sample(
     unseen: dict[str, int] = {}
     unseen_left: dict[str, int] = {}
     wanted = {str(label): int(k) for label, k in (followup or {}).items() if int(k) > 0}
+    chosen: Sequence[Mapping[str, Any]]
+    more: Sequence[Mapping[str, Any]]
     for label in _labels(store, source_uri, labels, date):
         extra = wanted.get(label, 0)
         if seen is not None:
@@ -248,7 +250,7 @@ def draw_sample(
             run = store.walk_class(source_uri, label, window, pivot(date, seed, label), (n_per_class + extra) * oversample)
             # The base draw looks at the first oversample * N entries only, as it would without follow-up.
             base = run[: n_per_class * oversample]
-            chosen = sorted(base, key=lambda doc: _priority(source_uri, date, seed, doc["path"]))[:n_per_class]
+            chosen = list(sorted(base, key=lambda doc: _priority(source_uri, date, seed, doc["path"]))[:n_per_class])
             taken = {doc["path"] for doc in chosen}
             more = sorted(
                 (doc for doc in run if doc["path"] not in taken), key=lambda doc: _followup_priority(source_uri, date, seed, doc["path"])
