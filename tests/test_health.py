@@ -150,7 +150,7 @@ def test_the_followup_policy_is_the_documented_one() -> None:
     s = np.arange(0, 1000)
     assert followup_extra(s, 1000, 30).tolist() == _policy_extra(s, 1000, 30).tolist()
     assert TIERS[0][0] == 0.15
-    assert followup_extra([0, 999], 1000, 30, flagged=[True, True]).tolist() == [30, 30]
+    assert followup_extra([0, 999], 1000, 30, flagged=[True, True]).tolist() == [60, 60]  # flagged: 2 x, the evidence to clear
 
 
 def _grants(h: int, followup: int = 30, n: int = 10) -> tuple[list[int], np.ndarray]:
@@ -632,7 +632,7 @@ def test_compute_health_moves_from_insufficient_to_healthy_to_needs_retraining_a
     assert flagged_days == list(range(flag, flagged_days[-1] + 1))  # one run, no flicker
     assert verdicts["dropping"][-1] == "healthy"  # cleared by the recovery test
     row = _one(store, "class_health", {"model_id": "m@1", "date": day(flag), "label": "dropping"})
-    assert row["flagged"] and row["flagged_since"] == day(flag) and row["followup"] == settings.followup_samples
+    assert row["flagged"] and row["flagged_since"] == day(flag) and row["followup"] == 2 * settings.followup_samples
     assert row["judged_under"]["classes"] == 2 and row["judged_under"]["samples_per_class"] == 10
 
 
