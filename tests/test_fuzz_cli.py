@@ -26,22 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from tests.fixtures.fuzz import fuzz_settings
 from monitor.cli import app
 from monitor.settings import Settings
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
-)
+FUZZ = fuzz_settings(60, [HealthCheck.function_scoped_fixture])
 DOCUMENTED_EXIT_CODES = {0, 2, 3, 4, 5, 6, 7}
 SECRET_FRAGMENTS = ("Kq7Wv", "Zr9Pm")
 FIELDS = sorted(f"MONITOR_{name.upper()}" for name in Settings.model_fields)

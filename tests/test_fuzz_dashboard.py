@@ -10,22 +10,21 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
-import os
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dashboards import ids
 from dashboards.state import MAX_CLASSES, MAX_PAGE, _valid_date, parse_query
+from tests.fixtures.fuzz import fuzz_settings
 from tests.test_dashboard_data import MODEL, day, health_doc, metric_doc, write_history
 from tests.test_hardening_dashboard import assert_no_server_error, click_body, controls_body, post, production_client, render_body
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
-FUZZ = settings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = fuzz_settings(60)
 
 LABELS = ("ant", "bee", "cat")
 
@@ -149,7 +148,7 @@ def test_any_shared_link_renders_a_page(client, pathname: str, search: str) -> N
     assert response.status_code == 200 and ids.PAGE in response.get_json()["response"]
 
 
-@settings(FUZZ, max_examples=EXAMPLES * 10)  # pure and fast: ten times the budget
+@settings(FUZZ, max_examples=FUZZ.max_examples * 10)  # pure and fast: ten times the budget
 @given(search=query_strings)
 def test_parsing_any_query_gives_a_bounded_valid_state(search: str) -> None:
     state = parse_query(search)

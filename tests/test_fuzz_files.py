@@ -29,10 +29,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from evaluation.predictions import COLUMNS, PREDICTIONS_SCHEMA, STATUS_FAILED, STATUS_OK, read_predictions, write_predictions
+from tests.fixtures.fuzz import fuzz_settings
 from monitor import health
 from monitor.embedded import restore
 from monitor.errors import MonitorError
@@ -40,15 +41,7 @@ from monitor.sampling import CSV_COLUMNS, read_sample_csv
 from monitor.settings import Settings
 from monitor.storage import KINDS, open_store
 
-EXAMPLES = int(__import__("os").environ.get("FUZZ_EXAMPLES", "40"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
-)
+FUZZ = fuzz_settings(40, [HealthCheck.large_base_example])
 DATE = "2026-11-20"
 
 
