@@ -1,7 +1,7 @@
 """Simulate a candidate beside production and measure the comparison's error rates and power, and the cost of a candidate in a day's run.
 
-Calibration and power drive the functions the service runs (:func:`monitor.compare.compare_classes`
-and :func:`monitor.compare.judge`) on simulated paired count tables: 100 classes, 10 images per class
+Calibration and power drive the functions the service runs (:func:`monitor.domain.compare.compare_classes`
+and :func:`monitor.domain.compare.judge`) on simulated paired count tables: 100 classes, 10 images per class
 and day, 28 days (the defaults). Each image is right or wrong for each model from one latent
 difficulty: with probability ``rho`` both models see the same difficulty (their errors coincide),
 otherwise independent ones; per-class production accuracies are spread over [0.80, 0.98].
@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from monitor.compare import COUNT_COLUMNS, PROMOTE, compare_classes, holm, judge, unpaired_p_worse
+from monitor.domain.compare import COUNT_COLUMNS, PROMOTE, compare_classes, holm, judge, unpaired_p_worse
 
 GOALS = {"false_worse_fwer": ("<=", 0.05), "power_improved_14d": (">=", 0.80), "candidate_cost_ratio": ("<=", 1.2)}
 
@@ -136,12 +136,12 @@ def cost(args: argparse.Namespace) -> dict[str, Any]:
     from evaluation.model import LoadedModel, load_model
     from evaluation.predict import forward_probs, predict_images, predict_images_multi
     from evaluation.preprocessing import processor_pixel_values
-    from monitor.digits import LABELS, digit_to_pil, load_digits_images
+    from monitor.domain.digits import LABELS, digit_to_pil, load_digits_images
 
     # One intra-op thread by default: on a small shared box, torch's OpenMP threads spin against the decode threads
     # and other users' work, and the same forward pass then takes anywhere from 1x to 50x its time between repeats.
     torch.set_num_threads(args.threads)
-    from monitor.settings import SHIPPED_MODEL_DIR
+    from monitor.core.settings import SHIPPED_MODEL_DIR
 
     production = load_model(SHIPPED_MODEL_DIR, "cpu")
     candidate = LoadedModel(**{**production.__dict__, "model_id": "candidate@same-weights"})
@@ -194,7 +194,7 @@ def cost(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from monitor.settings import load_settings
+    from monitor.core.settings import load_settings
 
     settings = load_settings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -48,9 +48,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dashboards import ids  # noqa: E402
 from dashboards.app import EXTENSION, create_app, warm_up  # noqa: E402
-from monitor.stats import wilson_intervals  # noqa: E402
-from monitor.settings import Settings, load_settings  # noqa: E402
-from monitor.storage import open_store  # noqa: E402
+from monitor.core.stats import wilson_intervals  # noqa: E402
+from monitor.core.settings import Settings, load_settings  # noqa: E402
+from monitor.store import open_store  # noqa: E402
 
 TARGET_S = 2.0
 MODEL = "bench-resnet@0123456789ab"

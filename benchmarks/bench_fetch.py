@@ -45,9 +45,9 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from evaluation.predict import _chunks, decode_batch, decode_workers, fetching, in_flight_limit  # noqa: E402
-from monitor.digits import LABELS, encode_digit, load_digits_images  # noqa: E402
-from monitor.settings import Settings  # noqa: E402
-from monitor.sources import open_source  # noqa: E402
+from monitor.domain.digits import LABELS, encode_digit, load_digits_images  # noqa: E402
+from monitor.core.settings import Settings  # noqa: E402
+from monitor.core.sources import open_source  # noqa: E402
 from tests.fixtures.gcs_latency import pointed_at  # noqa: E402
 
 BUCKET = "bench-bucket"
@@ -165,7 +165,7 @@ def run_predict(objects: dict[str, bytes], order: list[str], workers: int, batch
     """
     from evaluation.model import load_model
     from evaluation.predict import predict_images
-    from monitor.settings import SHIPPED_MODEL_DIR
+    from monitor.core.settings import SHIPPED_MODEL_DIR
 
     loaded = load_model(SHIPPED_MODEL_DIR, "cpu")
     chosen = order[:2000]

@@ -71,11 +71,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pymongo import UpdateOne  # noqa: E402
 from pymongo.errors import BulkWriteError  # noqa: E402
 
-from monitor.errors import SourceError  # noqa: E402
-from monitor.indexing import IndexReport, classify, index_source, sample_key  # noqa: E402
-from monitor.sources import BlobInfo, GCSSource, ImageSource, LocalSource  # noqa: E402
-from monitor.settings import Settings  # noqa: E402
-from monitor.storage import Store, open_store  # noqa: E402
+from monitor.core.errors import SourceError  # noqa: E402
+from monitor.domain.indexing import IndexReport, classify, index_source, sample_key  # noqa: E402
+from monitor.core.sources import BlobInfo, GCSSource, ImageSource, LocalSource  # noqa: E402
+from monitor.core.settings import Settings  # noqa: E402
+from monitor.store import Store, open_store  # noqa: E402
 
 WHEN = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc).timestamp()
 #: The parts of a run (``--only``).

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from evaluation.metrics import class_metrics_pandas, class_metrics_spark  # noqa: E402
 from evaluation.predictions import DRAW_BASE, write_predictions  # noqa: E402
 from evaluation.spark import get_spark  # noqa: E402
-from monitor.settings import load_settings  # noqa: E402
+from monitor.core.settings import load_settings  # noqa: E402
 
 COUNT_KEYS = ("label", "n", "correct", "failed", "tp", "fp", "fn", "confusions")
 

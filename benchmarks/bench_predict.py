@@ -46,9 +46,9 @@ from evaluation.model import LoadedModel, load_model, quiet_transformers  # noqa
 from evaluation.imaging import _gpu_jpeg_decoder, image_to_tensor  # noqa: E402
 from evaluation.predict import autocast_dtype, forward_probs, predict_images  # noqa: E402
 from evaluation.preprocessing import TensorPreprocess, processor_pixel_values, resolve_path  # noqa: E402
-from monitor.digits import LABELS, digit_file_name, encode_digit, load_digits_images, split_indices  # noqa: E402
+from monitor.domain.digits import LABELS, digit_file_name, encode_digit, load_digits_images, split_indices  # noqa: E402
 
-# monitor.settings.SHIPPED_MODEL_DIR, without importing the settings (pydantic): an image that
+# monitor.core.settings.SHIPPED_MODEL_DIR, without importing the settings (pydantic): an image that
 # already holds CUDA torch and transformers can run this file with no other package installed.
 SHIPPED_MODEL_DIR = Path(__file__).resolve().parent.parent / "model_artifacts" / "digits-resnet"
 #: Largest |p_device - p_cpu| allowed for any class of any held-out digit, by the candidate's dtype.

@@ -48,11 +48,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from monitor.dates import end_of_day  # noqa: E402
-from monitor.indexing import sample_key  # noqa: E402
-from monitor.sampling import DEFAULT_OVERSAMPLE, draw_sample, sample_cost  # noqa: E402
-from monitor.settings import Settings  # noqa: E402
-from monitor.storage import SAMPLING_INDEX, Store, open_store  # noqa: E402
+from monitor.core.dates import end_of_day  # noqa: E402
+from monitor.domain.indexing import sample_key  # noqa: E402
+from monitor.domain.sampling import DEFAULT_OVERSAMPLE, draw_sample, sample_cost  # noqa: E402
+from monitor.core.settings import Settings  # noqa: E402
+from monitor.store import SAMPLING_INDEX, Store, open_store  # noqa: E402
 
 SOURCE = "gs://bench-bucket/val"
 DATE = "2026-03-31"

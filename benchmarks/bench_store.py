@@ -2,13 +2,13 @@
 
 Builds, with the service's own code, an embedded store holding ``days`` x ``classes`` of history (class
 metrics and class health rows, a sample and a run per day, the model) and an image index of ``images``
-blobs (indexed by :func:`monitor.indexing.index_source` from a synthetic listing: the indexing figure), then:
+blobs (indexed by :func:`monitor.domain.indexing.index_source` from a synthetic listing: the indexing figure), then:
 
 - ``monitor health`` and ``monitor alerts``: the real commands in a subprocess (wall time, peak memory),
   once with the store idle and once while a writer holds it (they must not wait for it);
 - one evaluated day over that store without the model and Spark: re-index (incremental, nothing changed),
   sample, store the day's metrics, judge health and raise alerts, with every stage's commit, as
-  ``monitor evaluate`` runs them (:mod:`monitor.pipeline`); the health test's calibration is on disk from the
+  ``monitor evaluate`` runs them (:mod:`monitor.orchestration.pipeline`); the health test's calibration is on disk from the
   day before, as in service (its one-off cost after a settings change is reported as ``calibration_once_s``);
 - the dashboard's data ready for the first visitor (:meth:`DashboardData.warm`);
 - the store files before and after every read command (they must be identical).
@@ -44,12 +44,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from filelock import FileLock  # noqa: E402
 
-from monitor.context import RunContext  # noqa: E402
-from monitor.health import design_for, judged_under  # noqa: E402
-from monitor.indexing import index_source  # noqa: E402
-from monitor.settings import Settings  # noqa: E402
-from monitor.sources import BlobInfo  # noqa: E402
-from monitor.storage import open_store  # noqa: E402
+from monitor.orchestration.context import RunContext  # noqa: E402
+from monitor.domain.health import design_for, judged_under  # noqa: E402
+from monitor.domain.indexing import index_source  # noqa: E402
+from monitor.core.settings import Settings  # noqa: E402
+from monitor.core.sources import BlobInfo  # noqa: E402
+from monitor.store import open_store  # noqa: E402
 
 GOALS = {"health_s": 2.0, "health_while_writing_s": 2.0, "evaluate_day_s": 10.0, "dashboard_ready_s": 3.0, "peak_mb": 1024.0, "health_stage_s": 5.0}
 MODEL = "resnet50-finetuned@0123456789ab"
@@ -138,7 +138,7 @@ def command(settings: Settings, *args: str) -> dict[str, Any]:
     env.update(MONITOR_DATA_DIR=str(settings.data_dir), MONITOR_SOURCE_URI=settings.source_uri)
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "monitor.cli", *args], env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-m", "monitor.orchestration.cli", *args], env=env, capture_output=True, text=True, timeout=600)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if done.returncode != 0:
@@ -149,7 +149,7 @@ def command(settings: Settings, *args: str) -> dict[str, Any]:
 
 def evaluate_day(built: dict[str, Any]) -> dict[str, float]:
     """The store work of one ``monitor evaluate`` day (all but predictions and Spark), stage by stage, with commits."""
-    from monitor.pipeline import health_with, sample_with
+    from monitor.orchestration.pipeline import health_with, sample_with
 
     settings: Settings = built["settings"]
     source, labels, day = built["source"], built["labels"], built["end"]

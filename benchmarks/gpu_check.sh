@@ -93,7 +93,7 @@ log "GPU: $GPU_NAME"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 install_start=$SECONDS
-NEEDED="import torch, transformers, sklearn, pandas, pyarrow, PIL, safetensors; import evaluation.predict, monitor.digits"
+NEEDED="import torch, transformers, sklearn, pandas, pyarrow, PIL, safetensors; import evaluation.predict, monitor.domain.digits"
 missing_note() { "$PY" -c "$NEEDED" 2>&1 | tail -n1; }
 if [[ -n $PY ]]; then
   command -v "$PY" >/dev/null || { echo "gpu_check: --python $PY: no such interpreter" >&2; exit 3; }

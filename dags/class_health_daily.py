@@ -1,7 +1,7 @@
 """Airflow DAG ``class_health_daily``: index -> sample -> predict -> metrics -> health -> publish the classes that need retraining,
 and compare the candidate models with production (publishing those ready for promotion).
 
-Wiring only: every task builds the settings and calls one stage of :mod:`monitor.pipeline` for the
+Wiring only: every task builds the settings and calls one stage of :mod:`monitor.orchestration.pipeline` for the
 run's date (``{{ ds }}``). Each stage is idempotent for its date, so retries, re-runs and backfills
 replace a date's output instead of adding to it. Nothing heavy runs or is imported when the
 scheduler parses this file.
@@ -19,7 +19,7 @@ variables ``AIRFLOW__CLASS_HEALTH__<KEY>``), read when the file is parsed:
 - ``mongo_conn_id``: Airflow connection whose MongoDB URI replaces ``MONITOR_MONGO_URI`` when it
   exists (default ``mongo_default``).
 
-Everything else is the service's own settings (``MONITOR_*``, see ``monitor/settings.py``).
+Everything else is the service's own settings (``MONITOR_*``, see ``monitor/core/settings.py``).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from airflow.sdk import (
 from airflow.sdk.configuration import conf
 
 if TYPE_CHECKING:
-    from monitor.settings import Settings
+    from monitor.core.settings import Settings
 
 DAG_ID = "class_health_daily"
 CONFIG_SECTION = "class_health"
@@ -68,12 +68,12 @@ CANDIDATE_READY = Asset(name="candidate_ready_for_promotion", group="class_healt
 RETRY_POLICY = ExceptionRetryPolicy(
     rules=[
         RetryRule(
-            exception=["monitor.errors.ConfigError", "monitor.errors.ModelError", "monitor.errors.DataError"],
+            exception=["monitor.core.errors.ConfigError", "monitor.core.errors.ModelError", "monitor.core.errors.DataError"],
             action=RetryAction.FAIL,
             reason="bad settings, model or input: a retry would fail the same way",
         ),
         RetryRule(
-            exception=["monitor.errors.SourceError", "monitor.errors.StoreError"],
+            exception=["monitor.core.errors.SourceError", "monitor.core.errors.StoreError"],
             action=RetryAction.RETRY,
             reason="image source or store unreachable: retrying with back-off",
         ),
@@ -104,7 +104,7 @@ def mongo_overrides(conn: Any) -> dict[str, str]:
     URI option. ``schema`` names the database (``mongo_db``); it is not put in the URI path, where
     MongoDB would take it as the authentication database.
     """
-    from monitor.errors import ConfigError
+    from monitor.core.errors import ConfigError
 
     if conn.conn_type != "mongo":
         raise ConfigError(f"Airflow connection {conn.conn_id!r} has type {conn.conn_type!r}; a MongoDB connection has type 'mongo'")
@@ -144,8 +144,8 @@ def _connection_overrides() -> dict[str, str]:
 
 def task_settings() -> Settings:
     """The service settings for this task: ``MONITOR_*`` / ``monitor.toml``, with the MongoDB connection on top."""
-    from monitor.secrets import register_with_airflow
-    from monitor.settings import load_settings
+    from monitor.core.secrets import register_with_airflow
+    from monitor.core.settings import load_settings
 
     try:
         return load_settings(**_connection_overrides())
@@ -155,7 +155,7 @@ def task_settings() -> Settings:
 
 def run_date(context: Mapping[str, Any]) -> str:
     """The date a run evaluates: its logical date (``ds``); a run triggered without one takes the last full day."""
-    from monitor.dates import parse_run_date
+    from monitor.core.dates import parse_run_date
 
     if context.get("ds"):
         return parse_run_date(context["ds"])
@@ -165,7 +165,7 @@ def run_date(context: Mapping[str, Any]) -> str:
 
 def _run_stage(stage: str, call: Callable[[Settings], dict[str, Any]]) -> dict[str, Any]:
     """Run one stage; a MonitorError is logged as its one readable line before Airflow records the failure."""
-    from monitor.errors import MonitorError, redact
+    from monitor.core.errors import MonitorError, redact
 
     try:
         summary = call(task_settings())
@@ -213,14 +213,14 @@ def class_health_daily() -> None:
     @task(task_id="index")
     def index() -> dict[str, Any]:
         """List the bucket and upsert one document per image (incremental)."""
-        from monitor.pipeline import run_index
+        from monitor.orchestration.pipeline import run_index
 
         return _run_stage("index", run_index)
 
     @task(task_id="sample")
     def sample() -> dict[str, Any]:
         """Draw the date's reproducible per-class sample and write samples/<ds>.csv."""
-        from monitor.pipeline import run_sample
+        from monitor.orchestration.pipeline import run_sample
 
         date = run_date(get_current_context())
         return _run_stage("sample", lambda settings: run_sample(settings, date))
@@ -232,7 +232,7 @@ def class_health_daily() -> None:
     )
     def predict() -> dict[str, Any]:
         """Run the model on the date's sample and write predictions/<ds>.parquet."""
-        from monitor.pipeline import run_predict
+        from monitor.orchestration.pipeline import run_predict
 
         date = run_date(get_current_context())
         return _run_stage("predict", lambda settings: run_predict(settings, date))
@@ -240,7 +240,7 @@ def class_health_daily() -> None:
     @task(task_id="metrics")
     def metrics() -> dict[str, Any]:
         """Per-class counts and intervals with Spark SQL into class_metrics."""
-        from monitor.pipeline import run_metrics
+        from monitor.orchestration.pipeline import run_metrics
 
         date = run_date(get_current_context())
         return _run_stage("metrics", lambda settings: run_metrics(settings, date))
@@ -251,7 +251,7 @@ def class_health_daily() -> None:
 
         Judges the model that the metrics task measured (its XCom), not whichever model the store holds last.
         """
-        from monitor.pipeline import run_health
+        from monitor.orchestration.pipeline import run_health
 
         date = run_date(get_current_context())
         return _run_stage("health", lambda settings: run_health(settings, date, model_id=measured["model_id"]))
@@ -287,7 +287,7 @@ def class_health_daily() -> None:
         """
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from monitor.pipeline import run_compare
+        from monitor.orchestration.pipeline import run_compare
 
         context = get_current_context()
         date = run_date(context)

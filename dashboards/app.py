@@ -27,8 +27,8 @@ from dashboards.pages import render_page
 from dashboards.shell import app_shell
 from dashboards.state import ViewState
 from dashboards.style import INDEX_STRING
-from monitor.errors import DataError, SourceError
-from monitor.settings import Settings
+from monitor.core.errors import DataError, SourceError
+from monitor.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def _bind_error(host: str, port: int, exc: BaseException) -> Exception:
     import errno
     import socket
 
-    from monitor.errors import ConfigError
+    from monitor.core.errors import ConfigError
 
     if isinstance(exc, (socket.gaierror, ValueError)):  # waitress turns a name that does not resolve into a ValueError
         reason = f"{host!r} is not a known host name or address"

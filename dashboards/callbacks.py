@@ -31,7 +31,7 @@ from dashboards.pages import render_page
 from dashboards.shell import filter_bar, nav
 from dashboards.state import parse_query, state_from_controls, to_query
 from dashboards.view import View
-from monitor.errors import MonitorError
+from monitor.core.errors import MonitorError
 
 log = logging.getLogger(__name__)
 

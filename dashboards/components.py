@@ -18,7 +18,7 @@ from dashboards import ids
 from dashboards.records import ModelInfo
 from dashboards.status import as_verdict, verdict_text
 from dashboards.style import NO_VERDICT_COLOUR, VERDICT_COLOURS
-from monitor.verdicts import Verdict
+from monitor.core.verdicts import Verdict
 
 if TYPE_CHECKING:
     from dashboards.pooling import Grain

@@ -1,6 +1,6 @@
 """The dashboard's data access: one read-only, cached reader of the store, the prediction files and the image source.
 
-Nothing here runs at import. :class:`DashboardData` opens one :class:`~monitor.storage.Store` lazily
+Nothing here runs at import. :class:`DashboardData` opens one :class:`~monitor.store.Store` lazily
 with ``open_store(settings, read_only=True)`` and reads only through its named operations, with the
 same code for both engines:
 
@@ -36,9 +36,9 @@ from dashboards.records import HEALTH_FIELDS, METRIC_FIELDS, PREDICTION_FIELDS, 
 from dashboards.state import shown
 from dashboards.thumbnails import THUMB_SIDE, make_thumbnail
 from evaluation.predictions import read_predictions
-from monitor.errors import DataError, MonitorError, SourceError
-from monitor.settings import Settings
-from monitor.storage import Store, open_store
+from monitor.core.errors import DataError, MonitorError, SourceError
+from monitor.core.settings import Settings
+from monitor.store import Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -311,8 +311,8 @@ class DashboardData:
     # --- candidate models -------------------------------------------------------------------------
 
     def candidates(self) -> list[str]:
-        """The candidate model ids with stored predictions (``monitor.compare.candidate_ids``)."""
-        from monitor.compare import candidate_ids
+        """The candidate model ids with stored predictions (``monitor.domain.compare.candidate_ids``)."""
+        from monitor.domain.compare import candidate_ids
 
         return list(self.memo(("candidates",), lambda: candidate_ids(self.settings)))
 
@@ -321,7 +321,7 @@ class DashboardData:
 
         Counted with the pandas reference (no JVM in the dashboard); the same rows as ``monitor compare``'s Spark SQL.
         """
-        from monitor.compare import compare_candidate
+        from monitor.domain.compare import compare_candidate
 
         def compute(store: Store) -> dict[str, Any]:
             return compare_candidate(self.settings, store, candidate, since=start, until=end, gallery=gallery)
@@ -373,7 +373,7 @@ class DashboardData:
 
     def _image_source(self) -> Any:
         if self._source is None:
-            from monitor.sources import open_source
+            from monitor.core.sources import open_source
 
             self._source = open_source(self.settings.source_uri)
         return self._source
@@ -392,7 +392,7 @@ class DashboardData:
             raise DataError(f"no predictions file for {day}")
         if not isinstance(path, str) or not bool((frame["image_path"] == path).any()):
             raise DataError(f"image {shown(path)} is not among the predictions of {day}")
-        from monitor.sources import checked_relative_path
+        from monitor.core.sources import checked_relative_path
 
         try:
             # A predictions file is data too: a path in it that leaves the source is never read.

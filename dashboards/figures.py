@@ -16,7 +16,7 @@ from dashboards.components import verdict_colour
 from dashboards.pooling import Grain, period_start, pool_by_period
 from dashboards.status import UNRANKED, urgency, verdict_changes, verdict_text
 from dashboards.style import VERDICT_COLOURS
-from monitor.verdicts import BY_URGENCY
+from monitor.core.verdicts import BY_URGENCY
 
 #: Labels a confusion chart names; the rest are summed as "other".
 TOP_CONFUSIONS = 8

@@ -2,7 +2,7 @@
 
 Pure functions of DataFrames, no I/O. Accuracy over any period is pooled from counts (sum of
 ``correct`` over sum of ``n``), never an average of daily ratios; its interval is a Wilson interval
-from :func:`monitor.stats.wilson_intervals`, the function the metrics stage stores its daily
+from :func:`monitor.core.stats.wilson_intervals`, the function the metrics stage stores its daily
 intervals with, so a pooled day and a stored day agree.
 """
 
@@ -14,8 +14,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from monitor.errors import DataError
-from monitor.stats import wilson_intervals
+from monitor.core.errors import DataError
+from monitor.core.stats import wilson_intervals
 
 Grain = Literal["day", "week", "month"]
 GRAINS: tuple[str, ...] = ("day", "week", "month")

@@ -16,7 +16,7 @@ import pandas as pd
 
 from dashboards.state import shown
 from evaluation.predictions import STATUS_OK
-from monitor.errors import DataError
+from monitor.core.errors import DataError
 
 METRIC_FIELDS: tuple[str, ...] = ("date", "label", "n", "correct", "failed", "accuracy", "ci_low", "ci_high")
 HEALTH_FIELDS: tuple[str, ...] = (

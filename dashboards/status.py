@@ -1,7 +1,7 @@
 """Where each class stands: its latest verdict and since when, the order to show classes in, verdict changes.
 
 Pure functions of the class health rows (:data:`~dashboards.records.HEALTH_FIELDS`). Verdicts are
-:class:`monitor.verdicts.Verdict` values; the rows hold them as plain strings, which compare equal.
+:class:`monitor.core.verdicts.Verdict` values; the rows hold them as plain strings, which compare equal.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from dashboards.records import HEALTH_FIELDS
-from monitor.verdicts import ATTENTION, BY_URGENCY, Verdict
+from monitor.core.verdicts import ATTENTION, BY_URGENCY, Verdict
 
 #: The urgency of a missing or unknown verdict: after every real one.
 UNRANKED = len(BY_URGENCY)
@@ -29,7 +29,7 @@ def as_verdict(value: object) -> Verdict | None:
 
 
 def urgency(verdict: object) -> int:
-    """0 for the most urgent verdict (:data:`monitor.verdicts.BY_URGENCY`); :data:`UNRANKED` for anything else."""
+    """0 for the most urgent verdict (:data:`monitor.core.verdicts.BY_URGENCY`); :data:`UNRANKED` for anything else."""
     known = as_verdict(verdict)
     return UNRANKED if known is None else known.urgency
 
@@ -105,7 +105,7 @@ def rank_classes(status: pd.DataFrame, pooled_accuracy: pd.Series, labels: Itera
 
 
 def flagged_rows(status: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
-    """The classes of ``labels`` whose latest verdict asks for attention (:data:`~monitor.verdicts.ATTENTION`), most urgent first."""
+    """The classes of ``labels`` whose latest verdict asks for attention (:data:`~monitor.core.verdicts.ATTENTION`), most urgent first."""
     if status.empty or "verdict" not in status:
         return status.iloc[0:0]
     rows = status[status.index.isin(list(labels)) & status["verdict"].isin([str(verdict) for verdict in ATTENTION])]

@@ -6,7 +6,7 @@ Plain constants, nothing computed: the components name these classes (``card``, 
 
 from __future__ import annotations
 
-from monitor.verdicts import Verdict
+from monitor.core.verdicts import Verdict
 
 #: A verdict's colour in badges, heatmap cells and verdict-change markers.
 VERDICT_COLOURS: dict[Verdict, str] = {

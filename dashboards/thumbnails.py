@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 
-from monitor.errors import DataError
+from monitor.core.errors import DataError
 
 #: Longest side of a gallery thumbnail, in pixels.
 THUMB_SIDE = 128

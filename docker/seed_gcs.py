@@ -18,7 +18,7 @@ import os
 import sys
 from typing import Any
 
-from monitor.errors import ConfigError, MonitorError, SourceError
+from monitor.core.errors import ConfigError, MonitorError, SourceError
 
 #: The project the emulator's buckets are created in (any name does; the emulator ignores it).
 EMULATOR_PROJECT = "class-health-demo"
@@ -36,7 +36,7 @@ def bucket_and_prefix(source_uri: str) -> tuple[str, str]:
 
 def held_out_indices(per_class: int | None) -> list[int]:
     """Held-out digits (never seen by the shipped model): all of them, or the first ``per_class`` of each class."""
-    from monitor.digits import load_digits_images, split_indices
+    from monitor.domain.digits import load_digits_images, split_indices
 
     heldout = split_indices()[1]
     if per_class is None:
@@ -62,7 +62,7 @@ def seed_bucket(client: Any, source_uri: str, indices: list[int]) -> tuple[int, 
     """Upload the digits ``indices`` under ``source_uri`` that are not there yet; returns (uploaded, objects under the prefix)."""
     from google.api_core import exceptions
 
-    from monitor.digits import LABELS, digit_file_name, encode_digit, load_digits_images
+    from monitor.domain.digits import LABELS, digit_file_name, encode_digit, load_digits_images
 
     bucket_name, prefix = bucket_and_prefix(source_uri)
     images, targets = load_digits_images()
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.per_class is not None and args.per_class < 1:
         parser.error("--per-class must be at least 1")
 
-    from monitor.settings import load_settings
+    from monitor.core.settings import load_settings
 
     try:
         settings = load_settings()

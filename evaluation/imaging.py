@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from monitor.errors import DataError
+from monitor.core.errors import DataError
 
 log = logging.getLogger(__name__)
 

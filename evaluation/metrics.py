@@ -10,7 +10,7 @@ count towards the scores, failed rows are counted apart):
   so that health can tell the day's base draw from the images its verdict asked for;
 - ``accuracy = recall = correct / n``; ``precision = tp / (tp + fp)``; ``f1 = 2 tp / (2 tp + fp + fn)``;
 - ``ci_low``/``ci_high``: the Wilson interval of ``correct / n`` at the requested confidence level
-  (:func:`monitor.stats.wilson_intervals`);
+  (:func:`monitor.core.stats.wilson_intervals`);
 - ``confusions``: ``[{pred, count}]`` of the wrong predictions, most frequent first, ties by label.
 
 A ratio whose denominator is zero is undefined and stored as ``None`` (null), never as 0 or NaN:
@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from evaluation.predictions import STATUS_FAILED, STATUS_OK, read_predictions_spark
-from monitor.errors import DataError, SparkError
-from monitor.stats import wilson_intervals
+from monitor.core.errors import DataError, SparkError
+from monitor.core.stats import wilson_intervals
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 
-from monitor.errors import ModelError
+from monitor.core.errors import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +191,6 @@ def check_labels(loaded: LoadedModel, labels: Iterable[str]) -> None:
 def _check_json(path: Path) -> None:
     """Refuse a configuration file that is not bounded JSON in a regular file (a FIFO, a device, deep nesting, ``1e999``)
     before transformers reads it, in one line: never a hang, never a RecursionError."""
-    from monitor.files import read_json_file
+    from monitor.core.files import read_json_file
 
     read_json_file(path, what=f"model directory {path.parent}: {path.name}", max_bytes=64 << 20, max_depth=64, error=ModelError)

@@ -31,7 +31,7 @@ from evaluation.imaging import ImageDecodeError, decode_to_images, decode_to_ten
 from evaluation.model import LoadedModel
 from evaluation.predictions import FETCH_FAILED, failed_row, ok_row, predictions_frame
 from evaluation.preprocessing import PathChoice, TensorPreprocess, processor_pixel_values, resolve_path, to_device
-from monitor.errors import ConfigError, MonitorError
+from monitor.core.errors import ConfigError, MonitorError
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from monitor.errors import DataError
-from monitor.files import atomic_write
+from monitor.core.errors import DataError
+from monitor.core.files import atomic_write
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkDataFrame
@@ -42,7 +42,7 @@ COLUMNS: tuple[str, ...] = (
     "error",
     "draw",
 )
-#: ``draw`` of a row: a base image of the day's sample, or a follow-up image (monitor.sampling); files
+#: ``draw`` of a row: a base image of the day's sample, or a follow-up image (monitor.domain.sampling); files
 #: written before follow-up sampling lack the column and read back as ``base``.
 DRAW_BASE = "base"
 PREDICTIONS_SCHEMA = pa.schema(

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from evaluation.model import LoadedModel
-from monitor.errors import ModelError
+from monitor.core.errors import ModelError
 
 log = logging.getLogger(__name__)
 

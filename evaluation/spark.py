@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from monitor.errors import ConfigError, SparkError
+from monitor.core.errors import ConfigError, SparkError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from evaluation.predictions import COLUMNS, DRAW_BASE, predictions_frame
-from monitor.errors import ConfigError, DataError, ModelError, MonitorError, SourceError, SparkError
+from monitor.core.errors import ConfigError, DataError, ModelError, MonitorError, SourceError, SparkError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from evaluation.model import LoadedModel
-    from monitor.sources import ImageSource
+    from monitor.core.sources import ImageSource
 
 #: The predictions table as Spark sees it, plus ``row`` (the item's position, to restore the order).
 SPARK_SCHEMA = (
@@ -89,7 +89,7 @@ def _task_cpus() -> int:
 
 
 def _worker_source(uri: str) -> "ImageSource":
-    from monitor.sources import open_source
+    from monitor.core.sources import open_source
 
     with _CACHE_LOCK:
         source = _SOURCES.get(uri)

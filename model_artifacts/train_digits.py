@@ -5,7 +5,7 @@ Run from the repository root (a few seconds of CPU, deterministic):
     .venv/bin/python model_artifacts/train_digits.py [--out model_artifacts/digits-resnet] [--epochs 15]
 
 The model trains only on ``split_indices()[0]``; the held-out half (the demo source) is scored at
-the end. Images go through exactly the path the service uses: :func:`monitor.digits.digit_to_pil`
+the end. Images go through exactly the path the service uses: :func:`monitor.domain.digits.digit_to_pil`
 renders each digit, and the image processor saved beside the model preprocesses it.
 """
 
@@ -23,7 +23,7 @@ from PIL import Image
 from transformers import ResNetConfig, ResNetForImageClassification
 from transformers.models.convnext import ConvNextImageProcessorPil
 
-from monitor.digits import LABELS, digit_to_pil, load_digits_images, split_indices
+from monitor.domain.digits import LABELS, digit_to_pil, load_digits_images, split_indices
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "digits-resnet"
 #: The network sees 32x32 pixels: the 64x64 renderings are resized by the processor (bicubic,
@@ -118,7 +118,7 @@ def train(out: Path, epochs: int, seed: int = 0) -> float:
     (out / "training.json").write_text(
         json.dumps(
             {
-                "data": "sklearn.datasets.load_digits, monitor.digits.split_indices(seed=0)",
+                "data": "sklearn.datasets.load_digits, monitor.domain.digits.split_indices(seed=0)",
                 "train_images": int(len(train_idx)),
                 "heldout_images": int(len(heldout_idx)),
                 "epochs": epochs,

@@ -1,16 +1,18 @@
-"""The floors of the code and the import arrows between its modules, read from the source (no import is executed).
+"""The floors of the code and the import arrows between its modules and folders, read from the source (no import is executed).
 
-Three floors; a module may import from its own floor and the floors below, never from above:
+Three floors, each a set of folders; a module's floor is its folder's, so the tree shows the floors. A module may import
+from its own floor and the floors below, never from above, and no two folders import each other:
 
-- **foundation**: errors, settings, dates, files, secrets, the store layer, image sources, statistics, the verdict type,
-  the run context: what every part of the service stands on;
-- **domain**: what the service does: indexing, sampling, health, alerts, candidate comparison, evaluation (model, images, prediction,
-  metrics), the dashboard's read model and pages;
-- **orchestration**: what runs it: the pipeline of stages, the CLI, the demo, the Airflow DAGs, the Dash app's wiring.
+- **foundation** (``monitor/core``, ``monitor/store``): errors, settings, dates, files, secrets, image sources,
+  statistics, the verdict type; the store protocol and its engines: what every part of the service stands on;
+- **domain** (``monitor/domain``, ``evaluation``, ``dashboards``): what the service does: indexing, sampling, health,
+  alerts, candidate comparison, evaluation (model, images, prediction, metrics), the dashboard;
+- **orchestration** (``monitor/orchestration``, ``dags``): what runs it: the run context, the pipeline of stages, the CLI,
+  the demo, the Airflow DAGs.
 
     .venv/bin/python scripts/import_graph.py            # print the Mermaid diagram
     .venv/bin/python scripts/import_graph.py --write    # refresh it in docs/ARCHITECTURE.md
-    .venv/bin/python scripts/import_graph.py --check    # exit 1 on an arrow that runs back up (tests/test_layers.py runs this)
+    .venv/bin/python scripts/import_graph.py --check    # exit 1 on an arrow that runs back up, or a folder cycle (tests/test_layers.py)
 """
 
 from __future__ import annotations
@@ -23,9 +25,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("monitor", "evaluation", "dashboards", "dags")
 FLOORS = ("foundation", "domain", "orchestration")
-#: Modules above the foundation, by floor; every other module of ``monitor`` is foundation.
-DOMAIN_MONITOR = {"monitor.indexing", "monitor.sampling", "monitor.health", "monitor.alerts", "monitor.digits", "monitor.compare"}
-ORCHESTRATION = {"monitor.pipeline", "monitor.cli", "monitor.demo", "dashboards.app", "dashboards.callbacks"}
+#: The folders of each floor; a module belongs to the floor of the deepest folder listed that holds it.
+FOLDERS = {
+    "monitor.core": "foundation",
+    "monitor.store": "foundation",
+    "monitor.domain": "domain",
+    "evaluation": "domain",
+    "dashboards": "domain",
+    "monitor.orchestration": "orchestration",
+    "dags": "orchestration",
+}
 BEGIN, END = "<!-- import-graph:begin (scripts/import_graph.py --write) -->", "<!-- import-graph:end -->"
 
 
@@ -41,12 +50,18 @@ def modules() -> dict[str, Path]:
     return found
 
 
+def folder(module: str) -> str:
+    """The deepest listed folder that holds a module (a package's ``__init__`` belongs to its own folder)."""
+    parts = module.split(".")
+    for size in range(len(parts), 0, -1):
+        if ".".join(parts[:size]) in FOLDERS:
+            return ".".join(parts[:size])
+    return module
+
+
 def floor(module: str) -> str:
-    if module in ORCHESTRATION or module.startswith("dags"):
-        return "orchestration"
-    if module.startswith(("evaluation", "dashboards")) or module in DOMAIN_MONITOR:
-        return "domain"
-    return "foundation"
+    """The floor of a module: its folder's. A module in no listed folder (e.g. the root ``monitor`` package) is foundation."""
+    return FOLDERS.get(folder(module), "foundation")
 
 
 def imports(known: dict[str, Path]) -> dict[str, set[str]]:
@@ -81,6 +96,12 @@ def upward(edges: dict[str, set[str]]) -> list[str]:
     )
 
 
+def folder_cycles(edges: dict[str, set[str]]) -> list[str]:
+    """Pairs of folders that import each other (either way through any of their modules)."""
+    arrows = {(folder(s), folder(t)) for s, targets in edges.items() for t in targets if folder(s) != folder(t)}
+    return sorted(f"{a} <-> {b}" for a, b in arrows if (b, a) in arrows and a < b)
+
+
 def mermaid(edges: dict[str, set[str]]) -> str:
     """The import graph as a Mermaid flowchart, one subgraph per floor (packages' ``__init__`` left out)."""
     shown = {name for name in edges if name not in PACKAGES}
@@ -109,9 +130,9 @@ def main() -> int:
     args = parser.parse_args()
     edges = imports(modules())
     if args.check:
-        wrong = upward(edges)
+        wrong = upward(edges) + folder_cycles(edges)
         for arrow in wrong:
-            print(f"upward import: {arrow}", file=sys.stderr)
+            print(f"upward import or folder cycle: {arrow}", file=sys.stderr)
         return 1 if wrong else 0
     if args.write:
         doc = ROOT / "docs" / "ARCHITECTURE.md"

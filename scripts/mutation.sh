@@ -15,7 +15,7 @@
 #   MUTATION_SAMPLE    run a deterministic sample: only the mutants whose number ends in one of these digits
 #                      (e.g. 05: a fifth of them); the rest are counted as "not run". Default: all.
 #   MUTATION_REPORT    1: run nothing, print the table of the results kept in MUTATION_DIR
-#   MUTATION_ONLY      mutant-name globs to run instead (space separated), e.g. 'monitor.alerts.x_raise_alerts__mutmut_*'
+#   MUTATION_ONLY      mutant-name globs to run instead (space separated), e.g. 'monitor.domain.alerts.x_raise_alerts__mutmut_*'
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -46,12 +46,12 @@ METRICS_FUNCTIONS='evaluation.metrics.x__pandas_input__mutmut_* evaluation.metri
 SLOW_HEALTH='not (test_compute_health_uses_per_class_targets or test_a_new_class_leaves_stored_verdicts or test_recovery_run_length_matches_monte_carlo or test_calibrated_threshold_is_the_smallest or test_compute_health_moves_from_insufficient or test_a_settings_change_applies_from_its_day or test_a_class_with_none_right_is_flagged_on_its_first_day)'
 spec() {
     case "$1" in
-        health)   echo "monitor/health.py|tests/test_health.py tests/test_calibration_cache.py|fork||$SLOW_HEALTH" ;;
-        sampling) echo 'monitor/sampling.py|tests/test_sampling.py|fork||' ;;
-        alerts)   echo 'monitor/alerts.py|tests/test_alerts.py|forkserver||' ;;
-        compare)  echo 'monitor/compare.py|tests/test_compare.py|fork|not spark|' ;;
-        store)    echo 'monitor/storage.py monitor/embedded.py|tests/test_store.py|fork||' ;;
-        indexing) echo 'monitor/indexing.py|tests/test_indexing.py|fork|not gcs|' ;;
+        health)   echo "monitor/domain/health.py|tests/test_health.py tests/test_calibration_cache.py|fork||$SLOW_HEALTH" ;;
+        sampling) echo 'monitor/domain/sampling.py|tests/test_sampling.py|fork||' ;;
+        alerts)   echo 'monitor/domain/alerts.py|tests/test_alerts.py|forkserver||' ;;
+        compare)  echo 'monitor/domain/compare.py|tests/test_compare.py|fork|not spark|' ;;
+        store)    echo 'monitor/store/__init__.py monitor/store/embedded.py|tests/test_store.py|fork||' ;;
+        indexing) echo 'monitor/domain/indexing.py|tests/test_indexing.py|fork|not gcs|' ;;
         metrics)  echo "evaluation/metrics.py|tests/test_metrics.py|fork|not spark||$METRICS_FUNCTIONS" ;;
         *) echo "unknown module '$1' (known: health sampling alerts compare store indexing metrics)" >&2; return 1 ;;
     esac

@@ -28,7 +28,7 @@ from dashboards import ids  # noqa: E402
 from dashboards.app import EXTENSION, create_app, warm_up  # noqa: E402
 from dashboards.data import DashboardData  # noqa: E402
 from dashboards.status import class_status  # noqa: E402
-from monitor.settings import Settings, load_settings  # noqa: E402
+from monitor.core.settings import Settings, load_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,7 +45,7 @@ def settings_with_data(days: int, tmp: Path) -> Settings:
     if DashboardData(settings).models():
         print(f"using the results in {DashboardData(settings).describe()}")
         return settings
-    from monitor.demo import run_demo
+    from monitor.orchestration.demo import run_demo
 
     demo_settings = load_settings(data_dir=tmp / "data")
     print(f"no results in {DashboardData(settings).describe()}: running the {days}-day demo in {demo_settings.data_dir} ...")

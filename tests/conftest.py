@@ -28,14 +28,14 @@ def data_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def settings(data_dir: Path):
     """Settings on a fresh data dir with the embedded store; tests override fields with model_copy(update=...)."""
-    from monitor.settings import load_settings
+    from monitor.core.settings import load_settings
 
     return load_settings(data_dir=data_dir)
 
 
 @pytest.fixture
 def store(settings) -> Iterator:
-    from monitor.storage import open_store
+    from monitor.store import open_store
 
     with open_store(settings) as s:
         yield s

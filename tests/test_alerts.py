@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from monitor.alerts import deliver_pending, list_alerts, raise_alerts
-from monitor.errors import ConfigError
-from monitor.health import compute_health
+from monitor.domain.alerts import deliver_pending, list_alerts, raise_alerts
+from monitor.core.errors import ConfigError
+from monitor.domain.health import compute_health
 
 START = dt.date(2024, 3, 1)
 
@@ -179,7 +179,7 @@ def any_store(request: pytest.FixtureRequest) -> Iterator[Any]:
         return
     import mongomock
 
-    from monitor.storage import Store
+    from monitor.store import Store
 
     name = f"monitor_test_{uuid.uuid4().hex[:12]}"  # mongomock clients of one process may share their databases
     with Store(db=mongomock.MongoClient(tz_aware=True)[name], description="mongomock standing in for MongoDB") as db_store:
@@ -377,7 +377,7 @@ def test_a_failed_send_is_logged_with_the_alert_and_the_url_host(store, endpoint
     _judge(store, "m@1", day(0), {"seven": FINE})
     _judge(store, "m@1", day(1), {"seven": FLAGGED})
 
-    with caplog.at_level("WARNING", logger="monitor.alerts"):
+    with caplog.at_level("WARNING", logger="monitor.domain.alerts"):
         deliver_pending(store, [endpoint.url])
 
     import re
@@ -392,7 +392,7 @@ def test_a_send_a_killed_run_left_in_flight_is_not_repeated_but_reported_uncerta
     [stored] = store.pending_alerts()
     store.update_alert(stored, {"$set": {"sending": [_url_key(endpoint.url)]}})  # a run died while sending it here
 
-    with caplog.at_level("WARNING", logger="monitor.alerts"):
+    with caplog.at_level("WARNING", logger="monitor.domain.alerts"):
         report = deliver_pending(store, [endpoint.url])
 
     assert endpoint.bodies == []
@@ -418,7 +418,7 @@ class _Killed(BaseException):
 def test_a_send_left_in_doubt_by_a_crash_is_never_repeated_while_another_notifier_fails_and_is_retried(
     any_store, monkeypatch: pytest.MonkeyPatch, order: str
 ) -> None:
-    from monitor import faults
+    from monitor.core import faults
 
     servers = {name: Endpoint() for name in ("doubtful", "failing", "good")}
     try:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor import health
-from monitor.settings import Settings
+from monitor.domain import health
+from monitor.core.settings import Settings
 
 CALIBRATE = health.design.__wrapped__  # the calibration itself, without the in-process cache
 
@@ -51,7 +51,7 @@ def test_a_calibration_that_cannot_be_kept_on_disk_is_used_and_the_reason_logged
     monkeypatch.setattr(health, "_KNOWN", {})
     monkeypatch.setattr(health, "design", lambda *args: calibrated)
 
-    with caplog.at_level("WARNING", logger="monitor.health"):
+    with caplog.at_level("WARNING", logger="monitor.domain.health"):
         assert health.design_for(0.9, settings, classes=3) is calibrated
 
     (record,) = [r for r in caplog.records if r.getMessage().startswith("could not keep the calibration: ")]

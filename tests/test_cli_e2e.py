@@ -16,7 +16,7 @@ import pytest
 from sklearn.metrics import confusion_matrix
 from typer.testing import CliRunner
 
-from monitor.cli import app
+from monitor.orchestration.cli import app
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
 
@@ -27,7 +27,7 @@ GOOD_PER_CLASS = 14
 
 
 def _digit_bytes(index: int, fmt: str, mode: str = "RGB") -> bytes:
-    from monitor.digits import digit_to_pil, load_digits_images
+    from monitor.domain.digits import digit_to_pil, load_digits_images
 
     image = digit_to_pil(load_digits_images()[0][index]).convert(mode)
     buffer = io.BytesIO()
@@ -38,7 +38,7 @@ def _digit_bytes(index: int, fmt: str, mode: str = "RGB") -> bytes:
 @pytest.fixture(scope="session")
 def source_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small bucket-like folder: held-out digits, odd formats, and every kind of bad file."""
-    from monitor.digits import LABELS, build_demo_source, load_digits_images, split_indices
+    from monitor.domain.digits import LABELS, build_demo_source, load_digits_images, split_indices
 
     root = tmp_path_factory.mktemp("bucket") / "val"
     _, targets = load_digits_images()
@@ -80,8 +80,8 @@ def _invoke(env: dict[str, str], *args: str) -> dict:
 
 
 def _store_counts(env: dict[str, str]) -> dict[str, int]:
-    from monitor.settings import load_settings
-    from monitor.storage import open_store
+    from monitor.core.settings import load_settings
+    from monitor.store import open_store
 
     with open_store(load_settings(data_dir=env["MONITOR_DATA_DIR"]), read_only=True) as store:
         return store.counts()
@@ -179,7 +179,7 @@ def test_index_twice_writes_nothing_the_second_time(env: dict[str, str]) -> None
 def _run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")} | env
     return subprocess.run(
-        [sys.executable, "-m", "monitor.cli", *args], env=full_env, capture_output=True, text=True, timeout=180, check=False
+        [sys.executable, "-m", "monitor.orchestration.cli", *args], env=full_env, capture_output=True, text=True, timeout=180, check=False
     )
 
 
@@ -228,7 +228,7 @@ def test_a_model_directory_that_does_not_load_exits_5(env: dict[str, str], tmp_p
 
 
 def test_labels_unknown_to_the_model_are_named_before_any_inference(env: dict[str, str], tmp_path: Path) -> None:
-    from monitor.digits import build_demo_source
+    from monitor.domain.digits import build_demo_source
 
     root = tmp_path / "bucket"
     build_demo_source(root, indices=[0, 1, 2, 3, 10, 11])
@@ -318,9 +318,9 @@ def test_a_predictions_file_changed_after_predict_is_refused_by_metrics_and_pred
     frame.loc[frame["status"] == "ok", "pred"] = frame.loc[frame["status"] == "ok", "label"]  # every image "right"
     frame.to_parquet(path)
 
-    from monitor.errors import DataError
-    from monitor.pipeline import run_metrics
-    from monitor.settings import load_settings
+    from monitor.core.errors import DataError
+    from monitor.orchestration.pipeline import run_metrics
+    from monitor.core.settings import load_settings
 
     with pytest.raises(DataError, match="changed since the predict step wrote it.*--force"):
         run_metrics(load_settings(data_dir=env["MONITOR_DATA_DIR"], source_uri=env["MONITOR_SOURCE_URI"]), DATE)

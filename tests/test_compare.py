@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from evaluation.metrics import paired_counts_pandas, paired_counts_spark
-from monitor.compare import (
+from monitor.domain.compare import (
     INSUFFICIENT,
     PROMOTE,
     REJECT,
@@ -21,7 +21,7 @@ from monitor.compare import (
     one_sided_p,
     paired_difference_ci,
 )
-from monitor.errors import DataError
+from monitor.core.errors import DataError
 
 
 def _frame(rows: list[tuple[str, str, str, str | None, str]]) -> pd.DataFrame:
@@ -231,7 +231,7 @@ def test_compare_refuses_a_table_without_the_counts() -> None:
 
 
 def test_discordant_images_are_the_pairs_one_model_got_right_taking_the_classes_in_turn() -> None:
-    from monitor.compare import discordant_images
+    from monitor.domain.compare import discordant_images
 
     production, candidate = _hand_pair()
     frame = discordant_images(production, candidate)

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from evaluation.predictions import read_predictions
-from monitor.cli import app
+from monitor.orchestration.cli import app
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
 
@@ -22,9 +22,9 @@ PAST = 1767268800.0  # 2026-01-01 12:00 UTC: every image exists before the dates
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A source of held-out digits (40 per class) and a candidate that misses "five" (its bias lowered)."""
-    from monitor.demo import build_candidate_model
-    from monitor.digits import build_demo_source, load_digits_images, split_indices
-    from monitor.settings import SHIPPED_MODEL_DIR
+    from monitor.orchestration.demo import build_candidate_model
+    from monitor.domain.digits import build_demo_source, load_digits_images, split_indices
+    from monitor.core.settings import SHIPPED_MODEL_DIR
 
     root = tmp_path_factory.mktemp("compare")
     _, targets = load_digits_images()

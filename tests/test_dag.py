@@ -94,9 +94,9 @@ def test_every_stage_retries_with_exponential_backoff(daily, task_id):
     ],
 )
 def test_retry_policy_fails_fast_only_on_errors_a_retry_cannot_fix(daily, error, action):
-    import monitor.errors
+    import monitor.core.errors
 
-    exc = getattr(monitor.errors, error)("boom")
+    exc = getattr(monitor.core.errors, error)("boom")
     decision = daily.get_task("sample").retry_policy.evaluate(exception=exc, try_number=1, max_tries=4)
     assert decision.action.value == action
 
@@ -154,7 +154,7 @@ def test_parsing_the_dag_file_imports_neither_the_pipeline_nor_heavy_libraries(a
         "import importlib.util, json, sys\n"
         f"spec = importlib.util.spec_from_file_location('probe_dag', {str(DAG_FILE)!r})\n"
         "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
-        "heavy = ['torch', 'transformers', 'pyspark', 'pymongo', 'mongomock', 'pandas', 'monitor.pipeline', 'monitor.settings']\n"
+        "heavy = ['torch', 'transformers', 'pyspark', 'pymongo', 'mongomock', 'pandas', 'monitor.orchestration.pipeline', 'monitor.core.settings']\n"
         "print(json.dumps({'dag': module.DAG_ID, 'loaded': [m for m in heavy if m in sys.modules]}))\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
@@ -202,7 +202,7 @@ def test_mongo_connection_becomes_the_store_uri_and_database(dag_module, uri, ex
 def test_unusable_mongo_connection_is_a_config_error(dag_module, fields, message):
     from airflow.sdk import Connection
 
-    from monitor.errors import ConfigError
+    from monitor.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=message):
         dag_module.mongo_overrides(Connection(conn_id="mongo_default", **fields))
@@ -243,7 +243,7 @@ CONSUMER = "example_retrain_on_flag"
 @pytest.fixture(scope="module")
 def tiny_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``<Label>/<file>`` folders of held-out digits, PER_CLASS each; ``three/`` holds eights."""
-    from monitor.digits import LABELS, build_demo_source, digit_file_name, encode_digit, load_digits_images, split_indices
+    from monitor.domain.digits import LABELS, build_demo_source, digit_file_name, encode_digit, load_digits_images, split_indices
 
     root = tmp_path_factory.mktemp("dag_bucket") / "val"
     images, targets = load_digits_images()
@@ -266,7 +266,7 @@ class _MonitorEnv:
         self._patch = pytest.MonkeyPatch()
 
     def __enter__(self):
-        from monitor.settings import load_settings
+        from monitor.core.settings import load_settings
 
         for name, value in self._values.items():
             self._patch.setenv(name, value)
@@ -278,7 +278,7 @@ class _MonitorEnv:
 
 def _snapshot(settings) -> dict[str, Any]:
     """Everything the stages wrote, by natural key (times that a re-run refreshes, e.g. last_seen, left out)."""
-    from monitor.storage import open_store
+    from monitor.store import open_store
 
     with open_store(settings, read_only=True) as store:
         return {
@@ -357,7 +357,7 @@ def test_a_run_takes_every_stage_to_success_at_the_first_try(two_runs):
 def test_the_run_stores_the_class_metrics_of_its_date_counted_from_its_predictions(two_runs):
     import pandas as pd
 
-    from monitor.digits import LABELS
+    from monitor.domain.digits import LABELS
 
     settings = two_runs.settings
     predictions = pd.read_parquet(settings.predictions_file(DATE.isoformat()))
@@ -403,7 +403,7 @@ def test_a_second_run_of_the_same_date_leaves_the_same_state_and_publishes_nothi
     (first_note,), (second_note,) = two_runs.after_first["health_note"], two_runs.after_second["health_note"]
     assert (first_note["flagged"], first_note["new_alerts"]) == ([BROKEN], 1)
     assert (second_note["flagged"], second_note["new_alerts"]) == ([BROKEN], 0)
-    from monitor.digits import LABELS
+    from monitor.domain.digits import LABELS
 
     assert two_runs.after_second["counts"]["class_metrics"] == len(LABELS)
     assert two_runs.after_second["counts"]["images"] == PER_CLASS * len(LABELS)
@@ -431,9 +431,9 @@ def test_a_candidate_that_fixes_the_flagged_class_is_published_ready_for_promoti
     """Three arrives damaged (the shipped model reads ~1 in 8); the candidate, its three bias raised, reads them, the rest as before."""
     import numpy as np
 
-    from monitor.demo import build_candidate_model, degrade_image
-    from monitor.digits import LABELS, build_demo_source, digit_to_pil, load_digits_images, split_indices
-    from monitor.settings import SHIPPED_MODEL_DIR
+    from monitor.orchestration.demo import build_candidate_model, degrade_image
+    from monitor.domain.digits import LABELS, build_demo_source, digit_to_pil, load_digits_images, split_indices
+    from monitor.core.settings import SHIPPED_MODEL_DIR
 
     root = tmp_path / "val"
     images, targets = load_digits_images()

@@ -105,7 +105,7 @@ def wait_until(condition: Any, what: str) -> Any:
 
 
 def test_overview_shows_every_real_class_and_flags_the_degraded_one(browser: Any, demo: tuple[Any, dict[str, Any]]) -> None:
-    from monitor.digits import LABELS
+    from monitor.domain.digits import LABELS
 
     _, result = demo
     open_page(browser, "/", f"#{ids.OVERVIEW_HEATMAP} .js-plotly-plot")

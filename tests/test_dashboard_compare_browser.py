@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from dashboards import ids
-from monitor.demo import CANDIDATE_WORSE
+from monitor.orchestration.demo import CANDIDATE_WORSE
 from tests.fixtures.demo import DEMO_DEGRADED
 from tests.test_dashboard_browser import WAIT_S, figure_data, open_page, wait_until
 
@@ -44,8 +44,8 @@ def browser(demo_candidate_run: tuple[Any, dict[str, Any]], tmp_path_factory: py
 def test_the_comparison_page_shows_the_verdict_the_differences_with_intervals_and_the_discordant_images(
     browser: Any, demo_candidate_run: tuple[Any, dict[str, Any]]
 ) -> None:
-    from monitor.compare import compare_candidate
-    from monitor.storage import open_store
+    from monitor.domain.compare import compare_candidate
+    from monitor.store import open_store
 
     settings, result = demo_candidate_run
     assert result["candidate"]

@@ -25,7 +25,7 @@ from dashboards.state import ViewState, parse_query, to_query
 from dashboards.status import class_status, rank_classes, verdict_changes
 from dashboards.thumbnails import make_thumbnail
 from dashboards.view import resolve
-from monitor.errors import DataError
+from monitor.core.errors import DataError
 
 MODEL = "digits@0123456789ab"
 END = dt.date(2024, 3, 31)
@@ -93,7 +93,7 @@ def write_history(store: Any, kind: str, docs: list[dict[str, Any]]) -> None:
 
 def store_snapshot(settings: Any) -> dict[str, tuple[int, int]]:
     """Every file under the embedded store folder with its modification time and size."""
-    from monitor.embedded import store_files
+    from monitor.store.embedded import store_files
 
     root = settings.store_dir / settings.mongo_db
     return {str(path.relative_to(root)): (path.stat().st_mtime_ns, path.stat().st_size) for path in store_files(root)}
@@ -599,7 +599,7 @@ def test_range_slicing_by_bisection_matches_the_row_mask() -> None:
 
 
 def test_the_overview_reads_each_history_once_per_commit(store, settings, history, monkeypatch) -> None:
-    from monitor.storage import Store
+    from monitor.store import Store
 
     reads: list[str] = []
     rows = Store.rows
@@ -624,7 +624,7 @@ def test_the_overview_reads_each_history_once_per_commit(store, settings, histor
 
 
 def test_after_a_commit_only_the_changed_dates_are_read_again_and_the_history_equals_a_fresh_read(store, settings, history, monkeypatch) -> None:
-    from monitor.storage import Store
+    from monitor.store import Store
 
     reads: list[tuple[str, str | None, str | None]] = []
     rows = Store.rows

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from monitor.cli import app
-from monitor.errors import DataError
-from monitor.settings import Settings
+from monitor.orchestration.cli import app
+from monitor.core.errors import DataError
+from monitor.core.settings import Settings
 from tests.fixtures.demo import DEMO_END
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
@@ -55,7 +55,7 @@ def test_demo_leaves_one_alert_and_a_store_the_cli_reads(demo_run: tuple[Setting
 
 
 def test_demo_refuses_a_data_dir_it_did_not_create(tmp_path: Path) -> None:
-    from monitor.demo import run_demo
+    from monitor.orchestration.demo import run_demo
 
     (tmp_path / "store").mkdir()
     with pytest.raises(DataError, match="did not create"):
@@ -65,9 +65,9 @@ def test_demo_refuses_a_data_dir_it_did_not_create(tmp_path: Path) -> None:
 def test_setup_source_serves_index_and_sample_for_a_recent_date(tmp_path: Path) -> None:
     import pandas as pd
 
-    from monitor.demo import MARKER, SETUP_SOURCE_TIME, build_setup_source
-    from monitor.digits import LABELS, split_indices
-    from monitor.pipeline import run_index, run_sample
+    from monitor.orchestration.demo import MARKER, SETUP_SOURCE_TIME, build_setup_source
+    from monitor.domain.digits import LABELS, split_indices
+    from monitor.orchestration.pipeline import run_index, run_sample
 
     settings = Settings(data_dir=tmp_path / "data")
     built = build_setup_source(settings)
@@ -92,7 +92,7 @@ def test_a_moderate_drop_goes_on_watch_draws_followup_images_and_is_flagged(tmp_
     import pandas as pd
 
     from evaluation.predictions import read_predictions
-    from monitor.demo import run_demo
+    from monitor.orchestration.demo import run_demo
 
     settings = Settings(data_dir=tmp_path / "data", spark_master="local[2]")
     result = run_demo(settings, days=21, drop_day=6, degrade="eight", drop_to=0.8, end=DEMO_END)

@@ -187,7 +187,7 @@ def _ignore_patterns(dockerfile: Path) -> list[str]:
 @pytest.mark.parametrize(
     ("path", "excluded"),
     [
-        ("monitor/settings.py", False),
+        ("monitor/core/settings.py", False),
         ("monitor/__pycache__/settings.cpython-311.pyc", True),
         ("tests/test_dag.py", True),
         ("docker/seed_gcs.py", False),
@@ -380,7 +380,7 @@ def test_named_volumes_are_declared(compose, services):
 
 
 def test_every_monitor_variable_is_a_settings_field(services):
-    from monitor.settings import Settings
+    from monitor.core.settings import Settings
 
     fields = {f"MONITOR_{name.upper()}" for name in Settings.model_fields}
     used = {key for service in services.values() for key in _environment(service) if key.startswith("MONITOR_")}
@@ -394,7 +394,7 @@ def test_every_monitor_variable_is_a_settings_field(services):
 
 @pytest.mark.parametrize("service", ["airflow-worker", "dashboard", "seed-gcs"])
 def test_the_compose_defaults_are_valid_settings(services, service, monkeypatch):
-    from monitor.settings import load_settings
+    from monitor.core.settings import load_settings
 
     for key, value in _environment(services[service]).items():
         if key.startswith("MONITOR_"):
@@ -620,7 +620,7 @@ def _objects() -> dict[str, Any]:
 
 @pytest.mark.gcs
 def test_seeding_uploads_the_configured_source_once(emulator_env, capsys):
-    from monitor.digits import LABELS
+    from monitor.domain.digits import LABELS
 
     seed = _load_seed_script()
     assert seed.main(["--per-class", "2"]) == 0
@@ -640,8 +640,8 @@ def test_seeding_uploads_the_configured_source_once(emulator_env, capsys):
 def test_the_seeded_bucket_survives_an_emulator_restart_and_a_date_before_it_still_samples(emulator_env, tmp_path):
     import datetime as dt
 
-    from monitor.pipeline import run_index, run_sample
-    from monitor.settings import load_settings
+    from monitor.orchestration.pipeline import run_index, run_sample
+    from monitor.core.settings import load_settings
 
     seed = _load_seed_script()
     assert seed.main(["--per-class", "3"]) == 0

@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 from filelock import FileLock
 
-from monitor.faults import VARIABLE as KILL_AT
-from monitor.settings import SHIPPED_MODEL_DIR, Settings
-from monitor.storage import KINDS, open_store
+from monitor.core.faults import VARIABLE as KILL_AT
+from monitor.core.settings import SHIPPED_MODEL_DIR, Settings
+from monitor.store import KINDS, open_store
 from tests.fixtures.sources import build_one_broken_class
 from tests.test_alerts import Endpoint
 from tests.test_alerts import endpoint as webhook  # noqa: F401,F811 (the webhook server fixture)
@@ -46,7 +46,7 @@ def monitor(data_dir: Path, source: Path, *args: str, env: dict[str, str] | None
         MONITOR_DATA_DIR=str(data_dir), MONITOR_SOURCE_URI=str(source), MONITOR_SAMPLES_PER_CLASS=str(PER_CLASS),
         MONITOR_SPARK_MASTER="local[1]", PYTHONUNBUFFERED="1", **(env or {}),
     )  # fmt: skip
-    return subprocess.run([*(prefix or []), sys.executable, "-m", "monitor.cli", *args], env=base, capture_output=True, text=True, timeout=600)
+    return subprocess.run([*(prefix or []), sys.executable, "-m", "monitor.orchestration.cli", *args], env=base, capture_output=True, text=True, timeout=600)
 
 
 def store_docs(data_dir: Path) -> dict[str, list[dict[str, Any]]]:

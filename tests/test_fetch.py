@@ -23,10 +23,10 @@ import evaluation.predict as predict_module
 from evaluation.model import LoadedModel, load_model
 from evaluation.predict import fetch_batches, in_flight_limit, predict_images
 from evaluation.predictions import FETCH_FAILED
-from monitor.digits import LABELS, encode_digit, load_digits_images
-from monitor.errors import SourceError
-from monitor.settings import SHIPPED_MODEL_DIR, Settings
-from monitor.sources import MAX_CONNECTIONS, GCSSource, LocalSource, open_source
+from monitor.domain.digits import LABELS, encode_digit, load_digits_images
+from monitor.core.errors import SourceError
+from monitor.core.settings import SHIPPED_MODEL_DIR, Settings
+from monitor.core.sources import MAX_CONNECTIONS, GCSSource, LocalSource, open_source
 from tests.fixtures.gcs_latency import LatencyGCSServer
 
 DATE = "2026-12-01"

@@ -12,12 +12,12 @@ import mongomock
 import pytest
 from pymongo.errors import DuplicateKeyError
 
-from monitor.dates import end_of_day, parse_run_date
-from monitor.errors import ConfigError, StoreError, redact
-from monitor.indexing import index_source
-from monitor.settings import SHIPPED_MODEL_DIR, load_settings
-from monitor.sources import LocalSource
-from monitor.storage import Store, open_store
+from monitor.core.dates import end_of_day, parse_run_date
+from monitor.core.errors import ConfigError, StoreError, redact
+from monitor.domain.indexing import index_source
+from monitor.core.settings import SHIPPED_MODEL_DIR, load_settings
+from monitor.core.sources import LocalSource
+from monitor.store import Store, open_store
 
 TODAY = dt.date(2026, 11, 22)
 

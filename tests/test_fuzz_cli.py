@@ -31,8 +31,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from tests.fixtures.fuzz import fuzz_settings
-from monitor.cli import app
-from monitor.settings import Settings
+from monitor.orchestration.cli import app
+from monitor.core.settings import Settings
 
 FUZZ = fuzz_settings(60, [HealthCheck.function_scoped_fixture])
 DOCUMENTED_EXIT_CODES = {0, 2, 3, 4, 5, 6, 7}
@@ -254,7 +254,7 @@ def test_any_argument_list_gives_a_documented_exit_and_one_line(options: list[st
 @pytest.fixture(scope="module")
 def tiny_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two classes of two digits each, laid out like a bucket: enough for index and sample to do real work."""
-    from monitor.digits import digit_to_pil, load_digits_images
+    from monitor.domain.digits import digit_to_pil, load_digits_images
 
     images, targets = load_digits_images()
     root = tmp_path_factory.mktemp("fuzz-source")

@@ -32,8 +32,8 @@ LABELS = ("ant", "bee", "cat")
 @pytest.fixture(scope="module")
 def client(tmp_path_factory) -> Iterator[Any]:
     """The production-configured app over 30 days of 3 classes with verdicts (built once: the fuzzers only read)."""
-    from monitor.settings import load_settings
-    from monitor.storage import open_store
+    from monitor.core.settings import load_settings
+    from monitor.store import open_store
 
     data_dir = tmp_path_factory.mktemp("fuzz") / "data"
     data_dir.mkdir()

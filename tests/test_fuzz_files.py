@@ -2,7 +2,7 @@
 and predictions Parquet files.
 
 Whatever a file holds, reading it
-- succeeds (and what it returns keeps the file's contract), or raises a :class:`~monitor.errors.MonitorError`
+- succeeds (and what it returns keeps the file's contract), or raises a :class:`~monitor.core.errors.MonitorError`
   whose message is one line; never any other exception, never a hang;
 - changes nothing on disk it did not mean to: a store reader changes nothing, a refused ``store restore``
   nothing either; the calibration cache may be rewritten (a damaged one is calibrated again), nothing else.
@@ -34,12 +34,12 @@ from hypothesis import strategies as st
 
 from evaluation.predictions import COLUMNS, PREDICTIONS_SCHEMA, STATUS_FAILED, STATUS_OK, read_predictions, write_predictions
 from tests.fixtures.fuzz import fuzz_settings
-from monitor import health
-from monitor.embedded import restore
-from monitor.errors import MonitorError
-from monitor.sampling import CSV_COLUMNS, read_sample_csv
-from monitor.settings import Settings
-from monitor.storage import KINDS, open_store
+from monitor.domain import health
+from monitor.store.embedded import restore
+from monitor.core.errors import MonitorError
+from monitor.domain.sampling import CSV_COLUMNS, read_sample_csv
+from monitor.core.settings import Settings
+from monitor.store import KINDS, open_store
 
 FUZZ = fuzz_settings(40, [HealthCheck.large_base_example])
 DATE = "2026-11-20"

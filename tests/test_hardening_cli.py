@@ -13,10 +13,10 @@ import annotated_types
 import pytest
 from typer.testing import CliRunner
 
-from monitor.cli import app
-from monitor.dates import MIN_RUN_DATE, days_before, end_of_day, parse_run_date
-from monitor.errors import ConfigError, DataError, SourceError
-from monitor.settings import MAX_SEED, Settings, check_target_overrides, load_settings, unknown_target_overrides
+from monitor.orchestration.cli import app
+from monitor.core.dates import MIN_RUN_DATE, days_before, end_of_day, parse_run_date
+from monitor.core.errors import ConfigError, DataError, SourceError
+from monitor.core.settings import MAX_SEED, Settings, check_target_overrides, load_settings, unknown_target_overrides
 
 DAY = "2026-11-20"
 
@@ -60,7 +60,7 @@ def test_every_command_prints_markup_in_its_arguments_literally(args: list[str],
 
 
 def _seed_store(data_dir: Path) -> None:
-    from monitor.storage import open_store
+    from monitor.store import open_store
 
     settings = load_settings(data_dir=data_dir)
     rows = [
@@ -245,7 +245,7 @@ def test_a_database_name_that_could_leave_the_store_folder_is_refused(name: str,
 
 
 def test_gcs_user_credentials_without_a_project_are_a_source_error_with_the_remedy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from monitor.sources import open_source
+    from monitor.core.sources import open_source
 
     credentials = tmp_path / "user.json"
     credentials.write_text(json.dumps({"type": "authorized_user", "client_id": "x.apps.googleusercontent.com", "client_secret": "s", "refresh_token": "r"}))

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from monitor.cli import app
-from monitor.demo import DEMO_FOLDERS, MARKER, MODELS_FOLDER, _reset
-from monitor.errors import DataError
-from monitor.settings import Settings
+from monitor.orchestration.cli import app
+from monitor.orchestration.demo import DEMO_FOLDERS, MARKER, MODELS_FOLDER, _reset
+from monitor.core.errors import DataError
+from monitor.core.settings import Settings
 from tests.fixtures.demo import DEMO_END
 
 
@@ -132,7 +132,7 @@ def test_a_link_or_folder_named_like_the_marker_does_not_make_a_folder_the_demos
 @pytest.mark.slow
 @pytest.mark.spark
 def test_a_demo_in_its_own_folder_starts_over_without_touching_a_users_files(tmp_path: Path, spark: object) -> None:
-    from monitor.demo import run_demo
+    from monitor.orchestration.demo import run_demo
 
     data_dir = tmp_path / "data"
     (data_dir / MODELS_FOLDER).mkdir(parents=True)

@@ -1,5 +1,5 @@
 """Files read back from disk cannot hang, exhaust or crash the service: the bounded reader and the one JSON reader
-(monitor.files), the predictions reader (its types and values, naming the column and the `--force` remedy), and the
+(monitor.core.files), the predictions reader (its types and values, naming the column and the `--force` remedy), and the
 local listing of odd trees (names that are not UTF-8, 1,100 nested folders, FIFOs, sockets), counted with a reason."""
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from evaluation.predictions import COLUMNS, PREDICTIONS_SCHEMA, read_predictions, write_predictions
-from monitor.errors import ConfigError, DataError, MonitorError, SourceError
-from monitor.files import FileRefused, parse_json_bounded, read_bounded, read_json_file
-from monitor.indexing import REASON_NOT_A_FILE, REASON_NOT_UTF8, REASON_WRONG_DEPTH, classify, index_source
-from monitor.sources import MAX_LOCAL_DEPTH, LocalSource
-from monitor.storage import Store
+from monitor.core.errors import ConfigError, DataError, MonitorError, SourceError
+from monitor.core.files import FileRefused, parse_json_bounded, read_bounded, read_json_file
+from monitor.domain.indexing import REASON_NOT_A_FILE, REASON_NOT_UTF8, REASON_WRONG_DEPTH, classify, index_source
+from monitor.core.sources import MAX_LOCAL_DEPTH, LocalSource
+from monitor.store import Store
 
 DATE = "2026-11-20"
 REDO = f"monitor evaluate --date {DATE} --force"
@@ -289,7 +289,7 @@ def test_indexing_an_odd_tree_records_each_odd_object_as_unusable_with_its_reaso
 
 
 def test_a_source_that_hands_over_os_names_as_they_came_is_indexed_under_escaped_paths(store: Store) -> None:
-    from monitor.sources import BlobInfo
+    from monitor.core.sources import BlobInfo
 
     when = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
 
@@ -376,7 +376,7 @@ def test_reading_a_fifo_socket_or_folder_from_a_local_source_is_a_source_error_t
 def _cli(data_dir: Path, source: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}
     env |= {"MONITOR_DATA_DIR": str(data_dir), "MONITOR_SOURCE_URI": str(source), "MONITOR_SAMPLES_PER_CLASS": "2"}
-    return subprocess.run([sys.executable, "-m", "monitor.cli", *args], env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "monitor.orchestration.cli", *args], env=env, capture_output=True, text=True, timeout=600)
 
 
 def test_monitor_index_on_an_odd_tree_counts_what_it_skipped_and_why(tmp_path: Path) -> None:

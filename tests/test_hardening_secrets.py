@@ -20,9 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from monitor.cli import app
-from monitor.secrets import MASK, SPARK_HARMLESS_KEYS, mask_userinfo, redact, spark_conf_shown
-from monitor.settings import load_settings
+from monitor.orchestration.cli import app
+from monitor.core.secrets import MASK, SPARK_HARMLESS_KEYS, mask_userinfo, redact, spark_conf_shown
+from monitor.core.settings import load_settings
 
 FRAGMENTS = ("Kq7Wv", "Zr9Pm")
 

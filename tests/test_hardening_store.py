@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 
-from monitor import embedded as embedded_module
-from monitor import health
-from monitor.embedded import MANIFEST_MAX_BYTES, PART_MAX_BYTES, EmbeddedDB, restore
-from monitor.errors import StoreError
-from monitor.settings import Settings
-from monitor.storage import open_store
+from monitor.store import embedded as embedded_module
+from monitor.domain import health
+from monitor.store.embedded import MANIFEST_MAX_BYTES, PART_MAX_BYTES, EmbeddedDB, restore
+from monitor.core.errors import StoreError
+from monitor.core.settings import Settings
+from monitor.store import open_store
 
 DAY = "2026-11-01"
 KEY = ["m@1", DAY]
@@ -302,7 +302,7 @@ def test_restore_refuses_a_folder_that_holds_no_store_and_writes_nothing_there(w
 
 def _cli(data_dir: Path, *args: str, prefix: list[str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")} | {"MONITOR_DATA_DIR": str(data_dir)}
-    return subprocess.run([*(prefix or []), sys.executable, "-m", "monitor.cli", *args], env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run([*(prefix or []), sys.executable, "-m", "monitor.orchestration.cli", *args], env=env, capture_output=True, text=True, timeout=600)
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -402,7 +402,7 @@ def test_a_damaged_calibration_cache_is_calibrated_again_with_a_warning_and_repl
     monkeypatch.setattr(health, "_KNOWN", {})
     monkeypatch.setattr(health, "design", lambda *args: calls.append(args) or CALIBRATED)
 
-    with caplog.at_level(logging.WARNING, logger="monitor.health"):
+    with caplog.at_level(logging.WARNING, logger="monitor.domain.health"):
         assert health._cached_design(file, ARGS) == CALIBRATED
     assert calls == [ARGS]
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -418,6 +418,6 @@ def test_a_sound_calibration_cache_entry_is_reused_without_a_warning(tmp_path: P
     file.write_text(_cache_text(_entry()))
     monkeypatch.setattr(health, "_KNOWN", {})
     monkeypatch.setattr(health, "design", lambda *args: pytest.fail("calibrated although the cache holds the entry"))
-    with caplog.at_level(logging.WARNING, logger="monitor.health"):
+    with caplog.at_level(logging.WARNING, logger="monitor.domain.health"):
         assert health._cached_design(file, ARGS) == CALIBRATED
     assert not caplog.records

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from monitor.stats import wilson_interval
-from monitor.errors import ConfigError, DataError
-from monitor.health import (
+from monitor.core.stats import wilson_interval
+from monitor.core.errors import ConfigError, DataError
+from monitor.domain.health import (
     TIERS,
     State,
     advance,
@@ -39,9 +39,9 @@ from monitor.health import (
     required_arl,
     verdict_codes,
 )
-from monitor.settings import load_settings
-from monitor.context import RunContext
-from monitor.verdicts import Verdict
+from monitor.core.settings import load_settings
+from monitor.orchestration.context import RunContext
+from monitor.core.verdicts import Verdict
 
 START = dt.date(2024, 3, 1)
 
@@ -347,7 +347,7 @@ def test_a_repeated_date_in_the_history_is_a_data_error(settings) -> None:
 
 # --- boundaries of the verdict rule, the interval level, the flag's date, repeated dates ----------------
 # Expectations below are written out by hand (15% of h, min_samples, the exact log-likelihood ratios) or
-# taken from statsmodels; none is read back from monitor.health beyond the calibrated thresholds themselves.
+# taken from statsmodels; none is read back from monitor.domain.health beyond the calibrated thresholds themselves.
 
 
 def _rule_design(h: int):
@@ -662,7 +662,7 @@ def test_compute_health_without_metrics_on_the_date_is_a_data_error(store, setti
 
 @pytest.mark.parametrize("dates", [["2024-03-01", "2024-03-01"], ["2024-03-02", "20240302"]], ids=["same text", "two forms of one day"])
 def test_the_column_check_refuses_counts_that_repeat_a_date_of_a_class_and_accepts_it_across_classes(dates: list[str]) -> None:
-    from monitor.health import _check_counts, _count_columns
+    from monitor.domain.health import _check_counts, _count_columns
 
     # The store refuses a repeated label on one day; this guards the columns compute_health judges all the same
     # (a store written by another tool, or one day written as two date strings).
@@ -673,7 +673,7 @@ def test_the_column_check_refuses_counts_that_repeat_a_date_of_a_class_and_accep
 
 
 def _run(store, settings, model_id: str, days: range) -> None:
-    from monitor.alerts import raise_alerts
+    from monitor.domain.alerts import raise_alerts
 
     for i in days:
         raise_alerts(store, model_id, day(i), compute_health(store, model_id, day(i), settings))
@@ -752,7 +752,7 @@ def test_false_alarms_of_a_mixed_n_history_stay_within_the_bound(settings) -> No
 
 
 def test_a_date_filled_in_late_gives_the_same_history_and_alerts_as_an_in_order_run(store, settings) -> None:
-    from monitor.pipeline import health_with
+    from monitor.orchestration.pipeline import health_with
 
     dropping = [(10, 10)] * 8 + [(10, 4), (10, 2), (10, 4), (10, 10)]
     series = {"good": [(10, 10)] * 12, "dropping": dropping}
@@ -788,7 +788,7 @@ def test_a_date_filled_in_late_gives_the_same_history_and_alerts_as_an_in_order_
 
 
 def test_a_backfill_recomputes_later_days_under_their_own_stored_settings(store, settings) -> None:
-    from monitor.pipeline import health_with
+    from monitor.orchestration.pipeline import health_with
 
     _store_metrics(store, "m@1", {"a": [(10, 10)] * 2}, first=0)
     _store_metrics(store, "m@1", {"a": [(10, 10)] * 2}, first=3)
@@ -803,7 +803,7 @@ def test_a_backfill_recomputes_later_days_under_their_own_stored_settings(store,
 
 
 def test_health_judges_the_model_the_day_last_evaluated_when_two_were_measured(store, settings) -> None:
-    from monitor.pipeline import health_with
+    from monitor.orchestration.pipeline import health_with
 
     _store_metrics(store, "old@1", {"a": [(10, 10)] * 3})
     _store_metrics(store, "new@2", {"a": [(10, 2)] * 3})
@@ -944,7 +944,7 @@ def test_compute_health_rows_carry_every_documented_field_equal_to_the_one_class
 @pytest.mark.parametrize("start", [1, 5, 37, 38, 64, 500])
 @pytest.mark.parametrize("first", [1, 2, 37, 38, 100, 1000])
 def test_the_threshold_search_finds_the_smallest_h_that_meets_a_monotone_condition_from_any_start(start: int, first: int) -> None:
-    from monitor.health import _smallest
+    from monitor.domain.health import _smallest
 
     asked: list[int] = []
 
@@ -957,7 +957,7 @@ def test_the_threshold_search_finds_the_smallest_h_that_meets_a_monotone_conditi
 
 
 def test_the_threshold_search_gives_up_with_a_config_error_when_nothing_is_in_reach() -> None:
-    from monitor.health import _smallest
+    from monitor.domain.health import _smallest
 
     with pytest.raises(ConfigError, match="out of reach"):
         _smallest(lambda h: False, 1)
@@ -977,7 +977,7 @@ def test_continuing_from_stored_rows_gives_the_rows_of_a_judgement_from_scratch(
 
 
 def test_the_column_check_names_the_day_and_counts_that_are_inconsistent() -> None:
-    from monitor.health import _check_counts, _count_columns
+    from monitor.domain.health import _check_counts, _count_columns
 
     docs = [{"label": "a", "date": "2024-03-01", "n": 10, "correct": 9}, {"label": "a", "date": "2024-03-02", "n": 10, "correct": 11}]
     with pytest.raises(DataError, match=r"counts on 2024-03-02: correct 11 of n 10 are inconsistent"):
@@ -1035,7 +1035,7 @@ def test_the_recovery_run_length_is_the_expected_days_of_the_clearing_chain(targ
 def test_the_worst_follow_up_policy_is_the_shortest_run_length_over_every_policy_by_brute_force() -> None:
     import itertools
 
-    from monitor.health import worst_run_length
+    from monitor.domain.health import worst_run_length
 
     limit, up, down, p_wrong, choices = 7, 3, 1, 0.1, (2, 6)
     by_policy = {}
@@ -1109,7 +1109,7 @@ def test_a_fixed_bucket_keeps_the_false_alarm_bound_when_each_image_counts_once(
 def test_the_window_estimate_is_unbiased_under_follow_up_where_pooling_is_not(settings) -> None:
     """Classes at exactly 0.88 for 200 days with the follow-up policy: the day-weighted estimate's mean is within
     0.001 of 0.88 (and within 4 standard errors); the pooled ratio is biased upward by more than that."""
-    from monitor.stats import weighted_accuracy
+    from monitor.core.stats import weighted_accuracy
 
     d = design_for(0.9, settings, 15)
     rng = np.random.default_rng(21)
@@ -1132,7 +1132,7 @@ def test_the_window_estimate_is_unbiased_under_follow_up_where_pooling_is_not(se
 def test_the_weighted_window_estimate_is_the_base_weighted_mean_of_daily_shares_with_its_effective_size() -> None:
     from statsmodels.stats.proportion import proportion_confint
 
-    from monitor.stats import weighted_accuracy
+    from monitor.core.stats import weighted_accuracy
 
     n, c, base = [10, 40, 10, 0], [9, 30, 10, 0], [10, 10, 10, 10]
     estimate, effective, low, high = weighted_accuracy(n, c, base)
@@ -1175,7 +1175,7 @@ def test_the_first_days_large_draw_gives_a_verdict_on_day_one(store, settings) -
 def test_a_recomputed_day_counts_follow_up_only_within_what_its_recomputed_state_asks_for(settings) -> None:
     """After a backfill a later day may hold follow-up images its new state never asked for: it counts its base draw only,
     so the calibration's assumption (any grant up to the request) holds for the recomputed days."""
-    from monitor.health import counted
+    from monitor.domain.health import counted
 
     d = design_for(0.9, settings, 15)
     calm = State.zeros()  # S = 0: asks for no follow-up
@@ -1192,9 +1192,9 @@ def test_a_recomputed_day_counts_follow_up_only_within_what_its_recomputed_state
 
 
 def test_a_target_override_for_a_class_that_does_not_exist_is_refused_at_health_time(store, settings) -> None:
-    from monitor.context import RunContext
-    from monitor.errors import ConfigError
-    from monitor.pipeline import health_with
+    from monitor.orchestration.context import RunContext
+    from monitor.core.errors import ConfigError
+    from monitor.orchestration.pipeline import health_with
 
     _store_metrics(store, "m@1", {"seven": [(10, 10)], "eight": [(10, 9)]})
     typo = settings.model_copy(update={"target_overrides": {"Seven": 0.8}})

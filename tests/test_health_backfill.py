@@ -1,6 +1,6 @@
 """Backfills after a settings change, and follow-up requests when two models were judged on the same date (issue 22).
 
-A date filled in late recomputes the days stored after it (``monitor.pipeline.health_with``), each under the
+A date filled in late recomputes the days stored after it (``monitor.orchestration.pipeline.health_with``), each under the
 settings and target it was judged under (``compute_health(..., as_stored=True)``): the history must equal the one
 an in-order run under the same settings would have written, whatever today's settings say. And the follow-up a
 class gets is the largest any model judged on the latest date asked for, granted most urgent first.
@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from monitor.context import RunContext
-from monitor.health import compute_health, followup_requests
-from monitor.pipeline import health_with
-from monitor.settings import Settings
+from monitor.orchestration.context import RunContext
+from monitor.domain.health import compute_health, followup_requests
+from monitor.orchestration.pipeline import health_with
+from monitor.core.settings import Settings
 
 START = dt.date(2024, 3, 1)
 DAYS = 14

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from evaluation.imaging import ImageDecodeError, decode_image, probe_image
-from monitor.errors import DataError, MonitorError
+from monitor.core.errors import DataError, MonitorError
 from tests.fixtures.images import encode, gradient, png_header_only, rotated_exif_jpeg
 
 LIMIT = 10_000_000

@@ -20,11 +20,11 @@ import pymongo
 import pytest
 from scipy import stats
 
-from monitor import indexing
-from monitor.errors import SourceError, StoreError
-from monitor.indexing import IndexReport, _path_hasher, _path_keys, _unit_floats, classify, index_source, sample_key
-from monitor.sources import BlobInfo, GCSSource, LocalSource
-from monitor.storage import Store
+from monitor.domain import indexing
+from monitor.core.errors import SourceError, StoreError
+from monitor.domain.indexing import IndexReport, _path_hasher, _path_keys, _unit_floats, classify, index_source, sample_key
+from monitor.core.sources import BlobInfo, GCSSource, LocalSource
+from monitor.store import Store
 
 T1 = dt.datetime(2026, 2, 1, 12, 0, tzinfo=dt.timezone.utc)
 T2 = dt.datetime(2026, 2, 2, 12, 0, tzinfo=dt.timezone.utc)

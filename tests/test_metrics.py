@@ -15,8 +15,8 @@ from scipy.stats import norm
 
 from evaluation.metrics import METRIC_KEYS, class_metrics_pandas, class_metrics_spark
 from evaluation.spark import get_spark
-from monitor.errors import ConfigError, DataError
-from monitor.stats import wilson_interval, wilson_intervals
+from monitor.core.errors import ConfigError, DataError
+from monitor.core.stats import wilson_interval, wilson_intervals
 
 FLOAT_KEYS = ("accuracy", "ci_low", "ci_high", "precision", "recall", "f1")
 
@@ -397,7 +397,7 @@ def test_get_spark_refuses_an_empty_master() -> None:
 def test_spark_that_cannot_start_is_a_spark_error(tmp_path: Path) -> None:
     # A fresh interpreter: this process's session is already up, and getOrCreate would return it.
     script = (
-        "from evaluation.spark import get_spark\nfrom monitor.errors import SparkError\n"
+        "from evaluation.spark import get_spark\nfrom monitor.core.errors import SparkError\n"
         "try:\n    get_spark('local[1]')\nexcept SparkError as exc:\n    print('SparkError:', exc)\n"
     )
     env = {**os.environ, "JAVA_HOME": str(tmp_path / "no-java"), "SPARK_HOME": ""}

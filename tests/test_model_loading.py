@@ -14,8 +14,8 @@ from transformers import ResNetConfig, ResNetForImageClassification
 from transformers.models.convnext import ConvNextImageProcessorPil
 
 from evaluation.model import check_labels, load_model, weights_checksum
-from monitor.errors import ModelError
-from monitor.settings import SHIPPED_MODEL_DIR
+from monitor.core.errors import ModelError
+from monitor.core.settings import SHIPPED_MODEL_DIR
 
 DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 

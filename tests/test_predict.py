@@ -29,9 +29,9 @@ from evaluation.model import LoadedModel, load_model
 from evaluation.predict import forward_probs, predict_images
 from evaluation.predictions import COLUMNS, PREDICTIONS_SCHEMA, read_predictions, write_predictions
 from evaluation.preprocessing import TensorPreprocess, processor_pixel_values, resolve_path
-from monitor.digits import LABELS, digit_to_pil, load_digits_images, split_indices
-from monitor.errors import ConfigError, DataError, ModelError, SourceError
-from monitor.settings import SHIPPED_MODEL_DIR
+from monitor.domain.digits import LABELS, digit_to_pil, load_digits_images, split_indices
+from monitor.core.errors import ConfigError, DataError, ModelError, SourceError
+from monitor.core.settings import SHIPPED_MODEL_DIR
 from tests.fixtures.images import EXIF_ORIENTATION, encode, gradient, png_header_only
 
 DATE = "2024-05-01"

@@ -13,9 +13,9 @@ from transformers.models.convnext import ConvNextImageProcessorPil
 
 from evaluation.model import LoadedModel, load_model
 from evaluation.predict import predict_images, predict_images_multi
-from monitor.digits import LABELS, digit_to_pil, load_digits_images, split_indices
-from monitor.errors import ConfigError, SourceError
-from monitor.settings import SHIPPED_MODEL_DIR
+from monitor.domain.digits import LABELS, digit_to_pil, load_digits_images, split_indices
+from monitor.core.errors import ConfigError, SourceError
+from monitor.core.settings import SHIPPED_MODEL_DIR
 from tests.fixtures.images import encode
 
 RUN = dict(date="2026-01-05", batch_size=8, fetch_workers=3, top_k=3, max_pixels=10_000_000)

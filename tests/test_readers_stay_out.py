@@ -24,10 +24,10 @@ from typing import Any
 
 import pytest
 
-from monitor.alerts import raise_alerts
-from monitor.health import compute_health
-from monitor.settings import load_settings
-from monitor.storage import open_store
+from monitor.domain.alerts import raise_alerts
+from monitor.domain.health import compute_health
+from monitor.core.settings import load_settings
+from monitor.store import open_store
 
 START = dt.date(2024, 3, 1)
 DAYS = 6
@@ -148,7 +148,7 @@ def _run(prefix: list[str], data_dir: Path, args: list[str]) -> subprocess.Compl
 @pytest.mark.parametrize("args", [["health", "--json"], ["health", "--date", day(3), "--json"]], ids=["latest", "a date"])
 def test_monitor_health_answers_without_touching_samples_or_predictions(data_dir: Path, condition: list[str], args: list[str]) -> None:
     before = _entries(data_dir)
-    done = _run(condition, data_dir, ["-m", "monitor.cli", *args])
+    done = _run(condition, data_dir, ["-m", "monitor.orchestration.cli", *args])
     assert done.returncode == 0, done.stderr
     shown = json.loads(done.stdout)
     text = json.dumps(shown)
@@ -160,7 +160,7 @@ def test_monitor_health_answers_without_touching_samples_or_predictions(data_dir
 DASHBOARD_READS = """
 import json, sys
 from dashboards.data import DashboardData
-from monitor.settings import load_settings
+from monitor.core.settings import load_settings
 
 data = DashboardData(load_settings())
 data.warm()
@@ -196,7 +196,7 @@ def test_the_dashboards_store_views_answer_without_touching_samples_or_predictio
 LIST_PREDICTIONS = """
 import json
 from dashboards.data import DashboardData
-from monitor.settings import load_settings
+from monitor.core.settings import load_settings
 
 data = DashboardData(load_settings())
 print(json.dumps(data.prediction_dates()))

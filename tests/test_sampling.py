@@ -17,10 +17,10 @@ import pymongo
 import pytest
 from scipy import stats
 
-from monitor.dates import end_of_day
-from monitor.errors import ConfigError, DataError, StoreError
-from monitor.indexing import index_source, sample_key, sample_key_int
-from monitor.sampling import (
+from monitor.core.dates import end_of_day
+from monitor.core.errors import ConfigError, DataError, StoreError
+from monitor.domain.indexing import index_source, sample_key, sample_key_int
+from monitor.domain.sampling import (
     CSV_COLUMNS,
     LEGACY_CSV_COLUMNS,
     Sample,
@@ -33,8 +33,8 @@ from monitor.sampling import (
     sample_cost,
     write_sample_csv,
 )
-from monitor.sources import LocalSource
-from monitor.storage import Store
+from monitor.core.sources import LocalSource
+from monitor.store import Store
 
 SOURCE = "gs://bucket/val"
 UTC = dt.timezone.utc
@@ -607,8 +607,8 @@ def _reproducibility_values(store: Store) -> dict[str, Any]:
 _CHILD = """
 import json, sys
 from pathlib import Path
-from monitor.settings import load_settings
-from monitor.storage import open_store
+from monitor.core.settings import load_settings
+from monitor.store import open_store
 from tests.test_sampling import _reproducibility_values
 with open_store(load_settings(data_dir=Path(sys.argv[1]))) as store:
     print(json.dumps(_reproducibility_values(store)))
@@ -713,7 +713,7 @@ def test_the_walk_cost_counts_from_each_classs_own_pivot_until_enough_images_pas
 def test_the_csv_writes_created_times_in_utc_whatever_the_machines_time_zone(tmp_path: Path) -> None:
     import time
 
-    from monitor.sampling import SampleItem
+    from monitor.domain.sampling import SampleItem
 
     kolkata = dt.timezone(dt.timedelta(hours=5, minutes=30))
     item = SampleItem(image_path="cat/a.jpg", label="cat", sample_key=0.25, created=dt.datetime(2026, 3, 1, 5, 30, tzinfo=kolkata), draw="base")
@@ -843,7 +843,7 @@ def test_copies_of_one_image_under_two_paths_are_one_image(store: Store) -> None
 
 
 def test_the_image_identity_is_the_content_on_gcs_and_the_path_elsewhere() -> None:
-    from monitor.sampling import image_identity
+    from monitor.domain.sampling import image_identity
 
     assert image_identity("0a1b@1712", "cat/x.jpg") == image_identity("0a1b@99", "cat/renamed.jpg") == "content:0a1b"
     assert image_identity("100-1712", "cat/x.jpg") == "path:cat/x.jpg#100-1712" != image_identity("100-1712", "cat/y.jpg")

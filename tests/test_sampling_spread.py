@@ -1,7 +1,7 @@
 """The spread of per-image draw rates in a class much larger than the walked run (the pivot walk, without ``seen``).
 
 A class of M = 200 images, N = 2 a day, drawn on 400 dates with the keys fixed. The module docstring of
-``monitor/sampling.py`` says how often each image is drawn: the walk from the pivot ``u`` reads the first
+``monitor/domain/sampling.py`` says how often each image is drawn: the walk from the pivot ``u`` reads the first
 ``L = oversample * N`` images at or after ``u`` in key order (wrapping around), and ``N`` of those ``L`` are
 picked by a date-keyed priority. So image ``i`` is drawn on a date with probability ``N / L`` times the key arc
 from its ``L``-th predecessor to itself (circular): the pivot must fall there for ``i`` to be in the run. These
@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from monitor.indexing import sample_key
-from monitor.sampling import DEFAULT_OVERSAMPLE, draw_sample
-from monitor.settings import load_settings
-from monitor.storage import open_store
+from monitor.domain.indexing import sample_key
+from monitor.domain.sampling import DEFAULT_OVERSAMPLE, draw_sample
+from monitor.core.settings import load_settings
+from monitor.store import open_store
 
 SOURCE = "gs://bucket/val"
 LABEL = "cat"

@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from monitor.secrets import RedactingFilter, redact, register, show_url, uri_password, url_secrets
-from monitor.settings import load_settings
+from monitor.core.secrets import RedactingFilter, redact, register, show_url, uri_password, url_secrets
+from monitor.core.settings import load_settings
 
 
 @pytest.mark.parametrize(

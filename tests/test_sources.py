@@ -16,8 +16,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from monitor.errors import ConfigError, SourceError
-from monitor.sources import CHECK_RETRY_TIMEOUT_S, LIST_PAGES_AHEAD, GCSSource, ImageSource, LocalSource, open_source
+from monitor.core.errors import ConfigError, SourceError
+from monitor.core.sources import CHECK_RETRY_TIMEOUT_S, LIST_PAGES_AHEAD, GCSSource, ImageSource, LocalSource, open_source
 
 ESCAPING_PATHS = ["../outside.jpg", "/etc/passwd", "Cat/../../outside.jpg", "Cat/./a.jpg", "Cat//a.jpg", "", "Cat/a.jpg\x00"]
 

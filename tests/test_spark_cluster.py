@@ -49,7 +49,7 @@ class Evaluation:
         # Output to files, not pipes: nobody reads while it runs.
         self.stdout, self.stderr = data_dir.parent / f"{data_dir.name}.out", data_dir.parent / f"{data_dir.name}.err"
         with self.stdout.open("wb") as out, self.stderr.open("wb") as err:
-            command = [sys.executable, "-m", "monitor.cli", "evaluate", "--date", DATE, "--json"]
+            command = [sys.executable, "-m", "monitor.orchestration.cli", "evaluate", "--date", DATE, "--json"]
             self.proc = subprocess.Popen(command, env=base, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         self.started = time.monotonic()
         self.seconds = 0.0

@@ -13,10 +13,10 @@ from evaluation.model import load_model
 from evaluation.predict import predict_images
 from evaluation.predictions import COLUMNS
 from evaluation.spark_engine import _Job, _predict_partition, partitions_for, predict_with_spark
-from monitor.digits import LABELS, build_demo_source, load_digits_images, split_indices
-from monitor.errors import DataError, ModelError
-from monitor.settings import SHIPPED_MODEL_DIR
-from monitor.sources import open_source
+from monitor.domain.digits import LABELS, build_demo_source, load_digits_images, split_indices
+from monitor.core.errors import DataError, ModelError
+from monitor.core.settings import SHIPPED_MODEL_DIR
+from monitor.core.sources import open_source
 
 DATE = "2024-05-01"
 COUNT_KEYS = ("label", "n", "correct", "failed", "tp", "fp", "fn", "confusions")

@@ -21,11 +21,11 @@ from typing import Any
 import mongomock
 import pytest
 
-from monitor import embedded as embedded_module
-from monitor.embedded import EmbeddedDB, restore
-from monitor.errors import DataError, StoreError
-from monitor.settings import Settings
-from monitor.storage import Store, open_store
+from monitor.store import embedded as embedded_module
+from monitor.store.embedded import EmbeddedDB, restore
+from monitor.core.errors import DataError, StoreError
+from monitor.core.settings import Settings
+from monitor.store import Store, open_store
 
 UTC = dt.timezone.utc
 SOURCE = "gs://bucket/prefix"

@@ -14,14 +14,14 @@ from dashboards.components import badge, card, fmt_acc, fmt_ci, fmt_num, notices
 from dashboards.data import DashboardData
 from dashboards.figures import timeseries_figure
 from dashboards.view import View, latest_status, worst_first
-from monitor.verdicts import Verdict
+from monitor.core.verdicts import Verdict
 
 #: The health figures ``benchmarks/bench_health.py --save`` measured (a sentence and the numbers, with machine and date).
 FIGURES_FILE = Path(__file__).resolve().parents[2] / "docs" / "health-figures.json"
 #: Classes drawn at once (one figure each).
 MAX_CLASS_FIGURES = 6
 
-#: What each verdict means, in plain words (monitor/health.py; the figures: README, "How class health is judged").
+#: What each verdict means, in plain words (monitor/domain/health.py; the figures: README, "How class health is judged").
 VERDICT_MEANING: dict[Verdict, str] = {
     Verdict.NEEDS_RETRAINING: (
         "The evidence says this class is below its target and has not come back. It draws follow-up images every day; "

@@ -17,7 +17,7 @@ from dashboards.components import card, fmt_num, notices, summary_line, table
 from dashboards.data import DashboardData
 from dashboards.pages.errors import thumbnail_url
 from dashboards.view import View
-from monitor.errors import MonitorError
+from monitor.core.errors import MonitorError
 
 #: Discordant images shown per candidate.
 GALLERY_SIZE = 48

@@ -2,7 +2,7 @@
 
 A :class:`Verdict` is a ``str`` (``Verdict.WATCH == "watch"``), so stored rows, JSON and the CLI keep plain
 strings and compare equal to members. Two orders matter and both live here: the **code** order that the
-array form of the verdict rule returns (:func:`monitor.health.verdict_codes`), and the **urgency** order
+array form of the verdict rule returns (:func:`monitor.domain.health.verdict_codes`), and the **urgency** order
 in which people read them (the dashboard's "worst first", its colours and its legend).
 """
 
@@ -19,7 +19,7 @@ class Verdict(StrEnum):
 
     @property
     def code(self) -> int:
-        """The verdict's code in :func:`monitor.health.verdict_codes` (its place in the class body)."""
+        """The verdict's code in :func:`monitor.domain.health.verdict_codes` (its place in the class body)."""
         return list(Verdict).index(self)
 
     @classmethod

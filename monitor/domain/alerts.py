@@ -24,11 +24,11 @@ from typing import Any
 
 import apprise
 
-from monitor import faults
-from monitor.errors import ConfigError, redact
-from monitor.secrets import show_url
-from monitor.storage import Store
-from monitor.verdicts import Verdict
+from monitor.core import faults
+from monitor.core.errors import ConfigError, redact
+from monitor.core.secrets import show_url
+from monitor.store import Store
+from monitor.core.verdicts import Verdict
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from rich.table import Table
 from rich.text import Text
 from typer._click import exceptions as click_errors  # typer vendors click: its usage errors are these, not click's
 
-from monitor.errors import ConfigError, DataError, MonitorError, redact
-from monitor.secrets import RedactingFilter, install_log_masking, redact_data
-from monitor.settings import Settings, load_settings
-from monitor.verdicts import Verdict
+from monitor.core.errors import ConfigError, DataError, MonitorError, redact
+from monitor.core.secrets import RedactingFilter, install_log_masking, redact_data
+from monitor.core.settings import Settings, load_settings
+from monitor.core.verdicts import Verdict
 
 
 class _OneLineErrors(typer.core.TyperGroup):
@@ -144,7 +144,7 @@ def _settings(**overrides: Any) -> Settings:
 
 
 def _progress(json_mode: bool = False):  # type: ignore[no-untyped-def]
-    from monitor.progress import rich_progress
+    from monitor.core.progress import rich_progress
 
     return rich_progress(err)
 
@@ -193,7 +193,7 @@ def index(json_out: JsonOption = False) -> None:
     Incremental and idempotent: only new or changed blobs are written; vanished ones are marked
     missing; unusable files (not an image, zero bytes, wrong depth) are recorded with a reason.
     """
-    from monitor.pipeline import run_index
+    from monitor.orchestration.pipeline import run_index
 
     settings = _settings()
     summary = _run(lambda: run_index(settings, progress=_progress()))
@@ -226,7 +226,7 @@ def sample(date: DateOption, json_out: JsonOption = False, force: ForceOption = 
     latest verdicts put on watch (or flagged) get follow-up images beyond N (MONITOR_FOLLOWUP_SAMPLES),
     marked draw=followup in the CSV.
     """
-    from monitor.pipeline import run_sample
+    from monitor.orchestration.pipeline import run_sample
 
     settings = _settings()
     summary = _run(lambda: run_sample(settings, date, force=force))
@@ -255,7 +255,7 @@ def evaluate(
     (MONITOR_MODEL_DIR), computes per-class metrics with Spark SQL (MONITOR_SPARK_MASTER),
     judges class health over the stored history and raises alerts (MONITOR_ALERT_URLS).
     """
-    from monitor.pipeline import evaluate as run_evaluate
+    from monitor.orchestration.pipeline import evaluate as run_evaluate
 
     if engine is not None and engine not in ("local", "spark"):
         _fail(MonitorError(f"--engine {engine!r} is not one of: local, spark"), 2)
@@ -278,8 +278,8 @@ def evaluate(
 
 def _health_rows(settings: Settings, date: str | None) -> tuple[str, list[dict[str, Any]]]:
     """The stored verdicts of ``date`` (default: the latest judged date), read without locking or writing the store."""
-    from monitor.dates import parse_run_date
-    from monitor.storage import open_store
+    from monitor.core.dates import parse_run_date
+    from monitor.store import open_store
 
     if date is not None:
         date = parse_run_date(date)
@@ -349,8 +349,8 @@ def alerts(
     pending: Annotated[bool, typer.Option("--pending", help="Only alerts not delivered yet.")] = False,
 ) -> None:
     """List alerts (a class moving into needs_retraining, or recovering), with their delivery state."""
-    from monitor.alerts import list_alerts
-    from monitor.storage import open_store
+    from monitor.domain.alerts import list_alerts
+    from monitor.store import open_store
 
     settings = _settings()
 
@@ -397,7 +397,7 @@ def demo(
     Works in MONITOR_DATA_DIR (default ./data): it (re)builds the demo source there. It works only in a
     folder it created (its .monitor-demo marker) or a new or empty one, and deletes nothing it did not build.
     """
-    from monitor.demo import build_setup_source, run_demo
+    from monitor.orchestration.demo import build_setup_source, run_demo
 
     settings = _settings()
     if source_only:
@@ -460,9 +460,9 @@ def compare(
     significantly worse, Holm over all classes, by more than MONITOR_NONINFERIORITY_MARGIN);
     insufficient_data (with the days still needed at the observed rate). Level MONITOR_COMPARE_ALPHA.
     """
-    from monitor.dates import parse_run_date, today_utc
-    from monitor.pipeline import compare_with
-    from monitor.storage import open_store
+    from monitor.core.dates import parse_run_date, today_utc
+    from monitor.orchestration.pipeline import compare_with
+    from monitor.store import open_store
 
     settings = _settings()
 
@@ -499,7 +499,7 @@ app.add_typer(candidate_app, name="candidate")
 @candidate_app.command("add")
 def candidate_add(model_dir: Annotated[Path, typer.Argument(help="A model directory like MONITOR_MODEL_DIR.")], json_out: JsonOption = False) -> None:
     """Register a candidate model: from the next run on, each day's sample is also predicted with it."""
-    from monitor.pipeline import add_candidate
+    from monitor.orchestration.pipeline import add_candidate
 
     settings = _settings()
     done = _run(lambda: add_candidate(settings, model_dir))
@@ -512,7 +512,7 @@ def candidate_add(model_dir: Annotated[Path, typer.Argument(help="A model direct
 @candidate_app.command("remove")
 def candidate_remove(model_dir: Annotated[Path, typer.Argument(help="The directory given to `monitor candidate add`.")], json_out: JsonOption = False) -> None:
     """Stop predicting a registered candidate (its stored predictions stay, `monitor compare` still reads them)."""
-    from monitor.pipeline import remove_candidate
+    from monitor.orchestration.pipeline import remove_candidate
 
     settings = _settings()
     done = _run(lambda: remove_candidate(settings, model_dir))
@@ -525,7 +525,7 @@ def candidate_remove(model_dir: Annotated[Path, typer.Argument(help="The directo
 @candidate_app.command("list")
 def candidate_list(json_out: JsonOption = False) -> None:
     """The candidates predicted each day: from MONITOR_CANDIDATE_MODEL_DIRS and from `monitor candidate add`."""
-    from monitor.pipeline import list_candidates
+    from monitor.orchestration.pipeline import list_candidates
 
     settings = _settings()
     rows = _run(lambda: list_candidates(settings))
@@ -543,7 +543,7 @@ def candidate_list(json_out: JsonOption = False) -> None:
 @app.command("settings")
 def show_settings(json_out: JsonOption = False) -> None:
     """Show the effective settings (environment, config file, defaults); passwords, tokens and webhook URLs masked."""
-    from monitor.settings import shown_settings
+    from monitor.core.settings import shown_settings
 
     settings = _settings()
     values = shown_settings(settings)  # the one masked view of the settings: the table and the JSON show the same
@@ -568,7 +568,7 @@ app.add_typer(store_app, name="store")
 @store_app.command("info")
 def store_info(json_out: JsonOption = False) -> None:
     """Documents per collection and, for the embedded store, its commit, files and backups (read-only)."""
-    from monitor.storage import open_store
+    from monitor.store import open_store
 
     settings = _settings()
 
@@ -596,7 +596,7 @@ def store_restore(json_out: JsonOption = False) -> None:
     Waits for no writer: it refuses while one runs. The manifest it replaces is kept as manifest.json.bad.
     Re-run `monitor evaluate --date ...` afterwards for whatever the dropped commits had done.
     """
-    from monitor.embedded import restore
+    from monitor.store.embedded import restore
 
     settings = _settings()
 

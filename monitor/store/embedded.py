@@ -19,10 +19,10 @@ Why this shape (measured in ``benchmarks/bench_store.py``):
   so it sees one whole commit or the one before, never a mix; it takes no lock and writes nothing.
 - **Backups.** The three previous manifests are kept (``manifest.json.1`` .. ``.3``) with every file they
   name, so the last three commits stay restorable as wholes. An unreadable or wrong-shaped file is one
-  :class:`~monitor.errors.StoreError` that names it and the backup; ``monitor store restore`` goes back to
+  :class:`~monitor.core.errors.StoreError` that names it and the backup; ``monitor store restore`` goes back to
   the newest commit whose files all read.
 - **Bounded reads.** A reader opens only regular files inside the store folder (never a device, FIFO or
-  socket, never a link: :func:`monitor.files.read_bounded`), a partition file only under the name the
+  socket, never a link: :func:`monitor.core.files.read_bounded`), a partition file only under the name the
   writer gives it and no larger than the size the manifest records for it, and the manifest only as
   JSON of bounded size and depth with finite numbers. A damaged store cannot make a reader hang or
   grow: it is refused at once, with the way back.
@@ -52,9 +52,9 @@ from filelock import FileLock, Timeout
 from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
 
-from monitor import faults
-from monitor.errors import StoreError
-from monitor.files import atomic_write, parse_json_bounded, read_bounded, remove_leftovers
+from monitor.core import faults
+from monitor.core.errors import StoreError
+from monitor.core.files import atomic_write, parse_json_bounded, read_bounded, remove_leftovers
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class Manifest:
     def parse(cls, text: str | bytes) -> "Manifest":
         """The manifest in ``text``; ``ValueError`` (one line) when it is not JSON of the manifest's shape.
 
-        JSON of bounded depth with finite numbers only (:func:`monitor.files.parse_json_bounded`); each
+        JSON of bounded depth with finite numbers only (:func:`monitor.core.files.parse_json_bounded`); each
         partition's file a plain name in its kind's folder (never absolute, never ``..``), its counts
         non-negative integers.
         """
@@ -182,7 +182,7 @@ def _shown(entry: Any) -> str:
 
 def read_manifest_file(path: Path, root: Path) -> Manifest:
     """The manifest in ``path`` (a regular file inside ``root``, at most ``MANIFEST_MAX_BYTES``); ``ValueError``
-    (:class:`~monitor.files.FileRefused` included) when it is not one, ``OSError`` when it cannot be read."""
+    (:class:`~monitor.core.files.FileRefused` included) when it is not one, ``OSError`` when it cannot be read."""
     return Manifest.parse(read_bounded(path, max_bytes=MANIFEST_MAX_BYTES, inside=root))
 
 
@@ -193,7 +193,7 @@ def read_part_file(
     or not the ``expected`` number of them (a file cut at a document boundary), or is not ``size`` bytes.
 
     The file must be a regular file (inside ``root`` when given) no larger than ``size`` (else ``PART_MAX_BYTES``):
-    a larger one is refused before a byte of it is read (:class:`~monitor.files.FileRefused`, a ``ValueError``).
+    a larger one is refused before a byte of it is read (:class:`~monitor.core.files.FileRefused`, a ``ValueError``).
     """
     data = read_bounded(path, max_bytes=PART_MAX_BYTES, inside=root, size=size)
     try:

@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from monitor.files import atomic_write
+from monitor.core.files import atomic_write
 
 #: Class names, in the model's label order: the digit ``d`` is ``LABELS[d]``.
 LABELS: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")

@@ -2,7 +2,7 @@
 
 Pure functions first (count tables in, a table and a verdict out), the reading last
 (:func:`compare_candidate`: both models' stored predictions, production's flagged classes); the counts
-come from Spark SQL (:func:`evaluation.metrics.paired_counts_spark`, what :func:`monitor.pipeline.compare_with`
+come from Spark SQL (:func:`evaluation.metrics.paired_counts_spark`, what :func:`monitor.orchestration.pipeline.compare_with`
 passes) or its pandas reference (the dashboard). The benchmark (``benchmarks/bench_compare.py``) drives
 these same functions.
 
@@ -40,12 +40,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from monitor.errors import DataError
-from monitor.verdicts import Verdict
+from monitor.core.errors import DataError
+from monitor.core.verdicts import Verdict
 
 if TYPE_CHECKING:
-    from monitor.settings import Settings
-    from monitor.storage import Store
+    from monitor.core.settings import Settings
+    from monitor.store import Store
 
 #: The paired count columns of one class, in table order (production first).
 COUNT_COLUMNS = ("both_right", "only_production", "only_candidate", "both_wrong")
@@ -339,7 +339,7 @@ def candidate_ids(settings: Settings) -> list[str]:
 
 def resolve_candidate(settings: Settings, candidate: str) -> str:
     """The candidate model id that ``candidate`` names: a full id (``name@checksum``) or a name only one stored candidate has."""
-    from monitor.settings import safe_name
+    from monitor.core.settings import safe_name
 
     known = candidate_ids(settings)
     exact = [m for m in known if m == candidate or safe_name(m) == candidate]

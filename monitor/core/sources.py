@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
-from monitor.errors import ConfigError, SourceError
+from monitor.core.errors import ConfigError, SourceError
 
 if TYPE_CHECKING:
     from google.cloud.storage import Client

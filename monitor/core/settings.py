@@ -13,10 +13,10 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError, TomlConfigSettingsSource
 
-from monitor.errors import ConfigError
+from monitor.core.errors import ConfigError
 
 #: The repository (or installed source tree) root; the shipped model lives below it.
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_MODEL_DIR = PROJECT_ROOT / "model_artifacts" / "digits-resnet"
 #: An optional config file: ``MONITOR_CONFIG`` names it, else ``monitor.toml`` in the working directory.
 DEFAULT_CONFIG_FILE = Path("monitor.toml")
@@ -168,7 +168,7 @@ class Settings(BaseSettings):
     @classmethod
     def _register_secrets(cls, data: Any) -> Any:
         """Register the secrets first, so that no message about them (a validation error included) can show them."""
-        from monitor.secrets import install_log_masking, register, spark_conf_secrets, uri_secrets, url_secrets
+        from monitor.core.secrets import install_log_masking, register, spark_conf_secrets, uri_secrets, url_secrets
 
         install_log_masking()
         if isinstance(data, dict):
@@ -199,7 +199,7 @@ class Settings(BaseSettings):
         """Every alert URL must be one apprise can send to: checked at load, not after a whole run."""
         import apprise
 
-        from monitor.secrets import show_url
+        from monitor.core.secrets import show_url
 
         for position, url in enumerate(urls):
             if not url.strip() or not apprise.Apprise().add(url):
@@ -215,9 +215,9 @@ class Settings(BaseSettings):
         from pymongo.errors import PyMongoError
         from pymongo.uri_parser import parse_uri
 
-        from monitor.secrets import redact
+        from monitor.core.secrets import redact
 
-        from monitor.secrets import uri_userinfo
+        from monitor.core.secrets import uri_userinfo
 
         checked = uri
         if uri.lower().startswith("mongodb+srv://"):
@@ -242,7 +242,7 @@ class Settings(BaseSettings):
         """A source URI whose parts parse (a ``[`` in a bucket name does not); what it names is checked when opened."""
         from urllib.parse import urlsplit
 
-        from monitor.secrets import redact
+        from monitor.core.secrets import redact
 
         if "\x00" in uri:
             raise ValueError("the source URI contains a NUL character")
@@ -398,7 +398,7 @@ def safe_name(model_id: str) -> str:
 
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings, turning pydantic's validation report into one :class:`ConfigError` line (secrets masked)."""
-    from monitor.secrets import redact
+    from monitor.core.secrets import redact
 
     try:
         return Settings(**overrides)
@@ -427,9 +427,9 @@ def shown_settings(settings: Settings) -> dict[str, Any]:
 
     The one place that decides what of the settings is shown: URIs without their user-info, alert URLs as
     ``scheme://host/…``, Spark settings only when their key is on the harmless list, and every other text
-    through :func:`monitor.secrets.redact`.
+    through :func:`monitor.core.secrets.redact`.
     """
-    from monitor.secrets import redact_data, show_url, spark_conf_shown
+    from monitor.core.secrets import redact_data, show_url, spark_conf_shown
 
     values: dict[str, Any] = settings.model_dump(mode="json")
     values["mongo_uri"] = values["mongo_uri"] or "(embedded store)"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from monitor.dates import parse_run_date
-from monitor.settings import Settings
+from monitor.core.dates import parse_run_date
+from monitor.core.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class RunContext:
 
     @classmethod
     def for_date(cls, settings: Settings, date: str | dt.date) -> "RunContext":
-        from monitor.sources import open_source
+        from monitor.core.sources import open_source
 
         day = dt.date.fromisoformat(parse_run_date(date))
         return cls(settings=settings, date=day, source_uri=open_source(settings.source_uri).uri)

@@ -1,6 +1,6 @@
 """The daily stages for one date, each idempotent for that date; ``evaluate`` runs what a date still needs.
 
-Each ``run_*`` function builds the date's :class:`~monitor.context.RunContext` (the date checked,
+Each ``run_*`` function builds the date's :class:`~monitor.orchestration.context.RunContext` (the date checked,
 the source's canonical URI) before anything is opened, opens its own store (an Airflow task is its
 own process), replaces only its own output for the date, and returns a small JSON-serialisable
 summary (Airflow XCom, ``--json``). The ``*_with`` functions take that context and an open store, so
@@ -16,13 +16,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from monitor import faults
-from monitor.context import RunContext
-from monitor.errors import ConfigError, DataError, ModelError, SourceError
-from monitor.progress import ProgressFactory, no_progress
-from monitor.settings import Settings
-from monitor.storage import Store, open_store
-from monitor.verdicts import Verdict
+from monitor.core import faults
+from monitor.orchestration.context import RunContext
+from monitor.core.errors import ConfigError, DataError, ModelError, SourceError
+from monitor.core.progress import ProgressFactory, no_progress
+from monitor.core.settings import Settings
+from monitor.store import Store, open_store
+from monitor.core.verdicts import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,8 @@ def _jsonable(summary: dict[str, Any]) -> dict[str, Any]:
 
 def index_with(settings: Settings, store: Store, *, progress: ProgressFactory = no_progress) -> dict[str, Any]:
     """Index the configured source into ``store`` (incremental: only new or changed blobs are written)."""
-    from monitor.indexing import index_source
-    from monitor.sources import open_source
+    from monitor.domain.indexing import index_source
+    from monitor.core.sources import open_source
 
     source = open_source(settings.source_uri)
     source.check()
@@ -97,8 +97,8 @@ def sample_with(ctx: RunContext, store: Store, *, force: bool = False) -> dict[s
     beyond the base N (``followup_samples``, within ``followup_daily_cap``). An existing sample for
     the date is reused unless ``force``: a re-run evaluates the same images.
     """
-    from monitor.health import followup_requests, grant_unit
-    from monitor.sampling import draw_sample, read_sample_csv, record_sample, write_sample_csv
+    from monitor.domain.health import followup_requests, grant_unit
+    from monitor.domain.sampling import draw_sample, read_sample_csv, record_sample, write_sample_csv
 
     settings, date, source_uri = ctx.settings, ctx.day, ctx.source_uri
     csv_path = settings.sample_csv(date)
@@ -234,8 +234,8 @@ def predict_with(ctx: RunContext, store: Store, *, force: bool = False, progress
     from evaluation.model import check_labels, load_model
     from evaluation.predict import predict_images_multi
     from evaluation.predictions import write_predictions
-    from monitor.sampling import read_sample_csv
-    from monitor.sources import open_source
+    from monitor.domain.sampling import read_sample_csv
+    from monitor.core.sources import open_source
 
     settings, date = ctx.settings, ctx.day
     csv_path = settings.sample_csv(date)
@@ -427,7 +427,7 @@ def _once_per_image(store: Store, model_id: str, date: str, frame: Any, recorded
     backfilled date evaluated some of its images, copies of one image under two paths).
     """
     from evaluation.predictions import FETCH_FAILED
-    from monitor.sampling import image_identity
+    from monitor.domain.sampling import image_identity
 
     identity = {str(item["path"]): item.get("image") or image_identity(None, str(item["path"])) for item in recorded.get("items") or []}
     images = [identity.get(str(path)) or image_identity(None, str(path)) for path in frame["image_path"]]
@@ -485,10 +485,10 @@ def _model_for_date(store: Store, date: str, model_id: str | None) -> str:
 
 def health_with(ctx: RunContext, store: Store, *, model_id: str | None = None) -> dict[str, Any]:
     """Verdicts per class for ``date`` from the stored history, alerts on transitions, delivery of pending alerts."""
-    from monitor.alerts import deliver_pending, raise_alerts
-    from monitor.health import compute_health
+    from monitor.domain.alerts import deliver_pending, raise_alerts
+    from monitor.domain.health import compute_health
 
-    from monitor.settings import check_target_overrides
+    from monitor.core.settings import check_target_overrides
 
     settings, date = ctx.settings, ctx.day
     model = _model_for_date(store, date, model_id)
@@ -575,8 +575,8 @@ def compare_with(
     flagged: list[str] | None = None,
     gallery: int = 0,
 ) -> dict[str, Any]:
-    """The candidate beside production over ``since..until``: :func:`monitor.compare.compare_candidate` with Spark SQL counts by default."""
-    from monitor.compare import compare_candidate
+    """The candidate beside production over ``since..until``: :func:`monitor.domain.compare.compare_candidate` with Spark SQL counts by default."""
+    from monitor.domain.compare import compare_candidate
 
     counter = None
     if engine == "spark":
@@ -594,7 +594,7 @@ def run_compare(settings: Settings, date: str, *, candidate: str | None = None, 
     ``since`` defaults to the candidate's first day of predictions. Returns ``{"date", "comparisons": [...], "ready": [ids]}``:
     each comparison is the verdict without its per-class rows; ``ready`` lists the candidates whose verdict is ``promote``.
     """
-    from monitor.compare import PROMOTE, candidate_ids
+    from monitor.domain.compare import PROMOTE, candidate_ids
 
     ctx = RunContext.for_date(settings, date)
     names = [candidate] if candidate else [m for m in candidate_ids(settings) if settings.candidate_predictions_file(ctx.day, m).is_file()]

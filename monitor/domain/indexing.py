@@ -45,9 +45,9 @@ from typing import Any, BinaryIO, TypeVar, cast
 
 import numpy as np
 
-from monitor.errors import SourceError
-from monitor.sources import SKIP_NOT_UTF8, SKIP_SPECIAL, BlobInfo, ImageSource
-from monitor.storage import STATUS_MISSING, STATUS_OK, STATUS_UNUSABLE, Store
+from monitor.core.errors import SourceError
+from monitor.core.sources import SKIP_NOT_UTF8, SKIP_SPECIAL, BlobInfo, ImageSource
+from monitor.store import STATUS_MISSING, STATUS_OK, STATUS_UNUSABLE, Store
 
 log = logging.getLogger(__name__)
 

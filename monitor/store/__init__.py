@@ -1,14 +1,14 @@
 """The store layer: every read and write of the service, as named operations on one typed :class:`Store`.
 
 One concept over ~700 lines: the store's operations, grouped by collection; the embedded engine beneath it
-is :mod:`monitor.embedded`.
+is :mod:`monitor.store.embedded`.
 
 Callers (pipeline, CLI, indexing, sampling, health, alerts, the DAG, the dashboard) never see a collection:
 they call an operation named for what the service does, and a ``PyMongoError`` becomes a
-:class:`~monitor.errors.StoreError` here, naming the store. Two engines sit under the same operations:
+:class:`~monitor.core.errors.StoreError` here, naming the store. Two engines sit under the same operations:
 
 - a real **MongoDB** (``MONITOR_MONGO_URI``): one collection per kind, the indexes below, every write durable at once;
-- the **embedded store** (:mod:`monitor.embedded`, the default): mongomock partitions kept as small BSON
+- the **embedded store** (:mod:`monitor.store.embedded`, the default): mongomock partitions kept as small BSON
   files behind a manifest, loaded only when an operation touches them; :meth:`Store.commit` makes the
   writes so far durable (the pipeline commits after each stage, alerts after each send), and readers
   (``open_store(..., read_only=True)``) never lock and never write.
@@ -42,10 +42,10 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, PyMongoError
 
-from monitor.embedded import EmbeddedDB, Key, partition_key
-from monitor.errors import DataError, StoreError, redact
-from monitor.files import remove_leftovers
-from monitor.settings import Settings
+from monitor.store.embedded import EmbeddedDB, Key, partition_key
+from monitor.core.errors import DataError, StoreError, redact
+from monitor.core.files import remove_leftovers
+from monitor.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -72,10 +72,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monitor.dates import days_before, end_of_day, start_of_day
-from monitor.errors import ConfigError, DataError
-from monitor.files import FileRefused, atomic_write, read_bounded
-from monitor.storage import Store
+from monitor.core.dates import days_before, end_of_day, start_of_day
+from monitor.core.errors import ConfigError, DataError
+from monitor.core.files import FileRefused, atomic_write, read_bounded
+from monitor.store import Store
 
 #: Index entries read per class for each image drawn (see the module docstring).
 DEFAULT_OVERSAMPLE = 10
@@ -184,7 +184,7 @@ def _labels(store: Store, source_uri: str, labels: Iterable[str] | None, date: s
 def image_identity(checksum: str | None, path: str) -> str:
     """What makes two files the same image for "evaluated once per model".
 
-    On GCS the checksum is ``<md5 or crc32c>@<generation>`` (:class:`monitor.sources.GCSSource`): its content part
+    On GCS the checksum is ``<md5 or crc32c>@<generation>`` (:class:`monitor.core.sources.GCSSource`): its content part
     identifies the bytes, so a renamed, copied or re-uploaded object is the same image. A local folder's checksum is
     ``<size>-<mtime>``, which files written in the same instant share, so there the path and that checksum identify
     the image: a file rewritten with new content is a new image, a renamed one is too (its bytes are never read at
@@ -383,7 +383,7 @@ def sample_cost(
 def write_sample_csv(sample: Sample, path: Path) -> Path:
     """Write ``sample`` as ``path`` (columns ``date, source, image_path, label, sample_key, created, draw``).
 
-    Rows are sorted by label, then path. The file is written atomically (:func:`monitor.files.atomic_write`),
+    Rows are sorted by label, then path. The file is written atomically (:func:`monitor.core.files.atomic_write`),
     so readers see the old file or the new one, never half.
     """
     rows = sorted(sample.items, key=lambda item: (item.label, item.image_path))

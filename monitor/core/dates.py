@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from monitor.errors import ConfigError
+from monitor.core.errors import ConfigError
 
 #: The earliest run date: no image can have been created before the Unix epoch, and every window
 #: (fresh days, health window, follow-up look-back) stays far from ``datetime.date.min``.

@@ -41,7 +41,7 @@ calibrated the same way over the grants a flagged class may get.
 
 **Each image once per model: what the error rates are about.** The calibration treats every image as a fresh
 draw, correct with the class's accuracy. A validation bucket is finite and a model is deterministic, so the
-sampler (``monitor/sampling.py``) never draws an image the model has already evaluated (by content on GCS),
+sampler (``monitor/domain/sampling.py``) never draws an image the model has already evaluated (by content on GCS),
 and the metrics step counts each image once (the ``evaluations`` collection). The error rates are then about
 the class's accuracy on images like those in the bucket, each counted once: a class of ``M`` images can show
 at most ``M`` images of evidence, and a class with nothing unseen left adds no evidence (its verdict carries
@@ -76,7 +76,7 @@ change of the class count or of a setting applies from the day it happens and ne
 day. A backfilled date recomputes the later days in order, each under its own stored settings.
 
 **Window evidence**, shown beside the verdict: the counts of the last ``window_days`` days, and an accuracy
-that stays unbiased under follow-up (:func:`monitor.stats.weighted_accuracy`: each day's share weighted by its
+that stays unbiased under follow-up (:func:`monitor.core.stats.weighted_accuracy`: each day's share weighted by its
 base draw, which no outcome decides; the pooled ratio is biased upward, since more images follow bad days),
 with a Wilson interval at its effective size (statsmodels) and P(accuracy < target) under a uniform Beta prior
 (scipy). ``insufficient_data`` means fewer than ``min_samples`` images evaluated so far, not in the window: a
@@ -106,12 +106,12 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import linalg, stats
 
-from monitor.errors import ConfigError, DataError, MonitorError
-from monitor.files import atomic_write
-from monitor.settings import Settings
-from monitor.stats import prob_below, weighted_accuracy, weighted_sums, wilson_effective, wilson_interval
-from monitor.storage import Store
-from monitor.verdicts import Verdict
+from monitor.core.errors import ConfigError, DataError, MonitorError
+from monitor.core.files import atomic_write
+from monitor.core.settings import Settings
+from monitor.core.stats import prob_below, weighted_accuracy, weighted_sums, wilson_effective, wilson_interval
+from monitor.store import Store
+from monitor.core.verdicts import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -387,11 +387,11 @@ def _code_version() -> str:
 def _cached_design(file: Path, args: tuple[float, float, int, int, float, float]) -> Design:
     """The calibration for ``args``: from this process, else from the cache ``file``, else calibrated and kept there.
 
-    The cache is read as bounded JSON (:func:`monitor.files.read_json_file`: a regular file, finite numbers,
+    The cache is read as bounded JSON (:func:`monitor.core.files.read_json_file`: a regular file, finite numbers,
     shallow nesting) and each entry checked against the ``Design`` it claims to be (the fields, their types,
     the arguments it was calibrated for); a damaged or odd cache is calibrated again, with a warning.
     """
-    from monitor.files import read_json_file  # here: the rest of the module is another change's
+    from monitor.core.files import read_json_file  # here: the rest of the module is another change's
 
     if args in _KNOWN:
         return _KNOWN[args]
@@ -615,7 +615,7 @@ class Judgement:
     code: int
     pooled_n: int
     pooled_correct: int
-    estimate: float | None  # the window's unbiased accuracy (:func:`monitor.stats.weighted_accuracy`)
+    estimate: float | None  # the window's unbiased accuracy (:func:`monitor.core.stats.weighted_accuracy`)
     effective_n: float
     ci_low: float | None
     ci_high: float | None

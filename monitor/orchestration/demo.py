@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter
 
-from monitor.dates import today_utc
-from monitor.digits import LABELS, digit_to_pil, load_digits_images, split_indices
-from monitor.errors import ConfigError, DataError
-from monitor.progress import ProgressFactory, no_progress
-from monitor.settings import Settings
+from monitor.core.dates import today_utc
+from monitor.domain.digits import LABELS, digit_to_pil, load_digits_images, split_indices
+from monitor.core.errors import ConfigError, DataError
+from monitor.core.progress import ProgressFactory, no_progress
+from monitor.core.settings import Settings
 
 #: The file that makes a data dir the demo's: written when the demo (or set-up) starts in a new or empty folder.
 MARKER = ".monitor-demo"
@@ -252,7 +252,7 @@ def build_setup_source(settings: Settings) -> dict[str, Any]:
     settings. Leaves an existing source alone (a second set-up, or a demo's source); marks the data dir as demo-owned, so a later
     ``monitor demo`` may rebuild it. Refuses a data dir holding data it did not create.
     """
-    from monitor.digits import build_demo_source
+    from monitor.domain.digits import build_demo_source
 
     source = _guard(settings)
     if source.exists():  # built before, or a demo's source: leave it as it is
@@ -329,9 +329,9 @@ def run_demo(
     then, and for each flagged class the first day it was flagged and how many days after the drop.
     """
     from evaluation.spark import get_spark
-    from monitor.pipeline import evaluate_with
-    from monitor.context import RunContext
-    from monitor.storage import open_store
+    from monitor.orchestration.pipeline import evaluate_with
+    from monitor.orchestration.context import RunContext
+    from monitor.store import open_store
 
     if degrade not in LABELS:
         raise ConfigError(f"--degrade {degrade!r} is not a demo class; choose one of {', '.join(LABELS)}")

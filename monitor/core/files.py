@@ -24,8 +24,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from monitor import faults
-from monitor.errors import ConfigError, DataError, MonitorError
+from monitor.core import faults
+from monitor.core.errors import ConfigError, DataError, MonitorError
 
 #: A temporary file older than this (seconds) was left by a writer that died: removed at the next write.
 STALE_AFTER_S = 600.0

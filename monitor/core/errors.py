@@ -51,7 +51,7 @@ class SparkError(MonitorError):
 
 
 def redact(text: str) -> str:
-    """Hide passwords, tokens and registered secrets in ``text`` (see :mod:`monitor.secrets`)."""
-    from monitor.secrets import redact as _redact
+    """Hide passwords, tokens and registered secrets in ``text`` (see :mod:`monitor.core.secrets`)."""
+    from monitor.core.secrets import redact as _redact
 
     return _redact(text)

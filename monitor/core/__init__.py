@@ -1,0 +1,1 @@
+"""The foundation floor: errors, settings, dates, files, secrets, image sources, statistics, verdicts."""

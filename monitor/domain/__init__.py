@@ -1,0 +1,1 @@
+"""The domain floor: what the service does (indexing, sampling, health, alerts, candidate comparison)."""
