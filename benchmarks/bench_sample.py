@@ -5,7 +5,7 @@ index entries and documents (divided by the share that passes the ``created`` fi
 whatever the size of the collection.
 
 No real MongoDB is available here, and mongomock has no ``explain()`` and no indexes. So the
-calls ``Store`` makes on a MongoDB backend (``Store(db=...)``) for ``draw_sample`` are served by
+calls ``Store`` makes on a MongoDB backend (``MongoStore(db=...)``) for ``draw_sample`` are served by
 ``IndexedImages`` below: the ``sampling`` index ``{source, status, label, sample_key}`` held as
 sorted arrays, walked the way MongoDB's IXSCAN -> FETCH(created filter) -> LIMIT plan walks it,
 counting every index key and document it touches. ``draw_sample`` and ``sample_cost`` run
@@ -52,10 +52,10 @@ from monitor.core.dates import end_of_day  # noqa: E402
 from monitor.domain.indexing import sample_key  # noqa: E402
 from monitor.domain.sampling import DEFAULT_OVERSAMPLE, draw_sample, sample_cost  # noqa: E402
 from monitor.core.settings import Settings  # noqa: E402
-from monitor.store import SAMPLING_INDEX, Store, open_store  # noqa: E402
+from monitor.store import SAMPLING_INDEX, MongoStore, Store, open_store  # noqa: E402
 
 SOURCE = "gs://bench-bucket/val"
-DATE = "2026-03-31"
+DATE = dt.date(2026, 3, 31)
 UTC = dt.timezone.utc
 #: Images arrive uniformly over these days; those after DATE are not eligible for it.
 FIRST_DAY = dt.datetime(2026, 1, 1, tzinfo=UTC)
@@ -189,14 +189,14 @@ class _Client:
 
 
 class _DB(dict):  # type: ignore[type-arg]
-    """The database ``Store(db=...)`` is given: only ``images`` exists (sampling reads nothing else)."""
+    """The database ``MongoStore(db=...)`` is given: only ``images`` exists (sampling reads nothing else)."""
 
     client = _Client()
 
 
 def indexed_store(data: Dataset) -> tuple[Store, IndexedImages]:
     images = IndexedImages(data)
-    return Store(db=_DB(images=images), description="sampling index (emulated)"), images  # type: ignore[arg-type]
+    return MongoStore(db=_DB(images=images), description="sampling index (emulated)"), images  # type: ignore[arg-type]
 
 
 def embedded_store(data: Dataset, tmp: Path, n: int, days: list[str]) -> tuple[Settings, float, dict[str, float]]:
@@ -215,9 +215,8 @@ def embedded_store(data: Dataset, tmp: Path, n: int, days: list[str]) -> tuple[S
     return settings, seconds, after_write
 
 
-def dates(count: int) -> list[str]:
-    last = dt.date.fromisoformat(DATE)
-    return [(last - dt.timedelta(days=k)).isoformat() for k in range(count)]
+def dates(count: int) -> list[dt.date]:
+    return [DATE - dt.timedelta(days=k) for k in range(count)]
 
 
 def measure(store: Store, images: IndexedImages | None, n: int, days: list[str]) -> dict[str, float]:

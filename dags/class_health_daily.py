@@ -153,8 +153,11 @@ def task_settings() -> Settings:
         register_with_airflow()
 
 
-def run_date(context: Mapping[str, Any]) -> str:
-    """The date a run evaluates: its logical date (``ds``); a run triggered without one takes the last full day."""
+def run_date(context: Mapping[str, Any]) -> dt.date:
+    """The date a run evaluates: its logical date (``ds``); a run triggered without one takes the last full day.
+
+    Read here, at the DAG's edge, once per task; the stages take the date as it is.
+    """
     from monitor.core.dates import parse_run_date
 
     if context.get("ds"):
@@ -287,7 +290,7 @@ def class_health_daily() -> None:
         """
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from monitor.orchestration.pipeline import run_compare
+        from monitor.orchestration.compare_stage import run_compare
 
         context = get_current_context()
         date = run_date(context)

@@ -6,7 +6,6 @@ one kind of thing looks the same everywhere.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +17,7 @@ from dashboards import ids
 from dashboards.records import ModelInfo
 from dashboards.status import as_verdict, verdict_text
 from dashboards.style import NO_VERDICT_COLOUR, VERDICT_COLOURS
+from monitor.core.dates import day_span, iso_day
 from monitor.core.verdicts import Verdict
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ def date_dropdown(dates: Sequence[str], value: str | None, caption: str) -> html
 
 def summary_line(view: View, grain: Grain | None = None, extra: Sequence[Any] = ()) -> html.Div:
     """Which model and range the page shows, always visible."""
-    days = (dt.date.fromisoformat(view.end) - dt.date.fromisoformat(view.start)).days + 1
+    days = day_span(iso_day(view.start), iso_day(view.end))
     parts: list[Any] = [
         html.Span(["Model ", html.B(view.model.model_id, id="summary-model")]),
         html.Span(["Dates ", html.B(f"{view.start} → {view.end}", id="summary-range"), f" ({days} days)"]),

@@ -8,12 +8,12 @@ intervals with, so a pooled day and a stored day agree.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from monitor.core.dates import day_span, iso_day
 from monitor.core.errors import DataError
 from monitor.core.stats import wilson_intervals
 
@@ -28,7 +28,7 @@ def wilson(correct: Any, n: Any, level: float) -> tuple[np.ndarray, np.ndarray]:
 
 def auto_grain(start: str, end: str) -> Grain:
     """Days up to about a quarter, weeks up to two years, months beyond: a heatmap stays under ~105 columns."""
-    days = (dt.date.fromisoformat(end) - dt.date.fromisoformat(start)).days + 1
+    days = day_span(iso_day(start), iso_day(end))
     if days <= 92:
         return "day"
     if days <= 731:

@@ -6,7 +6,6 @@ uses these to shape them; the pages slice the frames they get back.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,7 @@ import pandas as pd
 
 from dashboards.state import shown
 from evaluation.predictions import STATUS_OK
+from monitor.core.dates import is_iso_day
 from monitor.core.errors import DataError
 
 METRIC_FIELDS: tuple[str, ...] = ("date", "label", "n", "correct", "failed", "accuracy", "ci_low", "ci_high")
@@ -103,13 +103,9 @@ def confusion_pairs(confusions: Any) -> list[dict[str, Any]]:
 
 def iso_date(text: str) -> str:
     """``text`` if it is a YYYY-MM-DD date, else :class:`DataError` (dates reach queries and file names)."""
-    try:
-        day = dt.date.fromisoformat(text)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"date {shown(text)} is not a valid YYYY-MM-DD date") from exc
-    if len(text) != 10:
-        raise DataError(f"date {shown(text)} is not in YYYY-MM-DD form")
-    return day.isoformat()
+    if not isinstance(text, str) or not is_iso_day(text):
+        raise DataError(f"date {shown(text)} is not a valid YYYY-MM-DD date")
+    return text
 
 
 def in_range(

@@ -20,6 +20,8 @@ from urllib.parse import parse_qs, urlencode
 
 from dashboards import ids
 from dashboards.pooling import GRAINS
+from monitor.core.dates import days_before, is_iso_day, iso_day
+from monitor.core.errors import ConfigError
 
 SORTS: tuple[str, ...] = ("worst", "accuracy", "name")
 COLOURS: tuple[str, ...] = ("accuracy", "verdict")
@@ -52,12 +54,7 @@ class ViewState:
 
 
 def _valid_date(text: object) -> bool:
-    if not isinstance(text, str) or len(text) != 10:
-        return False
-    try:
-        return dt.date.fromisoformat(text).isoformat() == text
-    except ValueError:
-        return False
+    return isinstance(text, str) and is_iso_day(text)
 
 
 def shown(value: object) -> str:
@@ -227,8 +224,8 @@ def clamp_range(state: ViewState, first: str, last: str) -> tuple[str, str, list
 def _days_before(day: str, days: int) -> str:
     """The ISO date ``days`` before ``day``, or 0001-01-01 when that is before the calendar's first day (a shared ``end=0001-01-05``)."""
     try:
-        return (dt.date.fromisoformat(day) - dt.timedelta(days=days)).isoformat()
-    except OverflowError:
+        return days_before(iso_day(day), days).isoformat()
+    except ConfigError:
         return dt.date.min.isoformat()
 
 

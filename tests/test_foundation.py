@@ -12,12 +12,13 @@ import mongomock
 import pytest
 from pymongo.errors import DuplicateKeyError
 
-from monitor.core.dates import end_of_day, parse_run_date
+from monitor.core.dates import day_span, days_after, days_before, end_of_day, is_iso_day, iso_day, parse_run_date
 from monitor.core.errors import ConfigError, StoreError, redact
 from monitor.domain.indexing import index_source
 from monitor.core.settings import SHIPPED_MODEL_DIR, load_settings
 from monitor.core.sources import LocalSource
-from monitor.store import Store, open_store
+from monitor.store import MongoStore, open_store
+from tests.fixtures.store import find
 
 TODAY = dt.date(2026, 11, 22)
 
@@ -31,12 +32,29 @@ def test_malformed_dates_are_refused_with_the_bad_value_named(text: str) -> None
 def test_future_dates_are_refused_and_today_is_accepted() -> None:
     with pytest.raises(ConfigError, match="2026-11-23 is in the future"):
         parse_run_date("2026-11-23", today=TODAY)
-    assert parse_run_date("2026-11-22", today=TODAY) == "2026-11-22"
-    assert parse_run_date(dt.date(2026, 1, 5), today=TODAY) == "2026-01-05"
+    assert parse_run_date("2026-11-22", today=TODAY) == dt.date(2026, 11, 22)
+    assert parse_run_date(" 2026-11-22\n", today=TODAY) == dt.date(2026, 11, 22)
+    assert parse_run_date(dt.date(2026, 1, 5), today=TODAY) == dt.date(2026, 1, 5)
+    assert parse_run_date(dt.datetime(2026, 1, 5, 23, 59), today=TODAY) == dt.date(2026, 1, 5)
+
+
+@pytest.mark.parametrize("text", ["2026-11-22", "1970-01-01"])
+def test_a_day_named_in_iso_form_is_read_and_other_forms_are_not(text: str) -> None:
+    assert iso_day(text).isoformat() == text and is_iso_day(text)
+    assert not is_iso_day(text.replace("-", "")) and not is_iso_day(text + "T00:00") and not is_iso_day(" " + text)
+
+
+def test_day_arithmetic_is_on_dates() -> None:
+    day = dt.date(2024, 2, 28)
+    assert days_after(day) == dt.date(2024, 2, 29) and days_after(day, 2) == dt.date(2024, 3, 1)
+    assert days_before(dt.date(2024, 3, 1), 2) == day
+    assert day_span(day, dt.date(2024, 3, 1)) == 3 and day_span(day, day) == 1
+    with pytest.raises(ConfigError, match="after the last representable date"):
+        days_after(dt.date.max)
 
 
 def test_end_of_day_is_the_last_instant_of_the_utc_day() -> None:
-    end = end_of_day("2026-11-20")
+    end = end_of_day(dt.date(2026, 11, 20))
     assert end.tzinfo is not None
     assert end < dt.datetime(2026, 11, 21, tzinfo=dt.timezone.utc) <= end + dt.timedelta(microseconds=1)
 
@@ -90,7 +108,7 @@ def test_embedded_store_persists_between_opens_with_tz_aware_times(settings) -> 
     with open_store(settings) as store:
         store.write_images("s", [{"source": "s", "path": "a/1.jpg", "label": "a", "created": created}], [])
     with open_store(settings) as store:
-        (doc,) = store.find("images", {"path": "a/1.jpg"})
+        (doc,) = find(store, "images", {"path": "a/1.jpg"})
         assert doc["created"] == created and doc["created"].tzinfo is not None
     root = settings.store_dir / settings.mongo_db
     (part,) = json.loads((root / "manifest.json").read_text())["parts"]
@@ -108,18 +126,18 @@ def test_a_blob_is_stored_once_per_source_and_path(settings, tmp_path: Path) -> 
         with open_store(settings) as store:
             index_source(source, store, now=dt.datetime(2026, 1, day, tzinfo=dt.timezone.utc))
     with open_store(settings, read_only=True) as store:
-        assert [d["path"] for d in store.find("images", {"source": source.uri})] == ["a/1.jpg"]
+        assert [d["path"] for d in find(store, "images", {"source": source.uri})] == ["a/1.jpg"]
 
     # On MongoDB the unique (source, path) index refuses a second document; write_images keeps the first.
     db: Any = mongomock.MongoClient(tz_aware=True)["monitor"]
-    mongo = Store(db=db, description="mongomock")
+    mongo = MongoStore(db=db, description="mongomock")
     mongo.ensure_indexes()
     doc = {"source": "s", "path": "a/1.jpg", "label": "a"}
     mongo.write_images("s", [dict(doc)], [])
     with pytest.raises(DuplicateKeyError):
         db["images"].insert_one(dict(doc))
     mongo.write_images("s", [dict(doc)], [])
-    assert mongo.find("images") == [doc]
+    assert find(mongo, "images") == [doc]
 
 
 def test_a_second_writer_waits_for_the_lock_then_gives_a_clear_error(settings) -> None:

@@ -170,14 +170,14 @@ def test_a_run_date_before_1970_is_refused_with_the_date_named(date: str, tmp_pa
 
 def test_day_arithmetic_near_the_ends_of_the_calendar_is_a_clear_error_not_an_overflow() -> None:
     with pytest.raises(ConfigError, match="5 days before 0001-01-03"):
-        days_before("0001-01-03", 5)
-    assert end_of_day("9999-12-31") == dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.timezone.utc)
-    assert parse_run_date(MIN_RUN_DATE.isoformat()) == "1970-01-01"
+        days_before(dt.date(1, 1, 3), 5)
+    assert end_of_day(dt.date(9999, 12, 31)) == dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.timezone.utc)
+    assert parse_run_date(MIN_RUN_DATE.isoformat()) == dt.date(1970, 1, 1)
 
 
 def test_the_fresh_window_reaching_before_1970_still_samples(tmp_path: Path) -> None:
     assert load_settings(fresh_days=36500).fresh_days == 36500
-    assert days_before("1970-01-01", 36500) == (dt.date(1970, 1, 1) - dt.timedelta(days=36500)).isoformat()
+    assert days_before(dt.date(1970, 1, 1), 36500) == dt.date(1970, 1, 1) - dt.timedelta(days=36500)
 
 
 # --- the config file -------------------------------------------------------------------------------

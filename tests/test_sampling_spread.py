@@ -58,7 +58,7 @@ def draws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[int, list[l
             ],
             [],
         )  # fmt: skip
-        dates = [(dt.date(2026, 3, 10) + dt.timedelta(days=k)).isoformat() for k in range(DATES)]
+        dates = [dt.date(2026, 3, 10) + dt.timedelta(days=k) for k in range(DATES)]
         out: dict[int, list[list[int]]] = {}
         for oversample in (DEFAULT_OVERSAMPLE, 1):
             out[oversample] = [

@@ -63,16 +63,16 @@ so the work grows with classes x N, not with the collection. No ``$rand``, ``$sa
 from __future__ import annotations
 
 import csv
-import io
 import datetime as dt
 import hashlib
+import io
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monitor.core.dates import days_before, end_of_day, start_of_day
+from monitor.core.dates import days_before, end_of_day, iso_day, start_of_day
 from monitor.core.errors import ConfigError, DataError
 from monitor.core.files import FileRefused, atomic_write, read_bounded
 from monitor.store import Store
@@ -108,7 +108,7 @@ class Sample:
     holds only the items); the ``samples`` document keeps them.
     """
 
-    date: str
+    date: dt.date
     source: str
     seed: int | None
     n_per_class: int | None
@@ -138,26 +138,20 @@ def _unit(*parts: object) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def pivot(date: str, seed: int, label: str) -> float:
+def pivot(date: dt.date, seed: int, label: str) -> float:
     """Where class ``label`` starts its walk along ``sample_key`` on ``date``: uniform in [0, 1)."""
     return _unit("pivot", date, seed, label)
 
 
-def _priority(source_uri: str, date: str, seed: int, path: str) -> float:
+def _priority(source_uri: str, date: dt.date, seed: int, path: str) -> float:
     return _unit("pick", source_uri, date, seed, path)
 
 
-def _followup_priority(source_uri: str, date: str, seed: int, path: str) -> float:
+def _followup_priority(source_uri: str, date: dt.date, seed: int, path: str) -> float:
     return _unit("followup", source_uri, date, seed, path)
 
 
-def _validate(date: str, n_per_class: int, fresh_days: int | None, oversample: int) -> None:
-    try:
-        dt.date.fromisoformat(date)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"date {date!r} is not a valid YYYY-MM-DD date") from exc
-    if len(date) != 10:
-        raise ConfigError(f"date {date!r} is not in YYYY-MM-DD form")
+def _validate(n_per_class: int, fresh_days: int | None, oversample: int) -> None:
     if n_per_class < 1:
         raise ConfigError(f"samples per class must be at least 1, got {n_per_class}")
     if fresh_days is not None and fresh_days < 1:
@@ -166,7 +160,7 @@ def _validate(date: str, n_per_class: int, fresh_days: int | None, oversample: i
         raise ConfigError(f"oversample must be at least 1, got {oversample}")
 
 
-def created_window(date: str, fresh_days: int | None) -> dict[str, dt.datetime]:
+def created_window(date: dt.date, fresh_days: int | None) -> dict[str, dt.datetime]:
     """The ``created`` condition for ``date``: up to the end of D; with ``fresh_days`` = k, from the start of D-(k-1)."""
     window = {"$lte": end_of_day(date)}
     if fresh_days is not None:
@@ -174,7 +168,7 @@ def created_window(date: str, fresh_days: int | None) -> dict[str, dt.datetime]:
     return window
 
 
-def _labels(store: Store, source_uri: str, labels: Iterable[str] | None, date: str) -> list[str]:
+def _labels(store: Store, source_uri: str, labels: Iterable[str] | None, date: dt.date) -> list[str]:
     """The classes of ``date``: labels with a usable image created by the end of D (a class added later is not news for D)."""
     if labels is not None:
         return sorted(set(labels))
@@ -198,7 +192,7 @@ def image_identity(checksum: str | None, path: str) -> str:
 def draw_sample(
     store: Store,
     source_uri: str,
-    date: str,
+    date: dt.date,
     n_per_class: int,
     seed: int,
     *,
@@ -227,7 +221,7 @@ def draw_sample(
     **unseen images, newest first** (:func:`_draw_unseen`): none of them is drawn, and a class of which the
     model has evaluated nothing draws ``max(N, first_draw)`` base images.
     """
-    _validate(date, n_per_class, fresh_days, oversample)
+    _validate(n_per_class, fresh_days, oversample)
     window = created_window(date, fresh_days)
     items: list[SampleItem] = []
     classes: dict[str, int] = {}
@@ -309,7 +303,7 @@ def _arrival_day(doc: Mapping[str, Any]) -> dt.date:
 
 
 def _draw_unseen(
-    pool: Sequence[Mapping[str, Any]], source_uri: str, date: str, seed: int, label: str, want: int, extra: int, oversample: int
+    pool: Sequence[Mapping[str, Any]], source_uri: str, date: dt.date, seed: int, label: str, want: int, extra: int, oversample: int
 ) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
     """The base and follow-up images of one class from its unseen ``pool``: the newest arrival day first, and within a
     day the pivot walk of the module docstring (a uniform draw of that day's arrivals)."""
@@ -341,7 +335,7 @@ def _draw_unseen(
 def sample_cost(
     store: Store,
     source_uri: str,
-    date: str,
+    date: dt.date,
     n_per_class: int,
     seed: int,
     *,
@@ -359,7 +353,7 @@ def sample_cost(
     IXSCAN -> FETCH(filter) -> LIMIT plan examines. The ``distinct`` for labels is answered
     from the index (DISTINCT_SCAN, no documents) and is not counted.
     """
-    _validate(date, n_per_class, fresh_days, oversample)
+    _validate(n_per_class, fresh_days, oversample)
     window = created_window(date, fresh_days)
     run_size = n_per_class * oversample
     docs = keys = queries = 0
@@ -367,13 +361,12 @@ def sample_cost(
     for label in chosen_labels:
         examined, keyed, asked = store.walk_cost(source_uri, label, window, pivot(date, seed, label), run_size)
         docs, keys, queries = docs + examined, keys + keyed, queries + asked
-    embedded = store.is_embedded
     return SampleCost(
         docs_examined=docs,
-        keys_examined=None if embedded else keys,
+        keys_examined=keys if store.cost_method == "explain" else None,
         queries=queries,
         classes=len(chosen_labels),
-        method="query-shape" if embedded else "explain",
+        method=store.cost_method,
     )
 
 
@@ -396,7 +389,7 @@ def write_sample_csv(sample: Sample, path: Path) -> Path:
                 created = item.created if item.created.tzinfo else item.created.replace(tzinfo=dt.timezone.utc)
                 writer.writerow(
                     [
-                        sample.date,
+                        sample.date.isoformat(),
                         sample.source,
                         item.image_path,
                         item.label,
@@ -410,7 +403,7 @@ def write_sample_csv(sample: Sample, path: Path) -> Path:
     return atomic_write(Path(path), write, what="sample file")
 
 
-def read_sample_csv(path: Path, *, date: str | None = None, source: str | None = None) -> Sample:
+def read_sample_csv(path: Path, *, date: dt.date | None = None, source: str | None = None) -> Sample:
     """Read a sample written by :func:`write_sample_csv`; a missing or malformed file is a :class:`DataError`.
 
     A file with the header only is the sample of a day with nothing new to evaluate when the caller names its
@@ -441,7 +434,7 @@ def read_sample_csv(path: Path, *, date: str | None = None, source: str | None =
     for line, row in enumerate(rows, start=2):
         if len(row) != width:
             raise DataError(f"{path} line {line}: {len(row)} fields, expected {width}")
-        date, source, image_path, label, key_text, created_text = row[:6]
+        date_text, source, image_path, label, key_text, created_text = row[:6]
         draw = row[6] if width > 6 else "base"
         image = (row[7] or None) if width > 7 else None
         if draw not in DRAWS:
@@ -455,11 +448,15 @@ def read_sample_csv(path: Path, *, date: str | None = None, source: str | None =
             raise DataError(f"{path} line {line}: empty image_path/label or sample_key outside [0, 1)")
         if created.tzinfo is None:
             created = created.replace(tzinfo=dt.timezone.utc)
-        dates.add(date)
+        dates.add(date_text)
         sources.add(source)
         items.append(SampleItem(image_path=image_path, label=label, sample_key=key, created=created, draw=draw, image=image))
     if len(dates) != 1 or len(sources) != 1:
         raise DataError(f"{path} mixes dates {sorted(dates)} or sources {sorted(sources)}; a sample file holds one of each")
+    try:
+        day = iso_day(dates.pop())
+    except ConfigError as exc:
+        raise DataError(f"{path}: {exc}") from exc
     classes: dict[str, int] = {}
     extras: dict[str, int] = {}
     for item in items:
@@ -467,7 +464,7 @@ def read_sample_csv(path: Path, *, date: str | None = None, source: str | None =
         if item.draw == "followup":
             extras[item.label] = extras.get(item.label, 0) + 1
     return Sample(
-        date=dates.pop(),
+        date=day,
         source=sources.pop(),
         seed=None,
         n_per_class=None,
@@ -483,7 +480,7 @@ def record_sample(store: Store, sample: Sample, csv_path: Path, *, now: dt.datet
     """Upsert the ``samples`` document of (source, date): a re-run replaces it, never duplicates it."""
     doc: dict[str, Any] = {
         "source": sample.source,
-        "date": sample.date,
+        "date": sample.date.isoformat(),
         "seed": sample.seed,
         "n_per_class": sample.n_per_class,
         "fresh_days": sample.fresh_days,

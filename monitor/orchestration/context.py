@@ -25,8 +25,7 @@ class RunContext:
     def for_date(cls, settings: Settings, date: str | dt.date) -> "RunContext":
         from monitor.core.sources import open_source
 
-        day = dt.date.fromisoformat(parse_run_date(date))
-        return cls(settings=settings, date=day, source_uri=open_source(settings.source_uri).uri)
+        return cls(settings=settings, date=parse_run_date(date), source_uri=open_source(settings.source_uri).uri)
 
     @property
     def day(self) -> str:

@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter
 
-from monitor.core.dates import today_utc
-from monitor.domain.digits import LABELS, digit_to_pil, load_digits_images, split_indices
+from monitor.core.dates import day_span, iso_day, today_utc
 from monitor.core.errors import ConfigError, DataError
 from monitor.core.progress import ProgressFactory, no_progress
 from monitor.core.settings import Settings
+from monitor.domain.digits import LABELS, digit_to_pil, load_digits_images, split_indices
 
 #: The file that makes a data dir the demo's: written when the demo (or set-up) starts in a new or empty folder.
 MARKER = ".monitor-demo"
@@ -66,9 +66,9 @@ def build_candidate_model(base: Path, dest: Path, bias_shift: dict[str, float]) 
     that it took for others, at the cost of some false positives); a negative one makes it miss the
     class. Deterministic: the same shifts give the same weights, hence the same model id.
     """
-    from safetensors.torch import load_file, save_file
-
     import json
+
+    from safetensors.torch import load_file, save_file
 
     config = json.loads((base / "config.json").read_text())
     index = {label: int(i) for i, label in config["id2label"].items()}
@@ -329,8 +329,8 @@ def run_demo(
     then, and for each flagged class the first day it was flagged and how many days after the drop.
     """
     from evaluation.spark import get_spark
-    from monitor.orchestration.pipeline import evaluate_with
     from monitor.orchestration.context import RunContext
+    from monitor.orchestration.pipeline import evaluate_with
     from monitor.store import open_store
 
     if degrade not in LABELS:
@@ -383,7 +383,7 @@ def run_demo(
             )
             advance(1)
     days_to_flag = {
-        label: (dt.date.fromisoformat(day) - drop_date).days + 1 for label, day in first_flagged.items() if label == degrade
+        label: day_span(drop_date, iso_day(day)) for label, day in first_flagged.items() if label == degrade
     }
     return {
         "first_date": first.isoformat(),
