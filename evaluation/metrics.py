@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from evaluation.predictions import STATUS_FAILED, STATUS_OK, read_predictions_spark
-from monitor.core.errors import DataError, SparkError
+from monitor.core.errors import DataError, SparkError, first_line
 from monitor.core.stats import wilson_intervals
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ def class_metrics_spark(
             args={"cells_view": cells_view, "labels_view": labels_view, "ok": STATUS_OK, "failed": STATUS_FAILED},
         ).collect()
     except (PySparkException, Py4JError) as exc:
-        raise SparkError(f"the Spark metrics query failed: {(str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]}") from exc
+        raise SparkError(f"the Spark metrics query failed: {first_line(exc)}") from exc
     finally:
         for view in (predictions_view, cells_view, labels_view):
             spark.catalog.dropTempView(view)
@@ -459,7 +459,7 @@ def paired_counts_spark(
             args={"production_view": production_view, "candidate_view": candidate_view, "labels_view": labels_view, "ok": STATUS_OK},
         ).collect()
     except (PySparkException, Py4JError) as exc:
-        raise SparkError(f"the Spark paired-counts query failed: {(str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]}") from exc
+        raise SparkError(f"the Spark paired-counts query failed: {first_line(exc)}") from exc
     finally:
         for view in (production_view, candidate_view, labels_view):
             spark.catalog.dropTempView(view)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 
-from monitor.core.errors import ModelError
+from monitor.core.errors import ModelError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +98,7 @@ def load_model(model_dir: Path, device: str = "auto") -> LoadedModel:
             )
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, SafetensorError) as exc:
         # A truncated or corrupt weight file lands here too (safetensors' own error, or pickle's for .bin files).
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        raise ModelError(f"model directory {model_dir} does not load as an image classifier: {type(exc).__name__}: {first}") from exc
+        raise ModelError(f"model directory {model_dir} does not load as an image classifier: {type(exc).__name__}: {first_line(exc)}") from exc
     # transformers only warns about weights missing from the files and initialises them at random:
     # a model that would predict noise must not load.
     missing = list(info.get("missing_keys") or []) + [str(key) for key in info.get("mismatched_keys") or []]

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from monitor.core.errors import ConfigError, SparkError
+from monitor.core.errors import ConfigError, SparkError, first_line
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -69,9 +69,8 @@ def get_spark(master: str = "local[*]", conf: Mapping[str, str] | None = None, a
             # (not this virtual environment); the conf only reaches spark-submit, so hand it over here.
             session.sparkContext.pythonExec = python
     except (PySparkException, Py4JError, OSError) as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise SparkError(
-            f"could not start Spark with master {master!r} (is Java 17+ installed and JAVA_HOME set?): {first_line}"
+            f"could not start Spark with master {master!r} (is Java 17+ installed and JAVA_HOME set?): {first_line(exc)}"
         ) from exc
     return session
 

@@ -161,3 +161,11 @@ def test_unreachable_mongodb_fails_fast_with_the_password_redacted(tmp_path: Pat
     with pytest.raises(StoreError, match=r"MongoDB at mongodb://\*\*\*@127\.0\.0\.1:1/.* is unreachable") as info:
         open_store(settings)
     assert "hunter2" not in str(info.value)
+
+
+def test_an_errors_first_line_is_its_first_non_blank_line_cut_to_the_limit() -> None:
+    from monitor.core.errors import first_line
+
+    assert first_line(RuntimeError("\n\n  boom: the JVM  \n at org.apache.spark...\n")) == "boom: the JVM"
+    assert first_line(ValueError("x" * 500)) == "x" * 300 and first_line(ValueError("x" * 500), 120) == "x" * 120
+    assert first_line(KeyError()) == "KeyError" and first_line(OSError("  \n ")) == "OSError"

@@ -55,3 +55,12 @@ def redact(text: str) -> str:
     from monitor.core.secrets import redact as _redact
 
     return _redact(text)
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-blank line of ``exc``'s message, cut to ``limit`` characters; its type's name when it has none.
+
+    What an error message quotes of a library's exception: Spark's and the cloud clients' run to pages.
+    """
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0].strip()[:limit] if lines else type(exc).__name__

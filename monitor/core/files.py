@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.core import faults
-from monitor.core.errors import ConfigError, DataError, MonitorError
+from monitor.core.errors import ConfigError, DataError, MonitorError, first_line
 
 #: A temporary file older than this (seconds) was left by a writer that died: removed at the next write.
 STALE_AFTER_S = 600.0
@@ -231,7 +231,7 @@ def parse_json_bounded(data: bytes | str, *, max_depth: int = JSON_MAX_DEPTH) ->
     except UnicodeDecodeError as exc:
         raise FileRefused(f"is not UTF-8 text (byte {exc.start})") from None
     except ValueError as exc:  # JSONDecodeError, and int() beyond Python's digit limit
-        raise FileRefused(f"is not JSON ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from None
+        raise FileRefused(f"is not JSON ({first_line(exc, 120)})") from None
     if isinstance(value, (dict, list)) and _depth_over(value, max_depth - 1):
         raise FileRefused(f"nests deeper than the {max_depth} levels allowed")
     return value

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
-from monitor.core.errors import ConfigError, SourceError
+from monitor.core.errors import ConfigError, SourceError, first_line
 
 if TYPE_CHECKING:
     from google.cloud.storage import Client
@@ -317,21 +317,20 @@ class GCSSource:
         from google.api_core import exceptions as gexc
         from google.auth.exceptions import GoogleAuthError
 
-        first_line = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
         if isinstance(exc, gexc.NotFound):
             return SourceError(f"bucket gs://{self.bucket} does not exist (or is not visible with these credentials) while {doing}")
         if isinstance(exc, (gexc.Forbidden, gexc.Unauthorized)):
-            return SourceError(f"access to {self.uri} was denied while {doing}: {first_line}")
+            return SourceError(f"access to {self.uri} was denied while {doing}: {first_line(exc)}")
         if isinstance(exc, gexc.RetryError):
             cause = exc.cause if exc.cause is not None else exc
-            cause_line = (str(cause).splitlines() or [type(cause).__name__])[0][:300]
+            cause_line = first_line(cause)
             retried = self.retry_timeout_s if retried_s is None else retried_s
             return SourceError(f"GCS for {self.uri} is unreachable (gave up after retrying for {retried:g} s) while {doing}: {cause_line}")
         if isinstance(exc, GoogleAuthError):
-            return SourceError(f"no usable GCS credentials for {self.uri} while {doing}: {first_line}")
+            return SourceError(f"no usable GCS credentials for {self.uri} while {doing}: {first_line(exc)}")
         if isinstance(exc, gexc.GoogleAPICallError):
-            return SourceError(f"GCS refused {doing} on {self.uri}: {first_line}")
-        return SourceError(f"GCS for {self.uri} is unreachable while {doing}: {first_line}")
+            return SourceError(f"GCS refused {doing} on {self.uri}: {first_line(exc)}")
+        return SourceError(f"GCS for {self.uri} is unreachable while {doing}: {first_line(exc)}")
 
     def _foreign_errors(self) -> tuple[type[BaseException], ...]:
         import requests
