@@ -39,7 +39,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from monitor.domain.compare import COUNT_COLUMNS, PROMOTE, compare_classes, holm, judge, unpaired_p_worse
+from monitor.core.verdicts import ComparisonVerdict
+from monitor.domain.compare import COUNT_COLUMNS, compare_classes, holm, judge, unpaired_p_worse
 
 GOALS = {"false_worse_fwer": ("<=", 0.05), "power_improved_14d": (">=", 0.80), "candidate_cost_ratio": ("<=", 1.2)}
 
@@ -89,7 +90,7 @@ def run_case(
             tally["improved"] += bool(table["improved"].iloc[flagged_index].all())
             better_unpaired = unpaired_p_worse(counts[:, [0, 2, 1, 3]])  # roles swapped: "production worse"
             tally["improved_unpaired"] += bool((better_unpaired[flagged_index] < alpha).all())
-        tally["promote"] += verdict.verdict == PROMOTE
+        tally["promote"] += verdict.verdict == ComparisonVerdict.PROMOTE
     return {key: value / runs for key, value in tally.items()}
 
 

@@ -1,6 +1,6 @@
 """Simulate daily samples and measure the health verdict: false alarms, detection delay, clearing, follow-up cost.
 
-Runs the code of ``monitor/domain/health.py`` itself (:func:`design_for` calibrates, :func:`advance` is the
+Runs the code of ``monitor/domain/health/`` itself (:func:`design_for` of the health stage calibrates, :func:`advance` is the
 day-to-day recursion the pipeline runs, :func:`followup_extra` is the follow-up policy, :func:`grant_followup`
 the daily cap the sampler is given, :func:`weighted_accuracy` the window estimate), for each class count asked
 for (default 15, 100 and 1,000 classes, target 0.9, 10 base images per class and day). The daily cap
@@ -52,20 +52,12 @@ from typing import Any
 
 import numpy as np
 
-from monitor.domain.health import (
-    Design,
-    State,
-    advance,
-    average_run_length,
-    design_for,
-    followup_extra,
-    grant_followup,
-    grant_unit,
-    urgency,
-    worst_run_length,
-)
 from monitor.core.settings import Settings, load_settings
 from monitor.core.stats import weighted_accuracy
+from monitor.domain.health.calibration import Design, average_run_length, followup_extra, grant_unit, worst_run_length
+from monitor.domain.health.detector import State, advance
+from monitor.domain.health.judge import grant_followup, urgency
+from monitor.orchestration.health_stage import design_for
 
 WARMUP = 28
 GOALS = {

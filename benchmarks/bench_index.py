@@ -75,7 +75,7 @@ from monitor.core.errors import SourceError  # noqa: E402
 from monitor.domain.indexing import IndexReport, classify, index_source, sample_key  # noqa: E402
 from monitor.core.sources import BlobInfo, GCSSource, ImageSource, LocalSource  # noqa: E402
 from monitor.core.settings import Settings  # noqa: E402
-from monitor.store import Store, open_store  # noqa: E402
+from monitor.store import MongoStore, Store, open_store  # noqa: E402
 
 WHEN = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc).timestamp()
 #: The parts of a run (``--only``).
@@ -219,7 +219,7 @@ class _Client:
 
 
 class _DB:
-    """The database ``Store(db=...)`` is given: only ``images`` exists (``index_source`` touches nothing else)."""
+    """The database ``MongoStore(db=...)`` is given: only ``images`` exists (``index_source`` touches nothing else)."""
 
     def __init__(self, images: Any) -> None:
         self.images = images
@@ -305,12 +305,12 @@ class Stores:
     @staticmethod
     def hash_store() -> Callable[[], Store]:
         db = _DB(HashIndexedImages())
-        return lambda: Store(db=db, description="hash-indexed in-process images")  # type: ignore[arg-type]
+        return lambda: MongoStore(db=db, description="hash-indexed in-process images")  # type: ignore[arg-type]
 
     @staticmethod
     def slow_store() -> Callable[[], Store]:
         db = _DB(SlowHashIndexedImages())
-        return lambda: Store(db=db, description="hash-indexed images behind simulated latency")  # type: ignore[arg-type]
+        return lambda: MongoStore(db=db, description="hash-indexed images behind simulated latency")  # type: ignore[arg-type]
 
     def embedded_store(self) -> Callable[[], Store]:
         """The embedded store users get without MONITOR_MONGO_URI: a fresh data dir, opened writable."""
@@ -630,10 +630,10 @@ def report_memory(sizes: list[int], classes: int, vanished: int, say: Callable[[
     runs = []
     for n in sizes:
         source = SyntheticSource(n, classes)
-        first, report = peak_memory(source, Store(db=_DB(DiscardingImages()), description="discarding"))  # type: ignore[arg-type]
+        first, report = peak_memory(source, MongoStore(db=_DB(DiscardingImages()), description="discarding"))  # type: ignore[arg-type]
         assert report.new == n, report
         mirror = MirrorImages(source, vanished)
-        again, report = peak_memory(source, Store(db=_DB(mirror), description="mirror"))  # type: ignore[arg-type]
+        again, report = peak_memory(source, MongoStore(db=_DB(mirror), description="mirror"))  # type: ignore[arg-type]
         assert (report.unchanged, report.missing) == (n, vanished), report
         runs.append({
             "blobs": n, "first_run_peak": first, "rerun_peak": again,

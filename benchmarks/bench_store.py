@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 from filelock import FileLock  # noqa: E402
 
 from monitor.orchestration.context import RunContext  # noqa: E402
-from monitor.domain.health import design_for, judged_under  # noqa: E402
+from monitor.orchestration.health_stage import design_for, health_policy  # noqa: E402
 from monitor.domain.indexing import index_source  # noqa: E402
 from monitor.core.settings import Settings  # noqa: E402
 from monitor.core.sources import BlobInfo  # noqa: E402
@@ -82,7 +82,7 @@ def _health_row(label: str, day: str, settings: Settings, classes: int, rng: np.
         "prob_below_target": 0.3, "cusum": float(rng.uniform(0, 5)), "cusum_threshold": 21.3, "collapse": 0.0,
         "collapse_threshold": 9.1, "recovery": 0.0, "recovery_threshold": 12.0, "flagged": False, "flagged_since": None,
         "followup": 0, "reason": f"last 14 days {correct}/10 against target 0.90; CUSUM 1.2 < 21.3.",
-        "judged_under": judged_under(settings, classes, 10, settings.followup_samples),
+        "judged_under": health_policy(settings, n=10).judged_under(classes),
     }  # fmt: skip
 
 
@@ -149,7 +149,8 @@ def command(settings: Settings, *args: str) -> dict[str, Any]:
 
 def evaluate_day(built: dict[str, Any]) -> dict[str, float]:
     """The store work of one ``monitor evaluate`` day (all but predictions and Spark), stage by stage, with commits."""
-    from monitor.orchestration.pipeline import health_with, sample_with
+    from monitor.orchestration.health_stage import health_with
+    from monitor.orchestration.sample_stage import sample_with
 
     settings: Settings = built["settings"]
     source, labels, day = built["source"], built["labels"], built["end"]

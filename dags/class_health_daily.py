@@ -1,7 +1,7 @@
 """Airflow DAG ``class_health_daily``: index -> sample -> predict -> metrics -> health -> publish the classes that need retraining,
 and compare the candidate models with production (publishing those ready for promotion).
 
-Wiring only: every task builds the settings and calls one stage of :mod:`monitor.orchestration.pipeline` for the
+Wiring only: every task builds the settings and calls one stage (a ``monitor.orchestration.*_stage`` module) for the
 run's date (``{{ ds }}``). Each stage is idempotent for its date, so retries, re-runs and backfills
 replace a date's output instead of adding to it. Nothing heavy runs or is imported when the
 scheduler parses this file.
@@ -216,14 +216,14 @@ def class_health_daily() -> None:
     @task(task_id="index")
     def index() -> dict[str, Any]:
         """List the bucket and upsert one document per image (incremental)."""
-        from monitor.orchestration.pipeline import run_index
+        from monitor.orchestration.index_stage import run_index
 
         return _run_stage("index", run_index)
 
     @task(task_id="sample")
     def sample() -> dict[str, Any]:
         """Draw the date's reproducible per-class sample and write samples/<ds>.csv."""
-        from monitor.orchestration.pipeline import run_sample
+        from monitor.orchestration.sample_stage import run_sample
 
         date = run_date(get_current_context())
         return _run_stage("sample", lambda settings: run_sample(settings, date))
@@ -235,7 +235,7 @@ def class_health_daily() -> None:
     )
     def predict() -> dict[str, Any]:
         """Run the model on the date's sample and write predictions/<ds>.parquet."""
-        from monitor.orchestration.pipeline import run_predict
+        from monitor.orchestration.predict_stage import run_predict
 
         date = run_date(get_current_context())
         return _run_stage("predict", lambda settings: run_predict(settings, date))
@@ -243,7 +243,7 @@ def class_health_daily() -> None:
     @task(task_id="metrics")
     def metrics() -> dict[str, Any]:
         """Per-class counts and intervals with Spark SQL into class_metrics."""
-        from monitor.orchestration.pipeline import run_metrics
+        from monitor.orchestration.metrics_stage import run_metrics
 
         date = run_date(get_current_context())
         return _run_stage("metrics", lambda settings: run_metrics(settings, date))
@@ -254,7 +254,7 @@ def class_health_daily() -> None:
 
         Judges the model that the metrics task measured (its XCom), not whichever model the store holds last.
         """
-        from monitor.orchestration.pipeline import run_health
+        from monitor.orchestration.health_stage import run_health
 
         date = run_date(get_current_context())
         return _run_stage("health", lambda settings: run_health(settings, date, model_id=measured["model_id"]))

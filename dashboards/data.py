@@ -14,8 +14,10 @@ A model's daily class metrics and class health are fetched whole, once per store
 sliced by date range (bisection of the sorted dates) and classes in pandas: the pages ask for many
 overlapping ranges of the same history. Shaping documents into frames is :mod:`dashboards.records`'; pooling and verdict status are
 :mod:`dashboards.pooling` and :mod:`dashboards.status` (pure, used by the pages). Prediction files
-are read with the project's one reader, :func:`evaluation.predictions.read_predictions`; thumbnails are made by
-:func:`dashboards.thumbnails.make_thumbnail`.
+are found by :class:`evaluation.predictions.PredictionFiles` and read with the project's one reader,
+:func:`evaluation.predictions.read_predictions`; thumbnails are made by :func:`dashboards.thumbnails.make_thumbnail`.
+A candidate's comparison with production is read as the compare stage stored it (``comparisons``): nothing
+statistical is computed here.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -35,10 +37,13 @@ from dashboards.cache import Lru
 from dashboards.records import HEALTH_FIELDS, METRIC_FIELDS, PREDICTION_FIELDS, UNUSABLE_FIELDS, ModelInfo, iso_date
 from dashboards.state import shown
 from dashboards.thumbnails import THUMB_SIDE, make_thumbnail
-from evaluation.predictions import read_predictions
+from evaluation.predictions import PredictionFiles, read_predictions
 from monitor.core.errors import DataError, MonitorError, SourceError
 from monitor.core.settings import Settings
 from monitor.store import Store, open_store
+
+if TYPE_CHECKING:
+    from monitor.domain.compare import ComparisonRecord
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +124,7 @@ class DashboardData:
         self._kept: dict[tuple[str, str], tuple[dict[str, str], _History]] = {}
         self._predictions: Lru[pd.DataFrame] = Lru(PREDICTION_CACHE_SIZE)
         self._thumbs: Lru[bytes] = Lru(THUMB_CACHE_SIZE)
+        self._files = PredictionFiles(settings.predictions_dir)
 
     # --- store version and caching ------------------------------------------------------------
 
@@ -311,42 +317,27 @@ class DashboardData:
     # --- candidate models -------------------------------------------------------------------------
 
     def candidates(self) -> list[str]:
-        """The candidate model ids with stored predictions (``monitor.domain.compare.candidate_ids``)."""
-        from monitor.domain.compare import candidate_ids
+        """The candidate model ids with predictions (:meth:`evaluation.predictions.PredictionFiles.candidates`)."""
+        return list(self.memo(("candidates",), lambda: self._files.candidates()))
 
-        return list(self.memo(("candidates",), lambda: candidate_ids(self.settings)))
+    def comparison(self, candidate: str, start: str | None, end: str) -> ComparisonRecord | None:
+        """The stored comparison of ``candidate`` (``monitor compare``, the DAG) of the latest date in ``start..end``, or None.
 
-    def comparison(self, candidate: str, start: str | None, end: str, gallery: int = 48) -> dict[str, Any]:
-        """The candidate beside production over ``start..end``: the verdict, per-class rows and discordant images.
-
-        Counted with the pandas reference (no JVM in the dashboard); the same rows as ``monitor compare``'s Spark SQL.
+        Its verdict, per-class rows and discordant images as the compare stage stored them: nothing is computed here.
         """
-        from monitor.domain.compare import compare_candidate
-
-        def compute(store: Store) -> dict[str, Any]:
-            return compare_candidate(self.settings, store, candidate, since=start, until=end, gallery=gallery)
-
-        return dict(self._cached(("comparison", candidate, start, end, gallery), compute))
+        found = self._cached(("comparison", candidate, start, end), lambda store: store.comparisons(candidate, start=start, end=end))
+        return cast("ComparisonRecord", found[-1]) if found else None
 
     # --- prediction files and thumbnails --------------------------------------------------------
 
     def prediction_dates(self) -> list[str]:
-        """Dates that have a predictions file, oldest first."""
-        folder = self.settings.predictions_dir
-        if not folder.is_dir():
-            return []
-        dates = []
-        for path in folder.glob("*.parquet"):
-            try:
-                dates.append(iso_date(path.stem))
-            except DataError:
-                continue  # not a daily predictions file
-        return sorted(dates)
+        """Dates that have a predictions file of production, oldest first."""
+        return self._files.dates()
 
     def predictions(self, date: str) -> pd.DataFrame | None:
         """The predictions file of ``date`` (``PREDICTION_FIELDS``), or None when there is none; kept while the file is unchanged."""
         day = iso_date(date)
-        path = self.settings.predictions_file(day)
+        path = self._files.production(day)
         try:
             mtime = path.stat().st_mtime_ns
         except FileNotFoundError:

@@ -1,18 +1,21 @@
-"""The predictions table (``predictions/D.parquet``): its columns and types, its rows, and its one writer and reader.
+"""The predictions table (``predictions/D.parquet``): its columns and types, its rows, its files' layout, and its one writer and reader.
 
 Both predict engines (the single-process run loop, the Spark predict job) build the table through
 :func:`predictions_frame`/:func:`ok_row`/:func:`failed_row`; the service writes the file only with
 :func:`write_predictions` and reads it only with :func:`read_predictions` (pandas: the pipeline, the
-dashboard) or, for Spark SQL over the file itself, :func:`read_predictions_spark`.
+dashboard) or, for Spark SQL over the file itself, :func:`read_predictions_spark`. Where each model's file
+of a date lives is :class:`PredictionFiles`' alone.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import os
 import re
 import stat
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,8 +24,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from monitor.core.dates import is_iso_day
 from monitor.core.errors import DataError
 from monitor.core.files import atomic_write
+from monitor.core.settings import safe_name
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkDataFrame
@@ -113,6 +118,55 @@ def predictions_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     frame["confidence"] = frame["confidence"].astype("float64")
     frame["draw"] = frame["draw"].where(frame["draw"].notna(), DRAW_BASE).astype(object)
     return frame
+
+
+# --- where the files live ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PredictionFiles:
+    """The layout of the prediction files under ``root`` (``Settings.predictions_dir``).
+
+    Production's predictions of date D are ``root/D.parquet``; candidate C's are
+    ``root/candidates/<C as one path segment>/D.parquet`` (the same table: the same paths in the same order).
+    Only names that are dates count as a date's file (a writer's temporary file never does).
+    """
+
+    root: Path
+
+    @property
+    def candidates_dir(self) -> Path:
+        return self.root / "candidates"
+
+    def production(self, date: str | dt.date) -> Path:
+        """Production's predictions file of ``date``."""
+        return self.root / f"{date}.parquet"
+
+    def candidate(self, date: str | dt.date, model_id: str) -> Path:
+        """Candidate ``model_id``'s predictions file of ``date``."""
+        return self.candidates_dir / safe_name(model_id) / f"{date}.parquet"
+
+    def dates(self, candidate: str | None = None) -> list[str]:
+        """The dates with a predictions file of production (``candidate`` None) or of that candidate, oldest first."""
+        return _days(self.root if candidate is None else self.candidates_dir / safe_name(candidate))
+
+    def candidates(self) -> list[str]:
+        """The model ids of the candidates with predictions, by folder: each read from its newest file (the folder's name when empty)."""
+        if not self.candidates_dir.is_dir():
+            return []
+        ids = []
+        for folder in sorted(self.candidates_dir.iterdir()):
+            days = _days(folder)
+            if days:
+                frame = read_predictions(folder / f"{days[-1]}.parquet")
+                ids.append(str(frame["model_id"].iloc[0]) if len(frame) else folder.name)
+        return ids
+
+
+def _days(folder: Path) -> list[str]:
+    if not folder.is_dir():
+        return []
+    return sorted(path.stem for path in folder.glob("*.parquet") if is_iso_day(path.stem))
 
 
 # --- the file ---------------------------------------------------------------------------------

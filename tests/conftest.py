@@ -39,3 +39,14 @@ def store(settings) -> Iterator:
 
     with open_store(settings) as s:
         yield s
+
+
+#: Markers that make a test slow whatever it does: a JVM, Airflow's scheduler machinery, a browser.
+SLOW_BY_NATURE = ("spark", "airflow", "browser")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test that starts Spark, Airflow or Chromium, so ``scripts/test.sh --fast`` leaves it out."""
+    for item in items:
+        if not item.get_closest_marker("slow") and any(item.get_closest_marker(name) for name in SLOW_BY_NATURE):
+            item.add_marker(pytest.mark.slow)

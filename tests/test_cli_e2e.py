@@ -319,7 +319,7 @@ def test_a_predictions_file_changed_after_predict_is_refused_by_metrics_and_pred
     frame.to_parquet(path)
 
     from monitor.core.errors import DataError
-    from monitor.orchestration.pipeline import run_metrics
+    from monitor.orchestration.metrics_stage import run_metrics
     from monitor.core.settings import load_settings
 
     with pytest.raises(DataError, match="changed since the predict step wrote it.*--force"):

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
 from evaluation.metrics import paired_counts_pandas, paired_counts_spark
+from monitor.core.verdicts import ComparisonVerdict
 from monitor.domain.compare import (
-    INSUFFICIENT,
-    PROMOTE,
-    REJECT,
     compare_classes,
     days_still_needed,
     discordant_needed,
@@ -22,6 +22,8 @@ from monitor.domain.compare import (
     paired_difference_ci,
 )
 from monitor.core.errors import DataError
+
+PROMOTE, REJECT, INSUFFICIENT = ComparisonVerdict.PROMOTE, ComparisonVerdict.REJECT, ComparisonVerdict.INSUFFICIENT_DATA
 
 
 def _frame(rows: list[tuple[str, str, str, str | None, str]]) -> pd.DataFrame:
@@ -83,7 +85,8 @@ def test_spark_paired_counts_equal_the_hand_table_and_the_pandas_reference(spark
     # A larger random pair of runs: 20 classes over 5 days, failures on both sides, a few unpaired rows.
     rng = np.random.default_rng(7)
     labels = [f"c{i:02d}" for i in range(20)]
-    rows_p, rows_c = [], []
+    rows_p: list[tuple[str, str, str, str | None, str]] = []
+    rows_c: list[tuple[str, str, str, str | None, str]] = []
     for day in range(5):
         date = f"2026-02-0{day + 1}"
         for i in range(400):
@@ -345,3 +348,135 @@ def test_a_rejection_names_each_worse_class_with_its_drop_and_discordant_counts(
     assert verdict.reason == (
         "2 class(es) got significantly worse by more than 0.020: 5 (-0.141, 9 vs 0 discordant), 6 (-0.123, 9 vs 1 discordant)"
     )
+
+
+# --- the whole comparison from count rows, and its record (what is printed and stored) -------------------------
+
+
+def test_compare_counts_judges_the_pooled_days_and_records_the_unpaired_images() -> None:
+    from monitor.domain.compare import compare_counts
+
+    result = compare_counts(
+        HAND_TABLE, production="p@1", candidate="c@2", days=["2026-01-01", "2026-01-02"], flagged=["b"],
+        alpha=0.05, margin=0.0, confidence=0.95, min_samples=1,
+    )  # fmt: skip
+    assert (result.start, result.end, result.days) == ("2026-01-01", "2026-01-02", 2)
+    assert result.unpaired == {"b": 1, "c": 1}
+    assert [row["label"] for row in result.classes] == ["a", "b", "c", "d"]
+    # b is flagged with one discordant image, the candidate's (p_better 0.5): not yet improved. At that rate and
+    # direction the one-sided test needs 5 discordant pairs (0.5^5 < 0.05): 10 days, 8 more than the 2 pooled.
+    assert result.verdict == INSUFFICIENT and result.pending == {"b": 8} and result.flagged == ["b"]
+
+
+def test_the_record_holds_plain_values_and_the_gallery_only_when_one_was_made() -> None:
+    import json
+
+    from monitor.domain.compare import discordant_images, gallery
+
+    verdict = _judge(_counts({"3": (50, 0, 9, 5)}), ["3"])
+    record = verdict.to_dict()
+    assert type(record["verdict"]) is str and record["verdict"] == "promote"
+    assert "discordant" not in record and record["unpaired"] == {}
+    assert json.loads(json.dumps(record)) == record
+    verdict.discordant = gallery(discordant_images(*_hand_pair(), limit=2))
+    shown = verdict.to_dict()["discordant"]
+    assert shown == [
+        {"date": "2026-01-01", "image_path": "a/3.png", "label": "a", "production_pred": "a", "candidate_pred": "c", "right": "production"},
+        {"date": "2026-01-02", "image_path": "b/1.png", "label": "b", "production_pred": "a", "candidate_pred": "b", "right": "candidate"},
+    ]
+    assert all(type(value) is str for row in shown for value in row.values())
+
+
+# --- the compare stage: prediction files in, a stored comparison out (pandas counts, no JVM) ---------------
+
+
+def _stage_world(tmp_path):
+    """Two days of the hand pair as files (a third day of production only, and files that are not a day's), class b flagged."""
+    from evaluation.predictions import PredictionFiles, predictions_frame, write_predictions
+    from monitor.core.settings import Settings
+    from monitor.store import open_store
+
+    settings = Settings(data_dir=tmp_path / "data", source_uri=str(tmp_path))
+    files = PredictionFiles(settings.predictions_dir)
+    production, candidate = _hand_pair()
+    for frame, model_id, path in ((production, "prod@1", files.production), (candidate, "cand@2", lambda day: files.candidate(day, "cand@2"))):
+        for day, rows in frame.groupby("date"):
+            records = [
+                {**row, "model_id": model_id, "confidence": 0.9 if row["status"] == "ok" else None, "topk_labels": [], "topk_scores": [],
+                 "error": None if row["status"] == "ok" else "unreadable"}
+                for row in rows.to_dict(orient="records")
+            ]  # fmt: skip
+            write_predictions(predictions_frame(records), path(str(day)))
+    write_predictions(predictions_frame([]), files.production("2026-01-03"))
+    (files.root / "notes.parquet").write_bytes(b"not a day")
+    (files.candidate("2026-01-02", "cand@2").parent / ".2026-01-04.parquet.tmp1").write_bytes(b"a writer's temporary file")
+    with open_store(settings) as store:
+        store.replace_day("class_health", "prod@1", "2026-01-01", [{"label": "a", "verdict": "healthy"}, {"label": "b", "verdict": "needs_retraining"}])
+    return settings, files
+
+
+def test_prediction_files_name_each_models_day_and_list_only_days(tmp_path) -> None:
+    settings, files = _stage_world(tmp_path)
+    assert files.production("2026-01-01") == settings.predictions_dir / "2026-01-01.parquet"
+    assert files.candidate("2026-01-01", "cand/x@2") == settings.predictions_dir / "candidates" / "cand_x@2" / "2026-01-01.parquet"
+    assert files.dates() == ["2026-01-01", "2026-01-02", "2026-01-03"]
+    assert files.dates("cand@2") == ["2026-01-01", "2026-01-02"] and files.dates("other@3") == []
+    assert files.candidates() == ["cand@2"]
+
+
+def test_the_stage_resolves_a_candidate_by_name_and_pairs_only_the_days_both_models_have(tmp_path) -> None:
+    from monitor.orchestration.compare_stage import paired_predictions, resolve_candidate
+
+    _, files = _stage_world(tmp_path)
+    assert resolve_candidate(files, "cand") == resolve_candidate(files, "cand@2") == "cand@2"
+    with pytest.raises(DataError, match=r"^no candidate 'nope' has predictions; known: cand@2$"):
+        resolve_candidate(files, "nope")
+    production, candidate, days = paired_predictions(files, "cand@2", None, dt.date(2026, 1, 3))
+    assert days == ["2026-01-01", "2026-01-02"] and len(production) == 8 and len(candidate) == 9
+    assert paired_predictions(files, "cand@2", dt.date(2026, 1, 2), dt.date(2026, 1, 3))[2] == ["2026-01-02"]
+    with pytest.raises(DataError, match="no predictions of the same day between 2026-01-03 and 2026-01-03"):
+        paired_predictions(files, "cand@2", dt.date(2026, 1, 3), dt.date(2026, 1, 3))
+
+
+def test_run_compare_stores_one_comparison_per_candidate_and_date_and_a_rerun_replaces_it(tmp_path) -> None:
+    from evaluation.metrics import paired_counts_pandas
+    from monitor.orchestration.compare_stage import GALLERY_SIZE, run_compare
+    from monitor.store import open_store
+
+    settings, _ = _stage_world(tmp_path)
+    result = run_compare(settings, "2026-01-02", engine="pandas")
+    (summary,) = result["comparisons"]
+    assert result["date"] == "2026-01-02" and result["ready"] == []
+    assert "classes" not in summary and "discordant" not in summary
+    assert (summary["candidate"], summary["production"], summary["flagged"], summary["days"]) == ("cand@2", "prod@1", ["b"], 2)
+    run_compare(settings, "2026-01-02", engine="pandas")  # a re-run of the date
+    run_compare(settings, "2026-01-01", engine="pandas")
+    with open_store(settings, read_only=True) as store:
+        assert store.counts()["comparisons"] == 2
+        first, second = store.comparisons("cand@2")
+        assert store.comparisons("cand@2", start="2026-01-02") == [second] and store.comparisons("other@3") == []
+    assert (first["date"], first["end"], second["date"], second["end"]) == ("2026-01-01", "2026-01-01", "2026-01-02", "2026-01-02")
+    # What is stored is the whole comparison: the summary, the per-class rows of the pooled counts, the gallery.
+    assert {k: second[k] for k in summary} == summary
+    reference = paired_counts_pandas(*_hand_pair())
+    assert [{k: row[k] for k in ("label", "both_right", "only_production", "only_candidate", "both_wrong")} for row in second["classes"]] == [
+        {k: row[k] for k in ("label", "both_right", "only_production", "only_candidate", "both_wrong")} for row in reference
+    ]
+    assert [row["image_path"] for row in second["discordant"]] == ["a/3.png", "b/1.png", "a/4.png", "a/5.png"] and GALLERY_SIZE >= 4
+
+
+def test_the_calculator_does_no_io_and_the_stage_and_the_dashboard_read_what_is_stored() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("import_graph_compare", Path(__file__).parents[1] / "scripts" / "import_graph.py")
+    assert spec is not None and spec.loader is not None
+    graph = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(graph)
+    edges = graph.imports(graph.modules())
+    io = {"monitor.store", "monitor.core.settings", "monitor.core.files", "evaluation.predictions", "evaluation.metrics", "evaluation.spark"}
+    assert edges["monitor.domain.compare"] and not edges["monitor.domain.compare"] & io
+    assert {"monitor.store", "evaluation.predictions", "evaluation.metrics", "monitor.domain.compare"} <= edges["monitor.orchestration.compare_stage"]
+    # The dashboard counts nothing: no paired counts, no Spark, no stage.
+    dashboard = set().union(*(targets for name, targets in edges.items() if name.startswith("dashboards")))
+    assert not dashboard & {"evaluation.metrics", "evaluation.spark", "monitor.orchestration.compare_stage"}

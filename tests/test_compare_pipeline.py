@@ -77,6 +77,14 @@ def test_candidates_predict_the_same_images_and_compare_names_the_class_that_got
     # The table form: one row per class, the verdict line last.
     shown = CliRunner(env=env).invoke(app, ["compare", "--candidate", added["model_id"], "--since", DATES[0], "--until", DATES[-1]])
     assert shown.exit_code == 0 and "worse" in shown.stdout and "\nreject: 1 class(es) got significantly worse" in shown.stdout
+    # Each run stored what it printed, with the dashboard's gallery, as the one comparison of its last date.
+    from monitor.core.settings import Settings
+    from monitor.store import open_store
+
+    with open_store(Settings(data_dir=data), read_only=True) as store:
+        (stored,) = store.comparisons(added["model_id"])
+    assert stored == {"date": DATES[-1], **verdict, "discordant": stored["discordant"]}
+    assert {row["label"] for row in stored["discordant"]} >= {"five"} and all(row["right"] == "production" for row in stored["discordant"] if row["label"] == "five")
     # The counts Spark produced for the CLI equal the pandas reference over the same files.
     from evaluation.metrics import paired_counts_pandas
 

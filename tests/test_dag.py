@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from tests.fixtures.store import find
 
 pytestmark = pytest.mark.airflow
 
@@ -154,8 +155,9 @@ def test_parsing_the_dag_file_imports_neither_the_pipeline_nor_heavy_libraries(a
         "import importlib.util, json, sys\n"
         f"spec = importlib.util.spec_from_file_location('probe_dag', {str(DAG_FILE)!r})\n"
         "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
-        "heavy = ['torch', 'transformers', 'pyspark', 'pymongo', 'mongomock', 'pandas', 'monitor.orchestration.pipeline', 'monitor.core.settings']\n"
-        "print(json.dumps({'dag': module.DAG_ID, 'loaded': [m for m in heavy if m in sys.modules]}))\n"
+        "heavy = ['torch', 'transformers', 'pyspark', 'pymongo', 'mongomock', 'pandas', 'monitor.core.settings', 'monitor.store']\n"
+        "loaded = [m for m in sys.modules if m in heavy or m.startswith('monitor.orchestration.')]\n"
+        "print(json.dumps({'dag': module.DAG_ID, 'loaded': loaded}))\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -283,17 +285,17 @@ def _snapshot(settings) -> dict[str, Any]:
     with open_store(settings, read_only=True) as store:
         return {
             "counts": store.counts(),
-            "images": sorted((d["path"], d["label"], d["status"], d["checksum"]) for d in store.find("images")),
-            "samples": sorted((d["date"], tuple(sorted(i["path"] for i in d["items"]))) for d in store.find("samples")),
+            "images": sorted((d["path"], d["label"], d["status"], d["checksum"]) for d in find(store, "images")),
+            "samples": sorted((d["date"], tuple(sorted(i["path"] for i in d["items"]))) for d in find(store, "samples")),
             "class_metrics": sorted(
-                (d["model_id"], d["date"], d["label"], d["n"], d["correct"], d["failed"]) for d in store.find("class_metrics")
+                (d["model_id"], d["date"], d["label"], d["n"], d["correct"], d["failed"]) for d in find(store, "class_metrics")
             ),
-            "class_health": sorted((d["model_id"], d["date"], d["label"], d["verdict"]) for d in store.find("class_health")),
-            "alerts": sorted((d["model_id"], d["label"], d["date"], d["kind"]) for d in store.find("alerts")),
-            "models": sorted(d["model_id"] for d in store.find("models")),
-            "runs": sorted((d["source"], d["date"], tuple(sorted(d.get("stages", {})))) for d in store.find("runs")),
+            "class_health": sorted((d["model_id"], d["date"], d["label"], d["verdict"]) for d in find(store, "class_health")),
+            "alerts": sorted((d["model_id"], d["label"], d["date"], d["kind"]) for d in find(store, "alerts")),
+            "models": sorted(d["model_id"] for d in find(store, "models")),
+            "runs": sorted((d["source"], d["date"], tuple(sorted(d.get("stages", {})))) for d in find(store, "runs")),
             # What the health stage of the latest run of DATE noted (a re-run notes that it raised no new alert).
-            "health_note": [d["stages"].get("health") for d in store.find("runs", {"date": DATE.isoformat()})],
+            "health_note": [d["stages"].get("health") for d in find(store, "runs", {"date": DATE.isoformat()})],
         }
 
 

@@ -7,10 +7,6 @@ reads what the page shows (the Plotly figures' data, table text, loaded images).
 from __future__ import annotations
 
 import io
-import os
-import shutil
-import socket
-import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +15,7 @@ import pytest
 from PIL import Image
 
 from dashboards import ids
+from tests.fixtures.browser import WAIT_S, dashboard_browser, figure_data, open_page, wait_until
 from tests.fixtures.demo import DEMO_DEGRADED
 
 pytestmark = [
@@ -30,13 +27,6 @@ pytestmark = [
 ]
 
 DEGRADED = DEMO_DEGRADED
-WAIT_S = 30
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -47,61 +37,8 @@ def demo(demo_run: tuple[Any, dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def browser(demo: tuple[Any, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    if shutil.which("chromedriver") is None or shutil.which("chromium") is None:
-        message = "needs Debian's chromium and chromium-driver (scripts/setup.sh installs them)"
-        if os.environ.get("CI"):
-            pytest.fail(message)  # in CI a missing browser is a broken set-up, not a reason to skip
-        pytest.skip(message)
-    from dash.testing.application_runners import ThreadedRunner
-    from dash.testing.composite import DashComposite
-
-    from dashboards.app import create_app
-
-    settings, _ = demo
-    with ThreadedRunner() as server, DashComposite(
-        server=server,
-        browser="Chrome",
-        headless=True,
-        download_path=str(tmp_path_factory.mktemp("downloads")),
-        percy_run=False,
-        percy_finalize=False,
-        wait_timeout=WAIT_S,
-    ) as composite:
-        composite.start_server(create_app(settings), port=_free_port())
+    with dashboard_browser(demo[0], str(tmp_path_factory.mktemp("downloads"))) as composite:
         yield composite
-
-
-def open_page(browser: Any, path: str, ready: str) -> None:
-    """Navigate to ``path`` and wait until the CSS selector ``ready`` is on the page."""
-    browser.driver.get(browser.server_url + path)
-    browser.wait_for_element(ready, timeout=WAIT_S)
-
-
-def figure_data(browser: Any, container_id: str) -> list[dict[str, Any]]:
-    """The traces Plotly drew inside the element ``container_id`` (what the user sees, as data)."""
-    script = """
-        const plot = document.querySelector('#' + arguments[0] + ' .js-plotly-plot') || document.querySelector('#' + arguments[0] + '.js-plotly-plot');
-        // _fullData holds the arrays Plotly decoded (figures arrive as base64 typed arrays).
-        if (!plot || !plot._fullData || !plot._fullData.length) { return null; }
-        return plot._fullData.map(t => ({name: t.name, type: t.type, fill: t.fill || null, x: Array.from(t.x || []), y: Array.from(t.y || []), text: t.text ? Array.from(t.text) : null}));
-    """
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        data = browser.driver.execute_script(script, container_id)
-        if data:
-            return list(data)
-        time.sleep(0.2)
-    raise AssertionError(f"no Plotly figure rendered in #{container_id}")
-
-
-def wait_until(condition: Any, what: str) -> Any:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_overview_shows_every_real_class_and_flags_the_degraded_one(browser: Any, demo: tuple[Any, dict[str, Any]]) -> None:

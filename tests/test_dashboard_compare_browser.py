@@ -1,9 +1,10 @@
-"""The comparison page in headless Chromium, over the demo run with its candidate (better on "eight", worse on "three")."""
+"""The comparison page in headless Chromium, over the demo run with its candidate (better on "eight", worse on "three").
+
+The page reads the comparison the compare stage stored; before one is stored it names the command that stores it.
+"""
 
 from __future__ import annotations
 
-import shutil
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,45 +13,35 @@ import pytest
 from dashboards import ids
 from monitor.orchestration.demo import CANDIDATE_WORSE
 from tests.fixtures.demo import DEMO_DEGRADED
-from tests.test_dashboard_browser import WAIT_S, figure_data, open_page, wait_until
+from tests.fixtures.browser import dashboard_browser, figure_data, open_page, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.spark, pytest.mark.filterwarnings("ignore::DeprecationWarning:selenium.*")]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def browser(demo_candidate_run: tuple[Any, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    if shutil.which("chromedriver") is None or shutil.which("chromium") is None:
-        pytest.skip("needs Debian's chromium and chromium-driver (scripts/setup.sh installs them)")
-    from dash.testing.application_runners import ThreadedRunner
-    from dash.testing.composite import DashComposite
-
-    from dashboards.app import create_app
-
-    settings, _ = demo_candidate_run
-    with ThreadedRunner() as server, DashComposite(
-        server=server, browser="Chrome", headless=True, download_path=str(tmp_path_factory.mktemp("downloads")),
-        percy_run=False, percy_finalize=False, wait_timeout=WAIT_S,
-    ) as composite:  # fmt: skip
-        composite.start_server(create_app(settings), port=_free_port())
+    with dashboard_browser(demo_candidate_run[0], str(tmp_path_factory.mktemp("downloads"))) as composite:
         yield composite
 
 
 def test_the_comparison_page_shows_the_verdict_the_differences_with_intervals_and_the_discordant_images(
     browser: Any, demo_candidate_run: tuple[Any, dict[str, Any]]
 ) -> None:
-    from monitor.domain.compare import compare_candidate
+    from monitor.orchestration.compare_stage import run_compare
     from monitor.store import open_store
 
     settings, result = demo_candidate_run
     assert result["candidate"]
+    # Nothing stored yet: the page computes nothing and names the command that stores the comparison.
+    open_page(browser, ids.PATH_COMPARE, f"#{ids.COMPARE_VERDICT}")
+    hint = browser.find_element(f"#{ids.COMPARE_VERDICT}").text
+    assert "no comparison stored" in hint and f"monitor compare --candidate {result['candidate']} --since " in hint
+    assert f"--until {result['last_date']}" in hint and not browser.find_elements(f"#{ids.COMPARE_CHART}")
+
+    run_compare(settings, result["last_date"])  # the compare stage, as the DAG runs it after health
     with open_store(settings, read_only=True) as store:
-        expected = compare_candidate(settings, store, result["candidate"], until=result["last_date"])
+        (expected,) = store.comparisons(result["candidate"])
+    assert expected["date"] == expected["end"] == result["last_date"]
     # The demo's candidate: better on the degraded class, worse on another, so the verdict names that one (a class it
     # now confuses with the degraded one may join it, depending on the images sampled).
     assert expected["verdict"] == "reject" and CANDIDATE_WORSE in expected["worse"]
@@ -81,3 +72,4 @@ def test_the_comparison_page_shows_the_verdict_the_differences_with_intervals_an
     )
     captions = browser.find_element(f"#{ids.COMPARE_GALLERY}").text
     assert "candidate right" in captions and "production right" in captions
+    assert len(images) == len(expected["discordant"])

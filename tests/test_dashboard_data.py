@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -26,135 +25,7 @@ from dashboards.status import class_status, rank_classes, verdict_changes
 from dashboards.thumbnails import make_thumbnail
 from dashboards.view import resolve
 from monitor.core.errors import DataError
-
-MODEL = "digits@0123456789ab"
-END = dt.date(2024, 3, 31)
-
-
-# --- synthetic history that follows docs/ARCHITECTURE.md ---------------------------------------
-
-
-def metric_doc(label: str, date: str, n: int, correct: int, confusions: list[dict[str, Any]] | None = None, model_id: str = MODEL) -> dict[str, Any]:
-    low, high = proportion_confint(correct, n, alpha=0.05, method="wilson") if n else (None, None)
-    return {
-        "model_id": model_id,
-        "date": date,
-        "label": label,
-        "n": n,
-        "correct": correct,
-        "failed": 0,
-        "accuracy": correct / n if n else None,
-        "ci_low": low,
-        "ci_high": high,
-        "tp": correct,
-        "fp": 0,
-        "fn": n - correct,
-        "precision": 1.0,
-        "recall": correct / n if n else None,
-        "f1": None,
-        "confusions": confusions or [],
-    }
-
-
-def health_doc(label: str, date: str, verdict: str, prob: float = 0.1, model_id: str = MODEL) -> dict[str, Any]:
-    return {
-        "model_id": model_id,
-        "date": date,
-        "label": label,
-        "verdict": verdict,
-        "target": 0.9,
-        "window_days": 14,
-        "window_start": date,
-        "pooled_n": 140,
-        "pooled_correct": 126,
-        "pooled_accuracy": 0.9,
-        "ci_low": 0.84,
-        "ci_high": 0.94,
-        "prob_below_target": prob,
-        "cusum": 0.5,
-        "cusum_threshold": 4.0,
-        "method": "test",
-        "reason": f"{label} looks {verdict} on {date}",
-    }
-
-
-def day(offset_from_end: int) -> str:
-    return (END - dt.timedelta(days=offset_from_end)).isoformat()
-
-
-def write_history(store: Any, kind: str, docs: list[dict[str, Any]]) -> None:
-    """Write ``class_metrics`` or ``class_health`` documents the way the pipeline does: one (model, date) at a time."""
-    days: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for doc in docs:
-        days.setdefault((doc["model_id"], doc["date"]), []).append({k: v for k, v in doc.items() if k not in ("model_id", "date")})
-    for (model_id, date), rows in days.items():
-        store.replace_day(kind, model_id, date, rows)
-
-
-def store_snapshot(settings: Any) -> dict[str, tuple[int, int]]:
-    """Every file under the embedded store folder with its modification time and size."""
-    from monitor.store.embedded import store_files
-
-    root = settings.store_dir / settings.mongo_db
-    return {str(path.relative_to(root)): (path.stat().st_mtime_ns, path.stat().st_size) for path in store_files(root)}
-
-
-@pytest.fixture
-def history(store, settings) -> Iterator[dict[str, Any]]:
-    """30 days of 3 classes; "cat" drops on the last 8 days and is flagged needs_retraining for the last 3."""
-    rng = np.random.default_rng(1)
-    metrics, health = [], []
-    for k in range(29, -1, -1):
-        date = day(k)
-        for label in ("ant", "bee", "cat"):
-            dropped = label == "cat" and k < 8
-            correct = int(rng.binomial(10, 0.4 if dropped else 0.95))
-            pairs = [{"pred": "dog", "count": 10 - correct}] if correct < 10 else []
-            metrics.append(metric_doc(label, date, 10, correct, pairs))
-            verdict = "healthy"
-            if label == "cat":
-                verdict = "needs_retraining" if k < 3 else "watch" if k < 6 else "healthy"
-            if label == "bee" and k < 2:
-                verdict = "watch"
-            health.append(health_doc(label, date, verdict, prob=0.99 if verdict == "needs_retraining" else 0.6 if verdict == "watch" else 0.05))
-    write_history(store, "class_metrics", metrics)
-    write_history(store, "class_health", health)
-    store.register_model(MODEL, name="digits", checksum="0123456789ab", labels=["ant", "bee", "cat", "dog"], date=day(29))
-    store.register_model(MODEL, name="digits", checksum="0123456789ab", labels=["ant", "bee", "cat", "dog"], date=day(0))
-    store.add_alert(
-        {"model_id": MODEL, "label": "cat", "date": day(2), "kind": "needs_retraining", "message": "cat needs retraining", "evidence": health[-1], "created_at": None, "delivered": True, "delivered_at": None, "attempts": 1, "last_error": None}
-    )
-    store.record_stage("file:///src", day(0), "index", {}, finished_at=dt.datetime(2024, 3, 31, 1, 0, tzinfo=dt.timezone.utc))
-    store.update_run("file:///src", day(0), {"model_id": MODEL, "skipped": {"zero_bytes": 2}, "failed": {"decode_error": 1}})
-    store.commit()
-    yield {"metrics": pd.DataFrame(metrics), "health": pd.DataFrame(health)}
-
-
-def texts(component: Any) -> str:
-    """Every string in a Dash component tree, joined (what a reader of the page would see)."""
-    if component is None:
-        return ""
-    if isinstance(component, str | int | float):
-        return str(component)
-    if isinstance(component, list | tuple):
-        return " ".join(texts(c) for c in component)
-    children = getattr(component, "children", None)
-    return texts(children)
-
-
-def find(component: Any, id_: str) -> Any:
-    """The component with id ``id_`` in a tree, or None."""
-    if isinstance(component, list | tuple):
-        for child in component:
-            found = find(child, id_)
-            if found is not None:
-                return found
-        return None
-    if getattr(component, "id", None) == id_:
-        return component
-    children = getattr(component, "children", None)
-    return find(children, id_) if children is not None and not isinstance(children, str) else None
-
+from tests.fixtures.dashboard import END, MODEL, day, find, health_doc, metric_doc, store_snapshot, texts, write_history
 
 # --- pure helpers ---------------------------------------------------------------------------------
 
@@ -599,16 +470,16 @@ def test_range_slicing_by_bisection_matches_the_row_mask() -> None:
 
 
 def test_the_overview_reads_each_history_once_per_commit(store, settings, history, monkeypatch) -> None:
-    from monitor.store import Store
+    from monitor.store import EmbeddedStore
 
     reads: list[str] = []
-    rows = Store.rows
+    rows = EmbeddedStore.rows
 
-    def counted(self: Store, kind: str, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    def counted(self: EmbeddedStore, kind: str, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
         reads.append(kind)
         return rows(self, kind, *args, **kwargs)
 
-    monkeypatch.setattr(Store, "rows", counted)
+    monkeypatch.setattr(EmbeddedStore, "rows", counted)
     data = DashboardData(settings)
     for state in (ViewState(), ViewState(color="verdict"), ViewState(sort="name", page=1), ViewState()):
         render_page(data, ids.PATH_OVERVIEW, state)
@@ -624,16 +495,16 @@ def test_the_overview_reads_each_history_once_per_commit(store, settings, histor
 
 
 def test_after_a_commit_only_the_changed_dates_are_read_again_and_the_history_equals_a_fresh_read(store, settings, history, monkeypatch) -> None:
-    from monitor.store import Store
+    from monitor.store import EmbeddedStore
 
     reads: list[tuple[str, str | None, str | None]] = []
-    rows = Store.rows
+    rows = EmbeddedStore.rows
 
-    def counted(self: Store, kind: str, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    def counted(self: EmbeddedStore, kind: str, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
         reads.append((kind, kwargs.get("start"), kwargs.get("end")))
         return rows(self, kind, *args, **kwargs)
 
-    monkeypatch.setattr(Store, "rows", counted)
+    monkeypatch.setattr(EmbeddedStore, "rows", counted)
     data = DashboardData(settings)
     data.metrics(MODEL), data.health(MODEL)
     assert reads == [("class_metrics", None, None), ("class_health", None, None)]

@@ -67,7 +67,8 @@ def test_setup_source_serves_index_and_sample_for_a_recent_date(tmp_path: Path) 
 
     from monitor.orchestration.demo import MARKER, SETUP_SOURCE_TIME, build_setup_source
     from monitor.domain.digits import LABELS, split_indices
-    from monitor.orchestration.pipeline import run_index, run_sample
+    from monitor.orchestration.index_stage import run_index
+    from monitor.orchestration.sample_stage import run_sample
 
     settings = Settings(data_dir=tmp_path / "data")
     built = build_setup_source(settings)

@@ -640,7 +640,8 @@ def test_seeding_uploads_the_configured_source_once(emulator_env, capsys):
 def test_the_seeded_bucket_survives_an_emulator_restart_and_a_date_before_it_still_samples(emulator_env, tmp_path):
     import datetime as dt
 
-    from monitor.orchestration.pipeline import run_index, run_sample
+    from monitor.orchestration.index_stage import run_index
+    from monitor.orchestration.sample_stage import run_sample
     from monitor.core.settings import load_settings
 
     seed = _load_seed_script()

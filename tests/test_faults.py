@@ -20,10 +20,10 @@ from filelock import FileLock
 
 from monitor.core.faults import VARIABLE as KILL_AT
 from monitor.core.settings import SHIPPED_MODEL_DIR, Settings
-from monitor.store import KINDS, open_store
+from monitor.store import COLLECTIONS, open_store
 from tests.fixtures.sources import build_one_broken_class
-from tests.test_alerts import Endpoint
-from tests.test_alerts import endpoint as webhook  # noqa: F401,F811 (the webhook server fixture)
+from tests.fixtures.store import find
+from tests.fixtures.webhook import Endpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
 
@@ -52,7 +52,7 @@ def monitor(data_dir: Path, source: Path, *args: str, env: dict[str, str] | None
 def store_docs(data_dir: Path) -> dict[str, list[dict[str, Any]]]:
     """Every document of the embedded store in ``data_dir``, read as a reader does (no lock, no write)."""
     with open_store(Settings(data_dir=data_dir), read_only=True) as store:
-        return {kind: store.find(kind) for kind in KINDS}
+        return {kind: find(store, kind) for kind in COLLECTIONS}
 
 
 def store_files(data_dir: Path) -> dict[str, bytes]:

@@ -149,13 +149,6 @@ def test_a_second_writer_waits_for_the_lock_then_gives_a_clear_error(settings) -
             assert reader.counts()["images"] == 0
 
 
-def test_unreadable_embedded_store_is_a_store_error(settings) -> None:
-    settings.store_dir.mkdir(parents=True)
-    (settings.store_dir / f"{settings.mongo_db}.json").write_text("{not json")
-    with pytest.raises(StoreError, match="cannot be read"):
-        open_store(settings)
-
-
 def test_unreachable_mongodb_fails_fast_with_the_password_redacted(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path, mongo_uri="mongodb://admin:hunter2@127.0.0.1:1/?directConnection=true", mongo_timeout_ms=300)
     with pytest.raises(StoreError, match=r"MongoDB at mongodb://\*\*\*@127\.0\.0\.1:1/.* is unreachable") as info:

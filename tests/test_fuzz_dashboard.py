@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import json
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -21,8 +20,7 @@ from hypothesis import strategies as st
 from dashboards import ids
 from dashboards.state import MAX_CLASSES, MAX_PAGE, _valid_date, parse_query
 from tests.fixtures.fuzz import fuzz_settings
-from tests.test_dashboard_data import MODEL, day, health_doc, metric_doc, write_history
-from tests.test_hardening_dashboard import assert_no_server_error, click_body, controls_body, post, production_client, render_body
+from tests.fixtures.dashboard import MODEL, assert_no_server_error, click_body, controls_body, day, health_doc, metric_doc, post, production_client, render_body, write_history
 
 FUZZ = fuzz_settings(60)
 

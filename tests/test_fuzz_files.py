@@ -15,6 +15,7 @@ is reproducible: ``FUZZ_EXAMPLES`` (default 40 per property) raises it, e.g.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import json
 import math
@@ -34,12 +35,13 @@ from hypothesis import strategies as st
 
 from evaluation.predictions import COLUMNS, PREDICTIONS_SCHEMA, STATUS_FAILED, STATUS_OK, read_predictions, write_predictions
 from tests.fixtures.fuzz import fuzz_settings
-from monitor.domain import health
+from monitor.orchestration import health_stage as health
 from monitor.store.embedded import restore
 from monitor.core.errors import MonitorError
 from monitor.domain.sampling import CSV_COLUMNS, read_sample_csv
 from monitor.core.settings import Settings
-from monitor.store import KINDS, open_store
+from monitor.store import COLLECTIONS, open_store
+from tests.fixtures.store import find
 
 FUZZ = fuzz_settings(40, [HealthCheck.large_base_example])
 DATE = "2026-11-20"
@@ -132,8 +134,8 @@ def template_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _read_everything(data: Path) -> None:
     with open_store(Settings(data_dir=data), read_only=True) as store:
-        for kind in KINDS:
-            store.find(kind)
+        for kind in COLLECTIONS:
+            find(store, kind)
 
 
 def _manifest_text(template: Path, data: st.DataObject) -> str | bytes:
@@ -280,7 +282,7 @@ def test_fuzz_a_sample_csv_reads_as_a_sample_or_is_one_data_error(data: st.DataO
         path.write_bytes(text.encode("utf-8", "surrogateescape"))
         before = _tree(sandbox)
         try:
-            sample = read_sample_csv(path, date=DATE if named else None, source="file:///src" if named else None)
+            sample = read_sample_csv(path, date=dt.date(2026, 11, 20) if named else None, source="file:///src" if named else None)
         except Exception as exc:  # noqa: BLE001 (the property: which exceptions may come out)
             _assert_refused_in_one_line(exc)
         else:

@@ -12,82 +12,11 @@ from typing import Any
 import pytest
 
 from dashboards import guards, ids
-from dashboards.app import create_app
-from dashboards.data import DashboardData
 from dashboards.state import MAX_CLASSES, MAX_PAGE, MAX_QUERY_CHARS, ViewState, clamp_range, page_number, parse_query, state_from_controls
-from tests.test_dashboard_data import MODEL, day, history  # noqa: F401  # history: the fixture, used by name
-
-UPDATE = "/_dash-update-component"
-RENDER_OUTPUT = f"..{ids.NAV}.children...{ids.FILTERS}.children...{ids.PAGE}.children.."
-
-
-# --- request bodies as the renderer sends them ---------------------------------------------------------------------
-
-
-def render_body(pathname: Any = "/", search: Any = "", values: list[tuple[str, Any]] | None = None) -> dict[str, Any]:
-    """The body of the URL -> page callback (the filter bar's controls as state)."""
-    return {
-        "output": RENDER_OUTPUT,
-        "outputs": [{"id": ids.NAV, "property": "children"}, {"id": ids.FILTERS, "property": "children"}, {"id": ids.PAGE, "property": "children"}],
-        "inputs": [{"id": ids.URL, "property": "pathname", "value": pathname}, {"id": ids.URL, "property": "search", "value": search}],
-        "changedPropIds": [f"{ids.URL}.pathname", f"{ids.URL}.search"],
-        "state": [[{"id": ids.param(name), "property": "value", "value": value} for name, value in values or []], [], []],
-    }
-
-
-def controls_body(changes: list[tuple[str, Any]], search: Any = "", start: Any = None) -> dict[str, Any]:
-    """The body of the controls -> URL callback where the controls ``changes`` (name, value) were changed by the user."""
-    values = [{"id": ids.param(name), "property": "value", "value": value} for name, value in changes]
-    starts = [] if start is None else [{"id": ids.param_range(ids.DATES), "property": "start_date", "value": start}]
-    changed = [f'{{"name":"{name}","type":"{ids.PARAM}"}}.value' for name, _ in changes]
-    if start is not None:
-        changed.append(f'{{"name":"{ids.DATES}","type":"{ids.PARAM_RANGE}"}}.start_date')
-    return {
-        "output": f"{ids.URL}.search",
-        "outputs": {"id": ids.URL, "property": "search"},
-        "inputs": [values, starts, []],
-        "changedPropIds": changed,
-        "state": [{"id": ids.URL, "property": "search", "value": search}],
-    }
-
-
-def click_body(click: Any, search: Any = "") -> dict[str, Any]:
-    """The body of the heatmap-click callback."""
-    return {
-        "output": f"{ids.URL}.href",
-        "outputs": {"id": ids.URL, "property": "href"},
-        "inputs": [{"id": ids.OVERVIEW_HEATMAP, "property": "clickData", "value": click}],
-        "changedPropIds": [f"{ids.OVERVIEW_HEATMAP}.clickData"],
-        "state": [{"id": ids.URL, "property": "search", "value": search}],
-    }
-
-
-def post(client: Any, body: Any) -> Any:
-    """POST ``body`` (a JSON value, or raw text when a str) to Dash's callback route."""
-    data = body if isinstance(body, str) else json.dumps(body)
-    return client.post(UPDATE, data=data, content_type="application/json")
-
-
-def assert_no_server_error(response: Any) -> None:
-    assert response.status_code < 500, response.data[:300]
-    assert b"Traceback" not in response.data
-
-
-def page_text(response: Any) -> str:
-    """The text of the rendered page content in a render callback's response."""
-    return json.dumps(response.get_json()["response"][ids.PAGE]["children"], ensure_ascii=False)
-
-
-def production_client(settings: Any) -> Any:
-    """A test client of the app as ``monitor dashboard`` serves it: debug off, errors answered (not raised into the test)."""
-    app = create_app(settings, data=DashboardData(settings))
-    server = app.server
-    assert not server.debug and not server.testing and not server.config["PROPAGATE_EXCEPTIONS"]
-    return server.test_client()
-
+from tests.fixtures.dashboard import MODEL, assert_no_server_error, click_body, controls_body, day, page_text, post, production_client, render_body
 
 @pytest.fixture
-def client(settings, history) -> Any:  # noqa: F811  # the history fixture, imported above
+def client(settings, history) -> Any:
     return production_client(settings)
 
 

@@ -26,6 +26,7 @@ from monitor.core.files import FileRefused, parse_json_bounded, read_bounded, re
 from monitor.domain.indexing import REASON_NOT_A_FILE, REASON_NOT_UTF8, REASON_WRONG_DEPTH, classify, index_source
 from monitor.core.sources import MAX_LOCAL_DEPTH, LocalSource
 from monitor.store import Store
+from tests.fixtures.store import find
 
 DATE = "2026-11-20"
 REDO = f"monitor evaluate --date {DATE} --force"
@@ -276,7 +277,7 @@ def test_indexing_an_odd_tree_records_each_odd_object_as_unusable_with_its_reaso
     report = _in_thread(lambda: index_source(source, store))
     assert not isinstance(report, BaseException), report
     assert report.labels == {"cat": 1} and report.unusable == {REASON_NOT_A_FILE: 2, REASON_NOT_UTF8: 2}
-    docs = {doc["path"]: doc for doc in store.find("images", {"source": source.uri})}
+    docs = {doc["path"]: doc for doc in find(store, "images", {"source": source.uri})}
     assert {p: (d["label"], d["status"], d["reason"]) for p, d in docs.items()} == {
         "cat/ok.png": ("cat", "ok", None),
         "cat/pipe.png": ("cat", "unusable", REASON_NOT_A_FILE),
@@ -303,7 +304,7 @@ def test_a_source_that_hands_over_os_names_as_they_came_is_indexed_under_escaped
 
     report = index_source(Listed(), store)  # type: ignore[arg-type]
     assert report.unusable == {REASON_NOT_UTF8: 2} and report.labels == {"cat": 1}
-    assert sorted(doc["path"] for doc in store.find("images", {"source": "file:///odd"})) == sorted(["cat/ok.png", "cat/x\\xff.png", "cat/\\ud800.png"])
+    assert sorted(doc["path"] for doc in find(store, "images", {"source": "file:///odd"})) == sorted(["cat/ok.png", "cat/x\\xff.png", "cat/\\ud800.png"])
 
 
 def _remove_deep(top: Path) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from monitor.store import embedded as embedded_module
-from monitor.domain import health
+from monitor.orchestration import health_stage as health
 from monitor.store.embedded import MANIFEST_MAX_BYTES, PART_MAX_BYTES, EmbeddedDB, restore
 from monitor.core.errors import StoreError
 from monitor.core.settings import Settings
@@ -271,7 +271,7 @@ def test_a_writer_never_writes_a_manifest_readers_would_refuse(two_commits: tupl
         with pytest.raises(StoreError, match=r"has grown past .* MiB of manifest \(8 partitions\); use a MongoDB"):
             store.commit()
     finally:
-        embedded_module.EmbeddedDB.close(store._embedded, commit=False)  # type: ignore[arg-type]
+        embedded_module.EmbeddedDB.close(store._db, commit=False)  # type: ignore[arg-type]
     assert (root / "manifest.json").read_bytes() == before
 
 

@@ -14,34 +14,31 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from monitor.core.stats import wilson_interval
 from monitor.core.errors import ConfigError, DataError
-from monitor.domain.health import (
-    TIERS,
-    State,
-    advance,
-    assess_history,
-    average_run_length,
-    compute_health,
-    design,
-    design_for,
-    followup_extra,
-    followup_requests,
-    judge_day,
+from monitor.core.settings import load_settings
+from monitor.core.stats import prob_below, wilson_interval
+from monitor.core.verdicts import Verdict
+from monitor.domain.health.calibration import (
     COLLAPSE_SHARE,
+    TIERS,
+    _smallest,
+    average_run_length,
+    design,
+    followup_extra,
     grant_unit,
     lattice,
     llr_weights,
-    run_lengths,
-    worst_run_length,
-    prob_below,
     recovery_run_length,
     required_arl,
-    verdict_codes,
+    run_lengths,
+    worst_run_length,
 )
-from monitor.core.settings import load_settings
+from monitor.domain.health.detector import State, advance, counted, verdict_codes
+from monitor.domain.health.judge import check_counts
 from monitor.orchestration.context import RunContext
-from monitor.core.verdicts import Verdict
+from monitor.orchestration.health_stage import compute_health, count_columns, design_for, followup_requests
+from tests.fixtures.health_reference import assess_history, judge_day
+from tests.fixtures.store import find, remove
 
 START = dt.date(2024, 3, 1)
 
@@ -568,21 +565,21 @@ def _add_rows(store, kind: str, docs: list[dict[str, Any]]) -> None:
     for doc in docs:
         by_day[(doc["model_id"], doc["date"])].append(doc)
     for (model_id, date), new in sorted(by_day.items()):
-        kept = store.find(kind, {"model_id": model_id, "date": date})
+        kept = find(store, kind, {"model_id": model_id, "date": date})
         store.replace_day(kind, model_id, date, kept + new)
 
 
 def _move_day(store, kind: str, model_id: str, date: str, to: str) -> None:
     """Move the ``kind`` rows of (model, ``date``) to ``to`` (which must hold none)."""
-    rows = store.find(kind, {"model_id": model_id, "date": date})
-    assert rows and not store.find(kind, {"model_id": model_id, "date": to})
-    store.remove(kind, {"model_id": model_id, "date": date})
+    rows = find(store, kind, {"model_id": model_id, "date": date})
+    assert rows and not find(store, kind, {"model_id": model_id, "date": to})
+    remove(store, kind, {"model_id": model_id, "date": date})
     store.replace_day(kind, model_id, to, [{**row, "date": to} for row in rows])
 
 
 def _one(store, kind: str, query: dict[str, Any]) -> dict[str, Any]:
     """The one stored document of ``kind`` matching ``query``."""
-    found = store.find(kind, query)
+    found = find(store, kind, query)
     assert len(found) == 1, (kind, query, found)
     return found[0]
 
@@ -600,7 +597,7 @@ def _store_metrics(store, model_id: str, rows: dict[str, list[tuple[int, int]]],
 def _verdicts(store, model_id: str) -> dict[tuple[str, str], tuple]:
     return {
         (r["date"], r["label"]): (r["verdict"], r["cusum"], r["cusum_threshold"], r["flagged"])
-        for r in store.find("class_health", {"model_id": model_id})
+        for r in find(store, "class_health", {"model_id": model_id})
     }
 
 
@@ -642,7 +639,7 @@ def test_compute_health_rerun_replaces_the_rows_of_the_date(store, settings) -> 
         first = compute_health(store, "m@1", day(i), settings)
     again = compute_health(store, "m@1", day(2), settings)
     assert first == again
-    assert len(store.find("class_health", {"model_id": "m@1", "date": day(2)})) == 2
+    assert len(find(store, "class_health", {"model_id": "m@1", "date": day(2)})) == 2
     assert all("_id" not in row for row in again)
 
 
@@ -660,16 +657,21 @@ def test_compute_health_without_metrics_on_the_date_is_a_data_error(store, setti
         compute_health(store, "m@1", day(5), settings)
 
 
-@pytest.mark.parametrize("dates", [["2024-03-01", "2024-03-01"], ["2024-03-02", "20240302"]], ids=["same text", "two forms of one day"])
-def test_the_column_check_refuses_counts_that_repeat_a_date_of_a_class_and_accepts_it_across_classes(dates: list[str]) -> None:
-    from monitor.domain.health import _check_counts, _count_columns
-
+def test_the_column_check_refuses_counts_that_repeat_a_date_of_a_class_and_accepts_it_across_classes() -> None:
     # The store refuses a repeated label on one day; this guards the columns compute_health judges all the same
-    # (a store written by another tool, or one day written as two date strings).
+    # (a store written by another tool).
+    dates = ["2024-03-01", "2024-03-01"]
     docs = [{"label": "a", "date": date, "n": 10, "correct": 9} for date in dates] + [{"label": "b", "date": dates[0], "n": 10, "correct": 9}]
     with pytest.raises(DataError, match="repeat a date"):
-        _check_counts(_count_columns(docs, ["a", "b"]))
-    _check_counts(_count_columns([docs[0], docs[2]], ["a", "b"]))  # one day, two classes: no repeat
+        check_counts(count_columns(docs, ["a", "b"]))
+    check_counts(count_columns([docs[0], docs[2]], ["a", "b"]))  # one day, two classes: no repeat
+
+
+def test_a_stored_date_not_written_yyyy_mm_dd_is_a_data_error_naming_it() -> None:
+    # One day written as two date strings (a store written by another tool) must not count as two days.
+    docs = [{"label": "a", "date": "2024-03-02", "n": 10, "correct": 9}, {"label": "a", "date": "20240302", "n": 10, "correct": 9}]
+    with pytest.raises(DataError, match="'20240302' is not in YYYY-MM-DD form"):
+        count_columns(docs, ["a"])
 
 
 def _run(store, settings, model_id: str, days: range) -> None:
@@ -685,9 +687,9 @@ def test_a_new_class_leaves_stored_verdicts_and_alerts_unchanged_and_raises_no_r
     series["c00"] = [(10, 10)] * 5 + [(10, 5)] * 3 + [(10, 8)] * 12  # flagged, then at 0.8: still below target
     _store_metrics(store, "m@1", series)
     _run(store, settings, "m@1", range(12))
-    flagged_on = min(r["date"] for r in store.find("class_health", {"label": "c00", "flagged": True}))
+    flagged_on = min(r["date"] for r in find(store, "class_health", {"label": "c00", "flagged": True}))
     before = _verdicts(store, "m@1")
-    alerts_before = sorted((a["date"], a["label"], a["kind"]) for a in store.find("alerts"))
+    alerts_before = sorted((a["date"], a["label"], a["kind"]) for a in find(store, "alerts"))
     # A 15th class appears on day 12: a higher threshold for the 15 classes from that day on.
     _store_metrics(store, "m@1", {"c14": [(10, 10)] * 8}, first=12)
     _run(store, settings, "m@1", range(12, 20))
@@ -696,7 +698,7 @@ def test_a_new_class_leaves_stored_verdicts_and_alerts_unchanged_and_raises_no_r
     thresholds = {v[2] for k, v in after.items() if k[0] >= day(12)}
     assert thresholds == {design_for(0.9, settings, 15).threshold} != {v[2] for v in before.values()}
     assert all(after[(day(i), "c00")][0] == "needs_retraining" for i in range(12, 20))  # still flagged
-    alerts = sorted((a["date"], a["label"], a["kind"]) for a in store.find("alerts"))
+    alerts = sorted((a["date"], a["label"], a["kind"]) for a in find(store, "alerts"))
     assert alerts == alerts_before == [(flagged_on, "c00", "needs_retraining")]
 
 
@@ -714,7 +716,7 @@ def test_a_settings_change_applies_from_its_day_and_never_rewrites_or_flips_a_st
     after = _verdicts(store, "m@1")
     assert {k: v for k, v in after.items() if k[0] < day(10)} == before
     assert after[(day(10), "a")][0] == "needs_retraining"
-    assert [a["kind"] for a in store.find("alerts", {"label": "a"})] == ["needs_retraining"]
+    assert [a["kind"] for a in find(store, "alerts", {"label": "a"})] == ["needs_retraining"]
     row = _one(store, "class_health", {"date": day(10), "label": "a"})
     name = next(iter(change))
     assert row["judged_under"].get(name, row["target"]) == change[name] if name != "target_overrides" else row["target"] == 0.85
@@ -726,7 +728,7 @@ def test_a_history_sampled_at_mixed_n_is_judged_with_each_days_own_threshold(sto
     _run(store, at30, "m@1", range(10))
     _store_metrics(store, "m@1", {"a": [(10, 9)] * 10}, first=10)
     _run(store, settings, "m@1", range(10, 20))
-    rows = {r["date"]: r for r in store.find("class_health", {"label": "a"})}
+    rows = {r["date"]: r for r in find(store, "class_health", {"label": "a"})}
     assert {rows[day(i)]["cusum_threshold"] for i in range(10)} == {design_for(0.9, settings, 1, n=30).threshold}
     assert {rows[day(i)]["cusum_threshold"] for i in range(10, 20)} == {design_for(0.9, settings, 1, n=10).threshold}
     assert rows[day(5)]["judged_under"]["samples_per_class"] == 30
@@ -752,7 +754,7 @@ def test_false_alarms_of_a_mixed_n_history_stay_within_the_bound(settings) -> No
 
 
 def test_a_date_filled_in_late_gives_the_same_history_and_alerts_as_an_in_order_run(store, settings) -> None:
-    from monitor.orchestration.pipeline import health_with
+    from monitor.orchestration.health_stage import health_with
 
     dropping = [(10, 10)] * 8 + [(10, 4), (10, 2), (10, 4), (10, 10)]
     series = {"good": [(10, 10)] * 12, "dropping": dropping}
@@ -771,13 +773,13 @@ def test_a_date_filled_in_late_gives_the_same_history_and_alerts_as_an_in_order_
     health_with(RunContext.for_date(settings, day(late)), store, model_id="m@1")
 
     def snapshot() -> tuple[list[dict], list[tuple]]:
-        health = sorted(store.find("class_health", {"model_id": "m@1"}), key=lambda r: (r["date"], r["label"]))
-        alerts = sorted((a["date"], a["label"], a["kind"]) for a in store.find("alerts", {"model_id": "m@1"}))
+        health = sorted(find(store, "class_health", {"model_id": "m@1"}), key=lambda r: (r["date"], r["label"]))
+        alerts = sorted((a["date"], a["label"], a["kind"]) for a in find(store, "alerts", {"model_id": "m@1"}))
         return health, alerts
 
     filled_late = snapshot()
-    store.remove("class_health", {})
-    store.remove("alerts", {})
+    remove(store, "class_health", {})
+    remove(store, "alerts", {})
     for i in range(12):
         health_with(RunContext.for_date(settings, day(i)), store, model_id="m@1")
     in_order = snapshot()
@@ -788,22 +790,22 @@ def test_a_date_filled_in_late_gives_the_same_history_and_alerts_as_an_in_order_
 
 
 def test_a_backfill_recomputes_later_days_under_their_own_stored_settings(store, settings) -> None:
-    from monitor.orchestration.pipeline import health_with
+    from monitor.orchestration.health_stage import health_with
 
     _store_metrics(store, "m@1", {"a": [(10, 10)] * 2}, first=0)
     _store_metrics(store, "m@1", {"a": [(10, 10)] * 2}, first=3)
     for i in (0, 1, 3, 4):
         health_with(RunContext.for_date(settings if i < 3 else settings.model_copy(update={"false_alarms_per_year": 0.1}), day(i)), store, model_id="m@1")
-    later = {r["date"]: r["cusum_threshold"] for r in store.find("class_health", {"date": {"$gte": day(3)}})}
+    later = {r["date"]: r["cusum_threshold"] for r in find(store, "class_health", {"date": {"$gte": day(3)}})}
     _store_metrics(store, "m@1", {"a": [(10, 9)]}, first=2)
     health_with(RunContext.for_date(settings, day(2)), store, model_id="m@1")  # the backfill runs under today's (other) settings
-    again = {r["date"]: r["cusum_threshold"] for r in store.find("class_health", {"date": {"$gte": day(3)}})}
+    again = {r["date"]: r["cusum_threshold"] for r in find(store, "class_health", {"date": {"$gte": day(3)}})}
     assert again == later and len(set(again.values())) == 1
     assert _one(store, "class_health", {"date": day(3)})["judged_under"]["false_alarms_per_year"] == 0.1
 
 
 def test_health_judges_the_model_the_day_last_evaluated_when_two_were_measured(store, settings) -> None:
-    from monitor.orchestration.pipeline import health_with
+    from monitor.orchestration.health_stage import health_with
 
     _store_metrics(store, "old@1", {"a": [(10, 10)] * 3})
     _store_metrics(store, "new@2", {"a": [(10, 2)] * 3})
@@ -892,13 +894,13 @@ def test_all_classes_at_once_equals_judging_each_class_alone_day_by_day_and_from
 
     verdicts = set()
     for t in [t for t in (5, 17, 30, last) if t not in no_run]:
-        stored = {r["label"]: r for r in store.find("class_health", {"model_id": "daily@1", "date": day(t)})}
+        stored = {r["label"]: r for r in find(store, "class_health", {"model_id": "daily@1", "date": day(t)})}
         assert set(stored) == set(labels)
         for label in labels:
             expected = reference(full, label, t)
             assert same(stored[label], expected), (label, t, stored[label]["reason"], expected["reason"])
             verdicts.add(expected["verdict"])
-    scratch = {r["label"]: r for r in store.find("class_health", {"model_id": "scratch@1", "date": day(last)})}
+    scratch = {r["label"]: r for r in find(store, "class_health", {"model_id": "scratch@1", "date": day(last)})}
     assert set(scratch) == set(labels)
     for label in labels:
         expected = reference(gappy, label, last)
@@ -944,8 +946,6 @@ def test_compute_health_rows_carry_every_documented_field_equal_to_the_one_class
 @pytest.mark.parametrize("start", [1, 5, 37, 38, 64, 500])
 @pytest.mark.parametrize("first", [1, 2, 37, 38, 100, 1000])
 def test_the_threshold_search_finds_the_smallest_h_that_meets_a_monotone_condition_from_any_start(start: int, first: int) -> None:
-    from monitor.domain.health import _smallest
-
     asked: list[int] = []
 
     def meets(h: int) -> bool:
@@ -957,8 +957,6 @@ def test_the_threshold_search_finds_the_smallest_h_that_meets_a_monotone_conditi
 
 
 def test_the_threshold_search_gives_up_with_a_config_error_when_nothing_is_in_reach() -> None:
-    from monitor.domain.health import _smallest
-
     with pytest.raises(ConfigError, match="out of reach"):
         _smallest(lambda h: False, 1)
 
@@ -977,11 +975,9 @@ def test_continuing_from_stored_rows_gives_the_rows_of_a_judgement_from_scratch(
 
 
 def test_the_column_check_names_the_day_and_counts_that_are_inconsistent() -> None:
-    from monitor.domain.health import _check_counts, _count_columns
-
     docs = [{"label": "a", "date": "2024-03-01", "n": 10, "correct": 9}, {"label": "a", "date": "2024-03-02", "n": 10, "correct": 11}]
     with pytest.raises(DataError, match=r"counts on 2024-03-02: correct 11 of n 10 are inconsistent"):
-        _check_counts(_count_columns(docs, ["a"]))
+        check_counts(count_columns(docs, ["a"]))
 
 
 def test_a_day_without_a_usable_prediction_adds_nothing_to_the_window(store, settings) -> None:
@@ -993,7 +989,7 @@ def test_a_day_without_a_usable_prediction_adds_nothing_to_the_window(store, set
     assert (row["pooled_n"], row["pooled_correct"]) == (20, 15) and row["cusum"] > 0
     assert type(row["pooled_n"]) is int and type(row["day_n"]) is int
     # Judged at once from the counts (no stored row to continue from): the same row.
-    store.remove("class_health", {})
+    remove(store, "class_health", {})
     (fresh,) = compute_health(store, "m@1", day(2), settings)
     assert fresh == row
 
@@ -1034,8 +1030,6 @@ def test_the_recovery_run_length_is_the_expected_days_of_the_clearing_chain(targ
 
 def test_the_worst_follow_up_policy_is_the_shortest_run_length_over_every_policy_by_brute_force() -> None:
     import itertools
-
-    from monitor.domain.health import worst_run_length
 
     limit, up, down, p_wrong, choices = 7, 3, 1, 0.1, (2, 6)
     by_policy = {}
@@ -1175,8 +1169,6 @@ def test_the_first_days_large_draw_gives_a_verdict_on_day_one(store, settings) -
 def test_a_recomputed_day_counts_follow_up_only_within_what_its_recomputed_state_asks_for(settings) -> None:
     """After a backfill a later day may hold follow-up images its new state never asked for: it counts its base draw only,
     so the calibration's assumption (any grant up to the request) holds for the recomputed days."""
-    from monitor.domain.health import counted
-
     d = design_for(0.9, settings, 15)
     calm = State.zeros()  # S = 0: asks for no follow-up
     assert (int(followup_extra(calm.s, d.h, d.followup, calm.flagged)),) == (0,)
@@ -1192,15 +1184,15 @@ def test_a_recomputed_day_counts_follow_up_only_within_what_its_recomputed_state
 
 
 def test_a_target_override_for_a_class_that_does_not_exist_is_refused_at_health_time(store, settings) -> None:
-    from monitor.orchestration.context import RunContext
     from monitor.core.errors import ConfigError
-    from monitor.orchestration.pipeline import health_with
+    from monitor.orchestration.context import RunContext
+    from monitor.orchestration.health_stage import health_with
 
     _store_metrics(store, "m@1", {"seven": [(10, 10)], "eight": [(10, 9)]})
     typo = settings.model_copy(update={"target_overrides": {"Seven": 0.8}})
     with pytest.raises(ConfigError, match=r"MONITOR_TARGET_OVERRIDES names 'Seven', not among the 2 classes \(eight, seven\)"):
         health_with(RunContext.for_date(typo, day(0)), store, model_id="m@1")
-    assert store.find("class_health", {}) == []  # nothing judged under the wrong targets
+    assert find(store, "class_health", {}) == []  # nothing judged under the wrong targets
     right = settings.model_copy(update={"target_overrides": {"seven": 0.8}})
     rows = {row["label"]: row for row in health_with(RunContext.for_date(right, day(0)), store, model_id="m@1")["classes"]}
     assert (rows["seven"]["target"], rows["eight"]["target"]) == (0.8, 0.9)

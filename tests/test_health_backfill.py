@@ -1,6 +1,6 @@
 """Backfills after a settings change, and follow-up requests when two models were judged on the same date (issue 22).
 
-A date filled in late recomputes the days stored after it (``monitor.orchestration.pipeline.health_with``), each under the
+A date filled in late recomputes the days stored after it (``monitor.orchestration.health_stage.health_with``), each under the
 settings and target it was judged under (``compute_health(..., as_stored=True)``): the history must equal the one
 an in-order run under the same settings would have written, whatever today's settings say. And the follow-up a
 class gets is the largest any model judged on the latest date asked for, granted most urgent first.
@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from monitor.orchestration.context import RunContext
-from monitor.domain.health import compute_health, followup_requests
-from monitor.orchestration.pipeline import health_with
 from monitor.core.settings import Settings
+from monitor.orchestration.context import RunContext
+from monitor.orchestration.health_stage import compute_health, followup_requests
+from monitor.orchestration.health_stage import health_with
+from tests.fixtures.store import find
 
 START = dt.date(2024, 3, 1)
 DAYS = 14
@@ -43,10 +44,10 @@ def _store_metrics(store, model_id: str, days: list[int]) -> None:
 def _history(store, model_id: str) -> tuple[list[dict[str, Any]], list[tuple[str, str, str]]]:
     """Every class_health row of ``model_id`` (without ids) and its alerts, in date and label order."""
     rows = sorted(
-        ({k: v for k, v in row.items() if k not in ("_id", "model_id")} for row in store.find("class_health", {"model_id": model_id})),
+        ({k: v for k, v in row.items() if k not in ("_id", "model_id")} for row in find(store, "class_health", {"model_id": model_id})),
         key=lambda row: (row["date"], row["label"]),
     )
-    alerts = sorted((a["date"], a["label"], a["kind"]) for a in store.find("alerts", {"model_id": model_id}))
+    alerts = sorted((a["date"], a["label"], a["kind"]) for a in find(store, "alerts", {"model_id": model_id}))
     return rows, alerts
 
 

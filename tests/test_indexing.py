@@ -24,7 +24,8 @@ from monitor.domain import indexing
 from monitor.core.errors import SourceError, StoreError
 from monitor.domain.indexing import IndexReport, _path_hasher, _path_keys, _unit_floats, classify, index_source, sample_key
 from monitor.core.sources import BlobInfo, GCSSource, LocalSource
-from monitor.store import Store
+from monitor.store import MongoStore, Store
+from tests.fixtures.store import find
 
 T1 = dt.datetime(2026, 2, 1, 12, 0, tzinfo=dt.timezone.utc)
 T2 = dt.datetime(2026, 2, 2, 12, 0, tzinfo=dt.timezone.utc)
@@ -58,13 +59,13 @@ def _folder(root: Path, layout: dict[str, bytes] = LAYOUT) -> LocalSource:
 
 
 def _docs(store: Store, source: str) -> dict[str, dict[str, Any]]:
-    return {doc["path"]: doc for doc in store.find("images", {"source": source})}
+    return {doc["path"]: doc for doc in find(store, "images", {"source": source})}
 
 
 def _mongo_db() -> Any:
     """A MongoDB-like database (mongomock) with the service's indexes, as ``open_store`` leaves a real one."""
     db: Any = mongomock.MongoClient(tz_aware=True)["monitor"]
-    Store(db=db, description="mongomock").ensure_indexes()
+    MongoStore(db=db, description="mongomock").ensure_indexes()
     return db
 
 
@@ -226,7 +227,7 @@ class _CountingDatabase:
 
 def _fake_store(db: _CountingDatabase, description: str) -> Store:
     """A store over a wrapped database (it quacks like a pymongo ``Database`` for what the store calls)."""
-    return Store(db=cast(Any, db), description=description)
+    return MongoStore(db=cast(Any, db), description=description)
 
 
 _SINGLE_WRITES = {"insert_one", "update_one", "replace_one", "delete_one", "find_one_and_update"}
@@ -247,7 +248,7 @@ def test_index_writes_in_bulk_batches_never_one_round_trip_per_image(tmp_path: P
 
     report = index_source(source, _fake_store(counting, "counting"), now=T1, batch_size=100, progress=advanced.append)
 
-    assert report.new == 250 and Store(db=db, description="mongomock").count_images(source.uri) == 250
+    assert report.new == 250 and MongoStore(db=db, description="mongomock").count_images(source.uri) == 250
     # New documents go in one insert_many per batch on MongoDB, whatever labels it holds; no per-image write at all.
     assert _labels_per_batch(source, 100) == [2, 2, 1]
     assert counting.calls["insert_many"] == 3
@@ -310,7 +311,7 @@ def test_a_store_failure_mid_run_is_a_store_error_and_keeps_the_batches_written_
     with pytest.raises(StoreError, match="could not write 100 image documents .* on flaky: connection reset"):
         index_source(source, _fake_store(failing, "flaky"), now=T1, batch_size=100)
 
-    store = Store(db=db, description="mongomock")
+    store = MongoStore(db=db, description="mongomock")
     assert failing.written == 100 and failing.calls["insert_many"] > 1, "the first batch was written, then a write failed"
     assert store.count_images(source.uri) == 100
     # the re-run repairs it: what was written is unchanged, the rest is new
@@ -326,7 +327,7 @@ def test_an_unreachable_store_is_a_store_error(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     client: pymongo.MongoClient = pymongo.MongoClient(f"mongodb://127.0.0.1:{port}", serverSelectionTimeoutMS=200, connect=False)
-    dead = Store(db=client["db"], description=f"MongoDB 127.0.0.1:{port}")
+    dead = MongoStore(db=client["db"], description=f"MongoDB 127.0.0.1:{port}")
     try:
         with pytest.raises(StoreError, match=f"127.0.0.1:{port}"):
             index_source(_folder(tmp_path / "src", {"Cat/a.jpg": b"x"}), dead)
@@ -410,9 +411,9 @@ def test_the_batch_loop_applies_classify_and_the_time_rules_to_odd_listings() ->
         updated = created if i % 2 else (east, exact, naive)[i % 3]
         for blobs, (size, symlink) in zip(variants, ((7, False), (0, False), (7, True))):
             blobs.append(BlobInfo(path=path, size=size, checksum=f"{size}", created=created, updated=updated, symlink=symlink))
-    store = Store(db=_mongo_db(), description="mongomock")
+    store = MongoStore(db=_mongo_db(), description="mongomock")
     # A second store already holds another blob of each source: there, the same blobs are new to a run that looks up.
-    seeded = Store(db=_mongo_db(), description="mongomock")
+    seeded = MongoStore(db=_mongo_db(), description="mongomock")
     expected_labels: Counter[str] = Counter()
     expected_unusable: Counter[str] = Counter()
     for variant, blobs in enumerate(variants):
@@ -522,7 +523,7 @@ class _Generated:
         raise SourceError(path)
 
 
-class _HoldsNothing(Store):
+class _HoldsNothing(MongoStore):
     """The five operations the indexer calls, answered as a store holding an earlier run of ``source`` (when ``indexed``)
     plus ``vanished`` stored blobs no longer listed, with nothing held: a store's own memory is not the indexer's."""
 
@@ -610,7 +611,7 @@ def test_the_indexer_memory_does_not_grow_with_the_listing() -> None:
 def test_a_store_that_hands_back_naive_times_still_sees_an_unchanged_source_as_unchanged(tmp_path: Path) -> None:
     # A MongoClient without tz_aware returns naive UTC datetimes: equal to the listed aware ones, not a change.
     db: Any = mongomock.MongoClient(tz_aware=False)["monitor_naive"]
-    store = Store(db=db, description="mongomock without tz_aware")
+    store = MongoStore(db=db, description="mongomock without tz_aware")
     store.ensure_indexes()
     source = _folder(tmp_path / "src")
     index_source(source, store, now=T1)

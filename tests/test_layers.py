@@ -28,10 +28,14 @@ def test_no_import_runs_back_up_a_floor() -> None:
     edges = graph.imports(graph.modules())
     assert graph.upward(edges) == []
     # The graph is real: the orchestration reaches every domain area, the domain stands on the foundation.
-    assert {"monitor.domain.health", "monitor.domain.sampling", "evaluation.metrics"} <= edges["monitor.orchestration.pipeline"] | {
+    assert {"monitor.domain.health.judge", "monitor.domain.sampling", "evaluation.metrics"} <= edges["monitor.orchestration.pipeline"] | {
         t for s in edges["monitor.orchestration.pipeline"] for t in edges.get(s, ())
     }
-    assert "monitor.store" in edges["monitor.domain.health"] and graph.floor("monitor.store") == "foundation"
+    assert "monitor.store" in edges["monitor.domain.sampling"] and graph.floor("monitor.store") == "foundation"
+    # The health calculators are pure: the store, the settings and the files are their stage's (NannyML's runner).
+    health = set().union(*(targets for name, targets in edges.items() if name.startswith("monitor.domain.health")))
+    assert "monitor.domain.health.detector" in health and not health & {"monitor.store", "monitor.core.settings", "monitor.core.files"}
+    assert "monitor.store" in edges["monitor.orchestration.health_stage"]
 
 
 def _tree(root: Path, files: dict[str, str]) -> None:

@@ -17,6 +17,7 @@ from evaluation.metrics import METRIC_KEYS, class_metrics_pandas, class_metrics_
 from evaluation.spark import get_spark
 from monitor.core.errors import ConfigError, DataError
 from monitor.core.stats import wilson_interval, wilson_intervals
+from tests.fixtures.store import find
 
 FLOAT_KEYS = ("accuracy", "ci_low", "ci_high", "precision", "recall", "f1")
 
@@ -362,18 +363,18 @@ def test_replace_day_replaces_the_class_metrics_rows_of_its_model_and_date(store
     second = [dict(row, n=row["n"] + 1) for row in first if row["label"] not in ("class_01", "empty_a")]
     written = store.replace_day("class_metrics", "digits@abc123", "2024-03-01", second)
 
-    docs = store.find("class_metrics", {"model_id": "digits@abc123", "date": "2024-03-01"})
+    docs = find(store, "class_metrics", {"model_id": "digits@abc123", "date": "2024-03-01"})
     assert written == len(second) == len(docs)
     assert sorted(d["label"] for d in docs) == sorted(r["label"] for r in second)
     assert {d["label"]: d["n"] for d in docs} == {r["label"]: r["n"] for r in second}
-    assert len(store.find("class_metrics", {"date": "2024-02-29"})) == len(first)
+    assert len(find(store, "class_metrics", {"date": "2024-02-29"})) == len(first)
 
 
 def test_replace_day_refuses_class_metrics_rows_of_another_date(store) -> None:
     rows = [{"label": "cat", "n": 1, "date": "2024-03-02"}]
     with pytest.raises(DataError, match="label 'cat' has date '2024-03-02', not '2024-03-01'"):
         store.replace_day("class_metrics", "m@1", "2024-03-01", rows)
-    assert store.find("class_metrics", {}) == []
+    assert find(store, "class_metrics", {}) == []
 
 
 # --- the session --------------------------------------------------------------------------------

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
 from transformers.models.convnext import ConvNextImageProcessorPil
 
 from evaluation.model import LoadedModel, load_model

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from monitor.domain.alerts import raise_alerts
-from monitor.domain.health import compute_health
+from monitor.orchestration.health_stage import compute_health
 from monitor.core.settings import load_settings
 from monitor.store import open_store
 

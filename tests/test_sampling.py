@@ -34,11 +34,12 @@ from monitor.domain.sampling import (
     write_sample_csv,
 )
 from monitor.core.sources import LocalSource
-from monitor.store import Store
+from monitor.store import MongoStore, Store
+from tests.fixtures.store import find, remove
 
 SOURCE = "gs://bucket/val"
 UTC = dt.timezone.utc
-DAY = "2026-03-10"
+DAY = dt.date(2026, 3, 10)
 BEFORE = dt.datetime(2026, 3, 1, tzinfo=UTC)
 
 
@@ -69,8 +70,8 @@ def _add(store: Store, label: str, count: int, created: dt.datetime, *, status: 
     return paths
 
 
-def _dates(count: int, first: dt.date = dt.date(2026, 3, 10)) -> list[str]:
-    return [(first + dt.timedelta(days=k)).isoformat() for k in range(count)]
+def _dates(count: int, first: dt.date = dt.date(2026, 3, 10)) -> list[dt.date]:
+    return [first + dt.timedelta(days=k) for k in range(count)]
 
 
 def _paths(sample: Sample, label: str | None = None) -> list[str]:
@@ -90,7 +91,7 @@ def test_each_class_gets_n_usable_images_sorted_by_label_then_path(store: Store)
     assert sample.classes == {"bird": 5, "cat": 5, "dog": 5}
     assert sample.short_classes == {}
     assert [(i.label, i.image_path) for i in sample.items] == sorted((i.label, i.image_path) for i in sample.items)
-    ok_paths = {d["path"] for d in store.find("images", {"status": "ok"})}
+    ok_paths = {d["path"] for d in find(store, "images", {"status": "ok"})}
     assert set(_paths(sample)) <= ok_paths
     assert len(set(_paths(sample))) == 15
     assert all(item.sample_key == sample_key(SOURCE, item.image_path) for item in sample.items)
@@ -102,7 +103,7 @@ def test_same_date_and_seed_give_the_same_sample_and_other_dates_or_seeds_differ
 
     first = draw_sample(store, SOURCE, DAY, 10, seed=7)
     again = draw_sample(store, SOURCE, DAY, 10, seed=7)
-    next_day = draw_sample(store, SOURCE, "2026-03-11", 10, seed=7)
+    next_day = draw_sample(store, SOURCE, dt.date(2026, 3, 11), 10, seed=7)
     other_seed = draw_sample(store, SOURCE, DAY, 10, seed=8)
 
     assert first == again
@@ -161,7 +162,7 @@ def test_images_created_after_the_date_are_never_drawn_for_it(store: Store) -> N
         assert sample.items and all(item.created <= end_of_day(date) for item in sample.items)
         assert max(item.created for item in sample.items) <= end_of_day(date)
     # the image created in the very last millisecond of the date is eligible for it
-    last_of_day = draw_sample(store, SOURCE, "2026-02-20", 8, seed=3)
+    last_of_day = draw_sample(store, SOURCE, dt.date(2026, 2, 20), 8, seed=3)
     assert sorted(_paths(last_of_day)) == ["cat/img_00082.jpg", "dog/img_00082.jpg"]
 
 
@@ -202,7 +203,7 @@ def test_images_arriving_after_the_date_leave_its_sample_unchanged(store: Store)
     after = [draw_sample(store, SOURCE, date, 10, seed=4) for date in _dates(5)]
 
     assert [s.items for s in after] == [s.items for s in before]
-    assert draw_sample(store, SOURCE, "2026-03-21", 10, seed=4).items != after[0].items
+    assert draw_sample(store, SOURCE, dt.date(2026, 3, 21), 10, seed=4).items != after[0].items
 
 
 def test_a_small_class_is_drawn_uniformly_across_dates(store: Store) -> None:
@@ -233,7 +234,7 @@ def test_any_image_of_a_large_class_is_equally_likely_over_key_assignments(store
     trials = 240
     for trial in range(trials):
         source = f"gs://bucket-{trial}/val"
-        store.remove("images", {})
+        remove(store, "images", {})
         _add(store, "cat", 60, BEFORE, source=source)
         sample = draw_sample(store, source, DAY, 2, seed=0, oversample=4)  # walks 8 of 60
         counts.update(int(path[-9:-4]) for path in _paths(sample))
@@ -247,7 +248,7 @@ def test_the_documents_examined_do_not_grow_with_the_collection(store: Store) ->
     classes, n, oversample = 3, 4, 5
     costs = []
     for size in (100, 1000):
-        store.remove("images", {})
+        remove(store, "images", {})
         for k in range(classes):
             _add(store, f"c{k}", size, BEFORE)
         costs.append(sample_cost(store, SOURCE, DAY, n, seed=0, oversample=oversample))
@@ -266,11 +267,11 @@ def test_documents_rejected_by_the_date_filter_count_as_examined(store: Store) -
     assert 10 < cost.docs_examined <= 100
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [({"n_per_class": 0}, "at least 1"), ({"date": "2026-3-1"}, "date"), ({"fresh_days": 0}, "fresh_days")])
+@pytest.mark.parametrize(("kwargs", "message"), [({"n_per_class": 0}, "at least 1"), ({"fresh_days": 0}, "fresh_days"), ({"oversample": 0}, "oversample")])
 def test_invalid_sampling_arguments_are_config_errors(store: Store, kwargs: dict[str, Any], message: str) -> None:
-    args: dict[str, Any] = {"n_per_class": 5, "date": DAY, "fresh_days": None} | kwargs
+    args: dict[str, Any] = {"n_per_class": 5, "fresh_days": None, "oversample": 4} | kwargs
     with pytest.raises(ConfigError, match=message):
-        draw_sample(store, SOURCE, args["date"], args["n_per_class"], 0, fresh_days=args["fresh_days"])
+        draw_sample(store, SOURCE, DAY, args["n_per_class"], 0, fresh_days=args["fresh_days"], oversample=args["oversample"])
 
 
 def test_an_unreachable_store_is_a_store_error() -> None:
@@ -280,7 +281,7 @@ def test_an_unreachable_store_is_a_store_error() -> None:
     client: pymongo.MongoClient = pymongo.MongoClient(f"mongodb://127.0.0.1:{port}", serverSelectionTimeoutMS=200, connect=False)
     try:
         with pytest.raises(StoreError, match=f"could not read the classes of {SOURCE} on dead"):
-            draw_sample(Store(db=client["db"], description="dead"), SOURCE, DAY, 5, 0)
+            draw_sample(MongoStore(db=client["db"], description="dead"), SOURCE, DAY, 5, 0)
     finally:
         client.close()
 
@@ -379,16 +380,16 @@ def test_recording_a_sample_twice_keeps_one_document_per_source_and_date(tmp_pat
     csv_path = tmp_path / f"{DAY}.csv"
     record_sample(store, draw_sample(store, source.uri, DAY, 4, seed=0), csv_path)
     record_sample(store, draw_sample(store, source.uri, DAY, 20, seed=0), csv_path)
-    record_sample(store, draw_sample(store, source.uri, "2026-03-11", 4, seed=0), csv_path)
+    record_sample(store, draw_sample(store, source.uri, dt.date(2026, 3, 11), 4, seed=0), csv_path)
 
-    docs = store.find("samples", {"source": source.uri, "date": DAY})
+    docs = find(store, "samples", {"source": source.uri, "date": DAY.isoformat()})
     assert len(docs) == 1
     doc = docs[0]
     assert doc["n_per_class"] == 20 and doc["seed"] == 0 and doc["fresh_days"] is None
     assert doc["classes"] == {"A": 12, "B": 12} and doc["short_classes"] == {"A": 12, "B": 12}
     assert len(doc["items"]) == 24 and set(doc["items"][0]) == {"path", "label", "draw", "image"} and doc["followup"] == {}
     assert doc["csv"] == str(csv_path)
-    assert len(store.find("samples", {"source": source.uri})) == 2
+    assert len(find(store, "samples", {"source": source.uri})) == 2
 
 
 # --- follow-up draws ----------------------------------------------------------------------------
@@ -414,7 +415,7 @@ def test_followup_draws_are_reproducible_for_the_date_and_differ_across_dates(st
         return [i.image_path for i in draw_sample(store, SOURCE, date, 10, seed=seed, followup={"cat": 30}).items if i.draw == "followup"]
 
     assert extra(DAY) == extra(DAY)
-    assert extra(DAY) != extra("2026-03-11")
+    assert extra(DAY) != extra(dt.date(2026, 3, 11))
     assert extra(DAY) != extra(DAY, seed=1)
 
 
@@ -478,17 +479,17 @@ KEY_CASES = [
 PIVOT_CASES = [
     (DAY, 0, "cat"),
     (DAY, 7, "cat"),
-    ("2026-03-11", 7, "cat"),
+    (dt.date(2026, 3, 11), 7, "cat"),
     (DAY, 7, "dog"),
-    ("2027-01-01", -3, "Ünïcode"),
+    (dt.date(2027, 1, 1), -3, "Ünïcode"),
     (DAY, 2**40 + 1, "cat"),
 ]
 PRIORITY_CASES = [
     (SOURCE, DAY, 0, "cat/img_00000.jpg"),
     (SOURCE, DAY, 7, "cat/img_00000.jpg"),
-    (SOURCE, "2026-03-11", 7, "cat/img_00000.jpg"),
+    (SOURCE, dt.date(2026, 3, 11), 7, "cat/img_00000.jpg"),
     ("file:///data/val", DAY, 7, "A/00.png"),
-    ("s3://bücket/vål", "2027-01-01", -3, "Ünïcode/ä ö.jpeg"),
+    ("s3://bücket/vål", dt.date(2027, 1, 1), -3, "Ünïcode/ä ö.jpeg"),
 ]
 
 
@@ -515,7 +516,7 @@ def test_priorities_are_the_blake2b_of_source_date_seed_and_path(source: str, da
 def test_the_indexer_stores_the_documented_sample_key(tmp_path: Path, store: Store) -> None:
     """The keys ``index_source`` writes (however it batches the hashing) are blake2b of ``"<source>\\n<path>"``."""
     source = _indexed_folder(tmp_path / "src", store)
-    docs = store.find("images", {"source": source.uri})
+    docs = find(store, "images", {"source": source.uri})
     assert len(docs) == 24
     for doc in docs:
         assert doc["sample_key"] == _blake2b_u64(f"{source.uri}\n{doc['path']}") / 2**64
@@ -676,7 +677,7 @@ def test_drawn_items_carry_each_images_created_time_in_utc_even_from_a_store_tha
     import mongomock
 
     # A MongoClient without tz_aware hands datetimes back naive (BSON stores UTC): the sample reads them as UTC.
-    with Store(db=mongomock.MongoClient(tz_aware=False)["monitor_naive"], description="mongomock, naive datetimes") as naive:
+    with MongoStore(db=mongomock.MongoClient(tz_aware=False)["monitor_naive"], description="mongomock, naive datetimes") as naive:
         _add(naive, "cat", 3, dt.datetime(2026, 3, 1, 12, 30, tzinfo=UTC))
         sample = draw_sample(naive, SOURCE, DAY, 3, seed=0)
 
@@ -749,7 +750,7 @@ def test_on_mongodb_the_cost_is_the_sum_of_each_querys_explained_execution_stats
     # mongomock has no explain(): this one answers as MongoDB's executionStats would, the same for every query.
     stats_of_each_query = {"executionStats": {"totalDocsExamined": 7, "totalKeysExamined": 9, "nReturned": 3}}
     monkeypatch.setattr(mongomock.collection.Cursor, "explain", lambda self: stats_of_each_query, raising=False)
-    with Store(db=mongomock.MongoClient(tz_aware=True)["monitor_explain"], description="mongomock with explain") as mongo:
+    with MongoStore(db=mongomock.MongoClient(tz_aware=True)["monitor_explain"], description="mongomock with explain") as mongo:
         mongo.ensure_indexes()
         for label in ("cat", "dog"):
             _add(mongo, label, 5, BEFORE)
@@ -803,7 +804,7 @@ def test_the_unseen_draw_is_reproducible_for_the_date_and_point_in_time(store: S
 
     assert first == again
     assert not {item.image for item in first.items} & seen["cat"]
-    assert draw_sample(store, SOURCE, "2026-03-11", 10, seed=2, seen=seen).items != first.items
+    assert draw_sample(store, SOURCE, dt.date(2026, 3, 11), 10, seed=2, seen=seen).items != first.items
 
 
 def test_the_newest_arrivals_are_drawn_first_and_a_day_of_arrivals_uniformly(store: Store) -> None:
@@ -838,7 +839,7 @@ def test_copies_of_one_image_under_two_paths_are_one_image(store: Store) -> None
                                      "updated": BEFORE, "sample_key": sample_key(SOURCE, path), "status": "ok", "reason": None}], [])  # fmt: skip
     sample = draw_sample(store, SOURCE, DAY, 10, seed=0, seen={})
     assert sorted(_paths(sample)) == ["cat/a.jpg", "cat/b.jpg"] and sample.unseen == {"cat": 2}
-    later = draw_sample(store, SOURCE, "2026-03-11", 10, seed=0, seen={"cat": {"content:md5AAA"}})
+    later = draw_sample(store, SOURCE, dt.date(2026, 3, 11), 10, seed=0, seen={"cat": {"content:md5AAA"}})
     assert _paths(later) == ["cat/b.jpg"]
 
 

@@ -59,3 +59,17 @@ def test_the_log_filter_masks_messages_arguments_and_tracebacks() -> None:
     for item in (record, failing):
         assert RedactingFilter().filter(item)
         assert "FilterTok42" not in logging.Formatter().format(item)
+
+
+def test_a_log_line_carrying_a_lone_surrogate_is_escaped_so_no_handler_refuses_it(caplog: pytest.LogCaptureFixture) -> None:
+    # A shared link or an OS name can carry a lone surrogate; a UTF-8 log file, a worker's pipe or xdist would refuse the line.
+    import logging
+
+    from monitor.core.secrets import install_log_masking
+
+    install_log_masking()
+    with caplog.at_level(logging.WARNING):
+        logging.getLogger("monitor.test").warning("dashboard page %s: %s", "/class/a\udbceb", "bad")
+    message = caplog.records[-1].getMessage()
+    assert message == "dashboard page /class/a\\udbceb: bad"
+    message.encode("utf-8")  # no UnicodeEncodeError

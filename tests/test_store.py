@@ -4,7 +4,7 @@
 data dir) and on a MongoDB: a real server when ``MONITOR_TEST_MONGO_URI`` is set (e.g. the compose stack's,
 ``mongodb://monitor:<password>@127.0.0.1:27017/?authSource=admin``), otherwise mongomock standing in for one
 (with the server's unique indexes). Nothing is skipped either way. Then what only the embedded store has:
-readers that never lock or write, commits, backups, restore, the one-writer lock, and the earlier file format.
+readers that never lock or write, commits, backups, restore and the one-writer lock.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from monitor.store import embedded as embedded_module
 from monitor.store.embedded import EmbeddedDB, restore
 from monitor.core.errors import DataError, StoreError
 from monitor.core.settings import Settings
-from monitor.store import Store, open_store
+from monitor.store import MongoStore, Store, open_store
+from tests.fixtures.store import find, remove
 
 UTC = dt.timezone.utc
 SOURCE = "gs://bucket/prefix"
@@ -38,9 +39,9 @@ def _mongodb(name: str) -> Store:
         import pymongo
 
         client: Any = pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000, tz_aware=True)
-        store = Store(db=client[name], description="MongoDB (MONITOR_TEST_MONGO_URI)")
+        store = MongoStore(db=client[name], description="MongoDB (MONITOR_TEST_MONGO_URI)")
     else:
-        store = Store(db=mongomock.MongoClient(tz_aware=True)[name], description="mongomock standing in for MongoDB")
+        store = MongoStore(db=mongomock.MongoClient(tz_aware=True)[name], description="mongomock standing in for MongoDB")
     store.ensure_indexes()
     return store
 
@@ -114,7 +115,7 @@ def test_per_day_rows_are_replaced_filtered_and_walked_back_the_same_on_both(ope
         assert store.dates("class_metrics", "m@1", after="2026-11-04") == []
         # A day emptied in this session is gone at once, not only after a commit or a reopening.
         store.replace_day("class_metrics", "m@2", "2026-11-03", [])
-        assert store.remove("class_health", {"date": "2026-11-02"}) == 1
+        assert remove(store, "class_health", {"date": "2026-11-02"}) == 1
         assert store.dates("class_metrics") == ["2026-11-01", "2026-11-02", "2026-11-04"] and store.measured_models() == ["m@1"]
         assert store.dates("class_health") == ["2026-11-01"] and store.models_on("class_metrics", "2026-11-03") == []
         store.commit()
@@ -147,8 +148,8 @@ def test_image_operations_agree_on_both(opener: Callable[[], Store]) -> None:
         assert sorted(d["path"] for d in store.present_images(SOURCE)) == sorted(d["path"] for d in docs if d["path"] != "dog/0.png")
         assert store.count_images(SOURCE, present_only=True) == 8
         assert [d["path"] for d in store.unusable_images([SOURCE], limit=2)] == ["cat/x.txt", "deep/a/b.png"]
-        assert store.find("images", {"path": "cat/5.png"})[0]["status"] == "ok"
-        assert store.find("images", {"path": "cat/0.png"})[0]["created"] == T0  # datetimes come back tz-aware and exact
+        assert find(store, "images", {"path": "cat/5.png"})[0]["status"] == "ok"
+        assert find(store, "images", {"path": "cat/0.png"})[0]["created"] == T0  # datetimes come back tz-aware and exact
 
 
 def test_samples_runs_models_and_alerts_agree_on_both(opener: Callable[[], Store]) -> None:
@@ -259,30 +260,6 @@ def test_a_second_writer_says_what_it_waits_for_and_gives_up_with_the_holder(set
         assert any(r.getMessage().startswith(f"waiting for the embedded store {root}: pid ") for r in caplog.records)
 
 
-def test_the_single_file_store_of_earlier_versions_is_moved_into_partitions(settings: Settings) -> None:
-    from bson import json_util
-
-    legacy = settings.store_dir / f"{settings.mongo_db}.json"
-    legacy.parent.mkdir(parents=True)
-    legacy.write_text(
-        json_util.dumps(
-            {
-                "class_metrics": [{"model_id": "m@1", "date": "2026-11-01", **metric("a")}],
-                "images": [image("cat/1.png")],
-                "alerts": [{"model_id": "m@1", "label": "a", "date": "2026-11-01", "kind": "recovered", "delivered": True}],
-            },
-            json_options=json_util.RELAXED_JSON_OPTIONS,
-        )
-    )
-    with pytest.raises(StoreError, match=r"earlier version: run a writing command once \(`monitor index`\)"), open_store(settings, read_only=True):
-        pass  # a reader never converts it
-    assert legacy.exists()
-    with open_store(settings) as store:
-        assert store.counts() == {"images": 1, "samples": 0, "class_metrics": 1, "class_health": 0, "evaluations": 0, "alerts": 1, "models": 0, "runs": 0, "candidates": 0}
-        assert store.find("images")[0]["created"] == T0
-    assert not legacy.exists() and legacy.with_name(legacy.name + ".migrated").exists()
-
-
 # --- a MongoDB that fails: every operation says what it could not do, and why (closing mutants of scripts/mutation.sh) ---
 
 
@@ -307,7 +284,7 @@ class _DownDatabase:
     ("operation", "what"),
     [
         (lambda s: s.models(), "read the models"),
-        (lambda s: s.find("alerts"), "read alerts"),
+        (lambda s: find(s, "alerts"), "read alerts"),
         (lambda s: s.pending_alerts(), "read the pending alerts"),
         (lambda s: s.count_images(SOURCE), f"count the indexed images of {SOURCE}"),
         (lambda s: s.stored_images(SOURCE, {"cat": ["cat/a.jpg"]}, ["size"]), f"read indexed images of {SOURCE}"),
@@ -316,7 +293,7 @@ class _DownDatabase:
         (lambda s: list(s.present_images(SOURCE)), f"read the indexed images of {SOURCE}"),
         (lambda s: s.rows("class_metrics", None), "read class_metrics of every model"),
         (lambda s: s.measured_models(), "read the measured models"),
-        (lambda s: s.remove("alerts", {}), "delete from alerts"),
+        (lambda s: remove(s, "alerts", {}), "delete from alerts"),
         (lambda s: s.register_model("m@1", name="m", checksum="c", labels=["a"], date="2026-11-01"), "register model m@1"),
         (lambda s: s.save_sample({"source": SOURCE, "date": "2026-11-01"}), "record the sample of 2026-11-01"),
         (lambda s: s.runs_on("2026-11-01"), None),
@@ -324,7 +301,7 @@ class _DownDatabase:
     ids=lambda v: v if isinstance(v, str) else None,
 )
 def test_a_failing_mongodb_is_a_store_error_that_names_the_operation_and_the_cause(operation: Callable[[Store], Any], what: str | None) -> None:
-    store = Store(db=_DownDatabase(), description="MongoDB at 127.0.0.1")  # type: ignore[arg-type]
+    store = MongoStore(db=_DownDatabase(), description="MongoDB at 127.0.0.1")  # type: ignore[arg-type]
     with pytest.raises(StoreError) as err:
         operation(store)
     message = str(err.value)
@@ -393,7 +370,7 @@ def test_the_walk_cost_on_mongodb_sums_explain_of_each_query_until_enough_are_re
         return next(answers)
 
     monkeypatch.setattr(mongomock.collection.Cursor, "explain", explain, raising=False)  # mongomock has none: MongoDB's answers
-    store = Store(db=mongomock.MongoClient(tz_aware=True)[f"monitor_test_{uuid.uuid4().hex[:12]}"], description="mongomock")
+    store = MongoStore(db=mongomock.MongoClient(tz_aware=True)[f"monitor_test_{uuid.uuid4().hex[:12]}"], description="mongomock")
     store.ensure_indexes()
     store.write_images(SOURCE, [image(f"cat/{i}.png", key=i / 8) for i in range(8)], [])
 
@@ -450,7 +427,7 @@ def test_an_update_alone_is_committed_with_its_partition(settings: Settings) -> 
     with open_store(settings) as store:  # a later run changes one image and writes nothing else
         store.write_images(SOURCE, [], [({"source": SOURCE, "path": "cat/a.png", "label": "cat"}, {"$set": {"size": 99}})])
     with open_store(settings) as store:
-        assert store.find("images", {"path": "cat/a.png"})[0]["size"] == 99
+        assert find(store, "images", {"path": "cat/a.png"})[0]["size"] == 99
 
 
 def test_a_store_no_commit_of_which_reads_is_not_restored_and_says_why_for_each(settings: Settings) -> None:

@@ -1,13 +1,16 @@
 """The comparison page (``/compare``): each candidate model beside production, class by class, with the promotion verdict.
 
-Over the range shown: the per-class accuracy difference (candidate minus production) with its paired
-interval, the verdict and its reason, the paired counts behind them, and a gallery of the images only
-one of the two models got right. Everything comes from :meth:`DashboardData.comparison`.
+The comparison stored for the range shown (the latest date in it that ``monitor compare`` or the DAG
+compared): the per-class accuracy difference (candidate minus production) with its paired interval, the
+verdict and its reason, the paired counts behind them, and a gallery of the images only one of the two
+models got right. Everything comes from :meth:`DashboardData.comparison`: the page computes no statistic,
+and where nothing is stored it says which command stores it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import TYPE_CHECKING, Any
 
 import plotly.graph_objects as go
 from dash import dcc, html
@@ -18,27 +21,33 @@ from dashboards.data import DashboardData
 from dashboards.pages.errors import thumbnail_url
 from dashboards.view import View
 from monitor.core.errors import MonitorError
+from monitor.core.verdicts import ComparisonVerdict
 
-#: Discordant images shown per candidate.
-GALLERY_SIZE = 48
-VERDICT_CLASS = {"promote": "verdict-promote", "reject": "verdict-reject", "insufficient_data": "verdict-insufficient"}
+if TYPE_CHECKING:
+    from monitor.domain.compare import ClassComparison, ComparisonRecord, DiscordantImage
+
+VERDICT_CLASS: dict[str, str] = {
+    ComparisonVerdict.PROMOTE: "verdict-promote",
+    ComparisonVerdict.REJECT: "verdict-reject",
+    ComparisonVerdict.INSUFFICIENT_DATA: "verdict-insufficient",
+}
 
 
-def difference_figure(rows: list[dict[str, Any]], margin: float, level: float) -> go.Figure:
+def difference_figure(rows: list[ClassComparison], margin: float, level: float) -> go.Figure:
     """Per class, candidate minus production accuracy with its interval; worse classes red, improved green, the margin dashed."""
     rows = [row for row in rows if row["n"]]
     colours = ["#c0392b" if row["worse"] else "#1e8449" if row["improved"] else "#34495e" for row in rows]
     figure = go.Figure(
         go.Scatter(
             x=[row["label"] for row in rows],
-            y=[row["difference"] for row in rows],
+            y=[_number(row["difference"]) for row in rows],
             mode="markers",
             marker={"color": colours, "size": 9},
             error_y={
                 "type": "data",
                 "symmetric": False,
-                "array": [row["ci_high"] - row["difference"] for row in rows],
-                "arrayminus": [row["difference"] - row["ci_low"] for row in rows],
+                "array": [_number(row["ci_high"]) - _number(row["difference"]) for row in rows],
+                "arrayminus": [_number(row["difference"]) - _number(row["ci_low"]) for row in rows],
             },
             customdata=[[row["only_production"], row["only_candidate"], row["p_mcnemar"]] for row in rows],
             hovertemplate="%{x}: %{y:+.3f}<br>only production right %{customdata[0]}, only candidate right %{customdata[1]}"
@@ -59,7 +68,12 @@ def difference_figure(rows: list[dict[str, Any]], margin: float, level: float) -
     return figure
 
 
-def _verdict_box(result: dict[str, Any]) -> html.Div:
+def _number(value: float | None) -> float:
+    """A class with paired images always has its difference and interval; NaN (not drawn) were one missing."""
+    return math.nan if value is None else value
+
+
+def _verdict_box(result: ComparisonRecord) -> html.Div:
     return html.Div(
         [
             html.Span(result["verdict"], className="badge " + VERDICT_CLASS.get(result["verdict"], "")),
@@ -74,7 +88,7 @@ def _verdict_box(result: dict[str, Any]) -> html.Div:
     )
 
 
-def _gallery(images: list[dict[str, Any]]) -> html.Div:
+def _gallery(images: list[DiscordantImage]) -> html.Div:
     if not images:
         return html.Div(html.P("No image was right for one model only.", className="muted"), id=ids.COMPARE_GALLERY)
     figures = [
@@ -88,6 +102,18 @@ def _gallery(images: list[dict[str, Any]]) -> html.Div:
         for row in images
     ]
     return html.Div(html.Div(figures, className="gallery"), id=ids.COMPARE_GALLERY)
+
+
+def _not_compared(candidate: str, view: View) -> html.Div:
+    command = f"monitor compare --candidate {candidate} --since {view.start} --until {view.end}"
+    return card(
+        f"{candidate}: no comparison stored",
+        html.P(
+            [f"No comparison of {candidate} with production is stored for {view.start} … {view.end}. Run ", html.Code(command),
+             " to compute and store one (the Airflow DAG's compare_candidates task stores one each day)."]
+        ),  # fmt: skip
+        id=ids.COMPARE_VERDICT,
+    )
 
 
 def compare_page(data: DashboardData, view: View) -> list[Any]:
@@ -106,10 +132,13 @@ def compare_page(data: DashboardData, view: View) -> list[Any]:
     wanted = [c for c in candidates if not view.state.model or c != view.state.model]
     for candidate in wanted:
         try:
-            result = data.comparison(candidate, view.start, view.end, gallery=GALLERY_SIZE)
+            result = data.comparison(candidate, view.start, view.end)
         except MonitorError as exc:
             content.append(notices([f"{candidate}: {exc}"]))
             continue
+        if result is None:
+            content.append(_not_compared(candidate, view))
+            break
         rows = [row for row in result["classes"] if not view.chosen or row["label"] in view.chosen]
         table_rows = [
             [

@@ -300,19 +300,25 @@ def spark_conf_secrets(conf: Mapping[str, Any]) -> list[str]:
 # --- logs ---------------------------------------------------------------------------------------------
 
 
+def printable(text: str) -> str:
+    """``text`` masked, with what UTF-8 cannot carry (a lone surrogate from a URL or an OS name) as ``\\u`` escapes."""
+    return redact(text).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _redact_record(record: logging.LogRecord) -> None:
-    """Mask ``record`` in place: its message (arguments merged) and its traceback, only when they hold a secret."""
+    """Mask ``record`` in place: its message (arguments merged) and its traceback, only when they hold a secret
+    or a character UTF-8 cannot carry (a log file, a worker's pipe or a terminal would refuse the whole line)."""
     if isinstance(record.msg, str):
         try:
             message = record.getMessage()
         except (TypeError, ValueError, KeyError):
             message = record.msg
-        shown = redact(message)
+        shown = printable(message)
         if shown != message:
             record.msg, record.args = shown, None
     if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
         text = logging.Formatter().formatException(record.exc_info)
-        shown = redact(text)
+        shown = printable(text)
         if shown != text:
             record.exc_text, record.exc_info = shown, None
 

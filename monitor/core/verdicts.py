@@ -2,7 +2,7 @@
 
 A :class:`Verdict` is a ``str`` (``Verdict.WATCH == "watch"``), so stored rows, JSON and the CLI keep plain
 strings and compare equal to members. Two orders matter and both live here: the **code** order that the
-array form of the verdict rule returns (:func:`monitor.domain.health.verdict_codes`), and the **urgency** order
+array form of the verdict rule returns (:func:`monitor.domain.health.detector.verdict_codes`), and the **urgency** order
 in which people read them (the dashboard's "worst first", its colours and its legend).
 """
 
@@ -19,7 +19,7 @@ class Verdict(StrEnum):
 
     @property
     def code(self) -> int:
-        """The verdict's code in :func:`monitor.domain.health.verdict_codes` (its place in the class body)."""
+        """The verdict's code in :func:`monitor.domain.health.detector.verdict_codes` (its place in the class body)."""
         return list(Verdict).index(self)
 
     @classmethod
@@ -41,3 +41,11 @@ class Verdict(StrEnum):
 BY_URGENCY: tuple[Verdict, ...] = (Verdict.NEEDS_RETRAINING, Verdict.WATCH, Verdict.INSUFFICIENT_DATA, Verdict.HEALTHY)
 #: Verdicts that ask for attention (shown as flagged on the dashboard's overview).
 ATTENTION: tuple[Verdict, ...] = (Verdict.NEEDS_RETRAINING, Verdict.WATCH)
+
+
+class ComparisonVerdict(StrEnum):
+    """What a candidate's comparison with production says (:func:`monitor.domain.compare.judge`); a ``str`` like :class:`Verdict`."""
+
+    PROMOTE = "promote"
+    REJECT = "reject"
+    INSUFFICIENT_DATA = "insufficient_data"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +66,7 @@ def _message(kind: str, row: dict[str, Any]) -> str:
     return head + f"recovered on {row['date']} (now {row['verdict']}): {row['reason']}"
 
 
-def raise_alerts(store: Store, model_id: str, date: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def raise_alerts(store: Store, model_id: str, date: str, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Store one alert per class whose verdict moved into or out of ``needs_retraining`` on ``date``.
 
     The previous verdict is the class's latest stored one for this model before ``date`` (none: not

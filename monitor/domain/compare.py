@@ -1,10 +1,10 @@
 """A candidate model beside production, class by class: paired statistics on the same images, and a promotion verdict.
 
-Pure functions first (count tables in, a table and a verdict out), the reading last
-(:func:`compare_candidate`: both models' stored predictions, production's flagged classes); the counts
-come from Spark SQL (:func:`evaluation.metrics.paired_counts_spark`, what :func:`monitor.orchestration.pipeline.compare_with`
-passes) or its pandas reference (the dashboard). The benchmark (``benchmarks/bench_compare.py``) drives
-these same functions.
+Pure functions only: paired count tables and a few numbers in, a table and a :class:`Comparison` out; no
+settings, store or file. The counts come from Spark SQL (:func:`evaluation.metrics.paired_counts_spark`)
+or its pandas reference; reading both models' predictions and production's flagged classes, and storing
+the result, is :mod:`monitor.orchestration.compare_stage`'s. The benchmark (``benchmarks/bench_compare.py``)
+drives these same functions.
 
 Per class, over the images both models predicted (``status == "ok"`` for both):
 
@@ -16,7 +16,7 @@ Per class, over the images both models predicted (``status == "ok"`` for both):
 - the accuracy difference ``(c - b) / n`` with the Agresti–Min interval (Wald on the table with 1/2 added
   to each cell; Agresti & Min 2005, good coverage down to small n).
 
-The verdict, at level ``alpha``:
+The verdict (:class:`~monitor.core.verdicts.ComparisonVerdict`), at level ``alpha``:
 
 - a class is **worse** when its Holm-adjusted ``p_worse`` (Holm over all classes) is below ``alpha`` and
   its accuracy dropped by more than the non-inferiority margin. Holm, not a false-discovery rate: one class
@@ -32,27 +32,80 @@ The verdict, at level ``alpha``:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, NotRequired, TypedDict, cast
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from monitor.core.errors import DataError
-from monitor.core.verdicts import Verdict
-
-if TYPE_CHECKING:
-    from monitor.core.settings import Settings
-    from monitor.store import Store
+from monitor.core.verdicts import ComparisonVerdict
 
 #: The paired count columns of one class, in table order (production first).
 COUNT_COLUMNS = ("both_right", "only_production", "only_candidate", "both_wrong")
-PROMOTE, REJECT, INSUFFICIENT = "promote", "reject", "insufficient_data"
 #: Power the "days still needed" estimate aims for.
 TARGET_POWER = 0.8
-NEEDS_RETRAINING = Verdict.NEEDS_RETRAINING
+#: How the two families of tests are corrected, recorded in every comparison.
+MULTIPLICITY = "holm (family-wise, over all classes) for worse; each flagged class at alpha (intersection-union) for improved"
+
+
+class ClassComparison(TypedDict):
+    """One class's row of :func:`compare_classes`' table, JSON-ready (a class without paired images has None accuracies)."""
+
+    label: str
+    both_right: int
+    only_production: int
+    only_candidate: int
+    both_wrong: int
+    n: int
+    production_accuracy: float | None
+    candidate_accuracy: float | None
+    difference: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_mcnemar: float
+    p_better: float
+    p_worse: float
+    p_worse_holm: float
+    flagged: bool
+    improved: bool
+    worse: bool
+
+
+class DiscordantImage(TypedDict):
+    """An image exactly one model got right (:func:`discordant_images`)."""
+
+    date: str
+    image_path: str
+    label: str
+    production_pred: str
+    candidate_pred: str
+    right: str  # "candidate" | "production"
+
+
+class ComparisonRecord(TypedDict):
+    """:class:`Comparison` as plain JSON values: ``monitor compare --json``, the ``comparisons`` documents, the DAG's event."""
+
+    verdict: str
+    reason: str
+    production: str
+    candidate: str
+    start: str
+    end: str
+    days: int
+    alpha: float
+    margin: float
+    multiplicity: str
+    flagged: list[str]
+    improved: list[str]
+    worse: list[str]
+    pending: dict[str, int | None]
+    days_more: int | None
+    classes: NotRequired[list[ClassComparison]]
+    unpaired: dict[str, int]
+    discordant: NotRequired[list[DiscordantImage]]
 
 
 # --- the tests, vectorised over classes ---------------------------------------------------------
@@ -189,10 +242,10 @@ def compare_classes(
 
 
 @dataclass
-class CompareVerdict:
-    """The promotion verdict and the evidence behind it (JSON-ready through :meth:`to_dict`)."""
+class Comparison:
+    """The promotion verdict and the evidence behind it; :meth:`to_dict` gives its :class:`ComparisonRecord`."""
 
-    verdict: str  # promote | reject | insufficient_data
+    verdict: ComparisonVerdict
     reason: str  # one sentence a person can read
     production: str
     candidate: str
@@ -201,16 +254,22 @@ class CompareVerdict:
     days: int
     alpha: float
     margin: float
-    multiplicity: str = "holm (family-wise, over all classes) for worse; each flagged class at alpha (intersection-union) for improved"
+    multiplicity: str = MULTIPLICITY
     flagged: list[str] = field(default_factory=list)
     improved: list[str] = field(default_factory=list)
     worse: list[str] = field(default_factory=list)
     pending: dict[str, int | None] = field(default_factory=dict)  # flagged class not yet improved -> more days needed (None: not ahead)
     days_more: int | None = None  # for insufficient_data: the most any pending class needs (None: cannot tell)
-    classes: list[dict[str, Any]] = field(default_factory=list)
+    classes: list[ClassComparison] = field(default_factory=list)
+    unpaired: dict[str, int] = field(default_factory=dict)  # class -> images only one model predicted (left out of the pairs)
+    discordant: list[DiscordantImage] | None = None  # a gallery of images one model got right, when asked for
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(self) -> ComparisonRecord:
+        record = asdict(self)
+        record["verdict"] = self.verdict.value
+        if self.discordant is None:
+            del record["discordant"]
+        return cast(ComparisonRecord, record)
 
 
 def days_still_needed(only_production: int, only_candidate: int, days: int, alpha: float, power: float = TARGET_POWER) -> int | None:
@@ -239,7 +298,7 @@ def judge(
     alpha: float,
     margin: float,
     min_samples: int = 1,
-) -> CompareVerdict:
+) -> Comparison:
     """The promotion verdict from :func:`compare_classes`' table (rules in the module docstring)."""
     flagged = sorted(table.loc[table["flagged"], "label"])
     improved = sorted(table.loc[table["improved"], "label"])
@@ -251,14 +310,14 @@ def judge(
             f"{row.label} ({row.difference:+.3f}, {int(row.only_production)} vs {int(row.only_candidate)} discordant)"
             for row in table[table["worse"]].itertuples()
         )
-        return CompareVerdict(REJECT, f"{len(worse)} class(es) got significantly worse by more than {margin:.3f}: {drops}", **base)  # type: ignore[arg-type]
+        return Comparison(ComparisonVerdict.REJECT, f"{len(worse)} class(es) got significantly worse by more than {margin:.3f}: {drops}", **base)  # type: ignore[arg-type]
     thin = sorted(table.loc[table["n"] < min_samples, "label"])
     pending: dict[str, int | None] = {}
     for row in table[table["flagged"] & ~table["improved"]].itertuples():
         pending[str(row.label)] = days_still_needed(int(row.only_production), int(row.only_candidate), days, alpha)
     if not pending and not thin:
         what = f"all {len(flagged)} flagged class(es) improved significantly" if flagged else "no class was flagged"
-        return CompareVerdict(PROMOTE, f"{what} and no class is significantly worse by more than {margin:.3f}", **base)  # type: ignore[arg-type]
+        return Comparison(ComparisonVerdict.PROMOTE, f"{what} and no class is significantly worse by more than {margin:.3f}", **base)  # type: ignore[arg-type]
     known = [d for d in pending.values() if d is not None]
     days_more = max(known) if known and len(known) == len(pending) else None
     parts = []
@@ -269,12 +328,40 @@ def judge(
         parts.append(f"{len(thin)} class(es) have fewer than {min_samples} paired images")
         if not pending:
             days_more = max(1, math.ceil(days * min_samples / max(1, int(table["n"].min()))) - days) if int(table["n"].min()) > 0 else None
-    return CompareVerdict(INSUFFICIENT, "; ".join(parts), pending=pending, days_more=days_more, **base)  # type: ignore[arg-type]
+    return Comparison(ComparisonVerdict.INSUFFICIENT_DATA, "; ".join(parts), pending=pending, days_more=days_more, **base)  # type: ignore[arg-type]
 
 
-def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
-    """The table as JSON-ready dicts (NaN -> None, numpy scalars -> Python)."""
-    out: list[dict[str, Any]] = []
+def compare_counts(
+    counts: Sequence[dict[str, Any]],
+    *,
+    production: str,
+    candidate: str,
+    days: Sequence[str],
+    flagged: Iterable[str],
+    alpha: float,
+    margin: float,
+    confidence: float,
+    min_samples: int,
+) -> Comparison:
+    """The whole comparison from the paired count rows of the pooled ``days`` (:func:`evaluation.metrics.paired_counts_pandas`'
+    rows: ``label``, :data:`COUNT_COLUMNS`, ``unpaired``): :func:`compare_classes`, then :func:`judge`, with the unpaired counts."""
+    table = compare_classes(pd.DataFrame(list(counts)), flagged=flagged, alpha=alpha, margin=margin, confidence=confidence)
+    verdict = judge(
+        table, production=production, candidate=candidate, start=days[0], end=days[-1], days=len(days),
+        alpha=alpha, margin=margin, min_samples=min_samples,
+    )  # fmt: skip
+    verdict.unpaired = {str(row["label"]): int(row["unpaired"]) for row in counts if row["unpaired"]}
+    return verdict
+
+
+def gallery(frame: pd.DataFrame) -> list[DiscordantImage]:
+    """:func:`discordant_images`' rows as JSON-ready records."""
+    return [cast(DiscordantImage, {key: str(value) for key, value in row.items()}) for row in frame.to_dict(orient="records")]
+
+
+def _records(table: pd.DataFrame) -> list[ClassComparison]:
+    """The table as JSON-ready rows (NaN -> None, numpy scalars -> Python)."""
+    out: list[ClassComparison] = []
     for record in table.to_dict(orient="records"):
         clean: dict[str, Any] = {}
         for key, value in record.items():
@@ -286,7 +373,7 @@ def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
                 clean[key] = None if math.isnan(float(value)) else float(value)
             else:
                 clean[key] = value
-        out.append(clean)
+        out.append(cast(ClassComparison, clean))
     return out
 
 
@@ -315,103 +402,3 @@ def discordant_images(production: pd.DataFrame, candidate: pd.DataFrame, *, limi
     ).sort_values(["label", "date", "image_path"], ignore_index=True)
     out = out.assign(_turn=out.groupby("label").cumcount()).sort_values(["_turn", "label"], kind="stable", ignore_index=True).drop(columns="_turn")
     return out if limit is None else out.head(limit)
-
-
-# --- reading: the stored predictions of both models, the flagged classes, the whole comparison -------------
-
-#: ``counter(production, candidate, labels) -> paired count rows``: Spark SQL in the service, the pandas reference without a JVM.
-Counter = Callable[[pd.DataFrame, pd.DataFrame, Sequence[str]], list[dict[str, Any]]]
-
-
-def candidate_ids(settings: Settings) -> list[str]:
-    """The model ids of the candidates with stored predictions (``predictions/candidates/<id>/``), sorted."""
-    from evaluation.predictions import read_predictions
-
-    root = settings.predictions_dir / "candidates"
-    ids = []
-    for folder in sorted(root.iterdir()) if root.is_dir() else []:
-        files = sorted(folder.glob("*.parquet"))
-        if files:
-            frame = read_predictions(files[-1])
-            ids.append(str(frame["model_id"].iloc[0]) if len(frame) else folder.name)
-    return ids
-
-
-def resolve_candidate(settings: Settings, candidate: str) -> str:
-    """The candidate model id that ``candidate`` names: a full id (``name@checksum``) or a name only one stored candidate has."""
-    from monitor.core.settings import safe_name
-
-    known = candidate_ids(settings)
-    exact = [m for m in known if m == candidate or safe_name(m) == candidate]
-    found = exact or [m for m in known if m.split("@")[0] == candidate]
-    if len(found) == 1:
-        return found[0]
-    if not known:
-        raise DataError(
-            f"no candidate has predictions under {settings.predictions_dir / 'candidates'}: add one "
-            "(MONITOR_CANDIDATE_MODEL_DIRS or `monitor candidate add DIR`) and run `monitor evaluate`"
-        )
-    if not found:
-        raise DataError(f"no candidate {candidate!r} has predictions; known: {', '.join(known)}")
-    raise DataError(f"{candidate!r} names several candidates ({', '.join(found)}); give the full model id")
-
-
-def paired_predictions(settings: Settings, candidate: str, since: str | None, until: str) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """Production's and the candidate's predictions on the days both have from ``since`` to ``until``, and those days."""
-    from evaluation.predictions import read_predictions
-
-    folder = settings.candidate_predictions_file(until, candidate).parent
-    days = sorted(p.stem for p in folder.glob("*.parquet") if (since is None or p.stem >= since) and p.stem <= until)
-    days = [day for day in days if settings.predictions_file(day).is_file()]
-    if not days:
-        raise DataError(f"candidate {candidate} and production have no predictions of the same day between {since or 'the start'} and {until}")
-    production = pd.concat([read_predictions(settings.predictions_file(day)) for day in days], ignore_index=True)
-    ours = pd.concat([read_predictions(settings.candidate_predictions_file(day, candidate)) for day in days], ignore_index=True)
-    models = sorted(production["model_id"].unique())
-    if len(models) != 1:
-        raise DataError(f"production changed model between {days[0]} and {days[-1]} ({', '.join(models)}); compare from the day of the last change with --since")
-    return production, ours, days
-
-
-def compare_candidate(
-    settings: Settings,
-    store: Store,
-    candidate: str,
-    *,
-    since: str | None = None,
-    until: str,
-    counter: Counter | None = None,
-    flagged: list[str] | None = None,
-    gallery: int = 0,
-) -> dict[str, Any]:
-    """The whole comparison of ``candidate`` with production over ``since..until`` (default: from its first day), as a JSON-ready dict.
-
-    ``flagged``: the classes the candidate must fix; by default those production's latest verdicts on or before
-    ``until`` flag (``needs_retraining``). ``counter`` computes the paired counts (default: the pandas reference,
-    :func:`evaluation.metrics.paired_counts_pandas`; the pipeline passes Spark SQL). ``gallery``: how many
-    discordant images to add (``discordant``). The verdict's fields are :class:`CompareVerdict`'s, plus ``unpaired``.
-    """
-    import datetime as dt
-
-    from evaluation.metrics import paired_counts_pandas
-
-    model = resolve_candidate(settings, candidate)
-    production, ours, days = paired_predictions(settings, model, since, until)
-    production_id = str(production["model_id"].iloc[0])
-    labels = sorted(set(production["label"]) | set(ours["label"]))
-    if flagged is None:
-        after = (dt.date.fromisoformat(until) + dt.timedelta(days=1)).isoformat()
-        latest = store.latest_rows_before("class_health", production_id, after, labels)
-        flagged = sorted(label for label, row in latest.items() if row.get("verdict") == NEEDS_RETRAINING)
-    counts = (counter or (lambda p, c, ls: paired_counts_pandas(p, c, labels=ls)))(production, ours, labels)
-    table = compare_classes(
-        pd.DataFrame(counts), flagged=flagged, alpha=settings.compare_alpha, margin=settings.noninferiority_margin, confidence=settings.confidence_level
-    )
-    verdict = judge(
-        table, production=production_id, candidate=model, start=days[0], end=days[-1], days=len(days),
-        alpha=settings.compare_alpha, margin=settings.noninferiority_margin, min_samples=settings.min_samples,
-    ).to_dict()  # fmt: skip
-    verdict["unpaired"] = {row["label"]: row["unpaired"] for row in counts if row["unpaired"]}
-    if gallery:
-        verdict["discordant"] = discordant_images(production, ours, limit=gallery).to_dict(orient="records")
-    return verdict

@@ -1,6 +1,6 @@
 """The ``monitor`` command line: parse, load settings, call the library, print a table or JSON.
 
-One concept over ~450 lines: the commands (each a few lines of option parsing, one library call and its rendering).
+One concept: the commands (each a few lines of option parsing, one library call and its rendering).
 
 Every command reads its settings from ``MONITOR_*`` environment variables and an optional
 TOML file (``--config`` or ``MONITOR_CONFIG``, else ``./monitor.toml``); ``monitor settings``
@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -26,7 +26,8 @@ from rich.text import Text
 from typer._click import exceptions as click_errors  # typer vendors click: its usage errors are these, not click's
 
 from monitor.core.errors import ConfigError, DataError, MonitorError, redact
-from monitor.core.secrets import RedactingFilter, install_log_masking, redact_data
+from monitor.core.progress import ProgressFactory
+from monitor.core.secrets import RedactingFilter, install_log_masking, printable, redact_data
 from monitor.core.settings import Settings, load_settings
 from monitor.core.verdicts import Verdict
 
@@ -91,6 +92,10 @@ def main(
     config: Annotated[Path | None, typer.Option("--config", help="TOML settings file (same keys as the MONITOR_ variables, lower case).")] = None,
 ) -> None:
     """Monitor which classes of an image classifier are getting worse, with statistical evidence."""
+    global out, err
+    # Made per invocation: rich fixes a console's width from COLUMNS when it is made, and the width of
+    # this run's output is the environment of this run (an in-process caller may have changed it since import).
+    out, err = Console(emoji=False), Console(stderr=True, emoji=False)
     _state["debug"] = debug
     if config is not None:
         if not config.is_file():
@@ -110,7 +115,7 @@ def main(
 
 def _safe(value: Any) -> str:
     """Any value as text fit to print: secrets masked, bytes that are not UTF-8 (surrogate escapes) shown as escapes."""
-    return redact(str(value)).encode("utf-8", "backslashreplace").decode("utf-8")
+    return printable(str(value))
 
 
 def _line(*parts: str | tuple[str, str]) -> Text:
@@ -143,7 +148,8 @@ def _settings(**overrides: Any) -> Settings:
     return _run(lambda: load_settings(**{k: v for k, v in overrides.items() if v is not None}))
 
 
-def _progress(json_mode: bool = False):  # type: ignore[no-untyped-def]
+def _progress() -> ProgressFactory:
+    """Progress bars on stderr (stdout stays one JSON object under ``--json``)."""
     from monitor.core.progress import rich_progress
 
     return rich_progress(err)
@@ -168,7 +174,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
 VERDICT_STYLE: dict[str, str] = {Verdict.HEALTHY: "green", Verdict.WATCH: "yellow", Verdict.NEEDS_RETRAINING: "bold red", Verdict.INSUFFICIENT_DATA: "dim"}
 
 
-def _class_table(title: str, rows: list[dict[str, Any]], level: float) -> Table:
+def _class_table(title: str, rows: Sequence[Mapping[str, Any]], level: float) -> Table:
     table = Table(title=_cell(title))
     for name, justify in [("class", "left"), ("n", "right"), ("correct", "right"), ("failed", "right"), ("accuracy", "right"), (f"{level:.0%} interval", "center"), ("verdict", "left")]:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
@@ -193,7 +199,7 @@ def index(json_out: JsonOption = False) -> None:
     Incremental and idempotent: only new or changed blobs are written; vanished ones are marked
     missing; unusable files (not an image, zero bytes, wrong depth) are recorded with a reason.
     """
-    from monitor.orchestration.pipeline import run_index
+    from monitor.orchestration.index_stage import run_index
 
     settings = _settings()
     summary = _run(lambda: run_index(settings, progress=_progress()))
@@ -226,7 +232,7 @@ def sample(date: DateOption, json_out: JsonOption = False, force: ForceOption = 
     latest verdicts put on watch (or flagged) get follow-up images beyond N (MONITOR_FOLLOWUP_SAMPLES),
     marked draw=followup in the CSV.
     """
-    from monitor.orchestration.pipeline import run_sample
+    from monitor.orchestration.sample_stage import run_sample
 
     settings = _settings()
     summary = _run(lambda: run_sample(settings, date, force=force))
@@ -278,11 +284,11 @@ def evaluate(
 
 def _health_rows(settings: Settings, date: str | None) -> tuple[str, list[dict[str, Any]]]:
     """The stored verdicts of ``date`` (default: the latest judged date), read without locking or writing the store."""
-    from monitor.core.dates import parse_run_date
+    from monitor.core.dates import days_after, iso_day, parse_run_date
     from monitor.store import open_store
 
     if date is not None:
-        date = parse_run_date(date)
+        date = parse_run_date(date).isoformat()
     with open_store(settings, read_only=True) as store:
         if date is None:
             judged = store.dates("class_health")
@@ -291,16 +297,10 @@ def _health_rows(settings: Settings, date: str | None) -> tuple[str, list[dict[s
             date = judged[-1]
         rows = sorted(store.rows("class_health", None, start=date, end=date), key=lambda row: (str(row["label"]), str(row["model_id"])))
         if not rows:
-            measured = store.dates("class_metrics", before=_day_after(date))
+            measured = store.dates("class_metrics", before=days_after(iso_day(date)).isoformat())
             hint = f"run `monitor evaluate --date {date}`" + ("" if measured and measured[-1] == date else " (nothing was measured that day)")
             raise DataError(f"no verdicts for {date} in {store.description}: {hint}")
     return date, rows
-
-
-def _day_after(date: str) -> str:
-    import datetime as dt
-
-    return (dt.date.fromisoformat(date) + dt.timedelta(days=1)).isoformat()
 
 
 @app.command()
@@ -461,18 +461,17 @@ def compare(
     insufficient_data (with the days still needed at the observed rate). Level MONITOR_COMPARE_ALPHA.
     """
     from monitor.core.dates import parse_run_date, today_utc
-    from monitor.orchestration.pipeline import compare_with
-    from monitor.store import open_store
+    from monitor.orchestration.compare_stage import compare_and_save
 
     settings = _settings()
 
     def run() -> dict[str, Any]:
         first = parse_run_date(since) if since else None
-        last = parse_run_date(until) if until else today_utc().isoformat()
+        last = parse_run_date(until) if until else today_utc()
         if first and first > last:
             raise ConfigError(f"--since {first} is after --until {last}")
-        with open_store(settings, read_only=True) as store:
-            return compare_with(settings, store, candidate, since=first, until=last)
+        # The result is stored for the dashboard (`comparisons`); a comparison that fails writes nothing.
+        return dict(compare_and_save(settings, candidate, since=first, until=last).to_dict())
 
     result = _run(run)
     if json_out:
@@ -499,7 +498,7 @@ app.add_typer(candidate_app, name="candidate")
 @candidate_app.command("add")
 def candidate_add(model_dir: Annotated[Path, typer.Argument(help="A model directory like MONITOR_MODEL_DIR.")], json_out: JsonOption = False) -> None:
     """Register a candidate model: from the next run on, each day's sample is also predicted with it."""
-    from monitor.orchestration.pipeline import add_candidate
+    from monitor.orchestration.candidates import add_candidate
 
     settings = _settings()
     done = _run(lambda: add_candidate(settings, model_dir))
@@ -512,7 +511,7 @@ def candidate_add(model_dir: Annotated[Path, typer.Argument(help="A model direct
 @candidate_app.command("remove")
 def candidate_remove(model_dir: Annotated[Path, typer.Argument(help="The directory given to `monitor candidate add`.")], json_out: JsonOption = False) -> None:
     """Stop predicting a registered candidate (its stored predictions stay, `monitor compare` still reads them)."""
-    from monitor.orchestration.pipeline import remove_candidate
+    from monitor.orchestration.candidates import remove_candidate
 
     settings = _settings()
     done = _run(lambda: remove_candidate(settings, model_dir))
@@ -525,7 +524,7 @@ def candidate_remove(model_dir: Annotated[Path, typer.Argument(help="The directo
 @candidate_app.command("list")
 def candidate_list(json_out: JsonOption = False) -> None:
     """The candidates predicted each day: from MONITOR_CANDIDATE_MODEL_DIRS and from `monitor candidate add`."""
-    from monitor.orchestration.pipeline import list_candidates
+    from monitor.orchestration.candidates import list_candidates
 
     settings = _settings()
     rows = _run(lambda: list_candidates(settings))

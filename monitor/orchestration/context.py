@@ -3,29 +3,38 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from monitor.core.dates import parse_run_date
 from monitor.core.settings import Settings
 
+if TYPE_CHECKING:
+    from monitor.core.sources import ImageSource
+
 
 @dataclass(frozen=True)
 class RunContext:
-    """One run of one date: the settings, the date (checked: a real date, not in the future) and the source's canonical URI.
+    """One run of one date: the settings, the date (checked: a real date, not in the future) and the opened source.
 
-    Built by :meth:`for_date` before anything is opened or written, so a bad date or source URI fails first and
-    the stages below never parse or validate them again.
+    Built by :meth:`for_date` before anything is opened or written, so a bad date or source URI fails first; the
+    stages below take the date as a ``datetime.date`` and the source as opened here, and parse neither again.
     """
 
     settings: Settings
     date: dt.date
-    source_uri: str
+    source: ImageSource = field(compare=False)
 
     @classmethod
-    def for_date(cls, settings: Settings, date: str | dt.date) -> "RunContext":
+    def for_date(cls, settings: Settings, date: str | dt.date) -> RunContext:
         from monitor.core.sources import open_source
 
-        return cls(settings=settings, date=parse_run_date(date), source_uri=open_source(settings.source_uri).uri)
+        return cls(settings=settings, date=parse_run_date(date), source=open_source(settings.source_uri))
+
+    @property
+    def source_uri(self) -> str:
+        """The source's canonical URI (the key of its images, samples and runs in the store)."""
+        return self.source.uri
 
     @property
     def day(self) -> str:

@@ -36,6 +36,7 @@ from monitor.core.dates import day_span, iso_day, today_utc
 from monitor.core.errors import ConfigError, DataError
 from monitor.core.progress import ProgressFactory, no_progress
 from monitor.core.settings import Settings
+from monitor.orchestration.results import EvaluateResult
 from monitor.domain.digits import LABELS, digit_to_pil, load_digits_images, split_indices
 
 #: The file that makes a data dir the demo's: written when the demo (or set-up) starts in a new or empty folder.
@@ -354,7 +355,7 @@ def run_demo(
     spark = get_spark(settings.spark_master, settings.spark_conf)
     first_flagged: dict[str, str] = {}
     daily: list[dict[str, Any]] = []
-    result: dict[str, Any] = {}
+    result: EvaluateResult | None = None
     with open_store(demo_settings) as store, progress("demo days", days) as advance:
         candidate_id = None
         if candidate:
@@ -382,6 +383,8 @@ def run_demo(
                 }
             )
             advance(1)
+    if result is None:  # days >= 1 is checked on entry; this keeps the type checker honest
+        raise ConfigError("the demo ran no day")
     days_to_flag = {
         label: day_span(drop_date, iso_day(day)) for label, day in first_flagged.items() if label == degrade
     }

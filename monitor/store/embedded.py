@@ -1,13 +1,15 @@
-"""The embedded store: mongomock collections kept on disk as small BSON files, one per partition, behind a manifest.
+"""The embedded store's files: mongomock collections kept on disk as small BSON files, one per partition, behind a manifest.
 
-One concept over ~500 lines: the embedded engine (partitions, commits, backups, restore, the writer's lock).
+One concept: the partitions on disk (loading, commits, backups, restore, the writer's lock); the store's
+operations over them are :mod:`monitor.store.embedded_store`.
 
 Why this shape (measured in ``benchmarks/bench_store.py``):
 
 - mongomock scans every document of a collection for every query and every upsert, and copies what it
   returns, so a collection must stay small for its queries to be fast. Each logical collection is therefore
   split into **partitions** by the fields every query of the service names (images by source and label,
-  history by model and date, samples by source and date, runs by source, alerts by model); one
+  history by model and date, samples by source and date, runs by source, alerts by model:
+  :data:`monitor.store.base.COLLECTIONS`); one
   partition is one mongomock collection and one file. A command loads only the partitions its queries
   touch, when they first touch them: ``monitor health`` reads a day's rows, not a year of history, and
   nothing of the image index.
@@ -50,11 +52,11 @@ from bson.codec_options import CodecOptions
 from bson.errors import BSONError
 from filelock import FileLock, Timeout
 from pymongo.collection import Collection
-from pymongo.errors import PyMongoError
 
 from monitor.core import faults
 from monitor.core.errors import StoreError
 from monitor.core.files import atomic_write, parse_json_bounded, read_bounded, remove_leftovers
+from monitor.store.base import COLLECTIONS, Key, partition_key
 
 log = logging.getLogger(__name__)
 
@@ -66,33 +68,10 @@ _CODEC: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True, tzinfo=dt.tim
 MANIFEST_MAX_BYTES = 64 << 20
 #: The largest partition file read when the manifest records no size for it (manifests of earlier versions).
 PART_MAX_BYTES = 1 << 30
-#: The largest single-file store of an earlier version that is migrated.
-LEGACY_MAX_BYTES = 1 << 30
 #: The nesting of a manifest: {"parts": [{"key": [...]}]}.
 MANIFEST_MAX_DEPTH = 4
 #: The name a writer gives a partition file (see _file_stem): "<kind>/<name>.bson", one plain name in its kind's folder.
 _PART_FILE = re.compile(r"(?P<kind>[a-z_]+)/[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.bson")
-
-#: The fields that name a partition of each collection: every query of the service fixes them (or scans the partitions).
-PARTITIONS: dict[str, tuple[str, ...]] = {
-    "images": ("source", "label"),
-    "samples": ("source", "date"),
-    "class_metrics": ("model_id", "date"),
-    "class_health": ("model_id", "date"),
-    "evaluations": ("model_id", "date"),
-    "alerts": ("model_id",),
-    "models": (),
-    "runs": ("source",),
-    "candidates": (),
-}
-
-Key = tuple[str, ...]
-
-
-def partition_key(kind: str, doc: dict[str, Any]) -> Key:
-    """The partition ``doc`` of collection ``kind`` belongs to (a missing label is the empty string)."""
-    return tuple("" if doc.get(name) is None else str(doc.get(name)) for name in PARTITIONS[kind])
-
 
 def _file_stem(kind: str, key: Key) -> str:
     digest = hashlib.sha256("\x1f".join((kind, *key)).encode()).hexdigest()[:20]
@@ -152,9 +131,9 @@ class Manifest:
         for entry in data["parts"]:
             if not (
                 isinstance(entry, dict)
-                and entry.get("kind") in PARTITIONS
+                and entry.get("kind") in COLLECTIONS
                 and isinstance(entry.get("key"), list)
-                and len(entry["key"]) == len(PARTITIONS[entry["kind"]])
+                and len(entry["key"]) == len(COLLECTIONS[entry["kind"]].partition)
                 and all(isinstance(v, str) for v in entry["key"])
                 and isinstance(entry.get("file"), str)
                 and (named := _PART_FILE.fullmatch(entry["file"])) is not None
@@ -201,10 +180,11 @@ def read_part_file(
     except (BSONError, ValueError, TypeError) as exc:  # truncated or not BSON
         raise ValueError(f"not BSON ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from exc
     # One field at a time over all documents (a set per field, not a tuple per document): every read checks this.
-    for name, value in zip(PARTITIONS[kind], key):
+    fields = COLLECTIONS[kind].partition
+    for name, value in zip(fields, key):
         if {"" if (v := doc.get(name)) is None else str(v) for doc in docs} - {value}:
             stray = next(doc for doc in docs if partition_key(kind, doc) != key)
-            raise ValueError(f"holds a document of another partition ({dict(zip(PARTITIONS[kind], partition_key(kind, stray)))})")
+            raise ValueError(f"holds a document of another partition ({dict(zip(fields, partition_key(kind, stray)))})")
     if expected is not None and len(docs) != expected:
         raise ValueError(f"holds {len(docs)} documents where the manifest says {expected}")
     if size is not None and len(data) != size:
@@ -231,13 +211,6 @@ class EmbeddedDB:
             self._acquire(lock_timeout_s, wait_message_after_s)
         try:
             self.manifest = self._read_manifest()
-            if writable:
-                self._migrate_legacy()
-            elif not self.manifest.parts and self._legacy_file().is_file():
-                raise StoreError(
-                    f"the embedded store {self._legacy_file()} is of an earlier version: run a writing command once "
-                    f"(`monitor index`) to move it into {self.root}; readers never write"
-                )
         except BaseException:
             self.close(commit=False)
             raise
@@ -265,7 +238,7 @@ class EmbeddedDB:
         try:
             holder.write_text(json.dumps({"pid": os.getpid(), "command": " ".join(sys.argv[:4])[:200], "since": _now_iso()}))
             remove_leftovers(self.root)  # holding the lock: any temporary file here is a killed writer's
-            for folder in PARTITIONS:
+            for folder in COLLECTIONS:
                 remove_leftovers(self.root / folder)
         except OSError as exc:
             lock.release()
@@ -468,45 +441,10 @@ class EmbeddedDB:
                 continue
             except (OSError, ValueError, TypeError, KeyError):
                 return  # an unreadable backup: keep every file, a restore may need them
-        for folder in PARTITIONS:
+        for folder in COLLECTIONS:
             for path in (self.root / folder).glob("*.bson") if (self.root / folder).is_dir() else ():
                 if f"{folder}/{path.name}" not in keep:
                     path.unlink(missing_ok=True)
-
-    # --- the single-file store of earlier versions ------------------------------------------------
-
-    def _legacy_file(self) -> Path:
-        return self.root.parent / f"{self.root.name}.json"
-
-    def _migrate_legacy(self) -> None:
-        legacy = self._legacy_file()
-        if self.manifest.parts or not legacy.is_file():
-            return
-        from bson import json_util
-
-        try:
-            text = read_bounded(legacy, max_bytes=LEGACY_MAX_BYTES).decode("utf-8")
-            parse_json_bounded(text)  # bounded depth, finite numbers: json_util itself would recurse without end
-            data = json_util.loads(text, json_options=json_util.JSONOptions(tz_aware=True))
-            if not isinstance(data, dict) or not all(isinstance(docs, list) for docs in data.values()):
-                raise ValueError("expected a JSON object of collections, each a list of documents")
-            for kind, docs in data.items():
-                if kind not in PARTITIONS:
-                    continue
-                for doc in docs:
-                    if not isinstance(doc, dict):
-                        raise ValueError(f"a {kind} entry is not a document")
-                    key = partition_key(kind, doc)
-                    self.collection(kind, key).insert_one(doc)
-                    self.touched(kind, key)
-        except (OSError, ValueError, TypeError, OverflowError, RecursionError, BSONError, PyMongoError) as exc:
-            raise StoreError(
-                f"the embedded store file {legacy} of an earlier version cannot be read ({_first_line(exc)}); "
-                f"move it aside to start a new store (`monitor evaluate` re-indexes the source)"
-            ) from exc
-        self.commit()
-        os.replace(legacy, legacy.with_name(legacy.name + ".migrated"))
-        log.warning("moved the embedded store %s to the partitioned store %s (the old file is kept as %s.migrated)", legacy, self.root, legacy.name)
 
     def info(self) -> dict[str, Any]:
         files = [self.root / p.file for p in self.manifest.parts.values() if p.file]

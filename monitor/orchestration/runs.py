@@ -1,0 +1,47 @@
+"""What the stages of a date share: their notes in ``runs``, the digest of a file a stage wrote, the production model's id."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from monitor.core.errors import ModelError
+from monitor.core.settings import Settings
+from monitor.orchestration.context import RunContext
+from monitor.store import Store
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def record_stage(store: Store, ctx: RunContext, stage: str, summary: Mapping[str, Any]) -> None:
+    """Note in ``runs`` that ``stage`` finished for (source, date), replacing its previous note, and commit."""
+    store.record_stage(ctx.source_uri, ctx.day, stage, jsonable(summary), finished_at=now())
+
+
+def jsonable(summary: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in summary.items()}
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def production_model_id(settings: Settings) -> str:
+    """The id of the production model (``MONITOR_MODEL_DIR``) from its weight files, without loading it."""
+    from evaluation.model import model_identity
+
+    if not Path(settings.model_dir).is_dir():
+        raise ModelError(f"model directory {settings.model_dir} does not exist (set MONITOR_MODEL_DIR to a Hugging Face model directory)")
+    try:
+        return model_identity(settings.model_dir)
+    except OSError as exc:
+        raise ModelError(f"cannot read the model at {settings.model_dir}: {exc.strerror or exc}") from exc
