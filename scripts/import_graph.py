@@ -12,7 +12,7 @@ from its own floor and the floors below, never from above, and no two folders im
 
     .venv/bin/python scripts/import_graph.py            # print the Mermaid diagram
     .venv/bin/python scripts/import_graph.py --write    # refresh it in docs/ARCHITECTURE.md
-    .venv/bin/python scripts/import_graph.py --check    # exit 1 on an arrow that runs back up, or a folder cycle (tests/test_layers.py)
+    .venv/bin/python scripts/import_graph.py --check    # exit 1 on an arrow that runs back up, or a folder cycle (tests/project/test_layers.py)
 """
 
 from __future__ import annotations

@@ -46,13 +46,13 @@ METRICS_FUNCTIONS='evaluation.metrics.x__pandas_input__mutmut_* evaluation.metri
 SLOW_HEALTH='not (test_compute_health_uses_per_class_targets or test_a_new_class_leaves_stored_verdicts or test_recovery_run_length_matches_monte_carlo or test_calibrated_threshold_is_the_smallest or test_compute_health_moves_from_insufficient or test_a_settings_change_applies_from_its_day or test_a_class_with_none_right_is_flagged_on_its_first_day)'
 spec() {
     case "$1" in
-        health)   echo "monitor/domain/health/calibration.py monitor/domain/health/detector.py monitor/domain/health/judge.py monitor/domain/health/policy.py monitor/orchestration/health_stage.py|tests/test_health.py tests/test_calibration_cache.py|fork||$SLOW_HEALTH" ;;
-        sampling) echo 'monitor/domain/sampling.py|tests/test_sampling.py|fork||' ;;
-        alerts)   echo 'monitor/domain/alerts.py|tests/test_alerts.py|forkserver||' ;;
-        compare)  echo 'monitor/domain/compare.py|tests/test_compare.py|fork|not spark|' ;;
-        store)    echo 'monitor/store/__init__.py monitor/store/embedded.py|tests/test_store.py|fork||' ;;
-        indexing) echo 'monitor/domain/indexing.py|tests/test_indexing.py|fork|not gcs|' ;;
-        metrics)  echo "evaluation/metrics.py|tests/test_metrics.py|fork|not spark||$METRICS_FUNCTIONS" ;;
+        health)   echo "monitor/domain/health/calibration.py monitor/domain/health/detector.py monitor/domain/health/judge.py monitor/domain/health/policy.py monitor/orchestration/health_stage.py|tests/domain/test_health.py tests/orchestration/test_calibration_cache.py|fork||$SLOW_HEALTH" ;;
+        sampling) echo 'monitor/domain/sampling.py|tests/domain/test_sampling.py|fork||' ;;
+        alerts)   echo 'monitor/domain/alerts.py|tests/domain/test_alerts.py|forkserver||' ;;
+        compare)  echo 'monitor/domain/compare.py|tests/domain/test_compare.py|fork|not spark|' ;;
+        store)    echo 'monitor/store/__init__.py monitor/store/embedded.py|tests/store/test_store.py|fork||' ;;
+        indexing) echo 'monitor/domain/indexing.py|tests/domain/test_indexing.py|fork|not gcs|' ;;
+        metrics)  echo "evaluation/metrics.py|tests/evaluation/test_metrics.py|fork|not spark||$METRICS_FUNCTIONS" ;;
         *) echo "unknown module '$1' (known: health sampling alerts compare store indexing metrics)" >&2; return 1 ;;
     esac
 }

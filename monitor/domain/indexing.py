@@ -220,7 +220,7 @@ def _listed(blobs: Iterable[BlobInfo], hasher: Any) -> _Listed:
     """Hash and classify one batch in one loop: the per-blob work of a run, kept to what cannot be shared.
 
     Same rules as :func:`classify` (inlined: a call per blob costs as much as the rules) and :func:`_bson_time`
-    (called only for the timestamps that need it); ``tests/test_indexing.py`` checks both agree on odd paths.
+    (called only for the timestamps that need it); ``tests/domain/test_indexing.py`` checks both agree on odd paths.
     """
     paths: list[str] = []
     rows: list[Row] = []

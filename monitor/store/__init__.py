@@ -4,7 +4,7 @@
 :mod:`monitor.store.mongo` and :mod:`monitor.store.embedded_store` are the two engines, each apart, over
 the operations both share (:mod:`monitor.store.common`); :mod:`monitor.store.embedded` keeps the embedded
 engine's files. Callers open the configured one with :func:`open_store` and never ask which they have.
-``tests/test_store.py`` runs the same checks on both (``MONITOR_TEST_MONGO_URI`` for a real server).
+``tests/store/test_store.py`` runs the same checks on both (``MONITOR_TEST_MONGO_URI`` for a real server).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ DAG_ID = "class_health_daily"
 STAGES = ["index", "sample", "predict", "metrics", "health"]
 PUBLISH = "publish_retraining"
 COMPARE = "compare_candidates"
-DAG_FILE = Path(__file__).resolve().parents[1] / "dags" / "class_health_daily.py"
+DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / "class_health_daily.py"
 
 
 @pytest.fixture(scope="module")

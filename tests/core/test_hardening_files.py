@@ -386,6 +386,7 @@ def test_monitor_index_on_an_odd_tree_counts_what_it_skipped_and_why(tmp_path: P
     assert json.loads(done.stdout)["unusable"] == {REASON_NOT_A_FILE: 2, REASON_NOT_UTF8: 2}
 
 
+@pytest.mark.slow
 def test_evaluate_over_damaged_predictions_is_one_line_with_exit_6_and_the_force_remedy(tmp_path: Path) -> None:
     from tests.fixtures.sources import build_one_broken_class
 

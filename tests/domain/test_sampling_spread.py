@@ -8,7 +8,7 @@ from its ``L``-th predecessor to itself (circular): the pivot must fall there fo
 tests check that exact rate for each image (any slip in the walk, its length, its start or its wrap moves it),
 and that the rates are near uniform at the default oversampling and plainly not at ``oversample = 1``.
 
-(``tests/test_sampling.py`` reads a small class whole, where every walk covers the class and the walk's
+(``tests/domain/test_sampling.py`` reads a small class whole, where every walk covers the class and the walk's
 mistakes do not show.)
 """
 

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 COMPOSE_FILE = DOCKER / "compose.yaml"
 DOCKERFILES = [DOCKER / "Dockerfile", DOCKER / "Dockerfile.cuda"]
@@ -189,7 +189,7 @@ def _ignore_patterns(dockerfile: Path) -> list[str]:
     [
         ("monitor/core/settings.py", False),
         ("monitor/__pycache__/settings.cpython-311.pyc", True),
-        ("tests/test_dag.py", True),
+        ("tests/dags/test_dag.py", True),
         ("docker/seed_gcs.py", False),
         ("docker/compose.yaml", True),
         ("pyproject.toml", False),

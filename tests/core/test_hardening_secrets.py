@@ -40,7 +40,7 @@ MONGO_SHAPES = [
     ("space", f"mongodb://ops:Kq7Wv Zr9Pm@127.0.0.1:{PORT}/"),
     ("spaces-and-tab", f"mongodb://ops: Kq7Wv\tx Zr9Pm @127.0.0.1:{PORT}/"),
     ("unescaped-at", f"mongodb://ops:Kq7Wv@Zr9Pm@127.0.0.1:{PORT}/"),
-    ("at-space-at", f"mongodb://ops:Kq7Wv@ @Zr9Pm@127.0.0.1:{PORT}/"),  # found by tests/test_fuzz_cli.py
+    ("at-space-at", f"mongodb://ops:Kq7Wv@ @Zr9Pm@127.0.0.1:{PORT}/"),  # found by tests/orchestration/test_fuzz_cli.py
     ("unescaped-slash", f"mongodb://ops:Kq7Wv/Zr9Pm@127.0.0.1:{PORT}/"),
     ("unescaped-colon", f"mongodb://ops:Kq7Wv:Zr9Pm@127.0.0.1:{PORT}/"),
     ("unescaped-hash", f"mongodb://ops:Kq7Wv#Zr9Pm@127.0.0.1:{PORT}/"),
@@ -206,7 +206,7 @@ def test_a_toml_config_with_a_spaced_password_is_masked_in_settings_and_its_erro
 
 @pytest.mark.airflow
 def test_the_dag_task_entry_hands_every_shape_to_airflows_masker(airflow_env: object, monkeypatch: pytest.MonkeyPatch) -> None:
-    spec = importlib.util.spec_from_file_location("class_health_daily_masking", Path(__file__).resolve().parents[1] / "dags" / "class_health_daily.py")
+    spec = importlib.util.spec_from_file_location("class_health_daily_masking", Path(__file__).resolve().parents[2] / "dags" / "class_health_daily.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -27,18 +27,18 @@ import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark, pytest.mark.airflow]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: The first line of each block that is not run here, and why.
 NOT_RUN = {
     "export MONITOR_SOURCE_URI=gs://my-bucket/validation": "needs your bucket, model directory and MongoDB (placeholders)",
-    "bash docker/start.sh": "needs a Docker engine; tests/test_docker.py runs it up to docker compose config",
-    "export MONITOR_ENGINE=spark": "needs your Spark cluster (placeholders); tests/test_spark_cluster.py runs evaluate on a loopback standalone cluster",
+    "bash docker/start.sh": "needs a Docker engine; tests/project/test_docker.py runs it up to docker compose config",
+    "export MONITOR_ENGINE=spark": "needs your Spark cluster (placeholders); tests/evaluation/test_spark_cluster.py runs evaluate on a loopback standalone cluster",
     "SPARK_HOME=$(.venv/bin/python -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')": (
         "starts long-running daemons; tests/fixtures/spark_cluster.py does the same and stops them"
     ),
     ".venv/bin/pip install -e '.[dev]'": "the mutation run takes tens of minutes a module; it is measured by hand, not in the suite",
-    "MONITOR_TEST_MONGO_URI='mongodb://127.0.0.1:27017/?directConnection=true' .venv/bin/python -m pytest tests/test_store.py": (
-        "needs the compose stack's MongoDB; tests/test_store.py runs the same tests on mongomock in this suite"
+    "MONITOR_TEST_MONGO_URI='mongodb://127.0.0.1:27017/?directConnection=true' .venv/bin/python -m pytest tests/store/test_store.py": (
+        "needs the compose stack's MongoDB; tests/store/test_store.py runs the same tests on mongomock in this suite"
     ),
 }
 

@@ -156,6 +156,7 @@ def _grants(h: int, followup: int = 30, n: int = 10) -> tuple[list[int], np.ndar
     return [n + k * unit for k in range(6 * followup // unit + 1)], n + followup_extra(np.arange(h), h, followup)
 
 
+@pytest.mark.slow
 def test_calibrated_threshold_is_the_smallest_that_meets_the_run_length_for_every_grant_policy() -> None:
     d = design(0.9, 0.05, 10, 30, required_arl(15, 1.0), 365.0)
     arl = required_arl(15, 1.0) / (1 - COLLAPSE_SHARE)  # the small-drop test's share of the budget
@@ -209,6 +210,7 @@ def test_the_collapse_tests_worst_policy_run_length_matches_monte_carlo_and_boun
         assert run_lengths(d.big_h, d.big_up, d.big_down, 0.1, np.full(d.big_h, n))[0] >= worst - 1e-6
 
 
+@pytest.mark.slow
 def test_a_class_with_none_right_is_flagged_on_its_first_day(settings) -> None:
     d = design_for(0.9, settings, 10)
     state, raised, _ = advance(State.zeros(), 8, 0, d)
@@ -681,6 +683,7 @@ def _run(store, settings, model_id: str, days: range) -> None:
         raise_alerts(store, model_id, day(i), compute_health(store, model_id, day(i), settings))
 
 
+@pytest.mark.slow
 def test_a_new_class_leaves_stored_verdicts_and_alerts_unchanged_and_raises_no_recovery(store, settings) -> None:
     labels = [f"c{k:02d}" for k in range(14)]
     series = {label: [(10, 10)] * 20 for label in labels}
@@ -839,6 +842,7 @@ def test_followup_requests_come_from_the_latest_day_before_the_date_within_the_c
     assert followup_requests(store, day(0), cap=1000) == {}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [3, 11])
 def test_all_classes_at_once_equals_judging_each_class_alone_day_by_day_and_from_scratch(store, settings, seed: int) -> None:
     """compute_health advances every class together as arrays; judge_day is the one-class reference.

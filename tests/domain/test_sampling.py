@@ -610,7 +610,7 @@ import json, sys
 from pathlib import Path
 from monitor.core.settings import load_settings
 from monitor.store import open_store
-from tests.test_sampling import _reproducibility_values
+from tests.domain.test_sampling import _reproducibility_values
 with open_store(load_settings(data_dir=Path(sys.argv[1]))) as store:
     print(json.dumps(_reproducibility_values(store)))
 """
@@ -626,7 +626,7 @@ def test_another_process_computes_the_same_keys_pivots_priorities_and_sample(tmp
     env["PYTHONHASHSEED"] = "1" if os.environ.get("PYTHONHASHSEED") != "1" else "2"
     done = subprocess.run(
         [sys.executable, "-c", _CHILD, str(child_dir)],
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
         env=env,
         capture_output=True,
         text=True,
@@ -807,6 +807,7 @@ def test_the_unseen_draw_is_reproducible_for_the_date_and_point_in_time(store: S
     assert draw_sample(store, SOURCE, dt.date(2026, 3, 11), 10, seed=2, seen=seen).items != first.items
 
 
+@pytest.mark.slow
 def test_the_newest_arrivals_are_drawn_first_and_a_day_of_arrivals_uniformly(store: Store) -> None:
     """Base draws take the newest unseen arrivals first; among one day's arrivals every image is equally likely."""
     old = _add(store, "cat", 200, BEFORE)

@@ -9,7 +9,7 @@ Whatever a file holds, reading it
 
 The budget is fixed and the search derandomized (the same examples on every run, no example database), so CI
 is reproducible: ``FUZZ_EXAMPLES`` (default 40 per property) raises it, e.g.
-``FUZZ_EXAMPLES=2000 pytest tests/test_fuzz_files.py``.
+``FUZZ_EXAMPLES=2000 pytest tests/core/test_fuzz_files.py``.
 """
 
 from __future__ import annotations

@@ -469,7 +469,7 @@ def test_the_calculator_does_no_io_and_the_stage_and_the_dashboard_read_what_is_
     import importlib.util
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("import_graph_compare", Path(__file__).parents[1] / "scripts" / "import_graph.py")
+    spec = importlib.util.spec_from_file_location("import_graph_compare", Path(__file__).resolve().parents[2] / "scripts" / "import_graph.py")
     assert spec is not None and spec.loader is not None
     graph = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(graph)

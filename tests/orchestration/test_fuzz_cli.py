@@ -10,7 +10,7 @@ Whatever the input, a command
 
 Commands run in-process through typer's CliRunner. The budget is fixed and the search derandomized (the same
 examples on every run, no example database), so CI is reproducible: ``FUZZ_EXAMPLES`` (default 60 per property)
-raises it, e.g. ``FUZZ_EXAMPLES=2000 pytest tests/test_fuzz_cli.py``.
+raises it, e.g. ``FUZZ_EXAMPLES=2000 pytest tests/orchestration/test_fuzz_cli.py``.
 """
 
 from __future__ import annotations

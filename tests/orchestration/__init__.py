@@ -1,0 +1,1 @@
+"""Tests of monitor/orchestration (the stages, the CLI, the demo)."""
