@@ -67,7 +67,17 @@ def simulate_counts(cells: np.ndarray, n: np.ndarray, rng: np.random.Generator) 
 
 
 def run_case(
-    p: np.ndarray, q: np.ndarray, *, rho: float, days: int, per_day: int, runs: int, flagged: list[str], alpha: float, margin: float, seed: int,
+    p: np.ndarray,
+    q: np.ndarray,
+    *,
+    rho: float,
+    days: int,
+    per_day: int,
+    runs: int,
+    flagged: list[str],
+    alpha: float,
+    margin: float,
+    seed: int,
     flagged_per_day: int | None = None,
 ) -> dict[str, float]:
     """Shares of runs: any class declared worse (paired, margin and 0; unpaired), flagged class improved (paired, unpaired), promote."""
@@ -101,18 +111,64 @@ def calibration(args: argparse.Namespace, margin: float) -> dict[str, Any]:
     flagged_p[0] = 0.80
     improved_q = flagged_p.copy()
     improved_q[0] = 0.90
-    out: dict[str, Any] = {"classes": args.classes, "per_day": args.per_day, "followup": args.followup, "runs": args.runs, "alpha": args.alpha, "margin": margin, "by_rho": {}}
+    out: dict[str, Any] = {
+        "classes": args.classes,
+        "per_day": args.per_day,
+        "followup": args.followup,
+        "runs": args.runs,
+        "alpha": args.alpha,
+        "margin": margin,
+        "by_rho": {},
+    }
     for rho in args.rho:
-        equal = run_case(p, p, rho=rho, days=args.days, per_day=args.per_day, runs=args.runs, flagged=[], alpha=args.alpha, margin=margin, seed=args.seed + 1)
+        equal = run_case(
+            p,
+            p,
+            rho=rho,
+            days=args.days,
+            per_day=args.per_day,
+            runs=args.runs,
+            flagged=[],
+            alpha=args.alpha,
+            margin=margin,
+            seed=args.seed + 1,
+        )
         promote_equal = run_case(
-            flagged_p, flagged_p, rho=rho, days=args.days, per_day=args.per_day, runs=args.runs, flagged=["c000"], alpha=args.alpha, margin=margin, seed=args.seed + 2
+            flagged_p,
+            flagged_p,
+            rho=rho,
+            days=args.days,
+            per_day=args.per_day,
+            runs=args.runs,
+            flagged=["c000"],
+            alpha=args.alpha,
+            margin=margin,
+            seed=args.seed + 2,
         )
         power = run_case(
-            flagged_p, improved_q, rho=rho, days=args.power_days, per_day=args.per_day, runs=args.runs, flagged=["c000"], alpha=args.alpha, margin=margin, seed=args.seed + 3
+            flagged_p,
+            improved_q,
+            rho=rho,
+            days=args.power_days,
+            per_day=args.per_day,
+            runs=args.runs,
+            flagged=["c000"],
+            alpha=args.alpha,
+            margin=margin,
+            seed=args.seed + 3,
         )
         followed = run_case(
-            flagged_p, improved_q, rho=rho, days=args.power_days, per_day=args.per_day, runs=args.runs, flagged=["c000"], alpha=args.alpha, margin=margin,
-            seed=args.seed + 4, flagged_per_day=args.per_day + args.followup,
+            flagged_p,
+            improved_q,
+            rho=rho,
+            days=args.power_days,
+            per_day=args.per_day,
+            runs=args.runs,
+            flagged=["c000"],
+            alpha=args.alpha,
+            margin=margin,
+            seed=args.seed + 4,
+            flagged_per_day=args.per_day + args.followup,
         )
         out["by_rho"][str(rho)] = {
             "false_worse_fwer": equal["worse"],
@@ -157,7 +213,10 @@ def cost(args: argparse.Namespace) -> dict[str, Any]:
         items.append((path, LABELS[targets[k % len(images)]]))
     run = dict(date="2026-12-01", batch_size=args.batch_size, fetch_workers=8, top_k=3, max_pixels=10_000_000)
     decoded = [digit_to_pil(images[k % len(images)]).resize((96, 96)) for k in range(args.images)]
-    batches = [processor_pixel_values(candidate, decoded[i : i + args.batch_size]) for i in range(0, len(decoded), args.batch_size)]
+    batches = [
+        processor_pixel_values(candidate, decoded[i : i + args.batch_size])
+        for i in range(0, len(decoded), args.batch_size)
+    ]
 
     def alone() -> None:
         predict_images(items, blobs.__getitem__, production, **run)  # type: ignore[arg-type]
@@ -205,9 +264,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--days", type=int, default=28, help="days pooled in the calibration cases")
     parser.add_argument("--power-days", type=int, default=14, help="days pooled in the power case")
     parser.add_argument(
-        "--followup", type=int, default=settings.followup_samples, help="extra images a day the flagged class draws (MONITOR_FOLLOWUP_SAMPLES)"
+        "--followup",
+        type=int,
+        default=settings.followup_samples,
+        help="extra images a day the flagged class draws (MONITOR_FOLLOWUP_SAMPLES)",
     )
-    parser.add_argument("--rho", type=lambda s: [float(x) for x in s.split(",")], default=[0.0, 0.5, 0.8], help="comma-separated error overlaps")
+    parser.add_argument(
+        "--rho",
+        type=lambda s: [float(x) for x in s.split(",")],
+        default=[0.0, 0.5, 0.8],
+        help="comma-separated error overlaps",
+    )
     parser.add_argument("--alpha", type=float, default=settings.compare_alpha)
     parser.add_argument("--margin", type=float, default=settings.noninferiority_margin)
     parser.add_argument("--images", type=int, default=2000, help="images in the cost measurement")
@@ -237,8 +304,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
     else:
-        cal = result.get("calibration", {"classes": "-", "per_day": "-", "runs": 0, "alpha": "-", "margin": "-", "by_rho": {}})
-        print(f"{cal['classes']} classes, {cal['per_day']} images/class/day, {cal['runs']} runs per case, alpha {cal['alpha']}, margin {cal['margin']}")
+        cal = result.get(
+            "calibration", {"classes": "-", "per_day": "-", "runs": 0, "alpha": "-", "margin": "-", "by_rho": {}}
+        )
+        print(
+            f"{cal['classes']} classes, {cal['per_day']} images/class/day, {cal['runs']} runs per case, alpha {cal['alpha']}, margin {cal['margin']}"
+        )
         print(
             f"{'rho':>5} {'FWER worse':>11} {'(margin 0)':>11} {'unpaired':>9} {'false promote':>14} {'power 14d':>10} {'unpaired':>9} {'promote 14d':>12}"
             f" {'power +followup':>16} {'unpaired':>9}"

@@ -48,8 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dashboards import ids  # noqa: E402
 from dashboards.app import EXTENSION, create_app, warm_up  # noqa: E402
-from monitor.core.stats import wilson_intervals  # noqa: E402
 from monitor.core.settings import Settings, load_settings  # noqa: E402
+from monitor.core.stats import wilson_intervals  # noqa: E402
 from monitor.store import open_store  # noqa: E402
 
 TARGET_S = 2.0
@@ -77,7 +77,11 @@ def synthesise(classes: int, days: int, end: dt.date, settings: Settings, seed: 
     pc[window:] -= cc[:-window]
     plow, phigh = wilson_intervals(pc.ravel(), pn.ravel(), 0.95)
     prob = stats.beta.cdf(0.9, pc + 1, pn - pc + 1)
-    verdict = np.where(pn < 20, "insufficient_data", np.where(prob > 0.995, "needs_retraining", np.where(prob > 0.95, "watch", "healthy")))
+    verdict = np.where(
+        pn < 20,
+        "insufficient_data",
+        np.where(prob > 0.995, "needs_retraining", np.where(prob > 0.95, "watch", "healthy")),
+    )
     metrics: list[dict[str, Any]] = []
     health: list[dict[str, Any]] = []
     for d, date in enumerate(dates):
@@ -88,21 +92,45 @@ def synthesise(classes: int, days: int, end: dt.date, settings: Settings, seed: 
             wrong = m - k
             metrics.append(
                 {
-                    "model_id": MODEL, "date": date, "label": label, "n": m, "correct": k, "failed": 0,
-                    "accuracy": k / m, "ci_low": float(low[i]), "ci_high": float(high[i]),
-                    "tp": k, "fp": wrong, "fn": wrong, "precision": 0.9, "recall": k / m, "f1": 0.9,
+                    "model_id": MODEL,
+                    "date": date,
+                    "label": label,
+                    "n": m,
+                    "correct": k,
+                    "failed": 0,
+                    "accuracy": k / m,
+                    "ci_low": float(low[i]),
+                    "ci_high": float(high[i]),
+                    "tp": k,
+                    "fp": wrong,
+                    "fn": wrong,
+                    "precision": 0.9,
+                    "recall": k / m,
+                    "f1": 0.9,
                     "confusions": [{"pred": labels[(c + 1) % classes], "count": wrong}] if wrong else [],
                 }
-            )  # fmt: skip
+            )
             health.append(
                 {
-                    "model_id": MODEL, "date": date, "label": label, "verdict": str(verdict[d, c]), "target": 0.9,
-                    "window_days": window, "window_start": start, "pooled_n": int(pn[d, c]), "pooled_correct": int(pc[d, c]),
-                    "pooled_accuracy": float(pc[d, c] / pn[d, c]), "ci_low": float(plow[i]), "ci_high": float(phigh[i]),
-                    "prob_below_target": float(prob[d, c]), "cusum": 0.0, "cusum_threshold": 5.0, "method": "synthetic",
+                    "model_id": MODEL,
+                    "date": date,
+                    "label": label,
+                    "verdict": str(verdict[d, c]),
+                    "target": 0.9,
+                    "window_days": window,
+                    "window_start": start,
+                    "pooled_n": int(pn[d, c]),
+                    "pooled_correct": int(pc[d, c]),
+                    "pooled_accuracy": float(pc[d, c] / pn[d, c]),
+                    "ci_low": float(plow[i]),
+                    "ci_high": float(phigh[i]),
+                    "prob_below_target": float(prob[d, c]),
+                    "cusum": 0.0,
+                    "cusum_threshold": 5.0,
+                    "method": "synthetic",
                     "reason": f"{label}: {pc[d, c]}/{pn[d, c]} correct over {window} days; P(below 90%) = {prob[d, c]:.2f}",
                 }
-            )  # fmt: skip
+            )
     with open_store(settings) as store:
         for kind, docs in (("class_metrics", metrics), ("class_health", health)):
             for d, date in enumerate(dates):
@@ -118,7 +146,12 @@ def recommit_last_day(settings: Settings) -> None:
     with open_store(settings) as store:
         last = store.dates("class_metrics", MODEL)[-1]
         rows = store.rows("class_metrics", MODEL, start=last, end=last)
-        store.replace_day("class_metrics", MODEL, last, [{k: v for k, v in row.items() if k not in ("model_id", "date")} for row in rows])
+        store.replace_day(
+            "class_metrics",
+            MODEL,
+            last,
+            [{k: v for k, v in row.items() if k not in ("model_id", "date")} for row in rows],
+        )
         store.commit()
 
 
@@ -135,11 +168,18 @@ def _free_port() -> int:
 
 def page_request() -> dict[str, Any]:
     """The body the browser posts to render the overview (the router callback: URL -> nav, filters, page)."""
-    outputs = [{"id": ids.NAV, "property": "children"}, {"id": ids.FILTERS, "property": "children"}, {"id": ids.PAGE, "property": "children"}]
+    outputs = [
+        {"id": ids.NAV, "property": "children"},
+        {"id": ids.FILTERS, "property": "children"},
+        {"id": ids.PAGE, "property": "children"},
+    ]
     return {
-        "output": "..." .join(f"{o['id']}.{o['property']}" for o in outputs).join(["..", ".."]),
+        "output": "...".join(f"{o['id']}.{o['property']}" for o in outputs).join(["..", ".."]),
         "outputs": outputs,
-        "inputs": [{"id": ids.URL, "property": "pathname", "value": "/"}, {"id": ids.URL, "property": "search", "value": ""}],
+        "inputs": [
+            {"id": ids.URL, "property": "pathname", "value": "/"},
+            {"id": ids.URL, "property": "search", "value": ""},
+        ],
         "changedPropIds": [f"{ids.URL}.pathname", f"{ids.URL}.search"],
         "state": [[], [], []],
     }
@@ -148,7 +188,9 @@ def page_request() -> dict[str, Any]:
 def timed_post(url: str, body: dict[str, Any]) -> tuple[float, int]:
     import urllib.request
 
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST")
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
     started = time.perf_counter()
     with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310 - our own local server
         payload = response.read()
@@ -174,7 +216,13 @@ def browser_loads(url: str, repeats: int) -> tuple[dict[str, list[float]], dict[
     from selenium.webdriver.support.ui import WebDriverWait
 
     options = webdriver.ChromeOptions()
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options)
     driver.execute_cdp_cmd("Performance.enable", {"timeDomain": "threadTicks"})
@@ -183,9 +231,13 @@ def browser_loads(url: str, repeats: int) -> tuple[dict[str, list[float]], dict[
         started = time.perf_counter()
         driver.get(url)
         WebDriverWait(driver, 60).until(
-            expected_conditions.presence_of_element_located((By.CSS_SELECTOR, f"#{ids.OVERVIEW_HEATMAP} .js-plotly-plot .heatmaplayer"))
+            expected_conditions.presence_of_element_located(
+                (By.CSS_SELECTOR, f"#{ids.OVERVIEW_HEATMAP} .js-plotly-plot .heatmaplayer")
+            )
         )
-        WebDriverWait(driver, 60).until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, f"#{ids.FLAGGED}")))
+        WebDriverWait(driver, 60).until(
+            expected_conditions.presence_of_element_located((By.CSS_SELECTOR, f"#{ids.FLAGGED}"))
+        )
         seconds = time.perf_counter() - started
         metrics = {m["name"]: m["value"] for m in driver.execute_cdp_cmd("Performance.getMetrics", {})["metrics"]}
         return seconds, float(metrics.get("TaskDuration", float("nan")))  # per document: this load's main thread
@@ -212,16 +264,22 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="warm server requests / browser loads")
     parser.add_argument("--quick", action="store_true", help="30 classes x 120 days, 3 repeats")
     parser.add_argument("--no-browser", action="store_true")
-    parser.add_argument("--json", action="store_true", help="print one JSON object (the figures, in seconds) instead of the lines")
     parser.add_argument(
-        "--data-dir", type=Path, help="keep the synthesised store here and reuse it on the next run of the same size (1,000 x 365 takes minutes to write)"
+        "--json", action="store_true", help="print one JSON object (the figures, in seconds) instead of the lines"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="keep the synthesised store here and reuse it on the next run of the same size (1,000 x 365 takes minutes to write)",
     )
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request would bury the figures
     if args.quick:
         args.classes, args.days, args.repeats = 30, 120, 3
     say = (lambda *_: None) if args.json else print
-    say(f"bench_dashboard: {args.classes} classes x {args.days} days, {platform.processor() or platform.machine()}, python {platform.python_version()}")
+    say(
+        f"bench_dashboard: {args.classes} classes x {args.days} days, {platform.processor() or platform.machine()}, python {platform.python_version()}"
+    )
     result: dict[str, Any] = {
         "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
         "date": dt.date.today().isoformat(),
@@ -230,7 +288,11 @@ def main() -> None:
         "load_average_before": round(os.getloadavg()[0], 1),
     }
     with contextlib.ExitStack() as stack:
-        root = args.data_dir if args.data_dir else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-dashboard-")))
+        root = (
+            args.data_dir
+            if args.data_dir
+            else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-dashboard-")))
+        )
         settings = load_settings(data_dir=root / "data")
         marker = root / "bench-dashboard.json"
         size_key = {"classes": args.classes, "days": args.days, "seed": 0}
@@ -243,7 +305,9 @@ def main() -> None:
             docs = synthesise(args.classes, args.days, dt.date(2025, 12, 31), settings)
             if args.data_dir:
                 marker.write_text(json.dumps(size_key))
-            say(f"synthesised {docs:,} documents ({store_size_mb(settings):.1f} MB of store files) in {time.perf_counter() - started:.1f} s")
+            say(
+                f"synthesised {docs:,} documents ({store_size_mb(settings):.1f} MB of store files) in {time.perf_counter() - started:.1f} s"
+            )
         result["store_mb"] = round(store_size_mb(settings), 1)
 
         from werkzeug.serving import make_server
@@ -259,7 +323,9 @@ def main() -> None:
             start_s = warm_up(app)
             cpu = time.process_time()
             warm = [timed_post(base + "/_dash-update-component", page_request())[0] for _ in range(args.repeats)]
-            warm_cpu_s = (time.process_time() - cpu) / args.repeats  # the server's CPU per request: robust to a busy machine
+            warm_cpu_s = (
+                time.process_time() - cpu
+            ) / args.repeats  # the server's CPU per request: robust to a busy machine
             warm_s = statistics.median(warm)
             # A pipeline run commits: the served app sees the commit on its next request (its cached
             # answers dropped), and on_reload pre-computes the default overview on a thread.
@@ -280,23 +346,38 @@ def main() -> None:
             reload_s = time.perf_counter() - written
             fresh_s = timed_post(base + "/_dash-update-component", page_request())[0]
             say(f"start-up warm-up (store read + render)  {start_s:6.2f} s   (monitor dashboard, before serving)")
-            say(f"overview callback, warm (median of {args.repeats})   {warm_s:6.2f} s   ({size / 1e3:.0f} kB response; {warm_cpu_s:.2f} s of server CPU)")
-            say(f"overview callback right after a commit  {after_commit_s:6.2f} s   (the first request on the new commit)")
-            say(f"new commit followed + overview pooled   {reload_s:6.2f} s   after the commit, on_reload on its thread")
+            say(
+                f"overview callback, warm (median of {args.repeats})   {warm_s:6.2f} s   ({size / 1e3:.0f} kB response; {warm_cpu_s:.2f} s of server CPU)"
+            )
+            say(
+                f"overview callback right after a commit  {after_commit_s:6.2f} s   (the first request on the new commit)"
+            )
+            say(
+                f"new commit followed + overview pooled   {reload_s:6.2f} s   after the commit, on_reload on its thread"
+            )
             say(f"overview callback after that            {fresh_s:6.2f} s")
             result.update(
-                startup_s=round(start_s, 2), response_kb=round(size / 1e3), server_warm_cpu_s=round(warm_cpu_s, 3), reload_s=round(reload_s, 2)
+                startup_s=round(start_s, 2),
+                response_kb=round(size / 1e3),
+                server_warm_cpu_s=round(warm_cpu_s, 3),
+                reload_s=round(reload_s, 2),
             )
             figures = {"server_warm": warm_s, "after_commit": after_commit_s, "on_new_data": fresh_s}
             if args.no_browser or shutil.which("chromedriver") is None:
-                say("browser: skipped (no chromedriver on PATH)" if not args.no_browser else "browser: skipped (--no-browser)")
+                say(
+                    "browser: skipped (no chromedriver on PATH)"
+                    if not args.no_browser
+                    else "browser: skipped (--no-browser)"
+                )
                 result["browser"] = "skipped"
             else:
                 loads, main_thread = browser_loads(base + "/", args.repeats)
                 cold, warm_load = statistics.median(loads["cold"]), statistics.median(loads["warm"])
                 cold_cpu, warm_cpu = statistics.median(main_thread["cold"]), statistics.median(main_thread["warm"])
                 say(f"browser, first load of a new browser    {loads['first'][0]:6.2f} s   (browser start-up included)")
-                say(f"browser load, cache cleared (median)    {cold:6.2f} s   (navigation to heatmap drawn, all JS fetched; {cold_cpu:.2f} s main-thread CPU)")
+                say(
+                    f"browser load, cache cleared (median)    {cold:6.2f} s   (navigation to heatmap drawn, all JS fetched; {cold_cpu:.2f} s main-thread CPU)"
+                )
                 say(f"browser load, warm cache (median)       {warm_load:6.2f} s   ({warm_cpu:.2f} s main-thread CPU)")
                 result["browser_first_s"] = round(loads["first"][0], 2)
                 result["browser_cold_main_thread_cpu_s"] = round(cold_cpu, 2)
@@ -310,7 +391,9 @@ def main() -> None:
             result["load_average_after"] = round(os.getloadavg()[0], 1)
             result["target_s"] = TARGET_S
             result["misses"] = sorted(name for name, value in figures.items() if value >= TARGET_S)
-            say(f"load average {result['load_average_before']} before, {result['load_average_after']} after ({os.cpu_count()} cores): above the core count, the figures are inflated")
+            say(
+                f"load average {result['load_average_before']} before, {result['load_average_after']} after ({os.cpu_count()} cores): above the core count, the figures are inflated"
+            )
             if args.json:
                 print(json.dumps(result, indent=2))
         finally:

@@ -45,9 +45,9 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from evaluation.predict import _chunks, decode_batch, decode_workers, fetching, in_flight_limit  # noqa: E402
-from monitor.domain.digits import LABELS, encode_digit, load_digits_images  # noqa: E402
 from monitor.core.settings import Settings  # noqa: E402
 from monitor.core.sources import open_source  # noqa: E402
+from monitor.domain.digits import LABELS, encode_digit, load_digits_images  # noqa: E402
 from tests.fixtures.gcs_latency import pointed_at  # noqa: E402
 
 BUCKET = "bench-bucket"
@@ -117,9 +117,13 @@ def photo_objects(count: int, width: int, height: int, seed: int = 0) -> tuple[d
     distinct = []
     for _ in range(16):
         phase = rng.uniform(0, 6.28, size=3)
-        base = np.stack([127 + 100 * np.sin(xx / (23 + 7 * c) + yy / (31 + 5 * c) + phase[c]) for c in range(3)], axis=-1)
+        base = np.stack(
+            [127 + 100 * np.sin(xx / (23 + 7 * c) + yy / (31 + 5 * c) + phase[c]) for c in range(3)], axis=-1
+        )
         buffer = io.BytesIO()
-        Image.fromarray(np.clip(base + rng.normal(0, 12, size=base.shape), 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=90)
+        Image.fromarray(np.clip(base + rng.normal(0, 12, size=base.shape), 0, 255).astype(np.uint8)).save(
+            buffer, format="JPEG", quality=90
+        )
         distinct.append(buffer.getvalue())
     paths = [f"photo/img_{i:06d}.jpg" for i in range(count)]
     return {f"{PREFIX}/{p}": distinct[i % 16] for i, p in enumerate(paths)}, paths
@@ -128,14 +132,23 @@ def photo_objects(count: int, width: int, height: int, seed: int = 0) -> tuple[d
 # --- measurements ------------------------------------------------------------------------------
 
 
-def fetch_and_decode(paths: list[str], read: Any, *, batch_size: int, fetch_workers: int, decode: bool = True) -> tuple[int, int]:
+def fetch_and_decode(
+    paths: list[str], read: Any, *, batch_size: int, fetch_workers: int, decode: bool = True
+) -> tuple[int, int]:
     """``predict_images``'s input side: fetch stream, then each batch decoded as its prepare thread does. Returns (ok, failed)."""
     ok = failed = 0
     device = torch.device("cpu")
     with fetching(paths, read, batch_size=batch_size, fetch_workers=fetch_workers) as (batches, decode_pool):
         for batch, contents in zip(_chunks(len(paths), batch_size), batches):
             if decode:
-                decoded = decode_batch(contents, paths[batch.start : batch.stop], chosen="processor", max_pixels=MAX_PIXELS, device=device, pool=decode_pool)
+                decoded = decode_batch(
+                    contents,
+                    paths[batch.start : batch.stop],
+                    chosen="processor",
+                    max_pixels=MAX_PIXELS,
+                    device=device,
+                    pool=decode_pool,
+                )
                 ok += len(decoded.ok_positions)
                 failed += len(decoded.failures)
             else:
@@ -153,11 +166,20 @@ def decode_only(blobs: list[bytes], paths: list[str], *, batch_size: int) -> flo
     with ThreadPoolExecutor(decode_workers(), thread_name_prefix="decode") as pool:
         start = time.perf_counter()
         for batch in _chunks(len(blobs), batch_size):
-            decode_batch(blobs[batch.start : batch.stop], paths[batch.start : batch.stop], chosen="processor", max_pixels=MAX_PIXELS, device=device, pool=pool)
+            decode_batch(
+                blobs[batch.start : batch.stop],
+                paths[batch.start : batch.stop],
+                chosen="processor",
+                max_pixels=MAX_PIXELS,
+                device=device,
+                pool=pool,
+            )
         return len(blobs) / (time.perf_counter() - start)
 
 
-def run_predict(objects: dict[str, bytes], order: list[str], workers: int, batch_size: int, repeats: int = 2) -> dict[str, Any]:
+def run_predict(
+    objects: dict[str, bytes], order: list[str], workers: int, batch_size: int, repeats: int = 2
+) -> dict[str, Any]:
     """The whole of ``predict_images`` (fetch, decode, the shipped model's processor and forward pass) from the server and from memory.
 
     Interleaved, best of ``repeats`` each (a burst of other work on the machine then hits both
@@ -185,8 +207,12 @@ def run_predict(objects: dict[str, bytes], order: list[str], workers: int, batch
     return figures
 
 
-def run_one(server: ServerProcess, order: list[str], *, latency_ms: float, workers: int, batch_size: int, decode: bool) -> dict[str, Any]:
-    source = open_source(f"gs://{BUCKET}/{PREFIX}")  # a fresh client: its connections are opened during the run, as in a real one
+def run_one(
+    server: ServerProcess, order: list[str], *, latency_ms: float, workers: int, batch_size: int, decode: bool
+) -> dict[str, Any]:
+    source = open_source(
+        f"gs://{BUCKET}/{PREFIX}"
+    )  # a fresh client: its connections are opened during the run, as in a real one
     server_cpu0 = server.ask("reset")
     cpu0 = time.process_time()
     start = time.perf_counter()
@@ -236,13 +262,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="1,000 images, the default worker count only")
     parser.add_argument("--images", type=int, default=None, help="images per measurement (10,000; --quick 1,000)")
     parser.add_argument("--latencies", default="30,80", help="per-request latencies in ms, comma-separated")
-    parser.add_argument("--workers", default=None, help=f"fetch worker counts, comma-separated (default {default_workers}; full run also sweeps 8..128)")
-    parser.add_argument("--batch-size", type=int, default=default_batch)
-    parser.add_argument("--photo", default=None, metavar="WxH", help="photo-like JPEGs of this size instead of the demo's 64x64 digits")
     parser.add_argument(
-        "--predict", action="store_true", help="also time predict_images with the shipped model at the first latency, from the server and from memory"
+        "--workers",
+        default=None,
+        help=f"fetch worker counts, comma-separated (default {default_workers}; full run also sweeps 8..128)",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object of the figures (the table goes to stderr)")
+    parser.add_argument("--batch-size", type=int, default=default_batch)
+    parser.add_argument(
+        "--photo", default=None, metavar="WxH", help="photo-like JPEGs of this size instead of the demo's 64x64 digits"
+    )
+    parser.add_argument(
+        "--predict",
+        action="store_true",
+        help="also time predict_images with the shipped model at the first latency, from the server and from memory",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object of the figures (the table goes to stderr)"
+    )
     args = parser.parse_args(argv)
     out = sys.stderr if args.json else sys.stdout
 
@@ -263,8 +299,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         objects, order = digit_objects(count)
         kind = f"64x64 digit JPEG (~{sum(map(len, list(objects.values())[:500])) // 500} B, the demo's)"
 
-    say(f"bench_fetch  {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC  {os.cpu_count()} CPUs ({cpu_name()}), load {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    say(f"{count:,} x {kind}; batch {args.batch_size}; decode threads {decode_workers()}; server: tests/fixtures/gcs_latency.py in its own process")
+    say(
+        f"bench_fetch  {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC  {os.cpu_count()} CPUs ({cpu_name()}), load {', '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    )
+    say(
+        f"{count:,} x {kind}; batch {args.batch_size}; decode threads {decode_workers()}; server: tests/fixtures/gcs_latency.py in its own process"
+    )
     blobs = [objects[f"{PREFIX}/{p}"] for p in order]
     decode_rate = decode_only(blobs, order, batch_size=args.batch_size)
     say(f"decode only (decode_batch on bytes in memory): {decode_rate:,.0f} img/s")
@@ -282,7 +322,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 for workers in worker_counts:
                     stages = [True, False] if workers == default_workers else [True]
                     for decode in stages:
-                        r = run_one(server, order, latency_ms=latency, workers=workers, batch_size=args.batch_size, decode=decode)
+                        r = run_one(
+                            server,
+                            order,
+                            latency_ms=latency,
+                            workers=workers,
+                            batch_size=args.batch_size,
+                            decode=decode,
+                        )
                         results.append(r)
                         say(
                             f"{latency:>5.0f}ms {workers:>7} {r['in_flight_limit']:>9} {'fetch+decode' if decode else 'fetch only':>13} "
@@ -323,7 +370,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     verdicts.append(f"decode alone: {decode_rate:,.0f} img/s on {decode_workers()} decode threads")
     for line in verdicts:
         say(line)
-    say(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (other work on the machine takes cores from both processes)")
+    say(
+        f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (other work on the machine takes cores from both processes)"
+    )
     result = {
         "date": dt.date.today().isoformat(),
         "load_average_end": os.getloadavg(),

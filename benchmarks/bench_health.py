@@ -103,7 +103,9 @@ class Background:
         return np.maximum(0, self.cap - used).astype(np.int64)
 
 
-def day_images(state: State, d: Design, base: np.ndarray | int, left: np.ndarray | int, unit: int, followup: bool = True) -> np.ndarray:
+def day_images(
+    state: State, d: Design, base: np.ndarray | int, left: np.ndarray | int, unit: int, followup: bool = True
+) -> np.ndarray:
     """Base plus the follow-up the cap grants a class (``left``: what the more urgent classes left of the cap)."""
     if not followup:
         return np.broadcast_to(np.asarray(base, dtype=np.int64), state.s.shape).copy()
@@ -112,9 +114,15 @@ def day_images(state: State, d: Design, base: np.ndarray | int, left: np.ndarray
 
 
 def simulate(
-    accuracy: Callable[[int], float], days: int, d: Design, trials: int, rng: np.random.Generator, *,
-    background: Background | None = None, followup: bool = True,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    accuracy: Callable[[int], float],
+    days: int,
+    d: Design,
+    trials: int,
+    rng: np.random.Generator,
+    *,
+    background: Background | None = None,
+    followup: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Infinite pool: flags, images, correct and follow-up images per day (days x trials) of independent classes whose
     accuracy on day t is ``accuracy(t)``, each granted what the cap leaves it after ``background``."""
     unit = grant_unit(d.followup)
@@ -123,7 +131,9 @@ def simulate(
     images = np.zeros((days, trials), dtype=np.int32)
     right = np.zeros((days, trials), dtype=np.int32)
     for t in range(days):
-        left = background.left(urgency(state.s, d.h, state.flagged), rng) if background is not None else np.int64(1 << 40)
+        left = (
+            background.left(urgency(state.s, d.h, state.flagged), rng) if background is not None else np.int64(1 << 40)
+        )
         n = day_images(state, d, d.n, left, unit, followup)
         c = rng.binomial(n, accuracy(t))
         state, _, _ = advance(state, n, c, d)
@@ -139,7 +149,12 @@ def first_flag(flags: np.ndarray, start: int) -> np.ndarray:
 
 def summary(delay: np.ndarray, within: int = 7) -> dict[str, float]:
     p50, p95 = np.percentile(delay, [50, 95])
-    return {"median": float(p50), "p95": float(p95), "within_7": float((delay <= within).mean()), "never": float(np.isinf(delay).mean())}
+    return {
+        "median": float(p50),
+        "p95": float(p95),
+        "within_7": float((delay <= within).mean()),
+        "never": float(np.isinf(delay).mean()),
+    }
 
 
 # --- whole worlds at target: false alarms with the cap, the background, finite buckets ------------------------
@@ -157,7 +172,9 @@ class Bucket:
         self.wrong = np.zeros((*shape, groups), dtype=np.int64)
         self.newest = -1
 
-    def arrive(self, group: int, count: int | np.ndarray, accuracy: float | np.ndarray, rng: np.random.Generator) -> None:
+    def arrive(
+        self, group: int, count: int | np.ndarray, accuracy: float | np.ndarray, rng: np.random.Generator
+    ) -> None:
         count_arr = np.broadcast_to(np.asarray(count, dtype=np.int64), self.right.shape[:-1])
         good = rng.binomial(count_arr, accuracy)
         self.right[..., group] += good
@@ -188,9 +205,18 @@ class Bucket:
 
 
 def in_control(
-    d: Design, classes: int, class_years: int, rng: np.random.Generator, target: float, cap: int, *,
-    bucket: int | None = None, first_draw: int = 0, days: int = 365, snapshots: int = 0,
-) -> dict[str, Any]:  # fmt: skip
+    d: Design,
+    classes: int,
+    class_years: int,
+    rng: np.random.Generator,
+    target: float,
+    cap: int,
+    *,
+    bucket: int | None = None,
+    first_draw: int = 0,
+    days: int = 365,
+    snapshots: int = 0,
+) -> dict[str, Any]:
     """False alarms a year over ``classes`` classes at ``target`` (whole worlds sharing the daily cap), the follow-up
     they draw, and (``snapshots``) a background of their states for :class:`Background`. With ``bucket``: each class
     is a fixed bucket of that many images (its own accuracy drawn around ``target``), each image evaluated once."""
@@ -245,12 +271,25 @@ def exact_false_alarms(d: Design, classes: int) -> float:
     return classes * 365.0 / small + classes * 365.0 / collapse
 
 
-def bound(settings: Settings, classes: int, accuracy: Callable[[int], float], days: int, start: int, tunings: list[float],
-          trials: int, rng: np.random.Generator) -> dict[str, float]:  # fmt: skip
+def bound(
+    settings: Settings,
+    classes: int,
+    accuracy: Callable[[int], float],
+    days: int,
+    start: int,
+    tunings: list[float],
+    trials: int,
+    rng: np.random.Generator,
+) -> dict[str, float]:
     """The best single-drop CUSUM at the base sample size (no follow-up), over ``tunings`` (post-change accuracies)."""
     best: dict[str, float] | None = None
     for p1 in tunings:
-        d = design_for(settings.target_accuracy, settings.model_copy(update={"drop_to_detect": round(settings.target_accuracy - p1, 10)}), classes, followup=0)
+        d = design_for(
+            settings.target_accuracy,
+            settings.model_copy(update={"drop_to_detect": round(settings.target_accuracy - p1, 10)}),
+            classes,
+            followup=0,
+        )
         flags, *_ = simulate(accuracy, days, d, trials, rng, followup=False)
         result = {**summary(first_flag(flags, start)), "tuned_to": p1}
         if best is None or result["median"] < best["median"]:
@@ -259,7 +298,9 @@ def bound(settings: Settings, classes: int, accuracy: Callable[[int], float], da
     return best
 
 
-def window_bias(d: Design, settings: Settings, accuracy: float, trials: int, rng: np.random.Generator, background: Background | None) -> dict[str, float]:
+def window_bias(
+    d: Design, settings: Settings, accuracy: float, trials: int, rng: np.random.Generator, background: Background | None
+) -> dict[str, float]:
     """Mean of the window's estimate minus the true accuracy, over class-days after a warm-up (the pooled ratio beside it)."""
     days, window = 200, settings.window_days
     _, images, right, extra = simulate(lambda t: accuracy, days, d, trials, rng, background=background)
@@ -273,20 +314,26 @@ def window_bias(d: Design, settings: Settings, accuracy: float, trials: int, rng
     return {"bias": float(mean - accuracy), "se": float(spread), "pooled_bias": float(np.mean(pooled) - accuracy)}
 
 
-def constant(d: Design, accuracy: float, trials: int, rng: np.random.Generator, background: Background | None) -> dict[str, float]:
+def constant(
+    d: Design, accuracy: float, trials: int, rng: np.random.Generator, background: Background | None
+) -> dict[str, float]:
     """Alerts per class-year for a class at a constant accuracy from day one: flags raised and recoveries."""
     unit = grant_unit(d.followup)
     state = State.zeros(trials)
     flags = clears = 0
     for _ in range(365):
-        left = background.left(urgency(state.s, d.h, state.flagged), rng) if background is not None else np.int64(1 << 40)
+        left = (
+            background.left(urgency(state.s, d.h, state.flagged), rng) if background is not None else np.int64(1 << 40)
+        )
         n = day_images(state, d, d.n, left, unit)
         state, raised, cleared = advance(state, n, rng.binomial(n, accuracy), d)
         flags, clears = flags + int(raised.sum()), clears + int(cleared.sum())
     return {"flags": flags / trials, "recoveries": clears / trials, "flagged_at_year_end": float(state.flagged.mean())}
 
 
-def arrivals(d: Design, per_day: int, trials: int, rng: np.random.Generator, *, initial: int = 500, first_draw: int = 0) -> dict[str, float]:
+def arrivals(
+    d: Design, per_day: int, trials: int, rng: np.random.Generator, *, initial: int = 500, first_draw: int = 0
+) -> dict[str, float]:
     """A bucket of ``initial`` images at 0.95 gaining ``per_day`` a day; from ``WARMUP`` the arrivals are at 0.75.
     Newest first, each image once: days from the drop to the flag."""
     horizon = 150
@@ -307,7 +354,9 @@ def arrivals(d: Design, per_day: int, trials: int, rng: np.random.Generator, *, 
     return {**summary(first_flag(flags, WARMUP)), "flagged_before_drop": float(flags[:WARMUP].any(axis=0).mean())}
 
 
-def first_verdict(d: Design, trials: int, rng: np.random.Generator, first_draw: int, *, size: int = 500, accuracy: float = 0.75) -> dict[str, float]:
+def first_verdict(
+    d: Design, trials: int, rng: np.random.Generator, first_draw: int, *, size: int = 500, accuracy: float = 0.75
+) -> dict[str, float]:
     """A bucket of ``size`` images per class at ``accuracy`` from the model's first day: the day of the first flag."""
     unit = grant_unit(d.followup)
     pool = Bucket((trials,), 1)
@@ -323,7 +372,9 @@ def first_verdict(d: Design, trials: int, rng: np.random.Generator, first_draw: 
     return {"median": float(np.median(delay)), "day_one": float((delay == 1).mean())}
 
 
-def run_case(settings: Settings, classes: int, trials: int, class_years: int, seed: int, *, quick: bool = False) -> dict[str, Any]:
+def run_case(
+    settings: Settings, classes: int, trials: int, class_years: int, seed: int, *, quick: bool = False
+) -> dict[str, Any]:
     rng = np.random.default_rng([seed, classes])
     target = settings.target_accuracy
     cap = settings.followup_daily_cap
@@ -351,14 +402,20 @@ def run_case(settings: Settings, classes: int, trials: int, class_years: int, se
 
     horizon = 150
     for after in (0.75, 0.85, 0.88):
+
         def step(t: int, after: float = after) -> float:
             return 0.95 if t < WARMUP else after
 
         flags, *_ = simulate(step, WARMUP + horizon, d, trials, rng, background=background)
         ours = summary(first_flag(flags, WARMUP))
         best = bound(settings, classes, step, WARMUP + horizon, WARMUP, [after], trials, rng)
-        out[f"drop_{after}"] = {**ours, "flagged_before_drop": float(flags[:WARMUP].any(axis=0).mean()), "bound": best,
-                                "ratio_median": _ratio(ours["median"], best["median"]), "ratio_p95": _ratio(ours["p95"], best["p95"])}  # fmt: skip
+        out[f"drop_{after}"] = {
+            **ours,
+            "flagged_before_drop": float(flags[:WARMUP].any(axis=0).mean()),
+            "bound": best,
+            "ratio_median": _ratio(ours["median"], best["median"]),
+            "ratio_p95": _ratio(ours["p95"], best["p95"]),
+        }
 
     def drift(t: int) -> float:
         return 0.95 if t < WARMUP else max(0.75, 0.95 - 0.2 * (t - WARMUP + 1) / 30)
@@ -367,9 +424,15 @@ def run_case(settings: Settings, classes: int, trials: int, class_years: int, se
     flags, *_ = simulate(drift, WARMUP + horizon, d, trials, rng, background=background)
     ours = summary(first_flag(flags, crossing))
     best = bound(settings, classes, drift, WARMUP + horizon, crossing, [0.85, 0.8, 0.75], trials, rng)
-    out["drift"] = {**ours, "bound": best, "ratio_median": ours["median"] / best["median"], "ratio_p95": ours["p95"] / best["p95"]}
+    out["drift"] = {
+        **ours,
+        "bound": best,
+        "ratio_median": ours["median"] / best["median"],
+        "ratio_p95": ours["p95"] / best["p95"],
+    }
 
     for back in (0.95, 0.9):
+
         def episode(t: int, back: float = back) -> float:
             return 0.95 if t < WARMUP else (0.75 if t < WARMUP + 60 else back)
 
@@ -377,22 +440,34 @@ def run_case(settings: Settings, classes: int, trials: int, class_years: int, se
         held = flags[WARMUP + 59]
         cleared = first_flag(~flags, WARMUP + 60)[held]
         reflagged = (flags[WARMUP + 61 :] & ~flags[WARMUP + 60 : -1]).any(axis=0)[held]
-        out[f"clear_{back}"] = {**summary(cleared), "flagged_at_recovery": float(held.mean()), "reflagged_within_150": float(reflagged.mean())}
+        out[f"clear_{back}"] = {
+            **summary(cleared),
+            "flagged_at_recovery": float(held.mean()),
+            "reflagged_within_150": float(reflagged.mean()),
+        }
 
     for level in (0.86, 0.87, 0.88):
         out[f"constant_{level}"] = constant(d, level, min(trials, 5000), rng, background)
     for level in (0.9, 0.88):
-        out[f"window_bias_{level}"] = window_bias(d, settings, level, min(trials, 2000 if quick else 10_000), rng, background)
+        out[f"window_bias_{level}"] = window_bias(
+            d, settings, level, min(trials, 2000 if quick else 10_000), rng, background
+        )
 
     if classes <= 15:  # the finite buckets: the case users meet first (the cap does not bind at this size)
         years = max(classes, class_years // (4 if quick else 1))
         for size in (200, 1000, 5000):
             found = in_control(d, classes, years, rng, target, cap, bucket=size, first_draw=settings.first_draw)
-            out[f"fixed_bucket_{size}"] = {"false_alarms_per_year": found["false_alarms_per_year"], "alarms_simulated": found["alarms_simulated"],
-                                           "class_years": found["worlds"] * classes}  # fmt: skip
+            out[f"fixed_bucket_{size}"] = {
+                "false_alarms_per_year": found["false_alarms_per_year"],
+                "alarms_simulated": found["alarms_simulated"],
+                "class_years": found["worlds"] * classes,
+            }
         for per_day in (2, 5, 20):
             out[f"arrivals_{per_day}"] = arrivals(d, per_day, min(trials, 5000), rng, first_draw=settings.first_draw)
-        out["first_verdict"] = {**first_verdict(d, min(trials, 5000), rng, settings.first_draw), "first_draw": settings.first_draw}
+        out["first_verdict"] = {
+            **first_verdict(d, min(trials, 5000), rng, settings.first_draw),
+            "first_draw": settings.first_draw,
+        }
         out["first_verdict_base_only"] = first_verdict(d, min(trials, 5000), rng, 0)
     return out
 
@@ -430,7 +505,11 @@ def flat(case: dict[str, Any]) -> dict[str, float]:
 
 def verdicts(case: dict[str, Any]) -> dict[str, bool]:
     figures = flat(case)
-    return {name: (figures[name] <= goal if op == "<=" else figures[name] >= goal) for name, (op, goal) in GOALS.items() if name in figures}
+    return {
+        name: (figures[name] <= goal if op == "<=" else figures[name] >= goal)
+        for name, (op, goal) in GOALS.items()
+        if name in figures
+    }
 
 
 def show(value: float) -> str:
@@ -451,38 +530,113 @@ def print_table(settings: Settings, cases: list[dict[str, Any]]) -> None:
     def row(name: str, key: str, cell: Callable[[dict[str, Any]], str], goal: str = "") -> None:
         print(f"{name:<44}" + "".join(f"{(cell(c) if key in c else '-'):>24}" for c in cases) + f"{goal:>12}")
 
-    row("threshold h / recovery hr (nats)", "threshold", lambda c: f"{c['threshold']:.2f} / {c['recovery_threshold']:.2f}")
-    row("false alarms / year, infinite pool (MC)", "threshold", lambda c: f"{c['false_alarms_per_year']:.2f} ({c['alarms_simulated']} alarms)", "<= 1.0")
+    row(
+        "threshold h / recovery hr (nats)",
+        "threshold",
+        lambda c: f"{c['threshold']:.2f} / {c['recovery_threshold']:.2f}",
+    )
+    row(
+        "false alarms / year, infinite pool (MC)",
+        "threshold",
+        lambda c: f"{c['false_alarms_per_year']:.2f} ({c['alarms_simulated']} alarms)",
+        "<= 1.0",
+    )
     row("  bound from the chains (both tests)", "threshold", lambda c: f"{c['false_alarms_per_year_chain']:.2f}")
     for size in (200, 1000, 5000):
         key = f"fixed_bucket_{size}"
-        row(f"false alarms / year, bucket of {size}/class", key, lambda c, key=key: f"{c[key]['false_alarms_per_year']:.2f} ({c[key]['alarms_simulated']})", "<= 1.0")
+        row(
+            f"false alarms / year, bucket of {size}/class",
+            key,
+            lambda c, key=key: f"{c[key]['false_alarms_per_year']:.2f} ({c[key]['alarms_simulated']})",
+            "<= 1.0",
+        )
     for after, goal in ((0.75, "4/7/95%"), (0.85, "10/29"), (0.88, "report")):
         key = f"drop_{after}"
-        row(f"0.95->{after}: median / p95 / <=7 d / never", key,
-            lambda c, key=key: f"{show(c[key]['median'])} / {show(c[key]['p95'])} / {c[key]['within_7']:.0%} / {c[key]['never']:.0%}", goal)  # fmt: skip
-        row("  bound: median / p95 (ratio)", key, lambda c, key=key: f"{show(c[key]['bound']['median'])} / {show(c[key]['bound']['p95'])} ({c[key]['ratio_median']:.2f})")
-    row("drift 0.95->0.75/30 d: median / p95", "drift", lambda c: f"{show(c['drift']['median'])} / {show(c['drift']['p95'])}", "<= 10")
-    row("  bound: median / p95 (ratio)", "drift", lambda c: f"{show(c['drift']['bound']['median'])} / {show(c['drift']['bound']['p95'])} ({c['drift']['ratio_median']:.2f})")
+        row(
+            f"0.95->{after}: median / p95 / <=7 d / never",
+            key,
+            lambda c, key=key: (
+                f"{show(c[key]['median'])} / {show(c[key]['p95'])} / {c[key]['within_7']:.0%} / {c[key]['never']:.0%}"
+            ),
+            goal,
+        )
+        row(
+            "  bound: median / p95 (ratio)",
+            key,
+            lambda c, key=key: (
+                f"{show(c[key]['bound']['median'])} / {show(c[key]['bound']['p95'])} ({c[key]['ratio_median']:.2f})"
+            ),
+        )
+    row(
+        "drift 0.95->0.75/30 d: median / p95",
+        "drift",
+        lambda c: f"{show(c['drift']['median'])} / {show(c['drift']['p95'])}",
+        "<= 10",
+    )
+    row(
+        "  bound: median / p95 (ratio)",
+        "drift",
+        lambda c: (
+            f"{show(c['drift']['bound']['median'])} / {show(c['drift']['bound']['p95'])} ({c['drift']['ratio_median']:.2f})"
+        ),
+    )
     for level in (0.86, 0.87, 0.88):
         key = f"constant_{level}"
-        row(f"constant {level}: flags / recoveries per year", key, lambda c, key=key: f"{c[key]['flags']:.3f} / {c[key]['recoveries']:.3f}", "<=1/<=0.1")
-    row("clear after recovery to 0.95: med / p95", "clear_0.95", lambda c: f"{show(c['clear_0.95']['median'])} / {show(c['clear_0.95']['p95'])}", "7/14")
-    row("clear after recovery to 0.90: med / p95", "clear_0.9", lambda c: f"{show(c['clear_0.9']['median'])} / {show(c['clear_0.9']['p95'])}", "report")
+        row(
+            f"constant {level}: flags / recoveries per year",
+            key,
+            lambda c, key=key: f"{c[key]['flags']:.3f} / {c[key]['recoveries']:.3f}",
+            "<=1/<=0.1",
+        )
+    row(
+        "clear after recovery to 0.95: med / p95",
+        "clear_0.95",
+        lambda c: f"{show(c['clear_0.95']['median'])} / {show(c['clear_0.95']['p95'])}",
+        "7/14",
+    )
+    row(
+        "clear after recovery to 0.90: med / p95",
+        "clear_0.9",
+        lambda c: f"{show(c['clear_0.9']['median'])} / {show(c['clear_0.9']['p95'])}",
+        "report",
+    )
     row("  still flagged 150 d after (at 0.90)", "clear_0.9", lambda c: f"{c['clear_0.9']['never']:.1%}")
     for level in (0.9, 0.88):
         key = f"window_bias_{level}"
-        row(f"window estimate bias at {level} (pooled)", key, lambda c, key=key: f"{c[key]['bias']:+.4f} ({c[key]['pooled_bias']:+.4f})", "<= 0.001")
+        row(
+            f"window estimate bias at {level} (pooled)",
+            key,
+            lambda c, key=key: f"{c[key]['bias']:+.4f} ({c[key]['pooled_bias']:+.4f})",
+            "<= 0.001",
+        )
     for per_day in (2, 5, 20):
         key = f"arrivals_{per_day}"
-        row(f"arrivals {per_day}/day drop to 0.75: med / p95", key, lambda c, key=key: f"{show(c[key]['median'])} / {show(c[key]['p95'])}", "report")
-    row("first verdict, 500/class at 0.75: median day", "first_verdict",
-        lambda c: f"{show(c['first_verdict']['median'])} ({c['first_verdict']['day_one']:.0%} day 1)", "1")  # fmt: skip
-    row("  base draw only (first_draw 0)", "first_verdict_base_only",
-        lambda c: f"{show(c['first_verdict_base_only']['median'])} ({c['first_verdict_base_only']['day_one']:.0%} day 1)")  # fmt: skip
+        row(
+            f"arrivals {per_day}/day drop to 0.75: med / p95",
+            key,
+            lambda c, key=key: f"{show(c[key]['median'])} / {show(c[key]['p95'])}",
+            "report",
+        )
+    row(
+        "first verdict, 500/class at 0.75: median day",
+        "first_verdict",
+        lambda c: f"{show(c['first_verdict']['median'])} ({c['first_verdict']['day_one']:.0%} day 1)",
+        "1",
+    )
+    row(
+        "  base draw only (first_draw 0)",
+        "first_verdict_base_only",
+        lambda c: (
+            f"{show(c['first_verdict_base_only']['median'])} ({c['first_verdict_base_only']['day_one']:.0%} day 1)"
+        ),
+    )
     row("extra images/day at 0.95 (share)", "threshold", lambda c: f"{c['extra_share_at_0.95']:.1%}", "<= 5%")
     row("extra images/day at target (share)", "threshold", lambda c: f"{c['extra_share_at_target']:.1%}", "report")
-    row("  images/day at target vs daily cap", "threshold", lambda c: f"{c['extra_images_per_day_at_target']:.0f} vs {settings.followup_daily_cap}")
+    row(
+        "  images/day at target vs daily cap",
+        "threshold",
+        lambda c: f"{c['extra_images_per_day_at_target']:.0f} vs {settings.followup_daily_cap}",
+    )
     print()
     for case in cases:
         missed = [name for name, ok in verdicts(case).items() if not ok]
@@ -504,17 +658,29 @@ def save_figures(path: str, result: dict[str, Any]) -> None:
         f"a year; a class back at 0.95 clears in a median {show(figures['clear_0.95_median'])} days, one still at 0.87 stays flagged "
         f"({case['constant_0.87']['recoveries']:.3f} clearings a year)."
     )
-    out = {"sentence": sentence, "classes": case["classes"], "figures": figures, "settings": result["settings"], "date": dt.date.today().isoformat(),
-           "machine": f"{platform.machine()}, {os.cpu_count()} cores", "trials": result["trials"], "class_years": result["class_years"]}  # fmt: skip
+    out = {
+        "sentence": sentence,
+        "classes": case["classes"],
+        "figures": figures,
+        "settings": result["settings"],
+        "date": dt.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "trials": result["trials"],
+        "class_years": result["class_years"],
+    }
     with open(path, "w", encoding="utf-8") as handle:
-        json.dump(out, handle, indent=1, default=lambda v: None if isinstance(v, float) and not np.isfinite(v) else str(v))
+        json.dump(
+            out, handle, indent=1, default=lambda v: None if isinstance(v, float) and not np.isfinite(v) else str(v)
+        )
         handle.write("\n")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=20_000, help="simulated classes per drop case")
-    parser.add_argument("--class-years", type=int, default=20_000, help="simulated class-years at target (at least the class count)")
+    parser.add_argument(
+        "--class-years", type=int, default=20_000, help="simulated class-years at target (at least the class count)"
+    )
     parser.add_argument("--quick", action="store_true", help="2,000 drops, 2,000 class-years")
     parser.add_argument("--classes", default="15,100,1000", help="comma-separated class counts")
     parser.add_argument("--samples-per-class", type=int, default=None)
@@ -524,7 +690,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--first-draw", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    parser.add_argument("--save", type=str, default=None, help="write the headline figures (15 classes) to this JSON file, e.g. docs/health-figures.json, which the dashboard reads")
+    parser.add_argument(
+        "--save",
+        type=str,
+        default=None,
+        help="write the headline figures (15 classes) to this JSON file, e.g. docs/health-figures.json, which the dashboard reads",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.trials, args.class_years = 2_000, 2_000
@@ -541,20 +712,39 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     settings = load_settings(**overrides)
     started = time.perf_counter()
-    cases = [run_case(settings, int(k), args.trials, args.class_years, args.seed, quick=args.quick) for k in args.classes.split(",")]
+    cases = [
+        run_case(settings, int(k), args.trials, args.class_years, args.seed, quick=args.quick)
+        for k in args.classes.split(",")
+    ]
     result = {
-        "settings": {k: getattr(settings, k) for k in ("target_accuracy", "drop_to_detect", "samples_per_class", "followup_samples",
-                                                       "followup_daily_cap", "first_draw", "false_alarms_per_year", "false_recoveries_per_year")},
+        "settings": {
+            k: getattr(settings, k)
+            for k in (
+                "target_accuracy",
+                "drop_to_detect",
+                "samples_per_class",
+                "followup_samples",
+                "followup_daily_cap",
+                "first_draw",
+                "false_alarms_per_year",
+                "false_recoveries_per_year",
+            )
+        },
         "trials": args.trials,
         "class_years": args.class_years,
         "cases": cases,
         "goals": {str(c["classes"]): verdicts(c) for c in cases},
         "seconds": round(time.perf_counter() - started, 1),
-    }  # fmt: skip
+    }
     if args.save:
         save_figures(args.save, result)
     if args.json:
-        json.dump(result, sys.stdout, indent=2, default=lambda v: None if isinstance(v, float) and not np.isfinite(v) else str(v))
+        json.dump(
+            result,
+            sys.stdout,
+            indent=2,
+            default=lambda v: None if isinstance(v, float) and not np.isfinite(v) else str(v),
+        )
         print()
     else:
         print_table(settings, cases)

@@ -72,12 +72,12 @@ from pymongo import UpdateOne  # noqa: E402
 from pymongo.errors import BulkWriteError  # noqa: E402
 
 from monitor.core.errors import SourceError  # noqa: E402
-from monitor.domain.indexing import IndexReport, classify, index_source, sample_key  # noqa: E402
-from monitor.core.sources import BlobInfo, GCSSource, ImageSource, LocalSource  # noqa: E402
 from monitor.core.settings import Settings  # noqa: E402
+from monitor.core.sources import BlobInfo, GCSSource, ImageSource, LocalSource  # noqa: E402
+from monitor.domain.indexing import IndexReport, classify, index_source, sample_key  # noqa: E402
 from monitor.store import MongoStore, Store, open_store  # noqa: E402
 
-WHEN = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc).timestamp()
+WHEN = dt.datetime(2026, 3, 1, tzinfo=dt.UTC).timestamp()
 #: The parts of a run (``--only``).
 PARTS = ("local", "gcs", "gcs-latency", "synthetic", "memory")
 
@@ -155,7 +155,7 @@ class HashIndexedImages:
             return [d for (src, _), d in self.docs.items() if src == source and self._status_ok(d, flt.get("status"))]
         raise NotImplementedError(f"find filter {flt!r}")
 
-    def find(self, flt: dict[str, Any], projection: dict[str, int] | None = None, **cursor: Any) -> "_Cursor":
+    def find(self, flt: dict[str, Any], projection: dict[str, int] | None = None, **cursor: Any) -> _Cursor:
         return _Cursor(map(_projector(projection), self._found(flt)))
 
     def insert_many(self, docs: list[dict[str, Any]], ordered: bool = True) -> None:
@@ -206,7 +206,7 @@ class _Cursor:
     def __init__(self, docs: Iterable[dict[str, Any]]) -> None:
         self._docs = iter(docs)
 
-    def __iter__(self) -> "_Cursor":
+    def __iter__(self) -> _Cursor:
         return self
 
     def __next__(self) -> dict[str, Any]:
@@ -365,7 +365,7 @@ class SyntheticSource:
     as GCS gives them): the per-blob work of a source's listing without its I/O. At most 10 million blobs.
     """
 
-    epoch = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
+    epoch = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 
     def __init__(self, count: int, classes: int, uri: str = "synthetic://bench/val") -> None:
         if not 0 < count <= 10_000_000:
@@ -391,7 +391,13 @@ class SyntheticSource:
         for i in range(count):
             size = 4096 + i % 65_536
             when = epoch + ms * i
-            yield BlobInfo(path=f"class_{i * classes // count:02d}/img_{i:07d}.jpg", size=size, checksum=f"{size}-{i}", created=when, updated=when)
+            yield BlobInfo(
+                path=f"class_{i * classes // count:02d}/img_{i:07d}.jpg",
+                size=size,
+                checksum=f"{size}-{i}",
+                created=when,
+                updated=when,
+            )
 
     def read(self, path: str) -> bytes:
         raise SourceError(f"{self.uri} is synthetic: it has no bytes")
@@ -401,9 +407,16 @@ class SyntheticSource:
         blob = self.blob(int(path[-11:-4]))
         label, status, reason = classify(blob.path, blob.size)
         return {
-            "path": path, "label": label, "size": blob.size, "checksum": blob.checksum, "created": blob.created,
-            "updated": blob.updated, "status": status, "reason": reason, "sample_key": sample_key(self.uri, path),
-        }  # fmt: skip
+            "path": path,
+            "label": label,
+            "size": blob.size,
+            "checksum": blob.checksum,
+            "created": blob.created,
+            "updated": blob.updated,
+            "status": status,
+            "reason": reason,
+            "sample_key": sample_key(self.uri, path),
+        }
 
 
 class DiscardingImages:
@@ -432,7 +445,9 @@ class MirrorImages:
     def count_documents(self, flt: dict[str, Any]) -> int:
         return self.source.count + self.vanished
 
-    def find(self, flt: dict[str, Any], projection: dict[str, int] | None = None, **cursor: Any) -> Iterator[dict[str, Any]]:
+    def find(
+        self, flt: dict[str, Any], projection: dict[str, int] | None = None, **cursor: Any
+    ) -> Iterator[dict[str, Any]]:
         project = _projector(projection)
         if isinstance(flt.get("path"), dict):
             return (project(self.source.stored(path)) for path in flt["path"]["$in"])
@@ -469,7 +484,9 @@ def _timed_index(source: ImageSource, store: Store) -> tuple[IndexReport, float,
     return report, time.perf_counter() - start, time.process_time() - cpu, timer.seconds
 
 
-def index_run(source: ImageSource, make: Callable[[], Callable[[], Store]], *, again: bool = False, repeats: int = 1) -> dict[str, Any]:
+def index_run(
+    source: ImageSource, make: Callable[[], Callable[[], Store]], *, again: bool = False, repeats: int = 1
+) -> dict[str, Any]:
     """Index ``source`` into a new store (timed, with the share inside store operations), commit it, close it;
     with ``again``, open the store again (as the next day's command does) and index the unchanged source.
 
@@ -485,23 +502,37 @@ def index_run(source: ImageSource, make: Callable[[], Callable[[], Store]], *, a
         store.commit()  # the embedded store writes its partitions (the pipeline commits after the stage); MongoDB: nothing
         commit_s = time.perf_counter() - start
         store.close()
-        firsts.append({
-            "listed": report.listed, "rate": report.listed / seconds, "seconds": seconds, "store_share": store_s / seconds,
-            "store_seconds": store_s, "commit_seconds": commit_s, "new": report.new, "cpu_rate": report.listed / cpu_s,
-        })  # fmt: skip
+        firsts.append(
+            {
+                "listed": report.listed,
+                "rate": report.listed / seconds,
+                "seconds": seconds,
+                "store_share": store_s / seconds,
+                "store_seconds": store_s,
+                "commit_seconds": commit_s,
+                "new": report.new,
+                "cpu_rate": report.listed / cpu_s,
+            }
+        )
         if again:
             store = opener()
             second, seconds2, cpu2_s, store2_s = _timed_index(source, store)
             store.close()
             assert second.wrote_nothing and second.unchanged == report.listed, second
-            agains.append({
-                "again_rate": second.listed / seconds2, "again_seconds": seconds2, "again_store_share": store2_s / seconds2,
-                "again_cpu_rate": second.listed / cpu2_s,
-            })  # fmt: skip
+            agains.append(
+                {
+                    "again_rate": second.listed / seconds2,
+                    "again_seconds": seconds2,
+                    "again_store_share": store2_s / seconds2,
+                    "again_cpu_rate": second.listed / cpu2_s,
+                }
+            )
         del store, opener
     result = max(firsts, key=lambda run: run["rate"]) | {"cpu_rate": max(run["cpu_rate"] for run in firsts)}
     if agains:
-        result |= max(agains, key=lambda run: run["again_rate"]) | {"again_cpu_rate": max(run["again_cpu_rate"] for run in agains)}
+        result |= max(agains, key=lambda run: run["again_rate"]) | {
+            "again_cpu_rate": max(run["again_cpu_rate"] for run in agains)
+        }
     return result
 
 
@@ -542,12 +573,17 @@ def _hash_rows(n: int, listing: dict[str, Any], hashed: dict[str, Any], say: Cal
 
 def _hash_figures(listing: dict[str, Any], hashed: dict[str, Any]) -> dict[str, Any]:
     return {
-        **hashed, "ratio": hashed["rate"] / listing["rate"], "again_ratio": hashed["again_rate"] / listing["rate"],
-        "cpu_ratio": hashed["cpu_rate"] / listing["cpu_rate"], "again_cpu_ratio": hashed["again_cpu_rate"] / listing["cpu_rate"],
-    }  # fmt: skip
+        **hashed,
+        "ratio": hashed["rate"] / listing["rate"],
+        "again_ratio": hashed["again_rate"] / listing["rate"],
+        "cpu_ratio": hashed["cpu_rate"] / listing["cpu_rate"],
+        "again_cpu_ratio": hashed["again_cpu_rate"] / listing["cpu_rate"],
+    }
 
 
-def report_source(kind: str, big: ImageSource, small: ImageSource, stores: Stores, say: Callable[[str], None]) -> dict[str, Any]:
+def report_source(
+    kind: str, big: ImageSource, small: ImageSource, stores: Stores, say: Callable[[str], None]
+) -> dict[str, Any]:
     listing = _listing(big)
     rate_big, n_big = listing["rate"], listing["blobs"]
     hashed = index_run(big, stores.hash_store, again=True, repeats=3)
@@ -581,10 +617,19 @@ def report_source(kind: str, big: ImageSource, small: ImageSource, stores: Store
         "listing": listing,
         "hash_indexed": _hash_figures(listing, hashed),
         "latency": {**slow, "ratio": slow["rate"] / rate_big, "listing_seconds": list_s},
-        "embedded": {**embedded_big, "ratio": embedded_big["rate"] / rate_big, "again_ratio": embedded_big["again_rate"] / rate_big},
-        "embedded_small": None if embedded is None else {
-            **embedded, "listing_rate": rate_small, "ratio": embedded["rate"] / rate_small, "again_ratio": embedded["again_rate"] / rate_small,
-        },  # fmt: skip
+        "embedded": {
+            **embedded_big,
+            "ratio": embedded_big["rate"] / rate_big,
+            "again_ratio": embedded_big["again_rate"] / rate_big,
+        },
+        "embedded_small": None
+        if embedded is None
+        else {
+            **embedded,
+            "listing_rate": rate_small,
+            "ratio": embedded["rate"] / rate_small,
+            "again_ratio": embedded["again_rate"] / rate_small,
+        },
     }
 
 
@@ -635,10 +680,15 @@ def report_memory(sizes: list[int], classes: int, vanished: int, say: Callable[[
         mirror = MirrorImages(source, vanished)
         again, report = peak_memory(source, MongoStore(db=_DB(mirror), description="mirror"))  # type: ignore[arg-type]
         assert (report.unchanged, report.missing) == (n, vanished), report
-        runs.append({
-            "blobs": n, "first_run_peak": first, "rerun_peak": again,
-            "listing_held": per_blob * n, "listed_keys_array": 8 * n,
-        })  # fmt: skip
+        runs.append(
+            {
+                "blobs": n,
+                "first_run_peak": first,
+                "rerun_peak": again,
+                "listing_held": per_blob * n,
+                "listed_keys_array": 8 * n,
+            }
+        )
         say(
             f"  {n:>9,} blobs  first run {first / 1e6:6.1f} MB;  unchanged re-run, {vanished:,} vanished {again / 1e6:6.1f} MB;"
             f" holding the listing {per_blob * n / 1e6:,.0f} MB"
@@ -652,7 +702,9 @@ def report_memory(sizes: list[int], classes: int, vanished: int, say: Callable[[
     return {"listing_bytes_per_blob": per_blob, "vanished": vanished, "runs": runs}
 
 
-def report_gcs_latency(count: int, classes: int, latency_ms: float, page_size: int, say: Callable[[str], None]) -> dict[str, Any]:
+def report_gcs_latency(
+    count: int, classes: int, latency_ms: float, page_size: int, say: Callable[[str], None]
+) -> dict[str, Any]:
     """The GCS path with GCS's round trip: the real client against tests/fixtures/gcs_latency.py (in its own
     process), ``latency_ms`` before each answer, ``page_size`` objects a page. The bare listing pays one round
     trip per page; the indexer's work on a page overlaps the request for the next (GCSSource.list)."""
@@ -664,7 +716,9 @@ def report_gcs_latency(count: int, classes: int, latency_ms: float, page_size: i
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage
 
-        client = storage.Client(project="bench", credentials=AnonymousCredentials(), client_options={"api_endpoint": server.url})
+        client = storage.Client(
+            project="bench", credentials=AnonymousCredentials(), client_options={"api_endpoint": server.url}
+        )
         source = GCSSource(BUCKET, PREFIX, client=client, page_size=page_size)
         rate, listed, _ = list_rate(source, repeats=2)
         hashed = index_run(source, Stores.hash_store, again=True, repeats=2)
@@ -672,14 +726,23 @@ def report_gcs_latency(count: int, classes: int, latency_ms: float, page_size: i
         server.close()
     pages = -(-listed // page_size)
     ratio, again_ratio = hashed["rate"] / rate, hashed["again_rate"] / rate
-    say(f"\nGCS path at {latency_ms:.0f} ms a request (tests/fixtures/gcs_latency.py in its own process, {page_size:,} objects a page, {pages} pages)")
-    say(f"  {listed:>9,} blobs  bare listing                  {rate:>9,.0f} blobs/s   (one round trip per page: at most {page_size / (latency_ms / 1000):,.0f}/s)")
+    say(
+        f"\nGCS path at {latency_ms:.0f} ms a request (tests/fixtures/gcs_latency.py in its own process, {page_size:,} objects a page, {pages} pages)"
+    )
+    say(
+        f"  {listed:>9,} blobs  bare listing                  {rate:>9,.0f} blobs/s   (one round trip per page: at most {page_size / (latency_ms / 1000):,.0f}/s)"
+    )
     say(f"  {listed:>9,} blobs  index, hash-indexed store     {hashed['rate']:>9,.0f} img/s   ratio {ratio:.2f}")
-    say(f"  {listed:>9,} blobs  re-index, nothing changed     {hashed['again_rate']:>9,.0f} img/s   ratio {again_ratio:.2f}")
+    say(
+        f"  {listed:>9,} blobs  re-index, nothing changed     {hashed['again_rate']:>9,.0f} img/s   ratio {again_ratio:.2f}"
+    )
     return {
-        "source": f"GCS path, {latency_ms:.0f} ms a request", "latency_ms": latency_ms, "page_size": page_size,
-        "listing": {"blobs": listed, "rate": rate}, "hash_indexed": hashed | {"ratio": ratio, "again_ratio": again_ratio},
-    }  # fmt: skip
+        "source": f"GCS path, {latency_ms:.0f} ms a request",
+        "latency_ms": latency_ms,
+        "page_size": page_size,
+        "listing": {"blobs": listed, "rate": rate},
+        "hash_indexed": hashed | {"ratio": ratio, "again_ratio": again_ratio},
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -687,14 +750,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="small sizes, finishes in about a minute")
     parser.add_argument("--files", type=int, help="blobs in the local folder (default 50,000; quick 5,000)")
     parser.add_argument("--gcs-files", type=int, help="objects in the emulator bucket (default 6,000; quick 1,000)")
-    parser.add_argument("--latency-files", type=int, help="objects behind the latency server (default 50,000; quick 5,000)")
-    parser.add_argument("--embedded-files", type=int, help="blobs of the smaller embedded-store runs (default 2,000; quick 1,000)")
-    parser.add_argument("--synthetic", type=int, help="blobs of the synthetic listing (default 1,000,000; quick 100,000)")
-    parser.add_argument("--memory", type=int, nargs="+", help="sizes of the memory runs (default 100,000 1,000,000; quick 10,000 100,000)")
-    parser.add_argument("--vanished", type=int, default=1000, help="stored blobs no longer listed, in the memory re-runs")
+    parser.add_argument(
+        "--latency-files", type=int, help="objects behind the latency server (default 50,000; quick 5,000)"
+    )
+    parser.add_argument(
+        "--embedded-files", type=int, help="blobs of the smaller embedded-store runs (default 2,000; quick 1,000)"
+    )
+    parser.add_argument(
+        "--synthetic", type=int, help="blobs of the synthetic listing (default 1,000,000; quick 100,000)"
+    )
+    parser.add_argument(
+        "--memory",
+        type=int,
+        nargs="+",
+        help="sizes of the memory runs (default 100,000 1,000,000; quick 10,000 100,000)",
+    )
+    parser.add_argument(
+        "--vanished", type=int, default=1000, help="stored blobs no longer listed, in the memory re-runs"
+    )
     parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS), help="run only these parts")
     parser.add_argument("--classes", type=int, default=15)
-    parser.add_argument("--json", action="store_true", help="print one JSON object of the figures (the table goes to stderr)")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object of the figures (the table goes to stderr)"
+    )
     args = parser.parse_args(argv)
     files = args.files or (5_000 if args.quick else 50_000)
     gcs_files = args.gcs_files or (1_000 if args.quick else 6_000)
@@ -706,7 +784,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def say(line: str) -> None:
         print(line, file=out, flush=True)
 
-    say(f"bench_index  {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC  {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    say(
+        f"bench_index  {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC  {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    )
     say(
         "rates are per blob listed; ratio = index rate / bare listing rate of the same source (target >= 0.8), by wall time"
         " and (CPU) by the process's CPU time, which a busy machine disturbs less"
@@ -720,7 +800,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             small = make_folder(Path(tmp) / "small", embedded_files, args.classes)
             say(f"(made the folders in {time.perf_counter() - started:.1f} s)")
             with setup_frozen():
-                result["sources"].append(report_source(f"local folder ({args.classes} classes)", big, small, stores, say))
+                result["sources"].append(
+                    report_source(f"local folder ({args.classes} classes)", big, small, stores, say)
+                )
 
         if "gcs" in args.only:
             server, url = start_emulator()
@@ -731,13 +813,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 say(f"\n(uploaded to the emulator at {url} in {time.perf_counter() - started:.1f} s)")
                 with setup_frozen():
                     result["sources"].append(
-                        report_source("GCS bucket on gcp-storage-emulator (in process, one page per listing)", big_bucket, small_bucket, stores, say)
+                        report_source(
+                            "GCS bucket on gcp-storage-emulator (in process, one page per listing)",
+                            big_bucket,
+                            small_bucket,
+                            stores,
+                            say,
+                        )
                     )
             finally:
                 server.stop()
     if "gcs-latency" in args.only:
         result["gcs_latency"] = [
-            report_gcs_latency(args.latency_files or (5_000 if args.quick else 50_000), args.classes, latency, 1000, say) for latency in (30.0, 80.0)
+            report_gcs_latency(
+                args.latency_files or (5_000 if args.quick else 50_000), args.classes, latency, 1000, say
+            )
+            for latency in (30.0, 80.0)
         ]
     if "synthetic" in args.only:
         result["synthetic"] = report_synthetic(SyntheticSource(synthetic, args.classes), say)

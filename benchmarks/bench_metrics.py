@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rows", type=int, default=None)
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", action="store_true", help="print one JSON object of the figures (the table goes to stderr)")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object of the figures (the table goes to stderr)"
+    )
     args = parser.parse_args(argv)
     rows = args.rows or (200_000 if args.quick else 1_000_000)
     settings = load_settings()
@@ -92,8 +94,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def say(line: str) -> None:
         print(line, file=out, flush=True)
 
-    say(f"bench_metrics  {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC  {rows:,} predictions, {args.classes} classes")
-    say(f"host: {os.cpu_count()} CPUs, load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}; Spark master {settings.spark_master}")
+    say(f"bench_metrics  {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC  {rows:,} predictions, {args.classes} classes")
+    say(
+        f"host: {os.cpu_count()} CPUs, load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}; Spark master {settings.spark_master}"
+    )
     frame = make_predictions(rows, args.classes)
     labels = sorted(frame["label"].unique())
 
@@ -107,7 +111,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         path = Path(tmp) / "2024-05-01.parquet"
         write_predictions(frame, path)
         spark_file_times, spark_rows = timed(lambda: class_metrics_spark(spark, path, labels=labels), args.repeats)
-        spark_frame_times, spark_frame_rows = timed(lambda: class_metrics_spark(spark, frame, labels=labels), args.repeats)
+        spark_frame_times, spark_frame_rows = timed(
+            lambda: class_metrics_spark(spark, frame, labels=labels), args.repeats
+        )
     pandas_times, pandas_rows = timed(lambda: class_metrics_pandas(frame, labels=labels), args.repeats)
 
     same = counts(spark_rows) == counts(pandas_rows) == counts(spark_frame_rows)
@@ -125,9 +131,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     say(f"identical per-class counts (n, correct, failed, tp, fp, fn, confusions) for {len(labels)} classes: {same}")
     spark.stop()
     result = {
-        "rows": rows, "classes": len(labels), "repeats": args.repeats, "spark_master": settings.spark_master,
-        "spark_session_s": session_s, "engines": engines, "spark_parquet_over_pandas": ratio, "identical_counts": same,
-    }  # fmt: skip
+        "rows": rows,
+        "classes": len(labels),
+        "repeats": args.repeats,
+        "spark_master": settings.spark_master,
+        "spark_session_s": session_s,
+        "engines": engines,
+        "spark_parquet_over_pandas": ratio,
+        "identical_counts": same,
+    }
     if args.json:
         json.dump(result, sys.stdout, indent=2)
         print()

@@ -42,8 +42,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evaluation.model import LoadedModel, load_model, quiet_transformers  # noqa: E402
 from evaluation.imaging import _gpu_jpeg_decoder, image_to_tensor  # noqa: E402
+from evaluation.model import LoadedModel, load_model, quiet_transformers  # noqa: E402
 from evaluation.predict import autocast_dtype, forward_probs, predict_images  # noqa: E402
 from evaluation.preprocessing import TensorPreprocess, processor_pixel_values, resolve_path  # noqa: E402
 from monitor.domain.digits import LABELS, digit_file_name, encode_digit, load_digits_images, split_indices  # noqa: E402
@@ -78,9 +78,11 @@ def photo_jpegs(count: int, width: int, height: int, seed: int = 0) -> list[byte
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     out = []
-    for i in range(min(count, 16)):  # 16 distinct images, reused: encoding is not what is measured
+    for _ in range(min(count, 16)):  # 16 distinct images, reused: encoding is not what is measured
         phase = rng.uniform(0, 6.28, size=3)
-        base = np.stack([127 + 100 * np.sin(xx / (23 + 7 * c) + yy / (31 + 5 * c) + phase[c]) for c in range(3)], axis=-1)
+        base = np.stack(
+            [127 + 100 * np.sin(xx / (23 + 7 * c) + yy / (31 + 5 * c) + phase[c]) for c in range(3)], axis=-1
+        )
         noisy = np.clip(base + rng.normal(0, 12, size=base.shape), 0, 255).astype(np.uint8)
         buffer = io.BytesIO()
         Image.fromarray(noisy).save(buffer, format="JPEG", quality=90)
@@ -110,7 +112,10 @@ def resnet50_dir(dest: Path, image_size: int, labels: int = 1000, tiny: bool = F
     torch.manual_seed(0)
     shape = dict(embedding_size=8, hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1]) if tiny else {}
     config = ResNetConfig(
-        num_labels=labels, id2label={i: f"class_{i}" for i in range(labels)}, label2id={f"class_{i}": i for i in range(labels)}, **shape
+        num_labels=labels,
+        id2label={i: f"class_{i}" for i in range(labels)},
+        label2id={f"class_{i}": i for i in range(labels)},
+        **shape,
     )
     with quiet_transformers():
         ResNetForImageClassification(config).save_pretrained(dest)
@@ -146,7 +151,15 @@ def dtype_name(device: torch.device, precision: str) -> str:
 
 
 def bench_model(
-    name: str, loaded: LoadedModel, blobs: list[bytes], *, batch_size: int, fetch_workers: int, path: str, precision: str, repeats: int
+    name: str,
+    loaded: LoadedModel,
+    blobs: list[bytes],
+    *,
+    batch_size: int,
+    fetch_workers: int,
+    path: str,
+    precision: str,
+    repeats: int,
 ) -> dict[str, object]:
     chosen = resolve_path(loaded, path)  # type: ignore[arg-type]
     items = [(f"img/{i}.jpg", loaded.labels[0]) for i in range(len(blobs))]
@@ -165,9 +178,17 @@ def bench_model(
 
     def end_to_end() -> None:
         predict_images(
-            items, store.__getitem__, loaded, date="2024-01-01", batch_size=batch_size, fetch_workers=fetch_workers,
-            top_k=5, max_pixels=50_000_000, path=chosen, precision=precision,  # type: ignore[arg-type]
-        )  # fmt: skip
+            items,
+            store.__getitem__,
+            loaded,
+            date="2024-01-01",
+            batch_size=batch_size,
+            fetch_workers=fetch_workers,
+            top_k=5,
+            max_pixels=50_000_000,
+            path=chosen,
+            precision=precision,  # type: ignore[arg-type]
+        )
 
     forward_probs(loaded, pixels, precision=precision)  # type: ignore[arg-type]  # warm-up (allocator, kernels)
     model_s = e2e_s = float("inf")
@@ -215,7 +236,14 @@ def probability_matrix(frame, labels: list[str]) -> np.ndarray:  # type: ignore[
 
 
 def equivalence(
-    device: torch.device, *, path: str, precision: str, batch_size: int, fetch_workers: int, limit: int | None, tolerance: float | None
+    device: torch.device,
+    *,
+    path: str,
+    precision: str,
+    batch_size: int,
+    fetch_workers: int,
+    limit: int | None,
+    tolerance: float | None,
 ) -> dict[str, object]:
     """Held-out digits through ``predict_images`` on the CPU (reference) and on ``device``: same labels, probabilities within tolerance."""
     items, store = heldout_digits(limit)
@@ -236,7 +264,13 @@ def equivalence(
         limit_abs = tolerance if tolerance is not None else TOLERANCE[dtype]
         start = time.perf_counter()
         frame = predict_images(
-            items, store.__getitem__, candidate_model, top_k=len(labels), path=chosen, precision=candidate_precision, **run  # type: ignore[arg-type]
+            items,
+            store.__getitem__,
+            candidate_model,
+            top_k=len(labels),
+            path=chosen,
+            precision=candidate_precision,
+            **run,  # type: ignore[arg-type]
         )
         seconds = time.perf_counter() - start
         probs = probability_matrix(frame, labels)
@@ -244,30 +278,53 @@ def equivalence(
         differing = [i for i, (a, b) in enumerate(zip(reference["pred"], frame["pred"])) if a != b]
         failed = int((frame["status"] != "ok").sum())
         worst = float(np.nanmax(diff)) if diff.size else 0.0
-        candidates.append({
-            "device": str(device), "path": chosen, "decode": decode_kind(candidate_model, chosen), "dtype": dtype,
-            "tolerance": limit_abs, "label_mismatches": len(differing), "failed_rows": failed,
-            "max_abs_prob_diff": worst, "mean_abs_prob_diff": float(np.nanmean(diff)) if diff.size else 0.0,
-            "max_abs_confidence_diff": float(np.nanmax(np.abs(frame["confidence"] - reference["confidence"]))) if len(frame) else 0.0,
-            "accuracy": float((frame["pred"] == frame["label"]).mean()), "seconds": seconds,
-            "mismatches": [
-                {"image_path": items[i][0], "label": items[i][1], "cpu": reference["pred"][i], "device": frame["pred"][i],
-                 "cpu_confidence": float(reference["confidence"][i]), "device_confidence": float(frame["confidence"][i])}
-                for i in differing[:10]
-            ],
-            "passed": not differing and failed == 0 and not np.isnan(diff).any() and worst <= limit_abs,
-        })  # fmt: skip
+        candidates.append(
+            {
+                "device": str(device),
+                "path": chosen,
+                "decode": decode_kind(candidate_model, chosen),
+                "dtype": dtype,
+                "tolerance": limit_abs,
+                "label_mismatches": len(differing),
+                "failed_rows": failed,
+                "max_abs_prob_diff": worst,
+                "mean_abs_prob_diff": float(np.nanmean(diff)) if diff.size else 0.0,
+                "max_abs_confidence_diff": float(np.nanmax(np.abs(frame["confidence"] - reference["confidence"])))
+                if len(frame)
+                else 0.0,
+                "accuracy": float((frame["pred"] == frame["label"]).mean()),
+                "seconds": seconds,
+                "mismatches": [
+                    {
+                        "image_path": items[i][0],
+                        "label": items[i][1],
+                        "cpu": reference["pred"][i],
+                        "device": frame["pred"][i],
+                        "cpu_confidence": float(reference["confidence"][i]),
+                        "device_confidence": float(frame["confidence"][i]),
+                    }
+                    for i in differing[:10]
+                ],
+                "passed": not differing and failed == 0 and not np.isnan(diff).any() and worst <= limit_abs,
+            }
+        )
     return {
         "check": "equivalence",
         "model": reference_model.model_id,
         "images": len(items),
         "reference": {
-            "device": "cpu", "path": resolve_path(reference_model, "auto"), "dtype": dtype_name(torch.device("cpu"), "auto"),
-            "processor": type(reference_model.processor).__name__, "accuracy": float((reference["pred"] == reference["label"]).mean()),
-            "failed_rows": int((reference["status"] != "ok").sum()), "seconds": reference_s,
-        },  # fmt: skip
+            "device": "cpu",
+            "path": resolve_path(reference_model, "auto"),
+            "dtype": dtype_name(torch.device("cpu"), "auto"),
+            "processor": type(reference_model.processor).__name__,
+            "accuracy": float((reference["pred"] == reference["label"]).mean()),
+            "failed_rows": int((reference["status"] != "ok").sum()),
+            "seconds": reference_s,
+        },
         "candidates": candidates,
-        "passed": bool(candidates) and all(c["passed"] for c in candidates) and bool((reference["status"] == "ok").all()),
+        "passed": bool(candidates)
+        and all(c["passed"] for c in candidates)
+        and bool((reference["status"] == "ok").all()),
     }
 
 
@@ -294,28 +351,75 @@ def library_versions() -> dict[str, str | None]:
         vision: str | None = torchvision.__version__
     except (ImportError, RuntimeError, OSError, AttributeError):
         vision = None
-    return {"torch": torch.__version__, "cuda": torch.version.cuda, "torchvision": vision, "transformers": transformers.__version__}
+    return {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "torchvision": vision,
+        "transformers": transformers.__version__,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small counts: finishes in under a minute on 2 CPU cores")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--batch-size", type=int, default=None, help="one batch size (default 32; --batch-sizes gives several)")
-    parser.add_argument("--batch-sizes", type=batch_sizes, default=None, metavar="N,N", help="batch sizes to measure in turn, e.g. 64,256")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="one batch size (default 32; --batch-sizes gives several)"
+    )
+    parser.add_argument(
+        "--batch-sizes",
+        type=batch_sizes,
+        default=None,
+        metavar="N,N",
+        help="batch sizes to measure in turn, e.g. 64,256",
+    )
     parser.add_argument("--fetch-workers", type=int, default=4)
-    parser.add_argument("--images", type=int, default=None, help="images per measurement (ResNet-50 gets fewer on CPU by default); with --equivalence: the first N held-out digits")
-    parser.add_argument("--path", default="auto", choices=["auto", "processor", "tensor", "both"], help="preprocessing path; both: measure each (auto: tensor on CUDA when the processor is reproducible, else processor)")
+    parser.add_argument(
+        "--images",
+        type=int,
+        default=None,
+        help="images per measurement (ResNet-50 gets fewer on CPU by default); with --equivalence: the first N held-out digits",
+    )
+    parser.add_argument(
+        "--path",
+        default="auto",
+        choices=["auto", "processor", "tensor", "both"],
+        help="preprocessing path; both: measure each (auto: tensor on CUDA when the processor is reproducible, else processor)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
-    parser.add_argument("--precision", "--dtype", dest="precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="autocast dtype (auto: bf16, else fp16, on CUDA; fp32 on CPU)")
-    parser.add_argument("--labels", type=int, default=1000, help="classes of the random-weight ResNet-50 (default 1000, ImageNet's)")
+    parser.add_argument(
+        "--precision",
+        "--dtype",
+        dest="precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="autocast dtype (auto: bf16, else fp16, on CUDA; fp32 on CPU)",
+    )
+    parser.add_argument(
+        "--labels", type=int, default=1000, help="classes of the random-weight ResNet-50 (default 1000, ImageNet's)"
+    )
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--skip-resnet50", action="store_true")
     parser.add_argument("--skip-shipped", action="store_true", help="measure the ResNet-50 only")
-    parser.add_argument("--tiny-resnet", action="store_true", help="a tiny ResNet (same class, processor and labels) instead of ResNet-50: tests the plumbing in seconds, figures meaningless")
-    parser.add_argument("--equivalence", action="store_true", help="measure nothing: compare the shipped model's predictions on the CPU and on --device (exit 1 when they differ)")
-    parser.add_argument("--tolerance", type=float, default=None, help=f"with --equivalence: largest probability difference allowed (default by dtype: {TOLERANCE})")
-    parser.add_argument("--json", action="store_true", help="print one JSON object of the figures (the table goes to stderr)")
+    parser.add_argument(
+        "--tiny-resnet",
+        action="store_true",
+        help="a tiny ResNet (same class, processor and labels) instead of ResNet-50: tests the plumbing in seconds, figures meaningless",
+    )
+    parser.add_argument(
+        "--equivalence",
+        action="store_true",
+        help="measure nothing: compare the shipped model's predictions on the CPU and on --device (exit 1 when they differ)",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help=f"with --equivalence: largest probability difference allowed (default by dtype: {TOLERANCE})",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object of the figures (the table goes to stderr)"
+    )
     args = parser.parse_args(argv)
     out = sys.stderr if args.json else sys.stdout
 
@@ -326,7 +430,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         torch.set_num_threads(args.threads)
     if args.path == "both" and args.equivalence:
         parser.error("--equivalence compares one path: give --path auto, processor or tensor")
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device cuda: torch {torch.__version__} sees no CUDA GPU")
     on_gpu = device.type == "cuda"
@@ -335,11 +443,18 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     if args.equivalence:
         say(f"bench_predict --equivalence  device: {device_name(device)}")
         result = equivalence(
-            device, path=args.path, precision=args.precision, batch_size=args.batch_size or (args.batch_sizes or [64])[0],
-            fetch_workers=args.fetch_workers, limit=args.images, tolerance=args.tolerance,
-        )  # fmt: skip
+            device,
+            path=args.path,
+            precision=args.precision,
+            batch_size=args.batch_size or (args.batch_sizes or [64])[0],
+            fetch_workers=args.fetch_workers,
+            limit=args.images,
+            tolerance=args.tolerance,
+        )
         ref = result["reference"]
-        say(f"reference: cpu, {ref['path']} path, {ref['dtype']}: accuracy {ref['accuracy']:.3f} on {result['images']} held-out digits")  # type: ignore[index]
+        say(
+            f"reference: cpu, {ref['path']} path, {ref['dtype']}: accuracy {ref['accuracy']:.3f} on {result['images']} held-out digits"
+        )  # type: ignore[index]
         for c in result["candidates"]:  # type: ignore[attr-defined]
             verdict = "same" if c["passed"] else "DIFFERENT"
             say(
@@ -354,10 +469,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     small = args.images or (512 if args.quick else 4096)
     large = args.images or ((512 if args.quick else 4096) if on_gpu else (32 if args.quick else 256))
     repeats = args.repeats or (2 if args.quick else 3)
-    say(f"bench_predict  {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC  device: {device_name(device)}")
+    say(f"bench_predict  {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC  device: {device_name(device)}")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     say(f"host: {os.cpu_count()} CPUs, load average {load} (other work on the machine slows both figures)")
-    say(f"torch {torch.__version__}, batch sizes {','.join(map(str, sizes))}, fetch workers {args.fetch_workers}, precision {args.precision}, best of {repeats}")
+    say(
+        f"torch {torch.__version__}, batch sizes {','.join(map(str, sizes))}, fetch workers {args.fetch_workers}, precision {args.precision}, best of {repeats}"
+    )
     results = []
     paths = ["processor", "tensor"] if args.path == "both" else [args.path]
     common = dict(fetch_workers=args.fetch_workers, precision=args.precision, repeats=repeats)
@@ -366,16 +483,22 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         blobs = digit_jpegs(small)
         for size in sizes:
             for path in paths:
-                results.append(bench_model("digits-resnet (shipped)", shipped, blobs, batch_size=size, path=path, **common))  # type: ignore[arg-type]
+                results.append(
+                    bench_model("digits-resnet (shipped)", shipped, blobs, batch_size=size, path=path, **common)
+                )  # type: ignore[arg-type]
     if not args.skip_resnet50:
         with tempfile.TemporaryDirectory() as tmp:
-            loaded = load_model(resnet50_dir(Path(tmp) / "resnet-50-random", 224, args.labels, tiny=args.tiny_resnet), str(device))
+            loaded = load_model(
+                resnet50_dir(Path(tmp) / "resnet-50-random", 224, args.labels, tiny=args.tiny_resnet), str(device)
+            )
             blobs = photo_jpegs(large, 500, 375)
             name = "ResNet tiny (random weights)" if args.tiny_resnet else "ResNet-50 (random weights)"
             for size in sizes:
                 for path in paths:
                     results.append(bench_model(name, loaded, blobs, batch_size=size, path=path, **common))  # type: ignore[arg-type]
-    say(f"{'model':28} {'batch':>5} {'path':9} {'decode':7} {'dtype':5} {'images':>6}  {'input':32} {'model-only img/s':>17} {'end-to-end img/s':>17} {'ratio':>6}")
+    say(
+        f"{'model':28} {'batch':>5} {'path':9} {'decode':7} {'dtype':5} {'images':>6}  {'input':32} {'model-only img/s':>17} {'end-to-end img/s':>17} {'ratio':>6}"
+    )
     for r in results:
         ratio = float(r["end_to_end"]) / float(r["model_only"])  # type: ignore[arg-type]
         flag = "" if ratio >= 0.8 else "  (< 0.8 target)"
@@ -385,10 +508,19 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         )
         r["ratio"] = ratio
     result = {
-        "check": "benchmark", "device": device_name(device), **library_versions(), "batch_size": sizes[0], "batch_sizes": sizes,
-        "fetch_workers": args.fetch_workers, "precision": args.precision, "dtype": dtype_name(device, args.precision),
-        "labels": args.labels, "repeats": repeats, "results": results, "seconds": time.perf_counter() - started,
-    }  # fmt: skip
+        "check": "benchmark",
+        "device": device_name(device),
+        **library_versions(),
+        "batch_size": sizes[0],
+        "batch_sizes": sizes,
+        "fetch_workers": args.fetch_workers,
+        "precision": args.precision,
+        "dtype": dtype_name(device, args.precision),
+        "labels": args.labels,
+        "repeats": repeats,
+        "results": results,
+        "seconds": time.perf_counter() - started,
+    }
     if args.json:
         json.dump(result, sys.stdout, indent=2)
         print()

@@ -49,14 +49,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from monitor.core.dates import end_of_day  # noqa: E402
+from monitor.core.settings import Settings  # noqa: E402
 from monitor.domain.indexing import sample_key  # noqa: E402
 from monitor.domain.sampling import DEFAULT_OVERSAMPLE, draw_sample, sample_cost  # noqa: E402
-from monitor.core.settings import Settings  # noqa: E402
 from monitor.store import SAMPLING_INDEX, MongoStore, Store, open_store  # noqa: E402
 
 SOURCE = "gs://bench-bucket/val"
 DATE = dt.date(2026, 3, 31)
-UTC = dt.timezone.utc
+UTC = dt.UTC
 #: Images arrive uniformly over these days; those after DATE are not eligible for it.
 FIRST_DAY = dt.datetime(2026, 1, 1, tzinfo=UTC)
 SPAN_DAYS = 120
@@ -101,18 +101,20 @@ class Dataset:
 
 
 class _Cursor:
-    def __init__(self, coll: "IndexedImages", label: str, key_range: dict[str, float], window: dict[str, dt.datetime]) -> None:
+    def __init__(
+        self, coll: IndexedImages, label: str, key_range: dict[str, float], window: dict[str, dt.datetime]
+    ) -> None:
         self._coll, self._label, self._range, self._window = coll, label, key_range, window
         self._limit = 0
 
-    def sort(self, *_: Any) -> "_Cursor":
+    def sort(self, *_: Any) -> _Cursor:
         return self  # the index is already in sample_key order
 
-    def hint(self, index: Any) -> "_Cursor":
+    def hint(self, index: Any) -> _Cursor:
         assert list(index) == SAMPLING_INDEX, index
         return self
 
-    def limit(self, n: int) -> "_Cursor":
+    def limit(self, n: int) -> _Cursor:
         self._limit = n
         return self
 
@@ -142,11 +144,18 @@ class _Cursor:
         self._coll.queries += 1
         data = self._coll.data
         for i in found:
-            yield {"path": data.paths[i], "label": self._label, "sample_key": float(data.keys[i]), "created": data.created(i)}
+            yield {
+                "path": data.paths[i],
+                "label": self._label,
+                "sample_key": float(data.keys[i]),
+                "created": data.created(i),
+            }
 
     def explain(self) -> dict[str, Any]:
         found, examined = self._walk()
-        return {"executionStats": {"totalDocsExamined": examined, "totalKeysExamined": examined, "nReturned": len(found)}}
+        return {
+            "executionStats": {"totalDocsExamined": examined, "totalKeysExamined": examined, "nReturned": len(found)}
+        }
 
 
 class IndexedImages:
@@ -172,7 +181,9 @@ class IndexedImages:
         top = _ms(window["$lte"]) if window else None
         found = []
         for label, (_, _, created) in self.index.items():
-            self.distinct_examined += len(created)  # no DISTINCT_SCAN with a filter outside the index: every entry is fetched
+            self.distinct_examined += len(
+                created
+            )  # no DISTINCT_SCAN with a filter outside the index: every entry is fetched
             if created and (top is None or min(created) <= top):
                 found.append(label)
         return found
@@ -249,10 +260,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--classes", type=int, default=15)
     parser.add_argument("--n", type=int, default=10, help="images per class")
     parser.add_argument(
-        "--embedded-max", "--mongomock-max", dest="embedded_max", type=int,
+        "--embedded-max",
+        "--mongomock-max",
+        dest="embedded_max",
+        type=int,
         help="largest size also written to the embedded store (default 100,000; quick 10,000)",
-    )  # fmt: skip
-    parser.add_argument("--json", action="store_true", help="print one JSON object of the figures (the table goes to stderr)")
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object of the figures (the table goes to stderr)"
+    )
     args = parser.parse_args(argv)
     embedded_max = args.embedded_max if args.embedded_max is not None else (10_000 if args.quick else 100_000)
     days = dates(3 if args.quick else 10)
@@ -263,19 +279,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def say(line: str = "") -> None:
         print(line, file=out, flush=True)
 
-    say(f"bench_sample  {dt.datetime.now(UTC):%Y-%m-%d %H:%M} UTC  {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    say(
+        f"bench_sample  {dt.datetime.now(UTC):%Y-%m-%d %H:%M} UTC  {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    )
     say(
         f"{args.classes} classes, N = {args.n}, oversample {DEFAULT_OVERSAMPLE}; {MISSING_SHARE:.0%} of images missing; "
         f"{eligible_share:.0%} created by the end of {DATE}: expected ~{expected:,.0f} documents examined per sample"
     )
-    say(f"figures are medians over {len(days)} dates; 'examined' = index keys walked = documents fetched by the class walks (sampling index, emulated);")
-    say("'labels' = documents the labels distinct fetches (its created filter is outside the index: no DISTINCT_SCAN)\n")
+    say(
+        f"figures are medians over {len(days)} dates; 'examined' = index keys walked = documents fetched by the class walks (sampling index, emulated);"
+    )
+    say(
+        "'labels' = documents the labels distinct fetches (its created filter is outside the index: no DISTINCT_SCAN)\n"
+    )
     header = f"{'images':>10}  {'build s':>7}  {'draw ms':>8}  {'examined':>9}  {'queries':>7}  {'drawn':>5}  {'explain':>8}  {'labels':>9}  {'scan would read':>15}"
     say(header)
     result: dict[str, Any] = {
-        "classes": args.classes, "n": args.n, "oversample": DEFAULT_OVERSAMPLE, "dates": len(days), "expected_examined": expected,
-        "sizes": [], "embedded": [], "vs_n": [], "vs_classes": [],
-    }  # fmt: skip
+        "classes": args.classes,
+        "n": args.n,
+        "oversample": DEFAULT_OVERSAMPLE,
+        "dates": len(days),
+        "expected_examined": expected,
+        "sizes": [],
+        "embedded": [],
+        "vs_n": [],
+        "vs_classes": [],
+    }
     biggest: tuple[Dataset, Store, IndexedImages] | None = None
     checks: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench_sample_") as tmp:
@@ -290,27 +319,50 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"{size:>10,}  {build:>7.1f}  {row['ms']:>8.1f}  {row['examined']:>9,.0f}  {row['queries']:>7.0f}  {row['drawn']:>5.0f}"
                 f"  {cost.docs_examined:>8,}  {row['labels_examined']:>9,.0f}  {size:>15,}"
             )
-            result["sizes"].append({"images": size, "build_s": build, **row, "explain_docs_examined": cost.docs_examined,
-                                    "explain_keys_examined": cost.keys_examined, "explain_method": cost.method})  # fmt: skip
+            result["sizes"].append(
+                {
+                    "images": size,
+                    "build_s": build,
+                    **row,
+                    "explain_docs_examined": cost.docs_examined,
+                    "explain_keys_examined": cost.keys_examined,
+                    "explain_method": cost.method,
+                }
+            )
             if size <= embedded_max:
                 settings, load, after_write = embedded_store(data, Path(tmp), args.n, days[:2])
-                with open_store(settings) as embedded:  # a later command: partitions are read back from the files as drawn
+                with open_store(
+                    settings
+                ) as embedded:  # a later command: partitions are read back from the files as drawn
                     opened = measure(embedded, None, args.n, days[:2])
-                    same = all(draw_sample(embedded, SOURCE, d, args.n, seed=0) == draw_sample(store, SOURCE, d, args.n, seed=0) for d in days[:2])
+                    same = all(
+                        draw_sample(embedded, SOURCE, d, args.n, seed=0)
+                        == draw_sample(store, SOURCE, d, args.n, seed=0)
+                        for d in days[:2]
+                    )
                     embedded_cost = sample_cost(embedded, SOURCE, DATE, args.n, seed=0)
                 checks.append(
                     f"{size:>10,}  write + commit {load:.1f} s; draw after opening the store {opened['first_ms']:,.0f} ms first (reads the files), "
                     f"{opened['ms']:,.0f} ms median; in the process that wrote the images {after_write['ms']:,.0f} ms (through mongomock); "
                     f"same sample as the index walk: {same}; query-shape count {embedded_cost.docs_examined:,} vs explain {cost.docs_examined:,}"
                 )
-                result["embedded"].append({
-                    "images": size, "write_commit_s": load, "first_draw_after_open_ms": opened["first_ms"], "draw_after_open_ms": opened["ms"],
-                    "draw_after_write_ms": after_write["ms"], "same_sample": same,
-                    "query_shape_docs_examined": embedded_cost.docs_examined, "explain_docs_examined": cost.docs_examined,
-                })  # fmt: skip
+                result["embedded"].append(
+                    {
+                        "images": size,
+                        "write_commit_s": load,
+                        "first_draw_after_open_ms": opened["first_ms"],
+                        "draw_after_open_ms": opened["ms"],
+                        "draw_after_write_ms": after_write["ms"],
+                        "same_sample": same,
+                        "query_shape_docs_examined": embedded_cost.docs_examined,
+                        "explain_docs_examined": cost.docs_examined,
+                    }
+                )
             biggest = (data, store, images)
     if checks:
-        say("\ncross-check against the embedded store (open_store on a temporary data dir; draws: median over 2 dates):")
+        say(
+            "\ncross-check against the embedded store (open_store on a temporary data dir; draws: median over 2 dates):"
+        )
         say("\n".join(checks))
 
     assert biggest is not None
@@ -319,17 +371,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     say(f"\nexamined vs N at {data.size:,} images, {data.classes} classes (should grow ~linearly with N):")
     for n in variants:
         row = measure(store, images, n, days)
-        say(f"  N = {n:>3}  examined {row['examined']:>9,.0f}  per class x N {row['examined'] / (data.classes * n):6.1f}  draw {row['ms']:7.1f} ms")
-        result["vs_n"].append({"n": n, "examined": row["examined"], "per_class_n": row["examined"] / (data.classes * n), "ms": row["ms"]})
+        say(
+            f"  N = {n:>3}  examined {row['examined']:>9,.0f}  per class x N {row['examined'] / (data.classes * n):6.1f}  draw {row['ms']:7.1f} ms"
+        )
+        result["vs_n"].append(
+            {"n": n, "examined": row["examined"], "per_class_n": row["examined"] / (data.classes * n), "ms": row["ms"]}
+        )
     class_counts = [5, 15, 60] if not args.quick else [5, 60]
     size = min(args.sizes[-1], 200_000 if args.quick else 1_000_000)
     say(f"\nexamined vs classes at {size:,} images, N = {args.n} (should grow ~linearly with classes):")
     for classes in class_counts:
         store_c, images_c = indexed_store(Dataset(size, classes, seed=1))
         row = measure(store_c, images_c, args.n, days)
-        say(f"  {classes:>3} classes  examined {row['examined']:>9,.0f}  per class x N {row['examined'] / (classes * args.n):6.1f}  draw {row['ms']:7.1f} ms")
-        result["vs_classes"].append({"classes": classes, "images": size, "examined": row["examined"],
-                                     "per_class_n": row["examined"] / (classes * args.n), "ms": row["ms"]})  # fmt: skip
+        say(
+            f"  {classes:>3} classes  examined {row['examined']:>9,.0f}  per class x N {row['examined'] / (classes * args.n):6.1f}  draw {row['ms']:7.1f} ms"
+        )
+        result["vs_classes"].append(
+            {
+                "classes": classes,
+                "images": size,
+                "examined": row["examined"],
+                "per_class_n": row["examined"] / (classes * args.n),
+                "ms": row["ms"],
+            }
+        )
     if args.json:
         json.dump(result, sys.stdout, indent=2, default=lambda v: None if isinstance(v, float) and v != v else str(v))
         print()

@@ -44,16 +44,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from filelock import FileLock  # noqa: E402
 
-from monitor.orchestration.context import RunContext  # noqa: E402
-from monitor.orchestration.health_stage import design_for, health_policy  # noqa: E402
-from monitor.domain.indexing import index_source  # noqa: E402
 from monitor.core.settings import Settings  # noqa: E402
 from monitor.core.sources import BlobInfo  # noqa: E402
+from monitor.domain.indexing import index_source  # noqa: E402
+from monitor.orchestration.context import RunContext  # noqa: E402
+from monitor.orchestration.health_stage import design_for, health_policy  # noqa: E402
 from monitor.store import open_store  # noqa: E402
 
-GOALS = {"health_s": 2.0, "health_while_writing_s": 2.0, "evaluate_day_s": 10.0, "dashboard_ready_s": 3.0, "peak_mb": 1024.0, "health_stage_s": 5.0}
+GOALS = {
+    "health_s": 2.0,
+    "health_while_writing_s": 2.0,
+    "evaluate_day_s": 10.0,
+    "dashboard_ready_s": 3.0,
+    "peak_mb": 1024.0,
+    "health_stage_s": 5.0,
+}
 MODEL = "resnet50-finetuned@0123456789ab"
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 class SyntheticSource:
@@ -68,7 +75,13 @@ class SyntheticSource:
     def list(self) -> Iterator[BlobInfo]:
         for label in self.labels:
             for i in range(self.per_class):
-                yield BlobInfo(path=f"{label}/{i:06d}.jpg", size=4096 + i, checksum=f"{label}{i}", created=self.created, updated=self.created)
+                yield BlobInfo(
+                    path=f"{label}/{i:06d}.jpg",
+                    size=4096 + i,
+                    checksum=f"{label}{i}",
+                    created=self.created,
+                    updated=self.created,
+                )
 
     def read(self, path: str) -> bytes:
         raise NotImplementedError("the benchmark never reads image bytes")
@@ -77,13 +90,29 @@ class SyntheticSource:
 def _health_row(label: str, day: str, settings: Settings, classes: int, rng: np.random.Generator) -> dict[str, Any]:
     correct = int(rng.binomial(10, 0.93))
     return {
-        "label": label, "verdict": "healthy", "target": 0.9, "window_days": settings.window_days, "window_start": day,
-        "pooled_n": 140, "pooled_correct": 126 + correct % 5, "pooled_accuracy": 0.9, "ci_low": 0.84, "ci_high": 0.94,
-        "prob_below_target": 0.3, "cusum": float(rng.uniform(0, 5)), "cusum_threshold": 21.3, "collapse": 0.0,
-        "collapse_threshold": 9.1, "recovery": 0.0, "recovery_threshold": 12.0, "flagged": False, "flagged_since": None,
-        "followup": 0, "reason": f"last 14 days {correct}/10 against target 0.90; CUSUM 1.2 < 21.3.",
+        "label": label,
+        "verdict": "healthy",
+        "target": 0.9,
+        "window_days": settings.window_days,
+        "window_start": day,
+        "pooled_n": 140,
+        "pooled_correct": 126 + correct % 5,
+        "pooled_accuracy": 0.9,
+        "ci_low": 0.84,
+        "ci_high": 0.94,
+        "prob_below_target": 0.3,
+        "cusum": float(rng.uniform(0, 5)),
+        "cusum_threshold": 21.3,
+        "collapse": 0.0,
+        "collapse_threshold": 9.1,
+        "recovery": 0.0,
+        "recovery_threshold": 12.0,
+        "flagged": False,
+        "flagged_since": None,
+        "followup": 0,
+        "reason": f"last 14 days {correct}/10 against target 0.90; CUSUM 1.2 < 21.3.",
         "judged_under": health_policy(settings, n=10).judged_under(classes),
-    }  # fmt: skip
+    }
 
 
 def build(root: Path, days: int, classes: int, images: int) -> dict[str, Any]:
@@ -94,7 +123,9 @@ def build(root: Path, days: int, classes: int, images: int) -> dict[str, Any]:
     end = dt.date(2026, 11, 30)
     dates = [(end - dt.timedelta(days=days - k)).isoformat() for k in range(days)]  # the benchmark day is ``end``
     rng = np.random.default_rng(7)
-    source = SyntheticSource(f"file://{root / 'source'}", labels, images // classes, dt.datetime(2025, 1, 1, tzinfo=UTC))
+    source = SyntheticSource(
+        f"file://{root / 'source'}", labels, images // classes, dt.datetime(2025, 1, 1, tzinfo=UTC)
+    )
     with open_store(settings) as store:
         started = time.perf_counter()
         report = index_source(source, store)
@@ -102,17 +133,37 @@ def build(root: Path, days: int, classes: int, images: int) -> dict[str, Any]:
         index_s = time.perf_counter() - started
         for day in dates:
             metrics = [
-                {"label": label, "n": 10, "correct": int(c), "failed": 0, "accuracy": c / 10, "confusions": [{"pred": labels[0], "count": int(10 - c)}]}
+                {
+                    "label": label,
+                    "n": 10,
+                    "correct": int(c),
+                    "failed": 0,
+                    "accuracy": c / 10,
+                    "confusions": [{"pred": labels[0], "count": int(10 - c)}],
+                }
                 for label, c in zip(labels, rng.binomial(10, 0.93, size=classes))
             ]
             store.replace_day("class_metrics", MODEL, day, metrics)
-            store.replace_day("class_health", MODEL, day, [_health_row(label, day, settings, classes, rng) for label in labels])
+            store.replace_day(
+                "class_health", MODEL, day, [_health_row(label, day, settings, classes, rng) for label in labels]
+            )
             store.save_sample(
                 {
-                    "source": source.uri, "date": day, "seed": 0, "n_per_class": 10, "fresh_days": None, "csv": "",
-                    "items": [{"path": f"{label}/{i:06d}.jpg", "label": label, "draw": "base"} for label in labels for i in range(10)],
-                    "classes": {label: 10 for label in labels}, "short_classes": {}, "followup": {},
-                }  # fmt: skip
+                    "source": source.uri,
+                    "date": day,
+                    "seed": 0,
+                    "n_per_class": 10,
+                    "fresh_days": None,
+                    "csv": "",
+                    "items": [
+                        {"path": f"{label}/{i:06d}.jpg", "label": label, "draw": "base"}
+                        for label in labels
+                        for i in range(10)
+                    ],
+                    "classes": {label: 10 for label in labels},
+                    "short_classes": {},
+                    "followup": {},
+                }
             )
             store.record_stage(source.uri, day, "health", {"flagged": []}, finished_at=dt.datetime.now(UTC))
             store.register_model(MODEL, name="resnet50-finetuned", checksum="0123456789ab", labels=labels, date=day)
@@ -122,14 +173,23 @@ def build(root: Path, days: int, classes: int, images: int) -> dict[str, Any]:
     design_for(settings.target_for(labels[0]), settings, classes)
     calibration_s = time.perf_counter() - started
     return {
-        "settings": settings, "source": source, "labels": labels, "end": end.isoformat(), "index_s": index_s, "indexed": report.new,
+        "settings": settings,
+        "source": source,
+        "labels": labels,
+        "end": end.isoformat(),
+        "index_s": index_s,
+        "indexed": report.new,
         "calibration_s": calibration_s,
-    }  # fmt: skip
+    }
 
 
 def store_state(settings: Settings) -> dict[str, tuple[int, int]]:
     root = settings.store_dir
-    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): (p.stat().st_mtime_ns, p.stat().st_size)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def command(settings: Settings, *args: str) -> dict[str, Any]:
@@ -138,7 +198,9 @@ def command(settings: Settings, *args: str) -> dict[str, Any]:
     env.update(MONITOR_DATA_DIR=str(settings.data_dir), MONITOR_SOURCE_URI=settings.source_uri)
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "monitor.orchestration.cli", *args], env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor.orchestration.cli", *args], env=env, capture_output=True, text=True, timeout=600
+    )
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if done.returncode != 0:
@@ -169,7 +231,10 @@ def evaluate_day(built: dict[str, Any]) -> dict[str, float]:
         sample = sample_with(ctx, store)
         times["sample"] = time.perf_counter() - mark
         mark = time.perf_counter()
-        metrics = [{"label": label, "n": 10, "correct": int(c), "failed": 0} for label, c in zip(labels, rng.binomial(10, 0.93, size=len(labels)))]
+        metrics = [
+            {"label": label, "n": 10, "correct": int(c), "failed": 0}
+            for label, c in zip(labels, rng.binomial(10, 0.93, size=len(labels)))
+        ]
         store.register_model(MODEL, name="resnet50-finetuned", checksum="0123456789ab", labels=labels, date=day)
         store.replace_day("class_metrics", MODEL, day, metrics)
         store.record_stage(source.uri, day, "metrics", {"classes": len(labels)}, finished_at=dt.datetime.now(UTC))

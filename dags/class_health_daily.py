@@ -68,7 +68,11 @@ CANDIDATE_READY = Asset(name="candidate_ready_for_promotion", group="class_healt
 RETRY_POLICY = ExceptionRetryPolicy(
     rules=[
         RetryRule(
-            exception=["monitor.core.errors.ConfigError", "monitor.core.errors.ModelError", "monitor.core.errors.DataError"],
+            exception=[
+                "monitor.core.errors.ConfigError",
+                "monitor.core.errors.ModelError",
+                "monitor.core.errors.DataError",
+            ],
             action=RetryAction.FAIL,
             reason="bad settings, model or input: a retry would fail the same way",
         ),
@@ -107,7 +111,9 @@ def mongo_overrides(conn: Any) -> dict[str, str]:
     from monitor.core.errors import ConfigError
 
     if conn.conn_type != "mongo":
-        raise ConfigError(f"Airflow connection {conn.conn_id!r} has type {conn.conn_type!r}; a MongoDB connection has type 'mongo'")
+        raise ConfigError(
+            f"Airflow connection {conn.conn_id!r} has type {conn.conn_type!r}; a MongoDB connection has type 'mongo'"
+        )
     if not conn.host:
         raise ConfigError(f"Airflow connection {conn.conn_id!r} has no host")
     extra = dict(conn.extra_dejson)
@@ -121,7 +127,9 @@ def mongo_overrides(conn: Any) -> dict[str, str]:
             credentials += ":" + quote(conn.password, safe="")
         credentials += "@"
     port = f":{conn.port}" if conn.port and not srv else ""
-    options = {key: (str(value).lower() if isinstance(value, bool) else str(value)) for key, value in sorted(extra.items())}
+    options = {
+        key: (str(value).lower() if isinstance(value, bool) else str(value)) for key, value in sorted(extra.items())
+    }
     query = f"?{urlencode(options)}" if options else ""
     overrides = {"mongo_uri": f"{'mongodb+srv' if srv else 'mongodb'}://{credentials}{conn.host}{port}/{query}"}
     if conn.schema:
@@ -230,7 +238,9 @@ def class_health_daily() -> None:
 
     @task(
         task_id="predict",
-        queue=conf.get(CONFIG_SECTION, "predict_queue", fallback=conf.get("operators", "default_queue", fallback="default")),
+        queue=conf.get(
+            CONFIG_SECTION, "predict_queue", fallback=conf.get("operators", "default_queue", fallback="default")
+        ),
         pool=conf.get(CONFIG_SECTION, "predict_pool", fallback="default_pool"),
     )
     def predict() -> dict[str, Any]:
@@ -276,7 +286,9 @@ def class_health_daily() -> None:
         }
         # A retry or a re-run of the date must not trigger the retraining DAG a second time.
         if already_published(context["inlet_events"][NEEDS_RETRAINING], extra):
-            raise AirflowSkipException(f"{extra['flagged']} on {extra['date']} for {extra['model_id']} was already published")
+            raise AirflowSkipException(
+                f"{extra['flagged']} on {extra['date']} for {extra['model_id']} was already published"
+            )
         context["outlet_events"][NEEDS_RETRAINING].extra = extra
         log.info("published %s: %s need retraining on %s", NEEDS_RETRAINING.name, extra["flagged"], extra["date"])
         return extra
@@ -299,7 +311,8 @@ def class_health_daily() -> None:
             raise AirflowSkipException(f"no candidate model predicted {date}")
         if not result["ready"]:
             raise AirflowSkipException(
-                "no candidate is ready: " + "; ".join(f"{c['candidate']}: {c['verdict']} ({c['reason']})" for c in result["comparisons"])
+                "no candidate is ready: "
+                + "; ".join(f"{c['candidate']}: {c['verdict']} ({c['reason']})" for c in result["comparisons"])
             )
         keep = ("candidate", "verdict", "reason", "improved", "worse", "flagged", "start", "end", "days")
         extra = {

@@ -105,7 +105,9 @@ def run(settings: Settings, host: str = "127.0.0.1", port: int = 8050, debug: bo
     from waitress.server import create_server
 
     try:
-        server = create_server(app.server, host=host, port=port, threads=8, ident="class-health", max_request_body_size=1 << 20)
+        server = create_server(
+            app.server, host=host, port=port, threads=8, ident="class-health", max_request_body_size=1 << 20
+        )
     except (OSError, ValueError, OverflowError) as exc:
         raise _bind_error(host, port, exc) from exc
     try:
@@ -133,7 +135,9 @@ def _bind_error(host: str, port: int, exc: BaseException) -> Exception:
         reason = f"port {port} needs privileges this process lacks"
     else:
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return ConfigError(f"cannot serve the dashboard on {host}:{port}: {reason}; choose another --host/--port (MONITOR_DASHBOARD_HOST/PORT)")
+    return ConfigError(
+        f"cannot serve the dashboard on {host}:{port}: {reason}; choose another --host/--port (MONITOR_DASHBOARD_HOST/PORT)"
+    )
 
 
 def _check_bind(host: str, port: int) -> None:

@@ -52,7 +52,9 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _controls_match(view: View | None, values: list[Any], value_ids: list[Any], starts: list[Any], ends: list[Any]) -> bool:
+def _controls_match(
+    view: View | None, values: list[Any], value_ids: list[Any], starts: list[Any], ends: list[Any]
+) -> bool:
     """Whether the filter bar already shows ``view`` (then it is left alone, so a control is not rebuilt under the user)."""
     if view is None or not value_ids or not starts or not ends:
         return False
@@ -126,7 +128,9 @@ def register_callbacks(app: Dash, data: DashboardData) -> None:
         State({"type": ids.PARAM_RANGE, "name": ALL}, "start_date"),
         State({"type": ids.PARAM_RANGE, "name": ALL}, "end_date"),
     )
-    def render(pathname: str | None, search: str | None, values: list[Any], starts: list[Any], ends: list[Any]) -> tuple[Any, Any, Any]:
+    def render(
+        pathname: str | None, search: str | None, values: list[Any], starts: list[Any], ends: list[Any]
+    ) -> tuple[Any, Any, Any]:
         pathname = _text_or_none(pathname) or ids.PATH_OVERVIEW
         search = _text_or_none(search)
         values, starts, ends = _list(values), _list(starts), _list(ends)

@@ -68,10 +68,18 @@ def fmt_num(value: Any, digits: int = 2) -> str:
 
 
 def table(
-    headers: Sequence[str], rows: Sequence[Sequence[Any]], *, id: str | None = None, numeric: Sequence[int] = (), narrow: bool = False
+    headers: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    id: str | None = None,
+    numeric: Sequence[int] = (),
+    narrow: bool = False,
 ) -> html.Table:
     """A plain HTML table (fast to render, easy to read in tests); ``numeric`` columns are right-aligned."""
-    body = [html.Tr([html.Td(cell, className="num" if i in numeric else None) for i, cell in enumerate(row)]) for row in rows]
+    body = [
+        html.Tr([html.Td(cell, className="num" if i in numeric else None) for i, cell in enumerate(row)])
+        for row in rows
+    ]
     kwargs: dict[str, Any] = {"className": "data narrow" if narrow else "data"}
     if id is not None:
         kwargs["id"] = id

@@ -229,7 +229,9 @@ class DashboardData:
         for info in models:
             if info.model_id == model_id:
                 return info
-        raise DataError(f"model {shown(model_id)} has no results in {self.describe()}; known models: {', '.join(m.model_id for m in models)}")
+        raise DataError(
+            f"model {shown(model_id)} has no results in {self.describe()}; known models: {', '.join(m.model_id for m in models)}"
+        )
 
     def _history(self, kind: str, fields: Sequence[str], model_id: str) -> _History:
         """One model's whole ``kind`` history (``fields``), fetched once per store version; callers slice it.
@@ -240,7 +242,9 @@ class DashboardData:
 
         def frame_of(docs: list[dict[str, Any]]) -> pd.DataFrame:
             frame = records.records_frame(docs, fields)
-            return records.counts(frame, COUNT_FIELDS) if kind == "class_metrics" else frame  # once here, not on every slice
+            return (
+                records.counts(frame, COUNT_FIELDS) if kind == "class_metrics" else frame
+            )  # once here, not on every slice
 
         def compute(store: Store) -> _History:
             versions = store.day_versions(kind, model_id)
@@ -248,7 +252,12 @@ class DashboardData:
             if versions is None or kept is None:
                 frame = frame_of(store.rows(kind, model_id, fields=list(fields)))
             else:
-                frame = _updated(kept[1].frame, kept[0], versions, lambda start, end: frame_of(store.rows(kind, model_id, start=start, end=end, fields=list(fields))))
+                frame = _updated(
+                    kept[1].frame,
+                    kept[0],
+                    versions,
+                    lambda start, end: frame_of(store.rows(kind, model_id, start=start, end=end, fields=list(fields))),
+                )
             history = _History(frame, records.sorted_dates(frame))
             if versions is not None:
                 self._kept[(kind, model_id)] = (versions, history)
@@ -256,12 +265,16 @@ class DashboardData:
 
         return self._cached((kind, model_id), compute)  # type: ignore[no-any-return]
 
-    def metrics(self, model_id: str, start: str | None = None, end: str | None = None, labels: Sequence[str] | None = None) -> pd.DataFrame:
+    def metrics(
+        self, model_id: str, start: str | None = None, end: str | None = None, labels: Sequence[str] | None = None
+    ) -> pd.DataFrame:
         """Daily class metrics (``METRIC_FIELDS``) of ``model_id`` between ``start`` and ``end`` (inclusive)."""
         history = self._history("class_metrics", METRIC_FIELDS, model_id)
         return records.counts(records.in_range(history.frame, start, end, labels, dates=history.dates), COUNT_FIELDS)
 
-    def health(self, model_id: str, start: str | None = None, end: str | None = None, labels: Sequence[str] | None = None) -> pd.DataFrame:
+    def health(
+        self, model_id: str, start: str | None = None, end: str | None = None, labels: Sequence[str] | None = None
+    ) -> pd.DataFrame:
         """Daily class health rows (``HEALTH_FIELDS``) of ``model_id`` between ``start`` and ``end``."""
         history = self._history("class_health", HEALTH_FIELDS, model_id)
         return records.in_range(history.frame, start, end, labels, dates=history.dates)
@@ -287,25 +300,33 @@ class DashboardData:
     def unusable_images(self, sources: Sequence[str], limit: int = 200) -> pd.DataFrame:
         """Images of ``sources`` the index skipped or lost (status ``unusable`` or ``missing``): ``path``, ``status``, ``reason``."""
         key = ("unusable", tuple(sorted(sources)), limit)
-        return self._cached(key, lambda store: records.frame(store.unusable_images(sorted(sources), limit), UNUSABLE_FIELDS))  # type: ignore[no-any-return]
+        return self._cached(
+            key, lambda store: records.frame(store.unusable_images(sorted(sources), limit), UNUSABLE_FIELDS)
+        )  # type: ignore[no-any-return]
 
     def confusions(self, model_id: str, label: str, start: str | None = None, end: str | None = None) -> pd.DataFrame:
         """What ``label`` was mistaken for, per day: columns ``date``, ``pred``, ``count`` (wrong predictions only)."""
 
         def compute(store: Store) -> pd.DataFrame:
             # Every class's pairs of the model at once, once per store version: the errors page moves between classes.
-            return records.confusions_frame(store.rows("class_metrics", model_id, fields=["date", "label", "confusions"]))
+            return records.confusions_frame(
+                store.rows("class_metrics", model_id, fields=["date", "label", "confusions"])
+            )
 
         frame: pd.DataFrame = self._cached(("confusions", model_id), compute)
         return records.in_range(frame, start, end, [label]).loc[:, ["date", "pred", "count"]].reset_index(drop=True)
 
-    def alerts(self, model_id: str, start: str | None = None, end: str | None = None, labels: Sequence[str] | None = None) -> pd.DataFrame:
+    def alerts(
+        self, model_id: str, start: str | None = None, end: str | None = None, labels: Sequence[str] | None = None
+    ) -> pd.DataFrame:
         """Alerts (``ALERT_FIELDS``) of ``model_id`` in the range, the newest first (then by class)."""
         chosen = tuple(sorted(set(labels))) if labels else None
         key = ("alerts", model_id, start, end, chosen)
 
         def compute(store: Store) -> pd.DataFrame:
-            return records.alerts_frame(store.alerts(model_id, start=start, end=end, labels=list(chosen) if chosen else None))
+            return records.alerts_frame(
+                store.alerts(model_id, start=start, end=end, labels=list(chosen) if chosen else None)
+            )
 
         return self._cached(key, compute)  # type: ignore[no-any-return]
 
@@ -325,7 +346,9 @@ class DashboardData:
 
         Its verdict, per-class rows and discordant images as the compare stage stored them: nothing is computed here.
         """
-        found = self._cached(("comparison", candidate, start, end), lambda store: store.comparisons(candidate, start=start, end=end))
+        found = self._cached(
+            ("comparison", candidate, start, end), lambda store: store.comparisons(candidate, start=start, end=end)
+        )
         return cast("ComparisonRecord", found[-1]) if found else None
 
     # --- prediction files and thumbnails --------------------------------------------------------

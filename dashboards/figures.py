@@ -46,20 +46,32 @@ def heatmap_figure(
         labelled = cells.assign(
             text=[
                 f"{a:.0%} ({int(c)}/{int(n)}), {level:.0%} CI {lo:.0%}–{hi:.0%}" if n > 0 else "no images"
-                for a, c, n, lo, hi in zip(cells["accuracy"], cells["correct"], cells["n"], cells["ci_low"], cells["ci_high"])
+                for a, c, n, lo, hi in zip(
+                    cells["accuracy"], cells["correct"], cells["n"], cells["ci_low"], cells["ci_high"]
+                )
             ]
         )
         acc = labelled.pivot(index="label", columns="period", values="accuracy").reindex(index=labels, columns=periods)
-        text = labelled.pivot(index="label", columns="period", values="text").reindex(index=labels, columns=periods).fillna("").to_numpy(dtype=object)
+        text = (
+            labelled.pivot(index="label", columns="period", values="text")
+            .reindex(index=labels, columns=periods)
+            .fillna("")
+            .to_numpy(dtype=object)
+        )
     period_word = {"day": "day", "week": "week of", "month": "month of"}[grain]
     if color == "verdict":
         codes = pd.DataFrame(np.nan, index=labels, columns=periods)
         if verdicts is not None and not verdicts.empty:
-            frame = verdicts.assign(period=period_start(verdicts["date"], grain), code=verdicts["verdict"].map(urgency).where(lambda c: c < UNRANKED))
+            frame = verdicts.assign(
+                period=period_start(verdicts["date"], grain),
+                code=verdicts["verdict"].map(urgency).where(lambda c: c < UNRANKED),
+            )
             worst = frame.groupby(["label", "period"])["code"].min().unstack()
             codes = worst.reindex(index=labels, columns=periods)
         z = codes.to_numpy(dtype=float)
-        vtext = np.vectorize(lambda c: "" if np.isnan(c) else BY_URGENCY[int(c)].text, otypes=[object])(z) if z.size else z
+        vtext = (
+            np.vectorize(lambda c: "" if np.isnan(c) else BY_URGENCY[int(c)].text, otypes=[object])(z) if z.size else z
+        )
         k = len(BY_URGENCY)
         scale = []
         for code, verdict in enumerate(BY_URGENCY):
@@ -104,7 +116,9 @@ def heatmap_figure(
     return figure
 
 
-def timeseries_figure(label: str, metrics: pd.DataFrame, health: pd.DataFrame, *, level: float, target: float, grain: Grain = "day") -> go.Figure:
+def timeseries_figure(
+    label: str, metrics: pd.DataFrame, health: pd.DataFrame, *, level: float, target: float, grain: Grain = "day"
+) -> go.Figure:
     """One class over time: accuracy per day (or period) with its Wilson band, the pooled window estimate, target and verdict changes."""
     points = pool_by_period(metrics, grain, level).sort_values("period")  # type: ignore[arg-type]
     points = points[points["n"] > 0]
@@ -112,7 +126,16 @@ def timeseries_figure(label: str, metrics: pd.DataFrame, health: pd.DataFrame, *
     figure = go.Figure()
     band_name = f"{level:.0%} interval ({grain})"
     figure.add_trace(
-        go.Scatter(x=x, y=points["ci_high"], mode="lines", line={"width": 0}, name=f"{band_name} upper", showlegend=False, hoverinfo="skip", legendgroup="band")
+        go.Scatter(
+            x=x,
+            y=points["ci_high"],
+            mode="lines",
+            line={"width": 0},
+            name=f"{band_name} upper",
+            showlegend=False,
+            hoverinfo="skip",
+            legendgroup="band",
+        )
     )
     figure.add_trace(
         go.Scatter(
@@ -135,7 +158,9 @@ def timeseries_figure(label: str, metrics: pd.DataFrame, health: pd.DataFrame, *
             line={"color": "#2f80ed", "width": 1},
             marker={"size": 6},
             name=f"accuracy per {grain}",
-            customdata=np.column_stack([points["correct"], points["n"], points["ci_low"], points["ci_high"]]) if len(points) else None,
+            customdata=np.column_stack([points["correct"], points["n"], points["ci_low"], points["ci_high"]])
+            if len(points)
+            else None,
             hovertemplate="%{x}<br>accuracy %{y:.0%} (%{customdata[0]:.0f}/%{customdata[1]:.0f})<br>"
             + f"{level:.0%} CI "
             + "%{customdata[2]:.0%}–%{customdata[3]:.0%}<extra></extra>",
@@ -144,7 +169,11 @@ def timeseries_figure(label: str, metrics: pd.DataFrame, health: pd.DataFrame, *
     rows = health.sort_values("date") if not health.empty else health
     if not rows.empty:
         pooled = rows[pd.notna(rows["pooled_accuracy"])]
-        window = int(pooled["window_days"].dropna().iloc[-1]) if len(pooled) and pooled["window_days"].notna().any() else None
+        window = (
+            int(pooled["window_days"].dropna().iloc[-1])
+            if len(pooled) and pooled["window_days"].notna().any()
+            else None
+        )
         figure.add_trace(
             go.Scatter(
                 x=list(pooled["date"]),
@@ -152,14 +181,28 @@ def timeseries_figure(label: str, metrics: pd.DataFrame, health: pd.DataFrame, *
                 mode="lines",
                 line={"color": "#102a43", "width": 2, "dash": "dash"},
                 name=f"pooled {window}-day estimate" if window else "pooled window estimate",
-                customdata=np.column_stack([pooled["pooled_correct"], pooled["pooled_n"], pooled["ci_low"], pooled["ci_high"], pooled["verdict"]]) if len(pooled) else None,
+                customdata=np.column_stack(
+                    [
+                        pooled["pooled_correct"],
+                        pooled["pooled_n"],
+                        pooled["ci_low"],
+                        pooled["ci_high"],
+                        pooled["verdict"],
+                    ]
+                )
+                if len(pooled)
+                else None,
                 hovertemplate="%{x}<br>pooled %{y:.1%} (%{customdata[0]}/%{customdata[1]})<br>"
                 + f"{level:.0%} CI "
                 + "%{customdata[2]:.0%}–%{customdata[3]:.0%}<br>verdict %{customdata[4]}<extra></extra>",
             )
         )
         targets = rows["target"].astype(float) if rows["target"].notna().any() else pd.Series(target, index=rows.index)
-        target_x = [rows["date"].iloc[0], rows["date"].iloc[-1]] if len(x) == 0 else [min(x[0], rows["date"].iloc[0]), max(x[-1], rows["date"].iloc[-1])]
+        target_x = (
+            [rows["date"].iloc[0], rows["date"].iloc[-1]]
+            if len(x) == 0
+            else [min(x[0], rows["date"].iloc[0]), max(x[-1], rows["date"].iloc[-1])]
+        )
         target_value = float(targets.dropna().iloc[-1]) if targets.notna().any() else target
         changes = verdict_changes(rows)
     else:
@@ -167,7 +210,14 @@ def timeseries_figure(label: str, metrics: pd.DataFrame, health: pd.DataFrame, *
         target_value = target
         changes = rows
     figure.add_trace(
-        go.Scatter(x=target_x, y=[target_value] * len(target_x), mode="lines", line={"color": "#c62828", "width": 1.5, "dash": "dot"}, name=f"target {target_value:.0%}", hoverinfo="name")
+        go.Scatter(
+            x=target_x,
+            y=[target_value] * len(target_x),
+            mode="lines",
+            line={"color": "#c62828", "width": 1.5, "dash": "dot"},
+            name=f"target {target_value:.0%}",
+            hoverinfo="name",
+        )
     )
     if changes is not None and not changes.empty:
         y = changes["pooled_accuracy"].astype(float).fillna(target_value)
@@ -176,9 +226,17 @@ def timeseries_figure(label: str, metrics: pd.DataFrame, health: pd.DataFrame, *
                 x=list(changes["date"]),
                 y=y,
                 mode="markers",
-                marker={"symbol": "diamond", "size": 13, "color": [verdict_colour(v, "#999") for v in changes["verdict"]], "line": {"width": 1, "color": "#102a43"}},
+                marker={
+                    "symbol": "diamond",
+                    "size": 13,
+                    "color": [verdict_colour(v, "#999") for v in changes["verdict"]],
+                    "line": {"width": 1, "color": "#102a43"},
+                },
                 name="verdict change",
-                text=[f"{verdict_text(p)} → {verdict_text(v)}" for p, v in zip(changes["previous_verdict"], changes["verdict"])],
+                text=[
+                    f"{verdict_text(p)} → {verdict_text(v)}"
+                    for p, v in zip(changes["previous_verdict"], changes["verdict"])
+                ],
                 hovertemplate="%{x}<br>%{text}<extra></extra>",
             )
         )
@@ -199,7 +257,9 @@ def timeseries_figure(label: str, metrics: pd.DataFrame, health: pd.DataFrame, *
     return figure
 
 
-def confusion_figure(confusions: pd.DataFrame, grain: Grain, label: str, periods: Sequence[str] | None = None) -> go.Figure:
+def confusion_figure(
+    confusions: pd.DataFrame, grain: Grain, label: str, periods: Sequence[str] | None = None
+) -> go.Figure:
     """Stacked bars: how many of ``label``'s images were predicted as each other label, per period."""
     figure = go.Figure()
     if not confusions.empty:
@@ -211,7 +271,14 @@ def confusion_figure(confusions: pd.DataFrame, grain: Grain, label: str, periods
         if periods is not None:
             table_ = table_.reindex(list(periods), fill_value=0)
         for pred in keep + (["other"] if "other" in table_.columns else []):
-            figure.add_trace(go.Bar(x=list(table_.index), y=table_[pred], name=f"as {pred}", hovertemplate=f"%{{x}}: %{{y}} predicted as {pred}<extra></extra>"))
+            figure.add_trace(
+                go.Bar(
+                    x=list(table_.index),
+                    y=table_[pred],
+                    name=f"as {pred}",
+                    hovertemplate=f"%{{x}}: %{{y}} predicted as {pred}<extra></extra>",
+                )
+            )
     figure.update_layout(
         barmode="stack",
         height=320,

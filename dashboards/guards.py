@@ -135,7 +135,11 @@ def check_callback_body(body: Any, callback_map: dict[str, dict[str, Any]]) -> N
     _check_dependencies(body.get("state", []), callback["state"], "state")
     changed = body.get("changedPropIds", [])
     # Distinct, too: Dash looks up every input in this list, so 60,000 repeats would cost a product of both.
-    if not isinstance(changed, list) or any(not isinstance(p, str) or p not in inputs for p in changed) or len(set(changed)) != len(changed):
+    if (
+        not isinstance(changed, list)
+        or any(not isinstance(p, str) or p not in inputs for p in changed)
+        or len(set(changed)) != len(changed)
+    ):
         raise MalformedCallback("changedPropIds must list distinct prop ids of the inputs")
 
 

@@ -100,7 +100,12 @@ def _pooled_counts(metrics: pd.DataFrame, grain: Grain) -> pd.DataFrame | None:
     period_code = period_of_date[date_code]
     key = label_code.astype(np.int64) * len(periods) + period_code
     groups, group_of_row = _groups(key)
-    sums = {name: np.bincount(group_of_row, weights=metrics[name].to_numpy(dtype=float), minlength=len(groups)).astype(np.int64) for name in ("n", "correct", "failed")}
+    sums = {
+        name: np.bincount(group_of_row, weights=metrics[name].to_numpy(dtype=float), minlength=len(groups)).astype(
+            np.int64
+        )
+        for name in ("n", "correct", "failed")
+    }
     # Days with data: the distinct (label, date) pairs of each group.
     pairs = _groups(label_code.astype(np.int64) * len(dates) + date_code)[0]
     pair_groups = (pairs // len(dates)) * len(periods) + period_of_date[pairs % len(dates)]

@@ -47,11 +47,19 @@ HEALTH_FIELDS: tuple[str, ...] = (
     "method",
     "reason",
 )
-ALERT_FIELDS: tuple[str, ...] = ("label", "date", "kind", "message", "delivered", "delivered_at", "attempts", "last_error")
+ALERT_FIELDS: tuple[str, ...] = (
+    "label",
+    "date",
+    "kind",
+    "message",
+    "delivered",
+    "delivered_at",
+    "attempts",
+    "last_error",
+)
 #: The columns of the predictions table the pages use (the rest, e.g. the top-k lists, are dropped on reading).
 PREDICTION_FIELDS: tuple[str, ...] = ("image_path", "label", "pred", "confidence", "status", "error", "model_id")
 UNUSABLE_FIELDS: tuple[str, ...] = ("path", "status", "reason")
-
 
 
 @dataclass(frozen=True)
@@ -67,11 +75,31 @@ class ModelInfo:
 
 #: Fields of class metrics and class health that hold numbers (a column of them stays numeric even with gaps).
 _NUMERIC = {
-    "n", "correct", "failed", "accuracy", "ci_low", "ci_high", "target", "window_days", "pooled_n",
-    "pooled_correct", "pooled_accuracy", "prob_below_target", "cusum", "cusum_threshold",
-    "collapse", "collapse_threshold", "recovery", "recovery_threshold", "followup",
-    "evaluated_n", "evaluated_correct", "evaluated_ci_low", "evaluated_ci_high", "unseen_left",
-}  # fmt: skip
+    "n",
+    "correct",
+    "failed",
+    "accuracy",
+    "ci_low",
+    "ci_high",
+    "target",
+    "window_days",
+    "pooled_n",
+    "pooled_correct",
+    "pooled_accuracy",
+    "prob_below_target",
+    "cusum",
+    "cusum_threshold",
+    "collapse",
+    "collapse_threshold",
+    "recovery",
+    "recovery_threshold",
+    "followup",
+    "evaluated_n",
+    "evaluated_correct",
+    "evaluated_ci_low",
+    "evaluated_ci_high",
+    "unseen_left",
+}
 
 
 def frame(docs: Sequence[dict[str, Any]], fields: Sequence[str]) -> pd.DataFrame:
@@ -109,7 +137,12 @@ def iso_date(text: str) -> str:
 
 
 def in_range(
-    frame: pd.DataFrame, start: str | None, end: str | None, labels: Sequence[str] | None = None, *, dates: np.ndarray | None = None
+    frame: pd.DataFrame,
+    start: str | None,
+    end: str | None,
+    labels: Sequence[str] | None = None,
+    *,
+    dates: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """The rows of ``frame`` with ``start <= date <= end`` (inclusive ISO dates) and, optionally, a label of ``labels``.
 
@@ -144,7 +177,11 @@ def sorted_dates(frame: pd.DataFrame) -> np.ndarray | None:
 
 def misclassified(predictions: pd.DataFrame, label: str, model_id: str | None = None) -> pd.DataFrame:
     """The rows of ``label`` predicted wrongly (of ``model_id``, when the rows name models), most confident mistakes first."""
-    rows = predictions[(predictions["label"] == label) & (predictions["status"] == STATUS_OK) & (predictions["pred"] != predictions["label"])]
+    rows = predictions[
+        (predictions["label"] == label)
+        & (predictions["status"] == STATUS_OK)
+        & (predictions["pred"] != predictions["label"])
+    ]
     if model_id is not None and rows["model_id"].notna().any():
         rows = rows[rows["model_id"] == model_id]
     return rows.sort_values(["confidence", "image_path"], ascending=[False, True], na_position="last")
@@ -173,7 +210,12 @@ def model_infos(docs: Iterable[dict[str, Any]]) -> list[ModelInfo]:
 def confusions_frame(docs: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """Class metrics documents (``date``, ``label``, ``confusions``) as one row per wrong prediction pair: ``date``, ``label``, ``pred``, ``count``."""
     rows = [
-        {"date": doc["date"], "label": doc["label"], "pred": str(pair.get("pred")), "count": int(pair.get("count") or 0)}
+        {
+            "date": doc["date"],
+            "label": doc["label"],
+            "pred": str(pair.get("pred")),
+            "count": int(pair.get("count") or 0),
+        }
         for doc in docs
         for pair in confusion_pairs(doc.get("confusions"))
     ]

@@ -34,7 +34,12 @@ def nav(pathname: str, state: ViewState) -> list[Any]:
     """Links to every page, keeping the filters (model, range, classes)."""
     kept = ViewState(model=state.model, start=state.start, end=state.end, classes=state.classes, grain=state.grain)
     return [
-        dcc.Link(page.title, href=path + to_query(kept), className="active" if path == pathname else "", id=f"nav-{path.strip('/') or 'overview'}")
+        dcc.Link(
+            page.title,
+            href=path + to_query(kept),
+            className="active" if path == pathname else "",
+            id=f"nav-{path.strip('/') or 'overview'}",
+        )
         for path, page in PAGES.items()
     ]
 

@@ -213,10 +213,14 @@ def clamp_range(state: ViewState, first: str, last: str) -> tuple[str, str, list
         notices.append(f"start {start} is after end {end}; swapped")
         start, end = end, start
     if start < first or start > last:
-        notices.append(f"start {start} is outside the evaluated dates {first} … {last}; showing from {max(first, min(start, last))}")
+        notices.append(
+            f"start {start} is outside the evaluated dates {first} … {last}; showing from {max(first, min(start, last))}"
+        )
         start = max(first, min(start, last))
     if end > last or end < first:
-        notices.append(f"end {end} is outside the evaluated dates {first} … {last}; showing up to {min(last, max(end, first))}")
+        notices.append(
+            f"end {end} is outside the evaluated dates {first} … {last}; showing up to {min(last, max(end, first))}"
+        )
         end = min(last, max(end, first))
     return start, end, notices
 

@@ -90,7 +90,9 @@ def rank_classes(status: pd.DataFrame, pooled_accuracy: pd.Series, labels: Itera
     ``name``: alphabetical. Classes with no data go last.
     """
     frame = pd.DataFrame(index=pd.Index(sorted(set(labels)), name="label"))
-    frame["severity"] = [urgency(status["verdict"].get(label)) if "verdict" in status else UNRANKED for label in frame.index]
+    frame["severity"] = [
+        urgency(status["verdict"].get(label)) if "verdict" in status else UNRANKED for label in frame.index
+    ]
     prob = status["prob_below_target"] if "prob_below_target" in status else pd.Series(dtype=float)
     frame["prob"] = pd.to_numeric(prob.reindex(frame.index), errors="coerce").fillna(-1.0)
     frame["acc"] = pd.to_numeric(pooled_accuracy.reindex(frame.index), errors="coerce").fillna(2.0)

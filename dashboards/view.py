@@ -20,7 +20,6 @@ from dashboards.records import ModelInfo
 from dashboards.state import ViewState, clamp_range, shown
 from dashboards.status import class_status, rank_classes
 
-
 #: Unknown classes of a shared link named one by one in its notice; the rest are counted.
 UNKNOWN_LISTED = 10
 
@@ -69,7 +68,9 @@ def resolve(data: DashboardData, state: ViewState) -> View | None:
     if unknown:
         listed = ", ".join(shown(label) for label in unknown[:UNKNOWN_LISTED])
         more = f" and {len(unknown) - UNKNOWN_LISTED:,} more" if len(unknown) > UNKNOWN_LISTED else ""
-        notices.append(f"no results for class{'es' if len(unknown) > 1 else ''} {listed}{more} with model {model.model_id}")
+        notices.append(
+            f"no results for class{'es' if len(unknown) > 1 else ''} {listed}{more} with model {model.model_id}"
+        )
     chosen = tuple(label for label in state.classes if label in known)
     return View(
         state=state,
@@ -85,7 +86,9 @@ def resolve(data: DashboardData, state: ViewState) -> View | None:
     )
 
 
-def latest_status(data: DashboardData, view: View, labels: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def latest_status(
+    data: DashboardData, view: View, labels: list[str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The health rows of ``labels`` (None: every class) up to the range's end, and each class's status as of then."""
     health = data.health(view.model.model_id, None, view.end, labels)
     return health, class_status(health, as_of=view.end)

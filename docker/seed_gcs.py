@@ -54,7 +54,9 @@ def client_from_environment() -> Any:
     from google.cloud import storage
 
     if os.environ.get("STORAGE_EMULATOR_HOST"):
-        return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT") or EMULATOR_PROJECT, credentials=AnonymousCredentials())
+        return storage.Client(
+            project=os.environ.get("GOOGLE_CLOUD_PROJECT") or EMULATOR_PROJECT, credentials=AnonymousCredentials()
+        )
     return storage.Client()
 
 
@@ -84,7 +86,9 @@ def seed_bucket(client: Any, source_uri: str, indices: list[int]) -> tuple[int, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--per-class", type=int, default=None, help="images per class (default: every held-out digit, ~90 per class)")
+    parser.add_argument(
+        "--per-class", type=int, default=None, help="images per class (default: every held-out digit, ~90 per class)"
+    )
     args = parser.parse_args(argv)
     if args.per_class is not None and args.per_class < 1:
         parser.error("--per-class must be at least 1")

@@ -87,7 +87,9 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
         reason = "truncated" if _says_truncated(text) else "corrupt"
         raise ImageDecodeError(reason, f"{image.format} {image.width}x{image.height}: {text}") from exc
     except (EOFError, SyntaxError, ValueError) as exc:
-        raise ImageDecodeError("truncated" if isinstance(exc, EOFError) else "corrupt", f"{image.format}: {exc}") from exc
+        raise ImageDecodeError(
+            "truncated" if isinstance(exc, EOFError) else "corrupt", f"{image.format}: {exc}"
+        ) from exc
     try:
         upright = ImageOps.exif_transpose(image)
     except (SyntaxError, ValueError, TypeError, OSError) as exc:
@@ -118,7 +120,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
 # --- batches: to PIL images with Pillow, to tensors with nvjpeg for plain JPEGs on CUDA ----------
 
 
-def decode_to_images(contents: Sequence[bytes], *, max_pixels: int, pool: ThreadPoolExecutor | None = None) -> list[Image.Image | ImageDecodeError]:
+def decode_to_images(
+    contents: Sequence[bytes], *, max_pixels: int, pool: ThreadPoolExecutor | None = None
+) -> list[Image.Image | ImageDecodeError]:
     """Decode each image with :func:`decode_image` (on ``pool``'s threads when given): an RGB PIL image, or its error."""
     decode = functools.partial(_decode_or_error, max_pixels=max_pixels)
     return list(pool.map(decode, contents)) if pool is not None else [decode(b) for b in contents]
@@ -187,7 +191,9 @@ def decode_to_tensors(
         (to_gpu if plain and data.endswith(b"\xff\xd9") else to_pillow).append(index)
     if to_gpu and decoder is not None:
         try:
-            decoded = decoder([torch.frombuffer(bytearray(contents[i]), dtype=torch.uint8) for i in to_gpu], device=target)
+            decoded = decoder(
+                [torch.frombuffer(bytearray(contents[i]), dtype=torch.uint8) for i in to_gpu], device=target
+            )
         except RuntimeError as exc:
             log.warning("nvjpeg refused a batch of %d JPEGs (%s); decoding them with Pillow", len(to_gpu), exc)
             to_pillow.extend(to_gpu)
@@ -219,14 +225,19 @@ def _open(data: bytes, max_pixels: int) -> Image.ImageFile.ImageFile:
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError("too_large", str(exc)) from exc
     except UnidentifiedImageError as exc:
-        raise ImageDecodeError("not_an_image", f"Pillow does not recognise these {len(data)} bytes as an image") from exc
+        raise ImageDecodeError(
+            "not_an_image", f"Pillow does not recognise these {len(data)} bytes as an image"
+        ) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Recognised signature, unreadable header: a cut-off or damaged file.
         reason = "truncated" if isinstance(exc, EOFError) or _says_truncated(str(exc)) else "corrupt"
         raise ImageDecodeError(reason, f"unreadable header: {exc}") from exc
     pixels = image.width * image.height
     if pixels > max_pixels:
-        raise ImageDecodeError("too_large", f"{image.format} {image.width}x{image.height} = {pixels:,} pixels exceeds the limit of {max_pixels:,}")
+        raise ImageDecodeError(
+            "too_large",
+            f"{image.format} {image.width}x{image.height} = {pixels:,} pixels exceeds the limit of {max_pixels:,}",
+        )
     if pixels == 0:
         raise ImageDecodeError("corrupt", f"{image.format} header says {image.width}x{image.height}")
     return image

@@ -50,9 +50,23 @@ _INPUT_SCHEMA = "model_id string, date string, label string, pred string, status
 
 #: Keys of one class_metrics row, in the order of docs/ARCHITECTURE.md (``model_id``/``date`` only when known).
 METRIC_KEYS = (
-    "label", "n", "correct", "failed", "accuracy", "ci_low", "ci_high",
-    "tp", "fp", "fn", "precision", "recall", "f1", "confusions", "followup_n", "followup_correct",
-)  # fmt: skip
+    "label",
+    "n",
+    "correct",
+    "failed",
+    "accuracy",
+    "ci_low",
+    "ci_high",
+    "tp",
+    "fp",
+    "fn",
+    "precision",
+    "recall",
+    "f1",
+    "confusions",
+    "followup_n",
+    "followup_correct",
+)
 
 
 # --- Spark SQL --------------------------------------------------------------------------------
@@ -141,8 +155,8 @@ ORDER BY model_id, date, label
 
 
 def class_metrics_spark(
-    spark: "SparkSession",
-    predictions: "pd.DataFrame | str | Path",
+    spark: SparkSession,
+    predictions: pd.DataFrame | str | Path,
     *,
     labels: Sequence[str] | None = None,
     confidence: float = 0.95,
@@ -160,7 +174,6 @@ def class_metrics_spark(
     """
     from py4j.protocol import Py4JError
     from pyspark.errors import PySparkException
-    from pyspark.sql import DataFrame as SparkDataFrame
 
     frame = _spark_input(spark, predictions)
     wanted = _label_list(labels)
@@ -188,10 +201,12 @@ def class_metrics_spark(
     records = [row.asDict(recursive=True) for row in result]
     for record in records:
         record["confusions"] = [{"pred": c["pred"], "count": int(c["count"])} for c in record["confusions"]]
-    return _finish(records, confidence, source=str(predictions) if isinstance(predictions, (str, Path)) else "the predictions")
+    return _finish(
+        records, confidence, source=str(predictions) if isinstance(predictions, (str, Path)) else "the predictions"
+    )
 
 
-def _spark_input(spark: "SparkSession", predictions: "pd.DataFrame | str | Path") -> "SparkDataFrame":
+def _spark_input(spark: SparkSession, predictions: pd.DataFrame | str | Path) -> SparkDataFrame:
     """The predictions as a Spark DataFrame with exactly the METRIC_INPUT_COLUMNS, all strings."""
     import pandas as pd
 
@@ -200,7 +215,7 @@ def _spark_input(spark: "SparkSession", predictions: "pd.DataFrame | str | Path"
     return read_predictions_spark(spark, predictions, METRIC_INPUT_COLUMNS, required=_REQUIRED_COLUMNS)
 
 
-def _pandas_input(predictions: "pd.DataFrame") -> "pd.DataFrame":
+def _pandas_input(predictions: pd.DataFrame) -> pd.DataFrame:
     """The METRIC_INPUT_COLUMNS of a pandas frame, checked to hold strings (or nulls)."""
     import pandas as pd
 
@@ -271,7 +286,7 @@ def _float_or_none(value: Any) -> float | None:
 
 
 def class_metrics_pandas(
-    predictions: "pd.DataFrame",
+    predictions: pd.DataFrame,
     *,
     labels: Sequence[str] | None = None,
     confidence: float = 0.95,
@@ -289,7 +304,9 @@ def class_metrics_pandas(
     records: list[dict[str, Any]] = []
     # dropna=False keeps the runs whose model_id/date are absent (null) as one group.
     # An empty frame is one run with no images: every class in ``labels`` reports n = 0.
-    groups = list(frame.groupby(list(_KEY_COLUMNS), dropna=False, sort=False)) or ([((None, None), frame)] if wanted else [])
+    groups = list(frame.groupby(list(_KEY_COLUMNS), dropna=False, sort=False)) or (
+        [((None, None), frame)] if wanted else []
+    )
     for key, group in groups:
         model_id, date = (None if pd.isna(k) else k for k in key)
         truth = group["label"]
@@ -412,14 +429,16 @@ ORDER BY k.label
 """
 
 
-def _paired_input(frame: "pd.DataFrame", which: str) -> "pd.DataFrame":
+def _paired_input(frame: pd.DataFrame, which: str) -> pd.DataFrame:
     """The :data:`PAIRED_INPUT_COLUMNS` of one model's predictions, checked: strings, one row per (date, image)."""
     import pandas as pd
 
     missing = [c for c in PAIRED_INPUT_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(f"the {which} predictions lack the column(s) {', '.join(missing)}")
-    out = pd.DataFrame({c: frame[c].astype(object).where(frame[c].notna(), None) for c in PAIRED_INPUT_COLUMNS}).reset_index(drop=True)
+    out = pd.DataFrame(
+        {c: frame[c].astype(object).where(frame[c].notna(), None) for c in PAIRED_INPUT_COLUMNS}
+    ).reset_index(drop=True)
     duplicated = out.duplicated(["date", "image_path"])
     if duplicated.any():
         first = out[duplicated].iloc[0]
@@ -430,12 +449,14 @@ def _paired_input(frame: "pd.DataFrame", which: str) -> "pd.DataFrame":
 def _paired_finish(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     mismatched = {r["label"]: r["mismatched"] for r in records if r.get("mismatched")}
     if mismatched:
-        raise DataError(f"production and candidate predictions disagree on the truth label of some images (per label: {dict(sorted(mismatched.items())[:5])})")
+        raise DataError(
+            f"production and candidate predictions disagree on the truth label of some images (per label: {dict(sorted(mismatched.items())[:5])})"
+        )
     return [{key: (record[key] if key == "label" else int(record[key])) for key in PAIRED_KEYS} for record in records]
 
 
 def paired_counts_spark(
-    spark: "SparkSession", production: "pd.DataFrame", candidate: "pd.DataFrame", *, labels: Sequence[str] | None = None
+    spark: SparkSession, production: pd.DataFrame, candidate: pd.DataFrame, *, labels: Sequence[str] | None = None
 ) -> list[dict[str, Any]]:
     """Per class, the paired 2x2 counts of two models on the same images, with Spark SQL.
 
@@ -449,14 +470,23 @@ def paired_counts_spark(
 
     left, right = _paired_input(production, "production"), _paired_input(candidate, "candidate")
     tag = uuid.uuid4().hex
-    production_view, candidate_view, labels_view = (f"chm_{name}_{tag}" for name in ("production", "candidate", "labels"))
+    production_view, candidate_view, labels_view = (
+        f"chm_{name}_{tag}" for name in ("production", "candidate", "labels")
+    )
     spark.createDataFrame(left, _PAIRED_SCHEMA).createOrReplaceTempView(production_view)
     spark.createDataFrame(right, _PAIRED_SCHEMA).createOrReplaceTempView(candidate_view)
-    spark.createDataFrame([(label,) for label in _label_list(labels)], "label string").createOrReplaceTempView(labels_view)
+    spark.createDataFrame([(label,) for label in _label_list(labels)], "label string").createOrReplaceTempView(
+        labels_view
+    )
     try:
         result = spark.sql(
             PAIRED_COUNTS_SQL,
-            args={"production_view": production_view, "candidate_view": candidate_view, "labels_view": labels_view, "ok": STATUS_OK},
+            args={
+                "production_view": production_view,
+                "candidate_view": candidate_view,
+                "labels_view": labels_view,
+                "ok": STATUS_OK,
+            },
         ).collect()
     except (PySparkException, Py4JError) as exc:
         raise SparkError(f"the Spark paired-counts query failed: {first_line(exc)}") from exc
@@ -466,7 +496,9 @@ def paired_counts_spark(
     return _paired_finish([row.asDict() for row in result])
 
 
-def paired_counts_pandas(production: "pd.DataFrame", candidate: "pd.DataFrame", *, labels: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def paired_counts_pandas(
+    production: pd.DataFrame, candidate: pd.DataFrame, *, labels: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
     """Reference implementation of :func:`paired_counts_spark` with a pandas merge and crosstab (also the path without a JVM)."""
     import pandas as pd
 
@@ -481,7 +513,10 @@ def paired_counts_pandas(production: "pd.DataFrame", candidate: "pd.DataFrame", 
     candidate_right = (both["pred_c"] == both["label_c"]).to_numpy()
     table = pd.crosstab(
         pd.Categorical(both["label_p"], categories=classes),
-        [pd.Categorical(production_right, categories=[True, False]), pd.Categorical(candidate_right, categories=[True, False])],
+        [
+            pd.Categorical(production_right, categories=[True, False]),
+            pd.Categorical(candidate_right, categories=[True, False]),
+        ],
         dropna=False,
     )
     unpaired = single_labels.value_counts()
@@ -489,7 +524,7 @@ def paired_counts_pandas(production: "pd.DataFrame", candidate: "pd.DataFrame", 
     records = []
     for label in classes:
         row = table.loc[label] if label in table.index else None
-        cell = (lambda p, c: int(row[(p, c)]) if row is not None else 0)  # noqa: E731
+        cell = lambda p, c, row=row: int(row[(p, c)]) if row is not None else 0  # noqa: E731
         records.append(
             {
                 "label": label,

@@ -80,7 +80,9 @@ def load_model(model_dir: Path, device: str = "auto") -> LoadedModel:
     """
     model_dir = Path(model_dir).expanduser().resolve()
     if not model_dir.is_dir():
-        raise ModelError(f"model directory {model_dir} does not exist (set MONITOR_MODEL_DIR to a Hugging Face model directory)")
+        raise ModelError(
+            f"model directory {model_dir} does not exist (set MONITOR_MODEL_DIR to a Hugging Face model directory)"
+        )
     for required in ("config.json", "preprocessor_config.json"):
         if not (model_dir / required).is_file():
             raise ModelError(f"model directory {model_dir} has no {required}")
@@ -96,9 +98,21 @@ def load_model(model_dir: Path, device: str = "auto") -> LoadedModel:
             model, info = AutoModelForImageClassification.from_pretrained(
                 model_dir, local_files_only=True, trust_remote_code=False, output_loading_info=True
             )
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, SafetensorError) as exc:
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        RuntimeError,
+        EOFError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        SafetensorError,
+    ) as exc:
         # A truncated or corrupt weight file lands here too (safetensors' own error, or pickle's for .bin files).
-        raise ModelError(f"model directory {model_dir} does not load as an image classifier: {type(exc).__name__}: {first_line(exc)}") from exc
+        raise ModelError(
+            f"model directory {model_dir} does not load as an image classifier: {type(exc).__name__}: {first_line(exc)}"
+        ) from exc
     # transformers only warns about weights missing from the files and initialises them at random:
     # a model that would predict noise must not load.
     missing = list(info.get("missing_keys") or []) + [str(key) for key in info.get("mismatched_keys") or []]
@@ -110,17 +124,26 @@ def load_model(model_dir: Path, device: str = "auto") -> LoadedModel:
     unexpected = list(info.get("unexpected_keys") or [])
     if unexpected:
         # Extra tensors do no harm to the model; transformers' own report of them is silenced above.
-        log.warning("model directory %s: %d tensors in the weight files are not used (e.g. %s)", model_dir, len(unexpected), ", ".join(unexpected[:3]))
+        log.warning(
+            "model directory %s: %d tensors in the weight files are not used (e.g. %s)",
+            model_dir,
+            len(unexpected),
+            ", ".join(unexpected[:3]),
+        )
     try:
         with quiet_transformers():
             processor = AutoImageProcessor.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelError(f"model directory {model_dir}: preprocessor_config.json does not load: {type(exc).__name__}: {exc}") from exc
+        raise ModelError(
+            f"model directory {model_dir}: preprocessor_config.json does not load: {type(exc).__name__}: {exc}"
+        ) from exc
 
     id2label = {int(index): str(label) for index, label in model.config.id2label.items()}
     num_labels = int(model.config.num_labels)
     if sorted(id2label) != list(range(num_labels)):
-        raise ModelError(f"model directory {model_dir}: id2label covers indices {sorted(id2label)[:5]}... not 0..{num_labels - 1}")
+        raise ModelError(
+            f"model directory {model_dir}: id2label covers indices {sorted(id2label)[:5]}... not 0..{num_labels - 1}"
+        )
 
     model.eval()
     if target.type == "cuda":
@@ -179,7 +202,9 @@ def check_labels(loaded: LoadedModel, labels: Iterable[str]) -> None:
     if not unknown:
         return
     shown = ", ".join(loaded.labels[:10]) + (", ..." if len(loaded.labels) > 10 else "")
-    names = ", ".join(repr(label) for label in unknown[:20]) + (f" and {len(unknown) - 20} more" if len(unknown) > 20 else "")
+    names = ", ".join(repr(label) for label in unknown[:20]) + (
+        f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""
+    )
     noun = "label" if len(unknown) == 1 else "labels"
     verb = "is" if len(unknown) == 1 else "are"
     raise ModelError(
@@ -192,4 +217,6 @@ def _check_json(path: Path) -> None:
     before transformers reads it, in one line: never a hang, never a RecursionError."""
     from monitor.core.files import read_json_file
 
-    read_json_file(path, what=f"model directory {path.parent}: {path.name}", max_bytes=64 << 20, max_depth=64, error=ModelError)
+    read_json_file(
+        path, what=f"model directory {path.parent}: {path.name}", max_bytes=64 << 20, max_depth=64, error=ModelError
+    )

@@ -125,7 +125,11 @@ def decode_batch(
         parts = min(len(blobs), decode_workers())
         cuts = [len(blobs) * k // parts for k in range(parts + 1)]
         chunks = [blobs[cuts[k] : cuts[k + 1]] for k in range(parts)]
-        decoded = [image for chunk in pool.map(functools.partial(decode_to_images, max_pixels=max_pixels), chunks) for image in chunk]
+        decoded = [
+            image
+            for chunk in pool.map(functools.partial(decode_to_images, max_pixels=max_pixels), chunks)
+            for image in chunk
+        ]
     else:
         decoded = decode_to_images(blobs, max_pixels=max_pixels)
     for (position, _), result in zip(readable, decoded):
@@ -209,7 +213,9 @@ def fetching(
     """
     fetch_pool = ThreadPoolExecutor(fetch_workers, thread_name_prefix="fetch")
     decode_pool = ThreadPoolExecutor(decode_workers(), thread_name_prefix="decode")
-    batches = fetch_batches(paths, read, fetch_pool, batch_size=batch_size, limit=in_flight_limit(batch_size, fetch_workers))
+    batches = fetch_batches(
+        paths, read, fetch_pool, batch_size=batch_size, limit=in_flight_limit(batch_size, fetch_workers)
+    )
     try:
         yield batches, decode_pool
     finally:
@@ -252,9 +258,19 @@ def predict_images(
     on GPU hosts only).
     """
     return predict_images_multi(
-        items, read, [loaded], date=date, batch_size=batch_size, fetch_workers=fetch_workers, top_k=top_k,
-        max_pixels=max_pixels, progress=progress, path=path, precision=precision, compile_model=compile_model,
-    )[0]  # fmt: skip
+        items,
+        read,
+        [loaded],
+        date=date,
+        batch_size=batch_size,
+        fetch_workers=fetch_workers,
+        top_k=top_k,
+        max_pixels=max_pixels,
+        progress=progress,
+        path=path,
+        precision=precision,
+        compile_model=compile_model,
+    )[0]
 
 
 def preprocessing_key(loaded: LoadedModel, chosen: str) -> str:
@@ -293,7 +309,9 @@ def predict_images_multi(
     image for every model. Every model must be on the same device.
     """
     if batch_size < 1 or fetch_workers < 1 or top_k < 1:
-        raise ConfigError(f"batch_size, fetch_workers and top_k must be >= 1, got {batch_size}, {fetch_workers}, {top_k}")
+        raise ConfigError(
+            f"batch_size, fetch_workers and top_k must be >= 1, got {batch_size}, {fetch_workers}, {top_k}"
+        )
     if not models:
         raise ConfigError("predict_images_multi needs at least one model")
     devices = {str(m.device) for m in models}
@@ -305,18 +323,31 @@ def predict_images_multi(
     lead = models[0]
     keys = [preprocessing_key(m, chosen) for m in models]
     first_of_key = {key: models[keys.index(key)] for key in dict.fromkeys(keys)}
-    specs = {key: (TensorPreprocess.from_processor(m.processor) if chosen == "tensor" else None) for key, m in first_of_key.items()}
-    networks: list[Callable[..., Any] | None] = [torch.compile(m.model, dynamic=False) if compile_model else None for m in models]
+    specs = {
+        key: (TensorPreprocess.from_processor(m.processor) if chosen == "tensor" else None)
+        for key, m in first_of_key.items()
+    }
+    networks: list[Callable[..., Any] | None] = [
+        torch.compile(m.model, dynamic=False) if compile_model else None for m in models
+    ]
     rows: list[list[dict[str, Any]]] = [[] for _ in models]
     paths = [image_path for image_path, _ in items]
     batches = list(_chunks(len(items), batch_size))
-    with fetching(paths, read, batch_size=batch_size, fetch_workers=fetch_workers) as (contents, decode_pool), ThreadPoolExecutor(
-        1, thread_name_prefix="prepare"
-    ) as prepare_pool:
+    with (
+        fetching(paths, read, batch_size=batch_size, fetch_workers=fetch_workers) as (contents, decode_pool),
+        ThreadPoolExecutor(1, thread_name_prefix="prepare") as prepare_pool,
+    ):
 
         def prepare(batch: range) -> tuple[_Decoded, dict[str, torch.Tensor | None]]:
             # Runs on the one prepare thread: the fetch stream is only ever advanced from there.
-            decoded = decode_batch(next(contents), paths[batch.start : batch.stop], chosen=chosen, max_pixels=max_pixels, device=lead.device, pool=decode_pool)
+            decoded = decode_batch(
+                next(contents),
+                paths[batch.start : batch.stop],
+                chosen=chosen,
+                max_pixels=max_pixels,
+                device=lead.device,
+                pool=decode_pool,
+            )
             pixels: dict[str, torch.Tensor | None] = {}
             for key, model in first_of_key.items():
                 if not decoded.images:
@@ -338,7 +369,13 @@ def predict_images_multi(
             for m, (loaded, key, network) in enumerate(zip(models, keys, networks)):
                 pixel_values = pixels[key]
                 probs = (
-                    forward_probs(loaded, pixel_values, precision=precision, model=network, pad_to=batch_size if compile_model else None).numpy()
+                    forward_probs(
+                        loaded,
+                        pixel_values,
+                        precision=precision,
+                        model=network,
+                        pad_to=batch_size if compile_model else None,
+                    ).numpy()
                     if pixel_values is not None
                     else np.zeros((0, len(loaded.labels)))
                 )
@@ -346,7 +383,11 @@ def predict_images_multi(
                 for position, index in enumerate(batch):
                     image_path, label = items[index]
                     if position in by_position:
-                        rows[m].append(ok_row(date, image_path, label, by_position[position], loaded.labels, loaded.model_id, top_k))
+                        rows[m].append(
+                            ok_row(
+                                date, image_path, label, by_position[position], loaded.labels, loaded.model_id, top_k
+                            )
+                        )
                     else:
                         rows[m].append(failed_row(date, image_path, label, loaded.model_id, decoded.failures[position]))
             if progress is not None:

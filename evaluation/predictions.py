@@ -76,7 +76,9 @@ FETCH_FAILED = "fetch_failed"
 # --- rows -------------------------------------------------------------------------------------
 
 
-def ok_row(date: str, image_path: str, label: str, probs: np.ndarray, labels: Sequence[str], model_id: str, top_k: int) -> dict[str, Any]:
+def ok_row(
+    date: str, image_path: str, label: str, probs: np.ndarray, labels: Sequence[str], model_id: str, top_k: int
+) -> dict[str, Any]:
     """One ``status == "ok"`` row: ``pred``/``confidence`` are the top entry of the top-k lists."""
     k = min(top_k, len(labels))
     order = np.argsort(-probs, kind="stable")[:k]
@@ -211,7 +213,9 @@ def read_predictions(path: Path) -> pd.DataFrame:
         table = _checked(table.select(list(COLUMNS)), path, remedy)
         frame = table.to_pandas()
     except (pa.ArrowException, OSError, ValueError) as exc:  # truncated, not Parquet, or a footer that lies
-        raise DataError(f"the predictions file {path} is not a readable Parquet file ({_first_line(exc)}); {remedy}") from exc
+        raise DataError(
+            f"the predictions file {path} is not a readable Parquet file ({_first_line(exc)}); {remedy}"
+        ) from exc
     for column in ("topk_labels", "topk_scores"):
         frame[column] = [list(v) if v is not None else [] for v in frame[column]]
     return frame
@@ -239,7 +243,9 @@ def _open_regular(path: Path) -> Any:
 
 
 def _is_text(t: pa.DataType) -> bool:
-    return pa.types.is_string(t) or pa.types.is_large_string(t) or (pa.types.is_dictionary(t) and _is_text(t.value_type))
+    return (
+        pa.types.is_string(t) or pa.types.is_large_string(t) or (pa.types.is_dictionary(t) and _is_text(t.value_type))
+    )
 
 
 def _is_list_of(t: pa.DataType, item: Any) -> bool:
@@ -280,17 +286,24 @@ def _checked(table: pa.Table, path: Path, remedy: str) -> pa.Table:
     status = table.column("status")
     odd = pc.unique(pc.filter(status, pc.invert(pc.is_in(status, pa.array([STATUS_OK, STATUS_FAILED]))))).to_pylist()
     if odd:
-        raise refuse(f"column 'status' holds {', '.join(repr(v)[:40] for v in odd[:3])}, not {STATUS_OK!r} or {STATUS_FAILED!r}")
+        raise refuse(
+            f"column 'status' holds {', '.join(repr(v)[:40] for v in odd[:3])}, not {STATUS_OK!r} or {STATUS_FAILED!r}"
+        )
     ok = table.filter(pc.equal(status, STATUS_OK))
     if ok.column("pred").null_count or ok.column("confidence").null_count:
         raise refuse("a row of status 'ok' has no 'pred' or no 'confidence'")
     confidence = ok.column("confidence")
-    if len(confidence) and not pc.all(pc.and_(pc.greater_equal(confidence, 0.0), pc.less_equal(confidence, 1.0))).as_py():
+    if (
+        len(confidence)
+        and not pc.all(pc.and_(pc.greater_equal(confidence, 0.0), pc.less_equal(confidence, 1.0))).as_py()
+    ):
         raise refuse("column 'confidence' holds a value outside [0, 1]")
     if _DATE.fullmatch(path.stem):
         dates = pc.unique(table.column("date")).to_pylist()
         if dates and dates != [path.stem]:
-            raise refuse(f"column 'date' holds {', '.join(repr(d)[:40] for d in dates[:3] if d != path.stem)}, not {path.stem}")
+            raise refuse(
+                f"column 'date' holds {', '.join(repr(d)[:40] for d in dates[:3] if d != path.stem)}, not {path.stem}"
+            )
     return table
 
 
@@ -299,7 +312,9 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:200] if text.strip() else type(exc).__name__
 
 
-def read_predictions_spark(spark: "SparkSession", path: Path | str, columns: Sequence[str], *, required: Sequence[str]) -> "SparkDataFrame":
+def read_predictions_spark(
+    spark: SparkSession, path: Path | str, columns: Sequence[str], *, required: Sequence[str]
+) -> SparkDataFrame:
     """Predictions Parquet file(s) at ``path`` as a Spark DataFrame of ``columns``, cast to strings, read by Spark itself.
 
     For Spark SQL over data past one machine: nothing goes through the driver. Only ``required``

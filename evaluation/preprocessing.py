@@ -56,13 +56,17 @@ class TensorPreprocess:
     std: tuple[float, float, float] | None
 
     @classmethod
-    def from_processor(cls, processor: Any) -> "TensorPreprocess":
+    def from_processor(cls, processor: Any) -> TensorPreprocess:
         """Read a ConvNext/ViT/Bit/DeiT-style processor's settings; ModelError for anything it cannot reproduce."""
         kind = type(processor).__name__.removesuffix("Pil").removesuffix("Fast")
         if kind not in _REPRODUCIBLE:
-            raise ModelError(f"the tensor preprocessing path does not reproduce {type(processor).__name__}; use the processor path")
+            raise ModelError(
+                f"the tensor preprocessing path does not reproduce {type(processor).__name__}; use the processor path"
+            )
         if getattr(processor, "do_pad", False):
-            raise ModelError(f"the tensor preprocessing path does not reproduce padding ({type(processor).__name__}.do_pad)")
+            raise ModelError(
+                f"the tensor preprocessing path does not reproduce padding ({type(processor).__name__}.do_pad)"
+            )
         resample = _resample_name(getattr(processor, "resample", 2))
         size = processor.size
         resize: tuple[Any, ...] | None = None
@@ -111,7 +115,9 @@ class TensorPreprocess:
         groups: dict[tuple[int, int, str], list[int]] = {}
         for index, image in enumerate(images):
             if image.dim() != 3 or image.shape[0] != 3 or image.dtype != torch.uint8:
-                raise ValueError(f"image {index}: expected a uint8 3xHxW tensor, got {image.dtype} {tuple(image.shape)}")
+                raise ValueError(
+                    f"image {index}: expected a uint8 3xHxW tensor, got {image.dtype} {tuple(image.shape)}"
+                )
             groups.setdefault((int(image.shape[1]), int(image.shape[2]), str(image.device)), []).append(index)
         out: torch.Tensor | None = None
         for (height, width, _), members in groups.items():
@@ -123,7 +129,9 @@ class TensorPreprocess:
             if out is None:
                 out = torch.empty((len(images), 3, batch.shape[2], batch.shape[3]), dtype=torch.float32, device=target)
             if batch.shape[2:] != out.shape[2:]:
-                raise ModelError(f"images preprocess to different sizes {tuple(batch.shape[2:])} and {tuple(out.shape[2:])}: this processor needs a crop")
+                raise ModelError(
+                    f"images preprocess to different sizes {tuple(batch.shape[2:])} and {tuple(out.shape[2:])}: this processor needs a crop"
+                )
             out[members] = batch
         assert out is not None
         if self.rescale is not None:
@@ -169,7 +177,9 @@ def _resample_name(value: Any) -> Literal["nearest", "bilinear", "bicubic"]:
     try:
         return _RESAMPLE_BY_PIL[int(raw)]  # type: ignore[return-value]
     except (KeyError, TypeError, ValueError):
-        raise ModelError(f"the tensor preprocessing path does not reproduce resample={value!r}; use the processor path") from None
+        raise ModelError(
+            f"the tensor preprocessing path does not reproduce resample={value!r}; use the processor path"
+        ) from None
 
 
 def _triple(values: Any) -> tuple[float, float, float]:
@@ -223,4 +233,3 @@ def resolve_path(loaded: LoadedModel, path: PathChoice = "auto") -> Literal["pro
 def processor_pixel_values(loaded: LoadedModel, images: Sequence[Image.Image]) -> torch.Tensor:
     """The reference preprocessing: the model's own image processor on RGB PIL images -> float32 NCHW (CPU)."""
     return loaded.processor(images=list(images), return_tensors="pt")["pixel_values"]
-

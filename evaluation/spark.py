@@ -20,7 +20,9 @@ _LOCAL_SHUFFLE_PARTITIONS = "4"
 _LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
 
 
-def get_spark(master: str = "local[*]", conf: Mapping[str, str] | None = None, app_name: str = "class-health-monitor") -> "SparkSession":
+def get_spark(
+    master: str = "local[*]", conf: Mapping[str, str] | None = None, app_name: str = "class-health-monitor"
+) -> SparkSession:
     """Return this process's SparkSession, starting it on first use (``builder.getOrCreate``).
 
     Arrow is on (pandas <-> Spark transfers are otherwise ~25x slower), the UI is off and logs are

@@ -40,8 +40,8 @@ SPARK_SCHEMA = (
 BATCHES_PER_PARTITION = 8
 
 # Per Python worker process: models and sources survive between tasks (Spark reuses its workers).
-_MODELS: dict[tuple[str, str], "LoadedModel"] = {}
-_SOURCES: dict[str, "ImageSource"] = {}
+_MODELS: dict[tuple[str, str], LoadedModel] = {}
+_SOURCES: dict[str, ImageSource] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -61,7 +61,7 @@ class _Job:
     compile_model: bool
 
 
-def worker_model(model_dir: str, device: str) -> "LoadedModel":
+def worker_model(model_dir: str, device: str) -> LoadedModel:
     """The model of ``model_dir`` in this process, loaded on first use and cached (one per worker process)."""
     import torch
 
@@ -88,7 +88,7 @@ def _task_cpus() -> int:
     return max(1, int(context.cpus())) if context is not None else int(torch.get_num_threads())
 
 
-def _worker_source(uri: str) -> "ImageSource":
+def _worker_source(uri: str) -> ImageSource:
     from monitor.core.sources import open_source
 
     with _CACHE_LOCK:
@@ -139,7 +139,7 @@ def partitions_for(rows: int, parallelism: int, batch_size: int) -> int:
 
 
 def predict_with_spark(
-    spark: "SparkSession",
+    spark: SparkSession,
     items_df: pd.DataFrame,
     *,
     source_uri: str,
@@ -171,12 +171,18 @@ def predict_with_spark(
 
     missing = {"image_path", "label"} - set(items_df.columns)
     if missing:
-        raise DataError(f"the items to predict lack the column(s) {', '.join(sorted(missing))}; got {list(items_df.columns)}")
+        raise DataError(
+            f"the items to predict lack the column(s) {', '.join(sorted(missing))}; got {list(items_df.columns)}"
+        )
     if batch_size < 1 or fetch_workers < 1 or top_k < 1:
-        raise ConfigError(f"batch_size, fetch_workers and top_k must be >= 1, got {batch_size}, {fetch_workers}, {top_k}")
+        raise ConfigError(
+            f"batch_size, fetch_workers and top_k must be >= 1, got {batch_size}, {fetch_workers}, {top_k}"
+        )
     model_path = Path(model_dir).expanduser().resolve()
     if not model_path.is_dir():
-        raise ModelError(f"model directory {model_path} does not exist (set MONITOR_MODEL_DIR to a Hugging Face model directory)")
+        raise ModelError(
+            f"model directory {model_path} does not exist (set MONITOR_MODEL_DIR to a Hugging Face model directory)"
+        )
     # The driver fixes the identity; each executor checks that its copy of the weights is the same.
     model_id = model_identity(model_path)
     rows = len(items_df)
@@ -247,7 +253,9 @@ def _collect(job_frame: Any, accumulator: Any, progress: Callable[[int], None] |
 
 
 # Exceptions raised in a worker reach the driver as text; keep the service's own error types.
-_WORKER_ERROR = re.compile(r"(?:monitor\.errors\.|evaluation\.\w+\.)?(ModelError|SourceError|DataError|ConfigError|SparkError): (.+)")
+_WORKER_ERROR = re.compile(
+    r"(?:monitor\.errors\.|evaluation\.\w+\.)?(ModelError|SourceError|DataError|ConfigError|SparkError): (.+)"
+)
 _ERROR_TYPES: dict[str, type[MonitorError]] = {
     "ModelError": ModelError,
     "SourceError": SourceError,

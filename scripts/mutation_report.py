@@ -60,7 +60,18 @@ def main() -> None:
         judged = run - counts["equivalent"]
         # A timeout is not counted as a kill: on a busy machine a slow clean run can look like a hung mutant.
         score = f"{100 * counts['killed'] / judged:.1f}%" if judged else "-"
-        rows.append((module, len(results), counts["killed"], counts["survived"], counts["equivalent"], counts["timeout"], counts["not run"], score))
+        rows.append(
+            (
+                module,
+                len(results),
+                counts["killed"],
+                counts["survived"],
+                counts["equivalent"],
+                counts["timeout"],
+                counts["not run"],
+                score,
+            )
+        )
     header = ("module", "mutants", "killed", "survived", "equivalent", "timeout", "not run", "score")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:

@@ -48,10 +48,14 @@ def settings_with_data(days: int, tmp: Path) -> Settings:
     from monitor.orchestration.demo import run_demo
 
     demo_settings = load_settings(data_dir=tmp / "data")
-    print(f"no results in {DashboardData(settings).describe()}: running the {days}-day demo in {demo_settings.data_dir} ...")
+    print(
+        f"no results in {DashboardData(settings).describe()}: running the {days}-day demo in {demo_settings.data_dir} ..."
+    )
     started = time.perf_counter()
     result = run_demo(demo_settings, days=days, end=dt.date.today() - dt.timedelta(days=1))
-    print(f"demo done in {time.perf_counter() - started:.0f} s: flagged {result['flagged']} (drop on {result['drop_date']})")
+    print(
+        f"demo done in {time.perf_counter() - started:.0f} s: flagged {result['flagged']} (drop on {result['drop_date']})"
+    )
     return demo_settings
 
 
@@ -65,13 +69,19 @@ def focus_class(data: DashboardData) -> str | None:
         labels = data.labels(model.model_id)
         return labels[0] if labels else None
     order = {"needs_retraining": 0, "watch": 1, "insufficient_data": 2, "healthy": 3}
-    ranked = sorted(status.index, key=lambda label: (order.get(status.loc[label, "verdict"], 9), -(status.loc[label, "prob_below_target"] or 0)))
+    ranked = sorted(
+        status.index,
+        key=lambda label: (order.get(status.loc[label, "verdict"], 9), -(status.loc[label, "prob_below_target"] or 0)),
+    )
     return str(ranked[0])
 
 
 def viewport(driver: Any, width: int, height: int) -> None:
     """Set the page's viewport exactly (a window size would include the browser's own frame)."""
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+    )
 
 
 def main() -> None:
@@ -106,7 +116,14 @@ def main() -> None:
             ("run-detail.png", ids.PATH_RUN, f"#{ids.RUN_TABLE}"),
         ]
         options = webdriver.ChromeOptions()
-        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars", f"--window-size={args.width},1000"):
+        for flag in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            f"--window-size={args.width},1000",
+        ):
             options.add_argument(flag)
         driver = webdriver.Chrome(options=options)
         args.out.mkdir(parents=True, exist_ok=True)
@@ -114,11 +131,19 @@ def main() -> None:
             for name, path, ready in pages:
                 viewport(driver, args.width, 900)
                 driver.get(base + path)
-                WebDriverWait(driver, 60).until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, ready)))
+                WebDriverWait(driver, 60).until(
+                    expected_conditions.presence_of_element_located((By.CSS_SELECTOR, ready))
+                )
                 # Thumbnails load after the page; wait until every image is decoded.
-                WebDriverWait(driver, 30).until(lambda d: d.execute_script("return Array.from(document.images).every(i => i.complete)"))
+                WebDriverWait(driver, 30).until(
+                    lambda d: d.execute_script("return Array.from(document.images).every(i => i.complete)")
+                )
                 time.sleep(1.0)  # Plotly's last layout pass
-                height = int(driver.execute_script("return Math.ceil(document.querySelector('.shell').getBoundingClientRect().bottom) + 16"))
+                height = int(
+                    driver.execute_script(
+                        "return Math.ceil(document.querySelector('.shell').getBoundingClientRect().bottom) + 16"
+                    )
+                )
                 viewport(driver, args.width, max(600, height))
                 time.sleep(0.5)
                 target = args.out / name

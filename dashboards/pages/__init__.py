@@ -84,6 +84,9 @@ def empty_state(data: DashboardData) -> html.Div:
 def not_found(pathname: str, state: ViewState) -> html.Div:
     """What a path without a page shows: a link back to the overview, keeping the state."""
     return html.Div(
-        [html.H2(f"No page at {shown(pathname)}"), html.P([dcc.Link("Go to the overview", href=href(ids.PATH_OVERVIEW, state))])],
+        [
+            html.H2(f"No page at {shown(pathname)}"),
+            html.P([dcc.Link("Go to the overview", href=href(ids.PATH_OVERVIEW, state))]),
+        ],
         className="card empty",
     )

@@ -64,26 +64,57 @@ def evidence_card(label: str, status: pd.DataFrame, level: float) -> html.Div:
         ("verdict", badge(row["verdict"])),
         ("since", str(row.get("since") or "–")),
         ("as of", str(row.get("date"))),
-        (f"pooled over {row.get('window_days')} days from {row.get('window_start')}", f"{fmt_acc(row.get('pooled_accuracy'))} ({fmt_num(row.get('pooled_correct'), 0)}/{fmt_num(row.get('pooled_n'), 0)})"),
+        (
+            f"pooled over {row.get('window_days')} days from {row.get('window_start')}",
+            f"{fmt_acc(row.get('pooled_accuracy'))} ({fmt_num(row.get('pooled_correct'), 0)}/{fmt_num(row.get('pooled_n'), 0)})",
+        ),
         (f"{level:.0%} CI", fmt_ci(row.get("ci_low"), row.get("ci_high"))),
         ("target", fmt_acc(row.get("target"))),
         ("P(below target)", fmt_num(row.get("prob_below_target"))),
-        ("evidence of a drop (CUSUM) / flags at", f"{fmt_num(row.get('cusum'))} / {fmt_num(row.get('cusum_threshold'))}"),
+        (
+            "evidence of a drop (CUSUM) / flags at",
+            f"{fmt_num(row.get('cusum'))} / {fmt_num(row.get('cusum_threshold'))}",
+        ),
         ("collapse test / flags at", f"{fmt_num(row.get('collapse'))} / {fmt_num(row.get('collapse_threshold'))}"),
-        *([("evidence of recovery / clears at", f"{fmt_num(row.get('recovery'))} / {fmt_num(row.get('recovery_threshold'))}")] if flagged else []),
-        ("images evaluated, each once / not yet", f"{fmt_num(row.get('evaluated_n'), 0)} / {fmt_num(row.get('unseen_left'), 0)}"),
-        ("accuracy on them", f"{_share(row.get('evaluated_correct'), row.get('evaluated_n'))} {fmt_ci(row.get('evaluated_ci_low'), row.get('evaluated_ci_high'))}"),
+        *(
+            [
+                (
+                    "evidence of recovery / clears at",
+                    f"{fmt_num(row.get('recovery'))} / {fmt_num(row.get('recovery_threshold'))}",
+                )
+            ]
+            if flagged
+            else []
+        ),
+        (
+            "images evaluated, each once / not yet",
+            f"{fmt_num(row.get('evaluated_n'), 0)} / {fmt_num(row.get('unseen_left'), 0)}",
+        ),
+        (
+            "accuracy on them",
+            f"{_share(row.get('evaluated_correct'), row.get('evaluated_n'))} {fmt_ci(row.get('evaluated_ci_low'), row.get('evaluated_ci_high'))}",
+        ),
         ("follow-up images tomorrow", fmt_num(row.get("followup"), 0)),
         ("method", str(row.get("method") or "–")),
     ]
     return html.Div(
         [
-            html.Div([html.Span(name + ": ", className="muted"), value], style={"display": "inline-block", "marginRight": "18px"})
+            html.Div(
+                [html.Span(name + ": ", className="muted"), value],
+                style={"display": "inline-block", "marginRight": "18px"},
+            )
             for name, value in facts
         ]
         + [
             html.P(str(row.get("reason") or ""), className="reason"),
-            html.P([VERDICT_MEANING.get(row.get("verdict"), ""), " ", html.Span(f"{VERDICT_SCOPE} {health_figures()}".strip(), className="muted")], className="meaning"),
+            html.P(
+                [
+                    VERDICT_MEANING.get(row.get("verdict"), ""),
+                    " ",
+                    html.Span(f"{VERDICT_SCOPE} {health_figures()}".strip(), className="muted"),
+                ],
+                className="meaning",
+            ),
         ],
         id=f"{ids.CLASS_EVIDENCE}-{label}",
         className="evidence",
@@ -99,7 +130,11 @@ def class_page(data: DashboardData, view: View) -> list[Any]:
         labels = list(view.chosen)
     else:
         labels = worst_first(data, view, status)[:1]
-        messages.append(f"Showing the most urgent class, {labels[0]}; choose classes in the filter above." if labels else "No classes.")
+        messages.append(
+            f"Showing the most urgent class, {labels[0]}; choose classes in the filter above."
+            if labels
+            else "No classes."
+        )
     if len(labels) > MAX_CLASS_FIGURES:
         messages.append(f"Showing the first {MAX_CLASS_FIGURES} of {len(labels)} chosen classes.")
         labels = labels[:MAX_CLASS_FIGURES]
@@ -129,7 +164,13 @@ def class_page(data: DashboardData, view: View) -> list[Any]:
             )
         )
     alert_rows = [
-        [str(a["date"]), str(a["label"]), str(a["kind"]).replace("_", " "), "yes" if a.get("delivered") else "pending", str(a.get("message") or "")]
+        [
+            str(a["date"]),
+            str(a["label"]),
+            str(a["kind"]).replace("_", " "),
+            "yes" if a.get("delivered") else "pending",
+            str(a.get("message") or ""),
+        ]
         for a in alerts.to_dict("records")
     ]
     return [
@@ -138,7 +179,9 @@ def class_page(data: DashboardData, view: View) -> list[Any]:
         html.Div(blocks, id=ids.CLASS_TIMESERIES),
         card(
             "Alerts in this range",
-            table(["date", "class", "kind", "delivered", "message"], alert_rows) if alert_rows else html.P("No alerts.", className="muted"),
+            table(["date", "class", "kind", "delivered", "message"], alert_rows)
+            if alert_rows
+            else html.P("No alerts.", className="muted"),
             id=ids.CLASS_ALERTS,
         ),
     ]

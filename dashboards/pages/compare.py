@@ -94,8 +94,16 @@ def _gallery(images: list[DiscordantImage]) -> html.Div:
     figures = [
         html.Figure(
             [
-                html.Img(src=thumbnail_url(row["date"], row["image_path"]), alt=row["image_path"], title=row["image_path"]),
-                html.Figcaption([f"{row['label']}: {row['right']} right", html.Br(), f"prod. {row['production_pred']} · cand. {row['candidate_pred']}"]),
+                html.Img(
+                    src=thumbnail_url(row["date"], row["image_path"]), alt=row["image_path"], title=row["image_path"]
+                ),
+                html.Figcaption(
+                    [
+                        f"{row['label']}: {row['right']} right",
+                        html.Br(),
+                        f"prod. {row['production_pred']} · cand. {row['candidate_pred']}",
+                    ]
+                ),
             ],
             className=f"discordant-{row['right']}",
         )
@@ -109,9 +117,12 @@ def _not_compared(candidate: str, view: View) -> html.Div:
     return card(
         f"{candidate}: no comparison stored",
         html.P(
-            [f"No comparison of {candidate} with production is stored for {view.start} … {view.end}. Run ", html.Code(command),
-             " to compute and store one (the Airflow DAG's compare_candidates task stores one each day)."]
-        ),  # fmt: skip
+            [
+                f"No comparison of {candidate} with production is stored for {view.start} … {view.end}. Run ",
+                html.Code(command),
+                " to compute and store one (the Airflow DAG's compare_candidates task stores one each day).",
+            ]
+        ),
         id=ids.COMPARE_VERDICT,
     )
 
@@ -124,7 +135,13 @@ def compare_page(data: DashboardData, view: View) -> list[Any]:
             summary_line(view),
             card(
                 "No candidate model",
-                html.P(["Add one with ", html.Code("monitor candidate add DIR"), " (or MONITOR_CANDIDATE_MODEL_DIRS); each day's run then predicts it beside production."]),
+                html.P(
+                    [
+                        "Add one with ",
+                        html.Code("monitor candidate add DIR"),
+                        " (or MONITOR_CANDIDATE_MODEL_DIRS); each day's run then predicts it beside production.",
+                    ]
+                ),
                 id=ids.COMPARE_VERDICT,
             ),
         ]
@@ -142,25 +159,49 @@ def compare_page(data: DashboardData, view: View) -> list[Any]:
         rows = [row for row in result["classes"] if not view.chosen or row["label"] in view.chosen]
         table_rows = [
             [
-                str(row["label"]), str(row["n"]), str(row["both_right"]), str(row["only_production"]), str(row["only_candidate"]), str(row["both_wrong"]),
-                fmt_num(row["difference"], 3), f"[{fmt_num(row['ci_low'], 3)}, {fmt_num(row['ci_high'], 3)}]", fmt_num(row["p_mcnemar"], 4),
+                str(row["label"]),
+                str(row["n"]),
+                str(row["both_right"]),
+                str(row["only_production"]),
+                str(row["only_candidate"]),
+                str(row["both_wrong"]),
+                fmt_num(row["difference"], 3),
+                f"[{fmt_num(row['ci_low'], 3)}, {fmt_num(row['ci_high'], 3)}]",
+                fmt_num(row["p_mcnemar"], 4),
                 "worse" if row["worse"] else "improved" if row["improved"] else ("flagged" if row["flagged"] else ""),
             ]
             for row in rows
-        ]  # fmt: skip
+        ]
         content += [
             card(f"{candidate} vs {result['production']}", _verdict_box(result)),
             card(
                 "Accuracy difference per class (candidate − production)",
-                dcc.Graph(id=ids.COMPARE_CHART, figure=difference_figure(rows, result["margin"], view.level), config={"displayModeBar": False}),
+                dcc.Graph(
+                    id=ids.COMPARE_CHART,
+                    figure=difference_figure(rows, result["margin"], view.level),
+                    config={"displayModeBar": False},
+                ),
             ),
             card(
                 "Paired counts",
                 html.Div(
                     table(
-                        ["class", "n", "both right", "only production", "only candidate", "both wrong", "difference", f"{view.level:.0%} CI", "McNemar p", ""],
-                        table_rows, id=ids.COMPARE_TABLE, numeric=(1, 2, 3, 4, 5, 6, 8),
-                    ),  # fmt: skip
+                        [
+                            "class",
+                            "n",
+                            "both right",
+                            "only production",
+                            "only candidate",
+                            "both wrong",
+                            "difference",
+                            f"{view.level:.0%} CI",
+                            "McNemar p",
+                            "",
+                        ],
+                        table_rows,
+                        id=ids.COMPARE_TABLE,
+                        numeric=(1, 2, 3, 4, 5, 6, 8),
+                    ),
                     className="scroll",
                 ),
             ),
@@ -169,5 +210,7 @@ def compare_page(data: DashboardData, view: View) -> list[Any]:
         break  # one candidate per page view: the first; the rest are named below
     others = [c for c in wanted[1:]]
     if others:
-        content.append(html.P(f"Other candidates: {', '.join(others)} (`monitor compare --candidate ID`).", className="muted"))
+        content.append(
+            html.P(f"Other candidates: {', '.join(others)} (`monitor compare --candidate ID`).", className="muted")
+        )
     return content

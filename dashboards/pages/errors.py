@@ -36,7 +36,13 @@ def gallery(data: DashboardData, date: str | None, label: str, model_id: str) ->
         html.Figure(
             [
                 html.Img(src=thumbnail_url(date, row["image_path"]), alt=row["image_path"], title=row["image_path"]),
-                html.Figcaption([f"as {row['pred']}", html.Br(), f"{row['confidence']:.0%} sure" if pd.notna(row["confidence"]) else ""]),
+                html.Figcaption(
+                    [
+                        f"as {row['pred']}",
+                        html.Br(),
+                        f"{row['confidence']:.0%} sure" if pd.notna(row["confidence"]) else "",
+                    ]
+                ),
             ]
         )
         for row in wrong.head(GALLERY_SIZE).to_dict("records")
@@ -65,9 +71,15 @@ def errors_page(data: DashboardData, view: View) -> list[Any]:
         messages.append(f"Showing the most urgent class, {label}; choose a class in the filter above.")
     grain = view.grain()
     confusions = data.confusions(model_id, label, view.start, view.end)
-    totals_frame = confusions.groupby("pred")["count"].sum().sort_values(ascending=False) if not confusions.empty else pd.Series(dtype=int)
+    totals_frame = (
+        confusions.groupby("pred")["count"].sum().sort_values(ascending=False)
+        if not confusions.empty
+        else pd.Series(dtype=int)
+    )
     errors_total = int(totals_frame.sum()) if len(totals_frame) else 0
-    confusion_rows = [[str(pred), str(int(count)), f"{count / errors_total:.0%}"] for pred, count in totals_frame.head(20).items()]
+    confusion_rows = [
+        [str(pred), str(int(count)), f"{count / errors_total:.0%}"] for pred, count in totals_frame.head(20).items()
+    ]
     dates = [d for d in data.prediction_dates() if view.start <= d <= view.end]
     date = pick_date(view.state.date, dates)
     if view.state.date and view.state.date not in dates:
@@ -82,7 +94,13 @@ def errors_page(data: DashboardData, view: View) -> list[Any]:
                 figure=confusion_figure(confusions, grain, label, range_periods(view.start, view.end, grain)),
                 config={"displayModeBar": False},
             ),
-            table(["predicted as", "images", "share of errors"], confusion_rows, id=ids.CONFUSION_TABLE, numeric=(1, 2), narrow=True)
+            table(
+                ["predicted as", "images", "share of errors"],
+                confusion_rows,
+                id=ids.CONFUSION_TABLE,
+                numeric=(1, 2),
+                narrow=True,
+            )
             if confusion_rows
             else html.P(f"{label} was never mistaken in this range.", className="muted", id=ids.CONFUSION_TABLE),
         ),

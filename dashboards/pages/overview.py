@@ -27,22 +27,32 @@ def flagged_list(status: pd.DataFrame, view: View, has_health: bool) -> html.Div
     if not has_health:
         return card(
             "Flagged classes",
-            html.P("No health verdicts in this range: run the health step (`monitor health --date D`).", className="muted"),
+            html.P(
+                "No health verdicts in this range: run the health step (`monitor health --date D`).", className="muted"
+            ),
             id=ids.FLAGGED,
         )
     rows = flagged_rows(status, view.shown_labels)
     if rows.empty:
-        return card("Flagged classes", html.P(f"No class is flagged as of {view.end}.", className="muted"), id=ids.FLAGGED)
+        return card(
+            "Flagged classes", html.P(f"No class is flagged as of {view.end}.", className="muted"), id=ids.FLAGGED
+        )
     shown = rows.head(FLAGGED_SHOWN)
     body = []
     for label, row in shown.iterrows():
         body.append(
             [
-                dcc.Link(str(label), href=href(ids.PATH_CLASS, view.state, classes=(str(label),), page=1), className="class-link"),
+                dcc.Link(
+                    str(label),
+                    href=href(ids.PATH_CLASS, view.state, classes=(str(label),), page=1),
+                    className="class-link",
+                ),
                 badge(row["verdict"]),
                 str(row.get("since") or "–"),
                 fmt_acc(row.get("pooled_accuracy")),
-                f"{int(row['pooled_correct'])}/{int(row['pooled_n'])}" if pd.notna(row.get("pooled_n")) and pd.notna(row.get("pooled_correct")) else "–",
+                f"{int(row['pooled_correct'])}/{int(row['pooled_n'])}"
+                if pd.notna(row.get("pooled_n")) and pd.notna(row.get("pooled_correct"))
+                else "–",
                 fmt_ci(row.get("ci_low"), row.get("ci_high")),
                 fmt_acc(row.get("target")),
                 fmt_num(row.get("prob_below_target")),
@@ -54,13 +64,25 @@ def flagged_list(status: pd.DataFrame, view: View, has_health: bool) -> html.Div
         f"Flagged classes ({len(rows)}) as of {view.end}",
         html.Div(
             table(
-                ["class", "verdict", "since", "pooled accuracy", "correct/n", f"{view.level:.0%} CI", "target", "P(below target)", "evidence"],
+                [
+                    "class",
+                    "verdict",
+                    "since",
+                    "pooled accuracy",
+                    "correct/n",
+                    f"{view.level:.0%} CI",
+                    "target",
+                    "P(below target)",
+                    "evidence",
+                ],
                 body,
                 numeric=(3, 4, 5, 6, 7),
             ),
             className="scroll",
         ),
-        html.P(f"…and {more} more: narrow the classes filter or page through the heatmap.", className="muted") if more > 0 else None,
+        html.P(f"…and {more} more: narrow the classes filter or page through the heatmap.", className="muted")
+        if more > 0
+        else None,
         id=ids.FLAGGED,
     )
 
@@ -75,10 +97,18 @@ def overview_page(data: DashboardData, view: View) -> list[Any]:
     # Pooling, the latest status and the ranking are the expensive part of a page; they only change with the store.
     key = (model_id, view.start, view.end, view.chosen, grain, view.level)
     status = data.memo(("status", *key), lambda: class_status(health, as_of=view.end))
-    cells = data.memo(("cells", *key), lambda: pool_by_period(data.metrics(model_id, view.start, view.end, chosen), grain, view.level))
-    range_accuracy = data.memo(("range_accuracy", *key), lambda: range_pooled_accuracy(data.metrics(model_id, view.start, view.end, chosen)))
-    ranked = data.memo(("ranked", *key, state.sort), lambda: rank_classes(status, range_accuracy, view.shown_labels, state.sort))
-    has_health = data.memo(("has_health", *key), lambda: not data.health(model_id, view.start, view.end, chosen).empty or not status.empty)
+    cells = data.memo(
+        ("cells", *key), lambda: pool_by_period(data.metrics(model_id, view.start, view.end, chosen), grain, view.level)
+    )
+    range_accuracy = data.memo(
+        ("range_accuracy", *key), lambda: range_pooled_accuracy(data.metrics(model_id, view.start, view.end, chosen))
+    )
+    ranked = data.memo(
+        ("ranked", *key, state.sort), lambda: rank_classes(status, range_accuracy, view.shown_labels, state.sort)
+    )
+    has_health = data.memo(
+        ("has_health", *key), lambda: not data.health(model_id, view.start, view.end, chosen).empty or not status.empty
+    )
     page, pages = clamp_page(state.page, len(ranked), PAGE_SIZE)
     page_labels = ranked[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
     periods = range_periods(view.start, view.end, grain)
@@ -86,12 +116,29 @@ def overview_page(data: DashboardData, view: View) -> list[Any]:
     page_health = None
     if state.color == "verdict":
         page_health = data.health(model_id, view.start, view.end, page_labels) if page_labels else health.iloc[0:0]
-    figure = heatmap_figure(page_cells, page_labels, periods, color=state.color, grain=grain, level=view.level, verdicts=page_health)
+    figure = heatmap_figure(
+        page_cells, page_labels, periods, color=state.color, grain=grain, level=view.level, verdicts=page_health
+    )
     controls = html.Div(
         [
             radio(ids.Q_COLOR, "Colour by", [("accuracy", "accuracy"), ("verdict", "verdict")], state.color),
-            radio(ids.Q_GRAIN, "Per", [("auto", f"auto ({auto_grain(view.start, view.end)})"), ("day", "day"), ("week", "week"), ("month", "month")], state.grain),
-            radio(ids.Q_SORT, "Sort", [("worst", "worst first"), ("accuracy", "lowest accuracy"), ("name", "name")], state.sort),
+            radio(
+                ids.Q_GRAIN,
+                "Per",
+                [
+                    ("auto", f"auto ({auto_grain(view.start, view.end)})"),
+                    ("day", "day"),
+                    ("week", "week"),
+                    ("month", "month"),
+                ],
+                state.grain,
+            ),
+            radio(
+                ids.Q_SORT,
+                "Sort",
+                [("worst", "worst first"), ("accuracy", "lowest accuracy"), ("name", "name")],
+                state.sort,
+            ),
             html.Div(
                 [
                     html.Span("Page", className="caption"),
@@ -112,7 +159,17 @@ def overview_page(data: DashboardData, view: View) -> list[Any]:
     )
     first_row = (page - 1) * PAGE_SIZE + 1 if ranked else 0
     return [
-        summary_line(view, grain, [html.Span([verdict_count(v, n) for v, n in verdict_counts(status, view.shown_labels)], id=ids.LEGEND, className="summary")]),
+        summary_line(
+            view,
+            grain,
+            [
+                html.Span(
+                    [verdict_count(v, n) for v, n in verdict_counts(status, view.shown_labels)],
+                    id=ids.LEGEND,
+                    className="summary",
+                )
+            ],
+        ),
         card(
             f"Accuracy per class and {grain}" if state.color == "accuracy" else f"Worst verdict per class and {grain}",
             controls,

@@ -18,7 +18,10 @@ from dashboards.view import View
 
 def _count_rows(counts: dict[str, Any] | None) -> list[list[str]]:
     """Rows of (reason, images), the most frequent reason first."""
-    return [[str(reason), str(count)] for reason, count in sorted((counts or {}).items(), key=lambda kv: (-int(kv[1] or 0), kv[0]))]
+    return [
+        [str(reason), str(count)]
+        for reason, count in sorted((counts or {}).items(), key=lambda kv: (-int(kv[1] or 0), kv[0]))
+    ]
 
 
 def run_page(data: DashboardData, view: View) -> list[Any]:
@@ -62,11 +65,15 @@ def run_page(data: DashboardData, view: View) -> list[Any]:
             skipped[reason] = skipped.get(reason, 0) + int(count)
         for reason, count in (run.get("failed") or {}).items():
             failed[reason] = failed.get(reason, 0) + int(count)
-        for stage, info in sorted((run.get("stages") or {}).items(), key=lambda kv: str((kv[1] or {}).get("finished_at"))):
+        for stage, info in sorted(
+            (run.get("stages") or {}).items(), key=lambda kv: str((kv[1] or {}).get("finished_at"))
+        ):
             stages.append([str(run.get("source")), stage, str((info or {}).get("finished_at", "–"))[:19]])
     failed_images = data.failed_predictions(date)
     sources = sorted({str(run.get("source")) for run in runs if run.get("source")})
-    skipped_images = data.unusable_images(sources, limit=200) if sources else pd.DataFrame(columns=list(UNUSABLE_FIELDS))
+    skipped_images = (
+        data.unusable_images(sources, limit=200) if sources else pd.DataFrame(columns=list(UNUSABLE_FIELDS))
+    )
     return [
         summary_line(view, None, [html.Span(["Run of ", html.B(date, id="run-date")])]),
         notices(messages),
@@ -74,14 +81,24 @@ def run_page(data: DashboardData, view: View) -> list[Any]:
         card(
             f"Per class on {date}",
             html.Div(
-                table(["class", "n", "correct", "failed", "accuracy", f"{view.level:.0%} CI", "verdict", "evidence"], rows, id=ids.RUN_TABLE, numeric=(1, 2, 3, 4, 5)),
+                table(
+                    ["class", "n", "correct", "failed", "accuracy", f"{view.level:.0%} CI", "verdict", "evidence"],
+                    rows,
+                    id=ids.RUN_TABLE,
+                    numeric=(1, 2, 3, 4, 5),
+                ),
                 className="scroll",
             ),
         ),
         card(
             "Skipped images",
-            table(["reason", "images"], _count_rows(skipped), numeric=(1,), narrow=True) if skipped else html.P("Nothing was skipped when the source was indexed.", className="muted"),
-            table(["path", "status", "reason"], [[str(r["path"]), str(r["status"]), str(r["reason"])] for r in skipped_images.to_dict("records")])
+            table(["reason", "images"], _count_rows(skipped), numeric=(1,), narrow=True)
+            if skipped
+            else html.P("Nothing was skipped when the source was indexed.", className="muted"),
+            table(
+                ["path", "status", "reason"],
+                [[str(r["path"]), str(r["status"]), str(r["reason"])] for r in skipped_images.to_dict("records")],
+            )
             if not skipped_images.empty
             else None,
             id=ids.RUN_SKIPPED,
@@ -89,10 +106,21 @@ def run_page(data: DashboardData, view: View) -> list[Any]:
         card(
             "Failed images",
             table(["reason", "images"], _count_rows(failed), numeric=(1,), narrow=True) if failed else None,
-            table(["path", "class", "error"], [[str(r["image_path"]), str(r["label"]), str(r["error"])] for r in failed_images.head(200).to_dict("records")])
+            table(
+                ["path", "class", "error"],
+                [
+                    [str(r["image_path"]), str(r["label"]), str(r["error"])]
+                    for r in failed_images.head(200).to_dict("records")
+                ],
+            )
             if not failed_images.empty
             else html.P(f"No image failed on {date}.", className="muted"),
             id=ids.RUN_FAILED,
         ),
-        card("Stages", table(["source", "stage", "finished at (UTC)"], stages) if stages else html.P("No run record for this date.", className="muted")),
+        card(
+            "Stages",
+            table(["source", "stage", "finished at (UTC)"], stages)
+            if stages
+            else html.P("No run record for this date.", className="muted"),
+        ),
     ]

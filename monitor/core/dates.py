@@ -55,7 +55,9 @@ def parse_run_date(text: str | dt.date, today: dt.date | None = None) -> dt.date
     if day > limit:
         raise ConfigError(f"date {day.isoformat()} is in the future (today is {limit.isoformat()} UTC)")
     if day < MIN_RUN_DATE:
-        raise ConfigError(f"date {day.isoformat()} is before {MIN_RUN_DATE.isoformat()}: no image was created that early; give a later date")
+        raise ConfigError(
+            f"date {day.isoformat()} is before {MIN_RUN_DATE.isoformat()}: no image was created that early; give a later date"
+        )
     return day
 
 
@@ -73,7 +75,9 @@ def days_before(day: dt.date, days: int) -> dt.date:
     try:
         return day - dt.timedelta(days=days)
     except OverflowError as exc:
-        raise ConfigError(f"{days} days before {day} is before the first representable date; choose a later date or a shorter window") from exc
+        raise ConfigError(
+            f"{days} days before {day} is before the first representable date; choose a later date or a shorter window"
+        ) from exc
 
 
 def days_after(day: dt.date, days: int = 1) -> dt.date:

@@ -69,7 +69,9 @@ def remove_leftovers(folder: Path) -> int:
     return removed
 
 
-def atomic_write(path: Path, write: Callable[[str], object], *, what: str, error: type[MonitorError] = ConfigError) -> Path:
+def atomic_write(
+    path: Path, write: Callable[[str], object], *, what: str, error: type[MonitorError] = ConfigError
+) -> Path:
     """Write ``path`` atomically: ``write(tmp_name)`` fills a temporary file beside it, then it is renamed over ``path``.
 
     ``what`` names the file in errors ("sample file", "predictions file"...); a folder that cannot be

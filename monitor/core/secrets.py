@@ -32,7 +32,9 @@ MIN_SECRET_LENGTH = 4
 
 _SCHEME = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://")
 #: A host list (``h``, ``h:27017``, ``h1:1,h2:2``, ``[::1]:27017``): a ``:`` in it is a port, not a password.
-_HOSTS = re.compile(r"(?:\[[0-9A-Fa-f:.%\w]*\]|[^:@,\[\]]*)(?::\d+)?(?:,(?:\[[0-9A-Fa-f:.%\w]*\]|[^:@,\[\]]*)(?::\d+)?)*")
+_HOSTS = re.compile(
+    r"(?:\[[0-9A-Fa-f:.%\w]*\]|[^:@,\[\]]*)(?::\d+)?(?:,(?:\[[0-9A-Fa-f:.%\w]*\]|[^:@,\[\]]*)(?::\d+)?)*"
+)
 #: How far past ``user:`` a password with spaces may reach for its ``@`` on the same line.
 _SPACED_PASSWORD_REACH = 128
 #: The last "@" of a stretch of text (greedy): where a spaced password ends, when a host follows it.
@@ -55,7 +57,11 @@ def _pattern() -> re.Pattern[str] | None:
             return _pattern_cache[1]
     ordered = sorted(values, key=len, reverse=True)
     # Not inside a longer word: a webhook path "hook" must not mask "webhook" in ordinary text.
-    pattern = re.compile("(?<![A-Za-z0-9])(?:" + "|".join(re.escape(v) for v in ordered) + ")(?![A-Za-z0-9])") if ordered else None
+    pattern = (
+        re.compile("(?<![A-Za-z0-9])(?:" + "|".join(re.escape(v) for v in ordered) + ")(?![A-Za-z0-9])")
+        if ordered
+        else None
+    )
     with _lock:
         _pattern_cache = (values, pattern)
     return pattern
@@ -282,7 +288,10 @@ SECRET_KEY = re.compile(
 
 def spark_conf_shown(conf: Mapping[str, str]) -> dict[str, str]:
     """MONITOR_SPARK_CONF fit for people: a value is shown only when its key is on :data:`SPARK_HARMLESS_KEYS`."""
-    return {redact(key): (redact(value) if key in SPARK_HARMLESS_KEYS and not SECRET_KEY.search(key) else MASK) for key, value in conf.items()}
+    return {
+        redact(key): (redact(value) if key in SPARK_HARMLESS_KEYS and not SECRET_KEY.search(key) else MASK)
+        for key, value in conf.items()
+    }
 
 
 def spark_conf_secrets(conf: Mapping[str, Any]) -> list[str]:

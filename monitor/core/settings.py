@@ -5,13 +5,19 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
-from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError, TomlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
 
 from monitor.core.errors import ConfigError
 
@@ -38,7 +44,9 @@ class Settings(BaseSettings):
     """
 
     # No input values in validation errors (a URI with its password), no inf/nan where a number is meant.
-    model_config = SettingsConfigDict(env_prefix="MONITOR_", extra="ignore", validate_default=True, hide_input_in_errors=True, allow_inf_nan=False)
+    model_config = SettingsConfigDict(
+        env_prefix="MONITOR_", extra="ignore", validate_default=True, hide_input_in_errors=True, allow_inf_nan=False
+    )
 
     # --- where things live -------------------------------------------------------------
     data_dir: Path = Field(
@@ -54,7 +62,9 @@ class Settings(BaseSettings):
         description="MongoDB URI (mongodb://user:pass@host/?replicaSet=rs0). Empty: the embedded store (mongomock) kept under <data_dir>/store.",
     )
     mongo_db: str = Field(default="class_health", description="MongoDB database name.")
-    mongo_timeout_ms: int = Field(default=5000, ge=100, le=600_000, description="Server selection timeout for MongoDB, in ms.")
+    mongo_timeout_ms: int = Field(
+        default=5000, ge=100, le=600_000, description="Server selection timeout for MongoDB, in ms."
+    )
 
     # --- model and inference --------------------------------------------------------------
     model_dir: Path = Field(
@@ -74,40 +84,66 @@ class Settings(BaseSettings):
         ),
     )
     top_k: int = Field(default=3, ge=1, le=20, description="How many top labels each prediction keeps.")
-    max_image_pixels: int = Field(default=50_000_000, ge=1, le=10_000_000_000, description="Images with more pixels are refused (decompression-bomb guard).")
+    max_image_pixels: int = Field(
+        default=50_000_000,
+        ge=1,
+        le=10_000_000_000,
+        description="Images with more pixels are refused (decompression-bomb guard).",
+    )
     compile_model: bool = Field(default=False, description="Run the model through torch.compile (GPU hosts).")
 
     # --- sampling ---------------------------------------------------------------------------
     samples_per_class: int = Field(default=10, ge=1, le=100_000, description="Images drawn per class and date.")
-    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Seed mixed with the date: same date + seed = same sample (0 .. 2**63-1).")
+    seed: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_SEED,
+        description="Seed mixed with the date: same date + seed = same sample (0 .. 2**63-1).",
+    )
     fresh_days: int | None = Field(
-        default=None, ge=1, le=36_500, description="If set, sample only images whose blob was created within this many days up to the date (1 .. 36500)."
+        default=None,
+        ge=1,
+        le=36_500,
+        description="If set, sample only images whose blob was created within this many days up to the date (1 .. 36500).",
     )
 
     # --- metrics ------------------------------------------------------------------------------
     spark_master: str = Field(default="local[*]", description="Spark master URL; local[*] runs in-process.")
     spark_conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark configuration (JSON map).")
     engine: Literal["local", "spark"] = Field(
-        default="local", description="Predict engine: local (this process, GPU if present) or spark (mapInPandas on executors)."
+        default="local",
+        description="Predict engine: local (this process, GPU if present) or spark (mapInPandas on executors).",
     )
     confidence_level: float = Field(default=0.95, gt=0.5, lt=1.0, description="Level of every interval shown.")
 
     # --- health and alerts -----------------------------------------------------------------
     target_accuracy: float = Field(default=0.9, gt=0.0, lt=1.0, description="Accuracy every class should reach.")
-    target_overrides: dict[str, float] = Field(default_factory=dict, description="Per-class targets (JSON map label -> accuracy).")
+    target_overrides: dict[str, float] = Field(
+        default_factory=dict, description="Per-class targets (JSON map label -> accuracy)."
+    )
     drop_to_detect: float = Field(
         default=0.05,
         gt=0.0,
         lt=1.0,
         description="Smallest sustained accuracy drop below target the sequential test is tuned to catch; larger drops are caught sooner.",
     )
-    window_days: int = Field(default=14, ge=1, le=366, description="Days pooled for the window estimate shown as evidence.")
-    min_samples: int = Field(default=20, ge=1, le=10_000_000, description="Fewer pooled images than this in the window: insufficient_data.")
+    window_days: int = Field(
+        default=14, ge=1, le=366, description="Days pooled for the window estimate shown as evidence."
+    )
+    min_samples: int = Field(
+        default=20, ge=1, le=10_000_000, description="Fewer pooled images than this in the window: insufficient_data."
+    )
     false_alarms_per_year: float = Field(
-        default=1.0, gt=0.0, le=10_000.0, description="Bound on false needs_retraining alarms per year across all classes together (a class at its target)."
+        default=1.0,
+        gt=0.0,
+        le=10_000.0,
+        description="Bound on false needs_retraining alarms per year across all classes together (a class at its target).",
     )
     false_recoveries_per_year: float = Field(
-        default=1.0, gt=0.0, le=10_000.0, description="Bound on how often a flagged class still drop_to_detect below target is wrongly cleared, per class and year."
+        default=1.0,
+        gt=0.0,
+        le=10_000.0,
+        description="Bound on how often a flagged class still drop_to_detect below target is wrongly cleared, per class and year.",
     )
     followup_samples: int = Field(
         default=30,
@@ -124,8 +160,12 @@ class Settings(BaseSettings):
             "a bucket that already has hundreds of images a class gets a verdict on day one. 0: the base draw only."
         ),
     )
-    followup_daily_cap: int = Field(default=1000, ge=0, le=10_000_000, description="At most this many follow-up images a day across all classes.")
-    alert_urls: list[str] = Field(default_factory=list, description="Apprise notification URLs (JSON list), e.g. slack://..., json://host/path.")
+    followup_daily_cap: int = Field(
+        default=1000, ge=0, le=10_000_000, description="At most this many follow-up images a day across all classes."
+    )
+    alert_urls: list[str] = Field(
+        default_factory=list, description="Apprise notification URLs (JSON list), e.g. slack://..., json://host/path."
+    )
 
     # --- candidates ---------------------------------------------------------------------------
     candidate_model_dirs: list[Path] = Field(
@@ -142,7 +182,10 @@ class Settings(BaseSettings):
         description="A candidate is judged worse on a class only when it is significantly worse and its accuracy drop exceeds this margin.",
     )
     compare_alpha: float = Field(
-        default=0.05, gt=0.0, lt=0.5, description="Error rate of the candidate comparison: family-wise over classes for 'worse', per flagged class for 'improved'."
+        default=0.05,
+        gt=0.0,
+        lt=0.5,
+        description="Error rate of the candidate comparison: family-wise over classes for 'worse', per flagged class for 'improved'.",
     )
 
     # --- dashboard -------------------------------------------------------------------------------
@@ -203,7 +246,9 @@ class Settings(BaseSettings):
 
         for position, url in enumerate(urls):
             if not url.strip() or not apprise.Apprise().add(url):
-                raise ValueError(f"alert_urls[{position}] ({show_url(url)}) is not a notification URL apprise understands")
+                raise ValueError(
+                    f"alert_urls[{position}] ({show_url(url)}) is not a notification URL apprise understands"
+                )
         return urls
 
     @field_validator("mongo_uri")
@@ -215,9 +260,7 @@ class Settings(BaseSettings):
         from pymongo.errors import PyMongoError
         from pymongo.uri_parser import parse_uri
 
-        from monitor.core.secrets import redact
-
-        from monitor.core.secrets import uri_userinfo
+        from monitor.core.secrets import redact, uri_userinfo
 
         checked = uri
         if uri.lower().startswith("mongodb+srv://"):
@@ -250,7 +293,9 @@ class Settings(BaseSettings):
             try:
                 urlsplit(uri.strip())
             except ValueError as exc:
-                raise ValueError(f"{redact(uri)!r} is not a valid URI ({exc}); use gs://bucket/prefix, file:///abs/path or a folder path") from None
+                raise ValueError(
+                    f"{redact(uri)!r} is not a valid URI ({exc}); use gs://bucket/prefix, file:///abs/path or a folder path"
+                ) from None
         return uri
 
     @field_validator("mongo_db")
@@ -288,10 +333,12 @@ class Settings(BaseSettings):
         return [_resolved(value) for value in values]
 
     @model_validator(mode="after")
-    def _fill_defaults(self) -> "Settings":
+    def _fill_defaults(self) -> Settings:
         if not self.source_uri:
             self.source_uri = str(self.data_dir / "source")
-        targets = [("target_accuracy", self.target_accuracy)] + [(f"target_overrides[{label!r}]", t) for label, t in self.target_overrides.items()]
+        targets = [("target_accuracy", self.target_accuracy)] + [
+            (f"target_overrides[{label!r}]", t) for label, t in self.target_overrides.items()
+        ]
         for name, target in targets:
             if not 0.0 < target < 1.0:
                 raise ValueError(f"{name} = {target} is not between 0 and 1")
@@ -384,7 +431,9 @@ def check_target_overrides(settings: Settings, labels: Iterable[str]) -> None:
     known = sorted(set(labels))
     unknown = unknown_target_overrides(settings, known)
     if unknown:
-        shown = ", ".join(repr(label) for label in unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+        shown = ", ".join(repr(label) for label in unknown[:10]) + (
+            f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        )
         listed = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
         raise ConfigError(
             f"MONITOR_TARGET_OVERRIDES names {shown}, not among the {len(known)} classes ({listed}); fix the class name or remove the override"
@@ -405,7 +454,8 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         errors = exc.errors()
         problems = "; ".join(
-            f"{'MONITOR_' + '.'.join(str(p) for p in err['loc']).upper() if err['loc'] else 'settings'}: {err['msg']}" for err in errors[:5]
+            f"{'MONITOR_' + '.'.join(str(p) for p in err['loc']).upper() if err['loc'] else 'settings'}: {err['msg']}"
+            for err in errors[:5]
         ) + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
         raise ConfigError(_one_line(redact(f"invalid settings: {problems}"))) from exc
     except SettingsError as exc:
@@ -413,9 +463,13 @@ def load_settings(**overrides: Any) -> Settings:
         field = re.search(r'field "(\w+)"', str(exc))
         name = f"MONITOR_{field[1].upper()}" if field else "a MONITOR_ variable"
         cause = "nested too deeply" if isinstance(exc.__cause__, RecursionError) else exc.__cause__ or exc
-        raise ConfigError(_one_line(redact(f"invalid settings: {name} cannot be parsed ({cause}); lists and maps are JSON"))) from exc
+        raise ConfigError(
+            _one_line(redact(f"invalid settings: {name} cannot be parsed ({cause}); lists and maps are JSON"))
+        ) from exc
     except (OSError, ValueError, RecursionError) as exc:  # an unreadable config file, a value no validator could take
-        raise ConfigError(_one_line(redact(f"invalid settings ({os.environ.get('MONITOR_CONFIG', DEFAULT_CONFIG_FILE)}): {exc}"))) from exc
+        raise ConfigError(
+            _one_line(redact(f"invalid settings ({os.environ.get('MONITOR_CONFIG', DEFAULT_CONFIG_FILE)}): {exc}"))
+        ) from exc
 
 
 def _one_line(text: str, limit: int = 2000) -> str:

@@ -57,7 +57,9 @@ class BlobInfo:
     created: dt.datetime  # tz-aware UTC
     updated: dt.datetime  # tz-aware UTC
     symlink: bool = False  # a symbolic link in a local folder: listed (and counted as skipped), never followed
-    skip: str | None = None  # a reason (SKIP_*) the listing already knows it is no image: counted as skipped, never read
+    skip: str | None = (
+        None  # a reason (SKIP_*) the listing already knows it is no image: counted as skipped, never read
+    )
 
 
 @runtime_checkable
@@ -124,11 +126,11 @@ def _rfc3339(text: str | None) -> dt.datetime | None:
         value = dt.datetime.fromisoformat(text)
     except ValueError:
         return None
-    return value.astimezone(dt.timezone.utc) if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.UTC) if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def _utc_from_ns(ns: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.timezone.utc)
+    return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC)
 
 
 class LocalSource:
@@ -186,16 +188,44 @@ class LocalSource:
             mode = st.st_mode
             if stat.S_ISDIR(mode):
                 if len(stack) >= MAX_LOCAL_DEPTH:
-                    yield BlobInfo(path=rel, size=0, checksum=f"dir-{st.st_mtime_ns}", created=when, updated=when, skip=SKIP_TOO_DEEP)
+                    yield BlobInfo(
+                        path=rel,
+                        size=0,
+                        checksum=f"dir-{st.st_mtime_ns}",
+                        created=when,
+                        updated=when,
+                        skip=SKIP_TOO_DEEP,
+                    )
                 else:
                     stack.append((self._entries(Path(entry.path)), rel + "/", bad))
             elif stat.S_ISLNK(mode):
-                yield BlobInfo(path=rel, size=st.st_size, checksum=f"link-{st.st_mtime_ns}", created=when, updated=when, symlink=True)
+                yield BlobInfo(
+                    path=rel,
+                    size=st.st_size,
+                    checksum=f"link-{st.st_mtime_ns}",
+                    created=when,
+                    updated=when,
+                    symlink=True,
+                )
             elif not stat.S_ISREG(mode):
-                yield BlobInfo(path=rel, size=0, checksum=f"special-{st.st_mtime_ns}", created=when, updated=when, skip=SKIP_SPECIAL)
+                yield BlobInfo(
+                    path=rel,
+                    size=0,
+                    checksum=f"special-{st.st_mtime_ns}",
+                    created=when,
+                    updated=when,
+                    skip=SKIP_SPECIAL,
+                )
             else:
                 checksum = f"{st.st_size}-{st.st_mtime_ns}"
-                yield BlobInfo(path=rel, size=st.st_size, checksum=checksum, created=when, updated=when, skip=SKIP_NOT_UTF8 if bad else None)
+                yield BlobInfo(
+                    path=rel,
+                    size=st.st_size,
+                    checksum=checksum,
+                    created=when,
+                    updated=when,
+                    skip=SKIP_NOT_UTF8 if bad else None,
+                )
 
     def _entries(self, folder: Path) -> Iterator[os.DirEntry[str]]:
         """One folder's entries, sorted by name (read at once: the handle is closed before the walk goes on)."""
@@ -220,7 +250,9 @@ class LocalSource:
             fd = os.open(full, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
             with open(fd, "rb") as handle:
                 if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                    raise SourceError(f"{path} in {self.uri} is not a regular file (a folder, FIFO, socket or device): not read")
+                    raise SourceError(
+                        f"{path} in {self.uri} is not a regular file (a folder, FIFO, socket or device): not read"
+                    )
                 return handle.read()
         except FileNotFoundError as exc:
             raise SourceError(f"{path} does not exist in {self.uri}") from exc
@@ -306,7 +338,9 @@ class GCSSource:
         """The client's own retry policy (429, 5xx, dropped connections) with this source's budget and back-off."""
         from google.cloud.storage.retry import DEFAULT_RETRY
 
-        return DEFAULT_RETRY.with_timeout(timeout_s).with_delay(initial=self.retry_initial_s, multiplier=2.0, maximum=RETRY_MAXIMUM_S)
+        return DEFAULT_RETRY.with_timeout(timeout_s).with_delay(
+            initial=self.retry_initial_s, multiplier=2.0, maximum=RETRY_MAXIMUM_S
+        )
 
     @property
     def _name_prefix(self) -> str:
@@ -318,14 +352,18 @@ class GCSSource:
         from google.auth.exceptions import GoogleAuthError
 
         if isinstance(exc, gexc.NotFound):
-            return SourceError(f"bucket gs://{self.bucket} does not exist (or is not visible with these credentials) while {doing}")
+            return SourceError(
+                f"bucket gs://{self.bucket} does not exist (or is not visible with these credentials) while {doing}"
+            )
         if isinstance(exc, (gexc.Forbidden, gexc.Unauthorized)):
             return SourceError(f"access to {self.uri} was denied while {doing}: {first_line(exc)}")
         if isinstance(exc, gexc.RetryError):
             cause = exc.cause if exc.cause is not None else exc
             cause_line = first_line(cause)
             retried = self.retry_timeout_s if retried_s is None else retried_s
-            return SourceError(f"GCS for {self.uri} is unreachable (gave up after retrying for {retried:g} s) while {doing}: {cause_line}")
+            return SourceError(
+                f"GCS for {self.uri} is unreachable (gave up after retrying for {retried:g} s) while {doing}: {cause_line}"
+            )
         if isinstance(exc, GoogleAuthError):
             return SourceError(f"no usable GCS credentials for {self.uri} while {doing}: {first_line(exc)}")
         if isinstance(exc, gexc.GoogleAPICallError):
@@ -364,7 +402,11 @@ class GCSSource:
             # Listing one object needs only list permission (a bucket GET needs more) and
             # still answers 404 for a missing bucket.
             blobs = client.list_blobs(
-                self.bucket, prefix=self._name_prefix or None, max_results=1, retry=self._retry(retry_s), timeout=self._timeout
+                self.bucket,
+                prefix=self._name_prefix or None,
+                max_results=1,
+                retry=self._retry(retry_s),
+                timeout=self._timeout,
             )
             for _ in blobs:
                 break
@@ -433,7 +475,9 @@ class GCSSource:
         try:
             # One GET of the media URL; the client retries it (a resumed range request if it broke
             # off mid-body) and checks the bytes against the object's crc32c.
-            data: bytes = client.bucket(self.bucket).blob(name).download_as_bytes(retry=self._read_retry, timeout=self._timeout)
+            data: bytes = (
+                client.bucket(self.bucket).blob(name).download_as_bytes(retry=self._read_retry, timeout=self._timeout)
+            )
             return data
         except gexc.NotFound as exc:
             raise SourceError(f"{path} does not exist in {self.uri} (or its bucket is gone)") from exc
@@ -499,4 +543,6 @@ def open_source(uri: str) -> ImageSource:
         if not path.startswith("/"):
             raise ConfigError(f"source URI {uri!r} is not an absolute file:// path")
         return LocalSource(path)
-    raise ConfigError(f"source URI {uri!r} has unsupported scheme {parts.scheme!r} (use gs:// or file:// or a folder path)")
+    raise ConfigError(
+        f"source URI {uri!r} has unsupported scheme {parts.scheme!r} (use gs:// or file:// or a folder path)"
+    )

@@ -35,7 +35,13 @@ def wilson_intervals(correct: Any, n: Any, confidence: float = 0.95) -> tuple[np
     trials = np.asarray(n, dtype=float)
     if successes.shape != trials.shape:
         raise DataError(f"correct {successes.shape} and n {trials.shape} have different shapes")
-    bad = (trials < 0) | (successes < 0) | (successes > trials) | (successes != np.floor(successes)) | (trials != np.floor(trials))
+    bad = (
+        (trials < 0)
+        | (successes < 0)
+        | (successes > trials)
+        | (successes != np.floor(successes))
+        | (trials != np.floor(trials))
+    )
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise DataError(f"cannot take an interval of {successes.flat[i]:g} correct out of {trials.flat[i]:g}")
@@ -72,12 +78,18 @@ def weighted_accuracy(
     total, right = np.asarray(n, dtype=float), np.asarray(correct, dtype=float)
     w = np.where(total > 0, np.asarray(weight, dtype=float), 0.0)
     share = np.divide(right, total, out=np.zeros_like(total), where=total > 0)
-    estimate, effective = weighted_sums(w.sum(axis=-1), (w * share).sum(axis=-1), np.divide(w * w, total, out=np.zeros_like(total), where=total > 0).sum(axis=-1))
+    estimate, effective = weighted_sums(
+        w.sum(axis=-1),
+        (w * share).sum(axis=-1),
+        np.divide(w * w, total, out=np.zeros_like(total), where=total > 0).sum(axis=-1),
+    )
     low, high = wilson_effective(estimate, effective, confidence)
     return estimate, effective, low, high
 
 
-def weighted_sums(weights: ArrayLike, weighted_shares: ArrayLike, spread: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def weighted_sums(
+    weights: ArrayLike, weighted_shares: ArrayLike, spread: ArrayLike
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """The estimate and effective size of :func:`weighted_accuracy` from its sums: ``sum w``, ``sum w * share``, ``sum w^2 / n``."""
     w, ws, sp = (np.asarray(x, dtype=float) for x in (weights, weighted_shares, spread))
     estimate = np.divide(ws, w, out=np.full(w.shape, np.nan), where=w > 0)
@@ -85,7 +97,9 @@ def weighted_sums(weights: ArrayLike, weighted_shares: ArrayLike, spread: ArrayL
     return estimate, effective
 
 
-def wilson_effective(estimate: ArrayLike, effective: ArrayLike, confidence: float = 0.95) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def wilson_effective(
+    estimate: ArrayLike, effective: ArrayLike, confidence: float = 0.95
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """The Wilson interval of an estimate with an effective (not necessarily whole) sample size; NaN where that is 0."""
     from statsmodels.stats.proportion import proportion_confint
 

@@ -23,7 +23,7 @@ class Verdict(StrEnum):
         return list(Verdict).index(self)
 
     @classmethod
-    def from_code(cls, code: int) -> "Verdict":
+    def from_code(cls, code: int) -> Verdict:
         return list(cls)[int(code)]
 
     @property

@@ -28,8 +28,8 @@ import apprise
 from monitor.core import faults
 from monitor.core.errors import ConfigError, redact
 from monitor.core.secrets import show_url
-from monitor.store import Store
 from monitor.core.verdicts import Verdict
+from monitor.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +46,15 @@ class DeliveryReport:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _previous_verdicts(store: Store, model_id: str, date: str, labels: list[str]) -> dict[str, str]:
     """Each class's latest verdict for ``model_id`` before ``date``."""
-    return {label: str(row["verdict"]) for label, row in store.latest_rows_before("class_health", model_id, date, labels).items()}
+    return {
+        label: str(row["verdict"])
+        for label, row in store.latest_rows_before("class_health", model_id, date, labels).items()
+    }
 
 
 def alert_id(model_id: str, label: str, date: str, kind: str) -> str:
@@ -126,7 +129,9 @@ def notifiers(urls: list[str]) -> list[tuple[str, apprise.Apprise]]:
     for position, url in enumerate(urls):
         notifier = apprise.Apprise()
         if not url.strip() or not notifier.add(url):
-            raise ConfigError(f"MONITOR_ALERT_URLS[{position}] ({_shown(url)}) is not a notification URL apprise understands")
+            raise ConfigError(
+                f"MONITOR_ALERT_URLS[{position}] ({_shown(url)}) is not a notification URL apprise understands"
+            )
         built.append((url, notifier))
     return built
 
@@ -171,7 +176,11 @@ def deliver_pending(store: Store, urls: list[str]) -> DeliveryReport:
                 continue
             if key in in_doubt:  # a run died during this very send: at most once, so not again
                 uncertain.add(key)
-                log.warning("alert %s to %s: a previous run stopped while sending it; not sent again (at most once)", ident, _shown(url))
+                log.warning(
+                    "alert %s to %s: a previous run stopped while sending it; not sent again (at most once)",
+                    ident,
+                    _shown(url),
+                )
                 continue
             _record(store, alert, {"$addToSet": {"sending": key}})
             error = _send(notifier, alert)
@@ -182,9 +191,22 @@ def deliver_pending(store: Store, urls: list[str]) -> DeliveryReport:
             else:
                 _record(store, alert, {"$pull": {"sending": key}})
                 errors.append(f"{_shown(url)}: {error}")
-                log.warning("alert %s/%s/%s not delivered to %s: %s", alert["model_id"], alert["label"], alert["date"], _shown(url), error)
+                log.warning(
+                    "alert %s/%s/%s not delivered to %s: %s",
+                    alert["model_id"],
+                    alert["label"],
+                    alert["date"],
+                    _shown(url),
+                    error,
+                )
         done = not errors
-        notes = errors + ([f"{len(uncertain)} notifier(s) may or may not have received alert id {ident} (a run stopped during the send)"] if uncertain else [])
+        notes = errors + (
+            [
+                f"{len(uncertain)} notifier(s) may or may not have received alert id {ident} (a run stopped during the send)"
+            ]
+            if uncertain
+            else []
+        )
         _record(
             store,
             alert,

@@ -48,7 +48,9 @@ COUNT_COLUMNS = ("both_right", "only_production", "only_candidate", "both_wrong"
 #: Power the "days still needed" estimate aims for.
 TARGET_POWER = 0.8
 #: How the two families of tests are corrected, recorded in every comparison.
-MULTIPLICITY = "holm (family-wise, over all classes) for worse; each flagged class at alpha (intersection-union) for improved"
+MULTIPLICITY = (
+    "holm (family-wise, over all classes) for worse; each flagged class at alpha (intersection-union) for improved"
+)
 
 
 class ClassComparison(TypedDict):
@@ -111,7 +113,9 @@ class ComparisonRecord(TypedDict):
 # --- the tests, vectorised over classes ---------------------------------------------------------
 
 
-def mcnemar_exact_p(only_production: Sequence[int] | np.ndarray, only_candidate: Sequence[int] | np.ndarray) -> np.ndarray:
+def mcnemar_exact_p(
+    only_production: Sequence[int] | np.ndarray, only_candidate: Sequence[int] | np.ndarray
+) -> np.ndarray:
     """Two-sided exact McNemar p-values (``binomtest(c, b + c, 1/2)``); 1 where no pair is discordant.
 
     Vectorised: with p = 1/2 the binomial is symmetric, so the two-sided p-value is twice the smaller tail.
@@ -131,9 +135,7 @@ def one_sided_p(successes: Sequence[int] | np.ndarray, discordant: Sequence[int]
     return np.where(m > 0, stats.binom.sf(k - 1, m, 0.5), 1.0)
 
 
-def paired_difference_ci(
-    counts: np.ndarray, confidence: float = 0.95
-) -> tuple[np.ndarray, np.ndarray]:
+def paired_difference_ci(counts: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Agresti–Min interval for ``candidate - production`` accuracy from ``counts`` (rows x the four :data:`COUNT_COLUMNS`)."""
     table = np.asarray(counts, dtype=np.float64) + 0.5  # 1/2 in each cell (Agresti & Min 2005)
     n = table.sum(axis=1)
@@ -177,7 +179,9 @@ def unpaired_p_worse(counts: np.ndarray) -> np.ndarray:
     return np.asarray(stats.norm.sf(z))
 
 
-def discordant_needed(share_candidate: float, alpha: float, power: float = TARGET_POWER, limit: int = 100_000) -> int | None:
+def discordant_needed(
+    share_candidate: float, alpha: float, power: float = TARGET_POWER, limit: int = 100_000
+) -> int | None:
     """Fewest discordant pairs for which the one-sided exact test at ``alpha`` rejects with ``power`` when ``c/(b+c)`` is ``share_candidate``.
 
     None when the candidate is not ahead (``share_candidate <= 1/2``: no amount of such data shows an improvement)
@@ -258,10 +262,14 @@ class Comparison:
     flagged: list[str] = field(default_factory=list)
     improved: list[str] = field(default_factory=list)
     worse: list[str] = field(default_factory=list)
-    pending: dict[str, int | None] = field(default_factory=dict)  # flagged class not yet improved -> more days needed (None: not ahead)
+    pending: dict[str, int | None] = field(
+        default_factory=dict
+    )  # flagged class not yet improved -> more days needed (None: not ahead)
     days_more: int | None = None  # for insufficient_data: the most any pending class needs (None: cannot tell)
     classes: list[ClassComparison] = field(default_factory=list)
-    unpaired: dict[str, int] = field(default_factory=dict)  # class -> images only one model predicted (left out of the pairs)
+    unpaired: dict[str, int] = field(
+        default_factory=dict
+    )  # class -> images only one model predicted (left out of the pairs)
     discordant: list[DiscordantImage] | None = None  # a gallery of images one model got right, when asked for
 
     def to_dict(self) -> ComparisonRecord:
@@ -272,7 +280,9 @@ class Comparison:
         return cast(ComparisonRecord, record)
 
 
-def days_still_needed(only_production: int, only_candidate: int, days: int, alpha: float, power: float = TARGET_POWER) -> int | None:
+def days_still_needed(
+    only_production: int, only_candidate: int, days: int, alpha: float, power: float = TARGET_POWER
+) -> int | None:
     """More days of data a class needs for its improvement to show, at its observed discordance rate and direction.
 
     None when the candidate is not ahead on the class (or nothing is discordant yet): no rate to extrapolate.
@@ -303,32 +313,58 @@ def judge(
     flagged = sorted(table.loc[table["flagged"], "label"])
     improved = sorted(table.loc[table["improved"], "label"])
     worse = sorted(table.loc[table["worse"], "label"])
-    base = dict(production=production, candidate=candidate, start=start, end=end, days=days, alpha=alpha, margin=margin,
-                flagged=flagged, improved=improved, worse=worse, classes=_records(table))  # fmt: skip
+    base: dict[str, Any] = dict(
+        production=production,
+        candidate=candidate,
+        start=start,
+        end=end,
+        days=days,
+        alpha=alpha,
+        margin=margin,
+        flagged=flagged,
+        improved=improved,
+        worse=worse,
+        classes=_records(table),
+    )
     if worse:
         drops = ", ".join(
             f"{row.label} ({row.difference:+.3f}, {int(row.only_production)} vs {int(row.only_candidate)} discordant)"
             for row in table[table["worse"]].itertuples()
         )
-        return Comparison(ComparisonVerdict.REJECT, f"{len(worse)} class(es) got significantly worse by more than {margin:.3f}: {drops}", **base)  # type: ignore[arg-type]
+        return Comparison(
+            ComparisonVerdict.REJECT,
+            f"{len(worse)} class(es) got significantly worse by more than {margin:.3f}: {drops}",
+            **base,
+        )
     thin = sorted(table.loc[table["n"] < min_samples, "label"])
     pending: dict[str, int | None] = {}
     for row in table[table["flagged"] & ~table["improved"]].itertuples():
         pending[str(row.label)] = days_still_needed(int(row.only_production), int(row.only_candidate), days, alpha)
     if not pending and not thin:
         what = f"all {len(flagged)} flagged class(es) improved significantly" if flagged else "no class was flagged"
-        return Comparison(ComparisonVerdict.PROMOTE, f"{what} and no class is significantly worse by more than {margin:.3f}", **base)  # type: ignore[arg-type]
+        return Comparison(
+            ComparisonVerdict.PROMOTE, f"{what} and no class is significantly worse by more than {margin:.3f}", **base
+        )
     known = [d for d in pending.values() if d is not None]
     days_more = max(known) if known and len(known) == len(pending) else None
     parts = []
     if pending:
-        shown = ", ".join(f"{label} ({'~' + str(d) + ' more days' if d is not None else 'not ahead yet'})" for label, d in pending.items())
+        shown = ", ".join(
+            f"{label} ({'~' + str(d) + ' more days' if d is not None else 'not ahead yet'})"
+            for label, d in pending.items()
+        )
         parts.append(f"flagged class(es) not yet significantly better: {shown}")
     if thin:
         parts.append(f"{len(thin)} class(es) have fewer than {min_samples} paired images")
         if not pending:
-            days_more = max(1, math.ceil(days * min_samples / max(1, int(table["n"].min()))) - days) if int(table["n"].min()) > 0 else None
-    return Comparison(ComparisonVerdict.INSUFFICIENT_DATA, "; ".join(parts), pending=pending, days_more=days_more, **base)  # type: ignore[arg-type]
+            days_more = (
+                max(1, math.ceil(days * min_samples / max(1, int(table["n"].min()))) - days)
+                if int(table["n"].min()) > 0
+                else None
+            )
+    return Comparison(
+        ComparisonVerdict.INSUFFICIENT_DATA, "; ".join(parts), pending=pending, days_more=days_more, **base
+    )
 
 
 def compare_counts(
@@ -345,18 +381,30 @@ def compare_counts(
 ) -> Comparison:
     """The whole comparison from the paired count rows of the pooled ``days`` (:func:`evaluation.metrics.paired_counts_pandas`'
     rows: ``label``, :data:`COUNT_COLUMNS`, ``unpaired``): :func:`compare_classes`, then :func:`judge`, with the unpaired counts."""
-    table = compare_classes(pd.DataFrame(list(counts)), flagged=flagged, alpha=alpha, margin=margin, confidence=confidence)
+    table = compare_classes(
+        pd.DataFrame(list(counts)), flagged=flagged, alpha=alpha, margin=margin, confidence=confidence
+    )
     verdict = judge(
-        table, production=production, candidate=candidate, start=days[0], end=days[-1], days=len(days),
-        alpha=alpha, margin=margin, min_samples=min_samples,
-    )  # fmt: skip
+        table,
+        production=production,
+        candidate=candidate,
+        start=days[0],
+        end=days[-1],
+        days=len(days),
+        alpha=alpha,
+        margin=margin,
+        min_samples=min_samples,
+    )
     verdict.unpaired = {str(row["label"]): int(row["unpaired"]) for row in counts if row["unpaired"]}
     return verdict
 
 
 def gallery(frame: pd.DataFrame) -> list[DiscordantImage]:
     """:func:`discordant_images`' rows as JSON-ready records."""
-    return [cast(DiscordantImage, {key: str(value) for key, value in row.items()}) for row in frame.to_dict(orient="records")]
+    return [
+        cast(DiscordantImage, {key: str(value) for key, value in row.items()})
+        for row in frame.to_dict(orient="records")
+    ]
 
 
 def _records(table: pd.DataFrame) -> list[ClassComparison]:
@@ -400,5 +448,9 @@ def discordant_images(production: pd.DataFrame, candidate: pd.DataFrame, *, limi
             "right": np.where(merged["pred_c"] == merged["label_c"], "candidate", "production"),
         }
     ).sort_values(["label", "date", "image_path"], ignore_index=True)
-    out = out.assign(_turn=out.groupby("label").cumcount()).sort_values(["_turn", "label"], kind="stable", ignore_index=True).drop(columns="_turn")
+    out = (
+        out.assign(_turn=out.groupby("label").cumcount())
+        .sort_values(["_turn", "label"], kind="stable", ignore_index=True)
+        .drop(columns="_turn")
+    )
     return out if limit is None else out.head(limit)

@@ -67,7 +67,9 @@ def digit_file_name(index: int, fmt: str = "JPEG") -> str:
     return f"digit_{index:05d}{_extension(fmt)}"
 
 
-def encode_digit(array: np.ndarray, fmt: Literal["JPEG", "PNG", "WEBP", "BMP"] | str = "JPEG", size: int = RENDER_SIZE) -> bytes:
+def encode_digit(
+    array: np.ndarray, fmt: Literal["JPEG", "PNG", "WEBP", "BMP"] | str = "JPEG", size: int = RENDER_SIZE
+) -> bytes:
     """The bytes of one rendered digit in ``fmt`` (JPEG at quality 95), as the demo source stores it."""
     buffer = io.BytesIO()
     options = {"quality": 95} if fmt.upper() in {"JPEG", "WEBP"} else {}

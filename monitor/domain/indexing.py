@@ -72,7 +72,7 @@ _LISTED_FIELDS = ("label", "size", "checksum", "created", "updated", "status", "
 _ROW_FIELDS = _LISTED_FIELDS[:-1]
 _stored_row = itemgetter(*_ROW_FIELDS)
 
-_UTC = dt.timezone.utc
+_UTC = dt.UTC
 _TWO_TO_64 = float(2**64)
 #: Bytes of listed path hashes kept in memory before they go to the temporary file (32,768 blobs).
 _SPILL_BYTES = 1 << 18
@@ -157,7 +157,9 @@ def _unit_floats(keys: np.ndarray) -> list[float]:
     return (keys / _TWO_TO_64).tolist()  # type: ignore[no-any-return]
 
 
-def classify(path: str, size: int, symlink: bool = False, skip: str | None = None) -> tuple[str | None, str, str | None]:
+def classify(
+    path: str, size: int, symlink: bool = False, skip: str | None = None
+) -> tuple[str | None, str, str | None]:
     """``(label, status, reason)`` for a listed blob: the rules that make an image usable.
 
     A symbolic link (local folders) is ``symlink``: never followed, so never read. An object the listing
@@ -170,7 +172,11 @@ def classify(path: str, size: int, symlink: bool = False, skip: str | None = Non
     """
     parts = path.split("/")
     if symlink or skip:
-        return (parts[0] if len(parts) == 2 and parts[0] else None), STATUS_UNUSABLE, REASON_SYMLINK if symlink else skip
+        return (
+            (parts[0] if len(parts) == 2 and parts[0] else None),
+            STATUS_UNUSABLE,
+            REASON_SYMLINK if symlink else skip,
+        )
     if len(parts) != 2 or not parts[0] or not parts[1]:
         return None, STATUS_UNUSABLE, REASON_WRONG_DEPTH
     label, name = parts
@@ -186,8 +192,8 @@ def classify(path: str, size: int, symlink: bool = False, skip: str | None = Non
 
 def _bson_time(value: dt.datetime) -> dt.datetime:
     """UTC, to the millisecond: what MongoDB stores, so comparisons with stored values are exact."""
-    if value.tzinfo is not dt.timezone.utc:
-        value = value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+    if value.tzinfo is not dt.UTC:
+        value = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
     extra = value.microsecond % 1000
     return value.replace(microsecond=value.microsecond - extra) if extra else value
 
@@ -286,19 +292,34 @@ def _fields(row: Row, key: float) -> dict[str, Any]:
     """The listed fields of a blob as a document's fields (in _LISTED_FIELDS order)."""
     label, size, checksum, created, updated, status, reason = row
     return {
-        "label": label, "size": size, "checksum": checksum, "created": created, "updated": updated,
-        "status": status, "reason": reason, "sample_key": key,
-    }  # fmt: skip
+        "label": label,
+        "size": size,
+        "checksum": checksum,
+        "created": created,
+        "updated": updated,
+        "status": status,
+        "reason": reason,
+        "sample_key": key,
+    }
 
 
 def _document(uri: str, path: str, row: Row, key: float, run_time: dt.datetime) -> dict[str, Any]:
     """A new blob's document (fields in the order they are stored)."""
     label, size, checksum, created, updated, status, reason = row
     return {
-        "source": uri, "path": path, "label": label, "size": size, "checksum": checksum, "created": created,
-        "updated": updated, "status": status, "reason": reason, "sample_key": key,
-        "first_seen": run_time, "last_seen": run_time,
-    }  # fmt: skip
+        "source": uri,
+        "path": path,
+        "label": label,
+        "size": size,
+        "checksum": checksum,
+        "created": created,
+        "updated": updated,
+        "status": status,
+        "reason": reason,
+        "sample_key": key,
+        "first_seen": run_time,
+        "last_seen": run_time,
+    }
 
 
 def _same(stored: dict[str, Any], fields: dict[str, Any]) -> bool:
@@ -407,7 +428,9 @@ class _BatchResult:
     matched_present: int = 0  # listed blobs whose stored document was present (not missing)
 
 
-def _sync_batch(store: Store, uri: str, batch: _Listed, run_time: dt.datetime, look_up: bool, listed_keys: _ListedKeys) -> _BatchResult:
+def _sync_batch(
+    store: Store, uri: str, batch: _Listed, run_time: dt.datetime, look_up: bool, listed_keys: _ListedKeys
+) -> _BatchResult:
     """Look up one batch's stored documents (one query) and write what is new or changed (one bulk write)."""
     paths, rows = batch.paths, batch.rows
     result = _BatchResult(size=len(paths))
@@ -416,14 +439,29 @@ def _sync_batch(store: Store, uri: str, batch: _Listed, run_time: dt.datetime, l
     sample_keys = _unit_floats(keys)
     if not look_up:  # the first run over a source: everything is new (_document, inlined: this is the hot path)
         result.new = len(paths)
-        store.write_images(uri, [
-            {
-                "source": uri, "path": path, "label": label, "size": size, "checksum": checksum, "created": created,
-                "updated": updated, "status": status, "reason": reason, "sample_key": key,
-                "first_seen": run_time, "last_seen": run_time,
-            }
-            for path, (label, size, checksum, created, updated, status, reason), key in zip(paths, rows, sample_keys)
-        ], [])  # fmt: skip
+        store.write_images(
+            uri,
+            [
+                {
+                    "source": uri,
+                    "path": path,
+                    "label": label,
+                    "size": size,
+                    "checksum": checksum,
+                    "created": created,
+                    "updated": updated,
+                    "status": status,
+                    "reason": reason,
+                    "sample_key": key,
+                    "first_seen": run_time,
+                    "last_seen": run_time,
+                }
+                for path, (label, size, checksum, created, updated, status, reason), key in zip(
+                    paths, rows, sample_keys
+                )
+            ],
+            [],
+        )
         return result
 
     labels = batch.labels
@@ -451,10 +489,12 @@ def _sync_batch(store: Store, uri: str, batch: _Listed, run_time: dt.datetime, l
             if _unchanged(stored, row, key):
                 continue
             result.updated += 1
-        changed.append((
-            {"source": uri, "path": path, "label": row[0]},
-            {"$set": {**_fields(row, key), "last_seen": run_time}, "$unset": {"missing_since": ""}},
-        ))  # fmt: skip
+        changed.append(
+            (
+                {"source": uri, "path": path, "label": row[0]},
+                {"$set": {**_fields(row, key), "last_seen": run_time}, "$unset": {"missing_since": ""}},
+            )
+        )
     result.new = len(new)
     result.matched_present = matched
     result.unchanged = matched - result.updated
@@ -487,7 +527,7 @@ def index_source(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    run_time = _bson_time(now or dt.datetime.now(dt.timezone.utc))
+    run_time = _bson_time(now or dt.datetime.now(dt.UTC))
     uri = source.uri
     report = IndexReport(source=uri)
     unusable: Counter[str] = Counter()
@@ -557,4 +597,6 @@ def _mark_vanished(store: Store, uri: str, listed_keys: _ListedKeys, run_time: d
     for chunk in _batched(store.present_images(uri), batch_size):
         gone = ~listed_keys.contains(_path_keys(hasher, (doc["path"] for doc in chunk)))
         vanished.extend(compress(chunk, gone.tolist()))
-    return store.mark_missing(uri, vanished, {"status": STATUS_MISSING, "reason": REASON_VANISHED, "missing_since": run_time})
+    return store.mark_missing(
+        uri, vanished, {"status": STATUS_MISSING, "reason": REASON_VANISHED, "missing_since": run_time}
+    )

@@ -118,7 +118,9 @@ class Sample:
     short_classes: dict[str, int] = field(default_factory=dict)  # label -> images available, for classes below N
     followup: dict[str, int] = field(default_factory=dict)  # label -> follow-up images drawn (beyond the base N)
     model_id: str | None = None  # the model whose evaluated images were left out (None: a draw that knows no model)
-    unseen: dict[str, int] = field(default_factory=dict)  # label -> images the model had not evaluated, before this draw
+    unseen: dict[str, int] = field(
+        default_factory=dict
+    )  # label -> images the model had not evaluated, before this draw
     unseen_left: dict[str, int] = field(default_factory=dict)  # label -> ... still not evaluated after this draw
 
 
@@ -241,13 +243,16 @@ def draw_sample(
             chosen, more = _draw_unseen(pool, source_uri, date, seed, label, want, extra, oversample)
             unseen[label] = len(pool)
         else:
-            run = store.walk_class(source_uri, label, window, pivot(date, seed, label), (n_per_class + extra) * oversample)
+            run = store.walk_class(
+                source_uri, label, window, pivot(date, seed, label), (n_per_class + extra) * oversample
+            )
             # The base draw looks at the first oversample * N entries only, as it would without follow-up.
             base = run[: n_per_class * oversample]
             chosen = list(sorted(base, key=lambda doc: _priority(source_uri, date, seed, doc["path"]))[:n_per_class])
             taken = {doc["path"] for doc in chosen}
             more = sorted(
-                (doc for doc in run if doc["path"] not in taken), key=lambda doc: _followup_priority(source_uri, date, seed, doc["path"])
+                (doc for doc in run if doc["path"] not in taken),
+                key=lambda doc: _followup_priority(source_uri, date, seed, doc["path"]),
             )[:extra]
         more = more[: len(more) // followup_unit * followup_unit]  # short of images: whole grant units only
         if seen is not None:
@@ -256,13 +261,17 @@ def draw_sample(
             for doc in docs:
                 created = doc["created"]
                 if created.tzinfo is None:
-                    created = created.replace(tzinfo=dt.timezone.utc)
+                    created = created.replace(tzinfo=dt.UTC)
                 items.append(
                     SampleItem(
-                        image_path=doc["path"], label=label, sample_key=float(doc["sample_key"]), created=created, draw=draw,
+                        image_path=doc["path"],
+                        label=label,
+                        sample_key=float(doc["sample_key"]),
+                        created=created,
+                        draw=draw,
                         image=image_identity(doc.get("checksum"), doc["path"]),
                     )
-                )  # fmt: skip
+                )
         classes[label] = len(chosen) + len(more)
         if len(chosen) < n_per_class:
             short[label] = len(chosen)
@@ -298,12 +307,19 @@ def _unseen(docs: Iterable[Mapping[str, Any]], known: Collection[str]) -> list[M
 def _arrival_day(doc: Mapping[str, Any]) -> dt.date:
     created = doc["created"]
     if created.tzinfo is None:
-        created = created.replace(tzinfo=dt.timezone.utc)
-    return created.astimezone(dt.timezone.utc).date()
+        created = created.replace(tzinfo=dt.UTC)
+    return created.astimezone(dt.UTC).date()
 
 
 def _draw_unseen(
-    pool: Sequence[Mapping[str, Any]], source_uri: str, date: dt.date, seed: int, label: str, want: int, extra: int, oversample: int
+    pool: Sequence[Mapping[str, Any]],
+    source_uri: str,
+    date: dt.date,
+    seed: int,
+    label: str,
+    want: int,
+    extra: int,
+    oversample: int,
 ) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
     """The base and follow-up images of one class from its unseen ``pool``: the newest arrival day first, and within a
     day the pivot walk of the module docstring (a uniform draw of that day's arrivals)."""
@@ -317,7 +333,9 @@ def _draw_unseen(
         for day in sorted(by_day, reverse=True):
             if len(out) >= count:
                 break
-            group = sorted((doc for doc in by_day[day] if doc["path"] not in exclude), key=lambda doc: float(doc["sample_key"]))
+            group = sorted(
+                (doc for doc in by_day[day] if doc["path"] not in exclude), key=lambda doc: float(doc["sample_key"])
+            )
             need = count - len(out)
             if len(group) <= need:
                 out.extend(group)
@@ -386,7 +404,7 @@ def write_sample_csv(sample: Sample, path: Path) -> Path:
             writer = csv.writer(out)
             writer.writerow(CSV_COLUMNS)
             for item in rows:
-                created = item.created if item.created.tzinfo else item.created.replace(tzinfo=dt.timezone.utc)
+                created = item.created if item.created.tzinfo else item.created.replace(tzinfo=dt.UTC)
                 writer.writerow(
                     [
                         sample.date.isoformat(),
@@ -394,7 +412,7 @@ def write_sample_csv(sample: Sample, path: Path) -> Path:
                         item.image_path,
                         item.label,
                         repr(float(item.sample_key)),
-                        created.astimezone(dt.timezone.utc).isoformat(),
+                        created.astimezone(dt.UTC).isoformat(),
                         item.draw,
                         item.image or "",
                     ]
@@ -447,12 +465,16 @@ def read_sample_csv(path: Path, *, date: dt.date | None = None, source: str | No
         if not image_path or not label or not 0.0 <= key < 1.0:
             raise DataError(f"{path} line {line}: empty image_path/label or sample_key outside [0, 1)")
         if created.tzinfo is None:
-            created = created.replace(tzinfo=dt.timezone.utc)
+            created = created.replace(tzinfo=dt.UTC)
         dates.add(date_text)
         sources.add(source)
-        items.append(SampleItem(image_path=image_path, label=label, sample_key=key, created=created, draw=draw, image=image))
+        items.append(
+            SampleItem(image_path=image_path, label=label, sample_key=key, created=created, draw=draw, image=image)
+        )
     if len(dates) != 1 or len(sources) != 1:
-        raise DataError(f"{path} mixes dates {sorted(dates)} or sources {sorted(sources)}; a sample file holds one of each")
+        raise DataError(
+            f"{path} mixes dates {sorted(dates)} or sources {sorted(sources)}; a sample file holds one of each"
+        )
     try:
         day = iso_day(dates.pop())
     except ConfigError as exc:
@@ -484,9 +506,12 @@ def record_sample(store: Store, sample: Sample, csv_path: Path, *, now: dt.datet
         "seed": sample.seed,
         "n_per_class": sample.n_per_class,
         "fresh_days": sample.fresh_days,
-        "created_at": now or dt.datetime.now(dt.timezone.utc),
+        "created_at": now or dt.datetime.now(dt.UTC),
         "csv": str(csv_path),
-        "items": [{"path": item.image_path, "label": item.label, "draw": item.draw, "image": item.image} for item in sample.items],
+        "items": [
+            {"path": item.image_path, "label": item.label, "draw": item.draw, "image": item.image}
+            for item in sample.items
+        ],
         "classes": dict(sample.classes),
         "short_classes": dict(sample.short_classes),
         "followup": dict(sample.followup),

@@ -39,7 +39,9 @@ def remove_candidate(settings: Settings, model_dir: Path) -> CandidateRemoved:
         removed = store.remove_candidate(str(path))
         store.commit()
     if not removed:
-        raise ConfigError(f"{path} is not a registered candidate (MONITOR_CANDIDATE_MODEL_DIRS entries are removed from the setting)")
+        raise ConfigError(
+            f"{path} is not a registered candidate (MONITOR_CANDIDATE_MODEL_DIRS entries are removed from the setting)"
+        )
     return {"model_dir": str(path), "removed": True}
 
 
@@ -49,6 +51,10 @@ def list_candidates(settings: Settings) -> list[CandidateListing]:
         registered = {str(doc["model_dir"]): doc for doc in store.candidates()}
         dirs = candidate_dirs(settings, store)
     return [
-        {"model_dir": str(d), "model_id": registered.get(str(d), {}).get("model_id"), "from": "store" if str(d) in registered else "MONITOR_CANDIDATE_MODEL_DIRS"}
+        {
+            "model_dir": str(d),
+            "model_id": registered.get(str(d), {}).get("model_id"),
+            "from": "store" if str(d) in registered else "MONITOR_CANDIDATE_MODEL_DIRS",
+        }
         for d in dirs
     ]

@@ -36,24 +36,37 @@ class _OneLineErrors(typer.core.TyperGroup):
     """The top-level group: a usage error (unknown option, bad or missing value) is one line on stderr and exit 2, like every other error."""
 
     def main(
-        self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
-        standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any,
-    ) -> Any:  # fmt: skip
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
         try:
             code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
-        except click_errors.NoArgsIsHelpError as exc:  # `monitor` or `monitor store` alone: the help on stdout, one line on stderr
+        except (
+            click_errors.NoArgsIsHelpError
+        ) as exc:  # `monitor` or `monitor store` alone: the help on stdout, one line on stderr
             shown = exc.ctx.get_help()  # typer's rich help prints itself and returns ""
             if shown:
                 out.print(shown, markup=False, highlight=False)
-            err.print(_line(("error:", "bold red"), f" missing command (see `{exc.ctx.command_path} --help`)"), highlight=False, soft_wrap=True)
+            err.print(
+                _line(("error:", "bold red"), f" missing command (see `{exc.ctx.command_path} --help`)"),
+                highlight=False,
+                soft_wrap=True,
+            )
             sys.exit(exc.exit_code)
         except click_errors.ClickException as exc:
             context = getattr(exc, "ctx", None)
             where = context.command_path if context is not None else "monitor"
             message = " ".join(exc.format_message().split())
-            err.print(_line(("error:", "bold red"), f" {message} (see `{where} --help`)"), highlight=False, soft_wrap=True)
+            err.print(
+                _line(("error:", "bold red"), f" {message} (see `{where} --help`)"), highlight=False, soft_wrap=True
+            )
             sys.exit(exc.exit_code)
         except typer.Abort:
             err.print("interrupted", markup=False)
@@ -81,15 +94,22 @@ _state: dict[str, Any] = {"debug": False}
 T = TypeVar("T")
 
 DateOption = Annotated[str, typer.Option("--date", "-d", help="Run date YYYY-MM-DD (UTC); not in the future.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables (logs stay on stderr).")]
-ForceOption = Annotated[bool, typer.Option("--force", help="Redo every stage for the date instead of reusing its sample and predictions.")]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables (logs stay on stderr).")
+]
+ForceOption = Annotated[
+    bool, typer.Option("--force", help="Redo every stage for the date instead of reusing its sample and predictions.")
+]
 
 
 @app.callback()
 def main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show info logs on stderr.")] = False,
-    config: Annotated[Path | None, typer.Option("--config", help="TOML settings file (same keys as the MONITOR_ variables, lower case).")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="TOML settings file (same keys as the MONITOR_ variables, lower case)."),
+    ] = None,
 ) -> None:
     """Monitor which classes of an image classifier are getting worse, with statistical evidence."""
     global out, err
@@ -161,7 +181,9 @@ def _print_json(data: Any) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a name that is not UTF-8 (a surrogate escape): \u escapes keep the JSON valid
-        text = redact(json.dumps(redact_data(data), default=lambda value: redact(str(value)), indent=2, ensure_ascii=True))
+        text = redact(
+            json.dumps(redact_data(data), default=lambda value: redact(str(value)), indent=2, ensure_ascii=True)
+        )
     sys.stdout.write(text + "\n")
 
 
@@ -171,12 +193,25 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-VERDICT_STYLE: dict[str, str] = {Verdict.HEALTHY: "green", Verdict.WATCH: "yellow", Verdict.NEEDS_RETRAINING: "bold red", Verdict.INSUFFICIENT_DATA: "dim"}
+VERDICT_STYLE: dict[str, str] = {
+    Verdict.HEALTHY: "green",
+    Verdict.WATCH: "yellow",
+    Verdict.NEEDS_RETRAINING: "bold red",
+    Verdict.INSUFFICIENT_DATA: "dim",
+}
 
 
 def _class_table(title: str, rows: Sequence[Mapping[str, Any]], level: float) -> Table:
     table = Table(title=_cell(title))
-    for name, justify in [("class", "left"), ("n", "right"), ("correct", "right"), ("failed", "right"), ("accuracy", "right"), (f"{level:.0%} interval", "center"), ("verdict", "left")]:
+    for name, justify in [
+        ("class", "left"),
+        ("n", "right"),
+        ("correct", "right"),
+        ("failed", "right"),
+        ("accuracy", "right"),
+        (f"{level:.0%} interval", "center"),
+        ("verdict", "left"),
+    ]:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for row in rows:
         verdict = row.get("verdict") or ""
@@ -216,7 +251,11 @@ def index(json_out: JsonOption = False) -> None:
             )
         )
     if summary["unusable"]:
-        out.print(_line("unusable: " + ", ".join(f"{reason} {count}" for reason, count in sorted(summary["unusable"].items()))))
+        out.print(
+            _line(
+                "unusable: " + ", ".join(f"{reason} {count}" for reason, count in sorted(summary["unusable"].items()))
+            )
+        )
     out.print(_line("classes: " + ", ".join(f"{label} {count}" for label, count in sorted(summary["labels"].items()))))
 
 
@@ -239,13 +278,35 @@ def sample(date: DateOption, json_out: JsonOption = False, force: ForceOption = 
     if json_out:
         _print_json(summary)
         return
-    out.print(_line(f"{summary['images']} images over {len(summary['classes'])} classes -> {summary['samples_csv']}" + (" (existing sample reused)" if summary["reused"] else "")))
+    out.print(
+        _line(
+            f"{summary['images']} images over {len(summary['classes'])} classes -> {summary['samples_csv']}"
+            + (" (existing sample reused)" if summary["reused"] else "")
+        )
+    )
     for label, available in sorted(summary["short_classes"].items()):
-        out.print(_line((f"class {label!r} has only {available} images available (wanted {settings.samples_per_class})", "yellow")))
+        out.print(
+            _line(
+                (
+                    f"class {label!r} has only {available} images available (wanted {settings.samples_per_class})",
+                    "yellow",
+                )
+            )
+        )
     if summary["followup"]:
-        out.print(_line("follow-up images (classes on watch or flagged): " + ", ".join(f"{label} +{k}" for label, k in summary["followup"].items())))
+        out.print(
+            _line(
+                "follow-up images (classes on watch or flagged): "
+                + ", ".join(f"{label} +{k}" for label, k in summary["followup"].items())
+            )
+        )
     if summary.get("exhausted"):
-        out.print(_line("nothing new to evaluate (every image already evaluated by this model): " + ", ".join(summary["exhausted"])))
+        out.print(
+            _line(
+                "nothing new to evaluate (every image already evaluated by this model): "
+                + ", ".join(summary["exhausted"])
+            )
+        )
 
 
 @app.command()
@@ -253,7 +314,13 @@ def evaluate(
     date: DateOption,
     json_out: JsonOption = False,
     force: ForceOption = False,
-    engine: Annotated[str | None, typer.Option("--engine", help="local (this process; GPU when present) or spark (predict as a Spark job). Default MONITOR_ENGINE.")] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            "--engine",
+            help="local (this process; GPU when present) or spark (predict as a Spark job). Default MONITOR_ENGINE.",
+        ),
+    ] = None,
 ) -> None:
     """The main job: everything the date still needs, end to end, then a per-class table.
 
@@ -270,14 +337,30 @@ def evaluate(
     if json_out:
         _print_json(result)
         return
-    out.print(_class_table(f"{result['date']} · {result['model']} · {result['sampled']} images", result["classes"], settings.confidence_level))
+    out.print(
+        _class_table(
+            f"{result['date']} · {result['model']} · {result['sampled']} images",
+            result["classes"],
+            settings.confidence_level,
+        )
+    )
     out.print(_line(f"sample: {result['samples_csv']}\npredictions: {result['predictions']}"))
     if result["followup"]:
-        out.print(_line("follow-up images (classes on watch or flagged): " + ", ".join(f"{label} +{k}" for label, k in result["followup"].items())))
+        out.print(
+            _line(
+                "follow-up images (classes on watch or flagged): "
+                + ", ".join(f"{label} +{k}" for label, k in result["followup"].items())
+            )
+        )
     if result["skipped"]:
         out.print(_line("skipped at index: " + ", ".join(f"{k} {v}" for k, v in sorted(result["skipped"].items()))))
     if result["failed"]:
-        out.print(_line(("failed at predict:", "yellow"), " " + ", ".join(f"{k} {v}" for k, v in sorted(result["failed"].items()))))
+        out.print(
+            _line(
+                ("failed at predict:", "yellow"),
+                " " + ", ".join(f"{k} {v}" for k, v in sorted(result["failed"].items())),
+            )
+        )
     if result["flagged"]:
         out.print(_line(("needs retraining:", "bold red"), f" {', '.join(result['flagged'])}"))
 
@@ -295,17 +378,24 @@ def _health_rows(settings: Settings, date: str | None) -> tuple[str, list[dict[s
             if not judged:
                 raise DataError("the store holds no verdicts yet: run `monitor evaluate --date YYYY-MM-DD` first")
             date = judged[-1]
-        rows = sorted(store.rows("class_health", None, start=date, end=date), key=lambda row: (str(row["label"]), str(row["model_id"])))
+        rows = sorted(
+            store.rows("class_health", None, start=date, end=date),
+            key=lambda row: (str(row["label"]), str(row["model_id"])),
+        )
         if not rows:
             measured = store.dates("class_metrics", before=days_after(iso_day(date)).isoformat())
-            hint = f"run `monitor evaluate --date {date}`" + ("" if measured and measured[-1] == date else " (nothing was measured that day)")
+            hint = f"run `monitor evaluate --date {date}`" + (
+                "" if measured and measured[-1] == date else " (nothing was measured that day)"
+            )
             raise DataError(f"no verdicts for {date} in {store.description}: {hint}")
     return date, rows
 
 
 @app.command()
 def health(
-    date: Annotated[str | None, typer.Option("--date", "-d", help="Date YYYY-MM-DD; default the latest evaluated date.")] = None,
+    date: Annotated[
+        str | None, typer.Option("--date", "-d", help="Date YYYY-MM-DD; default the latest evaluated date.")
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Each class's verdict (healthy, watch, needs_retraining, insufficient_data) with the evidence behind it.
@@ -367,28 +457,49 @@ def alerts(
         table.add_column(name)
     for row in rows:
         table.add_row(
-            _cell(row.get("date")), _cell(row.get("label")), _cell(row.get("kind")), _cell(row.get("model_id")),
-            _cell("yes") if row.get("delivered") else _cell("pending", "yellow"), _cell(row.get("attempts", 0)), _cell(row.get("message", "")),
-        )  # fmt: skip
+            _cell(row.get("date")),
+            _cell(row.get("label")),
+            _cell(row.get("kind")),
+            _cell(row.get("model_id")),
+            _cell("yes") if row.get("delivered") else _cell("pending", "yellow"),
+            _cell(row.get("attempts", 0)),
+            _cell(row.get("message", "")),
+        )
     out.print(table)
 
 
 @app.command()
 def demo(
     days: Annotated[int, typer.Option(help="Days to simulate, ending today (UTC).", min=3, max=365)] = 21,
-    drop_day: Annotated[int | None, typer.Option(help="Day (1-based) from which the degraded class's new images are damaged; default 60% into the run.")] = None,
+    drop_day: Annotated[
+        int | None,
+        typer.Option(
+            help="Day (1-based) from which the degraded class's new images are damaged; default 60% into the run."
+        ),
+    ] = None,
     degrade: Annotated[str, typer.Option(help="Class whose newly arriving images are degraded.")] = "eight",
     drop_to: Annotated[
         float | None,
-        typer.Option(help="A moderate drop: damage only the share of the class's new images that brings its accuracy to about this (e.g. 0.8). Default: damage all (about 0.5).", min=0.0, max=1.0),
+        typer.Option(
+            help="A moderate drop: damage only the share of the class's new images that brings its accuracy to about this (e.g. 0.8). Default: damage all (about 0.5).",
+            min=0.0,
+            max=1.0,
+        ),
     ] = None,
     json_out: JsonOption = False,
     candidate: Annotated[
         bool,
-        typer.Option("--candidate", help="Also predict a stand-in retrained model every day: better on the degraded class, slightly worse on another (see `monitor compare`)."),
+        typer.Option(
+            "--candidate",
+            help="Also predict a stand-in retrained model every day: better on the degraded class, slightly worse on another (see `monitor compare`).",
+        ),
     ] = False,
     source_only: Annotated[
-        bool, typer.Option("--source-only", help="Only build the default image source (all held-out digits, dated 2026-01-01) and stop; set-up runs this.")
+        bool,
+        typer.Option(
+            "--source-only",
+            help="Only build the default image source (all held-out digits, dated 2026-01-01) and stop; set-up runs this.",
+        ),
     ] = False,
 ) -> None:
     """Simulate daily arrivals of new validation images (held-out scikit-learn digits), degrade one class from some day on,
@@ -408,27 +519,59 @@ def demo(
             dated = f", dated {built['dated']}" if built["dated"] else " (already there, left as it is)"
             out.print(_line(f"Image source {built['source']}: {built['images']} images{dated}."))
         return
-    result = _run(lambda: run_demo(settings, days=days, drop_day=drop_day, degrade=degrade, drop_to=drop_to, candidate=candidate, progress=_progress()))
+    result = _run(
+        lambda: run_demo(
+            settings,
+            days=days,
+            drop_day=drop_day,
+            degrade=degrade,
+            drop_to=drop_to,
+            candidate=candidate,
+            progress=_progress(),
+        )
+    )
     if json_out:
         _print_json({k: v for k, v in result.items()})
         return
     out.print(health_table(result["last_date"], result["health"]))
     flagged = result["flagged"]
-    severity = "" if drop_to is None else f" to about {drop_to:.2f} ({result['severity']['share']:.0%} of its new images damaged)"
-    out.print(_line(f"Simulated {days} days ({result['first_date']} … {result['last_date']}); class {degrade!r} degraded{severity} from {result['drop_date']}."))
+    severity = (
+        ""
+        if drop_to is None
+        else f" to about {drop_to:.2f} ({result['severity']['share']:.0%} of its new images damaged)"
+    )
+    out.print(
+        _line(
+            f"Simulated {days} days ({result['first_date']} … {result['last_date']}); class {degrade!r} degraded{severity} from {result['drop_date']}."
+        )
+    )
     followed = sorted({(label, day["date"]) for day in result["daily"] for label in day["followup"]})
     if followed:
         by_label: dict[str, list[str]] = {}
         for label, day in followed:
             by_label.setdefault(label, []).append(day)
-        out.print(_line("Follow-up images drawn: " + "; ".join(f"{label} on {len(days_)} day(s) from {days_[0]}" for label, days_ in by_label.items())))
+        out.print(
+            _line(
+                "Follow-up images drawn: "
+                + "; ".join(f"{label} on {len(days_)} day(s) from {days_[0]}" for label, days_ in by_label.items())
+            )
+        )
     if flagged:
         for label, day in sorted(result["first_flagged"].items()):
-            out.print(_line((f"{label}: needs retraining", "bold red"), f" since {day} ({result['days_to_flag'].get(label, '?')} days after the drop began)"))
+            out.print(
+                _line(
+                    (f"{label}: needs retraining", "bold red"),
+                    f" since {day} ({result['days_to_flag'].get(label, '?')} days after the drop began)",
+                )
+            )
     else:
         out.print(_line(("No class was flagged.", "yellow")))
     if result.get("candidate"):
-        out.print(_line(f"Candidate {result['candidate']} was predicted beside production every day: `monitor compare --candidate {result['candidate']} --since {result['drop_date']}`."))
+        out.print(
+            _line(
+                f"Candidate {result['candidate']} was predicted beside production every day: `monitor compare --candidate {result['candidate']} --since {result['drop_date']}`."
+            )
+        )
     out.print(_line(f"Data in {settings.data_dir}; see it with `monitor dashboard`."))
 
 
@@ -436,7 +579,13 @@ def demo(
 def dashboard(
     host: Annotated[str | None, typer.Option(help="Bind address (default MONITOR_DASHBOARD_HOST, 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default MONITOR_DASHBOARD_PORT, 8050).")] = None,
-    debug_mode: Annotated[bool, typer.Option("--dash-debug", help="Dash debug mode: its development server with reloader and dev tools instead of waitress. Off by default.")] = False,
+    debug_mode: Annotated[
+        bool,
+        typer.Option(
+            "--dash-debug",
+            help="Dash debug mode: its development server with reloader and dev tools instead of waitress. Off by default.",
+        ),
+    ] = False,
 ) -> None:
     """Serve the class-health dashboard (Dash) over the same store the pipeline writes."""
     from dashboards.app import run
@@ -447,9 +596,21 @@ def dashboard(
 
 @app.command()
 def compare(
-    candidate: Annotated[str, typer.Option("--candidate", "-c", help="Candidate model id (name@checksum), or its name when only one candidate has it.")],
-    since: Annotated[str | None, typer.Option("--since", help="First date YYYY-MM-DD to pool; default the candidate's first day of predictions.")] = None,
-    until: Annotated[str | None, typer.Option("--until", help="Last date YYYY-MM-DD to pool; default today (UTC).")] = None,
+    candidate: Annotated[
+        str,
+        typer.Option(
+            "--candidate", "-c", help="Candidate model id (name@checksum), or its name when only one candidate has it."
+        ),
+    ],
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since", help="First date YYYY-MM-DD to pool; default the candidate's first day of predictions."
+        ),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Last date YYYY-MM-DD to pool; default today (UTC).")
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Compare a candidate with production class by class on the same images, and say whether to promote it.
@@ -477,26 +638,62 @@ def compare(
     if json_out:
         _print_json(result)
         return
-    table = Table(title=_cell(f"{result['candidate']} vs {result['production']} · {result['start']}..{result['end']} ({result['days']} days)"))
-    for name in ("class", "n", "both right", "only prod.", "only cand.", "both wrong", "difference", f"{settings.confidence_level:.0%} interval", "McNemar p", "Holm p (worse)", ""):
+    table = Table(
+        title=_cell(
+            f"{result['candidate']} vs {result['production']} · {result['start']}..{result['end']} ({result['days']} days)"
+        )
+    )
+    for name in (
+        "class",
+        "n",
+        "both right",
+        "only prod.",
+        "only cand.",
+        "both wrong",
+        "difference",
+        f"{settings.confidence_level:.0%} interval",
+        "McNemar p",
+        "Holm p (worse)",
+        "",
+    ):
         table.add_column(name, justify="left" if name in ("class", "") else "right")
     for row in result["classes"]:
-        mark = _cell("worse", "bold red") if row["worse"] else _cell("improved", "green") if row["improved"] else _cell("flagged" if row["flagged"] else "")
+        mark = (
+            _cell("worse", "bold red")
+            if row["worse"]
+            else _cell("improved", "green")
+            if row["improved"]
+            else _cell("flagged" if row["flagged"] else "")
+        )
         table.add_row(
-            _cell(row["label"]), _cell(row["n"]), _cell(row["both_right"]), _cell(row["only_production"]), _cell(row["only_candidate"]), _cell(row["both_wrong"]),
-            _cell(_fmt(row["difference"])), _cell(f"[{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]"), _cell(_fmt(row["p_mcnemar"], 4)), _cell(_fmt(row["p_worse_holm"], 4)), mark,
-        )  # fmt: skip
+            _cell(row["label"]),
+            _cell(row["n"]),
+            _cell(row["both_right"]),
+            _cell(row["only_production"]),
+            _cell(row["only_candidate"]),
+            _cell(row["both_wrong"]),
+            _cell(_fmt(row["difference"])),
+            _cell(f"[{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]"),
+            _cell(_fmt(row["p_mcnemar"], 4)),
+            _cell(_fmt(row["p_worse_holm"], 4)),
+            mark,
+        )
     out.print(table)
     style = {"promote": "bold green", "reject": "bold red"}.get(result["verdict"], "yellow")
     out.print(_line((str(result["verdict"]), style), f": {result['reason']}"))
 
 
-candidate_app = typer.Typer(help="Candidate models, predicted beside production on the same sampled images every day.", no_args_is_help=True)
+candidate_app = typer.Typer(
+    help="Candidate models, predicted beside production on the same sampled images every day.", no_args_is_help=True
+)
 app.add_typer(candidate_app, name="candidate")
 
 
 @candidate_app.command("add")
-def candidate_add(model_dir: Annotated[Path, typer.Argument(help="A model directory like MONITOR_MODEL_DIR.")], json_out: JsonOption = False) -> None:
+def candidate_add(
+    model_dir: Annotated[Path, typer.Argument(help="A model directory like MONITOR_MODEL_DIR.")],
+    json_out: JsonOption = False,
+) -> None:
     """Register a candidate model: from the next run on, each day's sample is also predicted with it."""
     from monitor.orchestration.candidates import add_candidate
 
@@ -509,7 +706,10 @@ def candidate_add(model_dir: Annotated[Path, typer.Argument(help="A model direct
 
 
 @candidate_app.command("remove")
-def candidate_remove(model_dir: Annotated[Path, typer.Argument(help="The directory given to `monitor candidate add`.")], json_out: JsonOption = False) -> None:
+def candidate_remove(
+    model_dir: Annotated[Path, typer.Argument(help="The directory given to `monitor candidate add`.")],
+    json_out: JsonOption = False,
+) -> None:
     """Stop predicting a registered candidate (its stored predictions stay, `monitor compare` still reads them)."""
     from monitor.orchestration.candidates import remove_candidate
 
@@ -555,12 +755,20 @@ def show_settings(json_out: JsonOption = False) -> None:
     table.add_column("meaning")
     for name, field in type(settings).model_fields.items():
         value = values[name]
-        shown = json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else "" if value is None else str(value)
+        shown = (
+            json.dumps(value, ensure_ascii=False)
+            if isinstance(value, (dict, list))
+            else ""
+            if value is None
+            else str(value)
+        )
         table.add_row(_cell(f"MONITOR_{name.upper()}"), _cell(shown), _cell(field.description or ""))
     out.print(table)
 
 
-store_app = typer.Typer(help="The embedded store: what it holds, and going back to its last good commit.", no_args_is_help=True)
+store_app = typer.Typer(
+    help="The embedded store: what it holds, and going back to its last good commit.", no_args_is_help=True
+)
 app.add_typer(store_app, name="store")
 
 
@@ -584,7 +792,9 @@ def store_info(json_out: JsonOption = False) -> None:
     table.add_column("value")
     for key, value in info.items():
         if key != "store":
-            table.add_row(_cell(key), _cell(", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else value))
+            table.add_row(
+                _cell(key), _cell(", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else value)
+            )
     out.print(table)
 
 
@@ -601,14 +811,20 @@ def store_restore(json_out: JsonOption = False) -> None:
 
     def go_back() -> dict[str, Any]:
         if settings.mongo_uri:
-            raise ConfigError("`monitor store restore` is for the embedded store; MONITOR_MONGO_URI is set (use MongoDB's own backups)")
+            raise ConfigError(
+                "`monitor store restore` is for the embedded store; MONITOR_MONGO_URI is set (use MongoDB's own backups)"
+            )
         return restore(settings.store_dir / settings.mongo_db)
 
     done = _run(go_back)
     if json_out:
         _print_json(done)
         return
-    out.print(_line(f"restored {done['store']} from {done['restored_from']} (commit {done['commit']} of {done['committed_at']})"))
+    out.print(
+        _line(
+            f"restored {done['store']} from {done['restored_from']} (commit {done['commit']} of {done['committed_at']})"
+        )
+    )
     for skipped in done["skipped"]:
         out.print(_line(("skipped", "yellow"), f" {skipped}"))
 

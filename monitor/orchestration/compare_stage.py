@@ -55,18 +55,28 @@ def resolve_candidate(files: PredictionFiles, candidate: str) -> str:
     raise DataError(f"{candidate!r} names several candidates ({', '.join(found)}); give the full model id")
 
 
-def paired_predictions(files: PredictionFiles, candidate: str, since: dt.date | None, until: dt.date) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+def paired_predictions(
+    files: PredictionFiles, candidate: str, since: dt.date | None, until: dt.date
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Production's and the candidate's predictions on the days both have from ``since`` to ``until``, and those days."""
     first, last = since.isoformat() if since else None, until.isoformat()
     production_days = set(files.dates())
-    days = [day for day in files.dates(candidate) if (first is None or day >= first) and day <= last and day in production_days]
+    days = [
+        day
+        for day in files.dates(candidate)
+        if (first is None or day >= first) and day <= last and day in production_days
+    ]
     if not days:
-        raise DataError(f"candidate {candidate} and production have no predictions of the same day between {first or 'the start'} and {last}")
+        raise DataError(
+            f"candidate {candidate} and production have no predictions of the same day between {first or 'the start'} and {last}"
+        )
     production = pd.concat([read_predictions(files.production(day)) for day in days], ignore_index=True)
     ours = pd.concat([read_predictions(files.candidate(day, candidate)) for day in days], ignore_index=True)
     models = sorted(production["model_id"].unique())
     if len(models) != 1:
-        raise DataError(f"production changed model between {days[0]} and {days[-1]} ({', '.join(models)}); compare from the day of the last change with --since")
+        raise DataError(
+            f"production changed model between {days[0]} and {days[-1]} ({', '.join(models)}); compare from the day of the last change with --since"
+        )
     return production, ours, days
 
 
@@ -110,9 +120,16 @@ def compare_with(
     else:
         counts = paired_counts_pandas(production, ours, labels=labels)
     result = compare_counts(
-        counts, production=production_id, candidate=model, days=days, flagged=flagged, alpha=settings.compare_alpha,
-        margin=settings.noninferiority_margin, confidence=settings.confidence_level, min_samples=settings.min_samples,
-    )  # fmt: skip
+        counts,
+        production=production_id,
+        candidate=model,
+        days=days,
+        flagged=flagged,
+        alpha=settings.compare_alpha,
+        margin=settings.noninferiority_margin,
+        confidence=settings.confidence_level,
+        min_samples=settings.min_samples,
+    )
     if gallery_size:
         result.discordant = gallery(discordant_images(production, ours, limit=gallery_size))
     return result
@@ -124,7 +141,13 @@ def save(store: Store, comparison: Comparison) -> None:
 
 
 def compare_and_save(
-    settings: Settings, candidate: str, *, since: dt.date | None = None, until: dt.date, engine: Engine = "spark", spark: Any = None
+    settings: Settings,
+    candidate: str,
+    *,
+    since: dt.date | None = None,
+    until: dt.date,
+    engine: Engine = "spark",
+    spark: Any = None,
 ) -> Comparison:
     """:func:`compare_with` with the dashboard's gallery, stored (:func:`save`) and committed; returned without its gallery.
 
@@ -132,7 +155,9 @@ def compare_and_save(
     that fails (an unknown candidate, no paired days) writes nothing, not even an empty store.
     """
     with open_store(settings, read_only=True) as store:
-        result = compare_with(settings, store, candidate, since=since, until=until, engine=engine, spark=spark, gallery_size=GALLERY_SIZE)
+        result = compare_with(
+            settings, store, candidate, since=since, until=until, engine=engine, spark=spark, gallery_size=GALLERY_SIZE
+        )
     with open_store(settings) as store:
         save(store, result)
         store.commit()
@@ -141,7 +166,12 @@ def compare_and_save(
 
 
 def run_compare(
-    settings: Settings, date: str | dt.date, *, candidate: str | None = None, since: dt.date | None = None, engine: Engine = "spark"
+    settings: Settings,
+    date: str | dt.date,
+    *,
+    candidate: str | None = None,
+    since: dt.date | None = None,
+    engine: Engine = "spark",
 ) -> CompareRun:
     """Compare ``candidate`` (default: every candidate with predictions on ``date``) beside production up to ``date``, and store each.
 
@@ -155,4 +185,8 @@ def run_compare(
         record = compare_and_save(settings, name, since=since, until=ctx.date, engine=engine).to_dict()
         del record["classes"]
         comparisons.append(record)
-    return {"date": ctx.day, "comparisons": comparisons, "ready": [c["candidate"] for c in comparisons if c["verdict"] == ComparisonVerdict.PROMOTE]}
+    return {
+        "date": ctx.day,
+        "comparisons": comparisons,
+        "ready": [c["candidate"] for c in comparisons if c["verdict"] == ComparisonVerdict.PROMOTE],
+    }

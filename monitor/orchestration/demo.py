@@ -36,8 +36,8 @@ from monitor.core.dates import day_span, iso_day, today_utc
 from monitor.core.errors import ConfigError, DataError
 from monitor.core.progress import ProgressFactory, no_progress
 from monitor.core.settings import Settings
-from monitor.orchestration.results import EvaluateResult
 from monitor.domain.digits import LABELS, digit_to_pil, load_digits_images, split_indices
+from monitor.orchestration.results import EvaluateResult
 
 #: The file that makes a data dir the demo's: written when the demo (or set-up) starts in a new or empty folder.
 MARKER = ".monitor-demo"
@@ -113,7 +113,9 @@ def _marker_extras(data_dir: Path) -> set[str] | None:
 
 
 def _write_marker(data_dir: Path, extras: set[str]) -> None:
-    lines = [f"created by `monitor demo`; the demo may delete {', '.join(name + '/' for name in DEMO_FOLDERS)} here and nothing else"]
+    lines = [
+        f"created by `monitor demo`; the demo may delete {', '.join(name + '/' for name in DEMO_FOLDERS)} here and nothing else"
+    ]
     lines += [f"owns {name}" for name in sorted(extras)]
     (data_dir / MARKER).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -125,7 +127,9 @@ def _guard(settings: Settings, *, candidate: bool = False) -> Path:
     if settings.mongo_uri:
         raise ConfigError("monitor demo writes its own store: unset MONITOR_MONGO_URI (it uses the embedded store)")
     if Path(settings.source_uri) != source:
-        raise ConfigError(f"monitor demo builds its own source in {source}: unset MONITOR_SOURCE_URI (now {settings.source_uri})")
+        raise ConfigError(
+            f"monitor demo builds its own source in {source}: unset MONITOR_SOURCE_URI (now {settings.source_uri})"
+        )
     remedy = "point MONITOR_DATA_DIR at a new or empty folder for the demo"
     if data_dir.exists() and not data_dir.is_dir():
         raise DataError(f"MONITOR_DATA_DIR {data_dir} is not a folder; {remedy}")
@@ -136,11 +140,15 @@ def _guard(settings: Settings, *, candidate: bool = False) -> Path:
         except OSError as exc:
             raise DataError(f"cannot list MONITOR_DATA_DIR {data_dir}: {exc.strerror or exc}; {remedy}") from exc
         if foreign:
-            raise DataError(f"{data_dir} is not empty and monitor demo did not create it (no {MARKER} file in it); {remedy}")
+            raise DataError(
+                f"{data_dir} is not empty and monitor demo did not create it (no {MARKER} file in it); {remedy}"
+            )
         return source
     models = data_dir / MODELS_FOLDER
     if candidate and MODELS_FOLDER not in extras and (models.exists() or models.is_symlink()):
-        raise DataError(f"{models} was not created by monitor demo, which would write its candidate model there; move it away or {remedy}")
+        raise DataError(
+            f"{models} was not created by monitor demo, which would write its candidate model there; move it away or {remedy}"
+        )
     return source
 
 
@@ -171,13 +179,15 @@ def _own_models(settings: Settings) -> Path:
     models = data_dir / MODELS_FOLDER
     if MODELS_FOLDER not in extras:
         if models.exists() or models.is_symlink():
-            raise DataError(f"{models} was not created by monitor demo; move it away or point MONITOR_DATA_DIR at a new or empty folder")
+            raise DataError(
+                f"{models} was not created by monitor demo; move it away or point MONITOR_DATA_DIR at a new or empty folder"
+            )
         _write_marker(data_dir, extras | {MODELS_FOLDER})
     return models
 
 
 def _noon(day: dt.date) -> float:
-    return dt.datetime.combine(day, dt.time(12), tzinfo=dt.timezone.utc).timestamp()
+    return dt.datetime.combine(day, dt.time(12), tzinfo=dt.UTC).timestamp()
 
 
 def _jitter(image: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -222,7 +232,9 @@ def build_base_pool(source: Path, first_day: dt.date, seed: int = 0) -> int:
     return count
 
 
-def write_arrivals(source: Path, day: dt.date, *, degraded_label: str | None, seed: int = 0, damaged_share: float = 1.0) -> int:
+def write_arrivals(
+    source: Path, day: dt.date, *, degraded_label: str | None, seed: int = 0, damaged_share: float = 1.0
+) -> int:
     """The images that arrive in the bucket on ``day``: ARRIVALS_PER_DAY new pictures per class.
 
     Of ``degraded_label``'s arrivals, each is damaged with probability ``damaged_share``.
@@ -243,7 +255,7 @@ def write_arrivals(source: Path, day: dt.date, *, degraded_label: str | None, se
 
 #: File time of the source that set-up builds: a fixed day in the past, so that `monitor evaluate
 #: --date D` for any recent D samples from it (sampling is point-in-time: only images that existed on D).
-SETUP_SOURCE_TIME = dt.datetime(2026, 1, 1, 12, tzinfo=dt.timezone.utc)
+SETUP_SOURCE_TIME = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)
 
 
 def build_setup_source(settings: Settings) -> dict[str, Any]:
@@ -269,7 +281,12 @@ def build_setup_source(settings: Settings) -> dict[str, Any]:
     files = [path for path in source.rglob("*") if path.is_file()]
     for path in files:
         os.utime(path, (when, when))
-    return {"source": str(source), "images": len(files), "written": written, "dated": SETUP_SOURCE_TIME.date().isoformat()}
+    return {
+        "source": str(source),
+        "images": len(files),
+        "written": written,
+        "dated": SETUP_SOURCE_TIME.date().isoformat(),
+    }
 
 
 def damage_share(settings: Settings, label: str, drop_to: float, *, pictures: int = 300) -> dict[str, float]:
@@ -293,9 +310,15 @@ def damage_share(settings: Settings, label: str, drop_to: float, *, pictures: in
             blobs[f"{kind}/{label}/{k}.jpg"] = buffer.getvalue()
     loaded = load_model(settings.model_dir, settings.device)
     frame = predict_images(
-        [(path, label) for path in blobs], blobs.__getitem__, loaded, date="2000-01-01",
-        batch_size=settings.batch_size, fetch_workers=1, top_k=1, max_pixels=settings.max_image_pixels,
-    )  # fmt: skip
+        [(path, label) for path in blobs],
+        blobs.__getitem__,
+        loaded,
+        date="2000-01-01",
+        batch_size=settings.batch_size,
+        fetch_workers=1,
+        top_k=1,
+        max_pixels=settings.max_image_pixels,
+    )
     right = (frame["pred"] == frame["label"]).groupby(frame["image_path"].str.split("/").str[0]).mean()
     clean, damaged = float(right["clean"]), float(right["damaged"])
     if not damaged < drop_to < clean:
@@ -362,13 +385,21 @@ def run_demo(
             from evaluation.model import model_identity
 
             worse = CANDIDATE_WORSE if CANDIDATE_WORSE != degrade else "nine"
-            built = build_candidate_model(settings.model_dir, _own_models(settings) / "digits-candidate", {degrade: CANDIDATE_SHIFT[0], worse: CANDIDATE_SHIFT[1]})
+            built = build_candidate_model(
+                settings.model_dir,
+                _own_models(settings) / "digits-candidate",
+                {degrade: CANDIDATE_SHIFT[0], worse: CANDIDATE_SHIFT[1]},
+            )
             candidate_id = model_identity(built)
-            store.add_candidate(str(built), model_id=candidate_id, added_at=dt.datetime.now(dt.timezone.utc))
+            store.add_candidate(str(built), model_id=candidate_id, added_at=dt.datetime.now(dt.UTC))
         for offset in range(days):
             day = first + dt.timedelta(days=offset)
             write_arrivals(
-                source, day, degraded_label=degrade if day >= drop_date else None, seed=settings.seed, damaged_share=severity["share"]
+                source,
+                day,
+                degraded_label=degrade if day >= drop_date else None,
+                seed=settings.seed,
+                damaged_share=severity["share"],
             )
             result = evaluate_with(RunContext.for_date(demo_settings, day), store, spark=spark)
             for label in result["flagged"]:

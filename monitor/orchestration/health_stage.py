@@ -26,6 +26,7 @@ from monitor.core.dates import days_after, days_before, iso_day
 from monitor.core.errors import ConfigError, DataError, MonitorError
 from monitor.core.files import atomic_write, read_json_file
 from monitor.core.settings import Settings
+from monitor.core.verdicts import Verdict
 from monitor.domain.health import calibration
 from monitor.domain.health.calibration import Design, design
 from monitor.domain.health.judge import (
@@ -39,7 +40,6 @@ from monitor.domain.health.judge import (
     urgency,
 )
 from monitor.domain.health.policy import DesignArgs, HealthPolicy
-from monitor.core.verdicts import Verdict
 from monitor.orchestration.context import RunContext
 from monitor.orchestration.results import HealthResult
 from monitor.orchestration.runs import record_stage
@@ -62,7 +62,9 @@ def health_policy(settings: Settings, n: int | None = None, followup: int | None
     )
 
 
-def design_for(target: float, settings: Settings, classes: int, n: int | None = None, followup: int | None = None) -> Design:
+def design_for(
+    target: float, settings: Settings, classes: int, n: int | None = None, followup: int | None = None
+) -> Design:
     """The calibrated test for one class target under ``settings`` (``n``/``followup``: the day's sampling, if not the settings').
 
     A calibration takes seconds (policy iteration over ~1,000 states); each is kept in the process and in
@@ -97,16 +99,23 @@ def _cached_design(file: Path, args: DesignArgs) -> Design:
         log.warning("%s; calibrating again (seconds), and replacing it", exc)
         known = None
     if known is not None and not isinstance(known, dict):
-        log.warning("the calibration cache %s is not a JSON object; calibrating again (seconds), and replacing it", file)
+        log.warning(
+            "the calibration cache %s is not a JSON object; calibrating again (seconds), and replacing it", file
+        )
     known = known if isinstance(known, dict) else {}
     entry = known.get(key)
     fields = dataclasses.fields(Design)
     if entry is not None and not (
         isinstance(entry, dict)
         and set(entry) == {f.name for f in fields}
-        and all(type(entry[f.name]) is int if f.type in ("int", int) else type(entry[f.name]) in (int, float) for f in fields)
+        and all(
+            type(entry[f.name]) is int if f.type in ("int", int) else type(entry[f.name]) in (int, float)
+            for f in fields
+        )
         and tuple(entry.get(name) for name in ("target", "drop", "n", "followup", "arl", "recovery_arl")) == args
-        and all(entry[f.name] > 0 or (f.name == "followup" and entry[f.name] == 0) for f in fields)  # lattice steps, thresholds, units
+        and all(
+            entry[f.name] > 0 or (f.name == "followup" and entry[f.name] == 0) for f in fields
+        )  # lattice steps, thresholds, units
     ):
         log.warning("the calibration cache %s holds a damaged entry for %s; calibrating again (seconds)", file, args)
         entry = None
@@ -161,13 +170,17 @@ def compute_health(
     """
     as_of = _stored_date(date)
     day = as_of.isoformat()
-    labels = sorted({str(row["label"]) for row in store.rows("class_metrics", model_id, start=day, end=day, fields=["label"])})
+    labels = sorted(
+        {str(row["label"]) for row in store.rows("class_metrics", model_id, start=day, end=day, fields=["label"])}
+    )
     if not labels:
         raise DataError(f"no class metrics of model {model_id} on {day}: run the metrics step for {day} first")
     own = {str(row["label"]): row for row in store.rows("class_health", model_id, start=day, end=day)}
     previous = store.latest_rows_before("class_health", model_id, day, labels)
     # Only the counts the verdicts need: the window, and the days after each class's stored state (all, for a class without one).
-    widest = max([settings.window_days, *(int((row.get("judged_under") or {}).get("window_days") or 0) for row in own.values())])
+    widest = max(
+        [settings.window_days, *(int((row.get("judged_under") or {}).get("window_days") or 0) for row in own.values())]
+    )
     starts: list[dt.date] | None = [days_before(as_of, widest - 1)]
     for label in labels:
         before = previous.get(label)
@@ -196,12 +209,22 @@ def compute_health(
     for (d, policy), members in groups.items():
         stored = [previous.get(labels[i]) for i in members]
         kept = [Carried(_stored_date(str(row["date"])), row) if row and "flagged" in row else None for row in stored]
-        for i, judged in zip(members, judge_classes(np.asarray(members, dtype=np.int64), kept, history, as_of, d, policy), strict=True):
+        for i, judged in zip(
+            members, judge_classes(np.asarray(members, dtype=np.int64), kept, history, as_of, d, policy), strict=True
+        ):
             evidence[i] = judged
     rows: list[HealthRow] = []
     for label, (policy, _), found in zip(labels, plans, evidence, strict=True):
         assert found is not None
-        rows.append({"model_id": model_id, "date": day, "label": label, **found, "judged_under": policy.judged_under(len(labels))})
+        rows.append(
+            {
+                "model_id": model_id,
+                "date": day,
+                "label": label,
+                **found,
+                "judged_under": policy.judged_under(len(labels)),
+            }
+        )
     store.replace_day("class_health", model_id, day, rows)
     return rows
 
@@ -217,12 +240,16 @@ def count_columns(docs: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> C
     size = len(texts)
 
     def column(name: str, missing: int = 0) -> NDArray[np.int64]:
-        return np.fromiter((missing if doc.get(name) is None else int(doc[name]) for doc in docs), dtype=np.int64, count=size)
+        return np.fromiter(
+            (missing if doc.get(name) is None else int(doc[name]) for doc in docs), dtype=np.int64, count=size
+        )
 
     label_arr = np.fromiter((index[str(doc["label"])] for doc in docs), dtype=np.int64, count=size)
     day_arr = np.fromiter((ordinals[text] for text in texts), dtype=np.int64, count=size)
     order = np.lexsort((day_arr, label_arr))  # stable: a repeated date keeps the order it was read in
-    columns = [column(name) for name in ("n", "correct", "followup_n", "followup_correct")] + [column("unseen_left", -1)]
+    columns = [column(name) for name in ("n", "correct", "followup_n", "followup_correct")] + [
+        column("unseen_left", -1)
+    ]
     return Counts(label_arr[order], day_arr[order], *(c[order] for c in columns))
 
 
@@ -239,10 +266,16 @@ def followup_requests(store: Store, date: dt.date | str, cap: int, unit: int = 1
     judged = store.dates("class_health", before=day)
     if not judged:
         return {}
-    rows = [row for row in store.rows("class_health", None, start=judged[-1], end=judged[-1]) if int(row.get("followup") or 0) > 0]
+    rows = [
+        row
+        for row in store.rows("class_health", None, start=judged[-1], end=judged[-1])
+        if int(row.get("followup") or 0) > 0
+    ]
     wanted: dict[str, tuple[int, float]] = {}
     for row in rows:
-        urgent = float(urgency(float(row.get("cusum") or 0.0), float(row.get("cusum_threshold") or 1.0), bool(row.get("flagged"))))
+        urgent = float(
+            urgency(float(row.get("cusum") or 0.0), float(row.get("cusum_threshold") or 1.0), bool(row.get("flagged")))
+        )
         label, extra = str(row["label"]), int(row["followup"])
         # Several models judged that day: the largest request, served as urgently as the most urgent of them (a flag first).
         before = wanted.get(label, (0, -math.inf))
@@ -278,15 +311,17 @@ def model_for_date(store: Store, date: dt.date, model_id: str | None) -> str:
 
 def health_with(ctx: RunContext, store: Store, *, model_id: str | None = None) -> HealthResult:
     """Verdicts per class for ``date`` from the stored history, alerts on transitions, delivery of pending alerts."""
+    from monitor.core.settings import check_target_overrides
     from monitor.domain.alerts import deliver_pending, raise_alerts
     from monitor.orchestration.health_stage import compute_health
-
-    from monitor.core.settings import check_target_overrides
 
     settings, date = ctx.settings, ctx.day
     model = model_for_date(store, ctx.date, model_id)
     if settings.target_overrides:  # a misspelt class would silently keep the default target
-        check_target_overrides(settings, {str(row["label"]) for row in store.rows("class_metrics", model, start=date, end=date, fields=["label"])})
+        check_target_overrides(
+            settings,
+            {str(row["label"]) for row in store.rows("class_metrics", model, start=date, end=date, fields=["label"])},
+        )
     rows = compute_health(store, model, date, settings)
     new_alerts = raise_alerts(store, model, date, rows)
     # Each day continues from the state stored the day before: when a date arrives late (a backfill, a

@@ -33,7 +33,11 @@ def metrics_with(ctx: RunContext, store: Store, *, spark: Any = None) -> Metrics
         )
     frame = read_predictions(path)
     recorded = store.sample(ctx.source_uri, date, items=True) or {}
-    model_ids = sorted(frame["model_id"].unique()) if len(frame) else [str(recorded.get("model_id") or production_model_id(settings))]
+    model_ids = (
+        sorted(frame["model_id"].unique())
+        if len(frame)
+        else [str(recorded.get("model_id") or production_model_id(settings))]
+    )
     if len(model_ids) != 1:
         raise DataError(f"{path} mixes models {model_ids}; re-run predict for {date}")
     model_id = model_ids[0]
@@ -57,8 +61,13 @@ def metrics_with(ctx: RunContext, store: Store, *, spark: Any = None) -> Metrics
         "model_id": model_id,
         "classes": [
             ClassCounts(
-                label=row["label"], n=row["n"], correct=row["correct"], failed=row["failed"],
-                accuracy=row["accuracy"], ci_low=row["ci_low"], ci_high=row["ci_high"],
+                label=row["label"],
+                n=row["n"],
+                correct=row["correct"],
+                failed=row["failed"],
+                accuracy=row["accuracy"],
+                ci_low=row["ci_low"],
+                ci_high=row["ci_high"],
             )
             for row in rows
         ],
@@ -68,7 +77,9 @@ def metrics_with(ctx: RunContext, store: Store, *, spark: Any = None) -> Metrics
     return summary
 
 
-def once_per_image(store: Store, model_id: str, date: str, frame: Any, recorded: dict[str, Any]) -> tuple[Any, list[dict[str, Any]], int]:
+def once_per_image(
+    store: Store, model_id: str, date: str, frame: Any, recorded: dict[str, Any]
+) -> tuple[Any, list[dict[str, Any]], int]:
     """The predictions that count for ``date``: each image once per model. Returns them, the day's ``evaluations``
     rows, and how many predictions were left out (an image evaluated on another date, or twice today).
 
@@ -78,7 +89,10 @@ def once_per_image(store: Store, model_id: str, date: str, frame: Any, recorded:
     from evaluation.predictions import FETCH_FAILED
     from monitor.domain.sampling import image_identity
 
-    identity = {str(item["path"]): item.get("image") or image_identity(None, str(item["path"])) for item in recorded.get("items") or []}
+    identity = {
+        str(item["path"]): item.get("image") or image_identity(None, str(item["path"]))
+        for item in recorded.get("items") or []
+    }
     images = [identity.get(str(path)) or image_identity(None, str(path)) for path in frame["image_path"]]
     earlier = store.evaluated(model_id, labels=set(frame["label"]), other_than=date)
     errors = frame["error"] if "error" in frame else [None] * len(frame)
@@ -91,11 +105,16 @@ def once_per_image(store: Store, model_id: str, date: str, frame: Any, recorded:
         if repeat or (status != "ok" and (status != "failed" or error == FETCH_FAILED)):
             continue
         taken.add(key)
-        rows.append({
-            "label": str(label), "image": image, "path": str(frame["image_path"].iloc[i]), "status": str(status),
-            "correct": bool(frame["pred"].iloc[i] == label) if status == "ok" else None,
-            "draw": str(frame["draw"].iloc[i]) if "draw" in frame else "base",
-        })  # fmt: skip
+        rows.append(
+            {
+                "label": str(label),
+                "image": image,
+                "path": str(frame["image_path"].iloc[i]),
+                "status": str(status),
+                "correct": bool(frame["pred"].iloc[i] == label) if status == "ok" else None,
+                "draw": str(frame["draw"].iloc[i]) if "draw" in frame else "base",
+            }
+        )
     dropped = len(keep) - sum(keep)
     if dropped:
         log.info("%d predictions of %s on %s are of images it evaluated already: counted once", dropped, model_id, date)

@@ -74,11 +74,15 @@ def evaluate_with(
         "pending_alerts": health["pending"],
         "health": health["classes"],
     }
-    store.update_run(source_uri, date, {"model_id": predicted["model_id"], "skipped": skipped, "failed": predicted["failed"]})
+    store.update_run(
+        source_uri, date, {"model_id": predicted["model_id"], "skipped": skipped, "failed": predicted["failed"]}
+    )
     return result
 
 
-def evaluate(settings: Settings, date: str, *, force: bool = False, progress: ProgressFactory = no_progress) -> EvaluateResult:
+def evaluate(
+    settings: Settings, date: str, *, force: bool = False, progress: ProgressFactory = no_progress
+) -> EvaluateResult:
     """Run, for ``date``, whatever it still needs: index and sample (unless a sample exists), predict, metrics, health."""
     ctx = RunContext.for_date(settings, date)  # before the store is opened: a malformed or future date writes nothing
     with open_store(settings) as store:

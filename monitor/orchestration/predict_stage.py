@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 
 def register_model(store: Store, loaded: Any, date: str) -> None:
     """Keep one ``models`` document per model id with the first and last date it was evaluated on."""
-    store.register_model(loaded.model_id, name=loaded.name, checksum=loaded.checksum, labels=list(loaded.labels), date=date)
+    store.register_model(
+        loaded.model_id, name=loaded.name, checksum=loaded.checksum, labels=list(loaded.labels), date=date
+    )
 
 
 def reusable(path: Path, model_id: str, wanted: list[str], written: dict[str, Any] | None = None) -> Any:
@@ -36,7 +38,12 @@ def reusable(path: Path, model_id: str, wanted: list[str], written: dict[str, An
 
     if not path.is_file():
         return None
-    if written and written.get("model_id") == model_id and written.get("sha256") and written["sha256"] != file_digest(path):
+    if (
+        written
+        and written.get("model_id") == model_id
+        and written.get("sha256")
+        and written["sha256"] != file_digest(path)
+    ):
         log.warning("%s changed since the predict step wrote it: predicting again", path)
         return None
     previous = read_predictions(path)
@@ -45,7 +52,9 @@ def reusable(path: Path, model_id: str, wanted: list[str], written: dict[str, An
     return None
 
 
-def predict_with(ctx: RunContext, store: Store, *, force: bool = False, progress: ProgressFactory = no_progress, spark: Any = None) -> PredictResult:
+def predict_with(
+    ctx: RunContext, store: Store, *, force: bool = False, progress: ProgressFactory = no_progress, spark: Any = None
+) -> PredictResult:
     """Run the model, and every candidate, on the date's sample: ``predictions/<date>.parquet`` and one file per candidate.
 
     The candidates (:func:`candidate_dirs`) predict the same images in the same order, from the same
@@ -70,14 +79,17 @@ def predict_with(ctx: RunContext, store: Store, *, force: bool = False, progress
     files = PredictionFiles(settings.predictions_dir)
     out = files.production(date)
     if not sample.items:  # every class evaluated whole already: nothing to predict, and the day says so
-        from evaluation.predictions import predictions_frame
-
         from evaluation.model import model_identity
+        from evaluation.predictions import predictions_frame
 
         if force or not out.is_file():
             write_predictions(predictions_frame([]), out)
-            store.update_run(ctx.source_uri, date, {"predictions": {"model_id": None, "rows": 0, "sha256": file_digest(out)}})
-        for folder in candidate_dirs(settings, store):  # every model has its (empty) file of the day, as on any other day
+            store.update_run(
+                ctx.source_uri, date, {"predictions": {"model_id": None, "rows": 0, "sha256": file_digest(out)}}
+            )
+        for folder in candidate_dirs(
+            settings, store
+        ):  # every model has its (empty) file of the day, as on any other day
             path = files.candidate(date, model_identity(folder))
             if force or not path.is_file():
                 write_predictions(predictions_frame([]), path)
@@ -106,9 +118,13 @@ def predict_with(ctx: RunContext, store: Store, *, force: bool = False, progress
     targets = [(loaded, out)] + [(c, files.candidate(date, c.model_id)) for c in candidates]
     frames: dict[str, Any] = {}
     if not force:
-        written = next((run.get("predictions") for run in store.runs_on(date) if run.get("source") == ctx.source_uri), None)
+        written = next(
+            (run.get("predictions") for run in store.runs_on(date) if run.get("source") == ctx.source_uri), None
+        )
         for model, path in targets:
-            previous = reusable(path, model.model_id, wanted, written if model is loaded and isinstance(written, dict) else None)
+            previous = reusable(
+                path, model.model_id, wanted, written if model is loaded and isinstance(written, dict) else None
+            )
             if previous is not None:
                 frames[model.model_id] = previous
     reused = {model_id for model_id in frames}
@@ -161,12 +177,19 @@ def predict_with(ctx: RunContext, store: Store, *, force: bool = False, progress
         frame["draw"] = [draws.get(p, "base") for p in frame["image_path"]]
         write_predictions(frame, path)
         if model is loaded:  # what the metrics step checks it reads back
-            store.update_run(ctx.source_uri, date, {"predictions": {"model_id": model.model_id, "rows": len(frame), "sha256": file_digest(path)}})
+            store.update_run(
+                ctx.source_uri,
+                date,
+                {"predictions": {"model_id": model.model_id, "rows": len(frame), "sha256": file_digest(path)}},
+            )
     register_model(store, loaded, date)
     summary: PredictResult = {
         "date": date,
         **model_predictions(out, frames[loaded.model_id], loaded.model_id, reused=loaded.model_id in reused),
-        "candidates": [model_predictions(path, frames[c.model_id], c.model_id, reused=c.model_id in reused) for c, path in targets[1:]],
+        "candidates": [
+            model_predictions(path, frames[c.model_id], c.model_id, reused=c.model_id in reused)
+            for c, path in targets[1:]
+        ],
     }
     if to_run:
         record_stage(store, ctx, "predict", summary)
@@ -184,7 +207,9 @@ def model_predictions(path: Path, frame: Any, model_id: str, *, reused: bool) ->
     }
 
 
-def run_predict(settings: Settings, date: str, *, force: bool = False, progress: ProgressFactory = no_progress) -> PredictResult:
+def run_predict(
+    settings: Settings, date: str, *, force: bool = False, progress: ProgressFactory = no_progress
+) -> PredictResult:
     ctx = RunContext.for_date(settings, date)
     with open_store(settings) as store:
         return predict_with(ctx, store, force=force, progress=progress)

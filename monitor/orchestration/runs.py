@@ -15,7 +15,7 @@ from monitor.store import Store
 
 
 def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def record_stage(store: Store, ctx: RunContext, stage: str, summary: Mapping[str, Any]) -> None:
@@ -40,7 +40,9 @@ def production_model_id(settings: Settings) -> str:
     from evaluation.model import model_identity
 
     if not Path(settings.model_dir).is_dir():
-        raise ModelError(f"model directory {settings.model_dir} does not exist (set MONITOR_MODEL_DIR to a Hugging Face model directory)")
+        raise ModelError(
+            f"model directory {settings.model_dir} does not exist (set MONITOR_MODEL_DIR to a Hugging Face model directory)"
+        )
     try:
         return model_identity(settings.model_dir)
     except OSError as exc:

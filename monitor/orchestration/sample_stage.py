@@ -21,8 +21,14 @@ from monitor.store import Store, open_store
 def check_sample_settings(recorded: dict[str, Any], settings: Settings, date: str) -> None:
     """Refuse to reuse a date's sample that was drawn with other sampling settings (silently evaluating the old one would mislead)."""
     wanted = {"samples_per_class": settings.samples_per_class, "seed": settings.seed, "fresh_days": settings.fresh_days}
-    stored = {"samples_per_class": recorded.get("n_per_class"), "seed": recorded.get("seed"), "fresh_days": recorded.get("fresh_days")}
-    changed = [f"MONITOR_{name.upper()} {stored[name]} -> {wanted[name]}" for name in wanted if stored[name] != wanted[name]]
+    stored = {
+        "samples_per_class": recorded.get("n_per_class"),
+        "seed": recorded.get("seed"),
+        "fresh_days": recorded.get("fresh_days"),
+    }
+    changed = [
+        f"MONITOR_{name.upper()} {stored[name]} -> {wanted[name]}" for name in wanted if stored[name] != wanted[name]
+    ]
     if changed:
         raise ConfigError(
             f"the sample of {date} was drawn with other settings ({', '.join(changed)}); "
@@ -53,14 +59,24 @@ def sample_with(ctx: RunContext, store: Store, *, force: bool = False) -> Sample
         if store.count_images(source_uri) == 0:
             raise DataError(f"nothing is indexed for {source_uri}: run `monitor index` first")
         unit = grant_unit(settings.followup_samples)
-        requests = followup_requests(store, date, settings.followup_daily_cap, unit) if settings.followup_samples else {}
+        requests = (
+            followup_requests(store, date, settings.followup_daily_cap, unit) if settings.followup_samples else {}
+        )
         # Images the production model evaluated on other dates are never drawn again: each counts once per model.
         model_id = production_model_id(settings)
         sample = draw_sample(
-            store, source_uri, ctx.date, settings.samples_per_class, settings.seed,
-            fresh_days=settings.fresh_days, followup=requests, followup_unit=unit,
-            seen=store.evaluated(model_id, other_than=date), first_draw=settings.first_draw, model_id=model_id,
-        )  # fmt: skip
+            store,
+            source_uri,
+            ctx.date,
+            settings.samples_per_class,
+            settings.seed,
+            fresh_days=settings.fresh_days,
+            followup=requests,
+            followup_unit=unit,
+            seen=store.evaluated(model_id, other_than=date),
+            first_draw=settings.first_draw,
+            model_id=model_id,
+        )
         if not sample.items and not sample.unseen_left and not sample.unseen:
             window = f" within {settings.fresh_days} days" if settings.fresh_days else ""
             raise DataError(f"no usable image of {source_uri} was created on or before {date}{window}")
@@ -74,7 +90,9 @@ def sample_with(ctx: RunContext, store: Store, *, force: bool = False) -> Sample
         "classes": dict(sample.classes),
         "short_classes": dict(sample.short_classes),
         "followup": dict(sample.followup),
-        "exhausted": sorted(label for label, left in sample.unseen_left.items() if left == 0 and not sample.classes.get(label)),
+        "exhausted": sorted(
+            label for label, left in sample.unseen_left.items() if left == 0 and not sample.classes.get(label)
+        ),
         "reused": reused,
     }
     record_stage(store, ctx, "sample", summary)

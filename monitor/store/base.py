@@ -54,7 +54,10 @@ def _index(name: str, *fields: str, unique: bool = False, order: int = ASCENDING
     return Index(name, tuple((field, order) for field in fields), unique)
 
 
-_PER_MODEL_DAY = (_index("model_date_label", "model_id", "date", "label", unique=True), _index("date", "date", order=DESCENDING))
+_PER_MODEL_DAY = (
+    _index("model_date_label", "model_id", "date", "label", unique=True),
+    _index("date", "date", order=DESCENDING),
+)
 
 #: Every collection of the service, once (docs/ARCHITECTURE.md describes every field).
 COLLECTIONS: dict[str, Collection] = {
@@ -68,13 +71,24 @@ COLLECTIONS: dict[str, Collection] = {
         ),
         ("source", "label"),
     ),
-    "samples": Collection("one document per (source, date): the drawn sample", (_index("source_date", "source", "date", unique=True),), ("source", "date")),
-    "class_metrics": Collection("one document per (model_id, date, label): counts from Spark SQL", _PER_MODEL_DAY, ("model_id", "date")),
-    "class_health": Collection("one document per (model_id, date, label): verdict and evidence", _PER_MODEL_DAY, ("model_id", "date")),
+    "samples": Collection(
+        "one document per (source, date): the drawn sample",
+        (_index("source_date", "source", "date", unique=True),),
+        ("source", "date"),
+    ),
+    "class_metrics": Collection(
+        "one document per (model_id, date, label): counts from Spark SQL", _PER_MODEL_DAY, ("model_id", "date")
+    ),
+    "class_health": Collection(
+        "one document per (model_id, date, label): verdict and evidence", _PER_MODEL_DAY, ("model_id", "date")
+    ),
     # One row per image a model evaluated, counted once: the image identity is unique per model and class.
     "evaluations": Collection(
         "one document per (model_id, label, image) a model evaluated, with the date it was drawn on",
-        (_index("model_label_image", "model_id", "label", "image", unique=True), _index("model_date", "model_id", "date")),
+        (
+            _index("model_label_image", "model_id", "label", "image", unique=True),
+            _index("model_date", "model_id", "date"),
+        ),
         ("model_id", "date"),
     ),
     "alerts": Collection(
@@ -83,11 +97,19 @@ COLLECTIONS: dict[str, Collection] = {
         ("model_id",),
     ),
     "models": Collection(
-        "one document per model id (name + weights checksum), first and last date seen", (_index("model_id", "model_id", unique=True),), ()
+        "one document per model id (name + weights checksum), first and last date seen",
+        (_index("model_id", "model_id", unique=True),),
+        (),
     ),
-    "runs": Collection("one document per (source, date): what each stage did", (_index("source_date", "source", "date", unique=True),), ("source",)),
+    "runs": Collection(
+        "one document per (source, date): what each stage did",
+        (_index("source_date", "source", "date", unique=True),),
+        ("source",),
+    ),
     "candidates": Collection(
-        "one document per candidate model directory registered with ``monitor candidate add``", (_index("model_dir", "model_dir", unique=True),), ()
+        "one document per candidate model directory registered with ``monitor candidate add``",
+        (_index("model_dir", "model_dir", unique=True),),
+        (),
     ),
     "comparisons": Collection(
         "one document per (candidate model id, date): a candidate beside production up to that date (monitor.orchestration.compare_stage)",
@@ -135,7 +157,9 @@ class Store(Protocol):
 
     def __enter__(self) -> Store: ...
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None: ...
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
 
     def info(self) -> dict[str, Any]:
         """The embedded store's commit, partition files, size and backups (empty on MongoDB)."""
@@ -147,7 +171,9 @@ class Store(Protocol):
 
     # --- runs ---
 
-    def record_stage(self, source: str, date: str, stage: str, summary: Mapping[str, Any], *, finished_at: dt.datetime) -> None:
+    def record_stage(
+        self, source: str, date: str, stage: str, summary: Mapping[str, Any], *, finished_at: dt.datetime
+    ) -> None:
         """Note that ``stage`` finished for (source, date), replacing its previous note, and commit."""
         ...
 
@@ -200,7 +226,9 @@ class Store(Protocol):
         """How many images of ``source`` are stored (only those not marked missing, when asked)."""
         ...
 
-    def stored_images(self, source: str, paths: Mapping[str | None, Sequence[str]], fields: Iterable[str]) -> dict[str, Doc]:
+    def stored_images(
+        self, source: str, paths: Mapping[str | None, Sequence[str]], fields: Iterable[str]
+    ) -> dict[str, Doc]:
         """The stored documents (``path`` and ``fields``) of ``paths`` (grouped by label), by path."""
         ...
 
@@ -221,12 +249,16 @@ class Store(Protocol):
         """Labels with a usable image of ``source`` (created by ``created_by``, when given), sorted."""
         ...
 
-    def walk_class(self, source: str, label: str, created: Mapping[str, dt.datetime], pivot: float, size: int) -> list[Doc]:
+    def walk_class(
+        self, source: str, label: str, created: Mapping[str, dt.datetime], pivot: float, size: int
+    ) -> list[Doc]:
         """The ``size`` usable images of a class created in the ``created`` window following ``pivot`` in sampling-key
         order, wrapping around below it. Each: ``path``, ``label``, ``sample_key``, ``created``, ``checksum``."""
         ...
 
-    def walk_cost(self, source: str, label: str, created: Mapping[str, dt.datetime], pivot: float, size: int) -> tuple[int, int, int]:
+    def walk_cost(
+        self, source: str, label: str, created: Mapping[str, dt.datetime], pivot: float, size: int
+    ) -> tuple[int, int, int]:
         """(documents examined, index keys examined, queries) of :meth:`walk_class`, counted as :attr:`cost_method`
         says (for benchmarks and capacity planning)."""
         ...
@@ -254,7 +286,9 @@ class Store(Protocol):
         """Record the sample of (source, date), replacing a previous one."""
         ...
 
-    def evaluated(self, model_id: str, *, labels: Iterable[str] | None = None, other_than: str | None = None) -> dict[str, set[str]]:
+    def evaluated(
+        self, model_id: str, *, labels: Iterable[str] | None = None, other_than: str | None = None
+    ) -> dict[str, set[str]]:
         """The image identities ``model_id`` evaluated, per label, on every date but ``other_than`` (the date being drawn)."""
         ...
 
@@ -274,9 +308,15 @@ class Store(Protocol):
         ...
 
     def rows(
-        self, kind: str, model_id: str | None, *, start: str | None = None, end: str | None = None,
-        labels: Sequence[str] | None = None, fields: Sequence[str] | None = None,
-    ) -> list[Doc]:  # fmt: skip
+        self,
+        kind: str,
+        model_id: str | None,
+        *,
+        start: str | None = None,
+        end: str | None = None,
+        labels: Sequence[str] | None = None,
+        fields: Sequence[str] | None = None,
+    ) -> list[Doc]:
         """The ``class_metrics`` or ``class_health`` rows of ``model_id`` (None: every model) with ``start <= date <= end``, by date and label."""
         ...
 
@@ -286,7 +326,9 @@ class Store(Protocol):
         or an uncommitted write): re-read everything."""
         ...
 
-    def dates(self, kind: str, model_id: str | None = None, *, after: str | None = None, before: str | None = None) -> list[str]:
+    def dates(
+        self, kind: str, model_id: str | None = None, *, after: str | None = None, before: str | None = None
+    ) -> list[str]:
         """The dates with ``kind`` rows (of ``model_id``, or any model), strictly between ``after`` and ``before``, oldest first."""
         ...
 
@@ -317,9 +359,14 @@ class Store(Protocol):
         ...
 
     def alerts(
-        self, model_id: str | None = None, *, pending_only: bool = False, start: str | None = None, end: str | None = None,
+        self,
+        model_id: str | None = None,
+        *,
+        pending_only: bool = False,
+        start: str | None = None,
+        end: str | None = None,
         labels: Sequence[str] | None = None,
-    ) -> list[Doc]:  # fmt: skip
+    ) -> list[Doc]:
         """Alerts (without ``_id``), newest first: by transition date, then creation."""
         ...
 
@@ -345,7 +392,11 @@ def date_range(start: str | None, end: str | None) -> Doc:
 
 def day_filter(model_id: str | None, start: str | None, end: str | None) -> Callable[[Key], bool]:
     """Accepts the (model_id, date) partition keys of ``model_id`` (None: any) with ``start <= date <= end``."""
-    return lambda key: (model_id is None or key[0] == model_id) and (start is None or key[1] >= start) and (end is None or key[1] <= end)
+    return lambda key: (
+        (model_id is None or key[0] == model_id)
+        and (start is None or key[1] >= start)
+        and (end is None or key[1] <= end)
+    )
 
 
 def sortable_time(value: Any) -> str:
@@ -363,5 +414,5 @@ def in_window(created: Any, window: Mapping[str, dt.datetime]) -> bool:
     if created is None:
         return False
     if created.tzinfo is None:
-        created = created.replace(tzinfo=dt.timezone.utc)
+        created = created.replace(tzinfo=dt.UTC)
     return bool(created <= window["$lte"] and ("$gte" not in window or created >= window["$gte"]))

@@ -20,7 +20,16 @@ from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
 
 from monitor.core.errors import DataError, StoreError, redact
-from monitor.store.base import Doc, Key, STATUS_MISSING, STATUS_UNUSABLE, check_kind, date_range, partition_key, sortable_time
+from monitor.store.base import (
+    STATUS_MISSING,
+    STATUS_UNUSABLE,
+    Doc,
+    Key,
+    check_kind,
+    date_range,
+    partition_key,
+    sortable_time,
+)
 
 
 class StoreBase(abc.ABC):
@@ -50,12 +59,20 @@ class StoreBase(abc.ABC):
 
     @abc.abstractmethod
     def rows(
-        self, kind: str, model_id: str | None, *, start: str | None = None, end: str | None = None,
-        labels: Sequence[str] | None = None, fields: Sequence[str] | None = None,
-    ) -> list[Doc]: ...  # fmt: skip
+        self,
+        kind: str,
+        model_id: str | None,
+        *,
+        start: str | None = None,
+        end: str | None = None,
+        labels: Sequence[str] | None = None,
+        fields: Sequence[str] | None = None,
+    ) -> list[Doc]: ...
 
     @abc.abstractmethod
-    def dates(self, kind: str, model_id: str | None = None, *, after: str | None = None, before: str | None = None) -> list[str]: ...
+    def dates(
+        self, kind: str, model_id: str | None = None, *, after: str | None = None, before: str | None = None
+    ) -> list[str]: ...
 
     @contextmanager
     def _failing(self, what: str) -> Iterator[None]:
@@ -69,15 +86,21 @@ class StoreBase(abc.ABC):
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     # --- runs -------------------------------------------------------------------------------------
 
-    def record_stage(self, source: str, date: str, stage: str, summary: Mapping[str, Any], *, finished_at: dt.datetime) -> None:
+    def record_stage(
+        self, source: str, date: str, stage: str, summary: Mapping[str, Any], *, finished_at: dt.datetime
+    ) -> None:
         key = {"source": source, "date": date}
         with self._failing(f"record the {stage} stage of {date}"):
-            self._part("runs", key, write=True).update_one(key, {"$set": {f"stages.{stage}": {**summary, "finished_at": finished_at}}}, upsert=True)
+            self._part("runs", key, write=True).update_one(
+                key, {"$set": {f"stages.{stage}": {**summary, "finished_at": finished_at}}}, upsert=True
+            )
         self.commit()
 
     def update_run(self, source: str, date: str, fields: Mapping[str, Any]) -> None:
@@ -137,7 +160,11 @@ class StoreBase(abc.ABC):
     def comparisons(self, candidate: str, *, start: str | None = None, end: str | None = None) -> list[Doc]:
         query = {"candidate": candidate, **({"date": date_range(start, end)} if start or end else {})}
         with self._failing(f"read the comparisons of {candidate}"):
-            docs = [doc for coll in self._parts("comparisons", lambda key: key == (candidate,)) for doc in coll.find(query, {"_id": 0})]
+            docs = [
+                doc
+                for coll in self._parts("comparisons", lambda key: key == (candidate,))
+                for doc in coll.find(query, {"_id": 0})
+            ]
         return sorted(docs, key=lambda doc: str(doc["date"]))
 
     # --- images -----------------------------------------------------------------------------------
@@ -152,7 +179,10 @@ class StoreBase(abc.ABC):
                 coll = self._part("images", {"source": source, **docs[0]}, write=True)
                 for start in range(0, len(docs), 1000):
                     chunk = [doc["path"] for doc in docs[start : start + 1000]]
-                    result = coll.update_many({"source": source, "path": {"$in": chunk}, "status": {"$ne": STATUS_MISSING}}, {"$set": dict(fields)})
+                    result = coll.update_many(
+                        {"source": source, "path": {"$in": chunk}, "status": {"$ne": STATUS_MISSING}},
+                        {"$set": dict(fields)},
+                    )
                     marked += result.modified_count
         return marked
 
@@ -201,7 +231,9 @@ class StoreBase(abc.ABC):
         for row in rows:
             for name, expected in (("model_id", model_id), ("date", date)):
                 if row.get(name, expected) != expected:
-                    raise DataError(f"a {kind} row for label {row.get('label')!r} has {name} {row[name]!r}, not {expected!r}")
+                    raise DataError(
+                        f"a {kind} row for label {row.get('label')!r} has {name} {row[name]!r}, not {expected!r}"
+                    )
             docs.append({**row, "model_id": model_id, "date": date})
         labels = [doc.get("label") for doc in docs]
         if len(set(labels)) != len(labels):
@@ -232,7 +264,9 @@ class StoreBase(abc.ABC):
         removed = 0
         with self._failing(f"withdraw alerts of {model_id} on {date}"):
             coll = self._part("alerts", key)
-            for doc in list(coll.find({"model_id": model_id, "date": date, "delivered": False}, {"label": 1, "kind": 1})):
+            for doc in list(
+                coll.find({"model_id": model_id, "date": date, "delivered": False}, {"label": 1, "kind": 1})
+            ):
                 if (str(doc["label"]), str(doc["kind"])) not in keep:
                     self._part("alerts", key, write=True).delete_one({"_id": doc["_id"]})
                     removed += 1
@@ -245,13 +279,20 @@ class StoreBase(abc.ABC):
 
     def update_alert(self, alert: Mapping[str, Any], update: Mapping[str, Any]) -> None:
         with self._failing("record the delivery of an alert"):
-            self._part("alerts", {"model_id": alert["model_id"]}, write=True).update_one({"_id": alert["_id"]}, dict(update))
+            self._part("alerts", {"model_id": alert["model_id"]}, write=True).update_one(
+                {"_id": alert["_id"]}, dict(update)
+            )
         self.commit()
 
     def alerts(
-        self, model_id: str | None = None, *, pending_only: bool = False, start: str | None = None, end: str | None = None,
+        self,
+        model_id: str | None = None,
+        *,
+        pending_only: bool = False,
+        start: str | None = None,
+        end: str | None = None,
         labels: Sequence[str] | None = None,
-    ) -> list[Doc]:  # fmt: skip
+    ) -> list[Doc]:
         query: Doc = {}
         if model_id:
             query["model_id"] = model_id

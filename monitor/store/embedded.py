@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 MANIFEST = "manifest.json"
 BACKUPS = 3
-_CODEC: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True, tzinfo=dt.timezone.utc)
+_CODEC: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True, tzinfo=dt.UTC)
 #: The largest manifest a reader reads (about 250,000 partitions); a writer refuses to write a larger one.
 MANIFEST_MAX_BYTES = 64 << 20
 #: The largest partition file read when the manifest records no size for it (manifests of earlier versions).
@@ -72,6 +72,7 @@ PART_MAX_BYTES = 1 << 30
 MANIFEST_MAX_DEPTH = 4
 #: The name a writer gives a partition file (see _file_stem): "<kind>/<name>.bson", one plain name in its kind's folder.
 _PART_FILE = re.compile(r"(?P<kind>[a-z_]+)/[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.bson")
+
 
 def _file_stem(kind: str, key: Key) -> str:
     digest = hashlib.sha256("\x1f".join((kind, *key)).encode()).hexdigest()[:20]
@@ -114,7 +115,7 @@ class Manifest:
         )
 
     @classmethod
-    def parse(cls, text: str | bytes) -> "Manifest":
+    def parse(cls, text: str | bytes) -> Manifest:
         """The manifest in ``text``; ``ValueError`` (one line) when it is not JSON of the manifest's shape.
 
         JSON of bounded depth with finite numbers only (:func:`monitor.core.files.parse_json_bounded`); each
@@ -143,7 +144,9 @@ class Manifest:
             ):
                 raise ValueError(f"a manifest entry is not a partition: {_shown(entry)}")
             key = tuple(entry["key"])
-            manifest.parts[(entry["kind"], key)] = _Part(entry["kind"], key, entry["file"], entry.get("docs") or 0, entry.get("bytes"))
+            manifest.parts[(entry["kind"], key)] = _Part(
+                entry["kind"], key, entry["file"], entry.get("docs") or 0, entry.get("bytes")
+            )
         return manifest
 
 
@@ -154,7 +157,10 @@ def _count(value: Any) -> bool:
 def _shown(entry: Any) -> str:
     """A short, one-line view of a manifest entry for an error message (its own text may be long or odd)."""
     if isinstance(entry, dict):
-        text = ", ".join(f"{str(k)[:40]}: {v if isinstance(v, (int, float, bool)) or v is None else repr(v)[:80]}" for k, v in list(entry.items())[:6])
+        text = ", ".join(
+            f"{str(k)[:40]}: {v if isinstance(v, (int, float, bool)) or v is None else repr(v)[:80]}"
+            for k, v in list(entry.items())[:6]
+        )
         return ("{" + text + "}")[:200]
     return type(entry).__name__
 
@@ -195,7 +201,9 @@ def read_part_file(
 class EmbeddedDB:
     """The partitions of one embedded database under ``root``, loaded lazily into one mongomock client."""
 
-    def __init__(self, root: Path, *, writable: bool, lock_timeout_s: float = 600.0, wait_message_after_s: float = 1.0) -> None:
+    def __init__(
+        self, root: Path, *, writable: bool, lock_timeout_s: float = 600.0, wait_message_after_s: float = 1.0
+    ) -> None:
         self.root = Path(root)
         self.writable = writable
         self._client: Any = mongomock.MongoClient(tz_aware=True)
@@ -228,22 +236,34 @@ class EmbeddedDB:
             try:
                 lock.acquire(timeout=min(message_after_s, timeout_s))
             except Timeout:
-                log.warning("waiting for the embedded store %s: %s (readers such as `monitor health` do not wait)", self.root, _holder_text(holder))
+                log.warning(
+                    "waiting for the embedded store %s: %s (readers such as `monitor health` do not wait)",
+                    self.root,
+                    _holder_text(holder),
+                )
                 lock.acquire(timeout=max(timeout_s - message_after_s, 0.0))
         except Timeout as exc:
-            raise StoreError(f"the embedded store {self.root} is held by another writer ({_holder_text(holder)}; waited {timeout_s:.0f} s)") from exc
+            raise StoreError(
+                f"the embedded store {self.root} is held by another writer ({_holder_text(holder)}; waited {timeout_s:.0f} s)"
+            ) from exc
         except OSError as exc:
-            raise StoreError(f"cannot lock the embedded store {self.root}: {exc.strerror or exc} (is it writable?)") from exc
+            raise StoreError(
+                f"cannot lock the embedded store {self.root}: {exc.strerror or exc} (is it writable?)"
+            ) from exc
         self._lock = lock
         try:
-            holder.write_text(json.dumps({"pid": os.getpid(), "command": " ".join(sys.argv[:4])[:200], "since": _now_iso()}))
+            holder.write_text(
+                json.dumps({"pid": os.getpid(), "command": " ".join(sys.argv[:4])[:200], "since": _now_iso()})
+            )
             remove_leftovers(self.root)  # holding the lock: any temporary file here is a killed writer's
             for folder in COLLECTIONS:
                 remove_leftovers(self.root / folder)
         except OSError as exc:
             lock.release()
             self._lock = None
-            raise StoreError(f"cannot write the embedded store {self.root}: {exc.strerror or exc} (is it writable?)") from exc
+            raise StoreError(
+                f"cannot write the embedded store {self.root}: {exc.strerror or exc} (is it writable?)"
+            ) from exc
 
     # --- the manifest -----------------------------------------------------------------------------
 
@@ -265,7 +285,9 @@ class EmbeddedDB:
         except OSError as exc:
             raise StoreError(f"cannot read the embedded store manifest {path}: {exc.strerror or exc}") from exc
         except (ValueError, TypeError, KeyError) as exc:
-            raise StoreError(f"the embedded store manifest {path} is unreadable ({_first_line(exc)}); {restore_hint(self.root)}") from exc
+            raise StoreError(
+                f"the embedded store manifest {path} is unreadable ({_first_line(exc)}); {restore_hint(self.root)}"
+            ) from exc
         self._manifest_stamp = stamp
         return manifest
 
@@ -420,16 +442,28 @@ class EmbeddedDB:
                     if older.exists():
                         os.replace(older, self.root / f"{MANIFEST}.{n + 1}")
                 previous = current.read_bytes()
-                atomic_write(self.root / f"{MANIFEST}.1", lambda tmp: Path(tmp).write_bytes(previous), what="store manifest backup", error=StoreError)
+                atomic_write(
+                    self.root / f"{MANIFEST}.1",
+                    lambda tmp: Path(tmp).write_bytes(previous),
+                    what="store manifest backup",
+                    error=StoreError,
+                )
         except OSError as exc:
-            raise StoreError(f"cannot keep a backup of the embedded store manifest {current}: {exc.strerror or exc}") from exc
+            raise StoreError(
+                f"cannot keep a backup of the embedded store manifest {current}: {exc.strerror or exc}"
+            ) from exc
         text = manifest.to_json()
         if len(text) > MANIFEST_MAX_BYTES:  # readers refuse a larger one: never write a store they cannot open
             raise StoreError(
                 f"the embedded store {self.root} has grown past {MANIFEST_MAX_BYTES >> 20} MiB of manifest ({len(manifest.parts)} partitions); "
                 "use a MongoDB (MONITOR_MONGO_URI) for a store this size"
             )
-        atomic_write(current, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), what="embedded store manifest", error=StoreError)
+        atomic_write(
+            current,
+            lambda tmp: Path(tmp).write_text(text, encoding="utf-8"),
+            what="embedded store manifest",
+            error=StoreError,
+        )
 
     def _collect_garbage(self) -> None:
         """Remove partition files that neither the manifest nor its backups name."""
@@ -454,7 +488,9 @@ class EmbeddedDB:
             "committed_at": self.manifest.committed_at,
             "partitions": len(files),
             "bytes": sum(f.stat().st_size for f in files if f.exists()),
-            "backups": [name for name in (f"{MANIFEST}.{n}" for n in range(1, BACKUPS + 1)) if (self.root / name).exists()],
+            "backups": [
+                name for name in (f"{MANIFEST}.{n}" for n in range(1, BACKUPS + 1)) if (self.root / name).exists()
+            ],
         }
 
     # --- life cycle -------------------------------------------------------------------------------
@@ -493,9 +529,13 @@ def restore(root: Path) -> dict[str, Any]:
     try:
         lock.acquire(timeout=30)
     except Timeout as exc:
-        raise StoreError(f"the embedded store {root} is held by a writer ({_holder_text(root / '.lock.holder')}); restore when it has finished") from exc
+        raise StoreError(
+            f"the embedded store {root} is held by a writer ({_holder_text(root / '.lock.holder')}); restore when it has finished"
+        ) from exc
     except OSError as exc:
-        raise StoreError(f"cannot lock the embedded store {root} to restore it: {exc.strerror or exc} (is it writable?)") from exc
+        raise StoreError(
+            f"cannot lock the embedded store {root} to restore it: {exc.strerror or exc} (is it writable?)"
+        ) from exc
     try:
         tried: list[str] = []
         for name in names:
@@ -520,9 +560,17 @@ def restore(root: Path) -> dict[str, Any]:
                     if os.path.lexists(root / MANIFEST):
                         os.replace(root / MANIFEST, root / f"{MANIFEST}.bad")
                 except OSError as exc:
-                    raise StoreError(f"cannot restore the embedded store {root}: {exc.strerror or exc} (is it writable?)") from exc
+                    raise StoreError(
+                        f"cannot restore the embedded store {root}: {exc.strerror or exc} (is it writable?)"
+                    ) from exc
                 atomic_write(root / MANIFEST, _writer(text), what="embedded store manifest", error=StoreError)
-            return {"store": str(root), "restored_from": name, "commit": manifest.commit, "committed_at": manifest.committed_at, "skipped": tried}
+            return {
+                "store": str(root),
+                "restored_from": name,
+                "commit": manifest.commit,
+                "committed_at": manifest.committed_at,
+                "skipped": tried,
+            }
         raise StoreError(
             f"no commit of the embedded store {root} reads ({'; '.join(tried) or 'no manifest'}); move {root} aside to start a new store "
             f"(`monitor evaluate` re-indexes the source; the history is lost)"
@@ -557,4 +605,4 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -12,7 +12,9 @@ durable at :meth:`EmbeddedStore.commit`; a store opened ``read_only`` never lock
 from __future__ import annotations
 
 import datetime as dt
+import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from functools import partial
 from typing import Any, Literal
 
 from pymongo import UpdateOne
@@ -101,7 +103,9 @@ class EmbeddedStore(StoreBase):
             # The manifest knows each committed partition's size: nothing is read.
             return sum(self._db.count("images", key) for key in self._db.keys("images", of_source))
 
-    def stored_images(self, source: str, paths: Mapping[str | None, Sequence[str]], fields: Iterable[str]) -> dict[str, Doc]:
+    def stored_images(
+        self, source: str, paths: Mapping[str | None, Sequence[str]], fields: Iterable[str]
+    ) -> dict[str, Doc]:
         names = ["path", *fields]
         found: dict[str, Doc] = {}
         with self._failing(f"read indexed images of {source}"):
@@ -109,7 +113,7 @@ class EmbeddedStore(StoreBase):
                 # mongomock checks ``$in`` against the whole list for every document: a set lookup instead.
                 wanted = set(group)
                 key = partition_key("images", {"source": source, "label": label})
-                for doc in self._documents("images", lambda other: other == key):
+                for doc in self._documents("images", partial(operator.eq, key)):
                     if doc["path"] in wanted:
                         found[doc["path"]] = {name: doc[name] for name in names if name in doc}
         return found
@@ -138,16 +142,29 @@ class EmbeddedStore(StoreBase):
         window = {"$lte": created_by} if created_by else None
         with self._failing(f"read the classes of {source}"):
             keys = self._db.keys("images", lambda key: key[0] == source)
-            return sorted(key[1] for key in keys if key[1] and any(usable(doc, window) for doc in self._db.documents("images", key)))
+            return sorted(
+                key[1]
+                for key in keys
+                if key[1] and any(usable(doc, window) for doc in self._db.documents("images", key))
+            )
 
-    def walk_class(self, source: str, label: str, created: Mapping[str, dt.datetime], pivot: float, size: int) -> list[Doc]:
+    def walk_class(
+        self, source: str, label: str, created: Mapping[str, dt.datetime], pivot: float, size: int
+    ) -> list[Doc]:
         """The class's partition, sorted by sampling key here."""
-        eligible = sorted((doc for doc in self._class(source, label) if usable(doc, created)), key=lambda doc: doc["sample_key"])
+        eligible = sorted(
+            (doc for doc in self._class(source, label) if usable(doc, created)), key=lambda doc: doc["sample_key"]
+        )
         start = next((i for i, doc in enumerate(eligible) if doc["sample_key"] >= pivot), len(eligible))
         ordered = eligible[start:] + eligible[:start]
-        return [{name: doc.get(name) for name in ("path", "label", "sample_key", "created", "checksum")} for doc in ordered[:size]]
+        return [
+            {name: doc.get(name) for name in ("path", "label", "sample_key", "created", "checksum")}
+            for doc in ordered[:size]
+        ]
 
-    def walk_cost(self, source: str, label: str, created: Mapping[str, dt.datetime], pivot: float, size: int) -> tuple[int, int, int]:
+    def walk_cost(
+        self, source: str, label: str, created: Mapping[str, dt.datetime], pivot: float, size: int
+    ) -> tuple[int, int, int]:
         """mongomock has no ``explain()`` and scans everything, so the count is the query's shape: documents fetched
         walking the ``sampling`` index range from the pivot in key order until ``size`` pass the ``created`` filter
         (MongoDB's IXSCAN -> FETCH(filter) -> LIMIT); index keys are not counted (0)."""
@@ -159,7 +176,9 @@ class EmbeddedStore(StoreBase):
                 if found >= size:
                     break
                 queries += 1
-                for doc in coll.find({**index_part, "sample_key": key_range}, {"_id": 0, "created": 1}).sort("sample_key", 1):
+                for doc in coll.find({**index_part, "sample_key": key_range}, {"_id": 0, "created": 1}).sort(
+                    "sample_key", 1
+                ):
                     docs += 1
                     if in_window(doc.get("created"), created):
                         found += 1
@@ -175,11 +194,17 @@ class EmbeddedStore(StoreBase):
         return dict(sorted(counts.items()))
 
     def class_images(self, source: str, label: str, created: Mapping[str, dt.datetime]) -> list[Doc]:
-        return [{name: doc.get(name) for name in SAMPLE_FIELDS if name != "_id"} for doc in self._class(source, label) if usable(doc, created)]
+        return [
+            {name: doc.get(name) for name in SAMPLE_FIELDS if name != "_id"}
+            for doc in self._class(source, label)
+            if usable(doc, created)
+        ]
 
     # --- evaluations, class metrics and class health ----------------------------------------------
 
-    def evaluated(self, model_id: str, *, labels: Iterable[str] | None = None, other_than: str | None = None) -> dict[str, set[str]]:
+    def evaluated(
+        self, model_id: str, *, labels: Iterable[str] | None = None, other_than: str | None = None
+    ) -> dict[str, set[str]]:
         wanted = set(labels) if labels is not None else None
         out: dict[str, set[str]] = {}
         with self._failing(f"read the images {model_id} evaluated"):
@@ -190,9 +215,15 @@ class EmbeddedStore(StoreBase):
         return out
 
     def rows(
-        self, kind: str, model_id: str | None, *, start: str | None = None, end: str | None = None,
-        labels: Sequence[str] | None = None, fields: Sequence[str] | None = None,
-    ) -> list[Doc]:  # fmt: skip
+        self,
+        kind: str,
+        model_id: str | None,
+        *,
+        start: str | None = None,
+        end: str | None = None,
+        labels: Sequence[str] | None = None,
+        fields: Sequence[str] | None = None,
+    ) -> list[Doc]:
         """Whole day partitions, filtered here: mongomock would copy every document of each (a year is ~70k rows)."""
         check_kind(kind)
         wanted = set(labels) if labels is not None else None
@@ -200,7 +231,11 @@ class EmbeddedStore(StoreBase):
         with self._failing(f"read {kind} of {model_id or 'every model'}"):
             for doc in self._documents(kind, day_filter(model_id, start, end)):
                 if wanted is None or doc.get("label") in wanted:
-                    docs.append({name: doc[name] for name in fields if name in doc} if fields else {k: v for k, v in doc.items() if k != "_id"})
+                    docs.append(
+                        {name: doc[name] for name in fields if name in doc}
+                        if fields
+                        else {k: v for k, v in doc.items() if k != "_id"}
+                    )
         return sorted(docs, key=lambda doc: (str(doc.get("date")), str(doc.get("label"))))
 
     def day_versions(self, kind: str, model_id: str) -> dict[str, str] | None:
@@ -214,7 +249,9 @@ class EmbeddedStore(StoreBase):
             versions[key[1]] = token
         return versions
 
-    def dates(self, kind: str, model_id: str | None = None, *, after: str | None = None, before: str | None = None) -> list[str]:
+    def dates(
+        self, kind: str, model_id: str | None = None, *, after: str | None = None, before: str | None = None
+    ) -> list[str]:
         check_kind(kind)
         with self._failing(f"read the dates of {kind}"):
             days = {key[1] for key in self._db.keys(kind, day_filter(model_id, None, None))}

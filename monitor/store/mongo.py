@@ -21,7 +21,18 @@ from pymongo.errors import BulkWriteError, PyMongoError
 
 from monitor.core.errors import StoreError, redact
 from monitor.core.settings import Settings
-from monitor.store.base import COLLECTIONS, SAMPLE_FIELDS, SAMPLING_INDEX, STATUS_MISSING, STATUS_OK, STATUS_UNUSABLE, Doc, Key, check_kind, date_range
+from monitor.store.base import (
+    COLLECTIONS,
+    SAMPLE_FIELDS,
+    SAMPLING_INDEX,
+    STATUS_MISSING,
+    STATUS_OK,
+    STATUS_UNUSABLE,
+    Doc,
+    Key,
+    check_kind,
+    date_range,
+)
 from monitor.store.common import StoreBase
 
 
@@ -48,7 +59,10 @@ class MongoStore(StoreBase):
         with self._failing("create indexes"):
             for name, collection in COLLECTIONS.items():
                 # ``unique`` only where it holds: the index specs stay those that existing databases were given.
-                models = [IndexModel(list(index.keys), name=index.name, **({"unique": True} if index.unique else {})) for index in collection.indexes]
+                models = [
+                    IndexModel(list(index.keys), name=index.name, **({"unique": True} if index.unique else {}))
+                    for index in collection.indexes
+                ]
                 self._db[name].create_indexes(models)
 
     def refresh(self) -> bool:
@@ -79,11 +93,16 @@ class MongoStore(StoreBase):
         with self._failing(f"count the indexed images of {source}"):
             return self._db["images"].count_documents(query)
 
-    def stored_images(self, source: str, paths: Mapping[str | None, Sequence[str]], fields: Iterable[str]) -> dict[str, Doc]:
+    def stored_images(
+        self, source: str, paths: Mapping[str | None, Sequence[str]], fields: Iterable[str]
+    ) -> dict[str, Doc]:
         projection = {"_id": 0, "path": 1, **{name: 1 for name in fields}}
         wanted = [path for group in paths.values() for path in group]
         with self._failing(f"read indexed images of {source}"):
-            return {doc["path"]: doc for doc in self._db["images"].find({"source": source, "path": {"$in": wanted}}, projection)}
+            return {
+                doc["path"]: doc
+                for doc in self._db["images"].find({"source": source, "path": {"$in": wanted}}, projection)
+            }
 
     def write_images(self, source: str, new: Sequence[Doc], changed: Sequence[tuple[Doc, Doc]]) -> None:
         coll = self._db["images"]
@@ -96,32 +115,54 @@ class MongoStore(StoreBase):
                     if any(error.get("code") != 11000 for error in exc.details.get("writeErrors", [])):
                         raise
             if changed:
-                coll.bulk_write([UpdateOne({"source": source, "path": doc["path"]}, update) for doc, update in changed], ordered=False)
+                coll.bulk_write(
+                    [UpdateOne({"source": source, "path": doc["path"]}, update) for doc, update in changed],
+                    ordered=False,
+                )
 
     def present_images(self, source: str) -> Iterator[Doc]:
         with self._failing(f"read the indexed images of {source}"):
             yield from self._db["images"].find(
-                {"source": source, "status": {"$ne": STATUS_MISSING}}, {"_id": 0, "path": 1, "label": 1}, batch_size=10_000
+                {"source": source, "status": {"$ne": STATUS_MISSING}},
+                {"_id": 0, "path": 1, "label": 1},
+                batch_size=10_000,
             )
 
     def usable_labels(self, source: str, *, created_by: dt.datetime | None = None) -> list[str]:
-        query: Doc = {"source": source, "status": STATUS_OK, **({"created": {"$lte": created_by}} if created_by else {})}
+        query: Doc = {
+            "source": source,
+            "status": STATUS_OK,
+            **({"created": {"$lte": created_by}} if created_by else {}),
+        }
         with self._failing(f"read the classes of {source}"):
             labels = self._db["images"].distinct("label", query)
         return sorted(str(label) for label in set(labels) if label)
 
-    def walk_class(self, source: str, label: str, created: Mapping[str, dt.datetime], pivot: float, size: int) -> list[Doc]:
+    def walk_class(
+        self, source: str, label: str, created: Mapping[str, dt.datetime], pivot: float, size: int
+    ) -> list[Doc]:
         """The ``sampling`` index walked from the pivot up, then from its start for what is left."""
         base = {"source": source, "status": STATUS_OK, "label": label, "created": dict(created)}
         coll = self._db["images"]
         with self._failing(f"draw class {label!r} of {source}"):
-            run = list(coll.find({**base, "sample_key": {"$gte": pivot}}, SAMPLE_FIELDS).sort("sample_key", 1).hint(SAMPLING_INDEX).limit(size))
+            run = list(
+                coll.find({**base, "sample_key": {"$gte": pivot}}, SAMPLE_FIELDS)
+                .sort("sample_key", 1)
+                .hint(SAMPLING_INDEX)
+                .limit(size)
+            )
             if len(run) < size:
-                rest = coll.find({**base, "sample_key": {"$lt": pivot}}, SAMPLE_FIELDS).sort("sample_key", 1).hint(SAMPLING_INDEX)
+                rest = (
+                    coll.find({**base, "sample_key": {"$lt": pivot}}, SAMPLE_FIELDS)
+                    .sort("sample_key", 1)
+                    .hint(SAMPLING_INDEX)
+                )
                 run += list(rest.limit(size - len(run)))
         return run
 
-    def walk_cost(self, source: str, label: str, created: Mapping[str, dt.datetime], pivot: float, size: int) -> tuple[int, int, int]:
+    def walk_cost(
+        self, source: str, label: str, created: Mapping[str, dt.datetime], pivot: float, size: int
+    ) -> tuple[int, int, int]:
         """``explain()``'s ``executionStats`` of each query :meth:`walk_class` runs, summed."""
         base = {"source": source, "status": STATUS_OK, "label": label, "created": dict(created)}
         coll = self._db["images"]
@@ -131,7 +172,12 @@ class MongoStore(StoreBase):
                 if found >= size:
                     break
                 queries += 1
-                cursor = coll.find({**base, "sample_key": key_range}, SAMPLE_FIELDS).sort("sample_key", 1).hint(SAMPLING_INDEX).limit(size - found)
+                cursor = (
+                    coll.find({**base, "sample_key": key_range}, SAMPLE_FIELDS)
+                    .sort("sample_key", 1)
+                    .hint(SAMPLING_INDEX)
+                    .limit(size - found)
+                )
                 stats = cursor.explain().get("executionStats", {})
                 docs += int(stats.get("totalDocsExamined", 0))
                 keys += int(stats.get("totalKeysExamined", 0))
@@ -142,7 +188,10 @@ class MongoStore(StoreBase):
         counts: dict[str, int] = {}
         with self._failing(f"count the unusable images of {source}"):
             for row in self._db["images"].aggregate(
-                [{"$match": {"source": source, "status": STATUS_UNUSABLE}}, {"$group": {"_id": "$reason", "count": {"$sum": 1}}}]
+                [
+                    {"$match": {"source": source, "status": STATUS_UNUSABLE}},
+                    {"$group": {"_id": "$reason", "count": {"$sum": 1}}},
+                ]
             ):
                 counts[str(row["_id"])] = counts.get(str(row["_id"]), 0) + int(row["count"])
         return dict(sorted(counts.items()))
@@ -155,7 +204,9 @@ class MongoStore(StoreBase):
 
     # --- evaluations, class metrics and class health ----------------------------------------------
 
-    def evaluated(self, model_id: str, *, labels: Iterable[str] | None = None, other_than: str | None = None) -> dict[str, set[str]]:
+    def evaluated(
+        self, model_id: str, *, labels: Iterable[str] | None = None, other_than: str | None = None
+    ) -> dict[str, set[str]]:
         query: Doc = {"model_id": model_id, **({"date": {"$ne": other_than}} if other_than else {})}
         if labels is not None:
             query["label"] = {"$in": sorted(set(labels))}
@@ -166,9 +217,15 @@ class MongoStore(StoreBase):
         return out
 
     def rows(
-        self, kind: str, model_id: str | None, *, start: str | None = None, end: str | None = None,
-        labels: Sequence[str] | None = None, fields: Sequence[str] | None = None,
-    ) -> list[Doc]:  # fmt: skip
+        self,
+        kind: str,
+        model_id: str | None,
+        *,
+        start: str | None = None,
+        end: str | None = None,
+        labels: Sequence[str] | None = None,
+        fields: Sequence[str] | None = None,
+    ) -> list[Doc]:
         check_kind(kind)
         query: Doc = {}
         if model_id is not None:
@@ -186,7 +243,9 @@ class MongoStore(StoreBase):
         check_kind(kind)
         return None  # no commits: a reader re-reads everything
 
-    def dates(self, kind: str, model_id: str | None = None, *, after: str | None = None, before: str | None = None) -> list[str]:
+    def dates(
+        self, kind: str, model_id: str | None = None, *, after: str | None = None, before: str | None = None
+    ) -> list[str]:
         check_kind(kind)
         with self._failing(f"read the dates of {kind}"):
             days = {str(day) for day in self._db[kind].distinct("date", {"model_id": model_id} if model_id else {})}

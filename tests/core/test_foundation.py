@@ -14,9 +14,9 @@ from pymongo.errors import DuplicateKeyError
 
 from monitor.core.dates import day_span, days_after, days_before, end_of_day, is_iso_day, iso_day, parse_run_date
 from monitor.core.errors import ConfigError, StoreError, redact
-from monitor.domain.indexing import index_source
 from monitor.core.settings import SHIPPED_MODEL_DIR, load_settings
 from monitor.core.sources import LocalSource
+from monitor.domain.indexing import index_source
 from monitor.store import MongoStore, open_store
 from tests.fixtures.store import find
 
@@ -56,7 +56,7 @@ def test_day_arithmetic_is_on_dates() -> None:
 def test_end_of_day_is_the_last_instant_of_the_utc_day() -> None:
     end = end_of_day(dt.date(2026, 11, 20))
     assert end.tzinfo is not None
-    assert end < dt.datetime(2026, 11, 21, tzinfo=dt.timezone.utc) <= end + dt.timedelta(microseconds=1)
+    assert end < dt.datetime(2026, 11, 21, tzinfo=dt.UTC) <= end + dt.timedelta(microseconds=1)
 
 
 def test_defaults_need_no_server(tmp_path: Path) -> None:
@@ -71,7 +71,7 @@ def test_defaults_need_no_server(tmp_path: Path) -> None:
 
 def test_environment_then_config_file_then_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "monitor.toml"
-    config.write_text('samples_per_class = 7\nseed = 3\ntarget_overrides = { eight = 0.8 }\n')
+    config.write_text("samples_per_class = 7\nseed = 3\ntarget_overrides = { eight = 0.8 }\n")
     monkeypatch.setenv("MONITOR_CONFIG", str(config))
     monkeypatch.setenv("MONITOR_SEED", "11")
     settings = load_settings(data_dir=tmp_path)
@@ -104,7 +104,7 @@ def test_passwords_in_uris_are_redacted() -> None:
 
 
 def test_embedded_store_persists_between_opens_with_tz_aware_times(settings) -> None:
-    created = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    created = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     with open_store(settings) as store:
         store.write_images("s", [{"source": "s", "path": "a/1.jpg", "label": "a", "created": created}], [])
     with open_store(settings) as store:
@@ -124,7 +124,7 @@ def test_a_blob_is_stored_once_per_source_and_path(settings, tmp_path: Path) -> 
     source = LocalSource(tmp_path / "src")
     for day in (1, 2):
         with open_store(settings) as store:
-            index_source(source, store, now=dt.datetime(2026, 1, day, tzinfo=dt.timezone.utc))
+            index_source(source, store, now=dt.datetime(2026, 1, day, tzinfo=dt.UTC))
     with open_store(settings, read_only=True) as store:
         assert [d["path"] for d in find(store, "images", {"source": source.uri})] == ["a/1.jpg"]
 
@@ -150,7 +150,9 @@ def test_a_second_writer_waits_for_the_lock_then_gives_a_clear_error(settings) -
 
 
 def test_unreachable_mongodb_fails_fast_with_the_password_redacted(tmp_path: Path) -> None:
-    settings = load_settings(data_dir=tmp_path, mongo_uri="mongodb://admin:hunter2@127.0.0.1:1/?directConnection=true", mongo_timeout_ms=300)
+    settings = load_settings(
+        data_dir=tmp_path, mongo_uri="mongodb://admin:hunter2@127.0.0.1:1/?directConnection=true", mongo_timeout_ms=300
+    )
     with pytest.raises(StoreError, match=r"MongoDB at mongodb://\*\*\*@127\.0\.0\.1:1/.* is unreachable") as info:
         open_store(settings)
     assert "hunter2" not in str(info.value)

@@ -33,14 +33,21 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
-from evaluation.predictions import COLUMNS, PREDICTIONS_SCHEMA, STATUS_FAILED, STATUS_OK, read_predictions, write_predictions
-from tests.fixtures.fuzz import fuzz_settings
-from monitor.orchestration import health_stage as health
-from monitor.store.embedded import restore
+from evaluation.predictions import (
+    COLUMNS,
+    PREDICTIONS_SCHEMA,
+    STATUS_FAILED,
+    STATUS_OK,
+    read_predictions,
+    write_predictions,
+)
 from monitor.core.errors import MonitorError
-from monitor.domain.sampling import CSV_COLUMNS, read_sample_csv
 from monitor.core.settings import Settings
+from monitor.domain.sampling import CSV_COLUMNS, read_sample_csv
+from monitor.orchestration import health_stage as health
 from monitor.store import COLLECTIONS, open_store
+from monitor.store.embedded import restore
+from tests.fixtures.fuzz import fuzz_settings
 from tests.fixtures.store import find
 
 FUZZ = fuzz_settings(40, [HealthCheck.large_base_example])
@@ -71,10 +78,38 @@ def _assert_refused_in_one_line(exc: BaseException) -> None:
 
 # --- JSON values of every kind ----------------------------------------------------------------------------
 
-ODD_NUMBERS = ["1e999", "-1e999", "NaN", "Infinity", "-Infinity", str(2**63), str(-(2**63) - 1), "9" * 5000, "-0", "1.5", "0", "-1", "1e-400"]
+ODD_NUMBERS = [
+    "1e999",
+    "-1e999",
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    str(2**63),
+    str(-(2**63) - 1),
+    "9" * 5000,
+    "-0",
+    "1.5",
+    "0",
+    "-1",
+    "1e-400",
+]
 ODD_TEXTS = [
-    "", "/dev/zero", "/etc/passwd", "..", "../x", "class_health/../../x.bson", "class_health/x.1.bson", "images/x.1.bson",
-    "class_health/", "class_health/.x.bson", "class_health\\x.bson", "\x00", "caf\u00e9", "\ud800", "x" * 300, "[red]x",
+    "",
+    "/dev/zero",
+    "/etc/passwd",
+    "..",
+    "../x",
+    "class_health/../../x.bson",
+    "class_health/x.1.bson",
+    "images/x.1.bson",
+    "class_health/",
+    "class_health/.x.bson",
+    "class_health\\x.bson",
+    "\x00",
+    "caf\u00e9",
+    "\ud800",
+    "x" * 300,
+    "[red]x",
 ]
 json_scalars = st.one_of(
     st.none(),
@@ -84,7 +119,11 @@ json_scalars = st.one_of(
     st.sampled_from(ODD_TEXTS),
     st.text(max_size=12),
 )
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
 
 
 def _dumps(value: Any) -> str:
@@ -110,7 +149,11 @@ def _inject(text: str, data: st.DataObject) -> str:
             return text[:start] + json.dumps(data.draw(st.sampled_from(ODD_TEXTS))) + text[end:]
     if choice == "nest":
         depth = data.draw(st.sampled_from([5, 50, 900, 5000, 100_000]))
-        return text.replace("[", "[" * depth + "1" + "]" * (depth - 1) + ",", 1) if "[" in text else "[" * depth + "]" * depth
+        return (
+            text.replace("[", "[" * depth + "1" + "]" * (depth - 1) + ",", 1)
+            if "[" in text
+            else "[" * depth + "]" * depth
+        )
     if choice == "cut":
         return text[: data.draw(st.integers(min_value=0, max_value=len(text)))]
     return text
@@ -127,7 +170,11 @@ def template_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with open_store(settings_) as store:
         for version in (1, 2):
             store.replace_day("class_health", "m@1", DATE, [{"label": "a", "verdict": f"v{version}", "n": version}])
-            store.write_images("file:///src", [{"source": "file:///src", "path": f"cat/{version}.png", "label": "cat", "status": "ok"}], [])
+            store.write_images(
+                "file:///src",
+                [{"source": "file:///src", "path": f"cat/{version}.png", "label": "cat", "status": "ok"}],
+                [],
+            )
             store.commit()
     return data
 
@@ -146,7 +193,9 @@ def _manifest_text(template: Path, data: st.DataObject) -> str | bytes:
         return _inject(json.dumps(valid, indent=1), data)
     if shape == "entry":
         entry = data.draw(st.sampled_from(valid["parts"]))
-        changed = dict(entry) | data.draw(st.dictionaries(st.sampled_from(["kind", "key", "file", "docs", "bytes", "extra"]), json_values, max_size=3))
+        changed = dict(entry) | data.draw(
+            st.dictionaries(st.sampled_from(["kind", "key", "file", "docs", "bytes", "extra"]), json_values, max_size=3)
+        )
         return _dumps(valid | {"parts": [changed if p is entry else p for p in valid["parts"]]})
     if shape == "any json":
         return _dumps(data.draw(json_values | st.fixed_dictionaries({"format": st.just(1), "parts": json_values})))
@@ -195,7 +244,9 @@ def _cache_text(data: st.DataObject) -> str | bytes:
         return _inject(json.dumps(valid, indent=1), data)
     if shape == "entry":
         fields = st.sampled_from([f.name for f in dataclasses.fields(health.Design)] + ["extra"])
-        return _dumps({key: dataclasses.asdict(CALIBRATED) | data.draw(st.dictionaries(fields, json_values, max_size=3))})
+        return _dumps(
+            {key: dataclasses.asdict(CALIBRATED) | data.draw(st.dictionaries(fields, json_values, max_size=3))}
+        )
     if shape == "any json":
         return _dumps(data.draw(json_values))
     return data.draw(st.binary(max_size=200))
@@ -221,20 +272,54 @@ def test_fuzz_the_calibration_cache_is_used_when_sound_and_calibrated_again_othe
         values = dataclasses.asdict(result)
         assert all(math.isfinite(v) and v >= 0 for v in values.values()) and (result == CALIBRATED or not calls)
         assert tuple(values[name] for name in ("target", "drop", "n", "followup", "arl", "recovery_arl")) == ARGS
-        assert (sandbox / "beside.txt").read_text() == "not the cache's" and sorted(p.name for p in sandbox.rglob("*")) == [
-            "beside.txt", "cache", "health-designs.json"
-        ]
+        assert (sandbox / "beside.txt").read_text() == "not the cache's" and sorted(
+            p.name for p in sandbox.rglob("*")
+        ) == ["beside.txt", "cache", "health-designs.json"]
         if calls:  # calibrated again: kept, and read back by the next process without calibrating
-            assert json.loads(file.read_text())[json.dumps([health._code_version(), *ARGS])] == dataclasses.asdict(CALIBRATED)
+            assert json.loads(file.read_text())[json.dumps([health._code_version(), *ARGS])] == dataclasses.asdict(
+                CALIBRATED
+            )
 
 
 # --- sample CSVs ------------------------------------------------------------------------------------------
 
 CSV_FIELDS = [
-    DATE, "2026-13-01", "", " ", "file:///src", "gs://b/p", "cat/a.png", "../x", "/etc/passwd", "cat", "dog", "base", "followup",
-    "other", "0.5", "0", "1", "-0", "0.9999999999999999", "1e999", "nan", "inf", "-1e-400", "2026-11-01T00:00:00+00:00",
-    "2026-11-01", "0001-01-01T00:00:00-23:59", "9999-12-31T23:59:59+23:59", "2026-11-01T25:00:00", "x" * 300, "caf\u00e9",
-    '"', "a,b", "a\nb", "\r", "[red]x", "\x00",
+    DATE,
+    "2026-13-01",
+    "",
+    " ",
+    "file:///src",
+    "gs://b/p",
+    "cat/a.png",
+    "../x",
+    "/etc/passwd",
+    "cat",
+    "dog",
+    "base",
+    "followup",
+    "other",
+    "0.5",
+    "0",
+    "1",
+    "-0",
+    "0.9999999999999999",
+    "1e999",
+    "nan",
+    "inf",
+    "-1e-400",
+    "2026-11-01T00:00:00+00:00",
+    "2026-11-01",
+    "0001-01-01T00:00:00-23:59",
+    "9999-12-31T23:59:59+23:59",
+    "2026-11-01T25:00:00",
+    "x" * 300,
+    "caf\u00e9",
+    '"',
+    "a,b",
+    "a\nb",
+    "\r",
+    "[red]x",
+    "\x00",
 ]
 csv_fields = st.one_of(st.sampled_from(CSV_FIELDS), st.text(max_size=10))
 
@@ -247,7 +332,9 @@ def _csv_text(data: st.DataObject) -> str:
     import csv
     import io
 
-    header = data.draw(st.sampled_from([list(CSV_COLUMNS), list(CSV_COLUMNS[:-1]), list(CSV_COLUMNS[:-2]), ["date", "path"], []]))
+    header = data.draw(
+        st.sampled_from([list(CSV_COLUMNS), list(CSV_COLUMNS[:-1]), list(CSV_COLUMNS[:-2]), ["date", "path"], []])
+    )
     rows = [_good_row(i)[: len(header) or 8] for i in range(data.draw(st.integers(min_value=0, max_value=4)))]
     for _ in range(data.draw(st.integers(min_value=0, max_value=4))):
         filled = [row for row in rows if row]
@@ -282,19 +369,28 @@ def test_fuzz_a_sample_csv_reads_as_a_sample_or_is_one_data_error(data: st.DataO
         path.write_bytes(text.encode("utf-8", "surrogateescape"))
         before = _tree(sandbox)
         try:
-            sample = read_sample_csv(path, date=dt.date(2026, 11, 20) if named else None, source="file:///src" if named else None)
+            sample = read_sample_csv(
+                path, date=dt.date(2026, 11, 20) if named else None, source="file:///src" if named else None
+            )
         except Exception as exc:  # noqa: BLE001 (the property: which exceptions may come out)
             _assert_refused_in_one_line(exc)
         else:
             for item in sample.items:
-                assert item.image_path and item.label and 0.0 <= item.sample_key < 1.0 and item.created.tzinfo is not None
+                assert (
+                    item.image_path and item.label and 0.0 <= item.sample_key < 1.0 and item.created.tzinfo is not None
+                )
         assert _tree(sandbox) == before
 
 
 # --- predictions files --------------------------------------------------------------------------------------
 
 _TYPES = {
-    "string": (pa.string(), st.one_of(st.none(), st.sampled_from([DATE, "ok", "failed", "cat", "", "base", "followup"]), st.text(max_size=6))),
+    "string": (
+        pa.string(),
+        st.one_of(
+            st.none(), st.sampled_from([DATE, "ok", "failed", "cat", "", "base", "followup"]), st.text(max_size=6)
+        ),
+    ),
     "int": (pa.int64(), st.one_of(st.none(), st.integers(min_value=-(2**63), max_value=2**63 - 1))),
     "float": (pa.float64(), st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True))),
     "bool": (pa.bool_(), st.one_of(st.none(), st.booleans())),
@@ -322,7 +418,9 @@ def _predictions_file(path: Path, data: st.DataObject) -> None:
         for _ in range(data.draw(st.integers(min_value=1, max_value=3))):
             at = data.draw(st.integers(min_value=0, max_value=len(raw) - 1))
             raw[at] = data.draw(st.integers(min_value=0, max_value=255))
-        path.write_bytes(bytes(raw[: data.draw(st.integers(min_value=0, max_value=len(raw)))] if data.draw(st.booleans()) else raw))
+        path.write_bytes(
+            bytes(raw[: data.draw(st.integers(min_value=0, max_value=len(raw)))] if data.draw(st.booleans()) else raw)
+        )
         return
     table = pa.Table.from_pandas(_valid_frame(), schema=PREDICTIONS_SCHEMA, preserve_index=False)
     for name in data.draw(st.lists(st.sampled_from(list(COLUMNS)), max_size=3, unique=True)):
@@ -348,11 +446,15 @@ def test_fuzz_a_predictions_file_reads_as_the_schema_or_is_one_data_error(data: 
             frame = read_predictions(path)
         except Exception as exc:  # noqa: BLE001 (the property: which exceptions may come out)
             _assert_refused_in_one_line(exc)
-            assert f"monitor evaluate --date {DATE} --force" in str(exc)  # every refusal says how to predict the date again
+            assert f"monitor evaluate --date {DATE} --force" in str(
+                exc
+            )  # every refusal says how to predict the date again
         else:
             assert list(frame.columns) == list(COLUMNS)
             assert frame["status"].isin([STATUS_OK, STATUS_FAILED]).all() and (frame["date"] == DATE).all()
             ok = frame[frame["status"] == STATUS_OK]
             assert ok["pred"].notna().all() and ok["confidence"].between(0.0, 1.0).all()
-            assert all(isinstance(v, list) for v in frame["topk_labels"]) and all(isinstance(v, list) for v in frame["topk_scores"])
+            assert all(isinstance(v, list) for v in frame["topk_labels"]) and all(
+                isinstance(v, list) for v in frame["topk_scores"]
+            )
         assert _tree(sandbox) == before

@@ -23,8 +23,8 @@ import pytest
 from evaluation.predictions import COLUMNS, PREDICTIONS_SCHEMA, read_predictions, write_predictions
 from monitor.core.errors import ConfigError, DataError, MonitorError, SourceError
 from monitor.core.files import FileRefused, parse_json_bounded, read_bounded, read_json_file
-from monitor.domain.indexing import REASON_NOT_A_FILE, REASON_NOT_UTF8, REASON_WRONG_DEPTH, classify, index_source
 from monitor.core.sources import MAX_LOCAL_DEPTH, LocalSource
+from monitor.domain.indexing import REASON_NOT_A_FILE, REASON_NOT_UTF8, REASON_WRONG_DEPTH, classify, index_source
 from monitor.store import Store
 from tests.fixtures.store import find
 
@@ -130,21 +130,27 @@ def test_bounded_json_keeps_finite_numbers_and_64_bit_integers() -> None:
         ('{"a": ' * 3000 + "1" + "}" * 3000, "nests deeper"),
         ("", "not JSON"),
         ("{", "not JSON"),
-        (b"[\"\xff\"]", "not UTF-8"),
+        (b'["\xff"]', "not UTF-8"),
     ],
     ids=lambda v: str(v)[:24],
 )
-def test_bounded_json_refuses_non_finite_numbers_huge_integers_deep_nesting_and_non_json(text: str | bytes, reason: str) -> None:
+def test_bounded_json_refuses_non_finite_numbers_huge_integers_deep_nesting_and_non_json(
+    text: str | bytes, reason: str
+) -> None:
     with pytest.raises(FileRefused, match=reason.replace("[", r"\[").replace("(", r"\(")) as refused:
         parse_json_bounded(text, max_depth=4)
     assert "\n" not in str(refused.value)
 
 
 @pytest.mark.parametrize("error", [DataError, ConfigError])
-def test_a_json_state_file_that_is_refused_is_one_error_naming_it_and_the_remedy(error: type[MonitorError], tmp_path: Path) -> None:
+def test_a_json_state_file_that_is_refused_is_one_error_naming_it_and_the_remedy(
+    error: type[MonitorError], tmp_path: Path
+) -> None:
     path = tmp_path / "state.json"
     path.write_text('{"x": 1e999}')
-    with pytest.raises(error, match=r"^the thing file .*state\.json is unreadable: it holds the number 1e999, out of range; do this$"):
+    with pytest.raises(
+        error, match=r"^the thing file .*state\.json is unreadable: it holds the number 1e999, out of range; do this$"
+    ):
         read_json_file(path, what="thing file", max_bytes=100, error=error, remedy="do this")
     os.truncate(path, 101)
     with pytest.raises(error, match=r"is 101 bytes, more than the 100"):
@@ -183,25 +189,51 @@ def _write_nan_confidence(path: Path) -> None:
     table = pa.Table.from_pandas(_frame(), schema=PREDICTIONS_SCHEMA, preserve_index=False)
     at = table.schema.get_field_index("confidence")
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table.set_column(at, PREDICTIONS_SCHEMA.field(at), pa.array([float("nan"), None], from_pandas=False)), path)
+    pq.write_table(
+        table.set_column(at, PREDICTIONS_SCHEMA.field(at), pa.array([float("nan"), None], from_pandas=False)), path
+    )
 
 
 DAMAGED: dict[str, tuple[Callable[[Path], Any], str]] = {
-    "confidence as text": (lambda p: _write_raw(_frame(confidence=["0.9", None]), p), "column 'confidence' holds string, not double"),
+    "confidence as text": (
+        lambda p: _write_raw(_frame(confidence=["0.9", None]), p),
+        "column 'confidence' holds string, not double",
+    ),
     "label as integers": (lambda p: _write_raw(_frame(label=[7, 3]), p), "column 'label' holds int64, not string"),
-    "topk_scores of texts": (lambda p: _write_raw(_frame(topk_scores=[["0.9"], []]), p), "column 'topk_scores' holds list<"),
-    "topk_labels a text": (lambda p: _write_raw(_frame(topk_labels=["seven", ""]), p), "column 'topk_labels' holds string"),
+    "topk_scores of texts": (
+        lambda p: _write_raw(_frame(topk_scores=[["0.9"], []]), p),
+        "column 'topk_scores' holds list<",
+    ),
+    "topk_labels a text": (
+        lambda p: _write_raw(_frame(topk_labels=["seven", ""]), p),
+        "column 'topk_labels' holds string",
+    ),
     "status a boolean": (lambda p: _write_raw(_frame(status=[True, False]), p), "column 'status' holds bool"),
     "a label missing": (lambda p: _write_raw(_frame(label=["seven", None]), p), "column 'label' has 1 empty value"),
     "a status unknown": (lambda p: _write_raw(_frame(status=["ok", "maybe"]), p), "column 'status' holds 'maybe'"),
     "a prediction without a label": (lambda p: _write_raw(_frame(pred=[None, None]), p), "status 'ok' has no 'pred'"),
     "a confidence above 1": (lambda p: _write_raw(_frame(confidence=[1.5, None]), p), "outside [0, 1]"),
     "a confidence NaN": (lambda p: _write_nan_confidence(p), "outside [0, 1]"),
-    "another date's rows": (lambda p: _write_raw(_frame(date=["2026-11-19", "2026-11-19"]), p), "column 'date' holds '2026-11-19'"),
-    "truncated": (lambda p: (write_predictions(_frame(), p), p.write_bytes(p.read_bytes()[:-30])), "is not a readable Parquet file"),
-    "cut in half": (lambda p: (write_predictions(_frame(), p), p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])), "is not a readable Parquet file"),
-    "empty": (lambda p: (p.parent.mkdir(parents=True, exist_ok=True), p.write_bytes(b"")), "is not a readable Parquet file"),
-    "not Parquet": (lambda p: (p.parent.mkdir(parents=True, exist_ok=True), p.write_text("path,label\n")), "is not a readable Parquet file"),
+    "another date's rows": (
+        lambda p: _write_raw(_frame(date=["2026-11-19", "2026-11-19"]), p),
+        "column 'date' holds '2026-11-19'",
+    ),
+    "truncated": (
+        lambda p: (write_predictions(_frame(), p), p.write_bytes(p.read_bytes()[:-30])),
+        "is not a readable Parquet file",
+    ),
+    "cut in half": (
+        lambda p: (write_predictions(_frame(), p), p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])),
+        "is not a readable Parquet file",
+    ),
+    "empty": (
+        lambda p: (p.parent.mkdir(parents=True, exist_ok=True), p.write_bytes(b"")),
+        "is not a readable Parquet file",
+    ),
+    "not Parquet": (
+        lambda p: (p.parent.mkdir(parents=True, exist_ok=True), p.write_text("path,label\n")),
+        "is not a readable Parquet file",
+    ),
     "a FIFO": (lambda p: (p.parent.mkdir(parents=True, exist_ok=True), os.mkfifo(p)), "not a regular file"),
     "a folder": (lambda p: p.mkdir(parents=True), "not a regular file"),
     "a column missing": (lambda p: _write_raw(_frame().drop(columns=["pred"]), p), "lacks columns ['pred']"),
@@ -209,7 +241,9 @@ DAMAGED: dict[str, tuple[Callable[[Path], Any], str]] = {
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGED))
-def test_a_damaged_predictions_file_is_one_data_error_naming_the_file_what_is_wrong_and_the_force_remedy(damage: str, tmp_path: Path) -> None:
+def test_a_damaged_predictions_file_is_one_data_error_naming_the_file_what_is_wrong_and_the_force_remedy(
+    damage: str, tmp_path: Path
+) -> None:
     path = tmp_path / "predictions" / f"{DATE}.parquet"
     make, what = DAMAGED[damage]
     make(path)
@@ -224,7 +258,10 @@ def test_a_predictions_file_of_wider_but_lossless_types_reads_back_as_the_schema
     frame.loc[1, "error"] = None
     schema = pa.schema(
         [
-            pa.field(f.name, pa.large_string() if f.type == pa.string() else pa.float32() if f.name == "confidence" else f.type)
+            pa.field(
+                f.name,
+                pa.large_string() if f.type == pa.string() else pa.float32() if f.name == "confidence" else f.type,
+            )
             for f in PREDICTIONS_SCHEMA
         ]
     )
@@ -232,7 +269,9 @@ def test_a_predictions_file_of_wider_but_lossless_types_reads_back_as_the_schema
     back = read_predictions(path)
     assert back.loc[0, "confidence"] == 0.5 and back.loc[0, "label"] == "seven" and back["error"].isna().all()
     table = pa.Table.from_pandas(_frame(), schema=PREDICTIONS_SCHEMA, preserve_index=False)
-    encoded = table.set_column(table.schema.get_field_index("label"), "label", table.column("label").dictionary_encode())
+    encoded = table.set_column(
+        table.schema.get_field_index("label"), "label", table.column("label").dictionary_encode()
+    )
     pq.write_table(encoded, tmp_path / "dict.parquet")
     assert list(read_predictions(tmp_path / "dict.parquet")["label"]) == ["seven", "three"]
 
@@ -292,7 +331,7 @@ def test_indexing_an_odd_tree_records_each_odd_object_as_unusable_with_its_reaso
 def test_a_source_that_hands_over_os_names_as_they_came_is_indexed_under_escaped_paths(store: Store) -> None:
     from monitor.core.sources import BlobInfo
 
-    when = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+    when = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 
     class Listed:
         uri = "file:///odd"
@@ -304,7 +343,9 @@ def test_a_source_that_hands_over_os_names_as_they_came_is_indexed_under_escaped
 
     report = index_source(Listed(), store)  # type: ignore[arg-type]
     assert report.unusable == {REASON_NOT_UTF8: 2} and report.labels == {"cat": 1}
-    assert sorted(doc["path"] for doc in find(store, "images", {"source": "file:///odd"})) == sorted(["cat/ok.png", "cat/x\\xff.png", "cat/\\ud800.png"])
+    assert sorted(doc["path"] for doc in find(store, "images", {"source": "file:///odd"})) == sorted(
+        ["cat/ok.png", "cat/x\\xff.png", "cat/\\ud800.png"]
+    )
 
 
 def _remove_deep(top: Path) -> None:
@@ -354,7 +395,9 @@ def deep_tree(tmp_path: Path) -> Iterator[Path]:
         _remove_deep(root)
 
 
-def test_a_tree_of_1100_nested_folders_is_listed_without_recursion_and_its_deep_folder_is_wrong_depth(deep_tree: Path, store: Store) -> None:
+def test_a_tree_of_1100_nested_folders_is_listed_without_recursion_and_its_deep_folder_is_wrong_depth(
+    deep_tree: Path, store: Store
+) -> None:
     root = deep_tree
     listed = [(b.path, b.skip) for b in LocalSource(root).list()]
     deepest = "deep/" + "/".join(["d"] * (MAX_LOCAL_DEPTH - 1))
@@ -363,8 +406,12 @@ def test_a_tree_of_1100_nested_folders_is_listed_without_recursion_and_its_deep_
     assert report.labels == {"cat": 1} and report.unusable == {REASON_WRONG_DEPTH: 1}
 
 
-@pytest.mark.parametrize("make", [lambda p: os.mkfifo(p), _bind_socket, lambda p: p.mkdir()], ids=["fifo", "socket", "folder"])
-def test_reading_a_fifo_socket_or_folder_from_a_local_source_is_a_source_error_that_does_not_block(make: Callable[[Path], Any], tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "make", [lambda p: os.mkfifo(p), _bind_socket, lambda p: p.mkdir()], ids=["fifo", "socket", "folder"]
+)
+def test_reading_a_fifo_socket_or_folder_from_a_local_source_is_a_source_error_that_does_not_block(
+    make: Callable[[Path], Any], tmp_path: Path
+) -> None:
     (tmp_path / "cat").mkdir()
     make(tmp_path / "cat" / "x.png")
     refused = _in_thread(lambda: LocalSource(tmp_path).read("cat/x.png"))
@@ -377,7 +424,9 @@ def test_reading_a_fifo_socket_or_folder_from_a_local_source_is_a_source_error_t
 def _cli(data_dir: Path, source: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}
     env |= {"MONITOR_DATA_DIR": str(data_dir), "MONITOR_SOURCE_URI": str(source), "MONITOR_SAMPLES_PER_CLASS": "2"}
-    return subprocess.run([sys.executable, "-m", "monitor.orchestration.cli", *args], env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "monitor.orchestration.cli", *args], env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_monitor_index_on_an_odd_tree_counts_what_it_skipped_and_why(tmp_path: Path) -> None:

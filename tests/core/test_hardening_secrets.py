@@ -20,9 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from monitor.orchestration.cli import app
 from monitor.core.secrets import MASK, SPARK_HARMLESS_KEYS, mask_userinfo, redact, spark_conf_shown
 from monitor.core.settings import load_settings
+from monitor.orchestration.cli import app
 
 FRAGMENTS = ("Kq7Wv", "Zr9Pm")
 
@@ -72,7 +72,11 @@ def _invoke(args: list[str], **env: str) -> object:
 @pytest.mark.parametrize("uri", URIS, ids=IDS)
 def test_the_shape_rule_alone_masks_the_whole_user_info_of_every_uri_shape(uri: str) -> None:
     """Without any registered secret (a URI from elsewhere than the settings): the shape is enough."""
-    for text in (uri, f"MongoDB at {uri} is unreachable: 127.0.0.1: refused; model m@abc", f"['{uri}', 'json://a:b@c/x']"):
+    for text in (
+        uri,
+        f"MongoDB at {uri} is unreachable: 127.0.0.1: refused; model m@abc",
+        f"['{uri}', 'json://a:b@c/x']",
+    ):
         shown = mask_userinfo(text)
         _assert_hidden(shown)
         assert f"://{MASK}@" in shown
@@ -80,7 +84,9 @@ def test_the_shape_rule_alone_masks_the_whole_user_info_of_every_uri_shape(uri: 
 
 @given(
     user=st.text(alphabet="abcXYZ09._-", max_size=6),
-    middle=st.text(alphabet=st.characters(blacklist_characters="\n\r\x00", blacklist_categories=("Cs",)), max_size=12).filter(lambda t: "://" not in t),
+    middle=st.text(
+        alphabet=st.characters(blacklist_characters="\n\r\x00", blacklist_categories=("Cs",)), max_size=12
+    ).filter(lambda t: "://" not in t),
     host=st.sampled_from(["127.0.0.1:27017", "db.example", "h1:1,h2:2", "[::1]:27017", "cluster0.example.invalid"]),
     tail=st.sampled_from(["/", "/db?replicaSet=rs0", "", " is unreachable", "/ failed for model m@abc"]),
 )
@@ -109,7 +115,9 @@ def test_monitor_settings_text_and_json_never_show_a_uri_credential(uri: str, tm
 
 
 @pytest.mark.parametrize("uri", URIS, ids=IDS)
-def test_the_error_line_of_an_unreachable_or_refused_mongodb_uri_never_shows_a_credential(uri: str, tmp_path: Path) -> None:
+def test_the_error_line_of_an_unreachable_or_refused_mongodb_uri_never_shows_a_credential(
+    uri: str, tmp_path: Path
+) -> None:
     result = _invoke(["health"], MONITOR_DATA_DIR=str(tmp_path), MONITOR_MONGO_URI=uri)
     assert result.exit_code in (2, 4), result.stderr  # refused at load, or unreachable
     lines = result.stderr.strip().splitlines()
@@ -121,7 +129,9 @@ def test_the_error_line_of_an_unreachable_or_refused_mongodb_uri_never_shows_a_c
 
 
 @pytest.mark.parametrize("uri", URIS, ids=IDS)
-def test_log_lines_mentioning_the_uri_or_its_password_are_masked_for_every_handler(uri: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_log_lines_mentioning_the_uri_or_its_password_are_masked_for_every_handler(
+    uri: str, caplog: pytest.LogCaptureFixture
+) -> None:
     try:
         load_settings(mongo_uri=uri)
     except Exception:  # noqa: BLE001 (refused or not, loading registers the secrets first)
@@ -148,7 +158,9 @@ def test_log_lines_mentioning_the_uri_or_its_password_are_masked_for_every_handl
         "jsons://127.0.0.1:1/path/Kq7Wv?+X-Api-Key=Zr9Pm",
     ],
 )
-def test_alert_urls_of_every_scheme_stay_masked_in_settings_and_logs(url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_alert_urls_of_every_scheme_stay_masked_in_settings_and_logs(
+    url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     env = {"MONITOR_DATA_DIR": str(tmp_path), "MONITOR_ALERT_URLS": json.dumps([url])}
     for args in (["settings"], ["settings", "--json"]):
         result = _invoke(args, **env)
@@ -174,7 +186,11 @@ SPARK_CONF = {
 
 @pytest.mark.parametrize("json_out", [False, True], ids=["text", "json"])
 def test_spark_settings_show_only_allow_listed_values(json_out: bool, tmp_path: Path) -> None:
-    result = _invoke(["settings", *(["--json"] if json_out else [])], MONITOR_DATA_DIR=str(tmp_path), MONITOR_SPARK_CONF=json.dumps(SPARK_CONF))
+    result = _invoke(
+        ["settings", *(["--json"] if json_out else [])],
+        MONITOR_DATA_DIR=str(tmp_path),
+        MONITOR_SPARK_CONF=json.dumps(SPARK_CONF),
+    )
     assert result.exit_code == 0, result.stderr
     _assert_hidden(result.stdout)
     if json_out:
@@ -184,7 +200,9 @@ def test_spark_settings_show_only_allow_listed_values(json_out: bool, tmp_path: 
 
 def test_spark_secret_values_are_registered_so_a_log_or_error_mentioning_them_is_masked() -> None:
     load_settings(spark_conf=SPARK_CONF)
-    line = "executor env: DB_PASSWORD=Zr9PmPassword key Kq7WvAccountKey== log dir s3a://AKIAKq7Wv:Zr9Pm@logs-bucket/spark"
+    line = (
+        "executor env: DB_PASSWORD=Zr9PmPassword key Kq7WvAccountKey== log dir s3a://AKIAKq7Wv:Zr9Pm@logs-bucket/spark"
+    )
     _assert_hidden(redact(line))
     assert spark_conf_shown({"spark.executor.memory": "4g", "spark.executor.memoryPassword": "x"}) == {
         "spark.executor.memory": "4g",
@@ -205,8 +223,12 @@ def test_a_toml_config_with_a_spaced_password_is_masked_in_settings_and_its_erro
 
 
 @pytest.mark.airflow
-def test_the_dag_task_entry_hands_every_shape_to_airflows_masker(airflow_env: object, monkeypatch: pytest.MonkeyPatch) -> None:
-    spec = importlib.util.spec_from_file_location("class_health_daily_masking", Path(__file__).resolve().parents[2] / "dags" / "class_health_daily.py")
+def test_the_dag_task_entry_hands_every_shape_to_airflows_masker(
+    airflow_env: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "class_health_daily_masking", Path(__file__).resolve().parents[2] / "dags" / "class_health_daily.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -43,7 +43,12 @@ def test_settings_register_their_secrets_so_any_text_mentioning_them_is_masked()
 
 @pytest.mark.parametrize(
     ("url", "shown"),
-    [("slack://A/B/C", "slack://…"), ("json://u:p@host:8080/path?token=1", "json://host:8080/…"), ("https://h", "https://h"), ("nope", "<not a URL>")],
+    [
+        ("slack://A/B/C", "slack://…"),
+        ("json://u:p@host:8080/path?token=1", "json://host:8080/…"),
+        ("https://h", "https://h"),
+        ("nope", "<not a URL>"),
+    ],
 )
 def test_a_url_is_shown_to_people_without_anything_that_may_be_a_token(url: str, shown: str) -> None:
     assert show_url(url) == shown
@@ -51,17 +56,29 @@ def test_a_url_is_shown_to_people_without_anything_that_may_be_a_token(url: str,
 
 def test_the_log_filter_masks_messages_arguments_and_tracebacks() -> None:
     register(["FilterTok42"])
-    record = logging.LogRecord("apprise", logging.DEBUG, __file__, 1, "posting to %s with header %s", ("x/FilterTok42", "X-Api-Key: FilterTok42"), None)
+    record = logging.LogRecord(
+        "apprise",
+        logging.DEBUG,
+        __file__,
+        1,
+        "posting to %s with header %s",
+        ("x/FilterTok42", "X-Api-Key: FilterTok42"),
+        None,
+    )
     try:
         raise RuntimeError("bad FilterTok42")
     except RuntimeError as exc:
-        failing = logging.LogRecord("m", logging.ERROR, __file__, 1, "failed", None, (type(exc), exc, exc.__traceback__))
+        failing = logging.LogRecord(
+            "m", logging.ERROR, __file__, 1, "failed", None, (type(exc), exc, exc.__traceback__)
+        )
     for item in (record, failing):
         assert RedactingFilter().filter(item)
         assert "FilterTok42" not in logging.Formatter().format(item)
 
 
-def test_a_log_line_carrying_a_lone_surrogate_is_escaped_so_no_handler_refuses_it(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_log_line_carrying_a_lone_surrogate_is_escaped_so_no_handler_refuses_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     # A shared link or an OS name can carry a lone surrogate; a UTF-8 log file, a worker's pipe or xdist would refuse the line.
     import logging
 

@@ -17,9 +17,24 @@ import pytest
 import requests
 
 from monitor.core.errors import ConfigError, SourceError
-from monitor.core.sources import CHECK_RETRY_TIMEOUT_S, LIST_PAGES_AHEAD, GCSSource, ImageSource, LocalSource, open_source
+from monitor.core.sources import (
+    CHECK_RETRY_TIMEOUT_S,
+    LIST_PAGES_AHEAD,
+    GCSSource,
+    ImageSource,
+    LocalSource,
+    open_source,
+)
 
-ESCAPING_PATHS = ["../outside.jpg", "/etc/passwd", "Cat/../../outside.jpg", "Cat/./a.jpg", "Cat//a.jpg", "", "Cat/a.jpg\x00"]
+ESCAPING_PATHS = [
+    "../outside.jpg",
+    "/etc/passwd",
+    "Cat/../../outside.jpg",
+    "Cat/./a.jpg",
+    "Cat//a.jpg",
+    "",
+    "Cat/a.jpg\x00",
+]
 
 
 def _write(root: Path, rel: str, data: bytes, when: dt.datetime | None = None) -> Path:
@@ -41,7 +56,7 @@ def _closed_port() -> int:
 
 
 def test_local_source_lists_every_file_with_relative_paths_sizes_and_times(tmp_path: Path) -> None:
-    when = dt.datetime(2026, 3, 4, 5, 6, 7, tzinfo=dt.timezone.utc)
+    when = dt.datetime(2026, 3, 4, 5, 6, 7, tzinfo=dt.UTC)
     _write(tmp_path, "Cat/a.jpg", b"abc", when)
     _write(tmp_path, "Dog/b.png", b"12345", when)
     _write(tmp_path, "notes.txt", b"x", when)
@@ -56,10 +71,10 @@ def test_local_source_lists_every_file_with_relative_paths_sizes_and_times(tmp_p
 
 
 def test_local_checksum_changes_when_a_file_is_rewritten(tmp_path: Path) -> None:
-    _write(tmp_path, "Cat/a.jpg", b"abc", dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
+    _write(tmp_path, "Cat/a.jpg", b"abc", dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
     source = LocalSource(tmp_path)
     before = next(iter(source.list())).checksum
-    _write(tmp_path, "Cat/a.jpg", b"abd", dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc))
+    _write(tmp_path, "Cat/a.jpg", b"abd", dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
     after = next(iter(source.list())).checksum
     assert before != after
 
@@ -89,7 +104,11 @@ def test_symlinks_are_listed_as_links_never_followed_and_never_read_outside(tmp_
     (root / "Dog").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     source = LocalSource(root)
     # Listed (so the indexer counts them as skipped), flagged as links, and a linked folder is not entered.
-    assert [(blob.path, blob.symlink) for blob in source.list()] == [("Cat/a.jpg", False), ("Cat/link.jpg", True), ("Dog", True)]
+    assert [(blob.path, blob.symlink) for blob in source.list()] == [
+        ("Cat/a.jpg", False),
+        ("Cat/link.jpg", True),
+        ("Dog", True),
+    ]
     with pytest.raises(SourceError, match="outside"):
         source.read("Cat/link.jpg")
 
@@ -123,7 +142,11 @@ def test_plain_paths_and_file_uris_open_the_same_canonical_local_source(tmp_path
 
 @pytest.mark.parametrize(
     ("uri", "bucket", "canonical"),
-    [("gs://bkt/val/images/", "bkt", "gs://bkt/val/images"), ("gs://bkt", "bkt", "gs://bkt"), ("gs://bkt/", "bkt", "gs://bkt")],
+    [
+        ("gs://bkt/val/images/", "bkt", "gs://bkt/val/images"),
+        ("gs://bkt", "bkt", "gs://bkt"),
+        ("gs://bkt/", "bkt", "gs://bkt"),
+    ],
 )
 def test_gs_uris_open_a_gcs_source_with_a_normalised_prefix(uri: str, bucket: str, canonical: str) -> None:
     source = open_source(uri)
@@ -132,7 +155,15 @@ def test_gs_uris_open_a_gcs_source_with_a_normalised_prefix(uri: str, bucket: st
     assert source.uri == canonical
 
 
-@pytest.mark.parametrize(("uri", "message"), [("s3://b/p", "unsupported scheme"), ("gs:///p", "names no bucket"), ("", "empty"), ("file://host/x", "remote host")])
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("s3://b/p", "unsupported scheme"),
+        ("gs:///p", "names no bucket"),
+        ("", "empty"),
+        ("file://host/x", "remote host"),
+    ],
+)
 def test_malformed_source_uris_are_config_errors(uri: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         open_source(uri)
@@ -153,7 +184,6 @@ class PagingTransport(requests.adapters.BaseAdapter):
     The emulator ignores page size and returns every object at once, so this transport is how
     the client's paging is exercised: it records each listing request it serves.
     """
-
 
     def __init__(self, names: list[str]) -> None:
         super().__init__()
@@ -185,7 +215,10 @@ class PagingTransport(requests.adapters.BaseAdapter):
         size = int(query.get("maxResults", ["1000"])[0])
         start = int(query.get("pageToken", ["0"])[0])
         matching = [n for n in self.names if n.startswith(prefix)]
-        body: dict[str, object] = {"kind": "storage#objects", "items": [self._resource(n) for n in matching[start : start + size]]}
+        body: dict[str, object] = {
+            "kind": "storage#objects",
+            "items": [self._resource(n) for n in matching[start : start + size]],
+        }
         if start + size < len(matching):
             body["nextPageToken"] = str(start + size)
         return self._reply(request, body)
@@ -210,7 +243,10 @@ def _paging_client(transport: PagingTransport):  # type: ignore[no-untyped-def]
     session = requests.Session()
     session.mount("http://", transport)
     return storage.Client(
-        project="test", credentials=AnonymousCredentials(), _http=session, client_options={"api_endpoint": "http://paging.invalid"}
+        project="test",
+        credentials=AnonymousCredentials(),
+        _http=session,
+        client_options={"api_endpoint": "http://paging.invalid"},
     )
 
 
@@ -228,7 +264,7 @@ def test_gcs_listing_streams_page_by_page_with_the_page_size_sent_to_the_api() -
     assert [q.get("pageToken") for q in transport.listings] == [None, ["3"], ["6"]]
     # the folder placeholder "val/Dog/" is skipped, nothing outside the prefix is listed
     assert [first.path] + [b.path for b in rest] == [f"Cat/{i:02d}.jpg" for i in range(7)]
-    assert rest[-1].created == dt.datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=dt.timezone.utc)
+    assert rest[-1].created == dt.datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=dt.UTC)
     assert rest[-1].checksum.endswith("@1700000000000001")
 
 
@@ -272,7 +308,9 @@ def test_gcs_listing_errors_in_the_listing_thread_reach_the_caller_as_source_err
 
 @pytest.mark.gcs
 def test_gcs_source_lists_and_reads_objects_under_its_prefix(gcs_emulator, gcs_bucket: str) -> None:
-    gcs_emulator.upload(gcs_bucket, {"val/Cat/a.jpg": b"cat bytes", "val/Dog/b.png": b"dog", "train/Cat/c.jpg": b"no", "val/Cat/": b""})
+    gcs_emulator.upload(
+        gcs_bucket, {"val/Cat/a.jpg": b"cat bytes", "val/Dog/b.png": b"dog", "train/Cat/c.jpg": b"no", "val/Cat/": b""}
+    )
     source = open_source(f"gs://{gcs_bucket}/val")
     source.check()
 
@@ -314,7 +352,9 @@ def _unreachable_client():  # type: ignore[no-untyped-def]
     from google.cloud import storage
 
     return storage.Client(
-        project="test", credentials=AnonymousCredentials(), client_options={"api_endpoint": f"http://127.0.0.1:{_closed_port()}"}
+        project="test",
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": f"http://127.0.0.1:{_closed_port()}"},
     )
 
 

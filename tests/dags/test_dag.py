@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
 from tests.fixtures.store import find
 
 pytestmark = pytest.mark.airflow
@@ -103,14 +104,16 @@ def test_retry_policy_fails_fast_only_on_errors_a_retry_cannot_fix(daily, error,
 
 
 def test_retry_policy_leaves_unexpected_errors_to_the_normal_retries(daily):
-    decision = daily.get_task("predict").retry_policy.evaluate(exception=RuntimeError("CUDA error"), try_number=1, max_tries=4)
+    decision = daily.get_task("predict").retry_policy.evaluate(
+        exception=RuntimeError("CUDA error"), try_number=1, max_tries=4
+    )
     assert decision.action.value == "default"
 
 
 def test_each_run_covers_the_utc_day_that_has_just_ended(daily):
+    from airflow.sdk import timezone
     from airflow.serialization.encoders import coerce_to_core_timetable
     from airflow.timetables.base import DataInterval, TimeRestriction
-    from airflow.sdk import timezone
 
     timetable = coerce_to_core_timetable(daily.timetable)
     day = timezone.datetime(2026, 11, 19)
@@ -170,13 +173,21 @@ def test_parsing_the_dag_file_imports_neither_the_pipeline_nor_heavy_libraries(a
 @pytest.mark.parametrize(
     ("uri", "expected_uri", "expected_db"),
     [
-        ("mongo://mongodb:27017/class_health?replicaSet=rs0", "mongodb://mongodb:27017/?replicaSet=rs0", "class_health"),
+        (
+            "mongo://mongodb:27017/class_health?replicaSet=rs0",
+            "mongodb://mongodb:27017/?replicaSet=rs0",
+            "class_health",
+        ),
         (
             "mongo://svc%40corp:p%2Fss%3Aword@db.internal:27018/?authSource=admin&tls=true",
             "mongodb://svc%40corp:p%2Fss%3Aword@db.internal:27018/?authSource=admin&tls=true",
             None,
         ),
-        ("mongo://user:pw@cluster0.example.net/metrics?srv=true", "mongodb+srv://user:pw@cluster0.example.net/", "metrics"),
+        (
+            "mongo://user:pw@cluster0.example.net/metrics?srv=true",
+            "mongodb+srv://user:pw@cluster0.example.net/",
+            "metrics",
+        ),
         ("mongo://localhost:27017/?srv=false", "mongodb://localhost:27017/", None),
     ],
 )
@@ -237,7 +248,7 @@ DATE = dt.date(2026, 11, 20)
 PER_CLASS = 8  # images per class in the source, and sampled per class: the whole source is evaluated
 BROKEN = "three"  # its folder holds eights: the model is wrong on every one of them
 #: File times well before DATE: the sample only takes images created on or before the run's date.
-PAST = dt.datetime(2026, 1, 1, 12, tzinfo=dt.timezone.utc).timestamp()
+PAST = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC).timestamp()
 ASSET = "class_health_needs_retraining"
 CONSUMER = "example_retrain_on_flag"
 
@@ -245,12 +256,24 @@ CONSUMER = "example_retrain_on_flag"
 @pytest.fixture(scope="module")
 def tiny_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``<Label>/<file>`` folders of held-out digits, PER_CLASS each; ``three/`` holds eights."""
-    from monitor.domain.digits import LABELS, build_demo_source, digit_file_name, encode_digit, load_digits_images, split_indices
+    from monitor.domain.digits import (
+        LABELS,
+        build_demo_source,
+        digit_file_name,
+        encode_digit,
+        load_digits_images,
+        split_indices,
+    )
 
     root = tmp_path_factory.mktemp("dag_bucket") / "val"
     images, targets = load_digits_images()
     heldout = split_indices()[1]
-    chosen = [int(i) for digit, label in enumerate(LABELS) if label != BROKEN for i in heldout[targets[heldout] == digit][:PER_CLASS]]
+    chosen = [
+        int(i)
+        for digit, label in enumerate(LABELS)
+        if label != BROKEN
+        for i in heldout[targets[heldout] == digit][:PER_CLASS]
+    ]
     assert build_demo_source(root, indices=chosen) == PER_CLASS * (len(LABELS) - 1)
     (root / BROKEN).mkdir()
     for index in heldout[targets[heldout] == LABELS.index("eight")][PER_CLASS : 2 * PER_CLASS]:
@@ -286,11 +309,16 @@ def _snapshot(settings) -> dict[str, Any]:
         return {
             "counts": store.counts(),
             "images": sorted((d["path"], d["label"], d["status"], d["checksum"]) for d in find(store, "images")),
-            "samples": sorted((d["date"], tuple(sorted(i["path"] for i in d["items"]))) for d in find(store, "samples")),
-            "class_metrics": sorted(
-                (d["model_id"], d["date"], d["label"], d["n"], d["correct"], d["failed"]) for d in find(store, "class_metrics")
+            "samples": sorted(
+                (d["date"], tuple(sorted(i["path"] for i in d["items"]))) for d in find(store, "samples")
             ),
-            "class_health": sorted((d["model_id"], d["date"], d["label"], d["verdict"]) for d in find(store, "class_health")),
+            "class_metrics": sorted(
+                (d["model_id"], d["date"], d["label"], d["n"], d["correct"], d["failed"])
+                for d in find(store, "class_metrics")
+            ),
+            "class_health": sorted(
+                (d["model_id"], d["date"], d["label"], d["verdict"]) for d in find(store, "class_health")
+            ),
             "alerts": sorted((d["model_id"], d["label"], d["date"], d["kind"]) for d in find(store, "alerts")),
             "models": sorted(d["model_id"] for d in find(store, "models")),
             "runs": sorted((d["source"], d["date"], tuple(sorted(d.get("stages", {})))) for d in find(store, "runs")),
@@ -316,7 +344,9 @@ def _retraining_events() -> list[dict[str, Any]]:
             .where(AssetModel.name == ASSET)
             .order_by(AssetEvent.id)
         ).all()
-    return [{"extra": dict(r.extra), "dag": r.source_dag_id, "task": r.source_task_id, "run": r.source_run_id} for r in rows]
+    return [
+        {"extra": dict(r.extra), "dag": r.source_dag_id, "task": r.source_task_id, "run": r.source_run_id} for r in rows
+    ]
 
 
 def _dags_scheduled_on_the_asset() -> set[str]:
@@ -348,12 +378,18 @@ def two_runs(daily, dag_runner, spark, tiny_source, tmp_path_factory) -> Iterato
         first = dag_runner(daily, DATE)
         after_first, events_after_first = _snapshot(settings), _retraining_events()
         second = dag_runner(daily, DATE)
-        yield TwoRuns(settings, first, second, after_first, _snapshot(settings), events_after_first, _retraining_events())
+        yield TwoRuns(
+            settings, first, second, after_first, _snapshot(settings), events_after_first, _retraining_events()
+        )
 
 
 def test_a_run_takes_every_stage_to_success_at_the_first_try(two_runs):
     assert two_runs.first.state == "success"
-    assert two_runs.first.tasks == {**{stage: ("success", 1) for stage in STAGES}, PUBLISH: ("success", 1), COMPARE: ("skipped", 1)}
+    assert two_runs.first.tasks == {
+        **{stage: ("success", 1) for stage in STAGES},
+        PUBLISH: ("success", 1),
+        COMPARE: ("skipped", 1),
+    }
 
 
 def test_the_run_stores_the_class_metrics_of_its_date_counted_from_its_predictions(two_runs):
@@ -366,9 +402,7 @@ def test_the_run_stores_the_class_metrics_of_its_date_counted_from_its_predictio
     assert len(predictions) == PER_CLASS * len(LABELS)
     assert set(predictions["date"]) == {DATE.isoformat()}
     ok = predictions[predictions["status"] == "ok"]
-    expected = {
-        label: (len(group), int((group["pred"] == label).sum())) for label, group in ok.groupby("label")
-    }
+    expected = {label: (len(group), int((group["pred"] == label).sum())) for label, group in ok.groupby("label")}
     (model_id,) = predictions["model_id"].unique()
     stored = {(m, d, label): (n, correct) for m, d, label, n, correct, _ in two_runs.after_first["class_metrics"]}
     assert stored == {(model_id, DATE.isoformat(), label): counts for label, counts in expected.items()}
@@ -400,7 +434,11 @@ def test_the_failing_class_is_flagged_alerted_once_and_published_for_retraining(
 def test_a_second_run_of_the_same_date_leaves_the_same_state_and_publishes_nothing_new(two_runs):
     assert two_runs.second.state == "success"
     assert two_runs.second.run_id != two_runs.first.run_id
-    assert two_runs.second.states() == {**{stage: "success" for stage in STAGES}, PUBLISH: "skipped", COMPARE: "skipped"}
+    assert two_runs.second.states() == {
+        **{stage: "success" for stage in STAGES},
+        PUBLISH: "skipped",
+        COMPARE: "skipped",
+    }
     assert _state_of(two_runs.after_second) == _state_of(two_runs.after_first)
     (first_note,), (second_note,) = two_runs.after_first["health_note"], two_runs.after_second["health_note"]
     assert (first_note["flagged"], first_note["new_alerts"]) == ([BROKEN], 1)
@@ -423,24 +461,36 @@ def _candidate_events() -> list[dict[str, Any]]:
 
     with create_session() as session:
         rows = session.execute(
-            select(AssetEvent.extra, AssetEvent.source_task_id).join(AssetModel, AssetModel.id == AssetEvent.asset_id)
-            .where(AssetModel.name == "candidate_ready_for_promotion").order_by(AssetEvent.id)
-        ).all()  # fmt: skip
+            select(AssetEvent.extra, AssetEvent.source_task_id)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .where(AssetModel.name == "candidate_ready_for_promotion")
+            .order_by(AssetEvent.id)
+        ).all()
     return [{"extra": dict(r.extra), "task": r.source_task_id} for r in rows]
 
 
-def test_a_candidate_that_fixes_the_flagged_class_is_published_ready_for_promotion(airflow_env, dag_runner, spark, tmp_path):
+def test_a_candidate_that_fixes_the_flagged_class_is_published_ready_for_promotion(
+    airflow_env, dag_runner, spark, tmp_path
+):
     """Three arrives damaged (the shipped model reads ~1 in 8); the candidate, its three bias raised, reads them, the rest as before."""
     import numpy as np
 
-    from monitor.orchestration.demo import build_candidate_model, degrade_image
-    from monitor.domain.digits import LABELS, build_demo_source, digit_to_pil, load_digits_images, split_indices
     from monitor.core.settings import SHIPPED_MODEL_DIR
+    from monitor.domain.digits import LABELS, build_demo_source, digit_to_pil, load_digits_images, split_indices
+    from monitor.orchestration.demo import build_candidate_model, degrade_image
 
     root = tmp_path / "val"
     images, targets = load_digits_images()
     heldout = split_indices()[1]
-    build_demo_source(root, indices=[int(i) for d, label in enumerate(LABELS) if label != BROKEN for i in heldout[targets[heldout] == d][:PER_CLASS]])
+    build_demo_source(
+        root,
+        indices=[
+            int(i)
+            for d, label in enumerate(LABELS)
+            if label != BROKEN
+            for i in heldout[targets[heldout] == d][:PER_CLASS]
+        ],
+    )
     (root / BROKEN).mkdir()
     rng = np.random.default_rng(0)
     for n, index in enumerate(heldout[targets[heldout] == LABELS.index(BROKEN)][:PER_CLASS]):
@@ -450,9 +500,12 @@ def test_a_candidate_that_fixes_the_flagged_class_is_published_ready_for_promoti
     candidate = build_candidate_model(SHIPPED_MODEL_DIR, tmp_path / "models" / "digits-three-fixed", {BROKEN: 6.0})
     date = DATE + dt.timedelta(days=4)
     with _MonitorEnv(
-        data_dir=tmp_path / "data", source_uri=root, samples_per_class=PER_CLASS, min_samples=PER_CLASS,
+        data_dir=tmp_path / "data",
+        source_uri=root,
+        samples_per_class=PER_CLASS,
+        min_samples=PER_CLASS,
         candidate_model_dirs=json.dumps([str(candidate)]),
-    ):  # fmt: skip
+    ):
         result = dag_runner(_parse(airflow_env), date)
     assert result.tasks[COMPARE] == ("success", 1), result.tasks
     (event,) = [e for e in _candidate_events() if e["extra"]["date"] == date.isoformat()]
@@ -460,7 +513,11 @@ def test_a_candidate_that_fixes_the_flagged_class_is_published_ready_for_promoti
     (ready,) = event["extra"]["ready"]
     assert ready.startswith("digits-three-fixed@")
     (comparison,) = event["extra"]["comparisons"]
-    assert comparison["verdict"] == "promote" and comparison["improved"] == [BROKEN] == comparison["flagged"] and comparison["worse"] == []
+    assert (
+        comparison["verdict"] == "promote"
+        and comparison["improved"] == [BROKEN] == comparison["flagged"]
+        and comparison["worse"] == []
+    )
 
 
 def test_a_candidate_event_is_a_duplicate_only_for_the_same_date_and_candidates(dag_module):
@@ -504,15 +561,22 @@ def test_an_unreachable_source_fails_index_with_a_readable_error_and_nothing_dow
         task: "upstream_failed" for task in [*STAGES[1:], PUBLISH, COMPARE]
     }
     # One readable line per try, naming the stage, the error class and the missing folder.
-    assert _task_errors(caplog) == [f"class health index failed: SourceError: local source folder {gone} does not exist"] * 2
+    assert (
+        _task_errors(caplog)
+        == [f"class health index failed: SourceError: local source folder {gone} does not exist"] * 2
+    )
     assert not settings.sample_csv(date.isoformat()).exists()
     assert not settings.predictions_file(date.isoformat()).exists()
 
 
-def test_a_bad_model_fails_the_first_task_that_needs_it_at_once_though_retries_are_left(airflow_env, dag_runner, tiny_source, tmp_path, caplog):
+def test_a_bad_model_fails_the_first_task_that_needs_it_at_once_though_retries_are_left(
+    airflow_env, dag_runner, tiny_source, tmp_path, caplog
+):
     missing = tmp_path / "no-model-here"
     date = DATE + dt.timedelta(days=2)
-    with _MonitorEnv(data_dir=tmp_path / "data", source_uri=tiny_source, model_dir=missing, samples_per_class=2) as settings:
+    with _MonitorEnv(
+        data_dir=tmp_path / "data", source_uri=tiny_source, model_dir=missing, samples_per_class=2
+    ) as settings:
         result = dag_runner(_fresh_dag(airflow_env, retries=3), date)
     assert result.state == "failed"
     assert result.tasks["index"] == ("success", 1)
@@ -528,10 +592,14 @@ def test_a_bad_model_fails_the_first_task_that_needs_it_at_once_though_retries_a
     assert not settings.predictions_file(date.isoformat()).exists()
 
 
-def test_the_mongo_default_connection_is_the_store_the_tasks_use(airflow_env, dag_runner, tiny_source, tmp_path, caplog):
+def test_the_mongo_default_connection_is_the_store_the_tasks_use(
+    airflow_env, dag_runner, tiny_source, tmp_path, caplog
+):
     # Nothing listens on port 1: the index task must fail reaching *that* MongoDB, not write the embedded store.
     conn_file = tmp_path / "connections.json"
-    conn_file.write_text(json.dumps({"mongo_default": {"conn_type": "mongo", "host": "127.0.0.1", "port": 1, "schema": "from_conn"}}))
+    conn_file.write_text(
+        json.dumps({"mongo_default": {"conn_type": "mongo", "host": "127.0.0.1", "port": 1, "schema": "from_conn"}})
+    )
     date = DATE + dt.timedelta(days=3)
     with _MonitorEnv(data_dir=tmp_path / "data", source_uri=tiny_source, mongo_timeout_ms=300) as settings:
         result = dag_runner(_fresh_dag(airflow_env, retries=0), date, conn_file=conn_file)

@@ -41,7 +41,9 @@ def browser(demo: tuple[Any, dict[str, Any]], tmp_path_factory: pytest.TempPathF
         yield composite
 
 
-def test_overview_shows_every_real_class_and_flags_the_degraded_one(browser: Any, demo: tuple[Any, dict[str, Any]]) -> None:
+def test_overview_shows_every_real_class_and_flags_the_degraded_one(
+    browser: Any, demo: tuple[Any, dict[str, Any]]
+) -> None:
     from monitor.domain.digits import LABELS
 
     _, result = demo
@@ -58,7 +60,9 @@ def test_overview_shows_every_real_class_and_flags_the_degraded_one(browser: Any
     assert all("needs retraining" not in text for label, text in flagged.items() if label != DEGRADED)
 
 
-def test_choosing_a_class_shows_its_time_series_with_the_interval_band(browser: Any, demo: tuple[Any, dict[str, Any]]) -> None:
+def test_choosing_a_class_shows_its_time_series_with_the_interval_band(
+    browser: Any, demo: tuple[Any, dict[str, Any]]
+) -> None:
     _, result = demo
     open_page(browser, "/", f"#{ids.FLAGGED} a.class-link")
     link = next(a for a in browser.find_elements(f"#{ids.FLAGGED} a.class-link") if a.text == DEGRADED)
@@ -88,7 +92,8 @@ def test_a_filter_change_is_written_to_the_url_and_redraws_the_page(browser: Any
     label.click()
     wait_until(lambda: "sort=name" in browser.driver.current_url, "sort=name in the URL")
     names = wait_until(
-        lambda: (y := figure_data(browser, ids.OVERVIEW_HEATMAP)[0]["y"]) == sorted(y) and y, "the heatmap sorted by name"
+        lambda: (y := figure_data(browser, ids.OVERVIEW_HEATMAP)[0]["y"]) == sorted(y) and y,
+        "the heatmap sorted by name",
     )
     assert "color=verdict" in browser.driver.current_url  # the other state is kept
     browser.driver.refresh()
@@ -96,13 +101,18 @@ def test_a_filter_change_is_written_to_the_url_and_redraws_the_page(browser: Any
     assert figure_data(browser, ids.OVERVIEW_HEATMAP)[0]["y"] == names
 
 
-def test_the_gallery_shows_the_misclassified_images_of_the_class(browser: Any, demo: tuple[Any, dict[str, Any]]) -> None:
+def test_the_gallery_shows_the_misclassified_images_of_the_class(
+    browser: Any, demo: tuple[Any, dict[str, Any]]
+) -> None:
     _, result = demo
     open_page(browser, f"{ids.PATH_ERRORS}?{ids.Q_CLASSES}={DEGRADED}", f"#{ids.GALLERY} img")
     images = browser.find_elements(f"#{ids.GALLERY} img")
     assert images
     loaded = wait_until(
-        lambda: all(browser.driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) for img in images),
+        lambda: all(
+            browser.driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img)
+            for img in images
+        ),
         "every thumbnail to load",
     )
     assert loaded

@@ -12,10 +12,15 @@ import pytest
 
 from dashboards import ids
 from monitor.orchestration.demo import CANDIDATE_WORSE
-from tests.fixtures.demo import DEMO_DEGRADED
 from tests.fixtures.browser import dashboard_browser, figure_data, open_page, wait_until
+from tests.fixtures.demo import DEMO_DEGRADED
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.spark, pytest.mark.filterwarnings("ignore::DeprecationWarning:selenium.*")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.spark,
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:selenium.*"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +60,10 @@ def test_the_comparison_page_shows_the_verdict_the_differences_with_intervals_an
     rows = {row["label"]: row for row in expected["classes"]}
     assert set(by_class) == {label for label, row in rows.items() if row["n"]}
     assert by_class[DEMO_DEGRADED] == pytest.approx(rows[DEMO_DEGRADED]["difference"]) and by_class[DEMO_DEGRADED] > 0
-    assert by_class[CANDIDATE_WORSE] == pytest.approx(rows[CANDIDATE_WORSE]["difference"]) and by_class[CANDIDATE_WORSE] < 0
+    assert (
+        by_class[CANDIDATE_WORSE] == pytest.approx(rows[CANDIDATE_WORSE]["difference"])
+        and by_class[CANDIDATE_WORSE] < 0
+    )
     # The interval bars are drawn (Plotly's error_y arrays) around each point.
     bars = browser.driver.execute_script(
         f"const p = document.querySelector('#{ids.COMPARE_CHART} .js-plotly-plot'); const e = p._fullData[0].error_y;"
@@ -67,7 +75,10 @@ def test_the_comparison_page_shows_the_verdict_the_differences_with_intervals_an
     images = browser.find_elements(f"#{ids.COMPARE_GALLERY} img")
     assert images
     assert wait_until(
-        lambda: all(browser.driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) for img in images[:6]),
+        lambda: all(
+            browser.driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img)
+            for img in images[:6]
+        ),
         "the discordant thumbnails to load",
     )
     captions = browser.find_element(f"#{ids.COMPARE_GALLERY}").text

@@ -32,7 +32,13 @@ from tests.fixtures.dashboard import END, MODEL, day, find, health_doc, metric_d
 
 def test_pooling_sums_counts_instead_of_averaging_daily_ratios() -> None:
     metrics = pd.DataFrame(
-        {"date": ["2024-01-01", "2024-01-02", "2024-01-03"], "label": ["a", "a", "a"], "n": [10, 2, 0], "correct": [9, 0, 0], "failed": [0, 1, 3]}
+        {
+            "date": ["2024-01-01", "2024-01-02", "2024-01-03"],
+            "label": ["a", "a", "a"],
+            "n": [10, 2, 0],
+            "correct": [9, 0, 0],
+            "failed": [0, 1, 3],
+        }
     )
     pooled = pool_by_period(metrics, "week", 0.95)
     row = pooled.iloc[0]
@@ -94,7 +100,8 @@ def test_verdict_changes_lists_each_transition_once() -> None:
 )
 def test_rank_classes_orders_by_urgency_accuracy_or_name(order: str, expected: list[str]) -> None:
     status = pd.DataFrame(
-        {"verdict": ["healthy", "watch", "needs_retraining"], "prob_below_target": [0.01, 0.5, 0.9]}, index=pd.Index(["a", "b", "c"], name="label")
+        {"verdict": ["healthy", "watch", "needs_retraining"], "prob_below_target": [0.01, 0.5, 0.9]},
+        index=pd.Index(["a", "b", "c"], name="label"),
     )
     accuracy = pd.Series({"a": 0.95, "b": 0.6, "c": 0.7})
     assert rank_classes(status, accuracy, ["d", "c", "b", "a"], order) == expected
@@ -174,10 +181,24 @@ def test_the_served_app_follows_a_commit_and_never_writes_the_store(store, setti
 
 def test_alerts_come_newest_first_then_by_class(store, settings, history) -> None:
     for label, date in (("bee", day(1)), ("ant", day(1)), ("ant", day(5))):
-        store.add_alert({"model_id": MODEL, "label": label, "date": date, "kind": "watch", "message": f"{label} on watch", "delivered": False})
+        store.add_alert(
+            {
+                "model_id": MODEL,
+                "label": label,
+                "date": date,
+                "kind": "watch",
+                "message": f"{label} on watch",
+                "delivered": False,
+            }
+        )
     store.commit()
     alerts = DashboardData(settings).alerts(MODEL)
-    assert list(zip(alerts["date"], alerts["label"])) == [(day(1), "ant"), (day(1), "bee"), (day(2), "cat"), (day(5), "ant")]
+    assert list(zip(alerts["date"], alerts["label"])) == [
+        (day(1), "ant"),
+        (day(1), "bee"),
+        (day(2), "cat"),
+        (day(5), "ant"),
+    ]
 
 
 def test_an_empty_store_resolves_to_the_empty_state(settings) -> None:
@@ -194,7 +215,17 @@ def test_an_empty_store_resolves_to_the_empty_state(settings) -> None:
 
 
 def test_url_state_round_trips_and_keeps_defaults_out_of_the_url() -> None:
-    state = ViewState(model=MODEL, start="2024-01-01", end="2024-02-01", classes=("a b", "c&d"), grain="week", color="verdict", sort="name", page=3, date="2024-01-15")
+    state = ViewState(
+        model=MODEL,
+        start="2024-01-01",
+        end="2024-02-01",
+        classes=("a b", "c&d"),
+        grain="week",
+        color="verdict",
+        sort="name",
+        page=3,
+        date="2024-01-15",
+    )
     assert parse_query(to_query(state)) == state
     assert to_query(ViewState()) == ""
     assert to_query(ViewState(classes=("x",))) == "?classes=x"
@@ -215,7 +246,9 @@ def test_controls_write_the_url_and_filter_changes_go_back_to_page_one() -> None
     assert state_from_controls(state, {ids.Q_PAGE: "5", ids.Q_SORT: "worst"}, None, None).page == 5
     changed = state_from_controls(state, {ids.Q_PAGE: "4", ids.Q_SORT: "name"}, None, None)
     assert (changed.sort, changed.page) == ("name", 1)
-    other_model = state_from_controls(ViewState(model=MODEL, start="2024-01-01", classes=("a",)), {ids.Q_MODEL: "x@1"}, None, None)
+    other_model = state_from_controls(
+        ViewState(model=MODEL, start="2024-01-01", classes=("a",)), {ids.Q_MODEL: "x@1"}, None, None
+    )
     assert (other_model.model, other_model.start, other_model.classes) == ("x@1", None, ())
 
 
@@ -224,7 +257,13 @@ def test_controls_write_the_url_and_filter_changes_go_back_to_page_one() -> None
 
 def test_heatmap_cells_are_pooled_accuracy_per_class_and_period() -> None:
     metrics = pd.DataFrame(
-        {"date": ["2024-01-01", "2024-01-02", "2024-01-01"], "label": ["a", "a", "b"], "n": [10, 10, 10], "correct": [10, 5, 7], "failed": [0, 0, 0]}
+        {
+            "date": ["2024-01-01", "2024-01-02", "2024-01-01"],
+            "label": ["a", "a", "b"],
+            "n": [10, 10, 10],
+            "correct": [10, 5, 7],
+            "failed": [0, 0, 0],
+        }
     )
     cells = pool_by_period(metrics, "week", 0.95)
     figure = heatmap_figure(cells, ["b", "a"], ["2024-01-01"], color="accuracy", grain="week", level=0.95)
@@ -236,7 +275,11 @@ def test_heatmap_cells_are_pooled_accuracy_per_class_and_period() -> None:
 def test_overview_pages_a_thousand_classes_over_two_years(store, settings) -> None:
     labels = [f"c{i:04d}" for i in range(1000)]
     # Few documents, many classes: one metric per class at both ends of a two-year range.
-    docs = [metric_doc(label, date, 10, 9 if i != 500 else 2) for i, label in enumerate(labels) for date in ("2022-04-01", "2024-03-31")]
+    docs = [
+        metric_doc(label, date, 10, 9 if i != 500 else 2)
+        for i, label in enumerate(labels)
+        for date in ("2022-04-01", "2024-03-31")
+    ]
     write_history(store, "class_metrics", docs)
     store.commit()
     data = DashboardData(settings)
@@ -276,7 +319,9 @@ def test_class_time_series_has_the_wilson_band_target_and_verdict_changes(settin
     assert band.fill == "tonexty"
     assert np.asarray(band.y, dtype=float) == pytest.approx(np.asarray(low))
     assert np.asarray(traces["95% interval (day) upper"].y, dtype=float) == pytest.approx(np.asarray(high))
-    assert np.asarray(traces["accuracy per day"].y, dtype=float) == pytest.approx((daily["correct"] / daily["n"]).to_numpy())
+    assert np.asarray(traces["accuracy per day"].y, dtype=float) == pytest.approx(
+        (daily["correct"] / daily["n"]).to_numpy()
+    )
     assert set(traces["target 90%"].y) == {0.9}
     assert "pooled 14-day estimate" in traces
     assert list(traces["verdict change"].x) == [day(5), day(2)]
@@ -290,8 +335,12 @@ def test_class_page_without_a_choice_shows_the_most_urgent_class(settings, histo
 
 
 def test_weekly_time_series_pools_the_week() -> None:
-    metrics = pd.DataFrame([metric_doc("a", d, 10, c) for d, c in (("2024-01-01", 10), ("2024-01-02", 4), ("2024-01-08", 9))])
-    figure = timeseries_figure("a", metrics, pd.DataFrame(columns=list(health_doc("a", "x", "healthy"))), level=0.95, target=0.9, grain="week")
+    metrics = pd.DataFrame(
+        [metric_doc("a", d, 10, c) for d, c in (("2024-01-01", 10), ("2024-01-02", 4), ("2024-01-08", 9))]
+    )
+    figure = timeseries_figure(
+        "a", metrics, pd.DataFrame(columns=list(health_doc("a", "x", "healthy"))), level=0.95, target=0.9, grain="week"
+    )
     traces = {t.name: t for t in figure.data}
     assert np.asarray(traces["accuracy per week"].y, dtype=float) == pytest.approx([0.7, 0.9])
 
@@ -321,7 +370,9 @@ def test_errors_page_lists_what_the_class_is_mistaken_for(settings, history) -> 
         ("2999-01-01", "2999-02-01", (0, 0)),
     ],
 )
-def test_a_shared_link_asking_for_dates_outside_the_data_is_clamped_with_a_notice(settings, history, start, end, expected) -> None:
+def test_a_shared_link_asking_for_dates_outside_the_data_is_clamped_with_a_notice(
+    settings, history, start, end, expected
+) -> None:
     data = DashboardData(settings)
     view = resolve(data, ViewState(start=start, end=end))
     assert view is not None
@@ -349,9 +400,42 @@ def gallery_day(settings, history) -> str:
     (settings.data_dir / "secret.png").write_bytes((source / "cat/a.png").read_bytes())
     settings.predictions_dir.mkdir(parents=True, exist_ok=True)
     rows = [
-        {"date": day(0), "image_path": "cat/a.png", "label": "cat", "pred": "dog", "confidence": 0.8, "topk_labels": ["dog"], "topk_scores": [0.8], "model_id": MODEL, "status": "ok", "error": None},
-        {"date": day(0), "image_path": "cat/gone.png", "label": "cat", "pred": "dog", "confidence": 0.6, "topk_labels": ["dog"], "topk_scores": [0.6], "model_id": MODEL, "status": "ok", "error": None},
-        {"date": day(0), "image_path": "../secret.png", "label": "cat", "pred": "dog", "confidence": 0.7, "topk_labels": ["dog"], "topk_scores": [0.7], "model_id": MODEL, "status": "ok", "error": None},
+        {
+            "date": day(0),
+            "image_path": "cat/a.png",
+            "label": "cat",
+            "pred": "dog",
+            "confidence": 0.8,
+            "topk_labels": ["dog"],
+            "topk_scores": [0.8],
+            "model_id": MODEL,
+            "status": "ok",
+            "error": None,
+        },
+        {
+            "date": day(0),
+            "image_path": "cat/gone.png",
+            "label": "cat",
+            "pred": "dog",
+            "confidence": 0.6,
+            "topk_labels": ["dog"],
+            "topk_scores": [0.6],
+            "model_id": MODEL,
+            "status": "ok",
+            "error": None,
+        },
+        {
+            "date": day(0),
+            "image_path": "../secret.png",
+            "label": "cat",
+            "pred": "dog",
+            "confidence": 0.7,
+            "topk_labels": ["dog"],
+            "topk_scores": [0.7],
+            "model_id": MODEL,
+            "status": "ok",
+            "error": None,
+        },
     ]
     pd.DataFrame(rows).to_parquet(settings.predictions_file(day(0)))
     return day(0)
@@ -364,9 +448,15 @@ def test_thumbnail_route_serves_sampled_images_and_nothing_else(settings, galler
     ok = client.get(ids.PATH_THUMB, query_string={"date": gallery_day, "path": "cat/a.png"})
     assert ok.status_code == 200 and ok.mimetype == "image/jpeg"
     assert Image.open(io.BytesIO(ok.data)).size == (64, 48)
-    assert client.get(ids.PATH_THUMB, query_string={"date": gallery_day, "path": "cat/b.png"}).status_code == 404  # not sampled
-    assert client.get(ids.PATH_THUMB, query_string={"date": gallery_day, "path": "../secret.png"}).status_code == 404  # outside the source
-    assert client.get(ids.PATH_THUMB, query_string={"date": gallery_day, "path": "cat/gone.png"}).status_code == 502  # sampled, since deleted
+    assert (
+        client.get(ids.PATH_THUMB, query_string={"date": gallery_day, "path": "cat/b.png"}).status_code == 404
+    )  # not sampled
+    assert (
+        client.get(ids.PATH_THUMB, query_string={"date": gallery_day, "path": "../secret.png"}).status_code == 404
+    )  # outside the source
+    assert (
+        client.get(ids.PATH_THUMB, query_string={"date": gallery_day, "path": "cat/gone.png"}).status_code == 502
+    )  # sampled, since deleted
     assert client.get(ids.PATH_THUMB, query_string={"date": "../../etc", "path": "cat/a.png"}).status_code == 404
 
 
@@ -406,7 +496,11 @@ def _random_health(seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     verdicts = ["healthy", "watch", "needs_retraining", "insufficient_data", None, np.nan]
     docs = [
-        health_doc(f"c{c}", (dt.date(2024, 1, 1) + dt.timedelta(days=int(d))).isoformat(), verdicts[int(rng.integers(0, 6 if seed % 2 else 4))])
+        health_doc(
+            f"c{c}",
+            (dt.date(2024, 1, 1) + dt.timedelta(days=int(d))).isoformat(),
+            verdicts[int(rng.integers(0, 6 if seed % 2 else 4))],
+        )
         for c in range(int(rng.integers(1, 6)))
         for d in range(int(rng.integers(1, 25)))
         if rng.random() > 0.2
@@ -438,7 +532,9 @@ def test_pooling_by_codes_matches_the_groupby(seed: int) -> None:
     n = rng.choice([0, 3, 10], size=300)
     metrics = pd.DataFrame(
         {
-            "date": [(dt.date(2024, 1, 1) + dt.timedelta(days=int(d))).isoformat() for d in rng.integers(0, 120, size=300)],
+            "date": [
+                (dt.date(2024, 1, 1) + dt.timedelta(days=int(d))).isoformat() for d in rng.integers(0, 120, size=300)
+            ],
             "label": [f"c{c}" for c in rng.integers(0, 9, size=300)],
             "n": n,
             "correct": [int(rng.integers(0, k + 1)) for k in n],
@@ -461,12 +557,24 @@ def test_range_slicing_by_bisection_matches_the_row_mask() -> None:
     from dashboards.records import in_range, sorted_dates
 
     frame = pd.DataFrame(
-        [metric_doc(label, (dt.date(2024, 1, 1) + dt.timedelta(days=d)).isoformat(), 10, 9) for d in range(40) for label in ("a", "b", "c")]
+        [
+            metric_doc(label, (dt.date(2024, 1, 1) + dt.timedelta(days=d)).isoformat(), 10, 9)
+            for d in range(40)
+            for label in ("a", "b", "c")
+        ]
     )
     dates = sorted_dates(frame)
     assert dates is not None and sorted_dates(frame.iloc[::-1]) is None  # only a sorted date column is bisected
-    for start, end, labels in [(None, None, None), ("2024-01-05", "2024-01-09", None), (None, "2024-01-03", ["b"]), ("2024-03-01", None, None), ("2024-01-10", "2024-01-01", ["a", "c"])]:
-        pd.testing.assert_frame_equal(in_range(frame, start, end, labels, dates=dates), in_range(frame, start, end, labels))
+    for start, end, labels in [
+        (None, None, None),
+        ("2024-01-05", "2024-01-09", None),
+        (None, "2024-01-03", ["b"]),
+        ("2024-03-01", None, None),
+        ("2024-01-10", "2024-01-01", ["a", "c"]),
+    ]:
+        pd.testing.assert_frame_equal(
+            in_range(frame, start, end, labels, dates=dates), in_range(frame, start, end, labels)
+        )
 
 
 def test_the_overview_reads_each_history_once_per_commit(store, settings, history, monkeypatch) -> None:
@@ -494,7 +602,9 @@ def test_the_overview_reads_each_history_once_per_commit(store, settings, histor
     assert f"→ {next_day}" in texts(find(content, ids.SUMMARY))  # the new commit is shown
 
 
-def test_after_a_commit_only_the_changed_dates_are_read_again_and_the_history_equals_a_fresh_read(store, settings, history, monkeypatch) -> None:
+def test_after_a_commit_only_the_changed_dates_are_read_again_and_the_history_equals_a_fresh_read(
+    store, settings, history, monkeypatch
+) -> None:
     from monitor.store import EmbeddedStore
 
     reads: list[tuple[str, str | None, str | None]] = []
@@ -511,7 +621,9 @@ def test_after_a_commit_only_the_changed_dates_are_read_again_and_the_history_eq
 
     # A pipeline day (a new date), a backfill that rewrites an old date, and a date whose rows are removed.
     next_day = (END + dt.timedelta(days=1)).isoformat()
-    store.replace_day("class_metrics", MODEL, next_day, [metric_doc("ant", next_day, 10, 4), metric_doc("bee", next_day, 10, 9)])
+    store.replace_day(
+        "class_metrics", MODEL, next_day, [metric_doc("ant", next_day, 10, 4), metric_doc("bee", next_day, 10, 9)]
+    )
     store.replace_day("class_metrics", MODEL, day(12), [metric_doc("cat", day(12), 30, 3)])
     store.replace_day("class_metrics", MODEL, day(20), [])
     store.commit()
@@ -529,4 +641,6 @@ def test_after_a_commit_only_the_changed_dates_are_read_again_and_the_history_eq
     assert updated.query("date == @day(12)")[["label", "n", "correct"]].values.tolist() == [["cat", 30, 3]]
     assert sorted(updated.query("date == @next_day")["label"]) == ["ant", "bee"]
     # Slicing by range still works on the merged history (its dates sorted again).
-    assert sorted(set(data.metrics(MODEL, day(13), next_day)["date"])) == sorted({day(k) for k in range(14)} | {next_day})
+    assert sorted(set(data.metrics(MODEL, day(13), next_day)["date"])) == sorted(
+        {day(k) for k in range(14)} | {next_day}
+    )

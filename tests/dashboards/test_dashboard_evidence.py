@@ -28,17 +28,46 @@ def test_the_figures_come_from_what_bench_health_saved_and_are_absent_without_it
     (tmp_path / "bad.json").write_text("{not json")
     assert health_figures(tmp_path / "bad.json") == ""
     shipped = json.loads(FIGURES_FILE.read_text())  # the repo's own file, written by the benchmark
-    assert shipped["sentence"].startswith("Measured by benchmarks/bench_health.py") and shipped["figures"]["drop_0.75_median"] > 0
+    assert (
+        shipped["sentence"].startswith("Measured by benchmarks/bench_health.py")
+        and shipped["figures"]["drop_0.75_median"] > 0
+    )
 
 
 def test_the_evidence_card_says_what_the_verdict_is_about_and_shows_the_images_evaluated_once() -> None:
     status = pd.DataFrame(
-        [{"label": "eight", "verdict": "needs_retraining", "date": "2026-11-20", "since": "2026-11-18", "window_days": 14,
-          "window_start": "2026-11-07", "pooled_accuracy": 0.7, "pooled_correct": 70, "pooled_n": 100, "ci_low": 0.6, "ci_high": 0.78,
-          "target": 0.9, "prob_below_target": 1.0, "cusum": 9.0, "cusum_threshold": 6.1, "collapse": 1.0, "collapse_threshold": 9.0,
-          "recovery": 0.5, "recovery_threshold": 4.5, "followup": 60, "evaluated_n": 200, "evaluated_correct": 150,
-          "evaluated_ci_low": 0.69, "evaluated_ci_high": 0.8, "unseen_left": 0, "method": "m", "reason": "Nothing new to evaluate today"}]
-    ).set_index("label")  # fmt: skip
+        [
+            {
+                "label": "eight",
+                "verdict": "needs_retraining",
+                "date": "2026-11-20",
+                "since": "2026-11-18",
+                "window_days": 14,
+                "window_start": "2026-11-07",
+                "pooled_accuracy": 0.7,
+                "pooled_correct": 70,
+                "pooled_n": 100,
+                "ci_low": 0.6,
+                "ci_high": 0.78,
+                "target": 0.9,
+                "prob_below_target": 1.0,
+                "cusum": 9.0,
+                "cusum_threshold": 6.1,
+                "collapse": 1.0,
+                "collapse_threshold": 9.0,
+                "recovery": 0.5,
+                "recovery_threshold": 4.5,
+                "followup": 60,
+                "evaluated_n": 200,
+                "evaluated_correct": 150,
+                "evaluated_ci_low": 0.69,
+                "evaluated_ci_high": 0.8,
+                "unseen_left": 0,
+                "method": "m",
+                "reason": "Nothing new to evaluate today",
+            }
+        ]
+    ).set_index("label")
     text = _text(evidence_card("eight", status, 0.95))
     assert VERDICT_SCOPE in text and health_figures() in text
     assert "images evaluated, each once / not yet" in text and "200 / 0" in text

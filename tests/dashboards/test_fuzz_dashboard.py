@@ -19,8 +19,20 @@ from hypothesis import strategies as st
 
 from dashboards import ids
 from dashboards.state import MAX_CLASSES, MAX_PAGE, _valid_date, parse_query
+from tests.fixtures.dashboard import (
+    MODEL,
+    assert_no_server_error,
+    click_body,
+    controls_body,
+    day,
+    health_doc,
+    metric_doc,
+    post,
+    production_client,
+    render_body,
+    write_history,
+)
 from tests.fixtures.fuzz import fuzz_settings
-from tests.fixtures.dashboard import MODEL, assert_no_server_error, click_body, controls_body, day, health_doc, metric_doc, post, production_client, render_body, write_history
 
 FUZZ = fuzz_settings(60)
 
@@ -38,8 +50,16 @@ def client(tmp_path_factory) -> Iterator[Any]:
     config = load_settings(data_dir=data_dir)
     with open_store(config) as store:
         dates = [day(k) for k in range(29, -1, -1)]
-        write_history(store, "class_metrics", [metric_doc(label, d, 10, 8 if label == "cat" else 10) for d in dates for label in LABELS])
-        write_history(store, "class_health", [health_doc(label, d, "watch" if label == "cat" else "healthy") for d in dates for label in LABELS])
+        write_history(
+            store,
+            "class_metrics",
+            [metric_doc(label, d, 10, 8 if label == "cat" else 10) for d in dates for label in LABELS],
+        )
+        write_history(
+            store,
+            "class_health",
+            [health_doc(label, d, "watch" if label == "cat" else "healthy") for d in dates for label in LABELS],
+        )
         store.register_model(MODEL, name="digits", checksum="0123456789ab", labels=list(LABELS), date=dates[0])
         store.commit()
     yield production_client(config)
@@ -47,11 +67,45 @@ def client(tmp_path_factory) -> Iterator[Any]:
 
 # --- strategies --------------------------------------------------------------------------------------------------------
 
-QUERY_NAMES = (ids.Q_MODEL, ids.Q_START, ids.Q_END, ids.Q_CLASSES, ids.Q_GRAIN, ids.Q_DATE, ids.Q_COLOR, ids.Q_SORT, ids.Q_PAGE)
+QUERY_NAMES = (
+    ids.Q_MODEL,
+    ids.Q_START,
+    ids.Q_END,
+    ids.Q_CLASSES,
+    ids.Q_GRAIN,
+    ids.Q_DATE,
+    ids.Q_COLOR,
+    ids.Q_SORT,
+    ids.Q_PAGE,
+)
 PATHS = (ids.PATH_OVERVIEW, ids.PATH_CLASS, ids.PATH_ERRORS, ids.PATH_RUN, ids.PATH_COMPARE)
 
 #: Values that broke or nearly broke parsing: dates at the calendar's ends, digits int() reads differently from isdigit().
-TRICKY = ("0001-01-01", "0001-01-03", "9999-12-31", "1970-01-01", "2024-02-30", "2024-W01-1", "٣", "²", "३", "0", "-1", "9" * 5000, MODEL, *LABELS, "week", "verdict", "name", "", "%", "%ED%A0%80", "&", "=", "\x00")
+TRICKY = (
+    "0001-01-01",
+    "0001-01-03",
+    "9999-12-31",
+    "1970-01-01",
+    "2024-02-30",
+    "2024-W01-1",
+    "٣",
+    "²",
+    "३",
+    "0",
+    "-1",
+    "9" * 5000,
+    MODEL,
+    *LABELS,
+    "week",
+    "verdict",
+    "name",
+    "",
+    "%",
+    "%ED%A0%80",
+    "&",
+    "=",
+    "\x00",
+)
 
 values = st.one_of(
     st.sampled_from(TRICKY),
@@ -126,13 +180,21 @@ def odd_values_in_valid_shapes(draw: st.DrawFn) -> dict[str, Any]:
     """A request of the right shape whose values (URL parts, control values, click data) are anything."""
     kind = draw(st.sampled_from(("render", "controls", "click")))
     if kind == "render":
-        controls = draw(st.lists(st.tuples(st.sampled_from(QUERY_NAMES), json_values), max_size=4, unique_by=lambda p: p[0]))
+        controls = draw(
+            st.lists(st.tuples(st.sampled_from(QUERY_NAMES), json_values), max_size=4, unique_by=lambda p: p[0])
+        )
         return render_body(draw(json_values | pathnames), draw(json_values | query_strings), values=controls)
     if kind == "controls":
-        changes = draw(st.lists(st.tuples(st.sampled_from(QUERY_NAMES), json_values), min_size=1, max_size=4, unique_by=lambda p: p[0]))
+        changes = draw(
+            st.lists(
+                st.tuples(st.sampled_from(QUERY_NAMES), json_values), min_size=1, max_size=4, unique_by=lambda p: p[0]
+            )
+        )
         return controls_body(changes, search=draw(json_values | query_strings), start=draw(st.none() | json_values))
     point = draw(st.dictionaries(st.sampled_from(("x", "y", "z", "curveNumber")), json_values, max_size=4))
-    return click_body(draw(st.sampled_from(({"points": [point]}, point, [point]))), search=draw(json_values | query_strings))
+    return click_body(
+        draw(st.sampled_from(({"points": [point]}, point, [point]))), search=draw(json_values | query_strings)
+    )
 
 
 # --- properties -----------------------------------------------------------------------------------------------------------
@@ -177,11 +239,29 @@ def test_any_thumbnail_request_is_answered_below_500(client, date: str | bytes, 
     assert response.status_code == 404  # no predictions file in this store: nothing is ever served
 
 
-ROUTES = ("/", "/class", "/_dash-layout", "/_dash-dependencies", "/_dash-component-suites/", "/_dash-component-suites/dash/", "/_favicon.ico", "/assets/", "/thumb/", "/_dash-update-component/")
+ROUTES = (
+    "/",
+    "/class",
+    "/_dash-layout",
+    "/_dash-dependencies",
+    "/_dash-component-suites/",
+    "/_dash-component-suites/dash/",
+    "/_favicon.ico",
+    "/assets/",
+    "/thumb/",
+    "/_dash-update-component/",
+)
 
 
 @FUZZ
-@given(route=st.sampled_from(ROUTES), rest=st.binary(max_size=40), query=st.binary(max_size=60), method=st.sampled_from(("GET", "HEAD", "POST", "OPTIONS")))
-def test_any_request_to_any_route_is_answered_below_500(client, route: str, rest: bytes, query: bytes, method: str) -> None:
+@given(
+    route=st.sampled_from(ROUTES),
+    rest=st.binary(max_size=40),
+    query=st.binary(max_size=60),
+    method=st.sampled_from(("GET", "HEAD", "POST", "OPTIONS")),
+)
+def test_any_request_to_any_route_is_answered_below_500(
+    client, route: str, rest: bytes, query: bytes, method: str
+) -> None:
     response = client.open(f"{route}{quote(rest)}?{quote(query, safe='=&')}", method=method)
     assert_no_server_error(response)

@@ -12,8 +12,28 @@ from typing import Any
 import pytest
 
 from dashboards import guards, ids
-from dashboards.state import MAX_CLASSES, MAX_PAGE, MAX_QUERY_CHARS, ViewState, clamp_range, page_number, parse_query, state_from_controls
-from tests.fixtures.dashboard import MODEL, assert_no_server_error, click_body, controls_body, day, page_text, post, production_client, render_body
+from dashboards.state import (
+    MAX_CLASSES,
+    MAX_PAGE,
+    MAX_QUERY_CHARS,
+    ViewState,
+    clamp_range,
+    page_number,
+    parse_query,
+    state_from_controls,
+)
+from tests.fixtures.dashboard import (
+    MODEL,
+    assert_no_server_error,
+    click_body,
+    controls_body,
+    day,
+    page_text,
+    post,
+    production_client,
+    render_body,
+)
+
 
 @pytest.fixture
 def client(settings, history) -> Any:
@@ -38,7 +58,11 @@ def client(settings, history) -> Any:
         ("/run", "?date=0001-01-01", "No run of"),
         ("/", "?grain=%00", "is not one of"),
         ("/", "?classes=%ED%A0%80", "no results for class"),  # an encoded lone surrogate
-        ("/", "?" + "&".join(f"classes=c{i}" for i in range(MAX_CLASSES + 500)), f"only the first {MAX_CLASSES:,} are shown"),
+        (
+            "/",
+            "?" + "&".join(f"classes=c{i}" for i in range(MAX_CLASSES + 500)),
+            f"only the first {MAX_CLASSES:,} are shown",
+        ),
         ("/", "?classes=ant&x=" + "y" * (MAX_QUERY_CHARS + 10), f"only its first {MAX_QUERY_CHARS:,} were read"),
         ("/nowhere/" + "x" * 5000, "", "No page at"),
     ],
@@ -71,7 +95,24 @@ def test_a_link_choosing_sixty_thousand_classes_is_read_up_to_the_bound(client) 
 
 @pytest.mark.parametrize(
     ("text", "page"),
-    [("1", 1), ("42", 42), (str(MAX_PAGE), MAX_PAGE), (7, 7), ("0", None), (str(MAX_PAGE + 1), None), ("٣", None), ("²", None), ("३", None), ("1.0", None), (" 2", None), ("", None), (None, None), (True, None), ([2], None), ("9" * 5000, None)],
+    [
+        ("1", 1),
+        ("42", 42),
+        (str(MAX_PAGE), MAX_PAGE),
+        (7, 7),
+        ("0", None),
+        (str(MAX_PAGE + 1), None),
+        ("٣", None),
+        ("²", None),
+        ("३", None),
+        ("1.0", None),
+        (" 2", None),
+        ("", None),
+        (None, None),
+        (True, None),
+        ([2], None),
+        ("9" * 5000, None),
+    ],
 )
 def test_a_page_number_is_ascii_digits_within_bounds(text: Any, page: int | None) -> None:
     assert page_number(text) == page
@@ -88,7 +129,9 @@ def test_a_cut_address_drops_only_the_parameter_it_cut() -> None:
     head = "?grain=week&" + "&".join(f"classes={'x' * 90}{i}" for i in range(MAX_QUERY_CHARS // 100))
     state = parse_query(head + "&sort=name")
     assert state.grain == "week" and state.sort == "worst"  # the cut tail is ignored
-    assert all(label.startswith("x" * 90) and label[90:].isdigit() for label in state.classes)  # no half-read class name
+    assert all(
+        label.startswith("x" * 90) and label[90:].isdigit() for label in state.classes
+    )  # no half-read class name
 
 
 @pytest.mark.parametrize("search", [None, 5, ["?page=2"], {"page": "2"}])
@@ -141,22 +184,52 @@ MALFORMED: dict[str, Any] = {
     "inputs missing": {k: v for k, v in render_body().items() if k != "inputs"},
     "inputs not a list": {**render_body(), "inputs": {"pathname": "/"}},
     "one input short": {**render_body(), "inputs": render_body()["inputs"][:1]},
-    "an input of another component": {**render_body(), "inputs": [_pattern_entry("nav", "/", "pathname"), render_body()["inputs"][1]]},
-    "an input of another property": {**render_body(), "inputs": [_pattern_entry(ids.URL, "/", "href"), render_body()["inputs"][1]]},
-    "an input without a property": {**render_body(), "inputs": [{"id": ids.URL, "value": "/"}, render_body()["inputs"][1]]},
+    "an input of another component": {
+        **render_body(),
+        "inputs": [_pattern_entry("nav", "/", "pathname"), render_body()["inputs"][1]],
+    },
+    "an input of another property": {
+        **render_body(),
+        "inputs": [_pattern_entry(ids.URL, "/", "href"), render_body()["inputs"][1]],
+    },
+    "an input without a property": {
+        **render_body(),
+        "inputs": [{"id": ids.URL, "value": "/"}, render_body()["inputs"][1]],
+    },
     "an input that is a number": {**render_body(), "inputs": [5, render_body()["inputs"][1]]},
     "state not a list": {**render_body(), "state": "x"},
     "a wildcard state that is one entry": {**render_body(), "state": [_pattern_entry(ids.param(ids.Q_MODEL)), [], []]},
     "a pattern id without its keys": {**controls_body([]), "inputs": [[_pattern_entry({"type": ids.PARAM})], [], []]},
-    "a pattern id with an extra key": {**controls_body([]), "inputs": [[_pattern_entry({**ids.param(ids.Q_PAGE), "x": 1})], [], []]},
-    "a pattern id of another type": {**controls_body([]), "inputs": [[_pattern_entry({"type": "other", "name": ids.Q_PAGE})], [], []]},
+    "a pattern id with an extra key": {
+        **controls_body([]),
+        "inputs": [[_pattern_entry({**ids.param(ids.Q_PAGE), "x": 1})], [], []],
+    },
+    "a pattern id of another type": {
+        **controls_body([]),
+        "inputs": [[_pattern_entry({"type": "other", "name": ids.Q_PAGE})], [], []],
+    },
     "a pattern id that is a string": {**controls_body([]), "inputs": [[_pattern_entry(ids.PARAM)], [], []]},
-    "a wildcard key that is a list": {**controls_body([]), "inputs": [[_pattern_entry({"type": ids.PARAM, "name": [1, [2]]})], [], []]},
-    "too many controls": {**controls_body([]), "inputs": [[_pattern_entry(ids.param(f"p{i}")) for i in range(guards.MAX_PATTERN_ITEMS + 1)], [], []]},
+    "a wildcard key that is a list": {
+        **controls_body([]),
+        "inputs": [[_pattern_entry({"type": ids.PARAM, "name": [1, [2]]})], [], []],
+    },
+    "too many controls": {
+        **controls_body([]),
+        "inputs": [[_pattern_entry(ids.param(f"p{i}")) for i in range(guards.MAX_PATTERN_ITEMS + 1)], [], []],
+    },
     "a changed prop id of no input": {**click_body({"points": [{"y": "ant"}]}), "changedPropIds": ["url.search"]},
-    "a changed prop id that is deep JSON": {**controls_body([(ids.Q_PAGE, "2")]), "changedPropIds": ["[" * 500 + "]" * 500 + ".value"]},
-    "a changed prop id repeated": {**click_body({"points": [{"y": "ant"}]}), "changedPropIds": ["overview-heatmap.clickData"] * 2},
-    "changed prop ids not a list": {**click_body({"points": [{"y": "ant"}]}), "changedPropIds": "overview-heatmap.clickData"},
+    "a changed prop id that is deep JSON": {
+        **controls_body([(ids.Q_PAGE, "2")]),
+        "changedPropIds": ["[" * 500 + "]" * 500 + ".value"],
+    },
+    "a changed prop id repeated": {
+        **click_body({"points": [{"y": "ant"}]}),
+        "changedPropIds": ["overview-heatmap.clickData"] * 2,
+    },
+    "changed prop ids not a list": {
+        **click_body({"points": [{"y": "ant"}]}),
+        "changedPropIds": "overview-heatmap.clickData",
+    },
     "a value nested 100 deep": click_body(json.loads("[" * 100 + "]" * 100)),
     "a body nested 10,000 deep": "[" * 10_000 + "]" * 10_000,
     "an output nested 10,000 deep": '{"output": ' + "[" * 10_000 + "]" * 10_000 + "}",
@@ -214,7 +287,9 @@ def test_well_formed_requests_still_work(client) -> None:
     assert page.get_json()["response"] == {ids.URL: {"search": "?sort=name&page=2"}}
     picked = post(client, controls_body([], start=f"{day(5)}T00:00:00"))
     assert picked.get_json()["response"] == {ids.URL: {"search": f"?start={day(5)}"}}
-    rendered = post(client, render_body("/class", "?classes=cat", values=[(ids.Q_MODEL, MODEL), (ids.Q_CLASSES, ["cat"])]))
+    rendered = post(
+        client, render_body("/class", "?classes=cat", values=[(ids.Q_MODEL, MODEL), (ids.Q_CLASSES, ["cat"])])
+    )
     assert rendered.status_code == 200 and "cat" in page_text(rendered)
 
 
@@ -251,4 +326,6 @@ def test_a_body_over_the_bound_is_refused_before_it_is_read(client) -> None:
 def test_a_refusal_quotes_the_bad_value_shortened(client) -> None:
     response = client.get(ids.PATH_THUMB, query_string={"date": "9" * 50_000, "path": "a.png"})
     assert response.status_code == 404
-    assert "date &#39;99999" in response.get_data(as_text=True) and len(response.data) < 2_000  # HTML-escaped by werkzeug
+    assert (
+        "date &#39;99999" in response.get_data(as_text=True) and len(response.data) < 2_000
+    )  # HTML-escaped by werkzeug

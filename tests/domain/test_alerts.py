@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from monitor.domain.alerts import deliver_pending, list_alerts, raise_alerts
 from monitor.core.errors import ConfigError
+from monitor.domain.alerts import deliver_pending, list_alerts, raise_alerts
 from monitor.orchestration.health_stage import compute_health
 from tests.fixtures.store import find
 from tests.fixtures.webhook import Endpoint
@@ -92,7 +92,9 @@ def test_delivery_posts_the_alert_to_a_json_webhook(store, history, webhook: End
     assert len(webhook.bodies) == 2
 
 
-def test_a_failing_endpoint_keeps_the_alert_pending_and_a_later_run_delivers_it(store, history, webhook: Endpoint) -> None:
+def test_a_failing_endpoint_keeps_the_alert_pending_and_a_later_run_delivers_it(
+    store, history, webhook: Endpoint
+) -> None:
     webhook.status = 500
     report = deliver_pending(store, [webhook.url])
     assert (report.delivered, report.pending, report.failed) == (0, 2, 2)
@@ -146,14 +148,19 @@ def any_store(request: pytest.FixtureRequest) -> Iterator[Any]:
     from monitor.store import MongoStore
 
     name = f"monitor_test_{uuid.uuid4().hex[:12]}"  # mongomock clients of one process may share their databases
-    with MongoStore(db=mongomock.MongoClient(tz_aware=True)[name], description="mongomock standing in for MongoDB") as db_store:
+    with MongoStore(
+        db=mongomock.MongoClient(tz_aware=True)[name], description="mongomock standing in for MongoDB"
+    ) as db_store:
         db_store.ensure_indexes()
         yield db_store
 
 
 def _judge(store, model_id: str, date: str, verdicts: dict[str, str]) -> list[dict[str, Any]]:
     """Store ``verdicts`` (label -> verdict) as the class_health rows of (model, date), then raise its alerts, like the pipeline."""
-    rows = [{"label": label, "verdict": verdict, "reason": f"{label} is {verdict}"} for label, verdict in sorted(verdicts.items())]
+    rows = [
+        {"label": label, "verdict": verdict, "reason": f"{label} is {verdict}"}
+        for label, verdict in sorted(verdicts.items())
+    ]
     store.replace_day("class_health", model_id, date, rows)
     stored = find(store, "class_health", {"model_id": model_id, "date": date})
     return raise_alerts(store, model_id, date, sorted(stored, key=lambda row: row["label"]))
@@ -187,7 +194,11 @@ def test_a_class_flagged_again_after_recovering_gets_a_second_alert_and_reruns_a
         3: [("seven", "recovered")],
         5: [("seven", FLAGGED)],
     }
-    expected = [("m@1", "seven", day(1), FLAGGED), ("m@1", "seven", day(3), "recovered"), ("m@1", "seven", day(5), FLAGGED)]
+    expected = [
+        ("m@1", "seven", day(1), FLAGGED),
+        ("m@1", "seven", day(3), "recovered"),
+        ("m@1", "seven", day(5), FLAGGED),
+    ]
     assert _transitions(any_store) == expected
     assert len({a["alert_id"] for a in find(any_store, "alerts")}) == 3
     assert [a["date"] for a in any_store.pending_alerts()] == [day(1), day(3), day(5)]
@@ -230,11 +241,15 @@ def test_partial_delivery_retries_only_the_url_that_failed(any_store) -> None:
             server.server.server_close()
 
 
-def test_re_evaluating_a_date_withdraws_its_stale_undelivered_alert_and_keeps_a_delivered_one(any_store, webhook: Endpoint) -> None:
+def test_re_evaluating_a_date_withdraws_its_stale_undelivered_alert_and_keeps_a_delivered_one(
+    any_store, webhook: Endpoint
+) -> None:
     _judge(any_store, "m@1", day(0), {"seven": FINE, "three": FINE})
     _judge(any_store, "m@1", day(1), {"seven": FLAGGED, "three": FINE})
     assert deliver_pending(any_store, [webhook.url]).delivered == 1  # seven's alert of day 1 is sent
-    _judge(any_store, "m@1", day(2), {"seven": FLAGGED, "three": FLAGGED})  # three's alert of day 2: pending, another date
+    _judge(
+        any_store, "m@1", day(2), {"seven": FLAGGED, "three": FLAGGED}
+    )  # three's alert of day 2: pending, another date
     # Day 1 re-evaluated: three is now flagged there too (a new, undelivered alert) ...
     [late] = _judge(any_store, "m@1", day(1), {"seven": FLAGGED, "three": FLAGGED})
     assert (late["label"], late["date"], late["kind"]) == ("three", day(1), FLAGGED)
@@ -247,7 +262,9 @@ def test_re_evaluating_a_date_withdraws_its_stale_undelivered_alert_and_keeps_a_
     assert len(webhook.bodies) == 1
 
 
-def test_a_withdrawn_alert_is_never_sent_and_the_next_date_re_run_raises_the_flag_there(any_store, webhook: Endpoint) -> None:
+def test_a_withdrawn_alert_is_never_sent_and_the_next_date_re_run_raises_the_flag_there(
+    any_store, webhook: Endpoint
+) -> None:
     _judge(any_store, "m@1", day(0), {"seven": FINE})
     _judge(any_store, "m@1", day(1), {"seven": FLAGGED})
     assert _judge(any_store, "m@1", day(1), {"seven": FINE}) == []  # day 1 re-evaluated: no drop that day after all
@@ -270,8 +287,12 @@ def test_a_flag_and_a_recovery_are_posted_with_their_own_title_and_notification_
     _judge(store, "m@1", day(2), {"seven": FINE})
     stored = {a["kind"]: a for a in find(store, "alerts")}
     assert stored[FLAGGED]["message"].startswith(f"Class 'seven' of model m@1 needs retraining on {day(1)}: ")
-    assert stored["recovered"]["message"].startswith(f"Class 'seven' of model m@1 recovered on {day(2)} (now healthy): ")
-    assert all((a["sent_to"], a["sending"], a["uncertain"]) == ([], [], []) for a in stored.values())  # nothing in flight yet
+    assert stored["recovered"]["message"].startswith(
+        f"Class 'seven' of model m@1 recovered on {day(2)} (now healthy): "
+    )
+    assert all(
+        (a["sent_to"], a["sending"], a["uncertain"]) == ([], [], []) for a in stored.values()
+    )  # nothing in flight yet
 
     assert deliver_pending(store, [webhook.url]).delivered == 2
 
@@ -282,12 +303,14 @@ def test_a_flag_and_a_recovery_are_posted_with_their_own_title_and_notification_
     ]
 
 
-def test_an_alert_stored_without_its_id_is_sent_and_recorded_with_the_id_of_its_transition(store, webhook: Endpoint) -> None:
+def test_an_alert_stored_without_its_id_is_sent_and_recorded_with_the_id_of_its_transition(
+    store, webhook: Endpoint
+) -> None:
     import hashlib
 
     # Alerts stored before alert ids existed: the id is derived from (model, label, date, kind), as documented.
     legacy = {"model_id": "m@1", "label": "seven", "date": day(1), "kind": FLAGGED, "message": "seven needs retraining"}
-    store.add_alert({**legacy, "created_at": dt.datetime(2024, 3, 2, tzinfo=dt.timezone.utc), "delivered": False, "attempts": 0})
+    store.add_alert({**legacy, "created_at": dt.datetime(2024, 3, 2, tzinfo=dt.UTC), "delivered": False, "attempts": 0})
     expected = hashlib.sha256("\x1f".join(("m@1", "seven", day(1), FLAGGED)).encode()).hexdigest()[:16]
 
     assert deliver_pending(store, [webhook.url]).delivered == 1
@@ -346,11 +369,15 @@ def test_a_failed_send_is_logged_with_the_alert_and_the_url_host(store, webhook:
 
     import re
 
-    pattern = rf"alert m@1/seven/{day(1)} not delivered to json://127\.0\.0\.1:{webhook.server.server_address[1]}.*: \S.*"
+    pattern = (
+        rf"alert m@1/seven/{day(1)} not delivered to json://127\.0\.0\.1:{webhook.server.server_address[1]}.*: \S.*"
+    )
     assert [r.getMessage() for r in caplog.records if re.fullmatch(pattern, r.getMessage())], caplog.text
 
 
-def test_a_send_a_killed_run_left_in_flight_is_not_repeated_but_reported_uncertain(store, webhook: Endpoint, caplog) -> None:
+def test_a_send_a_killed_run_left_in_flight_is_not_repeated_but_reported_uncertain(
+    store, webhook: Endpoint, caplog
+) -> None:
     _judge(store, "m@1", day(0), {"seven": FINE})
     [flag] = _judge(store, "m@1", day(1), {"seven": FLAGGED})
     [stored] = store.pending_alerts()
@@ -363,7 +390,12 @@ def test_a_send_a_killed_run_left_in_flight_is_not_repeated_but_reported_uncerta
     # Done with it (nothing failed), with a note that says the one send is in doubt.
     assert (report.delivered, report.pending) == (1, 0)
     alert = _one(store, "alerts", {"label": "seven"})
-    assert (alert["uncertain"], alert["sending"], alert["sent_to"], alert["delivered"]) == ([_url_key(webhook.url)], [], [], True)
+    assert (alert["uncertain"], alert["sending"], alert["sent_to"], alert["delivered"]) == (
+        [_url_key(webhook.url)],
+        [],
+        [],
+        True,
+    )
     assert f"may or may not have received alert id {flag['alert_id']}" in alert["last_error"]
     assert "a previous run stopped while sending it; not sent again (at most once)" in caplog.text
     # A later run sends nothing either.
@@ -409,8 +441,14 @@ def test_a_send_left_in_doubt_by_a_crash_is_never_repeated_while_another_notifie
         report = deliver_pending(any_store, urls)
         assert (report.delivered, report.pending, report.failed) == (0, 1, 1)
         alert = _one(any_store, "alerts", {"alert_id": flag["alert_id"]})
-        assert alert["uncertain"] == [_url_key(doubtful.url)] and alert["sent_to"] == [_url_key(good.url)] and alert["sending"] == []
-        assert alert["delivered"] is False and "127.0.0.1:" + str(failing.server.server_address[1]) in alert["last_error"]
+        assert (
+            alert["uncertain"] == [_url_key(doubtful.url)]
+            and alert["sent_to"] == [_url_key(good.url)]
+            and alert["sending"] == []
+        )
+        assert (
+            alert["delivered"] is False and "127.0.0.1:" + str(failing.server.server_address[1]) in alert["last_error"]
+        )
         assert f"may or may not have received alert id {flag['alert_id']}" in alert["last_error"]
         assert (len(doubtful.bodies), len(good.bodies)) == (1, 1)
 
@@ -428,7 +466,9 @@ def test_a_send_left_in_doubt_by_a_crash_is_never_repeated_while_another_notifie
         assert (len(doubtful.bodies), len(good.bodies)) == (1, 1)
         names = order.split("-")
         tried_before_the_crash = names.index("failing") < names.index("doubtful")
-        assert len(failing.bodies) == (3 if tried_before_the_crash else 2)  # its 500s (one more if tried before the crash), then one 200
+        assert len(failing.bodies) == (
+            3 if tried_before_the_crash else 2
+        )  # its 500s (one more if tried before the crash), then one 200
     finally:
         for server in servers.values():
             server.server.shutdown()

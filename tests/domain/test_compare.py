@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 from evaluation.metrics import paired_counts_pandas, paired_counts_spark
+from monitor.core.errors import DataError
 from monitor.core.verdicts import ComparisonVerdict
 from monitor.domain.compare import (
     compare_classes,
@@ -21,7 +22,6 @@ from monitor.domain.compare import (
     one_sided_p,
     paired_difference_ci,
 )
-from monitor.core.errors import DataError
 
 PROMOTE, REJECT, INSUFFICIENT = ComparisonVerdict.PROMOTE, ComparisonVerdict.REJECT, ComparisonVerdict.INSUFFICIENT_DATA
 
@@ -121,8 +121,12 @@ def test_exact_mcnemar_equals_scipy_binomtest(b: int, c: int) -> None:
         assert mcnemar_exact_p([b], [c])[0] == 1.0
         return
     assert mcnemar_exact_p([b], [c])[0] == pytest.approx(stats.binomtest(c, b + c, 0.5).pvalue, rel=1e-9)
-    assert one_sided_p([c], [b + c])[0] == pytest.approx(stats.binomtest(c, b + c, 0.5, alternative="greater").pvalue, rel=1e-9)
-    assert one_sided_p([b], [b + c])[0] == pytest.approx(stats.binomtest(c, b + c, 0.5, alternative="less").pvalue, rel=1e-9)
+    assert one_sided_p([c], [b + c])[0] == pytest.approx(
+        stats.binomtest(c, b + c, 0.5, alternative="greater").pvalue, rel=1e-9
+    )
+    assert one_sided_p([b], [b + c])[0] == pytest.approx(
+        stats.binomtest(c, b + c, 0.5, alternative="less").pvalue, rel=1e-9
+    )
 
 
 def test_mcnemar_on_the_hand_table() -> None:
@@ -162,12 +166,27 @@ def test_agresti_min_interval_by_hand_and_its_coverage_by_simulation() -> None:
 
 
 def _counts(rows: dict[str, tuple[int, int, int, int]]) -> pd.DataFrame:
-    return pd.DataFrame([{"label": k, "both_right": v[0], "only_production": v[1], "only_candidate": v[2], "both_wrong": v[3]} for k, v in rows.items()])
+    return pd.DataFrame(
+        [
+            {"label": k, "both_right": v[0], "only_production": v[1], "only_candidate": v[2], "both_wrong": v[3]}
+            for k, v in rows.items()
+        ]
+    )
 
 
 def _judge(counts: pd.DataFrame, flagged: list[str], *, days: int = 14, margin: float = 0.02, min_samples: int = 1):
     table = compare_classes(counts, flagged=flagged, alpha=0.05, margin=margin)
-    return judge(table, production="p@1", candidate="c@2", start="2026-01-01", end="2026-01-14", days=days, alpha=0.05, margin=margin, min_samples=min_samples)
+    return judge(
+        table,
+        production="p@1",
+        candidate="c@2",
+        start="2026-01-01",
+        end="2026-01-14",
+        days=days,
+        alpha=0.05,
+        margin=margin,
+        min_samples=min_samples,
+    )
 
 
 def test_promote_when_every_flagged_class_improves_and_none_is_worse() -> None:
@@ -240,8 +259,11 @@ def test_discordant_images_are_the_pairs_one_model_got_right_taking_the_classes_
     frame = discordant_images(production, candidate)
     # By hand: a/3 (production right), a/4 and a/5 (candidate right), b/1 (candidate right); b/2 failed for production.
     assert frame[["image_path", "right"]].values.tolist() == [
-        ["a/3.png", "production"], ["b/1.png", "candidate"], ["a/4.png", "candidate"], ["a/5.png", "candidate"],
-    ]  # fmt: skip
+        ["a/3.png", "production"],
+        ["b/1.png", "candidate"],
+        ["a/4.png", "candidate"],
+        ["a/5.png", "candidate"],
+    ]
     assert frame.iloc[0][["production_pred", "candidate_pred"]].tolist() == ["a", "c"]
     assert len(discordant_images(production, candidate, limit=2)) == 2
 
@@ -309,7 +331,9 @@ def test_a_p_value_equal_to_alpha_is_not_significant(side: str) -> None:
     row = at.set_index("label").loc[label]
     assert row["p_better" if side == "improved" else "p_worse_holm"] == alpha
     assert not row[side]
-    verdict = judge(at, production="p@1", candidate="c@2", start="2026-01-01", end="2026-01-14", days=14, alpha=alpha, margin=0.0)
+    verdict = judge(
+        at, production="p@1", candidate="c@2", start="2026-01-01", end="2026-01-14", days=14, alpha=alpha, margin=0.0
+    )
     assert verdict.verdict == (INSUFFICIENT if side == "improved" else PROMOTE)
     # A hair above, the same table is significant.
     assert compare_classes(table, flagged=flagged, alpha=alpha * 1.001, margin=0.0).set_index("label").loc[label, side]
@@ -318,12 +342,25 @@ def test_a_p_value_equal_to_alpha_is_not_significant(side: str) -> None:
 def test_a_class_without_paired_images_has_no_accuracies_and_the_verdict_records_its_inputs() -> None:
     verdict = _judge(_counts({"3": (50, 0, 5, 5), "9": (0, 0, 0, 0), "1": (1, 0, 0, 0)}), ["3"])
     rows = {row["label"]: row for row in verdict.classes}
-    assert (rows["9"]["production_accuracy"], rows["9"]["candidate_accuracy"], rows["9"]["difference"]) == (None, None, None)
-    assert (rows["1"]["production_accuracy"], rows["1"]["candidate_accuracy"]) == (1.0, 1.0)  # n = 1 is a class with images
+    assert (rows["9"]["production_accuracy"], rows["9"]["candidate_accuracy"], rows["9"]["difference"]) == (
+        None,
+        None,
+        None,
+    )
+    assert (rows["1"]["production_accuracy"], rows["1"]["candidate_accuracy"]) == (
+        1.0,
+        1.0,
+    )  # n = 1 is a class with images
     record = verdict.to_dict()
     assert {k: record[k] for k in ("production", "candidate", "start", "end", "days", "alpha", "margin")} == {
-        "production": "p@1", "candidate": "c@2", "start": "2026-01-01", "end": "2026-01-14", "days": 14, "alpha": 0.05, "margin": 0.02,
-    }  # fmt: skip
+        "production": "p@1",
+        "candidate": "c@2",
+        "start": "2026-01-01",
+        "end": "2026-01-14",
+        "days": 14,
+        "alpha": 0.05,
+        "margin": 0.02,
+    }
     # The flagged class improved, but a class without a paired image keeps the candidate waiting.
     assert (record["verdict"], record["reason"]) == (INSUFFICIENT, "1 class(es) have fewer than 1 paired images")
 
@@ -331,13 +368,19 @@ def test_a_class_without_paired_images_has_no_accuracies_and_the_verdict_records
 @pytest.mark.parametrize(
     "counts, alpha, message",
     [
-        (pd.DataFrame({"label": ["a"], "both_right": [1]}), 0.05, r"lack the column\(s\) only_production, only_candidate, both_wrong$"),
+        (
+            pd.DataFrame({"label": ["a"], "both_right": [1]}),
+            0.05,
+            r"lack the column\(s\) only_production, only_candidate, both_wrong$",
+        ),
         (_counts({"a": (1, -1, 0, 0)}), 0.05, "^paired counts must not be negative$"),
         (_counts({"a": (1, 0, 0, 0)}), 0.0, "^alpha = 0.0 is not between 0 and 1$"),
         (_counts({"a": (1, 0, 0, 0)}), 1.0, "^alpha = 1.0 is not between 0 and 1$"),
     ],
 )
-def test_compare_refuses_bad_counts_and_alpha_naming_what_is_wrong(counts: pd.DataFrame, alpha: float, message: str) -> None:
+def test_compare_refuses_bad_counts_and_alpha_naming_what_is_wrong(
+    counts: pd.DataFrame, alpha: float, message: str
+) -> None:
     with pytest.raises(DataError, match=message):
         compare_classes(counts, alpha=alpha)
 
@@ -357,9 +400,16 @@ def test_compare_counts_judges_the_pooled_days_and_records_the_unpaired_images()
     from monitor.domain.compare import compare_counts
 
     result = compare_counts(
-        HAND_TABLE, production="p@1", candidate="c@2", days=["2026-01-01", "2026-01-02"], flagged=["b"],
-        alpha=0.05, margin=0.0, confidence=0.95, min_samples=1,
-    )  # fmt: skip
+        HAND_TABLE,
+        production="p@1",
+        candidate="c@2",
+        days=["2026-01-01", "2026-01-02"],
+        flagged=["b"],
+        alpha=0.05,
+        margin=0.0,
+        confidence=0.95,
+        min_samples=1,
+    )
     assert (result.start, result.end, result.days) == ("2026-01-01", "2026-01-02", 2)
     assert result.unpaired == {"b": 1, "c": 1}
     assert [row["label"] for row in result.classes] == ["a", "b", "c", "d"]
@@ -381,8 +431,22 @@ def test_the_record_holds_plain_values_and_the_gallery_only_when_one_was_made() 
     verdict.discordant = gallery(discordant_images(*_hand_pair(), limit=2))
     shown = verdict.to_dict()["discordant"]
     assert shown == [
-        {"date": "2026-01-01", "image_path": "a/3.png", "label": "a", "production_pred": "a", "candidate_pred": "c", "right": "production"},
-        {"date": "2026-01-02", "image_path": "b/1.png", "label": "b", "production_pred": "a", "candidate_pred": "b", "right": "candidate"},
+        {
+            "date": "2026-01-01",
+            "image_path": "a/3.png",
+            "label": "a",
+            "production_pred": "a",
+            "candidate_pred": "c",
+            "right": "production",
+        },
+        {
+            "date": "2026-01-02",
+            "image_path": "b/1.png",
+            "label": "b",
+            "production_pred": "a",
+            "candidate_pred": "b",
+            "right": "candidate",
+        },
     ]
     assert all(type(value) is str for row in shown for value in row.values())
 
@@ -399,26 +463,45 @@ def _stage_world(tmp_path):
     settings = Settings(data_dir=tmp_path / "data", source_uri=str(tmp_path))
     files = PredictionFiles(settings.predictions_dir)
     production, candidate = _hand_pair()
-    for frame, model_id, path in ((production, "prod@1", files.production), (candidate, "cand@2", lambda day: files.candidate(day, "cand@2"))):
+    for frame, model_id, path in (
+        (production, "prod@1", files.production),
+        (candidate, "cand@2", lambda day: files.candidate(day, "cand@2")),
+    ):
         for day, rows in frame.groupby("date"):
             records = [
-                {**row, "model_id": model_id, "confidence": 0.9 if row["status"] == "ok" else None, "topk_labels": [], "topk_scores": [],
-                 "error": None if row["status"] == "ok" else "unreadable"}
+                {
+                    **row,
+                    "model_id": model_id,
+                    "confidence": 0.9 if row["status"] == "ok" else None,
+                    "topk_labels": [],
+                    "topk_scores": [],
+                    "error": None if row["status"] == "ok" else "unreadable",
+                }
                 for row in rows.to_dict(orient="records")
-            ]  # fmt: skip
+            ]
             write_predictions(predictions_frame(records), path(str(day)))
     write_predictions(predictions_frame([]), files.production("2026-01-03"))
     (files.root / "notes.parquet").write_bytes(b"not a day")
-    (files.candidate("2026-01-02", "cand@2").parent / ".2026-01-04.parquet.tmp1").write_bytes(b"a writer's temporary file")
+    (files.candidate("2026-01-02", "cand@2").parent / ".2026-01-04.parquet.tmp1").write_bytes(
+        b"a writer's temporary file"
+    )
     with open_store(settings) as store:
-        store.replace_day("class_health", "prod@1", "2026-01-01", [{"label": "a", "verdict": "healthy"}, {"label": "b", "verdict": "needs_retraining"}])
+        store.replace_day(
+            "class_health",
+            "prod@1",
+            "2026-01-01",
+            [{"label": "a", "verdict": "healthy"}, {"label": "b", "verdict": "needs_retraining"}],
+        )
     return settings, files
 
 
 def test_prediction_files_name_each_models_day_and_list_only_days(tmp_path) -> None:
     settings, files = _stage_world(tmp_path)
     assert files.production("2026-01-01") == settings.predictions_dir / "2026-01-01.parquet"
-    assert files.candidate("2026-01-01", "cand/x@2") == settings.predictions_dir / "candidates" / "cand_x@2" / "2026-01-01.parquet"
+    assert (
+        files.candidate("2026-01-01", "cand/x@2")
+        == settings.predictions_dir / "candidates" / "cand_x@2" / "2026-01-01.parquet"
+    )
     assert files.dates() == ["2026-01-01", "2026-01-02", "2026-01-03"]
     assert files.dates("cand@2") == ["2026-01-01", "2026-01-02"] and files.dates("other@3") == []
     assert files.candidates() == ["cand@2"]
@@ -448,35 +531,65 @@ def test_run_compare_stores_one_comparison_per_candidate_and_date_and_a_rerun_re
     (summary,) = result["comparisons"]
     assert result["date"] == "2026-01-02" and result["ready"] == []
     assert "classes" not in summary and "discordant" not in summary
-    assert (summary["candidate"], summary["production"], summary["flagged"], summary["days"]) == ("cand@2", "prod@1", ["b"], 2)
+    assert (summary["candidate"], summary["production"], summary["flagged"], summary["days"]) == (
+        "cand@2",
+        "prod@1",
+        ["b"],
+        2,
+    )
     run_compare(settings, "2026-01-02", engine="pandas")  # a re-run of the date
     run_compare(settings, "2026-01-01", engine="pandas")
     with open_store(settings, read_only=True) as store:
         assert store.counts()["comparisons"] == 2
         first, second = store.comparisons("cand@2")
         assert store.comparisons("cand@2", start="2026-01-02") == [second] and store.comparisons("other@3") == []
-    assert (first["date"], first["end"], second["date"], second["end"]) == ("2026-01-01", "2026-01-01", "2026-01-02", "2026-01-02")
+    assert (first["date"], first["end"], second["date"], second["end"]) == (
+        "2026-01-01",
+        "2026-01-01",
+        "2026-01-02",
+        "2026-01-02",
+    )
     # What is stored is the whole comparison: the summary, the per-class rows of the pooled counts, the gallery.
     assert {k: second[k] for k in summary} == summary
     reference = paired_counts_pandas(*_hand_pair())
-    assert [{k: row[k] for k in ("label", "both_right", "only_production", "only_candidate", "both_wrong")} for row in second["classes"]] == [
-        {k: row[k] for k in ("label", "both_right", "only_production", "only_candidate", "both_wrong")} for row in reference
+    assert [
+        {k: row[k] for k in ("label", "both_right", "only_production", "only_candidate", "both_wrong")}
+        for row in second["classes"]
+    ] == [
+        {k: row[k] for k in ("label", "both_right", "only_production", "only_candidate", "both_wrong")}
+        for row in reference
     ]
-    assert [row["image_path"] for row in second["discordant"]] == ["a/3.png", "b/1.png", "a/4.png", "a/5.png"] and GALLERY_SIZE >= 4
+    assert [row["image_path"] for row in second["discordant"]] == [
+        "a/3.png",
+        "b/1.png",
+        "a/4.png",
+        "a/5.png",
+    ] and GALLERY_SIZE >= 4
 
 
 def test_the_calculator_does_no_io_and_the_stage_and_the_dashboard_read_what_is_stored() -> None:
     import importlib.util
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("import_graph_compare", Path(__file__).resolve().parents[2] / "scripts" / "import_graph.py")
+    spec = importlib.util.spec_from_file_location(
+        "import_graph_compare", Path(__file__).resolve().parents[2] / "scripts" / "import_graph.py"
+    )
     assert spec is not None and spec.loader is not None
     graph = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(graph)
     edges = graph.imports(graph.modules())
-    io = {"monitor.store", "monitor.core.settings", "monitor.core.files", "evaluation.predictions", "evaluation.metrics", "evaluation.spark"}
+    io = {
+        "monitor.store",
+        "monitor.core.settings",
+        "monitor.core.files",
+        "evaluation.predictions",
+        "evaluation.metrics",
+        "evaluation.spark",
+    }
     assert edges["monitor.domain.compare"] and not edges["monitor.domain.compare"] & io
-    assert {"monitor.store", "evaluation.predictions", "evaluation.metrics", "monitor.domain.compare"} <= edges["monitor.orchestration.compare_stage"]
+    assert {"monitor.store", "evaluation.predictions", "evaluation.metrics", "monitor.domain.compare"} <= edges[
+        "monitor.orchestration.compare_stage"
+    ]
     # The dashboard counts nothing: no paired counts, no Spark, no stage.
     dashboard = set().union(*(targets for name, targets in edges.items() if name.startswith("dashboards")))
     assert not dashboard & {"evaluation.metrics", "evaluation.spark", "monitor.orchestration.compare_stage"}

@@ -78,7 +78,9 @@ def test_prob_below_target_matches_numeric_integration_of_the_posterior(correct:
 
 
 @pytest.mark.parametrize(("target", "drop"), [(0.9, 0.05), (0.9, 0.15), (0.99, 0.05), (0.6, 0.05), (0.5, 0.3)])
-def test_lattice_weights_keep_the_correct_ratio_exact_and_the_wrong_one_within_half_a_percent(target: float, drop: float) -> None:
+def test_lattice_weights_keep_the_correct_ratio_exact_and_the_wrong_one_within_half_a_percent(
+    target: float, drop: float
+) -> None:
     down, up, unit = lattice(target, drop)
     if_correct, if_wrong = llr_weights(target, drop)
     assert if_correct == pytest.approx(math.log((target - drop) / target), rel=1e-12)
@@ -147,7 +149,10 @@ def test_the_followup_policy_is_the_documented_one() -> None:
     s = np.arange(0, 1000)
     assert followup_extra(s, 1000, 30).tolist() == _policy_extra(s, 1000, 30).tolist()
     assert TIERS[0][0] == 0.15
-    assert followup_extra([0, 999], 1000, 30, flagged=[True, True]).tolist() == [60, 60]  # flagged: 2 x, the evidence to clear
+    assert followup_extra([0, 999], 1000, 30, flagged=[True, True]).tolist() == [
+        60,
+        60,
+    ]  # flagged: 2 x, the evidence to clear
 
 
 def _grants(h: int, followup: int = 30, n: int = 10) -> tuple[list[int], np.ndarray]:
@@ -168,6 +173,7 @@ def test_calibrated_threshold_is_the_smallest_that_meets_the_run_length_for_ever
     assert design(0.9, 0.05, 10, 30, required_arl(30, 1.0), 365.0).h > d.h
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("classes", [1, 15])
 @pytest.mark.parametrize("cap", [5, 7, 10, 20, 25, 60, 1000])
 def test_a_daily_cap_that_grants_part_of_the_request_never_raises_false_alarms(classes: int, cap: int) -> None:
@@ -248,6 +254,7 @@ def test_production_threshold_meets_its_run_length_by_an_independent_computation
     assert _reference_run_length(0.8 * d.threshold, 0.9, settings.drop_to_detect, 10, 0) < 0.7 * arl
 
 
+@pytest.mark.slow
 def test_recovery_run_length_matches_monte_carlo_and_meets_its_bound() -> None:
     d = design(0.9, 0.05, 10, 20, required_arl(15, 1.0), 100.0)
     assert min(recovery_run_length(d.hr, 0.9, 0.05, n) for n in (10, 20, 30, 50)) >= 100.0
@@ -302,7 +309,13 @@ def test_verdict_codes_follow_the_documented_rule() -> None:
         b=np.zeros(5, dtype=np.int64),
     )
     codes = verdict_codes(state, d, evaluated_n=[5, 5, 100, 100, 100], min_samples=20)
-    assert [Verdict.from_code(c) for c in codes] == ["needs_retraining", "insufficient_data", "watch", "healthy", "healthy"]
+    assert [Verdict.from_code(c) for c in codes] == [
+        "needs_retraining",
+        "insufficient_data",
+        "watch",
+        "healthy",
+        "healthy",
+    ]
 
 
 def test_assess_history_pools_counts_over_the_window_instead_of_averaging_ratios(settings) -> None:
@@ -322,7 +335,9 @@ def test_assess_history_judges_only_up_to_the_given_date(settings) -> None:
     assert assess_history(daily, 0.9, settings)["verdict"] == "needs_retraining"
 
 
-def test_a_class_without_images_in_the_window_has_no_interval_and_too_few_images_evaluated_is_insufficient(settings) -> None:
+def test_a_class_without_images_in_the_window_has_no_interval_and_too_few_images_evaluated_is_insufficient(
+    settings,
+) -> None:
     row = assess_history([(day(0), 10, 10), (day(30), 0, 0)], 0.9, settings)
     assert row["verdict"] == "insufficient_data" and row["evaluated_n"] == 10
     assert (row["pooled_n"], row["pooled_accuracy"], row["ci_low"], row["ci_high"]) == (0, None, None, None)
@@ -367,14 +382,18 @@ def _names(codes) -> list[str]:
 def test_watch_starts_exactly_at_fifteen_percent_of_the_threshold(h: int) -> None:
     at = 3 * h // 20  # 15% of h: a whole number of lattice units for h a multiple of 20
     assert at * 20 == 3 * h
-    codes = verdict_codes(_state([at, at - 1, at + 1, 0], [False] * 4), _rule_design(h), evaluated_n=[100] * 4, min_samples=20)
+    codes = verdict_codes(
+        _state([at, at - 1, at + 1, 0], [False] * 4), _rule_design(h), evaluated_n=[100] * 4, min_samples=20
+    )
     assert _names(codes) == ["watch", "healthy", "watch", "healthy"]
 
 
 @pytest.mark.parametrize("min_samples", [1, 20, 57])
 def test_insufficient_data_means_strictly_fewer_than_min_samples(min_samples: int) -> None:
     pooled = [min_samples, min_samples - 1, min_samples + 1]
-    codes = verdict_codes(_state([0, 0, 0], [False] * 3), _rule_design(200), evaluated_n=pooled, min_samples=min_samples)
+    codes = verdict_codes(
+        _state([0, 0, 0], [False] * 3), _rule_design(200), evaluated_n=pooled, min_samples=min_samples
+    )
     assert _names(codes) == ["healthy", "insufficient_data", "healthy"]
 
 
@@ -422,7 +441,12 @@ def test_min_samples_counts_the_images_evaluated_at_its_boundary(settings) -> No
 
 def test_a_class_flagged_on_its_first_day_reads_needs_retraining_not_insufficient_data(settings) -> None:
     row = assess_history([(day(0), 10, 0)], 0.9, settings)  # 10 images < min_samples 20, none right
-    assert (row["pooled_n"], row["flagged"], row["verdict"], row["flagged_since"]) == (10, True, "needs_retraining", day(0))
+    assert (row["pooled_n"], row["flagged"], row["verdict"], row["flagged_since"]) == (
+        10,
+        True,
+        "needs_retraining",
+        day(0),
+    )
     # The collapse statistic after ten wrong images: 10 log(0.55 / 0.1) nats (the lattice is within 0.5%).
     assert row["collapse"] == pytest.approx(10 * math.log(0.55 / 0.1), rel=0.005)
 
@@ -663,7 +687,9 @@ def test_the_column_check_refuses_counts_that_repeat_a_date_of_a_class_and_accep
     # The store refuses a repeated label on one day; this guards the columns compute_health judges all the same
     # (a store written by another tool).
     dates = ["2024-03-01", "2024-03-01"]
-    docs = [{"label": "a", "date": date, "n": 10, "correct": 9} for date in dates] + [{"label": "b", "date": dates[0], "n": 10, "correct": 9}]
+    docs = [{"label": "a", "date": date, "n": 10, "correct": 9} for date in dates] + [
+        {"label": "b", "date": dates[0], "n": 10, "correct": 9}
+    ]
     with pytest.raises(DataError, match="repeat a date"):
         check_counts(count_columns(docs, ["a", "b"]))
     check_counts(count_columns([docs[0], docs[2]], ["a", "b"]))  # one day, two classes: no repeat
@@ -671,7 +697,10 @@ def test_the_column_check_refuses_counts_that_repeat_a_date_of_a_class_and_accep
 
 def test_a_stored_date_not_written_yyyy_mm_dd_is_a_data_error_naming_it() -> None:
     # One day written as two date strings (a store written by another tool) must not count as two days.
-    docs = [{"label": "a", "date": "2024-03-02", "n": 10, "correct": 9}, {"label": "a", "date": "20240302", "n": 10, "correct": 9}]
+    docs = [
+        {"label": "a", "date": "2024-03-02", "n": 10, "correct": 9},
+        {"label": "a", "date": "20240302", "n": 10, "correct": 9},
+    ]
     with pytest.raises(DataError, match="'20240302' is not in YYYY-MM-DD form"):
         count_columns(docs, ["a"])
 
@@ -705,11 +734,19 @@ def test_a_new_class_leaves_stored_verdicts_and_alerts_unchanged_and_raises_no_r
     assert alerts == alerts_before == [(flagged_on, "c00", "needs_retraining")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "change",
-    [{"false_alarms_per_year": 0.2}, {"drop_to_detect": 0.1}, {"target_overrides": {"a": 0.85}}, {"samples_per_class": 30}],
+    [
+        {"false_alarms_per_year": 0.2},
+        {"drop_to_detect": 0.1},
+        {"target_overrides": {"a": 0.85}},
+        {"samples_per_class": 30},
+    ],
 )
-def test_a_settings_change_applies_from_its_day_and_never_rewrites_or_flips_a_stored_verdict(store, settings, change) -> None:
+def test_a_settings_change_applies_from_its_day_and_never_rewrites_or_flips_a_stored_verdict(
+    store, settings, change
+) -> None:
     _store_metrics(store, "m@1", {"a": [(10, 10)] * 4 + [(10, 5)] * 3 + [(10, 8)] * 9, "b": [(10, 10)] * 16})
     _run(store, settings, "m@1", range(10))
     before = _verdicts(store, "m@1")
@@ -722,9 +759,14 @@ def test_a_settings_change_applies_from_its_day_and_never_rewrites_or_flips_a_st
     assert [a["kind"] for a in find(store, "alerts", {"label": "a"})] == ["needs_retraining"]
     row = _one(store, "class_health", {"date": day(10), "label": "a"})
     name = next(iter(change))
-    assert row["judged_under"].get(name, row["target"]) == change[name] if name != "target_overrides" else row["target"] == 0.85
+    assert (
+        row["judged_under"].get(name, row["target"]) == change[name]
+        if name != "target_overrides"
+        else row["target"] == 0.85
+    )
 
 
+@pytest.mark.slow
 def test_a_history_sampled_at_mixed_n_is_judged_with_each_days_own_threshold(store, settings) -> None:
     _store_metrics(store, "m@1", {"a": [(30, 27)] * 10})
     at30 = settings.model_copy(update={"samples_per_class": 30})
@@ -762,7 +804,9 @@ def test_a_date_filled_in_late_gives_the_same_history_and_alerts_as_an_in_order_
     dropping = [(10, 10)] * 8 + [(10, 4), (10, 2), (10, 4), (10, 10)]
     series = {"good": [(10, 10)] * 12, "dropping": dropping}
     late = 9
-    _store_metrics(store, "m@1", {label: [(n, c) for i, (n, c) in enumerate(s) if i != late] for label, s in series.items()})
+    _store_metrics(
+        store, "m@1", {label: [(n, c) for i, (n, c) in enumerate(s) if i != late] for label, s in series.items()}
+    )
     for i in reversed(range(late, 11)):  # the stored docs skip day 9: move days >= 9 one day on
         _move_day(store, "class_metrics", "m@1", day(i), day(i + 1))
     for i in range(12):
@@ -771,7 +815,10 @@ def test_a_date_filled_in_late_gives_the_same_history_and_alerts_as_an_in_order_
     _add_rows(
         store,
         "class_metrics",
-        [{"model_id": "m@1", "date": day(late), "label": label, "n": s[late][0], "correct": s[late][1], "failed": 0} for label, s in series.items()],
+        [
+            {"model_id": "m@1", "date": day(late), "label": label, "n": s[late][0], "correct": s[late][1], "failed": 0}
+            for label, s in series.items()
+        ],
     )
     health_with(RunContext.for_date(settings, day(late)), store, model_id="m@1")
 
@@ -798,10 +845,18 @@ def test_a_backfill_recomputes_later_days_under_their_own_stored_settings(store,
     _store_metrics(store, "m@1", {"a": [(10, 10)] * 2}, first=0)
     _store_metrics(store, "m@1", {"a": [(10, 10)] * 2}, first=3)
     for i in (0, 1, 3, 4):
-        health_with(RunContext.for_date(settings if i < 3 else settings.model_copy(update={"false_alarms_per_year": 0.1}), day(i)), store, model_id="m@1")
+        health_with(
+            RunContext.for_date(
+                settings if i < 3 else settings.model_copy(update={"false_alarms_per_year": 0.1}), day(i)
+            ),
+            store,
+            model_id="m@1",
+        )
     later = {r["date"]: r["cusum_threshold"] for r in find(store, "class_health", {"date": {"$gte": day(3)}})}
     _store_metrics(store, "m@1", {"a": [(10, 9)]}, first=2)
-    health_with(RunContext.for_date(settings, day(2)), store, model_id="m@1")  # the backfill runs under today's (other) settings
+    health_with(
+        RunContext.for_date(settings, day(2)), store, model_id="m@1"
+    )  # the backfill runs under today's (other) settings
     again = {r["date"]: r["cusum_threshold"] for r in find(store, "class_health", {"date": {"$gte": day(3)}})}
     assert again == later and len(set(again.values())) == 1
     assert _one(store, "class_health", {"date": day(3)})["judged_under"]["false_alarms_per_year"] == 0.1
@@ -826,13 +881,61 @@ def test_followup_requests_come_from_the_latest_day_before_the_date_within_the_c
         store,
         "class_health",
         [
-            {"model_id": "m", "date": day(0), "label": "old", "followup": 30, "cusum": 5.0, "cusum_threshold": 6.0, "flagged": False},
-            {"model_id": "m", "date": day(1), "label": "a", "followup": 30, "cusum": 1.0, "cusum_threshold": 6.0, "flagged": False},
-            {"model_id": "m", "date": day(1), "label": "b", "followup": 90, "cusum": 2.5, "cusum_threshold": 6.0, "flagged": False},
-            {"model_id": "m", "date": day(1), "label": "c", "followup": 30, "cusum": 9.0, "cusum_threshold": 6.0, "flagged": True},
-            {"model_id": "m", "date": day(1), "label": "d", "followup": 0, "cusum": 0.0, "cusum_threshold": 6.0, "flagged": False},
-            {"model_id": "m", "date": day(2), "label": "late", "followup": 180, "cusum": 4.0, "cusum_threshold": 6.0, "flagged": False},
-        ]
+            {
+                "model_id": "m",
+                "date": day(0),
+                "label": "old",
+                "followup": 30,
+                "cusum": 5.0,
+                "cusum_threshold": 6.0,
+                "flagged": False,
+            },
+            {
+                "model_id": "m",
+                "date": day(1),
+                "label": "a",
+                "followup": 30,
+                "cusum": 1.0,
+                "cusum_threshold": 6.0,
+                "flagged": False,
+            },
+            {
+                "model_id": "m",
+                "date": day(1),
+                "label": "b",
+                "followup": 90,
+                "cusum": 2.5,
+                "cusum_threshold": 6.0,
+                "flagged": False,
+            },
+            {
+                "model_id": "m",
+                "date": day(1),
+                "label": "c",
+                "followup": 30,
+                "cusum": 9.0,
+                "cusum_threshold": 6.0,
+                "flagged": True,
+            },
+            {
+                "model_id": "m",
+                "date": day(1),
+                "label": "d",
+                "followup": 0,
+                "cusum": 0.0,
+                "cusum_threshold": 6.0,
+                "flagged": False,
+            },
+            {
+                "model_id": "m",
+                "date": day(2),
+                "label": "late",
+                "followup": 180,
+                "cusum": 4.0,
+                "cusum_threshold": 6.0,
+                "flagged": False,
+            },
+        ],
     )
     assert followup_requests(store, day(2), cap=1000) == {"a": 30, "b": 90, "c": 30}
     # Over the cap: the flagged class first, then the class nearest its threshold.
@@ -844,7 +947,9 @@ def test_followup_requests_come_from_the_latest_day_before_the_date_within_the_c
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [3, 11])
-def test_all_classes_at_once_equals_judging_each_class_alone_day_by_day_and_from_scratch(store, settings, seed: int) -> None:
+def test_all_classes_at_once_equals_judging_each_class_alone_day_by_day_and_from_scratch(
+    store, settings, seed: int
+) -> None:
     """compute_health advances every class together as arrays; judge_day is the one-class reference.
 
     Random histories with drops, collapses and recoveries, and a per-class target (two test groups).
@@ -876,10 +981,15 @@ def test_all_classes_at_once_equals_judging_each_class_alone_day_by_day_and_from
             if t >= start and (t == days_total - 1 or rng.random() >= 0.15):
                 gappy[label][t] = counts
     for model, series in (("daily@1", full), ("scratch@1", gappy)):
-        _add_rows(store, "class_metrics", [
-            {"model_id": model, "date": day(t), "label": label, "n": n, "correct": c, "failed": 0}
-            for label, counts in series.items() for t, (n, c) in counts.items()
-        ])  # fmt: skip
+        _add_rows(
+            store,
+            "class_metrics",
+            [
+                {"model_id": model, "date": day(t), "label": label, "n": n, "correct": c, "failed": 0}
+                for label, counts in series.items()
+                for t, (n, c) in counts.items()
+            ],
+        )
 
     last = days_total - 1
     for t in range(days_total):
@@ -916,11 +1026,37 @@ def test_all_classes_at_once_equals_judging_each_class_alone_day_by_day_and_from
 # --- the row contract, fast (closing mutants that survived scripts/mutation.sh) -------------------------------
 
 ROW_FIELDS = {
-    "verdict", "target", "window_days", "window_start", "pooled_n", "pooled_correct", "pooled_accuracy", "effective_n", "ci_low", "ci_high",
-    "evaluated_n", "evaluated_correct", "evaluated_ci_low", "evaluated_ci_high", "unseen_left", "exhausted",
-    "prob_below_target", "cusum", "cusum_threshold", "collapse", "collapse_threshold", "flagged", "flagged_since", "recovery",
-    "recovery_threshold", "followup", "day_n", "day_correct", "method", "reason",
-}  # fmt: skip
+    "verdict",
+    "target",
+    "window_days",
+    "window_start",
+    "pooled_n",
+    "pooled_correct",
+    "pooled_accuracy",
+    "effective_n",
+    "ci_low",
+    "ci_high",
+    "evaluated_n",
+    "evaluated_correct",
+    "evaluated_ci_low",
+    "evaluated_ci_high",
+    "unseen_left",
+    "exhausted",
+    "prob_below_target",
+    "cusum",
+    "cusum_threshold",
+    "collapse",
+    "collapse_threshold",
+    "flagged",
+    "flagged_since",
+    "recovery",
+    "recovery_threshold",
+    "followup",
+    "day_n",
+    "day_correct",
+    "method",
+    "reason",
+}
 
 
 def test_compute_health_rows_carry_every_documented_field_equal_to_the_one_class_judgement(store, settings) -> None:
@@ -942,14 +1078,20 @@ def test_compute_health_rows_carry_every_documented_field_equal_to_the_one_class
     low, high = proportion_confint(24, 30, alpha=0.05, method="wilson")
     assert (a["ci_low"], a["ci_high"]) == (pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
     assert f"P(accuracy < 0.90) = {a['prob_below_target']:.2f}" in a["reason"] and f"{high:.2f}]" in a["reason"]
-    assert rows["b"]["cusum"] > 0 and rows["b"]["followup"] >= 0 and (rows["b"]["day_n"], rows["b"]["day_correct"]) == (10, 3)
+    assert (
+        rows["b"]["cusum"] > 0
+        and rows["b"]["followup"] >= 0
+        and (rows["b"]["day_n"], rows["b"]["day_correct"]) == (10, 3)
+    )
     stored = _one(store, "class_health", {"date": day(2), "label": "a"})
     assert stored["judged_under"]["followup_samples"] == settings.followup_samples
 
 
 @pytest.mark.parametrize("start", [1, 5, 37, 38, 64, 500])
 @pytest.mark.parametrize("first", [1, 2, 37, 38, 100, 1000])
-def test_the_threshold_search_finds_the_smallest_h_that_meets_a_monotone_condition_from_any_start(start: int, first: int) -> None:
+def test_the_threshold_search_finds_the_smallest_h_that_meets_a_monotone_condition_from_any_start(
+    start: int, first: int
+) -> None:
     asked: list[int] = []
 
     def meets(h: int) -> bool:
@@ -979,7 +1121,10 @@ def test_continuing_from_stored_rows_gives_the_rows_of_a_judgement_from_scratch(
 
 
 def test_the_column_check_names_the_day_and_counts_that_are_inconsistent() -> None:
-    docs = [{"label": "a", "date": "2024-03-01", "n": 10, "correct": 9}, {"label": "a", "date": "2024-03-02", "n": 10, "correct": 11}]
+    docs = [
+        {"label": "a", "date": "2024-03-01", "n": 10, "correct": 9},
+        {"label": "a", "date": "2024-03-02", "n": 10, "correct": 11},
+    ]
     with pytest.raises(DataError, match=r"counts on 2024-03-02: correct 11 of n 10 are inconsistent"):
         check_counts(count_columns(docs, ["a"]))
 
@@ -1024,10 +1169,16 @@ def _days_to_clear_by_hand(hr: int, per_right: int, per_wrong: int, accuracy: fl
     return float(np.linalg.solve(np.eye(hr) - chain, np.ones(hr))[0])
 
 
-@pytest.mark.parametrize(("target", "drop", "n", "accuracy"), [(0.9, 0.05, 10, None), (0.9, 0.05, 10, 0.9), (0.8, 0.1, 20, 0.78)])
-def test_the_recovery_run_length_is_the_expected_days_of_the_clearing_chain(target: float, drop: float, n: int, accuracy: float | None) -> None:
+@pytest.mark.parametrize(
+    ("target", "drop", "n", "accuracy"), [(0.9, 0.05, 10, None), (0.9, 0.05, 10, 0.9), (0.8, 0.1, 20, 0.78)]
+)
+def test_the_recovery_run_length_is_the_expected_days_of_the_clearing_chain(
+    target: float, drop: float, n: int, accuracy: float | None
+) -> None:
     # Recovery: target + 0.6 drop (at most halfway to 1) against the target, on that pair's lattice (pinned on its own above).
-    per_right, per_wrong, _ = lattice(min(target + 0.6 * drop, (1 + target) / 2), round(min(0.6 * drop, (1 - target) / 2), 10))
+    per_right, per_wrong, _ = lattice(
+        min(target + 0.6 * drop, (1 + target) / 2), round(min(0.6 * drop, (1 - target) / 2), 10)
+    )
     expected = _days_to_clear_by_hand(40, per_right, per_wrong, target if accuracy is None else accuracy, n)
     assert recovery_run_length(40, target, drop, n, accuracy) == pytest.approx(expected, rel=1e-9)
 
@@ -1120,8 +1271,11 @@ def test_the_window_estimate_is_unbiased_under_follow_up_where_pooling_is_not(se
         state, _, _ = advance(state, n, c, d)
         n_days.append(n), c_days.append(c), base_days.append(np.full(trials, d.n))
     n_arr, c_arr, b_arr = (np.asarray(x).T for x in (n_days, c_days, base_days))
-    estimates = [weighted_accuracy(n_arr[:, t - window:t], c_arr[:, t - window:t], b_arr[:, t - window:t])[0] for t in range(40, days, 7)]
-    pooled = [c_arr[:, t - window:t].sum(axis=1) / n_arr[:, t - window:t].sum(axis=1) for t in range(40, days, 7)]
+    estimates = [
+        weighted_accuracy(n_arr[:, t - window : t], c_arr[:, t - window : t], b_arr[:, t - window : t])[0]
+        for t in range(40, days, 7)
+    ]
+    pooled = [c_arr[:, t - window : t].sum(axis=1) / n_arr[:, t - window : t].sum(axis=1) for t in range(40, days, 7)]
     per_class = np.mean(estimates, axis=0)
     assert abs(per_class.mean() - 0.88) < max(0.001, 4 * per_class.std(ddof=1) / np.sqrt(trials))
     assert np.mean(pooled) - 0.88 > 0.002
@@ -1145,20 +1299,35 @@ def test_the_weighted_window_estimate_is_the_base_weighted_mean_of_daily_shares_
 
 def test_a_class_with_nothing_new_to_evaluate_carries_its_verdict_and_says_so(store, settings) -> None:
     """A bucket of 60 images, all evaluated on the first days: later days add nothing and the verdict stays."""
-    docs = [{"model_id": "m@1", "date": day(0), "label": "a", "n": 50, "correct": 41, "failed": 0, "unseen_left": 10},
-            {"model_id": "m@1", "date": day(1), "label": "a", "n": 10, "correct": 2, "failed": 0, "unseen_left": 0}]  # fmt: skip
-    docs += [{"model_id": "m@1", "date": day(i), "label": "a", "n": 0, "correct": 0, "failed": 0, "unseen_left": 0} for i in range(2, 40)]
+    docs = [
+        {"model_id": "m@1", "date": day(0), "label": "a", "n": 50, "correct": 41, "failed": 0, "unseen_left": 10},
+        {"model_id": "m@1", "date": day(1), "label": "a", "n": 10, "correct": 2, "failed": 0, "unseen_left": 0},
+    ]
+    docs += [
+        {"model_id": "m@1", "date": day(i), "label": "a", "n": 0, "correct": 0, "failed": 0, "unseen_left": 0}
+        for i in range(2, 40)
+    ]
     _add_rows(store, "class_metrics", docs)
     rows = [compute_health(store, "m@1", day(i), settings)[0] for i in range(40)]
 
     flagged_on = next(i for i, row in enumerate(rows) if row["verdict"] == "needs_retraining")
     assert flagged_on <= 1 and all(row["verdict"] == "needs_retraining" for row in rows[flagged_on:])
     last = rows[-1]
-    assert (last["exhausted"], last["unseen_left"], last["evaluated_n"], last["evaluated_correct"], last["day_n"]) == (True, 0, 60, 43, 0)
+    assert (last["exhausted"], last["unseen_left"], last["evaluated_n"], last["evaluated_correct"], last["day_n"]) == (
+        True,
+        0,
+        60,
+        43,
+        0,
+    )
     low, high = stats.binomtest(43, 60).proportion_ci(method="wilson")
-    assert last["reason"].startswith(f"Nothing new to evaluate today: all 60 images of the class in the bucket evaluated by this model, each once; "
-                                     f"accuracy on them 0.72 [{low:.2f}, {high:.2f}]")  # fmt: skip
-    assert last["followup"] > 0 and "follow-up images tomorrow" not in last["reason"]  # asked for, but there is nothing to draw
+    assert last["reason"].startswith(
+        f"Nothing new to evaluate today: all 60 images of the class in the bucket evaluated by this model, each once; "
+        f"accuracy on them 0.72 [{low:.2f}, {high:.2f}]"
+    )
+    assert (
+        last["followup"] > 0 and "follow-up images tomorrow" not in last["reason"]
+    )  # asked for, but there is nothing to draw
 
 
 def test_the_first_days_large_draw_gives_a_verdict_on_day_one(store, settings) -> None:
@@ -1194,11 +1363,15 @@ def test_a_target_override_for_a_class_that_does_not_exist_is_refused_at_health_
 
     _store_metrics(store, "m@1", {"seven": [(10, 10)], "eight": [(10, 9)]})
     typo = settings.model_copy(update={"target_overrides": {"Seven": 0.8}})
-    with pytest.raises(ConfigError, match=r"MONITOR_TARGET_OVERRIDES names 'Seven', not among the 2 classes \(eight, seven\)"):
+    with pytest.raises(
+        ConfigError, match=r"MONITOR_TARGET_OVERRIDES names 'Seven', not among the 2 classes \(eight, seven\)"
+    ):
         health_with(RunContext.for_date(typo, day(0)), store, model_id="m@1")
     assert find(store, "class_health", {}) == []  # nothing judged under the wrong targets
     right = settings.model_copy(update={"target_overrides": {"seven": 0.8}})
-    rows = {row["label"]: row for row in health_with(RunContext.for_date(right, day(0)), store, model_id="m@1")["classes"]}
+    rows = {
+        row["label"]: row for row in health_with(RunContext.for_date(right, day(0)), store, model_id="m@1")["classes"]
+    }
     assert (rows["seven"]["target"], rows["eight"]["target"]) == (0.8, 0.9)
 
 
@@ -1206,9 +1379,33 @@ def test_with_two_models_a_class_flagged_by_either_is_served_first_with_the_larg
     """m1 flags d (asks 40) and watches e (60, S/h 0.7); m2 watches d (asks 180, S/h 0.6). Cap 100: d is flagged, so it
     is served first, with the larger request (whole units of 5): d 100, e nothing."""
     rows = [
-        {"model_id": "m1", "date": day(0), "label": "d", "followup": 40, "flagged": True, "cusum": 7.0, "cusum_threshold": 6.0},
-        {"model_id": "m1", "date": day(0), "label": "e", "followup": 60, "flagged": False, "cusum": 4.2, "cusum_threshold": 6.0},
-        {"model_id": "m2", "date": day(0), "label": "d", "followup": 180, "flagged": False, "cusum": 3.6, "cusum_threshold": 6.0},
+        {
+            "model_id": "m1",
+            "date": day(0),
+            "label": "d",
+            "followup": 40,
+            "flagged": True,
+            "cusum": 7.0,
+            "cusum_threshold": 6.0,
+        },
+        {
+            "model_id": "m1",
+            "date": day(0),
+            "label": "e",
+            "followup": 60,
+            "flagged": False,
+            "cusum": 4.2,
+            "cusum_threshold": 6.0,
+        },
+        {
+            "model_id": "m2",
+            "date": day(0),
+            "label": "d",
+            "followup": 180,
+            "flagged": False,
+            "cusum": 3.6,
+            "cusum_threshold": 6.0,
+        },
     ]
     _add_rows(store, "class_health", rows)
     assert followup_requests(store, day(1), 100, 5) == {"d": 100}

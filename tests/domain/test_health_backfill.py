@@ -15,8 +15,7 @@ import pytest
 
 from monitor.core.settings import Settings
 from monitor.orchestration.context import RunContext
-from monitor.orchestration.health_stage import compute_health, followup_requests
-from monitor.orchestration.health_stage import health_with
+from monitor.orchestration.health_stage import compute_health, followup_requests, health_with
 from tests.fixtures.store import find
 
 START = dt.date(2024, 3, 1)
@@ -26,8 +25,38 @@ CHANGED_FROM = 5  # the later days from here on were judged under the changed se
 
 #: Two classes: "a" drifts down, is flagged, and partly comes back; "b" makes a few mistakes.
 SERIES = {
-    "a": [(10, 10), (10, 9), (10, 10), (10, 5), (10, 4), (10, 6), (10, 5), (10, 8), (10, 10), (10, 9), (10, 10), (10, 10), (10, 9), (10, 10)],
-    "b": [(10, 9), (10, 10), (10, 10), (10, 8), (10, 10), (10, 9), (10, 10), (10, 10), (10, 9), (10, 10), (10, 10), (10, 8), (10, 10), (10, 10)],
+    "a": [
+        (10, 10),
+        (10, 9),
+        (10, 10),
+        (10, 5),
+        (10, 4),
+        (10, 6),
+        (10, 5),
+        (10, 8),
+        (10, 10),
+        (10, 9),
+        (10, 10),
+        (10, 10),
+        (10, 9),
+        (10, 10),
+    ],
+    "b": [
+        (10, 9),
+        (10, 10),
+        (10, 10),
+        (10, 8),
+        (10, 10),
+        (10, 9),
+        (10, 10),
+        (10, 10),
+        (10, 9),
+        (10, 10),
+        (10, 10),
+        (10, 8),
+        (10, 10),
+        (10, 10),
+    ],
 }
 
 
@@ -37,14 +66,20 @@ def day(offset: int) -> str:
 
 def _store_metrics(store, model_id: str, days: list[int]) -> None:
     for i in days:
-        docs = [{"label": label, "n": series[i][0], "correct": series[i][1], "failed": 0} for label, series in SERIES.items()]
+        docs = [
+            {"label": label, "n": series[i][0], "correct": series[i][1], "failed": 0}
+            for label, series in SERIES.items()
+        ]
         store.replace_day("class_metrics", model_id, day(i), docs)
 
 
 def _history(store, model_id: str) -> tuple[list[dict[str, Any]], list[tuple[str, str, str]]]:
     """Every class_health row of ``model_id`` (without ids) and its alerts, in date and label order."""
     rows = sorted(
-        ({k: v for k, v in row.items() if k not in ("_id", "model_id")} for row in find(store, "class_health", {"model_id": model_id})),
+        (
+            {k: v for k, v in row.items() if k not in ("_id", "model_id")}
+            for row in find(store, "class_health", {"model_id": model_id})
+        ),
         key=lambda row: (row["date"], row["label"]),
     )
     alerts = sorted((a["date"], a["label"], a["kind"]) for a in find(store, "alerts", {"model_id": model_id}))
@@ -62,7 +97,9 @@ CHANGES = {
 
 
 @pytest.mark.parametrize("change", list(CHANGES))
-def test_a_backfill_after_a_target_or_window_change_leaves_the_history_an_in_order_run_writes(store, settings: Settings, change: str) -> None:
+def test_a_backfill_after_a_target_or_window_change_leaves_the_history_an_in_order_run_writes(
+    store, settings: Settings, change: str
+) -> None:
     before, after = CHANGES[change]
     old = settings.model_copy(update=before)
     new = old.model_copy(update=after)
@@ -92,7 +129,11 @@ def test_a_backfill_after_a_target_or_window_change_leaves_the_history_an_in_ord
         assert (row["target"], row["window_days"]) == (kept.target_for(row["label"]), kept.window_days), row["date"]
         assert row["judged_under"]["window_days"] == kept.window_days
     # ... and the backfill did change them (the late day's counts moved the statistics), or this test shows nothing.
-    moved = [key for key, row in before_backfill.items() if key[0] > day(LATE) and row["cusum"] != next(r for r in rows if (r["date"], r["label"]) == key)["cusum"]]
+    moved = [
+        key
+        for key, row in before_backfill.items()
+        if key[0] > day(LATE) and row["cusum"] != next(r for r in rows if (r["date"], r["label"]) == key)["cusum"]
+    ]
     assert moved
     verdicts = {row["verdict"] for row in rows}
     assert "needs_retraining" in verdicts and len(verdicts) >= 3
@@ -123,9 +164,14 @@ def test_a_later_day_recomputed_as_stored_equals_its_row_judged_on_time(store, s
 def _health_rows(store, model_id: str, date: str, rows: dict[str, tuple[int, float, bool]]) -> None:
     """class_health rows of (model, date): label -> (follow-up asked, cusum against a threshold of 10, flagged)."""
     store.replace_day(
-        "class_health", model_id, date,
-        [{"label": label, "followup": extra, "cusum": s, "cusum_threshold": 10.0, "flagged": flagged} for label, (extra, s, flagged) in rows.items()],
-    )  # fmt: skip
+        "class_health",
+        model_id,
+        date,
+        [
+            {"label": label, "followup": extra, "cusum": s, "cusum_threshold": 10.0, "flagged": flagged}
+            for label, (extra, s, flagged) in rows.items()
+        ],
+    )
 
 
 @pytest.mark.parametrize("larger", ["first model", "second model"])

@@ -20,17 +20,25 @@ import pymongo
 import pytest
 from scipy import stats
 
-from monitor.domain import indexing
 from monitor.core.errors import SourceError, StoreError
-from monitor.domain.indexing import IndexReport, _path_hasher, _path_keys, _unit_floats, classify, index_source, sample_key
 from monitor.core.sources import BlobInfo, GCSSource, LocalSource
+from monitor.domain import indexing
+from monitor.domain.indexing import (
+    IndexReport,
+    _path_hasher,
+    _path_keys,
+    _unit_floats,
+    classify,
+    index_source,
+    sample_key,
+)
 from monitor.store import MongoStore, Store
 from tests.fixtures.store import find
 
-T1 = dt.datetime(2026, 2, 1, 12, 0, tzinfo=dt.timezone.utc)
-T2 = dt.datetime(2026, 2, 2, 12, 0, tzinfo=dt.timezone.utc)
-T3 = dt.datetime(2026, 2, 3, 12, 0, tzinfo=dt.timezone.utc)
-FILE_TIME = dt.datetime(2026, 1, 15, tzinfo=dt.timezone.utc)
+T1 = dt.datetime(2026, 2, 1, 12, 0, tzinfo=dt.UTC)
+T2 = dt.datetime(2026, 2, 2, 12, 0, tzinfo=dt.UTC)
+T3 = dt.datetime(2026, 2, 3, 12, 0, tzinfo=dt.UTC)
+FILE_TIME = dt.datetime(2026, 1, 15, tzinfo=dt.UTC)
 
 # A small bucket with one of each kind of blob.
 LAYOUT: dict[str, bytes] = {
@@ -97,8 +105,16 @@ def test_first_run_records_every_blob_with_its_label_status_and_reason(tmp_path:
     assert report.listed == report.new == len(LAYOUT)
     assert report.labels == {"Cat": 2, "Dog": 2}
     assert report.unusable == {"not_an_image_extension": 1, "wrong_depth": 2, "zero_bytes": 1}
-    assert docs["Cat/a.jpg"]["status"] == "ok" and docs["Cat/a.jpg"]["reason"] is None and docs["Cat/a.jpg"]["label"] == "Cat"
-    assert (docs["Dog/sub/e.jpg"]["status"], docs["Dog/sub/e.jpg"]["reason"], docs["Dog/sub/e.jpg"]["label"]) == ("unusable", "wrong_depth", None)
+    assert (
+        docs["Cat/a.jpg"]["status"] == "ok"
+        and docs["Cat/a.jpg"]["reason"] is None
+        and docs["Cat/a.jpg"]["label"] == "Cat"
+    )
+    assert (docs["Dog/sub/e.jpg"]["status"], docs["Dog/sub/e.jpg"]["reason"], docs["Dog/sub/e.jpg"]["label"]) == (
+        "unusable",
+        "wrong_depth",
+        None,
+    )
     assert docs["Cat/empty.png"]["reason"] == "zero_bytes"
     doc = docs["Dog/c.png"]
     assert doc["size"] == len(b"dog-c")
@@ -259,7 +275,9 @@ def test_index_writes_in_bulk_batches_never_one_round_trip_per_image(tmp_path: P
     counting.calls.clear()
     index_source(source, _fake_store(counting, "counting"), now=T2, batch_size=100)
     assert counting.calls["find"] == 3, "one lookup per batch"
-    assert counting.calls["bulk_write"] == 0 and counting.calls["update_many"] == 0 and counting.calls["insert_many"] == 0
+    assert (
+        counting.calls["bulk_write"] == 0 and counting.calls["update_many"] == 0 and counting.calls["insert_many"] == 0
+    )
 
     # A changed blob in each batch (two in the first): one bulk write per batch, never per image.
     for rel in ("L0/0000.png", "L0/0003.png", "L1/0124.png", "L2/0245.png"):
@@ -312,7 +330,9 @@ def test_a_store_failure_mid_run_is_a_store_error_and_keeps_the_batches_written_
         index_source(source, _fake_store(failing, "flaky"), now=T1, batch_size=100)
 
     store = MongoStore(db=db, description="mongomock")
-    assert failing.written == 100 and failing.calls["insert_many"] > 1, "the first batch was written, then a write failed"
+    assert failing.written == 100 and failing.calls["insert_many"] > 1, (
+        "the first batch was written, then a write failed"
+    )
     assert store.count_images(source.uri) == 100
     # the re-run repairs it: what was written is unchanged, the rest is new
     report = index_source(source, store, now=T2, batch_size=100)
@@ -326,7 +346,9 @@ def test_an_unreachable_store_is_a_store_error(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    client: pymongo.MongoClient = pymongo.MongoClient(f"mongodb://127.0.0.1:{port}", serverSelectionTimeoutMS=200, connect=False)
+    client: pymongo.MongoClient = pymongo.MongoClient(
+        f"mongodb://127.0.0.1:{port}", serverSelectionTimeoutMS=200, connect=False
+    )
     dead = MongoStore(db=client["db"], description=f"MongoDB 127.0.0.1:{port}")
     try:
         with pytest.raises(StoreError, match=f"127.0.0.1:{port}"):
@@ -352,7 +374,9 @@ def test_sample_keys_are_stable_and_depend_on_source_and_path() -> None:
 
 
 @pytest.mark.gcs
-def test_gcs_and_local_sources_with_the_same_files_index_alike(tmp_path: Path, store: Store, gcs_emulator, gcs_bucket: str) -> None:
+def test_gcs_and_local_sources_with_the_same_files_index_alike(
+    tmp_path: Path, store: Store, gcs_emulator, gcs_bucket: str
+) -> None:
     local = _folder(tmp_path / "src")
     gcs_emulator.upload(gcs_bucket, {f"val/{rel}": data for rel, data in LAYOUT.items()})
     remote = GCSSource(gcs_bucket, "val")
@@ -376,7 +400,6 @@ def test_gcs_and_local_sources_with_the_same_files_index_alike(tmp_path: Path, s
     assert (changed.missing, changed.updated) == (1, 1)
 
 
-
 # --- the batch loop keeps the rules; memory stays flat in the size of the listing -------------------------
 
 
@@ -398,19 +421,39 @@ class _Listing:
 
 def test_the_batch_loop_applies_classify_and_the_time_rules_to_odd_listings() -> None:
     paths = [
-        "Cat/a.jpg", "Cat/b.JPEG", "Cat/c.JpG", "Cat/.jpg", "Cat/d.", "Cat/e", "Cat/f.txt", "Cat/g.tiff", "Cat/h.jpg.txt",
-        "Cat/i..png", "Cat/j.GİF", "Cat/k.gif", "Cat/l.jpeg ", "Cat/", "/a.jpg", "Cat//a.jpg", "a.jpg", "x/y/z.jpg", ".", "Δ/ω.webp",
-    ]  # fmt: skip
+        "Cat/a.jpg",
+        "Cat/b.JPEG",
+        "Cat/c.JpG",
+        "Cat/.jpg",
+        "Cat/d.",
+        "Cat/e",
+        "Cat/f.txt",
+        "Cat/g.tiff",
+        "Cat/h.jpg.txt",
+        "Cat/i..png",
+        "Cat/j.GİF",
+        "Cat/k.gif",
+        "Cat/l.jpeg ",
+        "Cat/",
+        "/a.jpg",
+        "Cat//a.jpg",
+        "a.jpg",
+        "x/y/z.jpg",
+        ".",
+        "Δ/ω.webp",
+    ]
     naive = dt.datetime(2026, 1, 15, 10, 0, 0, 123456)
     east = dt.datetime(2026, 1, 15, 10, 0, 0, 999999, tzinfo=dt.timezone(dt.timedelta(hours=5)))
-    exact = dt.datetime(2026, 1, 15, 10, 0, 0, 123000, tzinfo=dt.timezone.utc)
+    exact = dt.datetime(2026, 1, 15, 10, 0, 0, 123000, tzinfo=dt.UTC)
     # Each path three times (a file, an empty file, a symbolic link), each time in a source of its own.
     variants: list[list[BlobInfo]] = [[], [], []]
     for i, path in enumerate(paths):
         created = (naive, east, exact)[i % 3]
         updated = created if i % 2 else (east, exact, naive)[i % 3]
         for blobs, (size, symlink) in zip(variants, ((7, False), (0, False), (7, True))):
-            blobs.append(BlobInfo(path=path, size=size, checksum=f"{size}", created=created, updated=updated, symlink=symlink))
+            blobs.append(
+                BlobInfo(path=path, size=size, checksum=f"{size}", created=created, updated=updated, symlink=symlink)
+            )
     store = MongoStore(db=_mongo_db(), description="mongomock")
     # A second store already holds another blob of each source: there, the same blobs are new to a run that looks up.
     seeded = MongoStore(db=_mongo_db(), description="mongomock")
@@ -437,13 +480,16 @@ def test_the_batch_loop_applies_classify_and_the_time_rules_to_odd_listings() ->
             assert (doc["label"], doc["status"], doc["reason"]) == (label, status, reason), blob
             assert doc["sample_key"] == sample_key(source.uri, blob.path)
             for name, value in (("created", blob.created), ("updated", blob.updated)):
-                utc = value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+                utc = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
                 assert doc[name] == utc.replace(microsecond=utc.microsecond // 1000 * 1000), (blob, name)
             if status == "ok":
                 counts_labels[label or ""] += 1
             else:
                 counts_unusable[reason or ""] += 1
-        assert (report.labels, report.unusable) == (dict(sorted(counts_labels.items())), dict(sorted(counts_unusable.items())))
+        assert (report.labels, report.unusable) == (
+            dict(sorted(counts_labels.items())),
+            dict(sorted(counts_unusable.items())),
+        )
         expected_labels += counts_labels
         expected_unusable += counts_unusable
         assert index_source(source, store, now=T2, batch_size=4).wrote_nothing
@@ -452,7 +498,19 @@ def test_the_batch_loop_applies_classify_and_the_time_rules_to_odd_listings() ->
 
 def test_sample_keys_made_for_a_whole_batch_are_those_of_sample_key() -> None:
     # uint64 -> float64 rounds to nearest, ties to even, as Python's exact int / int does: check the ties.
-    keys = [0, 1, 2**53 - 1, 2**53 + 1, 2**63, 2**63 + 2**10, 2**63 + 2**10 + 1, 2**63 + 3 * 2**10, 2**64 - 1, 2**64 - 2**10, 2**64 - 2**11]
+    keys = [
+        0,
+        1,
+        2**53 - 1,
+        2**53 + 1,
+        2**63,
+        2**63 + 2**10,
+        2**63 + 2**10 + 1,
+        2**63 + 3 * 2**10,
+        2**64 - 1,
+        2**64 - 2**10,
+        2**64 - 2**11,
+    ]
     keys += [(k * 0x9E3779B97F4A7C15) % 2**64 for k in range(1, 5000)]
     assert _unit_floats(np.array(keys, dtype=np.uint64)) == [key / 2**64 for key in keys]
     hasher = _path_hasher("gs://bucket/val")
@@ -460,7 +518,9 @@ def test_sample_keys_made_for_a_whole_batch_are_those_of_sample_key() -> None:
     assert _unit_floats(_path_keys(hasher, paths)) == [sample_key("gs://bucket/val", path) for path in paths]
 
 
-def test_vanished_blobs_are_found_when_the_listing_goes_to_a_temporary_file(tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_vanished_blobs_are_found_when_the_listing_goes_to_a_temporary_file(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     opened: list[Any] = []
     temporary_file = tempfile.TemporaryFile
 
@@ -517,7 +577,10 @@ class _Generated:
         return f"L{i * 10 // self.count}/{i:07d}.jpg"
 
     def list(self) -> Iterator[BlobInfo]:
-        return (BlobInfo(path=self.path(i), size=1 + i % 1000, checksum=f"c{i}", created=FILE_TIME, updated=FILE_TIME) for i in range(self.count))
+        return (
+            BlobInfo(path=self.path(i), size=1 + i % 1000, checksum=f"c{i}", created=FILE_TIME, updated=FILE_TIME)
+            for i in range(self.count)
+        )
 
     def read(self, path: str) -> bytes:
         raise SourceError(path)
@@ -539,13 +602,22 @@ class _HoldsNothing(MongoStore):
     def stored_images(self, source: str, paths: Any, fields: Any) -> dict[str, dict[str, Any]]:
         found = {}
         for label, group in paths.items():
-            keys = _unit_floats(_path_keys(_path_hasher(source), group))  # sample_key of each (checked above), per batch
+            keys = _unit_floats(
+                _path_keys(_path_hasher(source), group)
+            )  # sample_key of each (checked above), per batch
             for path, key in zip(group, keys):
                 i = int(path[-11:-4])
                 found[path] = {
-                    "path": path, "label": label, "size": 1 + i % 1000, "checksum": f"c{i}", "created": FILE_TIME, "updated": FILE_TIME,
-                    "status": "ok", "reason": None, "sample_key": key,
-                }  # fmt: skip
+                    "path": path,
+                    "label": label,
+                    "size": 1 + i % 1000,
+                    "checksum": f"c{i}",
+                    "created": FILE_TIME,
+                    "updated": FILE_TIME,
+                    "status": "ok",
+                    "reason": None,
+                    "sample_key": key,
+                }
         return found
 
     def write_images(self, source: str, new: Any, changed: Any) -> None:
@@ -636,8 +708,12 @@ def test_every_blob_that_comes_back_is_counted_as_reappeared(tmp_path: Path, sto
     assert (back.reappeared, back.new, back.missing) == (3, 0, 0)
 
 
-@pytest.mark.parametrize(("path", "label"), [("Cat/link.jpg", "Cat"), ("Cat/sub/link.jpg", None), ("link.jpg", None), ("/link.jpg", None)])
-def test_a_symlink_is_unusable_and_keeps_its_folder_as_label_only_when_well_placed(path: str, label: str | None) -> None:
+@pytest.mark.parametrize(
+    ("path", "label"), [("Cat/link.jpg", "Cat"), ("Cat/sub/link.jpg", None), ("link.jpg", None), ("/link.jpg", None)]
+)
+def test_a_symlink_is_unusable_and_keeps_its_folder_as_label_only_when_well_placed(
+    path: str, label: str | None
+) -> None:
     assert classify(path, 10, symlink=True) == (label, "unusable", "symlink")
 
 
@@ -668,7 +744,9 @@ class _FillsUp(io.FileIO):
         return super().write(data)
 
 
-def test_keys_written_before_the_disk_filled_up_still_count_as_listed(tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_keys_written_before_the_disk_filled_up_still_count_as_listed(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(indexing, "_SPILL_BYTES", 64)  # 8 keys a spill
     monkeypatch.setattr(indexing.tempfile, "TemporaryFile", lambda *args, **kwargs: _FillsUp(accepted=3))
     root = tmp_path / "src"

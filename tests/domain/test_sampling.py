@@ -19,6 +19,7 @@ from scipy import stats
 
 from monitor.core.dates import end_of_day
 from monitor.core.errors import ConfigError, DataError, StoreError
+from monitor.core.sources import LocalSource
 from monitor.domain.indexing import index_source, sample_key, sample_key_int
 from monitor.domain.sampling import (
     CSV_COLUMNS,
@@ -33,17 +34,25 @@ from monitor.domain.sampling import (
     sample_cost,
     write_sample_csv,
 )
-from monitor.core.sources import LocalSource
 from monitor.store import MongoStore, Store
 from tests.fixtures.store import find, remove
 
 SOURCE = "gs://bucket/val"
-UTC = dt.timezone.utc
+UTC = dt.UTC
 DAY = dt.date(2026, 3, 10)
 BEFORE = dt.datetime(2026, 3, 1, tzinfo=UTC)
 
 
-def _add(store: Store, label: str, count: int, created: dt.datetime, *, status: str = "ok", source: str = SOURCE, start: int = 0) -> list[str]:
+def _add(
+    store: Store,
+    label: str,
+    count: int,
+    created: dt.datetime,
+    *,
+    status: str = "ok",
+    source: str = SOURCE,
+    start: int = 0,
+) -> list[str]:
     """Insert ``count`` image documents of ``label`` shaped as the indexer writes them."""
     paths = [f"{label}/img_{i:05d}.jpg" for i in range(start, start + count)]
     store.write_images(
@@ -83,7 +92,18 @@ def test_each_class_gets_n_usable_images_sorted_by_label_then_path(store: Store)
         _add(store, label, 40, BEFORE)
     _add(store, "cat", 30, BEFORE, status="missing", start=100)
     store.write_images(
-        SOURCE, [{"source": SOURCE, "path": "cat/x.txt", "label": "cat", "status": "unusable", "sample_key": 0.5, "created": BEFORE}], []
+        SOURCE,
+        [
+            {
+                "source": SOURCE,
+                "path": "cat/x.txt",
+                "label": "cat",
+                "status": "unusable",
+                "sample_key": 0.5,
+                "created": BEFORE,
+            }
+        ],
+        [],
     )
 
     sample = draw_sample(store, SOURCE, DAY, 5, seed=0)
@@ -175,14 +195,20 @@ def test_fresh_days_keeps_only_images_created_in_the_window_ending_on_the_date(s
 
     assert {item.created.date() for item in today_only.items} == {dt.date(2026, 3, 10)}
     assert today_only.short_classes == {"cat": 5}
-    assert {item.created.date() for item in three_days.items} == {dt.date(2026, 3, 8), dt.date(2026, 3, 9), dt.date(2026, 3, 10)}
+    assert {item.created.date() for item in three_days.items} == {
+        dt.date(2026, 3, 8),
+        dt.date(2026, 3, 9),
+        dt.date(2026, 3, 10),
+    }
     assert three_days.fresh_days == 3
 
 
 def test_fresh_days_window_runs_from_the_first_instant_of_d_minus_k_plus_1_to_the_last_of_d(store: Store) -> None:
     ms = dt.timedelta(milliseconds=1)
     window_start = dt.datetime(2026, 3, 8, tzinfo=UTC)  # D = Mar 10, k = 3
-    inside = _add(store, "cat", 1, window_start, start=0) + _add(store, "cat", 1, end_of_day(DAY) - dt.timedelta(microseconds=999), start=1)
+    inside = _add(store, "cat", 1, window_start, start=0) + _add(
+        store, "cat", 1, end_of_day(DAY) - dt.timedelta(microseconds=999), start=1
+    )
     _add(store, "cat", 1, window_start - ms, start=2)  # last millisecond of D-k
     _add(store, "cat", 1, end_of_day(DAY) + dt.timedelta(microseconds=1), start=3)  # first instant of D+1
 
@@ -220,7 +246,9 @@ def test_a_small_class_is_drawn_uniformly_across_dates(store: Store) -> None:
 def test_a_single_run_after_the_pivot_would_not_be_uniform_which_is_why_runs_are_oversampled(store: Store) -> None:
     """With oversample=1 (just the N keys after the pivot) images behind wide key gaps are drawn far more often."""
     paths = _add(store, "cat", 24, BEFORE)
-    counts = Counter(p for date in _dates(360) for p in _paths(draw_sample(store, SOURCE, date, 6, seed=1, oversample=1)))
+    counts = Counter(
+        p for date in _dates(360) for p in _paths(draw_sample(store, SOURCE, date, 6, seed=1, oversample=1))
+    )
 
     assert stats.chisquare([counts[p] for p in paths]).pvalue < 1e-4
 
@@ -267,18 +295,25 @@ def test_documents_rejected_by_the_date_filter_count_as_examined(store: Store) -
     assert 10 < cost.docs_examined <= 100
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [({"n_per_class": 0}, "at least 1"), ({"fresh_days": 0}, "fresh_days"), ({"oversample": 0}, "oversample")])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"n_per_class": 0}, "at least 1"), ({"fresh_days": 0}, "fresh_days"), ({"oversample": 0}, "oversample")],
+)
 def test_invalid_sampling_arguments_are_config_errors(store: Store, kwargs: dict[str, Any], message: str) -> None:
     args: dict[str, Any] = {"n_per_class": 5, "fresh_days": None, "oversample": 4} | kwargs
     with pytest.raises(ConfigError, match=message):
-        draw_sample(store, SOURCE, DAY, args["n_per_class"], 0, fresh_days=args["fresh_days"], oversample=args["oversample"])
+        draw_sample(
+            store, SOURCE, DAY, args["n_per_class"], 0, fresh_days=args["fresh_days"], oversample=args["oversample"]
+        )
 
 
 def test_an_unreachable_store_is_a_store_error() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    client: pymongo.MongoClient = pymongo.MongoClient(f"mongodb://127.0.0.1:{port}", serverSelectionTimeoutMS=200, connect=False)
+    client: pymongo.MongoClient = pymongo.MongoClient(
+        f"mongodb://127.0.0.1:{port}", serverSelectionTimeoutMS=200, connect=False
+    )
     try:
         with pytest.raises(StoreError, match=f"could not read the classes of {SOURCE} on dead"):
             draw_sample(MongoStore(db=client["db"], description="dead"), SOURCE, DAY, 5, 0)
@@ -355,11 +390,23 @@ def test_rewriting_a_sample_csv_replaces_it(tmp_path: Path, store: Store) -> Non
         ("", "not a sample CSV"),
         ("path,label\nA/1.png,A\n", "not a sample CSV"),
         (",".join(CSV_COLUMNS) + "\n", "has no rows"),
-        (",".join(LEGACY_CSV_COLUMNS) + "\n2026-03-10,file:///s,A/1.png,A,zero,2026-03-01T00:00:00+00:00\n", "line 2: bad sample_key"),
+        (
+            ",".join(LEGACY_CSV_COLUMNS) + "\n2026-03-10,file:///s,A/1.png,A,zero,2026-03-01T00:00:00+00:00\n",
+            "line 2: bad sample_key",
+        ),
         (",".join(LEGACY_CSV_COLUMNS) + "\n2026-03-10,file:///s,A/1.png,A,0.5\n", "line 2: 5 fields"),
-        (",".join(LEGACY_CSV_COLUMNS) + "\n2026-03-10,file:///s,A/1.png,A,1.5,2026-03-01T00:00:00+00:00\n", r"outside \[0, 1\)"),
-        (",".join(CSV_COLUMNS) + "\n2026-03-10,file:///s,A/1.png,A,0.5,2026-03-01T00:00:00+00:00\n", "line 2: 6 fields, expected 8"),
-        (",".join(CSV_COLUMNS) + "\n2026-03-10,file:///s,A/1.png,A,0.5,2026-03-01T00:00:00+00:00,extra,x\n", "draw 'extra' is not one of"),
+        (
+            ",".join(LEGACY_CSV_COLUMNS) + "\n2026-03-10,file:///s,A/1.png,A,1.5,2026-03-01T00:00:00+00:00\n",
+            r"outside \[0, 1\)",
+        ),
+        (
+            ",".join(CSV_COLUMNS) + "\n2026-03-10,file:///s,A/1.png,A,0.5,2026-03-01T00:00:00+00:00\n",
+            "line 2: 6 fields, expected 8",
+        ),
+        (
+            ",".join(CSV_COLUMNS) + "\n2026-03-10,file:///s,A/1.png,A,0.5,2026-03-01T00:00:00+00:00,extra,x\n",
+            "draw 'extra' is not one of",
+        ),
         (
             ",".join(LEGACY_CSV_COLUMNS)
             + "\n2026-03-10,file:///s,A/1.png,A,0.5,2026-03-01T00:00:00+00:00\n2026-03-11,file:///s,A/2.png,A,0.6,2026-03-01T00:00:00+00:00\n",
@@ -387,7 +434,9 @@ def test_recording_a_sample_twice_keeps_one_document_per_source_and_date(tmp_pat
     doc = docs[0]
     assert doc["n_per_class"] == 20 and doc["seed"] == 0 and doc["fresh_days"] is None
     assert doc["classes"] == {"A": 12, "B": 12} and doc["short_classes"] == {"A": 12, "B": 12}
-    assert len(doc["items"]) == 24 and set(doc["items"][0]) == {"path", "label", "draw", "image"} and doc["followup"] == {}
+    assert (
+        len(doc["items"]) == 24 and set(doc["items"][0]) == {"path", "label", "draw", "image"} and doc["followup"] == {}
+    )
     assert doc["csv"] == str(csv_path)
     assert len(find(store, "samples", {"source": source.uri})) == 2
 
@@ -412,7 +461,11 @@ def test_followup_draws_are_reproducible_for_the_date_and_differ_across_dates(st
     _add(store, "cat", 400, BEFORE)
 
     def extra(date: str, seed: int = 0) -> list[str]:
-        return [i.image_path for i in draw_sample(store, SOURCE, date, 10, seed=seed, followup={"cat": 30}).items if i.draw == "followup"]
+        return [
+            i.image_path
+            for i in draw_sample(store, SOURCE, date, 10, seed=seed, followup={"cat": 30}).items
+            if i.draw == "followup"
+        ]
 
     assert extra(DAY) == extra(DAY)
     assert extra(DAY) != extra(dt.date(2026, 3, 11))
@@ -433,7 +486,11 @@ def test_followup_images_are_a_uniform_draw_of_the_class(store: Store) -> None:
     counts: Counter[str] = Counter()
     days = _dates(400)
     for date in days:
-        counts.update(i.image_path for i in draw_sample(store, SOURCE, date, 5, seed=0, followup={"cat": 10}).items if i.draw == "followup")
+        counts.update(
+            i.image_path
+            for i in draw_sample(store, SOURCE, date, 5, seed=0, followup={"cat": 10}).items
+            if i.draw == "followup"
+        )
     observed = [counts[path] for path in paths]
     assert sum(observed) == 10 * len(days)
     assert stats.chisquare(observed).pvalue > 0.001
@@ -521,6 +578,7 @@ def test_the_indexer_stores_the_documented_sample_key(tmp_path: Path, store: Sto
     for doc in docs:
         assert doc["sample_key"] == _blake2b_u64(f"{source.uri}\n{doc['path']}") / 2**64
 
+
 def test_sampling_hashes_keep_their_pinned_values() -> None:
     """Literal values, computed once by ``_blake2b_u64`` / ``_expected_unit`` above and pasted here.
 
@@ -554,7 +612,9 @@ def test_a_different_seed_changes_the_pivot_and_both_priorities() -> None:
 def _walk_after(paths: list[str], start: float, size: int) -> list[str]:
     """The ``size`` paths following ``start`` in sample-key order, wrapping around (the documented walk)."""
     ordered = sorted(paths, key=lambda path: _blake2b_u64(f"{SOURCE}\n{path}"))
-    first = next((i for i, path in enumerate(ordered) if _blake2b_u64(f"{SOURCE}\n{path}") / 2**64 >= start), len(ordered))
+    first = next(
+        (i for i, path in enumerate(ordered) if _blake2b_u64(f"{SOURCE}\n{path}") / 2**64 >= start), len(ordered)
+    )
     return (ordered[first:] + ordered[:first])[:size]
 
 
@@ -575,7 +635,9 @@ def test_the_seed_changes_the_picks_of_a_class_read_whole_through_the_priorities
 
     def expected(seed: int) -> tuple[list[str], list[str]]:
         base = sorted(paths, key=lambda path: _expected_unit("pick", SOURCE, DAY, seed, path))[:5]
-        rest = sorted((p for p in paths if p not in base), key=lambda path: _expected_unit("followup", SOURCE, DAY, seed, path))
+        rest = sorted(
+            (p for p in paths if p not in base), key=lambda path: _expected_unit("followup", SOURCE, DAY, seed, path)
+        )
         return sorted(base), sorted(rest[:4])
 
     draws = {}
@@ -644,10 +706,16 @@ def test_another_process_computes_the_same_keys_pivots_priorities_and_sample(tmp
 @pytest.mark.parametrize("vary", ["seed", "date"])
 def test_pivots_and_priorities_are_uniform_over_seeds_and_dates(function: str, vary: str) -> None:
     """2,000 seeds (date fixed) or 2,000 dates (seed fixed) give pivots / priorities uniform on [0, 1) (Kolmogorov-Smirnov)."""
-    inputs = [(DAY, seed) for seed in range(2000)] if vary == "seed" else [(date, 7) for date in _dates(2000, dt.date(2020, 1, 1))]
+    inputs = (
+        [(DAY, seed) for seed in range(2000)]
+        if vary == "seed"
+        else [(date, 7) for date in _dates(2000, dt.date(2020, 1, 1))]
+    )
     path = "cat/img_00000.jpg"
     values = [
-        pivot(date, seed, "cat") if function == "pivot" else (_priority if function == "priority" else _followup_priority)(SOURCE, date, seed, path)
+        pivot(date, seed, "cat")
+        if function == "pivot"
+        else (_priority if function == "priority" else _followup_priority)(SOURCE, date, seed, path)
         for date, seed in inputs
     ]
     assert all(0.0 <= value < 1.0 for value in values)
@@ -659,7 +727,9 @@ def test_the_rank_of_the_chosen_image_is_uniform_over_seeds_and_dates(store: Sto
     """Drawing 1 of a class of 20 (read whole), the chosen image's rank in key order is uniform over 1,000 seeds or dates (chi-square)."""
     paths = _add(store, "cat", 20, BEFORE)
     rank = {path: r for r, path in enumerate(sorted(paths, key=lambda path: sample_key(SOURCE, path)))}
-    draws = [(DAY, seed) for seed in range(1000)] if vary == "seed" else [(date, 7) for date in _dates(1000)]  # all after BEFORE
+    draws = (
+        [(DAY, seed) for seed in range(1000)] if vary == "seed" else [(date, 7) for date in _dates(1000)]
+    )  # all after BEFORE
     counts: Counter[int] = Counter()
     for date, seed in draws:
         (chosen,) = _paths(draw_sample(store, SOURCE, date, 1, seed=seed, labels=["cat"], oversample=20))
@@ -677,7 +747,9 @@ def test_drawn_items_carry_each_images_created_time_in_utc_even_from_a_store_tha
     import mongomock
 
     # A MongoClient without tz_aware hands datetimes back naive (BSON stores UTC): the sample reads them as UTC.
-    with MongoStore(db=mongomock.MongoClient(tz_aware=False)["monitor_naive"], description="mongomock, naive datetimes") as naive:
+    with MongoStore(
+        db=mongomock.MongoClient(tz_aware=False)["monitor_naive"], description="mongomock, naive datetimes"
+    ) as naive:
         _add(naive, "cat", 3, dt.datetime(2026, 3, 1, 12, 30, tzinfo=UTC))
         sample = draw_sample(naive, SOURCE, DAY, 3, seed=0)
 
@@ -717,8 +789,24 @@ def test_the_csv_writes_created_times_in_utc_whatever_the_machines_time_zone(tmp
     from monitor.domain.sampling import SampleItem
 
     kolkata = dt.timezone(dt.timedelta(hours=5, minutes=30))
-    item = SampleItem(image_path="cat/a.jpg", label="cat", sample_key=0.25, created=dt.datetime(2026, 3, 1, 5, 30, tzinfo=kolkata), draw="base")
-    sample = Sample(date=DAY, source=SOURCE, seed=0, n_per_class=1, fresh_days=None, items=[item], classes={"cat": 1}, short_classes={}, followup={})
+    item = SampleItem(
+        image_path="cat/a.jpg",
+        label="cat",
+        sample_key=0.25,
+        created=dt.datetime(2026, 3, 1, 5, 30, tzinfo=kolkata),
+        draw="base",
+    )
+    sample = Sample(
+        date=DAY,
+        source=SOURCE,
+        seed=0,
+        n_per_class=1,
+        fresh_days=None,
+        items=[item],
+        classes={"cat": 1},
+        short_classes={},
+        followup={},
+    )
     old = os.environ.get("TZ")
     os.environ["TZ"] = "America/New_York"
     time.tzset()
@@ -744,13 +832,17 @@ def test_a_sample_csv_with_naive_created_times_reads_them_as_utc(tmp_path: Path)
     assert item.created == dt.datetime(2026, 3, 1, 12, 0, tzinfo=UTC) and item.created.tzinfo is not None
 
 
-def test_on_mongodb_the_cost_is_the_sum_of_each_querys_explained_execution_stats(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_on_mongodb_the_cost_is_the_sum_of_each_querys_explained_execution_stats(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import mongomock
 
     # mongomock has no explain(): this one answers as MongoDB's executionStats would, the same for every query.
     stats_of_each_query = {"executionStats": {"totalDocsExamined": 7, "totalKeysExamined": 9, "nReturned": 3}}
     monkeypatch.setattr(mongomock.collection.Cursor, "explain", lambda self: stats_of_each_query, raising=False)
-    with MongoStore(db=mongomock.MongoClient(tz_aware=True)["monitor_explain"], description="mongomock with explain") as mongo:
+    with MongoStore(
+        db=mongomock.MongoClient(tz_aware=True)["monitor_explain"], description="mongomock with explain"
+    ) as mongo:
         mongo.ensure_indexes()
         for label in ("cat", "dog"):
             _add(mongo, label, 5, BEFORE)
@@ -758,7 +850,13 @@ def test_on_mongodb_the_cost_is_the_sum_of_each_querys_explained_execution_stats
         cost = sample_cost(mongo, SOURCE, DAY, 2, seed=0, oversample=2)
 
     # Each class needs 4: the first query returns 3, so the wrapped-around second one runs too (2 queries a class).
-    assert (cost.docs_examined, cost.keys_examined, cost.queries, cost.classes, cost.method) == (28, 36, 4, 2, "explain")
+    assert (cost.docs_examined, cost.keys_examined, cost.queries, cost.classes, cost.method) == (
+        28,
+        36,
+        4,
+        2,
+        "explain",
+    )
 
 
 # --- each image once per model: the draw of unseen images, newest first -------------------------------
@@ -792,7 +890,9 @@ def test_a_model_never_draws_an_image_it_evaluated_until_the_class_is_exhausted(
     assert len(drawn) == len(set(drawn)) == 95  # each image once, then nothing
     assert set(drawn) == set(paths)
     last = draw_sample(store, SOURCE, _dates(13)[-1], 10, seed=0, seen=seen)
-    assert last.items == [] and last.classes == {"cat": 0} and last.unseen == {"cat": 0} and last.unseen_left == {"cat": 0}
+    assert (
+        last.items == [] and last.classes == {"cat": 0} and last.unseen == {"cat": 0} and last.unseen_left == {"cat": 0}
+    )
 
 
 def test_the_unseen_draw_is_reproducible_for_the_date_and_point_in_time(store: Store) -> None:
@@ -815,7 +915,12 @@ def test_the_newest_arrivals_are_drawn_first_and_a_day_of_arrivals_uniformly(sto
     sample = draw_sample(store, SOURCE, DAY, 10, seed=0, seen={"cat": set()} | {"dog": set()}, first_draw=0)
     assert set(new) <= set(_paths(sample)) and len(set(_paths(sample)) & set(old)) == 4
 
-    counts = Counter(p for date in _dates(400) for p in _paths(draw_sample(store, SOURCE, date, 10, seed=0, seen={"cat": {"x"}})) if p in old)
+    counts = Counter(
+        p
+        for date in _dates(400)
+        for p in _paths(draw_sample(store, SOURCE, date, 10, seed=0, seen={"cat": {"x"}}))
+        if p in old
+    )
     observed = [counts[p] for p in old]
     assert sum(observed) == 400 * 4
     assert stats.chisquare(observed).pvalue > 0.001
@@ -836,8 +941,24 @@ def test_copies_of_one_image_under_two_paths_are_one_image(store: Store) -> None
     """On GCS the identity is the content checksum without its generation: a copy or re-upload is the same image."""
     for i, path in enumerate(("cat/a.jpg", "cat/copy-of-a.jpg", "cat/b.jpg")):
         checksum = "md5AAA@1" if "a.jpg" in path else f"md5BBB@{i}"
-        store.write_images(SOURCE, [{"source": SOURCE, "path": path, "label": "cat", "size": 1, "checksum": checksum, "created": BEFORE,
-                                     "updated": BEFORE, "sample_key": sample_key(SOURCE, path), "status": "ok", "reason": None}], [])  # fmt: skip
+        store.write_images(
+            SOURCE,
+            [
+                {
+                    "source": SOURCE,
+                    "path": path,
+                    "label": "cat",
+                    "size": 1,
+                    "checksum": checksum,
+                    "created": BEFORE,
+                    "updated": BEFORE,
+                    "sample_key": sample_key(SOURCE, path),
+                    "status": "ok",
+                    "reason": None,
+                }
+            ],
+            [],
+        )
     sample = draw_sample(store, SOURCE, DAY, 10, seed=0, seen={})
     assert sorted(_paths(sample)) == ["cat/a.jpg", "cat/b.jpg"] and sample.unseen == {"cat": 2}
     later = draw_sample(store, SOURCE, dt.date(2026, 3, 11), 10, seed=0, seen={"cat": {"content:md5AAA"}})
@@ -848,6 +969,8 @@ def test_the_image_identity_is_the_content_on_gcs_and_the_path_elsewhere() -> No
     from monitor.domain.sampling import image_identity
 
     assert image_identity("0a1b@1712", "cat/x.jpg") == image_identity("0a1b@99", "cat/renamed.jpg") == "content:0a1b"
-    assert image_identity("100-1712", "cat/x.jpg") == "path:cat/x.jpg#100-1712" != image_identity("100-1712", "cat/y.jpg")
+    assert (
+        image_identity("100-1712", "cat/x.jpg") == "path:cat/x.jpg#100-1712" != image_identity("100-1712", "cat/y.jpg")
+    )
     assert image_identity("100-1713", "cat/x.jpg") != image_identity("100-1712", "cat/x.jpg")  # rewritten: a new image
     assert image_identity(None, "cat/x.jpg") == "path:cat/x.jpg"

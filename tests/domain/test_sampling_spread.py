@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from monitor.core.settings import load_settings
 from monitor.domain.indexing import sample_key
 from monitor.domain.sampling import DEFAULT_OVERSAMPLE, draw_sample
-from monitor.core.settings import load_settings
 from monitor.store import open_store
 
 SOURCE = "gs://bucket/val"
@@ -33,7 +33,7 @@ M, N, DATES = 200, 2, 400
 #: The first dates used for the uniformity check: few enough that the key-arc spread at L = 20 (about 1/sqrt(20)
 #: relative) stays below what chi-square sees, many enough that the spread at L = N = 2 (1/sqrt(2)) shows.
 UNIFORM_DATES = 200
-BEFORE = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
+BEFORE = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 
 
 def _paths() -> list[str]:
@@ -50,19 +50,31 @@ def draws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[int, list[l
             SOURCE,
             [
                 {
-                    "source": SOURCE, "path": path, "label": LABEL, "size": 100, "checksum": f"100-{i}", "created": BEFORE,
-                    "updated": BEFORE, "first_seen": BEFORE, "last_seen": BEFORE, "sample_key": sample_key(SOURCE, path),
-                    "status": "ok", "reason": None,
+                    "source": SOURCE,
+                    "path": path,
+                    "label": LABEL,
+                    "size": 100,
+                    "checksum": f"100-{i}",
+                    "created": BEFORE,
+                    "updated": BEFORE,
+                    "first_seen": BEFORE,
+                    "last_seen": BEFORE,
+                    "sample_key": sample_key(SOURCE, path),
+                    "status": "ok",
+                    "reason": None,
                 }
                 for i, path in enumerate(_paths())
             ],
             [],
-        )  # fmt: skip
+        )
         dates = [dt.date(2026, 3, 10) + dt.timedelta(days=k) for k in range(DATES)]
         out: dict[int, list[list[int]]] = {}
         for oversample in (DEFAULT_OVERSAMPLE, 1):
             out[oversample] = [
-                [int(item.image_path[-9:-4]) for item in draw_sample(store, SOURCE, date, N, seed=1, labels=[LABEL], oversample=oversample).items]
+                [
+                    int(item.image_path[-9:-4])
+                    for item in draw_sample(store, SOURCE, date, N, seed=1, labels=[LABEL], oversample=oversample).items
+                ]
                 for date in dates
             ]
         yield out

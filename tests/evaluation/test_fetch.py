@@ -23,10 +23,10 @@ import evaluation.predict as predict_module
 from evaluation.model import LoadedModel, load_model
 from evaluation.predict import fetch_batches, in_flight_limit, predict_images
 from evaluation.predictions import FETCH_FAILED
-from monitor.domain.digits import LABELS, encode_digit, load_digits_images
 from monitor.core.errors import SourceError
 from monitor.core.settings import SHIPPED_MODEL_DIR, Settings
 from monitor.core.sources import MAX_CONNECTIONS, GCSSource, LocalSource, open_source
+from monitor.domain.digits import LABELS, encode_digit, load_digits_images
 from tests.fixtures.gcs_latency import LatencyGCSServer
 
 DATE = "2026-12-01"
@@ -118,7 +118,9 @@ def test_reads_use_the_clients_retry_policy_with_exponential_back_off() -> None:
 
 
 @pytest.mark.slow
-def test_retries_keep_the_order_and_a_blob_that_always_fails_is_one_failed_row(latency_gcs, shipped: LoadedModel) -> None:
+def test_retries_keep_the_order_and_a_blob_that_always_fails_is_one_failed_row(
+    latency_gcs, shipped: LoadedModel
+) -> None:
     server, bucket = latency_gcs
     blobs = digit_blobs(40)
     source = GCSSource(bucket, "val", **FAST_RETRY)
@@ -149,7 +151,9 @@ def test_the_latency_server_pages_listings_as_gcs_does(latency_gcs) -> None:
     seed(server, bucket, names)
     server.put(bucket, {"train/Cat/x.jpg": b"elsewhere"})
     listed = [info.path for info in GCSSource(bucket, "val", page_size=10).list()]
-    assert listed == [f"Cat/{i:02d}.jpg" for i in range(25)]  # the folder placeholder skipped, nothing outside the prefix
+    assert listed == [
+        f"Cat/{i:02d}.jpg" for i in range(25)
+    ]  # the folder placeholder skipped, nothing outside the prefix
     assert server.requests["GET list"] == 3
 
 
@@ -175,7 +179,11 @@ def test_fetch_batches_groups_in_order_with_a_short_last_batch() -> None:
     blobs = {f"p{i}": bytes([i]) for i in range(10)}
     with ThreadPoolExecutor(3) as pool:
         batches = list(fetch_batches(list(blobs), blobs.__getitem__, pool, batch_size=4, limit=8))
-    assert batches == [[bytes([0]), bytes([1]), bytes([2]), bytes([3])], [bytes([4]), bytes([5]), bytes([6]), bytes([7])], [bytes([8]), bytes([9])]]
+    assert batches == [
+        [bytes([0]), bytes([1]), bytes([2]), bytes([3])],
+        [bytes([4]), bytes([5]), bytes([6]), bytes([7])],
+        [bytes([8]), bytes([9])],
+    ]
 
 
 def test_the_gcs_server_sees_fetch_workers_requests_at_once(latency_gcs) -> None:
@@ -229,9 +237,13 @@ def test_closing_the_stream_early_cancels_the_reads_not_started() -> None:
 
 
 @pytest.mark.slow
-def test_predict_images_with_a_slow_model_holds_a_few_batches_not_the_sample(shipped: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_predict_images_with_a_slow_model_holds_a_few_batches_not_the_sample(
+    shipped: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
     blobs = digit_blobs(30)
-    many = {f"{path.split('/')[0]}/copy{n}_{path.split('/')[1]}": data for n in range(4) for path, data in blobs.items()}  # 120 images
+    many = {
+        f"{path.split('/')[0]}/copy{n}_{path.split('/')[1]}": data for n in range(4) for path, data in blobs.items()
+    }  # 120 images
     read = CountingRead(many)
     batch_size, workers = 8, 4
     real_forward = predict_module.forward_probs
@@ -248,7 +260,9 @@ def test_predict_images_with_a_slow_model_holds_a_few_batches_not_the_sample(shi
         done[0] += count
         ahead.append(read.finished - done[0])
 
-    frame = predict_images(items_of(many), read, shipped, batch_size=batch_size, fetch_workers=workers, progress=progress, **RUN)
+    frame = predict_images(
+        items_of(many), read, shipped, batch_size=batch_size, fetch_workers=workers, progress=progress, **RUN
+    )
 
     assert list(frame["image_path"]) == list(many)
     assert (frame["status"] == "ok").all()
@@ -261,7 +275,9 @@ def test_predict_images_with_a_slow_model_holds_a_few_batches_not_the_sample(shi
 
 
 @pytest.mark.slow
-def test_a_bucket_and_a_folder_with_the_same_images_give_the_same_bytes_and_predictions(latency_gcs, shipped: LoadedModel, tmp_path: Path) -> None:
+def test_a_bucket_and_a_folder_with_the_same_images_give_the_same_bytes_and_predictions(
+    latency_gcs, shipped: LoadedModel, tmp_path: Path
+) -> None:
     server, bucket = latency_gcs
     blobs = digit_blobs(50)
     blobs["Cat/not-an-image.jpg"] = b"not a jpeg"
@@ -282,13 +298,18 @@ def test_a_bucket_and_a_folder_with_the_same_images_give_the_same_bytes_and_pred
     pd.testing.assert_frame_equal(from_gcs, from_folder)
     assert dict(zip(from_gcs["image_path"], from_gcs["error"]))["Cat/missing.jpg"] == FETCH_FAILED
     assert (from_gcs["status"] == "ok").sum() == 50
-    assert np.mean(from_gcs.loc[from_gcs["status"] == "ok", "pred"] == from_gcs.loc[from_gcs["status"] == "ok", "label"]) > 0.8
+    assert (
+        np.mean(from_gcs.loc[from_gcs["status"] == "ok", "pred"] == from_gcs.loc[from_gcs["status"] == "ok", "label"])
+        > 0.8
+    )
     # one media request per read: no metadata lookup before each download
     assert server.requests["GET media"] == len(items) + len(blobs)
     assert server.requests["GET object"] == 0
 
 
-def test_the_client_gcs_source_builds_keeps_connections_and_reads_the_proxy_environment_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_client_gcs_source_builds_keeps_connections_and_reads_the_proxy_environment_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9")
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
     monkeypatch.delenv("NO_PROXY", raising=False)

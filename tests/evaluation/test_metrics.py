@@ -22,7 +22,9 @@ from tests.fixtures.store import find
 FLOAT_KEYS = ("accuracy", "ci_low", "ci_high", "precision", "recall", "f1")
 
 
-def random_predictions(seed: int, *, rows: int = 3000, classes: int = 40, runs: int = 1) -> tuple[pd.DataFrame, list[str]]:
+def random_predictions(
+    seed: int, *, rows: int = 3000, classes: int = 40, runs: int = 1
+) -> tuple[pd.DataFrame, list[str]]:
     """Random predictions with every awkward case, and the label list to pass (the source's classes).
 
     - truth drawn unevenly over ``classes`` labels, so some get few rows;
@@ -134,8 +136,14 @@ def test_small_hand_computed_example(spark, engine: str) -> None:
     assert dog["precision"] == 0.5 and dog["recall"] == pytest.approx(1 / 3) and dog["f1"] == pytest.approx(0.4)
     assert dog["confusions"] == [{"pred": "cat", "count": 2}]
     assert (eel["n"], eel["fp"], eel["accuracy"], eel["precision"], eel["recall"], eel["f1"], eel["ci_low"]) == (
-        0, 0, None, None, None, None, None,
-    )  # fmt: skip
+        0,
+        0,
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
     assert list(cat) == list(METRIC_KEYS)
 
 
@@ -207,7 +215,12 @@ def wilson_by_hand(k: int, n: int, confidence: float) -> tuple[float, float]:
     "k, n, low, high",
     # 7/10: R's prop.test(7, 10, correct = FALSE)$conf.int. k = 0 and k = n have closed forms:
     # upper z^2 / (n + z^2) and lower n / (n + z^2), with z = 1.959964 (1.96^2 = 3.8415).
-    [(7, 10, 0.3968, 0.8922), (0, 10, 0.0, 3.8415 / 13.8415), (10, 10, 10 / 13.8415, 1.0), (0, 1, 0.0, 3.8415 / 4.8415)],
+    [
+        (7, 10, 0.3968, 0.8922),
+        (0, 10, 0.0, 3.8415 / 13.8415),
+        (10, 10, 10 / 13.8415, 1.0),
+        (0, 1, 0.0, 3.8415 / 4.8415),
+    ],
 )
 def test_wilson_matches_published_values(k: int, n: int, low: float, high: float) -> None:
     got = wilson_interval(k, n, 0.95)
@@ -278,7 +291,9 @@ def plain_python_metrics(frame: pd.DataFrame, labels: list[str], confidence: flo
                 "precision": correct / (correct + fp) if correct + fp else None,
                 "recall": correct / n if n else None,
                 "f1": 2 * correct / (2 * correct + fp + fn) if correct + fp + fn else None,
-                "confusions": [{"pred": p, "count": k} for p, k in sorted(wrong.items(), key=lambda item: (-item[1], item[0]))],
+                "confusions": [
+                    {"pred": p, "count": k} for p, k in sorted(wrong.items(), key=lambda item: (-item[1], item[0]))
+                ],
             }
     return expected
 
@@ -306,12 +321,16 @@ def test_each_engine_equals_a_plain_python_count_of_the_same_predictions(request
     keys = [(r.get("model_id"), r.get("date"), r["label"]) for r in rows]
     assert keys == sorted(expected, key=lambda k: (k[0] or "", k[1] or "", k[2]))  # one row per run and class, in order
     # The cases that matter are present: failed rows, an all-failed class, a class with no row, labels never true.
-    assert any(e["failed"] and not e["n"] for e in expected.values()) and any(not e["n"] and not e["failed"] for e in expected.values())
+    assert any(e["failed"] and not e["n"] for e in expected.values()) and any(
+        not e["n"] and not e["failed"] for e in expected.values()
+    )
     assert any(c["pred"].startswith("ghost_") for e in expected.values() for c in e["confusions"])
     for row, key in zip(rows, keys):
         want = expected[key]
-        assert {k: row[k] for k in ("model_id", "date") if k in row} == {k: v for k, v in zip(("model_id", "date"), key) if v is not None}
-        assert list(row)[-len(METRIC_KEYS):] == list(METRIC_KEYS)
+        assert {k: row[k] for k in ("model_id", "date") if k in row} == {
+            k: v for k, v in zip(("model_id", "date"), key) if v is not None
+        }
+        assert list(row)[-len(METRIC_KEYS) :] == list(METRIC_KEYS)
         for name, value in want.items():
             if isinstance(value, float):
                 assert row[name] == pytest.approx(value, rel=1e-12, abs=1e-12), (key, name)
@@ -338,7 +357,11 @@ def test_each_engine_agrees_with_sklearn_confusion_matrix_and_recall(request, en
         recalls = dict(zip(seen, recall_score(ok["label"].tolist(), ok["pred"].tolist(), labels=seen, average=None)))
         for label, row in mine.items():
             i = universe.index(label)
-            assert (row["n"], row["correct"], row["fp"]) == (matrix[i].sum(), matrix[i, i], matrix[:, i].sum() - matrix[i, i]), label
+            assert (row["n"], row["correct"], row["fp"]) == (
+                matrix[i].sum(),
+                matrix[i, i],
+                matrix[:, i].sum() - matrix[i, i],
+            ), label
             assert row["failed"] == int(((run["status"] == "failed") & (run["label"] == label)).sum()), label
             assert {c["pred"]: c["count"] for c in row["confusions"]} == {
                 universe[k]: int(matrix[i, k]) for k in range(len(universe)) if k != i and matrix[i, k]
@@ -419,7 +442,14 @@ def test_a_run_in_which_every_prediction_failed_has_counts_and_no_ratios() -> No
     for row in rows:
         want = expected[(None, None, row["label"])]
         assert {name: row[name] for name in want} == want
-        assert (row["n"], row["accuracy"], row["precision"], row["recall"], row["f1"], row["ci_low"]) == (0, None, None, None, None, None)
+        assert (row["n"], row["accuracy"], row["precision"], row["recall"], row["f1"], row["ci_low"]) == (
+            0,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
     assert [r["failed"] for r in rows] == [2, 1, 0]
 
 
@@ -432,6 +462,12 @@ def test_the_pandas_reference_does_not_depend_on_the_frames_index() -> None:
 
 
 def test_inconsistent_rows_are_refused_with_their_count_per_label() -> None:
-    frame = pd.DataFrame({"label": ["cat", "cat", "cat", "dog"], "pred": ["cat", "cat", "cat", None], "status": ["ok", "maybe", "maybe", "ok"]})
+    frame = pd.DataFrame(
+        {
+            "label": ["cat", "cat", "cat", "dog"],
+            "pred": ["cat", "cat", "cat", None],
+            "status": ["ok", "maybe", "maybe", "ok"],
+        }
+    )
     with pytest.raises(DataError, match=r"per label: \{'cat': 2, 'dog': 1\}"):
         class_metrics_pandas(frame)

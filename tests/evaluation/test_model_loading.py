@@ -47,7 +47,9 @@ def test_shipped_model_loads_with_word_labels_and_a_weights_checksum() -> None:
     loaded = load_model(SHIPPED_MODEL_DIR, device="cpu")
     assert loaded.labels == DIGIT_WORDS
     assert loaded.id2label == dict(enumerate(DIGIT_WORDS))
-    expected = hashlib.sha256(b"model.safetensors\0" + (SHIPPED_MODEL_DIR / "model.safetensors").read_bytes()).hexdigest()
+    expected = hashlib.sha256(
+        b"model.safetensors\0" + (SHIPPED_MODEL_DIR / "model.safetensors").read_bytes()
+    ).hexdigest()
     assert loaded.checksum == expected
     assert loaded.model_id == f"digits-resnet@{expected[:12]}"
     assert loaded.device == torch.device("cpu")
@@ -139,7 +141,10 @@ def test_asking_for_cuda_without_a_gpu_is_a_model_error() -> None:
 @pytest.mark.parametrize(
     ("labels", "message"),
     [
-        (["one", "Spyder", "X"], r"labels 'Spyder', 'X' in the source are not among the model digits-resnet@\w{12}'s 10 labels \(zero, one, two"),
+        (
+            ["one", "Spyder", "X"],
+            r"labels 'Spyder', 'X' in the source are not among the model digits-resnet@\w{12}'s 10 labels \(zero, one, two",
+        ),
         (["seven", "Seven"], r"label 'Seven' in the source is not among the model .*'s 10 labels"),
     ],
 )
@@ -164,7 +169,9 @@ def test_check_labels_accepts_a_subset_of_the_models_labels() -> None:
         ("config.json", None, "has no config.json"),  # a FIFO in its place: refused, never opened (it would block)
     ],
 )
-def test_a_damaged_configuration_is_one_model_error_never_a_hang_or_a_recursion_error(shipped_copy: Path, name: str, content: str | None, message: str) -> None:
+def test_a_damaged_configuration_is_one_model_error_never_a_hang_or_a_recursion_error(
+    shipped_copy: Path, name: str, content: str | None, message: str
+) -> None:
     import os
 
     target = shipped_copy / name

@@ -29,9 +29,9 @@ from evaluation.model import LoadedModel, load_model
 from evaluation.predict import forward_probs, predict_images
 from evaluation.predictions import COLUMNS, PREDICTIONS_SCHEMA, read_predictions, write_predictions
 from evaluation.preprocessing import TensorPreprocess, processor_pixel_values, resolve_path
-from monitor.domain.digits import LABELS, digit_to_pil, load_digits_images, split_indices
 from monitor.core.errors import ConfigError, DataError, ModelError, SourceError
 from monitor.core.settings import SHIPPED_MODEL_DIR
+from monitor.domain.digits import LABELS, digit_to_pil, load_digits_images, split_indices
 from tests.fixtures.images import EXIF_ORIENTATION, encode, gradient, png_header_only
 
 DATE = "2024-05-01"
@@ -80,11 +80,20 @@ def jpeg_items(digits: list[tuple[str, Image.Image]]) -> tuple[list[tuple[str, s
 
 PROCESSORS = {
     "convnext-resnet50-style": (ConvNextImageProcessorPil(size={"shortest_edge": 64}, crop_pct=0.875), 1),
-    "convnext-shipped-style": (ConvNextImageProcessorPil(size={"shortest_edge": 32}, crop_pct=1.0, image_mean=[0.5] * 3, image_std=[0.5] * 3), 1),
+    "convnext-shipped-style": (
+        ConvNextImageProcessorPil(size={"shortest_edge": 32}, crop_pct=1.0, image_mean=[0.5] * 3, image_std=[0.5] * 3),
+        1,
+    ),
     "convnext-large-no-crop": (ConvNextImageProcessorPil(size={"shortest_edge": 400}), 3),
     "vit-fixed-size-bilinear": (ViTImageProcessorPil(size={"height": 48, "width": 40}), 1),
-    "bit-shortest-edge-and-crop": (BitImageProcessorPil(size={"shortest_edge": 56}, crop_size={"height": 48, "width": 48}), 1),
-    "deit-resize-then-crop": (DeiTImageProcessorPil(size={"height": 60, "width": 60}, crop_size={"height": 52, "width": 52}), 1),
+    "bit-shortest-edge-and-crop": (
+        BitImageProcessorPil(size={"shortest_edge": 56}, crop_size={"height": 48, "width": 48}),
+        1,
+    ),
+    "deit-resize-then-crop": (
+        DeiTImageProcessorPil(size={"height": 60, "width": 60}, crop_size={"height": 52, "width": 52}),
+        1,
+    ),
 }
 SIZES = [(64, 64), (37, 53), (300, 200), (20, 15), (101, 99)]
 
@@ -108,9 +117,17 @@ def test_tensor_preprocessing_reproduces_the_image_processor_within_one_grey_lev
 def test_processors_the_tensor_path_cannot_reproduce_are_refused_and_auto_falls_back(shipped: LoadedModel) -> None:
     with pytest.raises(ModelError, match="does not reproduce resize size"):
         TensorPreprocess.from_processor(ViTImageProcessorPil(size={"shortest_edge": 32, "longest_edge": 64}))
-    other = LoadedModel(**{**shipped.__dict__, "processor": ViTImageProcessorPil(size={"shortest_edge": 32, "longest_edge": 64})})
+    other = LoadedModel(
+        **{**shipped.__dict__, "processor": ViTImageProcessorPil(size={"shortest_edge": 32, "longest_edge": 64})}
+    )
     with pytest.raises(ModelError, match="does not reproduce"):
-        predict_images([("a/x.png", "a")], in_memory({"a/x.png": encode(Image.new("RGB", (8, 8)), "PNG")}), other, path="tensor", **RUN)
+        predict_images(
+            [("a/x.png", "a")],
+            in_memory({"a/x.png": encode(Image.new("RGB", (8, 8)), "PNG")}),
+            other,
+            path="tensor",
+            **RUN,
+        )
     # auto: the reference processor on CPU; on CUDA the tensor path, unless it cannot reproduce the processor.
     # (A LoadedModel that only claims CUDA: resolve_path looks at the device type, nothing runs there.)
     on_cuda = LoadedModel(**{**shipped.__dict__, "device": torch.device("cuda")})
@@ -173,16 +190,24 @@ def test_odd_formats_decode_and_predict_like_the_plain_image(shipped: LoadedMode
     # One sure digit per class: what changes with the format must be the decoding, not a borderline call.
     reference_items = {f"{label}/plain.png": image for label, image in digits[::3]}
     reference = reference_probs(shipped, list(reference_items.values()))
-    blobs = {f"{ref_path.split('/')[0]}/{fmt}": make(image) for ref_path, image in reference_items.items() for fmt, make in ODD_FORMATS.items()}
+    blobs = {
+        f"{ref_path.split('/')[0]}/{fmt}": make(image)
+        for ref_path, image in reference_items.items()
+        for fmt, make in ODD_FORMATS.items()
+    }
     items = [(p, p.split("/")[0]) for p in blobs]
 
     frame = predict_images(items, in_memory(blobs), shipped, path=path, **RUN)
 
     assert (frame["status"] == "ok").all(), frame.loc[frame["status"] != "ok", ["image_path", "error"]]
     expected_pred = {label.split("/")[0]: LABELS[int(np.argmax(p))] for label, p in zip(reference_items, reference)}
-    assert {row.image_path: row.pred for row in frame.itertuples()} == {p: expected_pred[p.split("/")[0]] for p in blobs}
+    assert {row.image_path: row.pred for row in frame.itertuples()} == {
+        p: expected_pred[p.split("/")[0]] for p in blobs
+    }
     # Orientation matters to this model: the same bytes without their EXIF tag are read differently.
-    rotated = reference_probs(shipped, [image.transpose(Image.Transpose.ROTATE_90) for image in reference_items.values()])
+    rotated = reference_probs(
+        shipped, [image.transpose(Image.Transpose.ROTATE_90) for image in reference_items.values()]
+    )
     assert np.abs(rotated - reference).max() > 0.5
 
 
@@ -191,7 +216,9 @@ def test_odd_formats_decode_and_predict_like_the_plain_image(shipped: LoadedMode
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", ["processor", "tensor"])
-def test_corrupt_empty_and_unreadable_images_become_failed_rows_and_the_rest_are_predicted(shipped: LoadedModel, digits, path: str) -> None:
+def test_corrupt_empty_and_unreadable_images_become_failed_rows_and_the_rest_are_predicted(
+    shipped: LoadedModel, digits, path: str
+) -> None:
     good_items, blobs = jpeg_items(digits[:12])
     truncated = encode(Image.fromarray(gradient(64, 64)), "JPEG")
     bad = {
@@ -208,7 +235,9 @@ def test_corrupt_empty_and_unreadable_images_become_failed_rows_and_the_rest_are
         items.insert(offset, (bad_path, bad_path.split("/")[0]))
     seen: list[int] = []
 
-    frame = predict_images(items, in_memory(blobs), shipped, path=path, progress=seen.append, **{**RUN, "batch_size": 4})
+    frame = predict_images(
+        items, in_memory(blobs), shipped, path=path, progress=seen.append, **{**RUN, "batch_size": 4}
+    )
     alone = predict_images(good_items, in_memory(blobs), shipped, path=path, **RUN)
 
     assert list(frame.columns) == list(COLUMNS)
@@ -272,7 +301,8 @@ def test_predictions_survive_the_parquet_round_trip_with_the_contract_schema(tmp
 
 def test_a_predictions_file_from_before_followup_sampling_reads_back_as_base_draws(tmp_path: Path) -> None:
     frame = pd.DataFrame(
-        [[DATE, "seven/a.jpg", "seven", "seven", 0.9, ["seven"], [0.9], "m@1", "ok", None]], columns=[c for c in COLUMNS if c != "draw"]
+        [[DATE, "seven/a.jpg", "seven", "seven", 0.9, ["seven"], [0.9], "m@1", "ok", None]],
+        columns=[c for c in COLUMNS if c != "draw"],
     )
     path = tmp_path / "old.parquet"
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)

@@ -11,9 +11,9 @@ from transformers.models.convnext import ConvNextImageProcessorPil
 
 from evaluation.model import LoadedModel, load_model
 from evaluation.predict import predict_images, predict_images_multi
-from monitor.domain.digits import LABELS, digit_to_pil, load_digits_images, split_indices
 from monitor.core.errors import ConfigError, SourceError
 from monitor.core.settings import SHIPPED_MODEL_DIR
+from monitor.domain.digits import LABELS, digit_to_pil, load_digits_images, split_indices
 from tests.fixtures.images import encode
 
 RUN = dict(date="2026-01-05", batch_size=8, fetch_workers=3, top_k=3, max_pixels=10_000_000)
@@ -62,7 +62,13 @@ class CountingProcessor:
 
 
 def _as(loaded: LoadedModel, model_id: str, processor: Any = None) -> LoadedModel:
-    return LoadedModel(**{**loaded.__dict__, "model_id": model_id, "processor": processor if processor is not None else loaded.processor})
+    return LoadedModel(
+        **{
+            **loaded.__dict__,
+            "model_id": model_id,
+            "processor": processor if processor is not None else loaded.processor,
+        }
+    )
 
 
 def _items(blobs: dict[str, bytes]) -> list[tuple[str, str]]:
@@ -71,7 +77,9 @@ def _items(blobs: dict[str, bytes]) -> list[tuple[str, str]]:
 
 
 @pytest.mark.slow
-def test_the_candidate_sees_exactly_the_images_production_saw_fetched_and_preprocessed_once(shipped: LoadedModel, blobs) -> None:
+def test_the_candidate_sees_exactly_the_images_production_saw_fetched_and_preprocessed_once(
+    shipped: LoadedModel, blobs
+) -> None:
     read = CountingRead(blobs)
     counting = CountingProcessor(shipped.processor)
     production = _as(shipped, "prod@1", counting)
@@ -84,7 +92,10 @@ def test_the_candidate_sees_exactly_the_images_production_saw_fetched_and_prepro
         assert frame["image_path"].tolist() == [path for path, _ in items]
     assert frames[0][["image_path", "status", "error"]].equals(frames[1][["image_path", "status", "error"]])
     failed = frames[0][frames[0]["status"] != "ok"]
-    assert dict(zip(failed["image_path"], failed["error"])) == {"3/broken.png": "not_an_image", "7/gone.png": "fetch_failed"}
+    assert dict(zip(failed["image_path"], failed["error"])) == {
+        "3/broken.png": "not_an_image",
+        "7/gone.png": "fetch_failed",
+    }
     # One fetch per image, and one preprocessing per decodable image for the two models together (same processor config).
     assert set(read.calls.values()) == {1} and len(read.calls) == len(items)
     assert counting.images == len(blobs) - 1
@@ -95,9 +106,16 @@ def test_the_candidate_sees_exactly_the_images_production_saw_fetched_and_prepro
 
 
 @pytest.mark.slow
-def test_a_candidate_with_another_image_processor_gets_its_own_pixel_values_from_the_same_fetch(shipped: LoadedModel, blobs) -> None:
-    other = ConvNextImageProcessorPil(size={"shortest_edge": 48}, crop_pct=1.0, image_mean=[0.5] * 3, image_std=[0.5] * 3)
-    production, candidate = _as(shipped, "prod@1", CountingProcessor(shipped.processor)), _as(shipped, "cand@2", CountingProcessor(other))
+def test_a_candidate_with_another_image_processor_gets_its_own_pixel_values_from_the_same_fetch(
+    shipped: LoadedModel, blobs
+) -> None:
+    other = ConvNextImageProcessorPil(
+        size={"shortest_edge": 48}, crop_pct=1.0, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
+    production, candidate = (
+        _as(shipped, "prod@1", CountingProcessor(shipped.processor)),
+        _as(shipped, "cand@2", CountingProcessor(other)),
+    )
     read = CountingRead(blobs)
     items = _items(blobs)
     frames = predict_images_multi(items, read, [production, candidate], **RUN)

@@ -42,10 +42,15 @@ class Evaluation:
         data_dir.mkdir(parents=True, exist_ok=True)
         base = {k: v for k, v in os.environ.items() if not k.startswith(("MONITOR_", "SPARK_", "PYSPARK_"))}
         base.update(
-            MONITOR_DATA_DIR=str(data_dir), MONITOR_SOURCE_URI=str(source), MONITOR_SAMPLES_PER_CLASS=str(PER_CLASS),
+            MONITOR_DATA_DIR=str(data_dir),
+            MONITOR_SOURCE_URI=str(source),
+            MONITOR_SAMPLES_PER_CLASS=str(PER_CLASS),
             # No follow-up sampling: the health test's calibration then takes ~2 s of CPU instead of ~12 s per run.
-            MONITOR_FOLLOWUP_SAMPLES="0", PYTHONUNBUFFERED="1", JAVA_TOOL_OPTIONS=QUICK_JVM, **env,
-        )  # fmt: skip
+            MONITOR_FOLLOWUP_SAMPLES="0",
+            PYTHONUNBUFFERED="1",
+            JAVA_TOOL_OPTIONS=QUICK_JVM,
+            **env,
+        )
         # Output to files, not pipes: nobody reads while it runs.
         self.stdout, self.stderr = data_dir.parent / f"{data_dir.name}.out", data_dir.parent / f"{data_dir.name}.err"
         with self.stdout.open("wb") as out, self.stderr.open("wb") as err:
@@ -62,7 +67,9 @@ class Evaluation:
             self.stop()
             pytest.fail(f"monitor evaluate ({self.engine}) did not finish within {CLI_TIMEOUT_S} s:\n{self._stderr()}")
         self.seconds = time.monotonic() - self.started
-        assert self.proc.returncode == 0, f"monitor evaluate ({self.engine}) exited with {self.proc.returncode}:\n{self._stderr()}"
+        assert self.proc.returncode == 0, (
+            f"monitor evaluate ({self.engine}) exited with {self.proc.returncode}:\n{self._stderr()}"
+        )
         return json.loads(self.stdout.read_text())
 
     def stop(self) -> None:
@@ -77,7 +84,11 @@ class Evaluation:
 @pytest.fixture(scope="session")
 def local_evaluation(cluster_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Evaluation]:
     """The reference run with the local engine, started before the cluster so that the two overlap (the 10-20 s of its start-up)."""
-    run = Evaluation(tmp_path_factory.mktemp("engines") / "local", cluster_source, {"MONITOR_ENGINE": "local", "MONITOR_SPARK_MASTER": "local[1]"})
+    run = Evaluation(
+        tmp_path_factory.mktemp("engines") / "local",
+        cluster_source,
+        {"MONITOR_ENGINE": "local", "MONITOR_SPARK_MASTER": "local[1]"},
+    )
     try:
         yield run
     finally:
@@ -102,7 +113,9 @@ def finished_app(cluster: SparkCluster, known: set[str], timeout: float = 30.0) 
         if new or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert len(new) == 1, f"expected one application completed on the cluster, got {new}; active: {state.get('activeapps')}"
+    assert len(new) == 1, (
+        f"expected one application completed on the cluster, got {new}; active: {state.get('activeapps')}"
+    )
     return new[0]
 
 

@@ -13,10 +13,10 @@ from evaluation.model import load_model
 from evaluation.predict import predict_images
 from evaluation.predictions import COLUMNS
 from evaluation.spark_engine import _Job, _predict_partition, partitions_for, predict_with_spark
-from monitor.domain.digits import LABELS, build_demo_source, load_digits_images, split_indices
 from monitor.core.errors import DataError, ModelError
 from monitor.core.settings import SHIPPED_MODEL_DIR
 from monitor.core.sources import open_source
+from monitor.domain.digits import LABELS, build_demo_source, load_digits_images, split_indices
 
 DATE = "2024-05-01"
 COUNT_KEYS = ("label", "n", "correct", "failed", "tp", "fp", "fn", "confusions")
@@ -46,15 +46,31 @@ def test_spark_engine_matches_predict_images_row_for_row_and_in_per_class_counts
     loaded = load_model(SHIPPED_MODEL_DIR, "cpu")
     source = open_source(source_uri)
     expected = predict_images(
-        list(items_df.itertuples(index=False, name=None)), source.read, loaded,
-        date=DATE, batch_size=8, fetch_workers=4, top_k=3, max_pixels=10_000_000,
-    )  # fmt: skip
+        list(items_df.itertuples(index=False, name=None)),
+        source.read,
+        loaded,
+        date=DATE,
+        batch_size=8,
+        fetch_workers=4,
+        top_k=3,
+        max_pixels=10_000_000,
+    )
     seen: list[int] = []
 
     actual = predict_with_spark(
-        spark, items_df, source_uri=source_uri, model_dir=SHIPPED_MODEL_DIR, device="cpu", date=DATE,
-        batch_size=8, top_k=3, max_pixels=10_000_000, fetch_workers=4, partitions=2, progress=seen.append,
-    )  # fmt: skip
+        spark,
+        items_df,
+        source_uri=source_uri,
+        model_dir=SHIPPED_MODEL_DIR,
+        device="cpu",
+        date=DATE,
+        batch_size=8,
+        top_k=3,
+        max_pixels=10_000_000,
+        fetch_workers=4,
+        partitions=2,
+        progress=seen.append,
+    )
 
     assert list(actual.columns) == list(COLUMNS)
     assert sum(seen) == len(items_df) == len(actual)
@@ -68,7 +84,11 @@ def test_spark_engine_matches_predict_images_row_for_row_and_in_per_class_counts
         np.testing.assert_allclose(got.topk_scores, want.topk_scores, rtol=0, atol=1e-5)
         for i, (a, b) in enumerate(zip(got.topk_labels, want.topk_labels)):
             neighbours = [want.topk_scores[j] for j in (i - 1, i + 1) if 0 <= j < len(want.topk_scores)]
-            assert a == b or any(abs(want.topk_scores[i] - n) < 1e-5 for n in neighbours), (got.image_path, got.topk_labels, want.topk_labels)
+            assert a == b or any(abs(want.topk_scores[i] - n) < 1e-5 for n in neighbours), (
+                got.image_path,
+                got.topk_labels,
+                want.topk_labels,
+            )
     assert actual.loc[~ok, "confidence"].isna().all()
     failures = dict(zip(actual.loc[~ok, "image_path"], actual.loc[~ok, "error"]))
     assert failures == {"three/empty.jpg": "zero_bytes", "seven/cut.jpg": "truncated", "two/gone.jpg": "fetch_failed"}
@@ -88,17 +108,31 @@ def test_the_mapinpandas_body_predicts_a_pandas_batch_as_predict_images_does(dig
     source_uri, items_df = digit_source
     loaded = load_model(SHIPPED_MODEL_DIR, "cpu")
     job = _Job(
-        source_uri=source_uri, model_dir=str(SHIPPED_MODEL_DIR.resolve()), device="cpu", model_id=loaded.model_id, date=DATE,
-        batch_size=4, top_k=3, max_pixels=10_000_000, fetch_workers=2, compile_model=False,
-    )  # fmt: skip
+        source_uri=source_uri,
+        model_dir=str(SHIPPED_MODEL_DIR.resolve()),
+        device="cpu",
+        model_id=loaded.model_id,
+        date=DATE,
+        batch_size=4,
+        top_k=3,
+        max_pixels=10_000_000,
+        fetch_workers=2,
+        compile_model=False,
+    )
     batch = items_df.assign(row=range(len(items_df)))
 
     got = pd.concat(list(_predict_partition(job, None, iter([batch]))), ignore_index=True)
 
     expected = predict_images(
-        list(items_df.itertuples(index=False, name=None)), open_source(source_uri).read, loaded,
-        date=DATE, batch_size=8, fetch_workers=4, top_k=3, max_pixels=10_000_000,
-    )  # fmt: skip
+        list(items_df.itertuples(index=False, name=None)),
+        open_source(source_uri).read,
+        loaded,
+        date=DATE,
+        batch_size=8,
+        fetch_workers=4,
+        top_k=3,
+        max_pixels=10_000_000,
+    )
     assert list(got["row"]) == list(range(len(items_df)))
     assert list(got["status"]) == list(expected["status"]) and got.loc[7, "error"] == "fetch_failed"
     assert list(got["pred"]) == list(expected["pred"])
@@ -106,7 +140,9 @@ def test_the_mapinpandas_body_predicts_a_pandas_batch_as_predict_images_does(dig
 
 def test_missing_columns_and_missing_model_are_refused_before_any_job(tmp_path: Path) -> None:
     items = pd.DataFrame({"image_path": ["one/a.jpg"], "label": ["one"]})
-    common = dict(source_uri=str(tmp_path), device="cpu", date=DATE, batch_size=8, top_k=3, max_pixels=100, fetch_workers=1)
+    common = dict(
+        source_uri=str(tmp_path), device="cpu", date=DATE, batch_size=8, top_k=3, max_pixels=100, fetch_workers=1
+    )
     # No SparkSession is needed to refuse these: the checks come first.
     with pytest.raises(DataError, match=r"lack the column\(s\) label"):
         predict_with_spark(None, items[["image_path"]], model_dir=SHIPPED_MODEL_DIR, **common)  # type: ignore[arg-type]
@@ -118,5 +154,7 @@ def test_missing_columns_and_missing_model_are_refused_before_any_job(tmp_path: 
     ("rows", "parallelism", "batch_size", "expected"),
     [(0, 4, 64, 1), (3, 8, 64, 3), (150, 2, 64, 2), (10_000, 2, 64, 20), (1_000_000, 16, 64, 1954)],
 )
-def test_partitions_keep_every_slot_busy_then_grow_with_the_batches(rows: int, parallelism: int, batch_size: int, expected: int) -> None:
+def test_partitions_keep_every_slot_busy_then_grow_with_the_batches(
+    rows: int, parallelism: int, batch_size: int, expected: int
+) -> None:
     assert partitions_for(rows, parallelism, batch_size) == expected

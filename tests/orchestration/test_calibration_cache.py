@@ -19,6 +19,7 @@ def _fresh_process(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
     """Forget what this process calibrated, and record every calibration from now on."""
     monkeypatch.setattr(health_stage, "_KNOWN", {})
     calls: list[tuple] = []
+
     def counted(*args):  # noqa: ANN002, ANN202
         calls.append(args)
         return CALIBRATE(*args)
@@ -27,7 +28,9 @@ def _fresh_process(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
     return calls
 
 
-def test_a_calibration_is_reused_from_disk_by_the_next_process_and_redone_when_damaged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_calibration_is_reused_from_disk_by_the_next_process_and_redone_when_damaged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings = Settings(data_dir=tmp_path / "data", followup_samples=0)
     calls = _fresh_process(monkeypatch)
     first = health_stage.design_for(0.9, settings, classes=3)
@@ -45,7 +48,9 @@ def test_a_calibration_is_reused_from_disk_by_the_next_process_and_redone_when_d
     assert len(json.loads(cache.read_text())) == 1
 
 
-def test_a_calibration_that_cannot_be_kept_on_disk_is_used_and_the_reason_logged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_calibration_that_cannot_be_kept_on_disk_is_used_and_the_reason_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     settings = Settings(data_dir=tmp_path / "data", followup_samples=0)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "cache").write_text("a file where the cache folder should be")

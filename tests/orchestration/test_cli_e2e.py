@@ -20,7 +20,7 @@ from monitor.orchestration.cli import app
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
 
-PAST = dt.datetime(2026, 1, 1, 12, tzinfo=dt.timezone.utc).timestamp()
+PAST = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC).timestamp()
 DATE = "2026-11-20"
 SHORT_CLASS = "nine"  # only 4 good images (and one corrupt): fewer than N, so all are taken
 GOOD_PER_CLASS = 14
@@ -70,12 +70,18 @@ def source_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def env(source_dir: Path, tmp_path: Path) -> dict[str, str]:
     # The base draw of N per class from day one: the first-day draw (MONITOR_FIRST_DRAW) has its own test below.
-    return {"MONITOR_DATA_DIR": str(tmp_path / "data"), "MONITOR_SOURCE_URI": str(source_dir), "MONITOR_FIRST_DRAW": "0"}
+    return {
+        "MONITOR_DATA_DIR": str(tmp_path / "data"),
+        "MONITOR_SOURCE_URI": str(source_dir),
+        "MONITOR_FIRST_DRAW": "0",
+    }
 
 
 def _invoke(env: dict[str, str], *args: str) -> dict:
     result = CliRunner(env=env).invoke(app, list(args))
-    assert result.exit_code == 0, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}\n{result.exception!r}"
+    assert result.exit_code == 0, (
+        f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}\n{result.exception!r}"
+    )
     return json.loads(result.stdout)
 
 
@@ -116,11 +122,24 @@ def test_evaluate_json_samples_n_per_class_and_counts_agree_with_sklearn(env: di
 
 
 @pytest.mark.gcs
-def test_evaluate_on_a_bucket_with_gcs_latency_and_transient_errors_gives_the_folders_counts(env: dict[str, str], source_dir: Path, latency_gcs, spark) -> None:
+def test_evaluate_on_a_bucket_with_gcs_latency_and_transient_errors_gives_the_folders_counts(
+    env: dict[str, str], source_dir: Path, latency_gcs, spark
+) -> None:
     """The real client against the latency server: listing, reads at 10 ms a request, two 503s on one sampled image."""
     server, bucket = latency_gcs
-    server.put(bucket, {f"val/{path.relative_to(source_dir).as_posix()}": path.read_bytes() for path in source_dir.rglob("*") if path.is_file()}, created=dt.datetime.fromtimestamp(PAST, dt.timezone.utc))
-    retried = f"val/{SHORT_CLASS}/" + sorted(p.name for p in (source_dir / SHORT_CLASS).iterdir() if p.name != "corrupt.jpg")[0]
+    server.put(
+        bucket,
+        {
+            f"val/{path.relative_to(source_dir).as_posix()}": path.read_bytes()
+            for path in source_dir.rglob("*")
+            if path.is_file()
+        },
+        created=dt.datetime.fromtimestamp(PAST, dt.UTC),
+    )
+    retried = (
+        f"val/{SHORT_CLASS}/"
+        + sorted(p.name for p in (source_dir / SHORT_CLASS).iterdir() if p.name != "corrupt.jpg")[0]
+    )
     server.inject(bucket, retried, [503, 503])
     server.latency_s = 0.01
     gcs_env = env | {"MONITOR_SOURCE_URI": f"gs://{bucket}/val", "STORAGE_EMULATOR_HOST": server.url}
@@ -137,7 +156,10 @@ def test_evaluate_on_a_bucket_with_gcs_latency_and_transient_errors_gives_the_fo
     assert predictions.loc[predictions["status"] != "ok", "image_path"].tolist() == [f"{SHORT_CLASS}/corrupt.jpg"]
     ok = predictions[predictions["status"] == "ok"]
     got = {row["label"]: (row["n"], row["correct"]) for row in result["classes"]}
-    assert got == {label: (int((ok["label"] == label).sum()), int(((ok["label"] == label) & (ok["pred"] == label)).sum())) for label in per_class}
+    assert got == {
+        label: (int((ok["label"] == label).sum()), int(((ok["label"] == label) & (ok["pred"] == label)).sum()))
+        for label in per_class
+    }
     assert result["skipped"] == {"zero_bytes": 1, "not_an_image_extension": 1, "wrong_depth": 2}
     assert server.stats()["max_in_flight"] > 1  # the reads overlapped
 
@@ -179,7 +201,12 @@ def test_index_twice_writes_nothing_the_second_time(env: dict[str, str]) -> None
 def _run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")} | env
     return subprocess.run(
-        [sys.executable, "-m", "monitor.orchestration.cli", *args], env=full_env, capture_output=True, text=True, timeout=180, check=False
+        [sys.executable, "-m", "monitor.orchestration.cli", *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
 
 
@@ -202,7 +229,10 @@ def test_bad_dates_exit_2_with_the_date_named(env: dict[str, str], date: str, ne
 
 
 def test_unreachable_mongodb_exits_4_with_the_password_redacted(env: dict[str, str]) -> None:
-    bad = env | {"MONITOR_MONGO_URI": "mongodb://ops:hunter2@127.0.0.1:1/?directConnection=true", "MONITOR_MONGO_TIMEOUT_MS": "300"}
+    bad = env | {
+        "MONITOR_MONGO_URI": "mongodb://ops:hunter2@127.0.0.1:1/?directConnection=true",
+        "MONITOR_MONGO_TIMEOUT_MS": "300",
+    }
     message = _assert_one_line_error(_run_cli(bad, "evaluate", "--date", DATE), 4, "mongodb://***@127.0.0.1:1")
     assert "hunter2" not in message
 
@@ -217,14 +247,18 @@ def test_missing_or_empty_source_exits_3(env: dict[str, str], tmp_path: Path, ki
     folder = tmp_path / kind
     if kind == "empty":
         folder.mkdir()
-    _assert_one_line_error(_run_cli(env | {"MONITOR_SOURCE_URI": str(folder)}, "evaluate", "--date", DATE), 3, str(folder))
+    _assert_one_line_error(
+        _run_cli(env | {"MONITOR_SOURCE_URI": str(folder)}, "evaluate", "--date", DATE), 3, str(folder)
+    )
 
 
 def test_a_model_directory_that_does_not_load_exits_5(env: dict[str, str], tmp_path: Path) -> None:
     broken = tmp_path / "not-a-model"
     broken.mkdir()
     (broken / "config.json").write_text("{ broken")
-    _assert_one_line_error(_run_cli(env | {"MONITOR_MODEL_DIR": str(broken)}, "evaluate", "--date", DATE), 5, str(broken))
+    _assert_one_line_error(
+        _run_cli(env | {"MONITOR_MODEL_DIR": str(broken)}, "evaluate", "--date", DATE), 5, str(broken)
+    )
 
 
 def test_labels_unknown_to_the_model_are_named_before_any_inference(env: dict[str, str], tmp_path: Path) -> None:
@@ -265,12 +299,16 @@ def test_a_sample_drawn_with_other_settings_is_not_silently_reused(env: dict[str
 # --- each image once per model, and the artifacts checked against what the store recorded -------------------
 
 
-def test_each_image_is_evaluated_once_per_model_and_an_exhausted_class_keeps_its_verdict(env: dict[str, str], spark) -> None:
+def test_each_image_is_evaluated_once_per_model_and_an_exhausted_class_keeps_its_verdict(
+    env: dict[str, str], spark
+) -> None:
     days = ["2026-11-18", "2026-11-19", "2026-11-20"]
     results = [_invoke(env, "evaluate", "--date", day, "--json") for day in days]
     seen: dict[str, list[str]] = {}
     for result in results:
-        predictions = pd.read_parquet(result["predictions"]) if Path(result["predictions"]).stat().st_size else pd.DataFrame()
+        predictions = (
+            pd.read_parquet(result["predictions"]) if Path(result["predictions"]).stat().st_size else pd.DataFrame()
+        )
         for path, label in zip(predictions.get("image_path", []), predictions.get("label", [])):
             seen.setdefault(label, []).append(path)
     # No image is predicted twice by the model: 10, then the 4 left, then nothing, for a class of 14; an image
@@ -280,7 +318,9 @@ def test_each_image_is_evaluated_once_per_model_and_an_exhausted_class_keeps_its
     assert seen[SHORT_CLASS].count(f"{SHORT_CLASS}/corrupt.jpg") == 1
     two = {row["label"]: row for row in results[2]["health"]}["two"]
     assert len(seen["two"]) == GOOD_PER_CLASS and two["day_n"] == 0 and two["exhausted"] is True
-    assert two["evaluated_n"] == GOOD_PER_CLASS and two["reason"].startswith("Nothing new to evaluate today: all 14 images")
+    assert two["evaluated_n"] == GOOD_PER_CLASS and two["reason"].startswith(
+        "Nothing new to evaluate today: all 14 images"
+    )
     before = {row["label"]: row["verdict"] for row in results[1]["health"]}
     assert {row["label"]: row["verdict"] for row in results[2]["health"]} == before  # carried over
     # A re-run of a day draws and counts the same images.
@@ -289,7 +329,9 @@ def test_each_image_is_evaluated_once_per_model_and_an_exhausted_class_keeps_its
 
 
 def test_a_models_first_day_draws_up_to_the_first_draw_per_class(env: dict[str, str], spark) -> None:
-    result = _invoke({**env, "MONITOR_FIRST_DRAW": "12", "MONITOR_MIN_SAMPLES": "12"}, "evaluate", "--date", DATE, "--json")
+    result = _invoke(
+        {**env, "MONITOR_FIRST_DRAW": "12", "MONITOR_MIN_SAMPLES": "12"}, "evaluate", "--date", DATE, "--json"
+    )
     per_class = pd.read_csv(result["samples_csv"]).groupby("label").size().to_dict()
     assert per_class == {**{label: 12 for label in per_class if label != SHORT_CLASS}, SHORT_CLASS: 5}
     assert all(row["verdict"] != "insufficient_data" for row in result["health"] if row["label"] != SHORT_CLASS)
@@ -299,7 +341,9 @@ def test_a_hand_edited_sample_is_refused_and_the_days_results_stay(env: dict[str
     first = _invoke(env, "evaluate", "--date", DATE, "--json")
     csv_path = Path(first["samples_csv"])
     rows = csv_path.read_text().splitlines()
-    kept = [rows[0]] + [row for row in rows[1:] if ",two/" not in row] + [next(row for row in rows[1:] if ",two/" in row)]
+    kept = (
+        [rows[0]] + [row for row in rows[1:] if ",two/" not in row] + [next(row for row in rows[1:] if ",two/" in row)]
+    )
     csv_path.write_text("\n".join(kept) + "\n")  # 9 of class two's 10 rows deleted
     counts = _store_counts(env)
 
@@ -311,7 +355,9 @@ def test_a_hand_edited_sample_is_refused_and_the_days_results_stay(env: dict[str
     assert forced["classes"] == first["classes"]
 
 
-def test_a_predictions_file_changed_after_predict_is_refused_by_metrics_and_predicted_again_by_evaluate(env: dict[str, str], spark) -> None:
+def test_a_predictions_file_changed_after_predict_is_refused_by_metrics_and_predicted_again_by_evaluate(
+    env: dict[str, str], spark
+) -> None:
     first = _invoke(env, "evaluate", "--date", DATE, "--json")
     path = Path(first["predictions"])
     frame = pd.read_parquet(path)
@@ -319,8 +365,8 @@ def test_a_predictions_file_changed_after_predict_is_refused_by_metrics_and_pred
     frame.to_parquet(path)
 
     from monitor.core.errors import DataError
-    from monitor.orchestration.metrics_stage import run_metrics
     from monitor.core.settings import load_settings
+    from monitor.orchestration.metrics_stage import run_metrics
 
     with pytest.raises(DataError, match="changed since the predict step wrote it.*--force"):
         run_metrics(load_settings(data_dir=env["MONITOR_DATA_DIR"], source_uri=env["MONITOR_SOURCE_URI"]), DATE)

@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from monitor.orchestration.cli import app
 from monitor.core.errors import DataError
 from monitor.core.settings import Settings
+from monitor.orchestration.cli import app
 from tests.fixtures.demo import DEMO_END
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
-
 
 
 def test_demo_flags_the_degraded_class_and_no_other(demo_run: tuple[Settings, dict]) -> None:
@@ -65,8 +64,8 @@ def test_demo_refuses_a_data_dir_it_did_not_create(tmp_path: Path) -> None:
 def test_setup_source_serves_index_and_sample_for_a_recent_date(tmp_path: Path) -> None:
     import pandas as pd
 
-    from monitor.orchestration.demo import MARKER, SETUP_SOURCE_TIME, build_setup_source
     from monitor.domain.digits import LABELS, split_indices
+    from monitor.orchestration.demo import MARKER, SETUP_SOURCE_TIME, build_setup_source
     from monitor.orchestration.index_stage import run_index
     from monitor.orchestration.sample_stage import run_sample
 
@@ -109,7 +108,11 @@ def test_a_moderate_drop_goes_on_watch_draws_followup_images_and_is_flagged(tmp_
     followed = [day["date"] for day in result["daily"] if "eight" in day["followup"]]
     assert followed and first_watch < followed[0] <= result["first_flagged"]["eight"]
     daily = result["daily"]
-    asked = [today["date"] for yesterday, today in zip(daily, daily[1:]) if yesterday["verdicts"]["eight"] in ("watch", "needs_retraining")]
+    asked = [
+        today["date"]
+        for yesterday, today in zip(daily, daily[1:])
+        if yesterday["verdicts"]["eight"] in ("watch", "needs_retraining")
+    ]
     assert followed == asked
     assert all(day["date"] in followed for day in daily if day["date"] > result["first_flagged"]["eight"])
     assert set(result["first_flagged"]) == {"eight"} and result["flagged"] == ["eight"]
@@ -117,7 +120,10 @@ def test_a_moderate_drop_goes_on_watch_draws_followup_images_and_is_flagged(tmp_
     day = followed[0]
     sample = pd.read_csv(settings.sample_csv(day))
     extra = sample[sample["draw"] == "followup"]
-    assert set(extra["label"]) == {"eight"} and len(extra) == result["daily"][[d["date"] for d in result["daily"]].index(day)]["followup"]["eight"]
+    assert (
+        set(extra["label"]) == {"eight"}
+        and len(extra) == result["daily"][[d["date"] for d in result["daily"]].index(day)]["followup"]["eight"]
+    )
     predictions = read_predictions(settings.predictions_file(day))
     assert sorted(predictions.loc[predictions["draw"] == "followup", "image_path"]) == sorted(extra["image_path"])
     assert len(sample[sample["label"] == "eight"]) == 10 + len(extra)

@@ -30,9 +30,9 @@ from hypothesis import HealthCheck, event, given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from tests.fixtures.fuzz import fuzz_settings
-from monitor.orchestration.cli import app
 from monitor.core.settings import Settings
+from monitor.orchestration.cli import app
+from tests.fixtures.fuzz import fuzz_settings
 
 FUZZ = fuzz_settings(60, [HealthCheck.function_scoped_fixture])
 DOCUMENTED_EXIT_CODES = {0, 2, 3, 4, 5, 6, 7}
@@ -51,13 +51,70 @@ PORT = _closed_port()
 # --- values -------------------------------------------------------------------------------------------
 
 INTERESTING = [
-    "", " ", "0", "-1", "1", "3", "1e999", "-1e999", "nan", "inf", "1.5", "0.9999999", "2**63", str(2**63), str(2**63 - 1),
-    "99999999999999999999999", "9" * 5000, "true", "null", "{}", "[]", "[", "{", '{"7": 0.8}', '{"Spyder": 0.5}', '["a", 1]',
-    '{"spark.executor.memory": "2g", "spark.executorEnv.PW": "Kq7WvZr9Pm"}', "[" * 3000 + "]" * 3000,
-    "2026-11-20", "0001-01-01", "9999-12-31", "1969-12-31", "2026-02-30", "[/]", "[red]2026-11-20", "[bold]x[/bold]",
-    ":warning:", "\\", "..", "../../etc", "/", "/dev/null", "/dev/zero", "/proc/self/environ", "~nosuchuser/x",
-    "gs://", "gs://[b/x", "gs://b/p?x=1", "file://remote/x", "file:///", "https://x/y", "caf\udce9", "é" * 300,
-    "a\nb", "a\rb", "\t", "x" * 5000, "local[*]", "spark://127.0.0.1:1", "cpu", "cuda", "auto", "spark", "local",
+    "",
+    " ",
+    "0",
+    "-1",
+    "1",
+    "3",
+    "1e999",
+    "-1e999",
+    "nan",
+    "inf",
+    "1.5",
+    "0.9999999",
+    "2**63",
+    str(2**63),
+    str(2**63 - 1),
+    "99999999999999999999999",
+    "9" * 5000,
+    "true",
+    "null",
+    "{}",
+    "[]",
+    "[",
+    "{",
+    '{"7": 0.8}',
+    '{"Spyder": 0.5}',
+    '["a", 1]',
+    '{"spark.executor.memory": "2g", "spark.executorEnv.PW": "Kq7WvZr9Pm"}',
+    "[" * 3000 + "]" * 3000,
+    "2026-11-20",
+    "0001-01-01",
+    "9999-12-31",
+    "1969-12-31",
+    "2026-02-30",
+    "[/]",
+    "[red]2026-11-20",
+    "[bold]x[/bold]",
+    ":warning:",
+    "\\",
+    "..",
+    "../../etc",
+    "/",
+    "/dev/null",
+    "/dev/zero",
+    "/proc/self/environ",
+    "~nosuchuser/x",
+    "gs://",
+    "gs://[b/x",
+    "gs://b/p?x=1",
+    "file://remote/x",
+    "file:///",
+    "https://x/y",
+    "caf\udce9",
+    "é" * 300,
+    "a\nb",
+    "a\rb",
+    "\t",
+    "x" * 5000,
+    "local[*]",
+    "spark://127.0.0.1:1",
+    "cpu",
+    "cuda",
+    "auto",
+    "spark",
+    "local",
 ]
 plain_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
 text_values = st.one_of(st.sampled_from(INTERESTING), plain_text)
@@ -102,7 +159,11 @@ def _in_range(name: str) -> st.SearchStrategy[str]:
         return secret_mongo_uris
     field = Settings.model_fields[name.removeprefix("MONITOR_").lower()]
     kinds = typing.get_args(field.annotation) or (field.annotation,)
-    bound = {type(m).__name__: getattr(m, type(m).__name__.lower()) for m in field.metadata if isinstance(m, (annotated_types.Ge, annotated_types.Gt, annotated_types.Le, annotated_types.Lt))}
+    bound = {
+        type(m).__name__: getattr(m, type(m).__name__.lower())
+        for m in field.metadata
+        if isinstance(m, (annotated_types.Ge, annotated_types.Gt, annotated_types.Le, annotated_types.Lt))
+    }
     if typing.get_origin(field.annotation) is typing.Literal:
         return st.sampled_from([str(kind) for kind in kinds])
     if bool in kinds:
@@ -117,7 +178,9 @@ def _in_range(name: str) -> st.SearchStrategy[str]:
 
 def _environments(fields: list[str], most: int) -> st.SearchStrategy[dict[str, str]]:
     """Up to ``most`` MONITOR_ variables, each as often in its range as anything at all."""
-    pair = st.sampled_from(fields).flatmap(lambda name: st.tuples(st.just(name), st.one_of(_in_range(name), _in_range(name), values)))
+    pair = st.sampled_from(fields).flatmap(
+        lambda name: st.tuples(st.just(name), st.one_of(_in_range(name), _in_range(name), values))
+    )
     return st.one_of(st.just({}), st.lists(pair, max_size=most).map(dict))
 
 
@@ -134,7 +197,10 @@ def _tree(root: Path) -> dict[str, Any] | None:
     if not root.exists():
         return None
     return {
-        str(path.relative_to(root)): (path.is_dir(), None if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest())
+        str(path.relative_to(root)): (
+            path.is_dir(),
+            None if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest(),
+        )
         for path in sorted(root.rglob("*"))
     }
 
@@ -200,18 +266,37 @@ def _snapshot(root: Path) -> dict[str, Any]:
 # --- readers -------------------------------------------------------------------------------------------------
 
 good_dates = st.dates(dt.date(1970, 1, 1), dt.date(2026, 12, 31)).map(dt.date.isoformat)
-dates = st.one_of(good_dates, good_dates, st.sampled_from(["2026-11-20", "0001-01-01", "9999-12-31", "[/]", "[red]2026-11-20"]), text_values)
+dates = st.one_of(
+    good_dates,
+    good_dates,
+    st.sampled_from(["2026-11-20", "0001-01-01", "9999-12-31", "[/]", "[red]2026-11-20"]),
+    text_values,
+)
 reader_commands = st.one_of(
     st.just(["settings"]),
     st.just(["settings", "--json"]),
     st.builds(lambda d, j: ["health", "--date", d, *(["--json"] if j else [])], dates, st.booleans()),
     st.builds(lambda j: ["health", *(["--json"] if j else [])], st.booleans()),
-    st.builds(lambda p, j: ["alerts", *(["--pending"] if p else []), *(["--json"] if j else [])], st.booleans(), st.booleans()),
+    st.builds(
+        lambda p, j: ["alerts", *(["--pending"] if p else []), *(["--json"] if j else [])], st.booleans(), st.booleans()
+    ),
     st.builds(lambda j: ["store", "info", *(["--json"] if j else [])], st.booleans()),
-    st.builds(lambda c, s, u: ["compare", "--candidate", c, *(["--since", s] if s else []), *(["--until", u] if u else [])], text_values, st.none() | dates, st.none() | dates),
+    st.builds(
+        lambda c, s, u: ["compare", "--candidate", c, *(["--since", s] if s else []), *(["--until", u] if u else [])],
+        text_values,
+        st.none() | dates,
+        st.none() | dates,
+    ),
     st.just(["candidate", "list"]),
 )
-extra_args = st.one_of(st.just([]), st.just([]), st.lists(st.one_of(st.sampled_from(["--bogus", "--date", "-d", "--json", "--", "-x", "--port", "[/]"]), plain_text), max_size=2))
+extra_args = st.one_of(
+    st.just([]),
+    st.just([]),
+    st.lists(
+        st.one_of(st.sampled_from(["--bogus", "--date", "-d", "--json", "--", "-x", "--port", "[/]"]), plain_text),
+        max_size=2,
+    ),
+)
 sometimes_mongo = st.one_of(st.none(), st.none(), st.none(), mongo_uris)
 
 
@@ -222,7 +307,12 @@ sometimes_mongo = st.one_of(st.none(), st.none(), st.none(), mongo_uris)
     env=environments,
     mongo=sometimes_mongo,
     config=st.sampled_from([None, None, None, None, "missing", "folder", "toml"]),
-    config_body=st.one_of(st.sampled_from(['mongo_uri = "mongodb://ops:Kq7Wv Zr9Pm@127.0.0.1:1/"', "seed = 1e999", "[[[", "window_days = -1"]), plain_text),
+    config_body=st.one_of(
+        st.sampled_from(
+            ['mongo_uri = "mongodb://ops:Kq7Wv Zr9Pm@127.0.0.1:1/"', "seed = 1e999", "[[[", "window_days = -1"]
+        ),
+        plain_text,
+    ),
 )
 def test_a_reader_keeps_its_promises_and_changes_nothing(
     command: list[str], extra: list[str], env: dict[str, str], mongo: str | None, config: str | None, config_body: str
@@ -237,7 +327,14 @@ def test_a_reader_keeps_its_promises_and_changes_nothing(
 
 
 @FUZZ
-@given(options=st.lists(st.one_of(text_values, st.sampled_from(["--config", "--help", "settings", "health", "store", "candidate", "--json"])), max_size=5))
+@given(
+    options=st.lists(
+        st.one_of(
+            text_values, st.sampled_from(["--config", "--help", "settings", "health", "store", "candidate", "--json"])
+        ),
+        max_size=5,
+    )
+)
 def test_any_argument_list_gives_a_documented_exit_and_one_line(options: list[str]) -> None:
     with _sandbox() as root:
         before = _snapshot(root)
@@ -267,12 +364,28 @@ def tiny_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-SAFE_FIELDS = [name for name in FIELDS if name not in ("MONITOR_SOURCE_URI", "MONITOR_MODEL_DIR", "MONITOR_CANDIDATE_MODEL_DIRS", "MONITOR_DATA_DIR", "MONITOR_MONGO_URI")]
+SAFE_FIELDS = [
+    name
+    for name in FIELDS
+    if name
+    not in (
+        "MONITOR_SOURCE_URI",
+        "MONITOR_MODEL_DIR",
+        "MONITOR_CANDIDATE_MODEL_DIRS",
+        "MONITOR_DATA_DIR",
+        "MONITOR_MONGO_URI",
+    )
+]
 writer_commands = st.one_of(
     st.just(["index"]),
     st.builds(lambda d, f: ["sample", "--date", d, *(["--force"] if f else [])], dates, st.booleans()),
-    st.builds(lambda p: ["candidate", "add", p], st.one_of(st.sampled_from(["/", "/dev/null", "missing-dir", "[/]"]), plain_text)),
-    st.builds(lambda p: ["candidate", "remove", p], st.one_of(st.sampled_from(["/", "missing-dir", "[/]"]), plain_text)),
+    st.builds(
+        lambda p: ["candidate", "add", p],
+        st.one_of(st.sampled_from(["/", "/dev/null", "missing-dir", "[/]"]), plain_text),
+    ),
+    st.builds(
+        lambda p: ["candidate", "remove", p], st.one_of(st.sampled_from(["/", "missing-dir", "[/]"]), plain_text)
+    ),
     st.just(["store", "restore"]),
 )
 

@@ -13,10 +13,10 @@ import annotated_types
 import pytest
 from typer.testing import CliRunner
 
-from monitor.orchestration.cli import app
 from monitor.core.dates import MIN_RUN_DATE, days_before, end_of_day, parse_run_date
 from monitor.core.errors import ConfigError, DataError, SourceError
 from monitor.core.settings import MAX_SEED, Settings, check_target_overrides, load_settings, unknown_target_overrides
+from monitor.orchestration.cli import app
 
 DAY = "2026-11-20"
 
@@ -35,7 +35,9 @@ def _one_error_line(result: object, code: int) -> str:
 # --- user text is never rich markup ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("date", ["[/]", "[red]2026-11-20", "[bold]x[/bold]", "[link=file:///etc/passwd]d[/link]", ":warning: 2026", "\\[/]"])
+@pytest.mark.parametrize(
+    "date", ["[/]", "[red]2026-11-20", "[bold]x[/bold]", "[link=file:///etc/passwd]d[/link]", ":warning: 2026", "\\[/]"]
+)
 def test_a_date_with_markup_is_refused_and_shown_literally(date: str, tmp_path: Path) -> None:
     line = _one_error_line(_invoke(["health", "--date", date], MONITOR_DATA_DIR=str(tmp_path)), 2)
     assert line == f"error: date {date!r} is not a valid YYYY-MM-DD date"
@@ -64,14 +66,28 @@ def _seed_store(data_dir: Path) -> None:
 
     settings = load_settings(data_dir=data_dir)
     rows = [
-        {"label": "[red]cat", "verdict": "[/]", "pooled_correct": 1, "pooled_n": 2, "pooled_accuracy": 0.5, "target": 0.9},
+        {
+            "label": "[red]cat",
+            "verdict": "[/]",
+            "pooled_correct": 1,
+            "pooled_n": 2,
+            "pooled_accuracy": 0.5,
+            "target": 0.9,
+        },
         {"label": "dog]", "verdict": "needs_retraining", "ci_low": 0.1, "ci_high": 0.9},
         {"label": ":smile: [link=x]y", "verdict": ["not", "a", "verdict"]},
     ]
     with open_store(settings) as store:
         store.replace_day("class_health", "model[bold]@abc", DAY, rows)
         store.add_alert(
-            {"model_id": "model[bold]@abc", "label": "[red]cat", "date": DAY, "kind": "needs_retraining", "message": "[/] boom [red]x", "delivered": False}
+            {
+                "model_id": "model[bold]@abc",
+                "label": "[red]cat",
+                "date": DAY,
+                "kind": "needs_retraining",
+                "message": "[/] boom [red]x",
+                "delivered": False,
+            }
         )
 
 
@@ -139,13 +155,19 @@ def _outside(kind: type, metadata: list[object]) -> list[str]:
 
 
 @pytest.mark.parametrize(("name", "kind", "metadata"), NUMERIC, ids=[name for name, _, _ in NUMERIC])
-def test_a_setting_out_of_its_range_is_refused_at_load_naming_it(name: str, kind: type, metadata: list[object], tmp_path: Path) -> None:
+def test_a_setting_out_of_its_range_is_refused_at_load_naming_it(
+    name: str, kind: type, metadata: list[object], tmp_path: Path
+) -> None:
     for value in _outside(kind, metadata):
-        line = _one_error_line(_invoke(["settings"], MONITOR_DATA_DIR=str(tmp_path), **{f"MONITOR_{name.upper()}": value}), 2)
+        line = _one_error_line(
+            _invoke(["settings"], MONITOR_DATA_DIR=str(tmp_path), **{f"MONITOR_{name.upper()}": value}), 2
+        )
         assert f"MONITOR_{name.upper()}" in line, (value, line)
     bounds = [getattr(m, attr) for m in metadata for attr in ("ge", "le") if hasattr(m, attr)]
     for value in bounds:  # an inclusive bound itself is accepted (targets may then refuse the combination, by name)
-        result = _invoke(["settings", "--json"], MONITOR_DATA_DIR=str(tmp_path), **{f"MONITOR_{name.upper()}": str(value)})
+        result = _invoke(
+            ["settings", "--json"], MONITOR_DATA_DIR=str(tmp_path), **{f"MONITOR_{name.upper()}": str(value)}
+        )
         if result.exit_code == 0:
             assert json.loads(result.stdout)[name] == value
         else:
@@ -155,7 +177,9 @@ def test_a_setting_out_of_its_range_is_refused_at_load_naming_it(name: str, kind
 def test_the_largest_seed_is_accepted_and_one_more_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     assert load_settings(seed=MAX_SEED).seed == 2**63 - 1
     data_dir = tmp_path / "data"
-    line = _one_error_line(_invoke(["sample", "--date", DAY], MONITOR_DATA_DIR=str(data_dir), MONITOR_SEED=str(2**63)), 2)
+    line = _one_error_line(
+        _invoke(["sample", "--date", DAY], MONITOR_DATA_DIR=str(data_dir), MONITOR_SEED=str(2**63)), 2
+    )
     assert "MONITOR_SEED" in line
     assert not data_dir.exists()
 
@@ -164,14 +188,16 @@ def test_the_largest_seed_is_accepted_and_one_more_is_refused_before_anything_is
 def test_a_run_date_before_1970_is_refused_with_the_date_named(date: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=f"date {date} is before {MIN_RUN_DATE.isoformat()}"):
         parse_run_date(date)
-    line = _one_error_line(_invoke(["sample", "--date", date], MONITOR_DATA_DIR=str(tmp_path / "d"), MONITOR_FRESH_DAYS="36500"), 2)
+    line = _one_error_line(
+        _invoke(["sample", "--date", date], MONITOR_DATA_DIR=str(tmp_path / "d"), MONITOR_FRESH_DAYS="36500"), 2
+    )
     assert date in line
 
 
 def test_day_arithmetic_near_the_ends_of_the_calendar_is_a_clear_error_not_an_overflow() -> None:
     with pytest.raises(ConfigError, match="5 days before 0001-01-03"):
         days_before(dt.date(1, 1, 3), 5)
-    assert end_of_day(dt.date(9999, 12, 31)) == dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.timezone.utc)
+    assert end_of_day(dt.date(9999, 12, 31)) == dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC)
     assert parse_run_date(MIN_RUN_DATE.isoformat()) == dt.date(1970, 1, 1)
 
 
@@ -210,7 +236,9 @@ def test_monitor_config_must_name_a_toml_file_like_the_config_option(kind: str, 
 def test_a_target_override_for_an_unknown_class_is_named_by_the_check() -> None:
     settings = load_settings(target_overrides={"seven": 0.8, "Spyder": 0.7})
     assert unknown_target_overrides(settings, ["seven", "eight"]) == ["Spyder"]
-    with pytest.raises(ConfigError, match=r"MONITOR_TARGET_OVERRIDES names 'Spyder', not among the 2 classes \(eight, seven\)"):
+    with pytest.raises(
+        ConfigError, match=r"MONITOR_TARGET_OVERRIDES names 'Spyder', not among the 2 classes \(eight, seven\)"
+    ):
         check_target_overrides(settings, ["seven", "eight"])
     check_target_overrides(settings, ["seven", "Spyder", "eight"])  # all known: no error
 
@@ -244,11 +272,22 @@ def test_a_database_name_that_could_leave_the_store_folder_is_refused(name: str,
     assert "MONITOR_MONGO_DB" in line
 
 
-def test_gcs_user_credentials_without_a_project_are_a_source_error_with_the_remedy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gcs_user_credentials_without_a_project_are_a_source_error_with_the_remedy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from monitor.core.sources import open_source
 
     credentials = tmp_path / "user.json"
-    credentials.write_text(json.dumps({"type": "authorized_user", "client_id": "x.apps.googleusercontent.com", "client_secret": "s", "refresh_token": "r"}))
+    credentials.write_text(
+        json.dumps(
+            {
+                "type": "authorized_user",
+                "client_id": "x.apps.googleusercontent.com",
+                "client_secret": "s",
+                "refresh_token": "r",
+            }
+        )
+    )
     for name in ("GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT", "GOOGLE_CLOUD_QUOTA_PROJECT", "STORAGE_EMULATOR_HOST"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(credentials))
@@ -274,7 +313,12 @@ def test_the_dashboard_on_a_port_in_use_is_one_line_exit_2(tmp_path: Path) -> No
 
 @pytest.mark.parametrize(
     ("host", "needle"),
-    [("no-such-host.invalid", "not a known host"), ("192.0.2.77", "not an address of this machine"), ("a b", "MONITOR_DASHBOARD_HOST"), ("[::1", "")],
+    [
+        ("no-such-host.invalid", "not a known host"),
+        ("192.0.2.77", "not an address of this machine"),
+        ("a b", "MONITOR_DASHBOARD_HOST"),
+        ("[::1", ""),
+    ],
 )
 def test_the_dashboard_on_a_bad_address_is_one_line_exit_2(host: str, needle: str, tmp_path: Path) -> None:
     line = _one_error_line(_invoke(["dashboard", "--host", host, "--port", "1"], MONITOR_DATA_DIR=str(tmp_path)), 2)

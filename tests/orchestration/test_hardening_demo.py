@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from monitor.orchestration.cli import app
-from monitor.orchestration.demo import DEMO_FOLDERS, MARKER, MODELS_FOLDER, _reset
 from monitor.core.errors import DataError
 from monitor.core.settings import Settings
+from monitor.orchestration.cli import app
+from monitor.orchestration.demo import DEMO_FOLDERS, MARKER, MODELS_FOLDER, _reset
 from tests.fixtures.demo import DEMO_END
 
 
@@ -23,7 +23,12 @@ def _tree(root: Path) -> dict[str, bytes | None]:
 
 
 def _demo(data_dir: Path | str, *args: str) -> object:
-    env = {"MONITOR_DATA_DIR": str(data_dir), "MONITOR_CONFIG": None, "MONITOR_SOURCE_URI": None, "MONITOR_MONGO_URI": None}
+    env = {
+        "MONITOR_DATA_DIR": str(data_dir),
+        "MONITOR_CONFIG": None,
+        "MONITOR_SOURCE_URI": None,
+        "MONITOR_MONGO_URI": None,
+    }
     return CliRunner(env=env).invoke(app, ["demo", "--days", "3", *args])
 
 
@@ -37,7 +42,9 @@ def _demo(data_dir: Path | str, *args: str) -> object:
     ],
     ids=["models", "a-file", "cache", "store-and-photos"],
 )
-def test_demo_refuses_a_non_empty_folder_it_did_not_create_and_leaves_every_file(tmp_path: Path, layout: dict[str, bytes | None]) -> None:
+def test_demo_refuses_a_non_empty_folder_it_did_not_create_and_leaves_every_file(
+    tmp_path: Path, layout: dict[str, bytes | None]
+) -> None:
     data_dir = tmp_path / "mine"
     for name, body in layout.items():
         path = data_dir / name
@@ -90,7 +97,10 @@ def test_a_demo_candidate_refuses_a_models_folder_its_marker_does_not_record(tmp
 
 def test_the_reset_deletes_the_demo_folders_and_a_models_folder_only_when_the_marker_records_it(tmp_path: Path) -> None:
     recorded, unrecorded = tmp_path / "recorded", tmp_path / "unrecorded"
-    for data_dir, marker in ((recorded, f"created by `monitor demo`\nowns {MODELS_FOLDER}\nowns ..\nowns notes.txt\n"), (unrecorded, "created by `monitor demo`\n")):
+    for data_dir, marker in (
+        (recorded, f"created by `monitor demo`\nowns {MODELS_FOLDER}\nowns ..\nowns notes.txt\n"),
+        (unrecorded, "created by `monitor demo`\n"),
+    ):
         for name in (*DEMO_FOLDERS, MODELS_FOLDER):
             (data_dir / name).mkdir(parents=True)
             (data_dir / name / "x.bin").write_bytes(b"x")
@@ -139,7 +149,9 @@ def test_a_demo_in_its_own_folder_starts_over_without_touching_a_users_files(tmp
     (data_dir / MODELS_FOLDER / "mine.safetensors").write_bytes(b"user weights")
     (data_dir / "notes.txt").write_text("mine")
     (data_dir / "store" / "stale").mkdir(parents=True)  # a previous demo's store: the demo's to delete
-    (data_dir / MARKER).write_text("created by `monitor demo`; the demo may delete this folder's data\n")  # an older marker
+    (data_dir / MARKER).write_text(
+        "created by `monitor demo`; the demo may delete this folder's data\n"
+    )  # an older marker
 
     result = run_demo(Settings(data_dir=data_dir, spark_master="local[2]"), days=3, end=DEMO_END)
 

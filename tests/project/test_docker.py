@@ -38,7 +38,11 @@ COMPOSE_FILE = DOCKER / "compose.yaml"
 DOCKERFILES = [DOCKER / "Dockerfile", DOCKER / "Dockerfile.cuda"]
 DEFAULT_SOURCE_URI = "gs://demo-bucket/val"
 #: The secrets compose requires (docker/start.sh generates them into docker/.env).
-SECRETS = {"AIRFLOW_JWT_SECRET": "test-jwt", "AIRFLOW_API_SECRET_KEY": "test-api-key", "AIRFLOW_FERNET_KEY": "dGVzdC1mZXJuZXQta2V5LXRlc3QtZmVybmV0LWtleSE="}
+SECRETS = {
+    "AIRFLOW_JWT_SECRET": "test-jwt",
+    "AIRFLOW_API_SECRET_KEY": "test-api-key",
+    "AIRFLOW_FERNET_KEY": "dGVzdC1mZXJuZXQta2V5LXRlc3QtZmVybmV0LWtleSE=",
+}
 
 
 # --- reading the files ----------------------------------------------------------------------------
@@ -177,8 +181,12 @@ def dockerignore_excludes(patterns: list[str], path: str) -> bool:
 
 def _ignore_patterns(dockerfile: Path) -> list[str]:
     ignore = dockerfile.with_name(dockerfile.name + ".dockerignore")
-    assert ignore.is_file(), f"{dockerfile.name} has no {ignore.name}: the whole repository would be sent to the builder"
-    return [line.strip() for line in ignore.read_text().splitlines() if line.strip() and not line.strip().startswith("#")]
+    assert ignore.is_file(), (
+        f"{dockerfile.name} has no {ignore.name}: the whole repository would be sent to the builder"
+    )
+    return [
+        line.strip() for line in ignore.read_text().splitlines() if line.strip() and not line.strip().startswith("#")
+    ]
 
 
 # --- the helpers above, on cases with a known answer --------------------------------------------------
@@ -210,7 +218,13 @@ def test_dockerfile_parser_joins_continuations_and_names_stages(tmp_path):
     )
     instructions = parse_dockerfile(dockerfile)
     assert [(i.keyword, i.stage) for i in instructions] == [
-        ("ARG", ""), ("FROM", "base"), ("RUN", "base"), ("COPY", "base"), ("FROM", "final"), ("COPY", "final"), ("COPY", "final")
+        ("ARG", ""),
+        ("FROM", "base"),
+        ("RUN", "base"),
+        ("COPY", "base"),
+        ("FROM", "final"),
+        ("COPY", "final"),
+        ("COPY", "final"),
     ]
     assert instructions[2].args == "a  && b"
     assert copy_sources(instructions) == ["x.txt", "y/", "z"]
@@ -277,7 +291,9 @@ def test_compose_defaults_point_the_service_at_the_emulator_and_an_empty_value_a
     assert "airflow-worker-gpu" not in resolved["services"]  # only with --profile gpu
 
     real = json.loads(
-        docker_compose("config", "--format", "json", **SECRETS, STORAGE_EMULATOR_HOST="", MONITOR_SOURCE_URI="gs://prod/val").stdout
+        docker_compose(
+            "config", "--format", "json", **SECRETS, STORAGE_EMULATOR_HOST="", MONITOR_SOURCE_URI="gs://prod/val"
+        ).stdout
     )
     for name in ["airflow-worker", "dashboard"]:
         env = real["services"][name]["environment"]
@@ -295,7 +311,9 @@ def test_every_build_names_an_existing_context_dockerfile_and_target(services):
         dockerfile = context / build["dockerfile"]
         assert context == ROOT, f"{name}: build context {context} is not the repository root"
         assert dockerfile.is_file(), f"{name}: {dockerfile} does not exist"
-        assert build["target"] in stages(parse_dockerfile(dockerfile)), f"{name}: no stage {build['target']!r} in {dockerfile.name}"
+        assert build["target"] in stages(parse_dockerfile(dockerfile)), (
+            f"{name}: no stage {build['target']!r} in {dockerfile.name}"
+        )
 
 
 def test_services_that_share_an_image_tag_build_it_the_same_way(services):
@@ -317,7 +335,9 @@ def test_depends_on_names_services_whose_condition_can_be_met(services):
             condition = rule["condition"]
             if condition == "service_healthy":
                 check = other.get("healthcheck") or {}
-                assert check.get("test") and not check.get("disable"), f"{name} waits for {dependency} to be healthy; it has no health check"
+                assert check.get("test") and not check.get("disable"), (
+                    f"{name} waits for {dependency} to be healthy; it has no health check"
+                )
             elif condition == "service_completed_successfully":
                 assert other.get("restart") == "no", f"{name} waits for {dependency} to exit, but {dependency} restarts"
             else:
@@ -375,7 +395,9 @@ def test_named_volumes_are_declared(compose, services):
     for name, service in services.items():
         for volume in service.get("volumes") or []:
             source = str(volume).split(":")[0]
-            assert not source.startswith((".", "/")), f"{name} bind-mounts {source}: the stack must not depend on the host's folders"
+            assert not source.startswith((".", "/")), (
+                f"{name} bind-mounts {source}: the stack must not depend on the host's folders"
+            )
             assert source in declared, f"{name} mounts undeclared volume {source}"
 
 
@@ -410,7 +432,10 @@ def test_every_airflow_variable_is_an_airflow_option_or_a_key_the_dag_reads(serv
     from airflow.configuration import conf
 
     dag_keys = set(
-        re.findall(r"conf\.get(?:boolean)?\(\s*CONFIG_SECTION,\s*\"(\w+)\"", (ROOT / "dags" / "class_health_daily.py").read_text())
+        re.findall(
+            r"conf\.get(?:boolean)?\(\s*CONFIG_SECTION,\s*\"(\w+)\"",
+            (ROOT / "dags" / "class_health_daily.py").read_text(),
+        )
     )
     described = conf.configuration_description
     # Options of the Celery provider, which the images install (apache-airflow[celery]) and this venv does not:
@@ -452,12 +477,18 @@ def test_urls_in_the_environment_point_at_the_services_that_serve_them(services)
 
     execution_api = urlsplit(worker["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
     assert (execution_api.scheme, execution_api.hostname, str(execution_api.port)) == (
-        "http", "airflow-apiserver", _option(_command(services["airflow-apiserver"]), "--port")
+        "http",
+        "airflow-apiserver",
+        _option(_command(services["airflow-apiserver"]), "--port"),
     )
 
     postgres = _environment(services["postgres"])
     database = urlsplit(worker["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
-    assert (database.hostname, database.username, database.path.lstrip("/")) == ("postgres", postgres["POSTGRES_USER"], postgres["POSTGRES_DB"])
+    assert (database.hostname, database.username, database.path.lstrip("/")) == (
+        "postgres",
+        postgres["POSTGRES_USER"],
+        postgres["POSTGRES_DB"],
+    )
     assert urlsplit(worker["AIRFLOW__CELERY__BROKER_URL"]).hostname == "redis"
 
 
@@ -466,7 +497,9 @@ def test_the_emulator_keeps_its_objects_on_a_named_volume_and_the_bucket_is_seed
     storage = _option(_command(gcs), "--data-dir")
     (volume,) = [v for v in gcs["volumes"] if v.split(":")[1] == storage]
     assert volume.split(":")[0] in compose["volumes"] and not volume.endswith(":ro")
-    assert "--no-store-on-disk" not in _command(gcs) and "--in-memory" not in _command(gcs) and "-M" not in _command(gcs)
+    assert (
+        "--no-store-on-disk" not in _command(gcs) and "--in-memory" not in _command(gcs) and "-M" not in _command(gcs)
+    )
     assert seed["depends_on"]["gcs"]["condition"] == "service_healthy" and seed["restart"] == "no"
     assert _command(seed)[-1].endswith("seed_gcs.py")
     for name in ("airflow-worker", "airflow-worker-gpu"):
@@ -487,11 +520,19 @@ def test_every_airflow_service_shares_the_same_secrets(services):
         "AIRFLOW__CORE__FERNET_KEY": "AIRFLOW_FERNET_KEY",
     }
     airflow_services = [name for name in services if name.startswith("airflow-")]
-    assert {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker"} <= set(airflow_services)
+    assert {
+        "airflow-apiserver",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+        "airflow-worker",
+    } <= set(airflow_services)
     for name in airflow_services:
         env = _environment(services[name])
         for option, variable in expected.items():
-            assert env.get(option, "").startswith(f"${{{variable}:?"), f"{name}: {option} is not the required shared {variable}"
+            assert env.get(option, "").startswith(f"${{{variable}:?"), (
+                f"{name}: {option} is not the required shared {variable}"
+            )
 
 
 def test_workers_and_the_triggerer_wait_for_the_api_server(services):
@@ -512,7 +553,9 @@ def test_airflow_services_find_the_dags_and_share_the_data_folder(services):
         instructions = parse_dockerfile(dockerfile)
         chain = stage_chain(instructions, "airflow")
         mine = [i for i in instructions if i.stage in chain]
-        workdir_before_dags = [i.args for i in mine[: [i.args for i in mine].index("dags ./dags")] if i.keyword == "WORKDIR"]
+        workdir_before_dags = [
+            i.args for i in mine[: [i.args for i in mine].index("dags ./dags")] if i.keyword == "WORKDIR"
+        ]
         assert workdir_before_dags[-1] == "/app", dockerfile.name
 
 
@@ -537,11 +580,15 @@ def test_every_copied_path_exists_and_is_sent_to_the_builder(dockerfile):
     for source in sources:
         path = ROOT / source
         assert path.exists(), f"{dockerfile.name} copies {source}, which does not exist"
-        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+        files = (
+            [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+        )
         assert files, f"{source} is empty"
         for file in files:
             relative = file.relative_to(ROOT).as_posix()
-            assert not dockerignore_excludes(patterns, relative), f"{relative} is copied by {dockerfile.name} but dropped by its .dockerignore"
+            assert not dockerignore_excludes(patterns, relative), (
+                f"{relative} is copied by {dockerfile.name} but dropped by its .dockerignore"
+            )
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
@@ -615,7 +662,9 @@ def emulator_env(monkeypatch, tmp_path) -> Iterator[Any]:
 
 def _objects() -> dict[str, Any]:
     seed = _load_seed_script()
-    return {blob.name: blob.time_created for blob in seed.client_from_environment().list_blobs("demo-bucket", prefix="val/")}
+    return {
+        blob.name: blob.time_created for blob in seed.client_from_environment().list_blobs("demo-bucket", prefix="val/")
+    }
 
 
 @pytest.mark.gcs
@@ -640,9 +689,9 @@ def test_seeding_uploads_the_configured_source_once(emulator_env, capsys):
 def test_the_seeded_bucket_survives_an_emulator_restart_and_a_date_before_it_still_samples(emulator_env, tmp_path):
     import datetime as dt
 
+    from monitor.core.settings import load_settings
     from monitor.orchestration.index_stage import run_index
     from monitor.orchestration.sample_stage import run_sample
-    from monitor.core.settings import load_settings
 
     seed = _load_seed_script()
     assert seed.main(["--per-class", "3"]) == 0
@@ -655,7 +704,7 @@ def test_the_seeded_bucket_survives_an_emulator_restart_and_a_date_before_it_sti
     assert run_index(settings)["new"] == len(created)
     sample = run_sample(settings, seeded_on.isoformat())
     assert sample["images"] == len(created)
-    assert dt.date.fromisoformat(sample["date"]) <= dt.datetime.now(dt.timezone.utc).date()
+    assert dt.date.fromisoformat(sample["date"]) <= dt.datetime.now(dt.UTC).date()
 
 
 def test_seeding_refuses_a_source_that_is_not_a_bucket(tmp_path, monkeypatch, capsys):
@@ -700,7 +749,11 @@ def test_the_one_line_start_writes_secrets_once_and_the_stack_then_validates(tmp
     # A second start keeps the secrets; an .env lacking one gets it appended, the rest untouched.
     assert _start(tmp_path, "--config-only").returncode == 0
     assert _env_file(tmp_path / "docker" / ".env") == env
-    kept = "\n".join(line for line in (tmp_path / "docker" / ".env").read_text().splitlines() if not line.startswith("AIRFLOW_API_SECRET_KEY="))
+    kept = "\n".join(
+        line
+        for line in (tmp_path / "docker" / ".env").read_text().splitlines()
+        if not line.startswith("AIRFLOW_API_SECRET_KEY=")
+    )
     (tmp_path / "docker" / ".env").write_text(kept + "\n")
     again = _start(tmp_path, "--config-only")
     assert again.returncode == 0 and "appended" in again.stderr
@@ -723,9 +776,13 @@ def test_both_images_install_airflow_and_the_project_within_the_pinned_constrain
     version = re.search(r"^ARG AIRFLOW_VERSION=(\S+)", dockerfile.read_text(), flags=re.M)[1]  # type: ignore[index]
     assert f"apache-airflow=={version}\n" in constraints
     pins = [line for line in constraints.splitlines() if line and not line.startswith("#")]
-    assert pins and all(re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==\S+", line) for line in pins), "every line pins one version"
+    assert pins and all(re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==\S+", line) for line in pins), (
+        "every line pins one version"
+    )
     # The project's own pins hold in the lock (mongomock needs pymongo < 4.11; pyspark needs pandas < 3).
-    assert re.search(r"^pymongo==4\.(?:[0-9]|10)\.", constraints, flags=re.M) and re.search(r"^pandas==2\.", constraints, flags=re.M)
+    assert re.search(r"^pymongo==4\.(?:[0-9]|10)\.", constraints, flags=re.M) and re.search(
+        r"^pandas==2\.", constraints, flags=re.M
+    )
 
 
 def test_every_image_runs_the_python_version_the_tests_run():

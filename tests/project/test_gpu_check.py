@@ -25,7 +25,14 @@ BENCH = ROOT / "benchmarks" / "bench_predict.py"
 
 
 def run_script(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(SCRIPT), *args], cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_the_script_parses() -> None:
@@ -60,16 +67,48 @@ def test_a_bad_option_is_refused_with_64(args: list[str]) -> None:
 
 
 BENCH_KEYS = {"check", "device", "torch", "cuda", "torchvision", "batch_sizes", "dtype", "labels", "results", "seconds"}
-RESULT_KEYS = {"model", "labels", "batch_size", "path", "decode", "dtype", "images", "model_only", "end_to_end", "ratio"}
+RESULT_KEYS = {
+    "model",
+    "labels",
+    "batch_size",
+    "path",
+    "decode",
+    "dtype",
+    "images",
+    "model_only",
+    "end_to_end",
+    "ratio",
+}
 
 
 @pytest.mark.slow
 def test_bench_predict_runs_on_the_cpu_with_the_gpu_runs_options_and_prints_the_keys_the_script_reads() -> None:
     done = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--json", "--device", "cpu", "--labels", "1000", "--batch-sizes", "4,8",
-         "--dtype", "bf16", "--images", "8", "--repeats", "1", "--tiny-resnet", "--skip-shipped"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(BENCH),
+            "--quick",
+            "--json",
+            "--device",
+            "cpu",
+            "--labels",
+            "1000",
+            "--batch-sizes",
+            "4,8",
+            "--dtype",
+            "bf16",
+            "--images",
+            "8",
+            "--repeats",
+            "1",
+            "--tiny-resnet",
+            "--skip-shipped",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
     assert BENCH_KEYS <= set(result)
@@ -126,9 +165,15 @@ def test_the_gpu_path_with_stand_ins_runs_both_checks_and_writes_one_summary(tmp
     python = executable(tmp_path / "python", FAKE_PYTHON.format(python=sys.executable))
     out = tmp_path / "summary.json"
     done = run_script(
-        "--python", str(python), "--out", str(out), "--batch-sizes", "4,8",
-        env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "GPU_CHECK_NO_GPU": "0"}, timeout=600,
-    )  # fmt: skip
+        "--python",
+        str(python),
+        "--out",
+        str(out),
+        "--batch-sizes",
+        "4,8",
+        env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "GPU_CHECK_NO_GPU": "0"},
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     summary = json.loads(done.stdout)
     assert json.loads(out.read_text()) == summary

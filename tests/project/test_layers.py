@@ -28,13 +28,17 @@ def test_no_import_runs_back_up_a_floor() -> None:
     edges = graph.imports(graph.modules())
     assert graph.upward(edges) == []
     # The graph is real: the orchestration reaches every domain area, the domain stands on the foundation.
-    assert {"monitor.domain.health.judge", "monitor.domain.sampling", "evaluation.metrics"} <= edges["monitor.orchestration.pipeline"] | {
-        t for s in edges["monitor.orchestration.pipeline"] for t in edges.get(s, ())
-    }
+    assert {"monitor.domain.health.judge", "monitor.domain.sampling", "evaluation.metrics"} <= edges[
+        "monitor.orchestration.pipeline"
+    ] | {t for s in edges["monitor.orchestration.pipeline"] for t in edges.get(s, ())}
     assert "monitor.store" in edges["monitor.domain.sampling"] and graph.floor("monitor.store") == "foundation"
     # The health calculators are pure: the store, the settings and the files are their stage's (NannyML's runner).
     health = set().union(*(targets for name, targets in edges.items() if name.startswith("monitor.domain.health")))
-    assert "monitor.domain.health.detector" in health and not health & {"monitor.store", "monitor.core.settings", "monitor.core.files"}
+    assert "monitor.domain.health.detector" in health and not health & {
+        "monitor.store",
+        "monitor.core.settings",
+        "monitor.core.files",
+    }
     assert "monitor.store" in edges["monitor.orchestration.health_stage"]
 
 
@@ -70,7 +74,9 @@ def test_an_upward_import_is_found_wherever_it_hides(tmp_path: Path, monkeypatch
     assert graph.floor("monitor.orchestration.cli") == "orchestration" and graph.floor("monitor.core") == "foundation"
 
 
-def test_two_folders_of_one_floor_that_import_each_other_are_a_cycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_folders_of_one_floor_that_import_each_other_are_a_cycle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _tree(
         tmp_path,
         {
@@ -93,9 +99,13 @@ def test_the_real_tree_has_no_folder_cycle() -> None:
     assert graph.folder_cycles(edges) == []
     # Every module of the service sits in a floor folder: none is left at the top of monitor/.
     assert sorted(path.name for path in (ROOT / "monitor").glob("*.py")) == ["__init__.py"]
-    assert {graph.folder(name) for name in edges if name.startswith("monitor.")} == {f for f in graph.FOLDERS if f.startswith("monitor.")}
+    assert {graph.folder(name) for name in edges if name.startswith("monitor.")} == {
+        f for f in graph.FOLDERS if f.startswith("monitor.")
+    }
 
 
 def test_the_architecture_document_shows_the_graph_of_the_code() -> None:
     text = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
-    assert graph.section(graph.imports(graph.modules())) in text, "run: .venv/bin/python scripts/import_graph.py --write"
+    assert graph.section(graph.imports(graph.modules())) in text, (
+        "run: .venv/bin/python scripts/import_graph.py --write"
+    )

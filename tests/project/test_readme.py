@@ -74,7 +74,9 @@ def adapt(line: str) -> str:
 def fresh_clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tracked files of the repository, as a clone has them, with the set-up's .venv linked in."""
     target = tmp_path_factory.mktemp("clone") / "repo"
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")
+    tracked = (
+        subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")
+    )
     for name in filter(None, tracked):
         source = ROOT / name
         if source.is_file():
@@ -83,7 +85,9 @@ def fresh_clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # The linked .venv is the real one: the clone's set-up must find it complete (the stamp of this
     # pyproject), or it would reinstall the project from the clone into it.
     stamp = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
-    assert list((ROOT / ".venv").glob(f".installed-{stamp}-*")), "run bash scripts/setup.sh first: .venv is not set up for this pyproject.toml"
+    assert list((ROOT / ".venv").glob(f".installed-{stamp}-*")), (
+        "run bash scripts/setup.sh first: .venv is not set up for this pyproject.toml"
+    )
     (target / ".venv").symlink_to(ROOT / ".venv")
     return target
 
@@ -102,10 +106,16 @@ def test_the_readme_command_blocks_work_as_written_in_order(fresh_clone: Path) -
         if block[0].split("#", 1)[0].strip() in NOT_RUN:
             continue
         script = "set -euo pipefail\n" + "\n".join(adapt(line) for line in block)
-        done = subprocess.run(["bash", "-c", script], cwd=fresh_clone, env=env, capture_output=True, text=True, timeout=900)
-        assert done.returncode == 0, f"README block failed:\n{script}\n--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
+        done = subprocess.run(
+            ["bash", "-c", script], cwd=fresh_clone, env=env, capture_output=True, text=True, timeout=900
+        )
+        assert done.returncode == 0, (
+            f"README block failed:\n{script}\n--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
+        )
         ran += 1
     assert ran >= 5
     # What the blocks promise: the demo flagged eight, the Airflow run of today succeeded on the demo's store.
-    alerts = subprocess.run([".venv/bin/monitor", "alerts", "--json"], cwd=fresh_clone, env=env, capture_output=True, text=True)
+    alerts = subprocess.run(
+        [".venv/bin/monitor", "alerts", "--json"], cwd=fresh_clone, env=env, capture_output=True, text=True
+    )
     assert '"label": "eight"' in alerts.stdout

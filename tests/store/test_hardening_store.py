@@ -20,16 +20,22 @@ from typing import Any
 
 import pytest
 
-from monitor.store import embedded as embedded_module
-from monitor.orchestration import health_stage as health
-from monitor.store.embedded import MANIFEST_MAX_BYTES, PART_MAX_BYTES, EmbeddedDB, restore
 from monitor.core.errors import StoreError
 from monitor.core.settings import Settings
+from monitor.orchestration import health_stage as health
+from monitor.store import embedded as embedded_module
 from monitor.store import open_store
+from monitor.store.embedded import MANIFEST_MAX_BYTES, PART_MAX_BYTES, EmbeddedDB, restore
 
 DAY = "2026-11-01"
 KEY = ["m@1", DAY]
-DROP_PRIVILEGES = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner", "--inh-caps", "-dac_override,-dac_read_search,-fowner"]
+DROP_PRIVILEGES = [
+    "setpriv",
+    "--bounding-set",
+    "-dac_override,-dac_read_search,-fowner",
+    "--inh-caps",
+    "-dac_override,-dac_read_search,-fowner",
+]
 
 
 @pytest.fixture
@@ -108,7 +114,10 @@ PART_DAMAGE: dict[str, tuple[Callable[[Path, Path], None], str]] = {
         "symbolic link",
     ),
     "a folder": (lambda root, f: (f.unlink(), f.mkdir()), "folder"),
-    "larger than recorded (sparse, 4x the largest partition)": (lambda root, f: _sparse(f, 4 * PART_MAX_BYTES), "were recorded"),
+    "larger than recorded (sparse, 4x the largest partition)": (
+        lambda root, f: _sparse(f, 4 * PART_MAX_BYTES),
+        "were recorded",
+    ),
     "one byte larger than recorded": (lambda root, f: f.write_bytes(f.read_bytes() + b"\x00"), "were recorded"),
 }
 
@@ -125,16 +134,24 @@ def test_a_partition_file_that_is_not_a_regular_file_of_its_recorded_size_is_ref
 
     done = restore(root)
     assert done["restored_from"] == "manifest.json.1" and len(done["skipped"]) == 1
-    assert done["skipped"][0].startswith(f"manifest.json: its file {file.relative_to(root)} ") and reason in done["skipped"][0]
+    assert (
+        done["skipped"][0].startswith(f"manifest.json: its file {file.relative_to(root)} ")
+        and reason in done["skipped"][0]
+    )
     assert _read_in_thread(settings) == ["v1"]
 
 
-def test_a_kind_folder_linked_outside_the_store_is_refused_and_no_commit_restores_from_it(two_commits: tuple[Settings, Path], tmp_path: Path) -> None:
+def test_a_kind_folder_linked_outside_the_store_is_refused_and_no_commit_restores_from_it(
+    two_commits: tuple[Settings, Path], tmp_path: Path
+) -> None:
     settings, root = two_commits
     shutil.move(root / "class_health", tmp_path / "elsewhere")
     (root / "class_health").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     _assert_one_line_naming(_read_in_thread(settings), "lies outside")
-    with pytest.raises(StoreError, match=r"no commit of the embedded store .* reads \(manifest\.json: its file .* lies outside .*; manifest\.json\.1: "):
+    with pytest.raises(
+        StoreError,
+        match=r"no commit of the embedded store .* reads \(manifest\.json: its file .* lies outside .*; manifest\.json\.1: ",
+    ):
         restore(root)
 
 
@@ -154,13 +171,17 @@ def test_a_kind_folder_linked_outside_the_store_is_refused_and_no_commit_restore
         "class_health/" + "x" * 300 + ".bson",
     ],
 )
-def test_a_manifest_entry_naming_any_file_but_a_partition_file_of_its_kind_is_refused(file: str, two_commits: tuple[Settings, Path]) -> None:
+def test_a_manifest_entry_naming_any_file_but_a_partition_file_of_its_kind_is_refused(
+    file: str, two_commits: tuple[Settings, Path]
+) -> None:
     settings, root = two_commits
     manifest = _manifest(root)
     manifest["parts"][0]["file"] = file
     (root / "manifest.json").write_text(json.dumps(manifest))
     text = _assert_one_line_naming(_read_in_thread(settings), str(root / "manifest.json"), "is not a partition")
-    assert "/etc/passwd" not in text or file == "/etc/passwd" or "etc/passwd" in file  # only the manifest's own text is shown
+    assert (
+        "/etc/passwd" not in text or file == "/etc/passwd" or "etc/passwd" in file
+    )  # only the manifest's own text is shown
     assert restore(root)["restored_from"] == "manifest.json.1"
 
 
@@ -209,16 +230,28 @@ MANIFEST_DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
     "docs true": (_replace_number('"docs": 1', '"docs": true'), "is not a partition"),
     "bytes a list": (_replace_number('"bytes": ', '"bytes": [1], "was": '), "is not a partition"),
     "commit a list": (_replace_number('"commit": 2', '"commit": [2]'), "commit"),
-    "nested 100,000 deep": (_with_manifest_text('{"format": 1, "parts": [], "x": ' + "[" * 100_000 + "]" * 100_000 + "}"), "nests deeper"),
-    "nested 900 deep (under Python's own limit)": (_with_manifest_text('{"format": 1, "parts": [], "x": ' + "[" * 900 + "]" * 900 + "}"), "nests deeper"),
+    "nested 100,000 deep": (
+        _with_manifest_text('{"format": 1, "parts": [], "x": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+        "nests deeper",
+    ),
+    "nested 900 deep (under Python's own limit)": (
+        _with_manifest_text('{"format": 1, "parts": [], "x": ' + "[" * 900 + "]" * 900 + "}"),
+        "nests deeper",
+    ),
     "an entry nested 6 deep": (_with_manifest_text('{"format": 1, "parts": [{"kind": [[[[1]]]]}]}'), "nests deeper"),
     "not UTF-8": (_with_manifest_text(b'{"format": 1, "parts": [], "x": "\xff\xfe"}'), "UTF-8"),
-    "cut short": (lambda root: (root / "manifest.json").write_bytes((root / "manifest.json").read_bytes()[:40]), "not JSON"),
+    "cut short": (
+        lambda root: (root / "manifest.json").write_bytes((root / "manifest.json").read_bytes()[:40]),
+        "not JSON",
+    ),
     "empty": (_with_manifest_text(""), "not JSON"),
     "a FIFO": (_manifest_fifo, "FIFO"),
     "a folder": (_manifest_folder, "folder"),
     "a link to a manifest outside": (_manifest_link, "symbolic link"),
-    "sparse, 4x the largest manifest": (lambda root: _sparse(root / "manifest.json", 4 * MANIFEST_MAX_BYTES), "more than"),
+    "sparse, 4x the largest manifest": (
+        lambda root: _sparse(root / "manifest.json", 4 * MANIFEST_MAX_BYTES),
+        "more than",
+    ),
 }
 
 
@@ -230,7 +263,9 @@ def test_a_manifest_that_is_not_bounded_json_of_its_shape_is_one_line_and_restor
     make, reason = MANIFEST_DAMAGE[damage]
     make(root)
     _assert_one_line_naming(_read_in_thread(settings), str(root / "manifest.json"), reason)
-    with pytest.raises(StoreError, match=reason.replace("(", r"\(")):  # a writer refuses the same way, and writes nothing
+    with pytest.raises(
+        StoreError, match=reason.replace("(", r"\(")
+    ):  # a writer refuses the same way, and writes nothing
         EmbeddedDB(root, writable=True, lock_timeout_s=5)
 
     done = restore(root)
@@ -257,10 +292,14 @@ def test_a_file_shorter_than_recorded_is_named_as_such(two_commits: tuple[Settin
     manifest = _manifest(root)
     manifest["parts"][0]["bytes"] += 10  # the file is whole BSON, but not what the commit wrote
     (root / "manifest.json").write_text(json.dumps(manifest))
-    _assert_one_line_naming(_read_in_thread(settings), str(file), f"bytes where the manifest says {manifest['parts'][0]['bytes']}")
+    _assert_one_line_naming(
+        _read_in_thread(settings), str(file), f"bytes where the manifest says {manifest['parts'][0]['bytes']}"
+    )
 
 
-def test_a_writer_never_writes_a_manifest_readers_would_refuse(two_commits: tuple[Settings, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_writer_never_writes_a_manifest_readers_would_refuse(
+    two_commits: tuple[Settings, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings, root = two_commits
     before = (root / "manifest.json").read_bytes()
     monkeypatch.setattr(embedded_module, "MANIFEST_MAX_BYTES", len(before) + 10)
@@ -275,7 +314,9 @@ def test_a_writer_never_writes_a_manifest_readers_would_refuse(two_commits: tupl
     assert (root / "manifest.json").read_bytes() == before
 
 
-def test_a_second_writer_waiting_on_a_holder_file_that_is_a_fifo_does_not_hang(two_commits: tuple[Settings, Path]) -> None:
+def test_a_second_writer_waiting_on_a_holder_file_that_is_a_fifo_does_not_hang(
+    two_commits: tuple[Settings, Path],
+) -> None:
     settings, root = two_commits
     with open_store(settings):
         (root / ".lock.holder").unlink()
@@ -295,14 +336,23 @@ def test_restore_refuses_a_folder_that_holds_no_store_and_writes_nothing_there(w
     if where == "a folder of other files":
         (root / "notes.txt").write_text("mine")
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    with pytest.raises(StoreError, match=r"there is no embedded store at .*class_health \(no manifest\.json nor backups .*\): nothing to restore; check MONITOR_DATA_DIR"):
+    with pytest.raises(
+        StoreError,
+        match=r"there is no embedded store at .*class_health \(no manifest\.json nor backups .*\): nothing to restore; check MONITOR_DATA_DIR",
+    ):
         restore(root)
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # no lock file, no folder
 
 
 def _cli(data_dir: Path, *args: str, prefix: list[str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")} | {"MONITOR_DATA_DIR": str(data_dir)}
-    return subprocess.run([*(prefix or []), sys.executable, "-m", "monitor.orchestration.cli", *args], env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [*(prefix or []), sys.executable, "-m", "monitor.orchestration.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -324,7 +374,12 @@ def test_restore_on_a_read_only_data_dir_is_one_line_with_the_store_exit_code_an
         path.chmod(path.stat().st_mode & ~0o222)
     try:
         # Root ignores permissions: drop the capabilities that let it (docs: ENVIRONMENT.md, read-only directories as root).
-        done = _cli(settings.data_dir, "store", "restore", prefix=DROP_PRIVILEGES if os.geteuid() == 0 and shutil.which("setpriv") else None)
+        done = _cli(
+            settings.data_dir,
+            "store",
+            "restore",
+            prefix=DROP_PRIVILEGES if os.geteuid() == 0 and shutil.which("setpriv") else None,
+        )
     finally:
         for path, mode in modes.items():
             path.chmod(mode)
@@ -413,7 +468,9 @@ def test_a_damaged_calibration_cache_is_calibrated_again_with_a_warning_and_repl
     assert health._cached_design(file, ARGS) == CALIBRATED and calls == []
 
 
-def test_a_sound_calibration_cache_entry_is_reused_without_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_sound_calibration_cache_entry_is_reused_without_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     file = tmp_path / "health-designs.json"
     file.write_text(_cache_text(_entry()))
     monkeypatch.setattr(health, "_KNOWN", {})

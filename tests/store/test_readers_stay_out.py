@@ -24,15 +24,21 @@ from typing import Any
 
 import pytest
 
+from monitor.core.settings import load_settings
 from monitor.domain.alerts import raise_alerts
 from monitor.orchestration.health_stage import compute_health
-from monitor.core.settings import load_settings
 from monitor.store import open_store
 
 START = dt.date(2024, 3, 1)
 DAYS = 6
 MODEL = "m@1"
-DROP_PRIVILEGES = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner", "--inh-caps", "-dac_override,-dac_read_search,-fowner"]
+DROP_PRIVILEGES = [
+    "setpriv",
+    "--bounding-set",
+    "-dac_override,-dac_read_search,-fowner",
+    "--inh-caps",
+    "-dac_override,-dac_read_search,-fowner",
+]
 #: Generous: a loaded machine is 3x slower, and the subprocess imports the package.
 TIMEOUT_S = 180
 
@@ -47,7 +53,16 @@ def _build(data_dir: Path) -> None:
     series = {"one": [(10, 10)] * DAYS, "seven": [(10, 10), (10, 9), (10, 3), (10, 2), (10, 4), (10, 3)]}
     with open_store(settings) as store:
         for i in range(DAYS):
-            docs = [{"label": label, "n": s[i][0], "correct": s[i][1], "failed": 0, "confusions": [{"pred": "one", "count": s[i][0] - s[i][1]}] if s[i][1] < s[i][0] else []} for label, s in series.items()]
+            docs = [
+                {
+                    "label": label,
+                    "n": s[i][0],
+                    "correct": s[i][1],
+                    "failed": 0,
+                    "confusions": [{"pred": "one", "count": s[i][0] - s[i][1]}] if s[i][1] < s[i][0] else [],
+                }
+                for label, s in series.items()
+            ]
             store.replace_day("class_metrics", MODEL, day(i), docs)
             raise_alerts(store, MODEL, day(i), compute_health(store, MODEL, day(i), settings))
 
@@ -92,10 +107,22 @@ def _entries(data_dir: Path, *, listing_allowed: bool = False) -> dict[str, tupl
         st = folder.lstat()
         inside = sorted(folder.iterdir())
         os.utime(folder, ns=(st.st_atime_ns, st.st_mtime_ns))
-        out[name] = (st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, *((st.st_atime_ns,) if with_atime and not listing_allowed else ()))
+        out[name] = (
+            st.st_ino,
+            st.st_mode,
+            st.st_size,
+            st.st_mtime_ns,
+            *((st.st_atime_ns,) if with_atime and not listing_allowed else ()),
+        )
         for path in inside:
             st = path.lstat()
-            out[f"{name}/{path.name}"] = (st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, *((st.st_atime_ns,) if with_atime else ()))
+            out[f"{name}/{path.name}"] = (
+                st.st_ino,
+                st.st_mode,
+                st.st_size,
+                st.st_mtime_ns,
+                *((st.st_atime_ns,) if with_atime else ()),
+            )
     return out
 
 
@@ -127,7 +154,9 @@ def condition(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[list[s
     for folder in folders:
         folder.chmod(0o000)
     try:
-        probe = subprocess.run([*DROP_PRIVILEGES, "ls", str(folders[0])], capture_output=True, text=True, timeout=TIMEOUT_S)
+        probe = subprocess.run(
+            [*DROP_PRIVILEGES, "ls", str(folders[0])], capture_output=True, text=True, timeout=TIMEOUT_S
+        )
         assert probe.returncode != 0, "the folders are still readable: the condition would test nothing"
         yield DROP_PRIVILEGES
     finally:
@@ -142,11 +171,22 @@ def _env(data_dir: Path) -> dict[str, str]:
 
 
 def _run(prefix: list[str], data_dir: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*prefix, sys.executable, *args], env=_env(data_dir), capture_output=True, text=True, timeout=TIMEOUT_S, cwd=data_dir.parent)
+    return subprocess.run(
+        [*prefix, sys.executable, *args],
+        env=_env(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        cwd=data_dir.parent,
+    )
 
 
-@pytest.mark.parametrize("args", [["health", "--json"], ["health", "--date", day(3), "--json"]], ids=["latest", "a date"])
-def test_monitor_health_answers_without_touching_samples_or_predictions(data_dir: Path, condition: list[str], args: list[str]) -> None:
+@pytest.mark.parametrize(
+    "args", [["health", "--json"], ["health", "--date", day(3), "--json"]], ids=["latest", "a date"]
+)
+def test_monitor_health_answers_without_touching_samples_or_predictions(
+    data_dir: Path, condition: list[str], args: list[str]
+) -> None:
     before = _entries(data_dir)
     done = _run(condition, data_dir, ["-m", "monitor.orchestration.cli", *args])
     assert done.returncode == 0, done.stderr
@@ -181,13 +221,17 @@ print(json.dumps(out))
 """
 
 
-def test_the_dashboards_store_views_answer_without_touching_samples_or_predictions(data_dir: Path, condition: list[str]) -> None:
+def test_the_dashboards_store_views_answer_without_touching_samples_or_predictions(
+    data_dir: Path, condition: list[str]
+) -> None:
     before = _entries(data_dir)
     done = _run(condition, data_dir, ["-c", DASHBOARD_READS, day(DAYS - 1)])
     assert done.returncode == 0, done.stderr
     out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["model"] == MODEL and out["bounds"] == [day(0), day(DAYS - 1)] and out["labels"] == ["one", "seven"]
-    assert out["metrics"] == 2 * DAYS and "needs_retraining" in out["verdicts"] and out["alerts"] == ["needs_retraining"]
+    assert (
+        out["metrics"] == 2 * DAYS and "needs_retraining" in out["verdicts"] and out["alerts"] == ["needs_retraining"]
+    )
     assert out["confusions"] == 1 + 7 + 8 + 6 + 7
     if not condition:
         assert _entries(data_dir) == before  # nothing removed, replaced, listed or read
@@ -203,7 +247,9 @@ print(json.dumps(data.prediction_dates()))
 """
 
 
-def test_the_dashboards_list_of_prediction_dates_skips_a_writers_temporary_files_and_leaves_them(data_dir: Path) -> None:
+def test_the_dashboards_list_of_prediction_dates_skips_a_writers_temporary_files_and_leaves_them(
+    data_dir: Path,
+) -> None:
     before = _entries(data_dir, listing_allowed=True)  # it lists predictions/, and must open nothing there
     done = _run([], data_dir, ["-c", LIST_PREDICTIONS])
     assert done.returncode == 0, done.stderr

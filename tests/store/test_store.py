@@ -21,14 +21,14 @@ from typing import Any
 import mongomock
 import pytest
 
-from monitor.store import embedded as embedded_module
-from monitor.store.embedded import EmbeddedDB, restore
 from monitor.core.errors import DataError, StoreError
 from monitor.core.settings import Settings
 from monitor.store import MongoStore, Store, open_store
+from monitor.store import embedded as embedded_module
+from monitor.store.embedded import EmbeddedDB, restore
 from tests.fixtures.store import find, remove
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 SOURCE = "gs://bucket/prefix"
 T0 = dt.datetime(2026, 11, 1, 12, tzinfo=UTC)
 
@@ -41,7 +41,9 @@ def _mongodb(name: str) -> Store:
         client: Any = pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000, tz_aware=True)
         store = MongoStore(db=client[name], description="MongoDB (MONITOR_TEST_MONGO_URI)")
     else:
-        store = MongoStore(db=mongomock.MongoClient(tz_aware=True)[name], description="mongomock standing in for MongoDB")
+        store = MongoStore(
+            db=mongomock.MongoClient(tz_aware=True)[name], description="mongomock standing in for MongoDB"
+        )
     store.ensure_indexes()
     return store
 
@@ -68,12 +70,24 @@ def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[
         shared._db.client.drop_database(name)
 
 
-def image(path: str, *, created: dt.datetime = T0, status: str = "ok", reason: str | None = None, key: float = 0.5) -> dict[str, Any]:
+def image(
+    path: str, *, created: dt.datetime = T0, status: str = "ok", reason: str | None = None, key: float = 0.5
+) -> dict[str, Any]:
     label = path.split("/")[0] if path.count("/") == 1 else None
     return {
-        "source": SOURCE, "path": path, "label": label, "status": status, "reason": reason, "sample_key": key,
-        "created": created, "updated": created, "size": 10, "checksum": "c", "first_seen": T0, "last_seen": T0,
-    }  # fmt: skip
+        "source": SOURCE,
+        "path": path,
+        "label": label,
+        "status": status,
+        "reason": reason,
+        "sample_key": key,
+        "created": created,
+        "updated": created,
+        "size": 10,
+        "checksum": "c",
+        "first_seen": T0,
+        "last_seen": T0,
+    }
 
 
 def metric(label: str, n: int = 10, correct: int = 9) -> dict[str, Any]:
@@ -89,11 +103,18 @@ def test_per_day_rows_are_replaced_filtered_and_walked_back_the_same_on_both(ope
             store.replace_day("class_metrics", "m@1", day, [metric("a"), metric("b", correct=5)])
         store.replace_day("class_metrics", "m@2", "2026-11-03", [metric("a")])
         store.replace_day("class_metrics", "m@1", "2026-11-02", [metric("a", correct=1)])  # a re-run replaces the day
-        store.replace_day("class_health", "m@1", "2026-11-01", [{"label": "a", "verdict": "healthy"}, {"label": "b", "verdict": "watch"}])
+        store.replace_day(
+            "class_health",
+            "m@1",
+            "2026-11-01",
+            [{"label": "a", "verdict": "healthy"}, {"label": "b", "verdict": "watch"}],
+        )
         store.replace_day("class_health", "m@1", "2026-11-02", [{"label": "a", "verdict": "needs_retraining"}])
         store.commit()
     with opener() as store:
-        rows = store.rows("class_metrics", "m@1", start="2026-11-02", end="2026-11-04", fields=["date", "label", "correct"])
+        rows = store.rows(
+            "class_metrics", "m@1", start="2026-11-02", end="2026-11-04", fields=["date", "label", "correct"]
+        )
         assert rows == [
             {"date": "2026-11-02", "label": "a", "correct": 1},
             {"date": "2026-11-04", "label": "a", "correct": 9},
@@ -116,23 +137,37 @@ def test_per_day_rows_are_replaced_filtered_and_walked_back_the_same_on_both(ope
         # A day emptied in this session is gone at once, not only after a commit or a reopening.
         store.replace_day("class_metrics", "m@2", "2026-11-03", [])
         assert remove(store, "class_health", {"date": "2026-11-02"}) == 1
-        assert store.dates("class_metrics") == ["2026-11-01", "2026-11-02", "2026-11-04"] and store.measured_models() == ["m@1"]
+        assert store.dates("class_metrics") == [
+            "2026-11-01",
+            "2026-11-02",
+            "2026-11-04",
+        ] and store.measured_models() == ["m@1"]
         assert store.dates("class_health") == ["2026-11-01"] and store.models_on("class_metrics", "2026-11-03") == []
         store.commit()
     with opener() as store:
-        assert store.dates("class_metrics") == ["2026-11-01", "2026-11-02", "2026-11-04"] and store.dates("class_health") == ["2026-11-01"]
+        assert store.dates("class_metrics") == ["2026-11-01", "2026-11-02", "2026-11-04"] and store.dates(
+            "class_health"
+        ) == ["2026-11-01"]
 
 
 def test_image_operations_agree_on_both(opener: Callable[[], Store]) -> None:
-    docs = [image(f"cat/{i}.png", key=i / 10) for i in range(6)] + [image("dog/0.png", created=T0 + dt.timedelta(days=5))]
-    docs += [image("cat/x.txt", status="unusable", reason="not_an_image_extension"), image("deep/a/b.png", status="unusable", reason="wrong_depth")]
+    docs = [image(f"cat/{i}.png", key=i / 10) for i in range(6)] + [
+        image("dog/0.png", created=T0 + dt.timedelta(days=5))
+    ]
+    docs += [
+        image("cat/x.txt", status="unusable", reason="not_an_image_extension"),
+        image("deep/a/b.png", status="unusable", reason="wrong_depth"),
+    ]
     with opener() as store:
         store.write_images(SOURCE, docs, [])
         store.commit()
     with opener() as store:
         assert store.count_images(SOURCE) == 9 and store.count_images("gs://other") == 0
         found = store.stored_images(SOURCE, {"cat": ["cat/1.png", "cat/9.png"], None: ["deep/a/b.png"]}, ["status"])
-        assert found == {"cat/1.png": {"path": "cat/1.png", "status": "ok"}, "deep/a/b.png": {"path": "deep/a/b.png", "status": "unusable"}}
+        assert found == {
+            "cat/1.png": {"path": "cat/1.png", "status": "ok"},
+            "deep/a/b.png": {"path": "deep/a/b.png", "status": "unusable"},
+        }
         assert store.usable_labels(SOURCE) == ["cat", "dog"]
         assert store.usable_labels(SOURCE, created_by=T0 + dt.timedelta(days=1)) == ["cat"]
         window = {"$lte": T0 + dt.timedelta(days=1)}
@@ -142,26 +177,50 @@ def test_image_operations_agree_on_both(opener: Callable[[], Store]) -> None:
         vanished = [{"path": "cat/5.png", "label": "cat"}, {"path": "dog/0.png", "label": "dog"}]
         assert store.mark_missing(SOURCE, vanished, {"status": "missing", "reason": "vanished"}) == 2
         assert store.mark_missing(SOURCE, vanished, {"status": "missing", "reason": "vanished"}) == 0
-        store.write_images(SOURCE, [], [({"source": SOURCE, "path": "cat/5.png", "label": "cat"}, {"$set": {"status": "ok"}, "$unset": {"reason": ""}})])
+        store.write_images(
+            SOURCE,
+            [],
+            [
+                (
+                    {"source": SOURCE, "path": "cat/5.png", "label": "cat"},
+                    {"$set": {"status": "ok"}, "$unset": {"reason": ""}},
+                )
+            ],
+        )
         store.commit()
     with opener() as store:
-        assert sorted(d["path"] for d in store.present_images(SOURCE)) == sorted(d["path"] for d in docs if d["path"] != "dog/0.png")
+        assert sorted(d["path"] for d in store.present_images(SOURCE)) == sorted(
+            d["path"] for d in docs if d["path"] != "dog/0.png"
+        )
         assert store.count_images(SOURCE, present_only=True) == 8
         assert [d["path"] for d in store.unusable_images([SOURCE], limit=2)] == ["cat/x.txt", "deep/a/b.png"]
         assert find(store, "images", {"path": "cat/5.png"})[0]["status"] == "ok"
-        assert find(store, "images", {"path": "cat/0.png"})[0]["created"] == T0  # datetimes come back tz-aware and exact
+        assert (
+            find(store, "images", {"path": "cat/0.png"})[0]["created"] == T0
+        )  # datetimes come back tz-aware and exact
 
 
 def test_samples_runs_models_and_alerts_agree_on_both(opener: Callable[[], Store]) -> None:
     with opener() as store:
-        store.save_sample({"source": SOURCE, "date": "2026-11-02", "items": [{"path": "cat/1.png"}], "classes": {"cat": 1}})
-        store.save_sample({"source": SOURCE, "date": "2026-11-02", "items": [{"path": "cat/2.png"}], "classes": {"cat": 1}})
+        store.save_sample(
+            {"source": SOURCE, "date": "2026-11-02", "items": [{"path": "cat/1.png"}], "classes": {"cat": 1}}
+        )
+        store.save_sample(
+            {"source": SOURCE, "date": "2026-11-02", "items": [{"path": "cat/2.png"}], "classes": {"cat": 1}}
+        )
         store.record_stage(SOURCE, "2026-11-02", "index", {"listed": 3}, finished_at=T0)
         store.record_stage(SOURCE, "2026-11-02", "sample", {"images": 1}, finished_at=T0)
         store.update_run(SOURCE, "2026-11-02", {"model_id": "m@1"})
         for date in ("2026-11-03", "2026-11-02"):
             store.register_model("m@1", name="m", checksum="abc", labels=["cat"], date=date)
-        alert = {"model_id": "m@1", "label": "cat", "date": "2026-11-02", "kind": "needs_retraining", "delivered": False, "created_at": T0}
+        alert = {
+            "model_id": "m@1",
+            "label": "cat",
+            "date": "2026-11-02",
+            "kind": "needs_retraining",
+            "delivered": False,
+            "created_at": T0,
+        }
         assert store.add_alert(alert) and not store.add_alert({**alert, "message": "again"})
         assert store.add_alert({**alert, "label": "dog", "created_at": T0 + dt.timedelta(seconds=1)})
         assert store.withdraw_alerts("m@1", "2026-11-02", keep={("cat", "needs_retraining")}) == 1
@@ -190,10 +249,16 @@ def settings(tmp_path: Path) -> Settings:
 
 def _files(settings: Settings) -> dict[str, tuple[int, int]]:
     root = settings.store_dir
-    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): (p.stat().st_mtime_ns, p.stat().st_size)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
-def test_a_reader_answers_from_the_last_commit_while_a_writer_holds_the_store_and_never_writes(settings: Settings) -> None:
+def test_a_reader_answers_from_the_last_commit_while_a_writer_holds_the_store_and_never_writes(
+    settings: Settings,
+) -> None:
     writer = open_store(settings)
     writer.replace_day("class_health", "m@1", "2026-11-01", [{"label": "a", "verdict": "healthy"}])
     writer.commit()
@@ -203,7 +268,10 @@ def test_a_reader_answers_from_the_last_commit_while_a_writer_holds_the_store_an
         assert reader.dates("class_health") == ["2026-11-01"]
         writer.commit()
         assert reader.dates("class_health") == ["2026-11-01"]  # one commit at a time ...
-        assert reader.refresh() and reader.dates("class_health") == ["2026-11-01", "2026-11-02"]  # ... and the next when asked
+        assert reader.refresh() and reader.dates("class_health") == [
+            "2026-11-01",
+            "2026-11-02",
+        ]  # ... and the next when asked
         files = _files(settings)
         reader.rows("class_health", None)
         reader.counts()
@@ -218,7 +286,9 @@ def test_a_reader_reads_only_the_partitions_it_asks_for(settings: Settings, monk
             store.replace_day("class_health", "m@1", f"2026-11-{day:02d}", [{"label": "a", "verdict": "healthy"}])
     read: list[str] = []
     original = embedded_module.read_part_file
-    monkeypatch.setattr(embedded_module, "read_part_file", lambda path, kind, *a: read.append(kind) or original(path, kind, *a))
+    monkeypatch.setattr(
+        embedded_module, "read_part_file", lambda path, kind, *a: read.append(kind) or original(path, kind, *a)
+    )
     with open_store(settings, read_only=True) as store:
         assert [r["date"] for r in store.rows("class_health", "m@1", start="2026-11-28")] == ["2026-11-28"]
         assert store.count_images(SOURCE) == 20  # from the manifest
@@ -230,9 +300,16 @@ def test_commits_keep_three_backups_and_restore_goes_back_to_the_newest_that_rea
     with open_store(settings) as store:
         for day in range(1, 7):
             store.replace_day("class_health", "m@1", f"2026-11-0{day}", [{"label": "a", "verdict": "healthy"}])
-            store.replace_day("class_health", "m@1", "2026-11-01", [{"label": "a", "verdict": f"v{day}"}])  # one partition rewritten each time
+            store.replace_day(
+                "class_health", "m@1", "2026-11-01", [{"label": "a", "verdict": f"v{day}"}]
+            )  # one partition rewritten each time
             store.commit()
-    assert sorted(p.name for p in root.glob("manifest.json*")) == ["manifest.json", "manifest.json.1", "manifest.json.2", "manifest.json.3"]
+    assert sorted(p.name for p in root.glob("manifest.json*")) == [
+        "manifest.json",
+        "manifest.json.1",
+        "manifest.json.2",
+        "manifest.json.3",
+    ]
     kept = {p.relative_to(root).as_posix() for p in root.rglob("*.bson")}
     named = set()
     for name in ("manifest.json", "manifest.json.1", "manifest.json.2", "manifest.json.3"):
@@ -241,7 +318,10 @@ def test_commits_keep_three_backups_and_restore_goes_back_to_the_newest_that_rea
     newest = json.loads((root / "manifest.json").read_text())
     (first,) = [e for e in newest["parts"] if e["key"] == ["m@1", "2026-11-01"]]
     (root / first["file"]).write_bytes(b"garbage")
-    with pytest.raises(StoreError, match=r"unreadable.*monitor store restore.*manifest\.json\.1"), open_store(settings, read_only=True) as store:
+    with (
+        pytest.raises(StoreError, match=r"unreadable.*monitor store restore.*manifest\.json\.1"),
+        open_store(settings, read_only=True) as store,
+    ):
         store.rows("class_health", "m@1")
     done = restore(root)
     assert done["restored_from"] == "manifest.json.1" and done["commit"] == newest["commit"] - 1
@@ -251,10 +331,14 @@ def test_commits_keep_three_backups_and_restore_goes_back_to_the_newest_that_rea
     assert (root / "manifest.json.bad").exists()
 
 
-def test_a_second_writer_says_what_it_waits_for_and_gives_up_with_the_holder(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_second_writer_says_what_it_waits_for_and_gives_up_with_the_holder(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     root = settings.store_dir / settings.mongo_db
     with open_store(settings), caplog.at_level(logging.WARNING):
-        with pytest.raises(StoreError, match=r"held by another writer \(pid \d+, `(?!None`)[^`]+`, since \d{4}-\d\d-\d\dT"):
+        with pytest.raises(
+            StoreError, match=r"held by another writer \(pid \d+, `(?!None`)[^`]+`, since \d{4}-\d\d-\d\dT"
+        ):
             EmbeddedDB(root, writable=True, lock_timeout_s=0.3, wait_message_after_s=0.1)
         assert "waiting for the embedded store" in caplog.text and "do not wait" in caplog.text
         assert any(r.getMessage().startswith(f"waiting for the embedded store {root}: pid ") for r in caplog.records)
@@ -294,13 +378,18 @@ class _DownDatabase:
         (lambda s: s.rows("class_metrics", None), "read class_metrics of every model"),
         (lambda s: s.measured_models(), "read the measured models"),
         (lambda s: remove(s, "alerts", {}), "delete from alerts"),
-        (lambda s: s.register_model("m@1", name="m", checksum="c", labels=["a"], date="2026-11-01"), "register model m@1"),
+        (
+            lambda s: s.register_model("m@1", name="m", checksum="c", labels=["a"], date="2026-11-01"),
+            "register model m@1",
+        ),
         (lambda s: s.save_sample({"source": SOURCE, "date": "2026-11-01"}), "record the sample of 2026-11-01"),
         (lambda s: s.runs_on("2026-11-01"), None),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
-def test_a_failing_mongodb_is_a_store_error_that_names_the_operation_and_the_cause(operation: Callable[[Store], Any], what: str | None) -> None:
+def test_a_failing_mongodb_is_a_store_error_that_names_the_operation_and_the_cause(
+    operation: Callable[[Store], Any], what: str | None
+) -> None:
     store = MongoStore(db=_DownDatabase(), description="MongoDB at 127.0.0.1")  # type: ignore[arg-type]
     with pytest.raises(StoreError) as err:
         operation(store)
@@ -318,14 +407,20 @@ def test_the_walk_starts_at_an_image_whose_key_equals_the_pivot_on_both(opener: 
     with opener() as store:
         store.write_images(SOURCE, docs, [])
         window = {"$lte": T0}
-        assert [d["path"] for d in store.walk_class(SOURCE, "cat", window, 4 / 8, 3)] == ["cat/4.png", "cat/5.png", "cat/6.png"]
+        assert [d["path"] for d in store.walk_class(SOURCE, "cat", window, 4 / 8, 3)] == [
+            "cat/4.png",
+            "cat/5.png",
+            "cat/6.png",
+        ]
         assert [d["sample_key"] for d in store.walk_class(SOURCE, "cat", window, 7 / 8, 3)] == [7 / 8, 0.0, 1 / 8]
 
 
 def test_the_walk_cost_on_the_embedded_store_counts_every_document_fetched_and_each_query(settings: Settings) -> None:
     late = T0 + dt.timedelta(days=3)
     # keys 0/8 .. 7/8; the images at 5/8 and 6/8 arrived after the window
-    docs = [image(f"cat/{i}.png", key=i / 8, created=late if i in (5, 6) else T0) for i in range(8)] + [image("dog/0.png", key=0.55)]
+    docs = [image(f"cat/{i}.png", key=i / 8, created=late if i in (5, 6) else T0) for i in range(8)] + [
+        image("dog/0.png", key=0.55)
+    ]
     with open_store(settings) as store:
         store.write_images(SOURCE, docs, [])
         window = {"$lte": T0 + dt.timedelta(days=1)}
@@ -333,7 +428,11 @@ def test_the_walk_cost_on_the_embedded_store_counts_every_document_fetched_and_e
         assert store.walk_cost(SOURCE, "cat", window, 4 / 8, 3) == (5, 0, 2)
         # Enough before the end of the key range: one query.
         assert store.walk_cost(SOURCE, "cat", window, 0.0, 2) == (2, 0, 1)
-        assert [d["path"] for d in store.walk_class(SOURCE, "cat", window, 4 / 8, 3)] == ["cat/4.png", "cat/7.png", "cat/0.png"]
+        assert [d["path"] for d in store.walk_class(SOURCE, "cat", window, 4 / 8, 3)] == [
+            "cat/4.png",
+            "cat/7.png",
+            "cat/0.png",
+        ]
 
 
 def test_listings_keep_their_documented_order_filters_and_fields_on_both(opener: Callable[[], Store]) -> None:
@@ -346,31 +445,52 @@ def test_listings_keep_their_documented_order_filters_and_fields_on_both(opener:
         for label, date, seconds in (("cat", "2026-11-03", 0), ("dog", "2026-11-01", 1), ("eel", "2026-11-01", 5)):
             store.add_alert({**base, "label": label, "date": date, "created_at": T0 + dt.timedelta(seconds=seconds)})
         store.replace_day("class_health", "m@1", "2026-11-01", [{"label": "a", "verdict": "healthy"}])
-        store.replace_day("class_health", "m@1", "2026-11-05", [{"label": "a", "verdict": "watch"}, {"label": "c", "verdict": "watch"}])
+        store.replace_day(
+            "class_health",
+            "m@1",
+            "2026-11-05",
+            [{"label": "a", "verdict": "watch"}, {"label": "c", "verdict": "watch"}],
+        )
         store.commit()
     with opener() as store:
         assert [run["source"] for run in store.runs_on("2026-11-02")] == ["file:///a/val", "gs://z-bucket/val"]
         (model,) = store.models()
         assert "_id" not in model and "checksum" not in model
-        assert [a["label"] for a in store.pending_alerts()] == ["dog", "eel", "cat"]  # oldest first: date, then creation
+        assert [a["label"] for a in store.pending_alerts()] == [
+            "dog",
+            "eel",
+            "cat",
+        ]  # oldest first: date, then creation
         assert [a["label"] for a in store.alerts("m@1")] == ["cat", "eel", "dog"]  # newest first
         assert [a["label"] for a in store.alerts("m@1", start="2026-11-02")] == ["cat"]
         assert [a["label"] for a in store.alerts("m@1", end="2026-11-02")] == ["eel", "dog"]
         latest = store.latest_rows_before("class_health", "m@1", "2026-11-04", ["a", "c"])
-        assert {label: row["date"] for label, row in latest.items()} == {"a": "2026-11-01"}  # nothing on or after the date
+        assert {label: row["date"] for label, row in latest.items()} == {
+            "a": "2026-11-01"
+        }  # nothing on or after the date
 
 
-def test_the_walk_cost_on_mongodb_sums_explain_of_each_query_until_enough_are_returned(monkeypatch: pytest.MonkeyPatch) -> None:
-    answers = iter([{"executionStats": {"totalDocsExamined": 4, "totalKeysExamined": 6, "nReturned": 2}},
-                    {"executionStats": {"totalDocsExamined": 3, "totalKeysExamined": 5, "nReturned": 1}}])  # fmt: skip
+def test_the_walk_cost_on_mongodb_sums_explain_of_each_query_until_enough_are_returned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answers = iter(
+        [
+            {"executionStats": {"totalDocsExamined": 4, "totalKeysExamined": 6, "nReturned": 2}},
+            {"executionStats": {"totalDocsExamined": 3, "totalKeysExamined": 5, "nReturned": 1}},
+        ]
+    )
     asked: list[int] = []
 
     def explain(cursor: Any) -> dict[str, Any]:
         asked.append(cursor._limit)
         return next(answers)
 
-    monkeypatch.setattr(mongomock.collection.Cursor, "explain", explain, raising=False)  # mongomock has none: MongoDB's answers
-    store = MongoStore(db=mongomock.MongoClient(tz_aware=True)[f"monitor_test_{uuid.uuid4().hex[:12]}"], description="mongomock")
+    monkeypatch.setattr(
+        mongomock.collection.Cursor, "explain", explain, raising=False
+    )  # mongomock has none: MongoDB's answers
+    store = MongoStore(
+        db=mongomock.MongoClient(tz_aware=True)[f"monitor_test_{uuid.uuid4().hex[:12]}"], description="mongomock"
+    )
     store.ensure_indexes()
     store.write_images(SOURCE, [image(f"cat/{i}.png", key=i / 8) for i in range(8)], [])
 
@@ -381,9 +501,16 @@ def test_the_walk_cost_on_mongodb_sums_explain_of_each_query_until_enough_are_re
 
 def test_present_images_are_path_and_label_of_one_source_only_on_both(opener: Callable[[], Store]) -> None:
     with opener() as store:
-        store.write_images(SOURCE, [image("cat/a.png"), image("dog/b.png"), image("cat/gone.png", status="missing", reason="vanished")], [])
+        store.write_images(
+            SOURCE,
+            [image("cat/a.png"), image("dog/b.png"), image("cat/gone.png", status="missing", reason="vanished")],
+            [],
+        )
         store.write_images("gs://other/val", [{**image("cat/z.png"), "source": "gs://other/val"}], [])
-        assert sorted(store.present_images(SOURCE), key=lambda d: d["path"]) == [{"path": "cat/a.png", "label": "cat"}, {"path": "dog/b.png", "label": "dog"}]
+        assert sorted(store.present_images(SOURCE), key=lambda d: d["path"]) == [
+            {"path": "cat/a.png", "label": "cat"},
+            {"path": "dog/b.png", "label": "dog"},
+        ]
         assert store.count_images(SOURCE) == 3 and store.count_images(SOURCE, present_only=True) == 2
         assert store.usable_labels("gs://other/val") == ["cat"]
 
@@ -425,7 +552,9 @@ def test_an_update_alone_is_committed_with_its_partition(settings: Settings) -> 
     with open_store(settings) as store:
         store.write_images(SOURCE, [image("cat/a.png")], [])
     with open_store(settings) as store:  # a later run changes one image and writes nothing else
-        store.write_images(SOURCE, [], [({"source": SOURCE, "path": "cat/a.png", "label": "cat"}, {"$set": {"size": 99}})])
+        store.write_images(
+            SOURCE, [], [({"source": SOURCE, "path": "cat/a.png", "label": "cat"}, {"$set": {"size": 99}})]
+        )
     with open_store(settings) as store:
         assert find(store, "images", {"path": "cat/a.png"})[0]["size"] == 99
 
@@ -440,7 +569,10 @@ def test_a_store_no_commit_of_which_reads_is_not_restored_and_says_why_for_each(
         part.write_bytes(b"garbage")
     (root / "manifest.json.1").write_text("{damaged")
 
-    with pytest.raises(StoreError, match=r"no commit of the embedded store .* reads \(manifest\.json: .*not BSON \((?!None\))[^)]+\).*; manifest\.json\.1: ") as err:
+    with pytest.raises(
+        StoreError,
+        match=r"no commit of the embedded store .* reads \(manifest\.json: .*not BSON \((?!None\))[^)]+\).*; manifest\.json\.1: ",
+    ) as err:
         restore(root)
     assert "move" in str(err.value) and not (root / "manifest.json.bad").exists()
 

@@ -83,7 +83,9 @@ def lattice(target: float, drop: float) -> tuple[int, int, float]:
     """
     p1 = target - drop
     if not 0.0 < p1 < target < 1.0:
-        raise ConfigError(f"target {target} minus drop_to_detect {drop} = {p1:.3f} is not an accuracy between 0 and the target")
+        raise ConfigError(
+            f"target {target} minus drop_to_detect {drop} = {p1:.3f} is not an accuracy between 0 and the target"
+        )
     if_correct, if_wrong = math.log(target / p1), math.log((1.0 - p1) / (1.0 - target))
     ratio = if_wrong / if_correct
     for denominator in range(1, 1001):
@@ -124,7 +126,11 @@ def run_lengths(limit: int, up: int, down: int, p_up: float, n_of_state: ArrayLi
         jump, prob = up * ups[keep] - down * (n - ups[keep]), prob[keep]
         there = np.maximum(0, rows[:, None] + jump[None, :])
         inside = there < limit  # the rest reaches the limit: absorbed
-        np.add.at(transition, (np.broadcast_to(rows[:, None], there.shape)[inside], there[inside]), np.broadcast_to(prob, there.shape)[inside])
+        np.add.at(
+            transition,
+            (np.broadcast_to(rows[:, None], there.shape)[inside], there[inside]),
+            np.broadcast_to(prob, there.shape)[inside],
+        )
     return np.asarray(linalg.solve(np.eye(limit) - transition, np.ones(limit)), dtype=float)
 
 
@@ -279,18 +285,38 @@ def design(target: float, drop: float, n: int, followup: int, arl: float, recove
     big_drop = round(target * (1.0 - COLLAPSE_FRACTION), 10)
     big_down, big_up, big_unit = lattice(target, big_drop)
     big_h = _smallest(
-        lambda b: worst_run_length(b, big_up, big_down, 1.0 - target, sizes)[0] >= big_arl, math.ceil(math.log(big_arl) / big_unit)
+        lambda b: worst_run_length(b, big_up, big_down, 1.0 - target, sizes)[0] >= big_arl,
+        math.ceil(math.log(big_arl) / big_unit),
     )
     # Recovery: a class not above its target (the worst case: drifting down the least) clears at most once in ``recovery_arl`` days.
     flagged_sizes = [size for size in sizes if size <= n + followup * FLAGGED_MULTIPLE]
     gain, loss, rec_unit = recovery_lattice(target, drop)
     hr = _smallest(
-        lambda r: worst_run_length(r, gain, loss, target, flagged_sizes)[0] >= recovery_arl, math.ceil(math.log(recovery_arl) / rec_unit)
+        lambda r: worst_run_length(r, gain, loss, target, flagged_sizes)[0] >= recovery_arl,
+        math.ceil(math.log(recovery_arl) / rec_unit),
     )
-    return Design(target, drop, n, followup, down, up, unit, h, hr, arl, recovery_arl, big_down, big_up, big_unit, big_h, gain, loss, rec_unit)
+    return Design(
+        target,
+        drop,
+        n,
+        followup,
+        down,
+        up,
+        unit,
+        h,
+        hr,
+        arl,
+        recovery_arl,
+        big_down,
+        big_up,
+        big_unit,
+        big_h,
+        gain,
+        loss,
+        rec_unit,
+    )
 
 
 def required_arl(classes: int, false_alarms_per_year: float) -> float:
     """Days between false alarms each class must reach so that all classes together stay within the bound."""
     return max(1, classes) * 365.0 / false_alarms_per_year
-

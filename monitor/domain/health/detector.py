@@ -37,10 +37,17 @@ class State:
 
     @classmethod
     def zeros(cls, shape: int | tuple[int, ...] = ()) -> State:
-        return cls(np.zeros(shape, dtype=np.int64), np.zeros(shape, dtype=np.int64), np.zeros(shape, dtype=bool), np.zeros(shape, dtype=np.int64))
+        return cls(
+            np.zeros(shape, dtype=np.int64),
+            np.zeros(shape, dtype=np.int64),
+            np.zeros(shape, dtype=bool),
+            np.zeros(shape, dtype=np.int64),
+        )
 
 
-def advance(state: State, n: ArrayLike, correct: ArrayLike, d: Design) -> tuple[State, NDArray[np.bool_], NDArray[np.bool_]]:
+def advance(
+    state: State, n: ArrayLike, correct: ArrayLike, d: Design
+) -> tuple[State, NDArray[np.bool_], NDArray[np.bool_]]:
     """One day: ``S`` and ``B`` gain the day's ratios; a flagged class runs ``R`` the other way. Returns (state, raised, cleared).
 
     A flag is raised when ``S >= h`` or ``B >= big_h``; it clears when ``R >= hr`` (evidence that the class is
@@ -60,7 +67,9 @@ def advance(state: State, n: ArrayLike, correct: ArrayLike, d: Design) -> tuple[
     return State(s, r, flagged, b), raised, cleared
 
 
-def counted(state: State, n: ArrayLike, correct: ArrayLike, followup_n: ArrayLike, followup_correct: ArrayLike, d: Design) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+def counted(
+    state: State, n: ArrayLike, correct: ArrayLike, followup_n: ArrayLike, followup_correct: ArrayLike, d: Design
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """The images a day's step counts: all of them, unless the day drew more follow-up than ``state`` asks for.
 
     The thresholds hold for any grant up to the request of the state the day starts from. In a daily run the

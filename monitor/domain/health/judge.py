@@ -108,7 +108,15 @@ class Carried(NamedTuple):
 def check_counts(counts: Counts) -> None:
     """Class by class: inconsistent counts, then a repeated date, are a :class:`DataError` (the first class with either)."""
     fn, fc = counts.followup_n, counts.followup_correct
-    bad = (counts.n < 0) | (counts.correct < 0) | (counts.correct > counts.n) | (fc < 0) | (fc > fn) | (fn > counts.n) | (fn - fc > counts.n - counts.correct)
+    bad = (
+        (counts.n < 0)
+        | (counts.correct < 0)
+        | (counts.correct > counts.n)
+        | (fc < 0)
+        | (fc > fn)
+        | (fn > counts.n)
+        | (fn - fc > counts.n - counts.correct)
+    )
     repeat = np.zeros(counts.day.shape, dtype=bool)
     repeat[1:] = (counts.label[1:] == counts.label[:-1]) & (counts.day[1:] == counts.day[:-1])
     first_bad = int(counts.label[bad].min()) if bad.any() else None
@@ -168,8 +176,17 @@ def judge_classes(
     today = as_of.toordinal()
     # Images evaluated so far, each once: carried in the rows, or (for a class without) summed over its whole history.
     carried = np.asarray([row is not None and "evaluated_n" in row for row in rows_before], dtype=bool)
-    evaluated_n = np.asarray([int(row["evaluated_n"]) if row is not None and "evaluated_n" in row else 0 for row in rows_before], dtype=np.int64)
-    evaluated_c = np.asarray([int(row.get("evaluated_correct") or 0) if row is not None and "evaluated_n" in row else 0 for row in rows_before], dtype=np.int64)
+    evaluated_n = np.asarray(
+        [int(row["evaluated_n"]) if row is not None and "evaluated_n" in row else 0 for row in rows_before],
+        dtype=np.int64,
+    )
+    evaluated_c = np.asarray(
+        [
+            int(row.get("evaluated_correct") or 0) if row is not None and "evaluated_n" in row else 0
+            for row in rows_before
+        ],
+        dtype=np.int64,
+    )
     counted_from = np.where(carried, after, 0)[np.maximum(where, 0)]
     summed = mine & (counts.day > counted_from) & (counts.day <= today)
     np.add.at(evaluated_n, where[summed], counts.n[summed])
@@ -183,7 +200,9 @@ def judge_classes(
         rows = replay[first:last]
         who = where[rows]
         before = State(state.s[who], state.r[who], state.flagged[who], state.b[who])
-        used_n, used_c = counted(before, counts.n[rows], counts.correct[rows], counts.followup_n[rows], counts.followup_correct[rows], d)
+        used_n, used_c = counted(
+            before, counts.n[rows], counts.correct[rows], counts.followup_n[rows], counts.followup_correct[rows], d
+        )
         moved, raised, _ = advance(before, used_n, used_c, d)
         state.s[who], state.r[who], state.flagged[who], state.b[who] = moved.s, moved.r, moved.flagged, moved.b
         since[who[raised]] = dt.date.fromordinal(int(counts.day[rows[0]])).isoformat()
@@ -221,15 +240,34 @@ def judge_classes(
 
     judged: list[Evidence] = []
     for i in range(size):
-        judged.append(judged_row(Judgement(
-            d=d, policy=policy, window_start=window_start, code=int(codes[i]),
-            pooled_n=int(pooled_n[i]), pooled_correct=int(pooled_c[i]), estimate=finite_or_none(estimate[i]), effective_n=float(effective[i]),
-            ci_low=finite_or_none(ci_lows[i]), ci_high=finite_or_none(ci_highs[i]), p_below=float(p_below[i]),
-            s=float(state.s[i]), r=float(state.r[i]), b=float(state.b[i]), flagged=bool(state.flagged[i]), since=since[i],
-            followup=int(followups[i]), day_n=int(n_today[i]), day_correct=int(c_today[i]),
-            evaluated_n=int(evaluated_n[i]), evaluated_correct=int(evaluated_c[i]),
-            unseen_left=None if unseen_today[i] < 0 else int(unseen_today[i]),
-        )))  # fmt: skip
+        judged.append(
+            judged_row(
+                Judgement(
+                    d=d,
+                    policy=policy,
+                    window_start=window_start,
+                    code=int(codes[i]),
+                    pooled_n=int(pooled_n[i]),
+                    pooled_correct=int(pooled_c[i]),
+                    estimate=finite_or_none(estimate[i]),
+                    effective_n=float(effective[i]),
+                    ci_low=finite_or_none(ci_lows[i]),
+                    ci_high=finite_or_none(ci_highs[i]),
+                    p_below=float(p_below[i]),
+                    s=float(state.s[i]),
+                    r=float(state.r[i]),
+                    b=float(state.b[i]),
+                    flagged=bool(state.flagged[i]),
+                    since=since[i],
+                    followup=int(followups[i]),
+                    day_n=int(n_today[i]),
+                    day_correct=int(c_today[i]),
+                    evaluated_n=int(evaluated_n[i]),
+                    evaluated_correct=int(evaluated_c[i]),
+                    unseen_left=None if unseen_today[i] < 0 else int(unseen_today[i]),
+                )
+            )
+        )
     return judged
 
 
@@ -271,7 +309,9 @@ class Judgement:
     day_correct: int
     evaluated_n: int  # images of the class this model has evaluated so far, each once
     evaluated_correct: int
-    unseen_left: int | None  # images of the class the model has still not evaluated after the day's draw (None: unknown)
+    unseen_left: (
+        int | None
+    )  # images of the class the model has still not evaluated after the day's draw (None: unknown)
 
 
 def judged_row(j: Judgement) -> Evidence:
@@ -280,7 +320,11 @@ def judged_row(j: Judgement) -> Evidence:
     verdict = Verdict.from_code(j.code)
     cusum, recovery = j.s * d.unit, j.r * d.rec_unit
     exhausted = j.unseen_left == 0
-    bucket_low, bucket_high = wilson_interval(j.evaluated_correct, j.evaluated_n, j.policy.confidence_level) if j.evaluated_n else (None, None)
+    bucket_low, bucket_high = (
+        wilson_interval(j.evaluated_correct, j.evaluated_n, j.policy.confidence_level)
+        if j.evaluated_n
+        else (None, None)
+    )
     return {
         "verdict": verdict.value,
         "target": float(d.target),
@@ -315,7 +359,9 @@ def judged_row(j: Judgement) -> Evidence:
     }
 
 
-def _reason(j: Judgement, verdict: Verdict, cusum: float, recovery: float, bucket_low: float | None, bucket_high: float | None) -> str:
+def _reason(
+    j: Judgement, verdict: Verdict, cusum: float, recovery: float, bucket_low: float | None, bucket_high: float | None
+) -> str:
     """The verdict in plain words, with the numbers behind it."""
     d, policy = j.d, j.policy
     level = f"{policy.confidence_level:.0%}"
@@ -340,11 +386,19 @@ def _reason(j: Judgement, verdict: Verdict, cusum: float, recovery: float, bucke
             f"it clears when the evidence that the class is above its target reaches {d.recovery_threshold:.1f} (now {recovery:.1f}; {window}; {odds}){more}."
         )
     if verdict == Verdict.INSUFFICIENT_DATA:
-        return carried + f"Only {j.evaluated_n} images evaluated so far (at least {policy.min_samples} needed); CUSUM {cusum:.1f} < {d.threshold:.1f}{more}."
+        return (
+            carried
+            + f"Only {j.evaluated_n} images evaluated so far (at least {policy.min_samples} needed); CUSUM {cusum:.1f} < {d.threshold:.1f}{more}."
+        )
     if verdict == Verdict.WATCH:
-        return carried + f"Evidence for a drop below {d.target:.2f}: CUSUM {cusum:.1f} of {d.threshold:.1f} ({window}; {odds}){more}."
-    return carried + f"{window[0].upper()}{window[1:]} against target {d.target:.2f}; {odds}; CUSUM {cusum:.1f} < {d.threshold:.1f}."
-
+        return (
+            carried
+            + f"Evidence for a drop below {d.target:.2f}: CUSUM {cusum:.1f} of {d.threshold:.1f} ({window}; {odds}){more}."
+        )
+    return (
+        carried
+        + f"{window[0].upper()}{window[1:]} against target {d.target:.2f}; {odds}; CUSUM {cusum:.1f} < {d.threshold:.1f}."
+    )
 
 
 def grant_followup(extra: ArrayLike, urgency: ArrayLike, cap: int, unit: int = 1) -> NDArray[np.int64]:
@@ -368,5 +422,3 @@ def grant_followup(extra: ArrayLike, urgency: ArrayLike, cap: int, unit: int = 1
 def urgency(s: ArrayLike, h: float, flagged: ArrayLike) -> NDArray[np.float64]:
     """The order follow-up is granted in: flagged classes first, then the classes closest to their threshold."""
     return np.where(np.asarray(flagged, dtype=bool), 2.0, np.asarray(s, dtype=float) / max(float(h), 1e-9))
-
-

@@ -73,5 +73,7 @@ class HealthPolicy:
     def as_judged(self, stored: Mapping[str, Any]) -> HealthPolicy:
         """The policy a stored ``judged_under`` records (its sample sizes required); a value it lacks stays this policy's."""
         kept = {f.name: stored[f.name] for f in dataclasses.fields(self) if f.name in stored}
-        kept.update(samples_per_class=int(stored["samples_per_class"]), followup_samples=int(stored["followup_samples"]))
+        kept.update(
+            samples_per_class=int(stored["samples_per_class"]), followup_samples=int(stored["followup_samples"])
+        )
         return dataclasses.replace(self, **kept)
