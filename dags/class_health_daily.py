@@ -166,12 +166,12 @@ def run_date(context: Mapping[str, Any]) -> dt.date:
 
     Read here, at the DAG's edge, once per task; the stages take the date as it is.
     """
-    from monitor.core.dates import parse_run_date
+    from monitor.core.dates import days_before, parse_run_date
 
     if context.get("ds"):
         return parse_run_date(context["ds"])
     run_after = context["dag_run"].run_after
-    return parse_run_date((run_after - dt.timedelta(days=1)).date())
+    return parse_run_date(days_before(run_after.date(), 1))
 
 
 def _run_stage(stage: str, call: Callable[[Settings], dict[str, Any]]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from monitor.core.dates import is_iso_day
-from monitor.core.errors import DataError
+from monitor.core.errors import DataError, first_line
 from monitor.core.files import atomic_write
 from monitor.core.settings import safe_name
 
@@ -214,7 +214,7 @@ def read_predictions(path: Path) -> pd.DataFrame:
         frame = table.to_pandas()
     except (pa.ArrowException, OSError, ValueError) as exc:  # truncated, not Parquet, or a footer that lies
         raise DataError(
-            f"the predictions file {path} is not a readable Parquet file ({_first_line(exc)}); {remedy}"
+            f"the predictions file {path} is not a readable Parquet file ({first_line(exc, 200)}); {remedy}"
         ) from exc
     for column in ("topk_labels", "topk_scores"):
         frame[column] = [list(v) if v is not None else [] for v in frame[column]]
@@ -276,7 +276,7 @@ def _checked(table: pa.Table, path: Path, remedy: str) -> pa.Table:
         try:
             column = column.cast(field.type)
         except pa.ArrowException as exc:
-            raise refuse(f"column {field.name!r} does not convert to {field.type} ({_first_line(exc)})") from exc
+            raise refuse(f"column {field.name!r} does not convert to {field.type} ({first_line(exc, 200)})") from exc
         if field.name == "draw":
             column = pc.fill_null(column, DRAW_BASE)
         elif not field.nullable and column.null_count:
@@ -307,11 +307,6 @@ def _checked(table: pa.Table, path: Path, remedy: str) -> pa.Table:
     return table
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc)
-    return text.splitlines()[0][:200] if text.strip() else type(exc).__name__
-
-
 def read_predictions_spark(
     spark: SparkSession, path: Path | str, columns: Sequence[str], *, required: Sequence[str]
 ) -> SparkDataFrame:
@@ -328,7 +323,7 @@ def read_predictions_spark(
     try:
         frame = spark.read.parquet(str(path))
     except AnalysisException as exc:
-        raise DataError(f"cannot read predictions from {path}: {str(exc).splitlines()[0][:300]}") from exc
+        raise DataError(f"cannot read predictions from {path}: {first_line(exc)}") from exc
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise DataError(f"predictions {path} lack the column(s) {', '.join(missing)}")

@@ -50,7 +50,7 @@ spec() {
         sampling) echo 'monitor/domain/sampling.py|tests/domain/test_sampling.py|fork||' ;;
         alerts)   echo 'monitor/domain/alerts.py|tests/domain/test_alerts.py|forkserver||' ;;
         compare)  echo 'monitor/domain/compare.py|tests/domain/test_compare.py|fork|not spark|' ;;
-        store)    echo 'monitor/store/__init__.py monitor/store/embedded.py|tests/store/test_store.py|fork||' ;;
+        store)    echo 'monitor/store/base.py monitor/store/common.py monitor/store/mongo.py monitor/store/embedded_store.py monitor/store/embedded.py|tests/store/test_store.py tests/store/test_hardening_store.py|fork||' ;;
         indexing) echo 'monitor/domain/indexing.py|tests/domain/test_indexing.py|fork|not gcs|' ;;
         metrics)  echo "evaluation/metrics.py|tests/evaluation/test_metrics.py|fork|not spark||$METRICS_FUNCTIONS" ;;
         *) echo "unknown module '$1' (known: health sampling alerts compare store indexing metrics)" >&2; return 1 ;;

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-# Keep every test off the network and off the user's own config.
+# Keep every test off the network and off the user's own config. The suite's own switch for a real MongoDB
+# (the store tests run on it as well as on mongomock) is not a setting and stays.
+SUITE_SWITCHES = ("MONITOR_TEST_MONGO_URI",)
 os.environ.pop("MONITOR_CONFIG", None)
-for _name in [n for n in os.environ if n.startswith("MONITOR_")]:
+for _name in [n for n in os.environ if n.startswith("MONITOR_") and n not in SUITE_SWITCHES]:
     del os.environ[_name]
 
 pytest_plugins = sorted(

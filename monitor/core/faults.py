@@ -2,7 +2,7 @@
 
 A test harness only (like the fail points of etcd or TiKV): production code calls :func:`point` at the
 moments a crash matters most (between stages, inside an atomic write, right after an alert left), so
-that ``tests/orchestration/test_faults.py`` can kill a real ``monitor evaluate`` exactly there and check that a re-run
+that ``tests/orchestration/test_faults_kill_*.py`` can kill a real ``monitor evaluate`` exactly there and check that a re-run
 repairs everything. Unset (always, outside those tests), a point costs one dictionary lookup.
 """
 

@@ -54,7 +54,7 @@ from filelock import FileLock, Timeout
 from pymongo.collection import Collection
 
 from monitor.core import faults
-from monitor.core.errors import StoreError
+from monitor.core.errors import StoreError, first_line
 from monitor.core.files import atomic_write, parse_json_bounded, read_bounded, remove_leftovers
 from monitor.store.base import COLLECTIONS, Key, partition_key
 
@@ -184,7 +184,7 @@ def read_part_file(
     try:
         docs = bson.decode_all(data, _CODEC)
     except (BSONError, ValueError, TypeError) as exc:  # truncated or not BSON
-        raise ValueError(f"not BSON ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from exc
+        raise ValueError(f"not BSON ({first_line(exc, 120)})") from exc
     # One field at a time over all documents (a set per field, not a tuple per document): every read checks this.
     fields = COLLECTIONS[kind].partition
     for name, value in zip(fields, key):
@@ -286,7 +286,7 @@ class EmbeddedDB:
             raise StoreError(f"cannot read the embedded store manifest {path}: {exc.strerror or exc}") from exc
         except (ValueError, TypeError, KeyError) as exc:
             raise StoreError(
-                f"the embedded store manifest {path} is unreadable ({_first_line(exc)}); {restore_hint(self.root)}"
+                f"the embedded store manifest {path} is unreadable ({first_line(exc, 200)}); {restore_hint(self.root)}"
             ) from exc
         self._manifest_stamp = stamp
         return manifest
@@ -390,7 +390,7 @@ class EmbeddedDB:
                 raise StoreError(f"cannot read the embedded store file {path}: {exc.strerror or exc}") from exc
             except ValueError as exc:
                 raise StoreError(
-                    f"the embedded store file {path} ({part.kind} {'/'.join(part.key)}) is unreadable: {_first_line(exc)}; {restore_hint(self.root)}"
+                    f"the embedded store file {path} ({part.kind} {'/'.join(part.key)}) is unreadable: {first_line(exc, 200)}; {restore_hint(self.root)}"
                 ) from exc
         raise AssertionError("unreachable")
 
@@ -546,14 +546,14 @@ def restore(root: Path) -> dict[str, Any]:
                 text = read_bounded(path, max_bytes=MANIFEST_MAX_BYTES, inside=root)
                 manifest = Manifest.parse(text)
             except (OSError, ValueError, TypeError, KeyError) as exc:  # FileRefused is a ValueError
-                tried.append(f"{name}: {_first_line(exc)}")
+                tried.append(f"{name}: {first_line(exc, 200)}")
                 continue
             try:
                 for part in manifest.parts.values():
                     assert part.file is not None
                     read_part_file(root / part.file, part.kind, part.key, part.docs, part.bytes, root)
             except (OSError, ValueError, TypeError, KeyError) as exc:
-                tried.append(f"{name}: its file {part.file} {_first_line(exc)}")
+                tried.append(f"{name}: its file {part.file} {first_line(exc, 200)}")
                 continue
             if name != MANIFEST:
                 try:
@@ -597,11 +597,6 @@ def _holder_text(holder: Path) -> str:
     if not isinstance(info, dict):
         return "holder unknown"
     return f"pid {info.get('pid')}, `{str(info.get('command'))[:200]}`, since {str(info.get('since'))[:40]}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc)
-    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _now_iso() -> str:

@@ -1,0 +1,30 @@
+"""The suite's own switches reach the tests they switch: a check that cannot fail is a defect."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow  # a pytest in a subprocess, waiting for a server that is not there
+def test_the_real_mongodb_switch_reaches_the_store_tests_and_fails_them_with_no_server() -> None:
+    # Nothing listens on port 1: with the switch set, the MongoDB half of the store tests must fail, not pass on mongomock.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}
+    env["MONITOR_TEST_MONGO_URI"] = "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300&connectTimeoutMS=300"
+    test = "tests/store/test_store.py::test_the_walk_starts_at_an_image_whose_key_equals_the_pivot_on_both"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", f"{test}[mongodb]"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1, done.stdout[-2000:]
+    assert "1 error" in done.stdout or "1 failed" in done.stdout, done.stdout[-2000:]
+    assert "ServerSelectionTimeoutError" in done.stdout or "127.0.0.1:1" in done.stdout, done.stdout[-2000:]
