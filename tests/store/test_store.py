@@ -239,6 +239,47 @@ def test_samples_runs_models_and_alerts_agree_on_both(opener: Callable[[], Store
         assert store.alerts("m@2") == [] and store.counts()["alerts"] == 1
 
 
+def test_candidates_comparisons_and_evaluations_agree_on_both(opener: Callable[[], Store]) -> None:
+    with opener() as store:
+        assert store.add_candidate("/models/b", model_id="b@2", added_at=T0)
+        assert store.add_candidate("/models/a", model_id="a@1", added_at=T0)
+        assert not store.add_candidate("/models/a", model_id="a@9", added_at=T0)  # registered already: kept as it was
+        for date, verdict in (("2026-11-02", "insufficient_data"), ("2026-11-03", "reject"), ("2026-11-03", "promote")):
+            store.save_comparison({"candidate": "a@1", "date": date, "verdict": verdict})
+        store.save_comparison({"candidate": "b@2", "date": "2026-11-03", "verdict": "reject"})
+        rows = [
+            {"label": "cat", "image": "md5:1", "path": "cat/1.png", "correct": True, "draw": "base"},
+            {"label": "cat", "image": "md5:2", "path": "cat/2.png", "correct": False, "draw": "followup"},
+            {"label": "dog", "image": "md5:3", "path": "dog/3.png", "correct": True, "draw": "base"},
+        ]
+        assert store.replace_evaluations("m@1", "2026-11-02", rows) == 3
+        assert store.replace_evaluations("m@1", "2026-11-03", [{**rows[0], "image": "md5:5"}]) == 1
+        assert (
+            store.replace_evaluations("m@1", "2026-11-03", [{**rows[0], "image": "md5:4"}]) == 1
+        )  # replaced, not added
+        with pytest.raises(DataError):
+            store.replace_evaluations("m@1", "2026-11-04", [rows[2], rows[2]])
+    with opener() as store:
+        assert [(c["model_dir"], c["model_id"]) for c in store.candidates()] == [
+            ("/models/a", "a@1"),
+            ("/models/b", "b@2"),
+        ]
+        assert store.remove_candidate("/models/b") and not store.remove_candidate("/models/b")
+        assert [(c["candidate"], c["date"], c["verdict"]) for c in store.comparisons("a@1")] == [
+            ("a@1", "2026-11-02", "insufficient_data"),
+            ("a@1", "2026-11-03", "promote"),
+        ]
+        assert [c["date"] for c in store.comparisons("a@1", start="2026-11-03")] == ["2026-11-03"]
+        assert [c["date"] for c in store.comparisons("a@1", end="2026-11-02")] == ["2026-11-02"]
+        assert all("_id" not in c for c in store.comparisons("a@1")) and store.comparisons("c@3") == []
+        assert store.evaluated("m@1") == {"cat": {"md5:1", "md5:2", "md5:4"}, "dog": {"md5:3"}}
+        assert store.evaluated("m@1", other_than="2026-11-02") == {"cat": {"md5:4"}}
+        assert store.evaluated("m@1", labels=["dog"]) == {"dog": {"md5:3"}}
+        assert store.evaluated("m@2") == {}
+    with opener() as store:
+        assert [c["model_dir"] for c in store.candidates()] == ["/models/a"]
+
+
 # --- the embedded store ------------------------------------------------------------------------------
 
 
