@@ -181,7 +181,7 @@ def class_metrics_spark(
     tag = uuid.uuid4().hex
     predictions_view, cells_view, labels_view = (f"chm_{name}_{tag}" for name in ("predictions", "cells", "labels"))
     frame.createOrReplaceTempView(predictions_view)
-    _labels_frame(spark, wanted).createOrReplaceTempView(labels_view)
+    spark.createDataFrame([(label,) for label in wanted], "label string").createOrReplaceTempView(labels_view)
     cells: SparkDataFrame | None = None
     try:
         cells = spark.sql(CELLS_SQL, args={"predictions_view": predictions_view}).cache()
@@ -204,14 +204,6 @@ def class_metrics_spark(
     return _finish(
         records, confidence, source=str(predictions) if isinstance(predictions, (str, Path)) else "the predictions"
     )
-
-
-def _labels_frame(spark: SparkSession, labels: Sequence[str]) -> SparkDataFrame:
-    """``labels`` as a one-column Spark DataFrame, through Arrow like the predictions: a list of rows would be
-    deserialised by a Python worker, whose start costs seconds on a small day."""
-    import pandas as pd
-
-    return spark.createDataFrame(pd.DataFrame({"label": list(labels)}, dtype=object), "label string")
 
 
 def _spark_input(spark: SparkSession, predictions: pd.DataFrame | str | Path) -> SparkDataFrame:
@@ -483,7 +475,9 @@ def paired_counts_spark(
     )
     spark.createDataFrame(left, _PAIRED_SCHEMA).createOrReplaceTempView(production_view)
     spark.createDataFrame(right, _PAIRED_SCHEMA).createOrReplaceTempView(candidate_view)
-    _labels_frame(spark, _label_list(labels)).createOrReplaceTempView(labels_view)
+    spark.createDataFrame([(label,) for label in _label_list(labels)], "label string").createOrReplaceTempView(
+        labels_view
+    )
     try:
         result = spark.sql(
             PAIRED_COUNTS_SQL,

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from monitor.core.faults import VARIABLE as KILL_AT
-from tests.fixtures.faults import BROKEN, DATE, leftovers, monitor, snapshot
+from tests.fixtures.faults import BROKEN, kill_and_repair, monitor
 from tests.fixtures.webhook import Endpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
@@ -45,14 +44,7 @@ def test_a_run_killed_between_stages_is_repaired_by_a_rerun_with_no_alert_sent_t
     point: str, source: Path, tmp_path: Path, webhook: Endpoint, uninterrupted: dict[str, Any]
 ) -> None:
     data_dir = tmp_path / "data"
-    urls = {"MONITOR_ALERT_URLS": json.dumps([webhook.url])}
-    killed = monitor(data_dir, source, "evaluate", "--date", DATE, env={**urls, KILL_AT: point})
-    assert killed.returncode == -9, f"{point} was never reached: {killed.stderr[-2000:]}"
-    again = monitor(data_dir, source, "evaluate", "--date", DATE, env=urls)
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert snapshot(data_dir) == uninterrupted["snapshot"]
-    assert len(webhook.bodies) == 1  # sent once, whether the kill came before the send or right after it
-    assert leftovers(data_dir) == []
+    kill_and_repair(point, source, data_dir, webhook, uninterrupted)
     if point == "after_alert_send":  # the send was cut short: not resent, and the alert says it is uncertain
         (alert,) = json.loads(monitor(data_dir, source, "alerts", "--json").stdout)["alerts"]
         assert alert["delivered"] and "may or may not have received alert id" in alert["last_error"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,4 +30,5 @@ def test_the_linter_is_the_pinned_one_and_sees_the_rules_of_pyproject(tmp_path: 
     bad.write_text("import sys\nimport os\n")
     done = ruff("check", "--no-cache", "--config", str(ROOT / "pyproject.toml"), str(bad))
     assert done.returncode == 1 and "F401" in done.stdout and "I001" in done.stdout, done.stdout
-    assert ruff("--version").stdout.strip() == "ruff 0.17.6"
+    pinned = re.search(r'"ruff==([^"]+)"', (ROOT / "pyproject.toml").read_text())
+    assert pinned and ruff("--version").stdout.strip() == f"ruff {pinned.group(1)}"  # the installed one is the pin
