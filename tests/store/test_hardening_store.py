@@ -229,7 +229,14 @@ MANIFEST_DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
     "docs a float": (_replace_number('"docs": 1', '"docs": 1.5'), "is not a partition"),
     "docs true": (_replace_number('"docs": 1', '"docs": true'), "is not a partition"),
     "bytes a list": (_replace_number('"bytes": ', '"bytes": [1], "was": '), "is not a partition"),
-    "commit a list": (_replace_number('"commit": 2', '"commit": [2]'), "commit"),
+    "commit a list": (_replace_number('"commit": 2', '"commit": [2]'), "its commit is not a number of commits"),
+    "committed_at a number": (
+        _replace_number('"committed_at": "', '"committed_at": 7, "was": "'),
+        "its commit is not a number of commits, or its time not a text",
+    ),
+    "a list": (_with_manifest_text("[]"), "not a store manifest of format 1: expected an object with format and parts"),
+    "of format 2": (_replace_number('"format": 1', '"format": 2'), "not a store manifest of format 1"),
+    "parts an object": (_with_manifest_text('{"format": 1, "parts": {}}'), "not a store manifest of format 1"),
     "nested 100,000 deep": (
         _with_manifest_text('{"format": 1, "parts": [], "x": ' + "[" * 100_000 + "]" * 100_000 + "}"),
         "nests deeper",
@@ -478,3 +485,226 @@ def test_a_sound_calibration_cache_entry_is_reused_without_a_warning(
     with caplog.at_level(logging.WARNING, logger="monitor.domain.health"):
         assert health._cached_design(file, ARGS) == CALIBRATED
     assert not caplog.records
+
+
+# --- the partition and manifest readers, file by file (closing mutants of scripts/mutation.sh) -------------
+
+
+def _store_files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _set_part(root: Path, **changes: Any) -> None:
+    """Change the current commit's one partition entry (its docs, bytes ...) in manifest.json."""
+    manifest = _manifest(root)
+    manifest["parts"][0].update(changes)
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_partition_file_named_in_the_manifest_but_missing_is_one_line_and_restore_goes_back(
+    two_commits: tuple[Settings, Path],
+) -> None:
+    settings, root = two_commits
+    file = _current_file(root)
+    file.unlink()
+    expected = f"the embedded store file {file} is missing; run `monitor store restore` to go back"
+    assert _assert_one_line_naming(_read_in_thread(settings), str(file)).startswith(expected)
+    with open_store(settings) as writer, pytest.raises(StoreError) as err:
+        writer.rows("class_health", "m@1")  # a writer never follows another commit: the same refusal
+    assert str(err.value).startswith(expected)
+    done = restore(root)
+    assert done["restored_from"] == "manifest.json.1"
+    assert done["skipped"][0].startswith(f"manifest.json: its file {file.relative_to(root)} ")
+    assert _read_in_thread(settings) == ["v1"]
+
+
+@pytest.mark.parametrize("cut", ["inside the second document", "after the first document"])
+def test_a_truncated_partition_file_is_refused_with_its_cause_and_nothing_is_lost(cut: str, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    root = settings.store_dir / settings.mongo_db
+    with open_store(settings) as store:
+        for version in (1, 2):
+            store.replace_day("class_health", "m@1", DAY, [{"label": x, "verdict": f"v{version}"} for x in "ab"])
+            store.commit()
+    file = _current_file(root)
+    data = file.read_bytes()
+    first = int.from_bytes(data[:4], "little")  # a BSON document starts with its length
+    kept = data[: first + 10] if cut == "inside the second document" else data[:first]
+    file.write_bytes(kept)
+    _set_part(root, bytes=len(kept))  # the size agrees: what the contents say is what is refused
+    reason = "not BSON (" if cut == "inside the second document" else "holds 1 documents where the manifest says 2"
+    text = _assert_one_line_naming(_read_in_thread(settings), str(file), reason, f"(class_health m@1/{DAY})")
+    assert f"is unreadable: {reason}" in text
+    before = _store_files(root)
+    assert (
+        isinstance(_read_in_thread(settings), StoreError) and _store_files(root) == before
+    )  # a reader changes nothing
+    done = restore(root)
+    assert done["restored_from"] == "manifest.json.1" and reason in done["skipped"][0]
+    assert _read_in_thread(settings) == ["v1", "v1"]
+    assert file.read_bytes() == kept  # the damaged file is left for the user to look at
+
+
+def test_a_partition_file_holding_another_partitions_documents_names_that_partition_cut_to_one_short_line(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    root = settings.store_dir / settings.mongo_db
+    model = "m@" + "x" * 250  # a long key: the quoted cause is cut at 200 characters
+    with open_store(settings) as store:
+        for day in ("2026-11-01", "2026-11-02"):
+            store.replace_day("class_health", model, day, [{"label": "a", "verdict": "v"}])
+    files = {tuple(e["key"]): root / e["file"] for e in _manifest(root)["parts"]}
+    wrong = files[(model, "2026-11-02")].read_bytes()
+    files[(model, "2026-11-01")].write_bytes(wrong)  # the same size and count: only its documents are wrong
+    with open_store(settings, read_only=True) as reader, pytest.raises(StoreError) as err:
+        reader.rows("class_health", model)
+    cause = f"holds a document of another partition ({{'model_id': '{model}', 'date': '2026-11-02'}})"
+    assert f"is unreadable: {cause[:200]}; run `monitor store restore`" in str(err.value)
+    assert str(files[(model, "2026-11-01")]) in str(err.value)
+
+
+def test_a_stored_time_out_of_range_is_refused_as_not_bson_with_the_decoders_cause_cut_short(
+    two_commits: tuple[Settings, Path],
+) -> None:
+    import bson
+    from bson.codec_options import CodecOptions
+    from bson.datetime_ms import DatetimeMS
+
+    settings, root = two_commits
+    file = _current_file(root)
+    data = bson.encode({"model_id": "m@1", "date": DAY, "label": "a", "at": DatetimeMS(2**62)})
+    file.write_bytes(data)
+    _set_part(root, bytes=len(data))
+    try:
+        bson.decode_all(data, CodecOptions(tz_aware=True))
+    except bson.errors.InvalidBSON as exc:
+        decoder_says = str(exc).splitlines()[0]
+    assert len(decoder_says) > 120  # the decoder's message runs on (a link to its docs)
+    text = _assert_one_line_naming(_read_in_thread(settings), str(file))
+    assert f"is unreadable: not BSON ({decoder_says[:120]}); run" in text
+
+
+def test_a_manifest_entry_that_is_not_a_partition_is_shown_short_and_as_written(
+    two_commits: tuple[Settings, Path],
+) -> None:
+    settings, root = two_commits
+    _set_part(root, kind="nope", note="z" * 500)
+    text = _assert_one_line_naming(_read_in_thread(settings), "a manifest entry is not a partition: {kind: 'nope', ")
+    assert "key: ['m@1', '2026-11-01'], " in text and "docs: 1, " in text
+    assert "note: 'zzz" in text and "z" * 300 not in text  # each value cut short, the whole entry too
+
+
+def test_a_manifest_that_cannot_be_read_is_one_line_naming_it_and_the_cause(
+    two_commits: tuple[Settings, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, root = two_commits
+
+    def denied(path: Path, root: Path) -> Any:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(embedded_module, "read_manifest_file", denied)
+    with pytest.raises(StoreError) as err:
+        EmbeddedDB(root, writable=False)
+    assert str(err.value) == f"cannot read the embedded store manifest {root / 'manifest.json'}: Permission denied"
+
+
+def test_a_manifest_without_a_commit_number_reads_as_commit_0(two_commits: tuple[Settings, Path]) -> None:
+    settings, root = two_commits
+    manifest = _manifest(root)
+    del manifest["commit"]
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with open_store(settings, read_only=True) as reader:
+        assert reader.version() == 0 and [r["verdict"] for r in reader.rows("class_health", "m@1")] == ["v2"]
+    assert restore(root)["commit"] == 0
+
+
+def test_restore_says_the_commit_and_time_it_went_back_to(two_commits: tuple[Settings, Path]) -> None:
+    settings, root = two_commits
+    backup = _manifest(root, "manifest.json.1")
+    _current_file(root).write_bytes(b"garbage")
+    done = restore(root)
+    assert (done["store"], done["restored_from"]) == (str(root), "manifest.json.1")
+    assert (done["commit"], done["committed_at"]) == (1, backup["committed_at"]) and backup["committed_at"]
+
+
+def test_restore_goes_back_no_further_than_the_three_backups(two_commits: tuple[Settings, Path]) -> None:
+    settings, root = two_commits
+    (root / "manifest.json.4").write_bytes((root / "manifest.json.1").read_bytes())  # a sound, but no backup
+    (root / "manifest.json").write_text("{damaged")
+    (root / "manifest.json.1").write_text("{damaged")
+    with pytest.raises(StoreError, match=r"reads \(manifest\.json: .*; manifest\.json\.1: [^;]*\); move ") as err:
+        restore(root)
+    assert "manifest.json.4" not in str(err.value)
+    assert (root / "manifest.json").read_text() == "{damaged"
+
+
+def test_restore_while_a_writer_holds_the_store_names_the_holder(
+    two_commits: tuple[Settings, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, root = two_commits
+
+    class QuickLock(embedded_module.FileLock):  # type: ignore[misc,name-defined]
+        def acquire(self, *args: Any, **options: Any) -> Any:
+            options["timeout"] = 0.2  # restore waits 30 s for a writer: not here
+            return super().acquire(**options)
+
+    monkeypatch.setattr(embedded_module, "FileLock", QuickLock)
+    with open_store(settings):
+        with pytest.raises(
+            StoreError,
+            match=rf"^the embedded store {root} is held by a writer \(pid {os.getpid()}, `[^`]+`, since \d{{4}}-\d\d-\d\dT[^)]*\); restore when it has finished$",
+        ):
+            restore(root)
+
+
+@pytest.mark.parametrize(("size", "shown"), [(4096, "pid 4242, `monitor evaluate`"), (4097, "holder unknown")])
+def test_a_second_writer_reads_a_holder_file_of_at_most_4_kib(
+    size: int, shown: str, two_commits: tuple[Settings, Path]
+) -> None:
+    settings, root = two_commits
+    text = json.dumps({"pid": 4242, "command": "monitor evaluate", "since": "2026-11-01T00:00:00+00:00"})
+    with open_store(settings):
+        (root / ".lock.holder").write_text(text + " " * (size - len(text)))
+        with pytest.raises(StoreError, match=rf"held by another writer \({shown}"):
+            EmbeddedDB(root, writable=True, lock_timeout_s=0.3, wait_message_after_s=0.1)
+
+
+def _failing_replace(monkeypatch: pytest.MonkeyPatch, target: Path) -> None:
+    """os.replace fails onto ``target`` as on a file system gone read-only (only there: the rest is written)."""
+    replace = os.replace
+
+    def failing(src: Any, dst: Any) -> None:
+        if Path(dst) == target:
+            raise OSError(30, "Read-only file system")
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing)
+
+
+def test_a_commit_whose_manifest_cannot_be_written_is_one_line_and_the_last_commit_stays(
+    two_commits: tuple[Settings, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, root = two_commits
+    store = open_store(settings)
+    try:
+        store.replace_day("class_health", "m@1", DAY, [{"label": "a", "verdict": "v3"}])
+        _failing_replace(monkeypatch, root / "manifest.json")
+        with pytest.raises(StoreError) as err:
+            store.commit()
+        monkeypatch.undo()
+    finally:
+        embedded_module.EmbeddedDB.close(store._db, commit=False)  # type: ignore[attr-defined]
+    assert str(err.value) == f"cannot write the embedded store manifest {root / 'manifest.json'}: Read-only file system"
+    assert _read_in_thread(settings) == ["v2"]
+
+
+def test_a_restore_whose_manifest_cannot_be_written_is_one_line(
+    two_commits: tuple[Settings, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, root = two_commits
+    _current_file(root).write_bytes(b"garbage")
+    _failing_replace(monkeypatch, root / "manifest.json")
+    with pytest.raises(StoreError) as err:
+        restore(root)
+    assert str(err.value) == f"cannot write the embedded store manifest {root / 'manifest.json'}: Read-only file system"

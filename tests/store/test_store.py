@@ -425,6 +425,36 @@ class _DownDatabase:
         ),
         (lambda s: s.save_sample({"source": SOURCE, "date": "2026-11-01"}), "record the sample of 2026-11-01"),
         (lambda s: s.runs_on("2026-11-01"), None),
+        (
+            lambda s: s.add_alert({"model_id": "m@1", "label": "a", "date": "2026-11-01", "kind": "watch"}),
+            "write an alert of m@1 on 2026-11-01",
+        ),
+        (
+            lambda s: s.save_comparison({"candidate": "a@1", "date": "2026-11-01"}),
+            "store the comparison of a@1 on 2026-11-01",
+        ),
+        (lambda s: s.add_candidate("/models/a", model_id="a@1", added_at=T0), "register candidate /models/a"),
+        (lambda s: s.remove_candidate("/models/a"), "remove candidate /models/a"),
+        (lambda s: s.candidates(), "read the candidates"),
+        (lambda s: s.comparisons("a@1"), "read the comparisons of a@1"),
+        (lambda s: s.alerts("m@1"), "read the alerts"),
+        (lambda s: s.class_images(SOURCE, "cat", {"$lte": T0}), f"read class 'cat' of {SOURCE}"),
+        (lambda s: s.walk_class(SOURCE, "cat", {"$lte": T0}, 0.5, 3), f"draw class 'cat' of {SOURCE}"),
+        (lambda s: s.usable_labels(SOURCE), f"read the classes of {SOURCE}"),
+        (lambda s: s.evaluated("m@1"), "read the images m@1 evaluated"),
+        (lambda s: s.dates("class_health", "m@1"), "read the dates of class_health"),
+        (lambda s: s.models_on("class_health", "2026-11-01"), "read the models of 2026-11-01"),
+        (lambda s: s.rows("class_health", "m@1"), "read class_health of m@1"),
+        (lambda s: s.replace_day("class_health", "m@1", "2026-11-01", []), "write class_health of m@1 on 2026-11-01"),
+        (lambda s: s.sample(SOURCE, "2026-11-01"), "read the sample of 2026-11-01"),
+        (lambda s: s.update_run(SOURCE, "2026-11-01", {"model_id": "m@1"}), "record the run of 2026-11-01"),
+        (
+            lambda s: s.record_stage(SOURCE, "2026-11-01", "index", {}, finished_at=T0),
+            "record the index stage of 2026-11-01",
+        ),
+        (lambda s: s.withdraw_alerts("m@1", "2026-11-01", set()), "withdraw alerts of m@1 on 2026-11-01"),
+        (lambda s: s.counts(), "count documents"),
+        (lambda s: s.ensure_indexes(), "create indexes"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
@@ -630,3 +660,267 @@ def test_a_commit_writes_each_changed_partition_once_and_says_how_many(settings:
         assert db.info()["partitions"] == 2
     finally:
         db.close()
+
+
+# --- what the mutation run found untested at the store layer (scripts/mutation.sh store) ----------------
+
+
+def test_class_images_are_the_usable_images_of_one_class_and_source_created_in_the_window_on_both(
+    opener: Callable[[], Store],
+) -> None:
+    late = T0 + dt.timedelta(days=5)
+    docs = [
+        image("cat/0.png", key=0.1),
+        image("cat/1.png", key=0.2, created=late),
+        image("cat/x.txt", status="unusable", reason="not_an_image_extension"),
+        image("cat/gone.png", status="missing", reason="vanished"),
+        image("dog/0.png"),
+    ]
+    with opener() as store:
+        store.write_images(SOURCE, docs, [])
+        store.write_images("gs://other/val", [{**image("cat/9.png"), "source": "gs://other/val"}], [])
+        store.commit()
+    with opener() as store:
+        early = store.class_images(SOURCE, "cat", {"$lte": T0 + dt.timedelta(days=1)})
+        assert early == [
+            {"path": "cat/0.png", "label": "cat", "sample_key": 0.1, "created": T0, "checksum": "c"}
+        ]  # the sampling fields only: no status, no _id
+        later = store.class_images(SOURCE, "cat", {"$gte": T0 + dt.timedelta(days=1), "$lte": late})
+        assert [d["path"] for d in later] == ["cat/1.png"]
+        assert store.class_images(SOURCE, "eel", {"$lte": late}) == []
+
+
+def test_models_fall_back_to_the_measured_ones_until_one_is_registered_on_both(opener: Callable[[], Store]) -> None:
+    with opener() as store:
+        assert store.models() == []
+        store.replace_day("class_metrics", "m@2", "2026-11-01", [metric("a")])
+        assert store.models() == [{"model_id": "m@2"}]
+        store.register_model("m@1", name="m", checksum="abc", labels=["a"], date="2026-11-01")
+        assert [m["model_id"] for m in store.models()] == ["m@1"]
+
+
+def test_alerts_are_filtered_by_label_and_pending_on_both(opener: Callable[[], Store]) -> None:
+    base = {"model_id": "m@1", "date": "2026-11-02", "kind": "needs_retraining", "created_at": T0}
+    with opener() as store:
+        store.add_alert({**base, "label": "cat", "delivered": False})
+        store.add_alert({**base, "label": "dog", "delivered": True})
+        store.add_alert({**base, "label": "eel", "delivered": False, "model_id": "m@2"})
+        assert [a["label"] for a in store.alerts("m@1", labels=["dog", "fox"])] == ["dog"]
+        assert store.alerts("m@1", labels=[]) == []
+        assert [a["label"] for a in store.alerts("m@1", pending_only=True)] == ["cat"]
+        assert sorted(a["label"] for a in store.alerts(labels=["cat", "eel"])) == ["cat", "eel"]  # every model
+
+
+def test_rows_come_in_date_then_label_order_whatever_order_they_were_written_in_on_both(
+    opener: Callable[[], Store],
+) -> None:
+    with opener() as store:
+        store.replace_day("class_metrics", "m@1", "2026-11-02", [metric("b"), metric("a")])
+        store.replace_day("class_metrics", "m@1", "2026-11-01", [metric("c")])
+        store.commit()
+    with opener() as store:
+        rows = store.rows("class_metrics", "m@1")
+        assert [(r["date"], r["label"]) for r in rows] == [
+            ("2026-11-01", "c"),
+            ("2026-11-02", "a"),
+            ("2026-11-02", "b"),
+        ]
+        assert all("_id" not in r for r in rows)
+
+
+def test_stored_images_are_those_of_the_source_asked_for_when_another_source_has_the_same_path_on_both(
+    opener: Callable[[], Store],
+) -> None:
+    with opener() as store:
+        store.write_images(SOURCE, [image("cat/a.png")], [])
+        store.write_images("gs://other/val", [{**image("cat/a.png"), "source": "gs://other/val", "size": 99}], [])
+        store.commit()
+    with opener() as store:
+        assert store.stored_images(SOURCE, {"cat": ["cat/a.png"]}, ["size"]) == {
+            "cat/a.png": {"path": "cat/a.png", "size": 10}
+        }
+
+
+def test_day_versions_name_a_new_file_only_for_the_days_that_changed(settings: Settings) -> None:
+    with open_store(settings) as store:
+        for day in ("2026-11-01", "2026-11-02"):
+            store.replace_day("class_health", "m@1", day, [{"label": "a", "verdict": "healthy"}])
+        store.replace_day("class_health", "m@2", "2026-11-03", [{"label": "a", "verdict": "healthy"}])
+        store.commit()
+        first = store.day_versions("class_health", "m@1")
+        assert first is not None and sorted(first) == ["2026-11-01", "2026-11-02"]
+        assert all(token.startswith("class_health/") and token.endswith(".bson") for token in first.values())
+        assert len(set(first.values())) == 2
+        store.replace_day("class_health", "m@1", "2026-11-02", [{"label": "a", "verdict": "watch"}])
+        assert store.day_versions("class_health", "m@1") is None  # changed since the last commit: no version yet
+        store.commit()
+        second = store.day_versions("class_health", "m@1")
+    assert second is not None and second["2026-11-01"] == first["2026-11-01"]
+    assert second["2026-11-02"] != first["2026-11-02"]
+    with open_store(settings, read_only=True) as reader:
+        assert reader.day_versions("class_health", "m@1") == second
+        assert reader.day_versions("class_health", "m@9") == {}
+        with pytest.raises(ValueError, match="not a per-day collection"):
+            reader.day_versions("alerts", "m@1")
+    mongodb = _mongodb(f"monitor_test_{uuid.uuid4().hex[:12]}")
+    mongodb.replace_day("class_health", "m@1", "2026-11-01", [{"label": "a", "verdict": "healthy"}])
+    assert mongodb.day_versions("class_health", "m@1") is None  # no commits: a reader re-reads everything
+
+
+def test_a_reader_refreshing_drops_only_the_partitions_whose_file_changed(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def version(store: Store, day: str) -> Any:
+        sample = store.sample(SOURCE, day)
+        assert sample is not None
+        return sample["version"]
+
+    with open_store(settings) as writer:
+        for day in ("2026-11-01", "2026-11-02"):
+            writer.save_sample({"source": SOURCE, "date": day, "version": 1})
+        writer.commit()
+        reader = open_store(settings, read_only=True)
+        try:
+            assert [version(reader, day) for day in ("2026-11-01", "2026-11-02")] == [1, 1]
+            writer.save_sample({"source": SOURCE, "date": "2026-11-01", "version": 2})
+            writer.commit()
+            read: list[str] = []
+            original = embedded_module.read_part_file
+
+            def counted(path: Path, kind: str, key: tuple[str, ...], *args: Any) -> list[dict[str, Any]]:
+                read.append("/".join(key))
+                return original(path, kind, key, *args)
+
+            monkeypatch.setattr(embedded_module, "read_part_file", counted)
+            assert reader.refresh() and not reader.refresh()  # the new commit once, then nothing new
+            assert [version(reader, day) for day in ("2026-11-01", "2026-11-02")] == [2, 1]
+            assert read == [f"{SOURCE}/2026-11-01"]  # the unchanged partition stays loaded
+        finally:
+            reader.close()
+
+
+def test_a_reader_three_commits_behind_follows_the_latest_commit_when_its_files_are_gone(settings: Settings) -> None:
+    with open_store(settings) as writer:
+        for day in ("2026-11-01", "2026-11-02"):
+            writer.replace_day("class_health", "m@1", day, [{"label": "a", "verdict": "v1"}])
+        writer.commit()
+        reader = open_store(settings, read_only=True)  # at commit 1, nothing read yet
+        try:
+            writer.replace_day("class_health", "m@1", "2026-11-01", [])  # this day's partition is gone
+            for version in range(2, 6):  # four commits: commit 1's files are no backup's any more
+                writer.replace_day("class_health", "m@1", "2026-11-02", [{"label": "a", "verdict": f"v{version}"}])
+                writer.commit()
+            assert [(r["date"], r["verdict"]) for r in reader.rows("class_health", "m@1")] == [("2026-11-02", "v5")]
+        finally:
+            reader.close()
+
+
+def test_open_mongodb_pings_connects_tz_aware_and_creates_the_indexes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from monitor.store import mongo as mongo_module
+
+    made: list[dict[str, Any]] = []
+
+    def client(uri: str, **options: Any) -> Any:
+        made.append({"uri": uri, **options})
+        return mongomock.MongoClient(**options)
+
+    monkeypatch.setattr(mongo_module.pymongo, "MongoClient", client)
+    settings = Settings(mongo_uri="mongodb://u:secret@db.example:27017/?authSource=admin", mongo_timeout_ms=1234)
+    store = mongo_module.open_mongodb(settings)
+    assert made == [
+        {
+            "uri": "mongodb://u:secret@db.example:27017/?authSource=admin",
+            "serverSelectionTimeoutMS": 1234,
+            "tz_aware": True,
+        }
+    ]
+    assert store.description == "MongoDB mongodb://***@db.example:27017/?authSource=***"
+    assert "sampling" in store._db["images"].index_information()
+    store.write_images(SOURCE, [image("cat/a.png")], [])
+    (doc,) = find(store, "images")
+    assert doc["created"] == T0 and doc["created"].tzinfo is not None  # times come back as they were written
+    store.close()
+
+
+def test_open_mongodb_on_an_unreachable_server_is_one_store_error_without_the_password() -> None:
+    from monitor.store.mongo import open_mongodb
+
+    settings = Settings(mongo_uri="mongodb://u:secret@127.0.0.1:9/?authSource=admin", mongo_timeout_ms=100)
+    with pytest.raises(StoreError, match=r"^MongoDB at mongodb://\*\*\*@127\.0\.0\.1:9/\S* is unreachable: \S") as err:
+        open_mongodb(settings)
+    assert "secret" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_mongodb_keeps_the_image_another_indexer_inserted_first_and_inserts_the_rest() -> None:
+    store = _mongodb(f"monitor_test_{uuid.uuid4().hex[:12]}")
+    store.write_images(SOURCE, [image("cat/a.png")], [])
+    store.write_images(SOURCE, [{**image("cat/a.png"), "size": 99}, image("cat/b.png")], [])
+    assert sorted((d["path"], d["size"]) for d in find(store, "images")) == [("cat/a.png", 10), ("cat/b.png", 10)]
+
+
+def test_the_walk_cost_on_mongodb_explains_the_queries_of_the_walk_and_counts_what_explain_leaves_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[tuple[Any, Any, int]] = []
+
+    def explain(cursor: Any) -> dict[str, Any]:
+        # mongomock keeps the filter with its times made naive: the window is checked on its own
+        spec = dict(cursor._spec)
+        created = spec.pop("created")
+        assert list(created) == ["$lte"] and created["$lte"].replace(tzinfo=UTC) == T0
+        asked.append((spec, cursor._sort, cursor._limit))
+        return {}  # no executionStats (a plan-only answer): nothing counted but the queries
+
+    monkeypatch.setattr(mongomock.collection.Cursor, "explain", explain, raising=False)  # type: ignore[attr-defined]
+    store = _mongodb(f"monitor_test_{uuid.uuid4().hex[:12]}")
+    window = {"$lte": T0}
+    assert store.walk_cost(SOURCE, "cat", window, 0.5, 3) == (0, 0, 2)
+    base = {"source": SOURCE, "status": "ok", "label": "cat"}
+    assert asked == [
+        ({**base, "sample_key": {"$gte": 0.5}}, [("sample_key", 1)], 3),
+        ({**base, "sample_key": {"$lt": 0.5}}, [("sample_key", 1)], 3),
+    ]
+
+
+class _DownPartitions:
+    """The embedded store's partitions behind a mongomock that fails as a driver does (the engine's error path)."""
+
+    def __getattr__(self, name: str) -> Any:
+        def fail(*args: Any, **kwargs: Any) -> Any:
+            import pymongo.errors
+
+            raise pymongo.errors.OperationFailure("the query failed")
+
+        return fail
+
+
+@pytest.mark.parametrize(
+    ("operation", "what"),
+    [
+        (lambda s: s.rows("class_health", None), "read class_health of every model"),
+        (lambda s: s.rows("class_health", "m@1"), "read class_health of m@1"),
+        (lambda s: s.count_images(SOURCE), f"count the indexed images of {SOURCE}"),
+        (lambda s: s.stored_images(SOURCE, {"cat": ["cat/a.jpg"]}, ["size"]), f"read indexed images of {SOURCE}"),
+        (lambda s: s.usable_labels(SOURCE), f"read the classes of {SOURCE}"),
+        (lambda s: list(s.present_images(SOURCE)), f"read the indexed images of {SOURCE}"),
+        (lambda s: s.evaluated("m@1"), "read the images m@1 evaluated"),
+        (lambda s: s.dates("class_health"), "read the dates of class_health"),
+        (lambda s: s.models_on("class_health", "2026-11-01"), "read the models of 2026-11-01"),
+        (lambda s: s.measured_models(), "read the measured models"),
+        (lambda s: s.write_images(SOURCE, [image("cat/a.png")], []), f"write 1 image documents of {SOURCE}"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_a_failing_embedded_engine_is_a_store_error_that_names_the_operation_and_the_store(
+    operation: Callable[[Store], Any], what: str, settings: Settings
+) -> None:
+    store = open_store(settings)
+    partitions, store._db = store._db, _DownPartitions()  # type: ignore[attr-defined]
+    try:
+        with pytest.raises(StoreError) as err:
+            operation(store)
+    finally:
+        store._db = partitions  # type: ignore[attr-defined]
+        store.close()
+    root = settings.store_dir / settings.mongo_db
+    assert str(err.value) == f"could not {what} on embedded store {root}: the query failed"
