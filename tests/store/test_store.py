@@ -804,15 +804,18 @@ def test_a_reader_three_commits_behind_follows_the_latest_commit_when_its_files_
         for day in ("2026-11-01", "2026-11-02"):
             writer.replace_day("class_health", "m@1", day, [{"label": "a", "verdict": "v1"}])
         writer.commit()
-        reader = open_store(settings, read_only=True)  # at commit 1, nothing read yet
+        # Both at commit 1, nothing read yet: one reads a partition since emptied first, the other one since rewritten.
+        readers = [open_store(settings, read_only=True) for _ in range(2)]
         try:
-            writer.replace_day("class_health", "m@1", "2026-11-01", [])  # this day's partition is gone
+            writer.replace_day("class_health", "m@1", "2026-11-01", [])
             for version in range(2, 6):  # four commits: commit 1's files are no backup's any more
                 writer.replace_day("class_health", "m@1", "2026-11-02", [{"label": "a", "verdict": f"v{version}"}])
                 writer.commit()
-            assert [(r["date"], r["verdict"]) for r in reader.rows("class_health", "m@1")] == [("2026-11-02", "v5")]
+            assert [(r["date"], r["verdict"]) for r in readers[0].rows("class_health", "m@1")] == [("2026-11-02", "v5")]
+            assert [r["verdict"] for r in readers[1].rows("class_health", "m@1", start="2026-11-02")] == ["v5"]
         finally:
-            reader.close()
+            for reader in readers:
+                reader.close()
 
 
 def test_open_mongodb_pings_connects_tz_aware_and_creates_the_indexes(monkeypatch: pytest.MonkeyPatch) -> None:
