@@ -194,10 +194,11 @@ def class_metrics_spark(
     except (PySparkException, Py4JError) as exc:
         raise SparkError(f"the Spark metrics query failed: {first_line(exc)}") from exc
     finally:
-        for view in (predictions_view, cells_view, labels_view):
-            spark.catalog.dropTempView(view)
+        # Unpersist first: a Spark Connect client re-analyses the plan, which names the views.
         if cells is not None:
             cells.unpersist()
+        for view in (predictions_view, cells_view, labels_view):
+            spark.catalog.dropTempView(view)
     records = [row.asDict(recursive=True) for row in result]
     for record in records:
         record["confusions"] = [{"pred": c["pred"], "count": int(c["count"])} for c in record["confusions"]]

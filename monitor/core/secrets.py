@@ -41,7 +41,7 @@ _SPACED_PASSWORD_REACH = 128
 _SPACED_END = re.compile(r".*@(?=[\w\[.-])")
 _HOST_START = re.compile(r"[\w\[.-]")
 _SECRET_QUERY = re.compile(
-    r"(?P<name>[?&+](?:[\w-]*(?:token|key|secret|password|passwd|pwd|pass|auth|signature|sig|credential)s?[\w-]*))=(?P<value>[^&\s\"']*)",
+    r"(?P<name>[?&+;](?:[\w-]*(?:token|key|secret|password|passwd|pwd|pass|auth|signature|sig|credential)s?[\w-]*))=(?P<value>[^&;\s\"']*)",
     re.IGNORECASE,
 )
 _lock = threading.Lock()
@@ -176,6 +176,11 @@ def uri_secrets(uri: str) -> list[str]:
         # pymongo's own split (the last "@" before the first "/") may differ for a malformed URI: mask both.
         found.append(info.rsplit(":", 1)[1])
     return _forms(found)
+
+
+def param_secrets(uri: str) -> list[str]:
+    """The values of ``uri``'s parameters whose name says secret (``?key=``, ``&token=``, Spark Connect's ``;token=``)."""
+    return _forms([found.group("value") for found in _SECRET_QUERY.finditer(uri) if found.group("value")])
 
 
 def uri_password(uri: str) -> list[str]:

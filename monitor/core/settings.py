@@ -108,7 +108,11 @@ class Settings(BaseSettings):
     )
 
     # --- metrics ------------------------------------------------------------------------------
-    spark_master: str = Field(default="local[*]", description="Spark master URL; local[*] runs in-process.")
+    spark_master: str = Field(
+        default="local[*]",
+        description="Spark master URL: local[*] runs in-process, spark://host:7077 a standalone cluster, "
+        "sc://host:15002 a Spark Connect server (no JVM start per run).",
+    )
     spark_conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark configuration (JSON map).")
     engine: Literal["local", "spark"] = Field(
         default="local",
@@ -211,13 +215,22 @@ class Settings(BaseSettings):
     @classmethod
     def _register_secrets(cls, data: Any) -> Any:
         """Register the secrets first, so that no message about them (a validation error included) can show them."""
-        from monitor.core.secrets import install_log_masking, register, spark_conf_secrets, uri_secrets, url_secrets
+        from monitor.core.secrets import (
+            install_log_masking,
+            param_secrets,
+            register,
+            spark_conf_secrets,
+            uri_secrets,
+            url_secrets,
+        )
 
         install_log_masking()
         if isinstance(data, dict):
             for name in ("mongo_uri", "source_uri", "spark_master"):
                 if isinstance(data.get(name), str):
                     register(uri_secrets(data[name]))
+            if isinstance(data.get("spark_master"), str):  # a Spark Connect URL carries its token as ;token=...
+                register(param_secrets(data["spark_master"]))
             alert_urls = data.get("alert_urls")
             if isinstance(alert_urls, str):
                 try:
@@ -336,6 +349,11 @@ class Settings(BaseSettings):
     def _fill_defaults(self) -> Settings:
         if not self.source_uri:
             self.source_uri = str(self.data_dir / "source")
+        if self.engine == "spark" and self.spark_master.strip().lower().startswith("sc://"):
+            raise ValueError(
+                "engine 'spark' predicts on the executors of a Spark driver started here, which a Spark Connect "
+                "server (spark_master sc://...) does not give: set MONITOR_ENGINE=local, or a local[*] or spark:// master"
+            )
         targets = [("target_accuracy", self.target_accuracy)] + [
             (f"target_overrides[{label!r}]", t) for label, t in self.target_overrides.items()
         ]

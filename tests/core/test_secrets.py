@@ -17,6 +17,9 @@ from monitor.core.settings import load_settings
         ("mongodb://:only-pw@db/", ["only-pw"], ["mongodb://***@db/"]),
         ("json://h/p?token=tok123&x=1", ["tok123"], ["token=***", "x=1"]),
         ("https://h/p?api_key=k9&Signature=s9", ["k9", "s9"], ["api_key=***", "Signature=***"]),
+        # Spark Connect's URL: parameters after "/;", separated by ";".
+        ("sc://spark:15002/;token=tk77;user_id=ops", ["tk77"], ["sc://spark:15002/;token=***;user_id=ops"]),
+        ("sc://h:1/;user_id=ops;token=tk78", ["tk78"], ["user_id=ops;token=***"]),
         ("a webhook failed", [], ["a webhook failed"]),
     ],
 )
@@ -35,9 +38,15 @@ def test_the_parts_of_an_alert_url_that_carry_tokens_are_secrets_but_a_web_host_
 
 
 def test_settings_register_their_secrets_so_any_text_mentioning_them_is_masked() -> None:
-    load_settings(alert_urls=["slack://RegTokA/RegTokB/RegTokC/#x"], mongo_uri="mongodb://u:RegPw77@127.0.0.1/")
+    load_settings(
+        alert_urls=["slack://RegTokA/RegTokB/RegTokC/#x"],
+        mongo_uri="mongodb://u:RegPw77@127.0.0.1/",
+        spark_master="sc://spark:15002/;user_id=ops;token=RegConn9",
+    )
     line = "apprise: POST https://hooks.slack.com/services/RegTokA/RegTokB/RegTokC failed; retry with RegPw77"
     assert redact(line) == "apprise: POST https://hooks.slack.com/services/***/***/*** failed; retry with ***"
+    assert redact("Bearer RegConn9 refused") == "Bearer *** refused"  # the Connect token, wherever it shows
+    assert redact("user_id=ops") == "user_id=ops"  # other parameters are not secrets
     assert redact("RegTokAx and xRegTokA stay") == "RegTokAx and xRegTokA stay"  # only whole tokens
 
 

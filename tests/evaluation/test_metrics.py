@@ -17,49 +17,10 @@ from evaluation.metrics import METRIC_KEYS, class_metrics_pandas, class_metrics_
 from evaluation.spark import get_spark
 from monitor.core.errors import ConfigError, DataError
 from monitor.core.stats import wilson_interval, wilson_intervals
+from tests.fixtures.predictions import random_predictions
 from tests.fixtures.store import find
 
 FLOAT_KEYS = ("accuracy", "ci_low", "ci_high", "precision", "recall", "f1")
-
-
-def random_predictions(
-    seed: int, *, rows: int = 3000, classes: int = 40, runs: int = 1
-) -> tuple[pd.DataFrame, list[str]]:
-    """Random predictions with every awkward case, and the label list to pass (the source's classes).
-
-    - truth drawn unevenly over ``classes`` labels, so some get few rows;
-    - ``labels`` adds 3 classes with no row at all;
-    - preds are right ~60% of the time, else any of the classes or one of 4 labels never true;
-    - ~8% failed rows (pred null), and one class whose every row failed.
-    """
-    rng = np.random.default_rng(seed)
-    names = np.array([f"class_{i:02d}" for i in range(classes)], dtype=object)
-    never_true = np.array([f"ghost_{i}" for i in range(4)], dtype=object)
-    weights = rng.dirichlet(np.full(classes, 0.7))
-    frames = []
-    for run in range(runs):
-        truth = names[rng.choice(classes, size=rows, p=weights)]
-        wrong_pool = np.concatenate([names, never_true])
-        wrong = wrong_pool[rng.integers(0, len(wrong_pool), size=rows)]
-        pred = np.where(rng.random(rows) < 0.6, truth, wrong).astype(object)
-        failed = (rng.random(rows) < 0.08) | (truth == names[0])
-        pred[failed] = None
-        frames.append(
-            pd.DataFrame(
-                {
-                    "date": f"2024-03-{run + 1:02d}",
-                    "image_path": [f"{t}/{run}-{i}.jpg" for i, t in enumerate(truth)],
-                    "label": truth,
-                    "pred": pred,
-                    "confidence": np.where(failed, np.nan, rng.random(rows)),
-                    "model_id": "digits@abc123" if run % 2 == 0 else "digits@def456",
-                    "status": np.where(failed, "failed", "ok"),
-                    "error": np.where(failed, "decode_error", None),
-                }
-            )
-        )
-    labels = sorted(set(names) | {"empty_a", "empty_b", "empty_c"})
-    return pd.concat(frames, ignore_index=True), labels
 
 
 def assert_same_rows(actual: list[dict], expected: list[dict]) -> None:

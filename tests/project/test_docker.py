@@ -269,7 +269,7 @@ def docker_compose(tmp_path_factory) -> Iterator[Any]:
     yield run
 
 
-@pytest.mark.parametrize("profile", [[], ["--profile", "gpu"]], ids=["default", "gpu"])
+@pytest.mark.parametrize("profile", [[], ["--profile", "gpu"], ["--profile", "spark"]], ids=["default", "gpu", "spark"])
 def test_compose_file_validates_against_the_compose_specification(docker_compose, profile):
     result = docker_compose(*profile, "config", "--quiet", **SECRETS)
     assert result.returncode == 0, result.stderr
@@ -490,6 +490,29 @@ def test_urls_in_the_environment_point_at_the_services_that_serve_them(services)
         postgres["POSTGRES_DB"],
     )
     assert urlsplit(worker["AIRFLOW__CELERY__BROKER_URL"]).hostname == "redis"
+
+
+def test_the_spark_profile_runs_a_connect_server_where_the_documented_master_url_points(docker_compose):
+    plain = json.loads(docker_compose("config", "--format", "json", **SECRETS).stdout)
+    assert "spark-connect" not in plain["services"]  # only with --profile spark
+    assert plain["services"]["airflow-worker"]["environment"]["MONITOR_SPARK_MASTER"] == "local[*]"
+
+    example = re.search(r"sc://[\w.-]+:\d+", (DOCKER / ".env.example").read_text())[0]  # type: ignore[index]
+    resolved = json.loads(
+        docker_compose(
+            "--profile", "spark", "config", "--format", "json", **SECRETS, MONITOR_SPARK_MASTER=example
+        ).stdout
+    )
+    server = resolved["services"]["spark-connect"]
+    command = " ".join(server["command"])
+    assert "org.apache.spark.sql.connect.service.SparkConnectServer" in command
+    url = urlsplit(example)
+    assert url.scheme == "sc" and url.hostname == "spark-connect"
+    assert f"spark.connect.grpc.binding.port={url.port}" in command
+    assert f"('127.0.0.1', {url.port})" in " ".join(server["healthcheck"]["test"])
+    assert "ports" not in server  # reached by the workers on the compose network only
+    for name in ("airflow-worker", "dashboard"):
+        assert resolved["services"][name]["environment"]["MONITOR_SPARK_MASTER"] == example
 
 
 def test_the_emulator_keeps_its_objects_on_a_named_volume_and_the_bucket_is_seeded_before_any_worker(compose, services):
