@@ -556,9 +556,17 @@ def restore(root: Path) -> dict[str, Any]:
                 tried.append(f"{name}: its file {part.file} {first_line(exc, 200)}")
                 continue
             if name != MANIFEST:
+                bad = root / f"{MANIFEST}.bad"
                 try:
                     if os.path.lexists(root / MANIFEST):
-                        os.replace(root / MANIFEST, root / f"{MANIFEST}.bad")
+                        if os.path.lexists(bad) and not bad.is_dir():
+                            os.unlink(bad)
+                        try:
+                            # A second name for the damaged manifest, never opened (it may be a FIFO or a link): the
+                            # new one then replaces it in one rename, so a failed write leaves the store as it was.
+                            os.link(root / MANIFEST, bad, follow_symlinks=False)
+                        except OSError:  # no hard links on this file system, or a folder: move it aside
+                            os.replace(root / MANIFEST, bad)
                 except OSError as exc:
                     raise StoreError(
                         f"cannot restore the embedded store {root}: {exc.strerror or exc} (is it writable?)"
