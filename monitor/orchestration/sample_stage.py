@@ -26,14 +26,21 @@ def check_sample_settings(recorded: dict[str, Any], settings: Settings, date: st
         "seed": recorded.get("seed"),
         "fresh_days": recorded.get("fresh_days"),
     }
-    changed = [
-        f"MONITOR_{name.upper()} {stored[name]} -> {wanted[name]}" for name in wanted if stored[name] != wanted[name]
-    ]
+    changed = [name for name in wanted if stored[name] != wanted[name]]
     if changed:
-        raise ConfigError(
-            f"the sample of {date} was drawn with other settings ({', '.join(changed)}); "
-            f"re-run with --force to draw it again with the current ones, or restore them"
+        shown = ", ".join(f"MONITOR_{n.upper()} was {_shown(stored[n])}, now {_shown(wanted[n])}" for n in changed)
+        back = ", ".join(
+            f"unset MONITOR_{n.upper()}" if stored[n] is None else f"set MONITOR_{n.upper()}={stored[n]}"
+            for n in changed
         )
+        raise ConfigError(
+            f"the sample of {date} was drawn with other settings ({shown}): to evaluate it as drawn, {back}; "
+            f"or add --force to draw it again with the current settings"
+        )
+
+
+def _shown(value: object) -> str:
+    return "unset" if value is None else str(value)
 
 
 def sample_with(ctx: RunContext, store: Store, *, force: bool = False) -> SampleResult:

@@ -293,7 +293,11 @@ def test_a_sample_drawn_with_other_settings_is_not_silently_reused(env: dict[str
     smaller = env | {"MONITOR_SAMPLES_PER_CLASS": "5"}
     refused = CliRunner(env=smaller).invoke(app, ["sample", "--date", DATE])
     assert refused.exit_code == 2
-    assert "MONITOR_SAMPLES_PER_CLASS 10 -> 5" in refused.stderr and "--force" in refused.stderr
+    assert (
+        "(MONITOR_SAMPLES_PER_CLASS was 10, now 5): to evaluate it as drawn, set MONITOR_SAMPLES_PER_CLASS=10;"
+        in " ".join(refused.stderr.split())
+    )
+    assert "add --force to draw it again" in " ".join(refused.stderr.split())
     assert pd.read_csv(_invoke(env, "sample", "--date", DATE, "--json")["samples_csv"]).equals(first)  # untouched
 
     redrawn = pd.read_csv(_invoke(smaller, "sample", "--date", DATE, "--force", "--json")["samples_csv"])
