@@ -95,6 +95,9 @@ DEFAULT_ARGS: dict[str, Any] = {
     "retry_policy": RETRY_POLICY,
     "execution_timeout": dt.timedelta(hours=3),
 }
+#: A run still going after this is failed (and notified), so that a stuck day does not hold back the next
+#: ones (one run at a time); every task's own execution_timeout is 3 hours.
+DAGRUN_TIMEOUT = dt.timedelta(hours=20)
 
 
 # --- settings, connection and date: resolved inside the task, never at parse time -----------------
@@ -187,6 +190,51 @@ def _run_stage(stage: str, call: Callable[[Settings], dict[str, Any]]) -> dict[s
     return summary
 
 
+def notify_task_failure(context: Mapping[str, Any]) -> None:
+    """Failure callback of every task, once its retries are spent: one message through ``MONITOR_ALERT_URLS``."""
+    from monitor.core.errors import first_line
+
+    ti = context["ti"]
+    reason = context.get("exception")
+    _notify(
+        context.get("ds") or "?",
+        f"task {ti.task_id} (try {ti.try_number})",
+        first_line(reason) if isinstance(reason, BaseException) else str(reason or "no reason given"),
+    )
+
+
+def notify_run_failure(context: Mapping[str, Any]) -> None:
+    """Failure callback of the DAG run: a run past ``dagrun_timeout`` (or failed otherwise) is notified; a task's
+    failure is not notified twice (the task's own callback did)."""
+    reason = str(context.get("reason") or "no reason given")
+    if reason == "task_failure":
+        return
+    run = context.get("dag_run")
+    _notify(context.get("ds") or "?", f"run {getattr(run, 'run_id', '?')}", reason)
+
+
+def _notify(day: str, what: str, reason: str) -> None:
+    """One message, masked, to every alert URL. Never raises: a notifier that fails is logged, and the failure
+    itself stays in Airflow's record."""
+    from monitor.core.errors import MonitorError, redact
+
+    title = f"[class health] {DAG_ID} failed for {day}"
+    body = f"{what} of {DAG_ID} for {day} failed: {reason}"
+    try:
+        urls = task_settings().alert_urls
+        if not urls:
+            log.warning("%s (no MONITOR_ALERT_URLS: nobody notified)", redact(body))
+            return
+        from monitor.domain.alerts import notify_operations
+
+        missed = notify_operations(urls, title, body)
+    except MonitorError as exc:
+        log.error("could not notify the failure of %s: %s", DAG_ID, redact(str(exc)))
+        return
+    if missed:
+        log.error("could not notify the failure of %s to %s", DAG_ID, ", ".join(missed))
+
+
 def already_published(events: Iterable[Any], extra: Mapping[str, Any]) -> bool:
     """Whether an earlier event already announced the same flagged classes for the same date and model."""
     key = (extra["date"], extra["model_id"], sorted(extra["flagged"]))
@@ -216,7 +264,10 @@ def already_announced(events: Iterable[Any], extra: Mapping[str, Any]) -> bool:
     # One date at a time, oldest first: health pools the previous days, and the embedded store
     # takes one writer at a time.
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    dagrun_timeout=DAGRUN_TIMEOUT,
+    on_failure_callback=notify_run_failure,
+    # Each task, once its retries are spent, notifies: the run's own callback may come much later.
+    default_args={**DEFAULT_ARGS, "on_failure_callback": notify_task_failure},
     tags=["class-health", "monitoring"],
     doc_md=__doc__,
 )

@@ -247,3 +247,16 @@ def list_alerts(store: Store, model_id: str | None = None, pending_only: bool = 
     """Alerts, newest first (by transition date, then creation), JSON-friendly (ISO dates, no ``_id``)."""
     docs = store.alerts(model_id, pending_only=pending_only)
     return [_jsonable({k: v for k, v in doc.items() if k != "sent_to"}) for doc in docs]
+
+
+def notify_operations(urls: list[str], title: str, body: str) -> list[str]:
+    """Send one operational message (a failed or stuck daily run) to every URL; returns the URLs (shown masked)
+    that did not take it. Not stored and not retried: the scheduler's run history is its record, and the text
+    is masked as every output is (a failure's message may quote a URI)."""
+    failed: list[str] = []
+    for url, notifier in notifiers(urls):
+        with apprise.LogCapture(level=logging.WARNING, fmt="%(message)s"):
+            ok = notifier.notify(body=redact(body), title=redact(title), notify_type=apprise.NotifyType.FAILURE)
+        if not ok:
+            failed.append(_shown(url))
+    return failed

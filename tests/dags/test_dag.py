@@ -120,6 +120,10 @@ def test_runs_one_date_at_a_time_without_catchup_by_default(daily):
     assert daily.max_active_runs == 1
     assert daily.catchup is False
     assert daily.start_date.tzinfo is not None
+    # A stuck day is failed (and notified) within a day, so that it does not hold back the next ones.
+    assert dt.timedelta(hours=6) <= daily.dagrun_timeout < dt.timedelta(days=1)
+    assert daily.on_failure_callback is not None
+    assert all(task.on_failure_callback for task in daily.tasks)
 
 
 def test_deployment_config_turns_on_catchup_and_routes_predict_to_a_gpu_queue(airflow_env, monkeypatch):
@@ -475,12 +479,17 @@ def test_an_unreachable_source_fails_index_with_a_readable_error_and_nothing_dow
 
 
 def test_a_bad_model_fails_the_first_task_that_needs_it_at_once_though_retries_are_left(
-    airflow_env, dag_runner, tiny_source, tmp_path, caplog
+    airflow_env, dag_runner, tiny_source, tmp_path, caplog, webhook
 ):
     missing = tmp_path / "no-model-here"
     date = DATE + dt.timedelta(days=2)
+    # The hook's path is a secret of the URL: the failure notice carries none of it, nor the rest of the URL.
     with _MonitorEnv(
-        data_dir=tmp_path / "data", source_uri=tiny_source, model_dir=missing, samples_per_class=2
+        data_dir=tmp_path / "data",
+        source_uri=tiny_source,
+        model_dir=missing,
+        samples_per_class=2,
+        alert_urls=json.dumps([webhook.url]),
     ) as settings:
         result = dag_runner(_fresh_dag(airflow_env, retries=3), date)
     assert result.state == "failed"
@@ -493,6 +502,11 @@ def test_a_bad_model_fails_the_first_task_that_needs_it_at_once_though_retries_a
     (error,) = _task_errors(caplog)
     assert error.startswith(f"class health sample failed: ModelError: model directory {missing} does not exist")
     assert "\n" not in error
+    # The failure reaches the alert URLs once the task has failed for good: the task, the date and the reason.
+    notices = [b["json"] for b in webhook.bodies if "task sample" in b["json"]["message"]]
+    assert len(notices) == 1, webhook.bodies
+    assert notices[0]["title"] == f"[class health] {DAG_ID} failed for {date.isoformat()}"
+    assert f"model directory {missing} does not exist" in notices[0]["message"]
     assert not settings.sample_csv(date.isoformat()).exists()
     assert not settings.predictions_file(date.isoformat()).exists()
 

@@ -5,6 +5,7 @@ imported, under the throw-away home of ``airflow_env``; no DAG run, so these are
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from pathlib import Path
 from types import ModuleType
@@ -125,3 +126,41 @@ def test_the_example_consumer_listens_to_the_asset_the_daily_dag_publishes(dag_m
         "class_health_needs_retraining",
         "class_health",
     )
+
+
+class _Run:
+    run_id = "scheduled__2026-11-21T00:00:00+00:00"
+
+
+def test_a_run_past_its_timeout_is_notified_once_masked_and_a_task_failure_not_twice(
+    dag_module: ModuleType, webhook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MONITOR_ALERT_URLS", f'["{webhook.url}"]')
+    monkeypatch.setenv("MONITOR_MONGO_URI", "mongodb://ops:Hunter2pw@127.0.0.1:1/")
+    context = {"ds": "2026-11-21", "dag_run": _Run(), "reason": "timed_out"}
+    dag_module.notify_run_failure(context)
+    (notice,) = [body["json"] for body in webhook.bodies]
+    assert notice["title"] == "[class health] class_health_daily failed for 2026-11-21"
+    assert notice["message"] == f"run {_Run.run_id} of class_health_daily for 2026-11-21 failed: timed_out"
+
+    # A task's failure reaches the run's callback too, after the task's own callback has notified it.
+    dag_module.notify_run_failure({**context, "reason": "task_failure"})
+    assert len(webhook.bodies) == 1
+
+    # A failure's text that quotes a secret is masked before it leaves.
+    class _Ti:
+        task_id, try_number = "index", 4
+
+    dag_module.notify_task_failure(
+        {"ds": "2026-11-21", "ti": _Ti(), "exception": RuntimeError("mongodb://ops:Hunter2pw@db unreachable")}
+    )
+    last = webhook.bodies[-1]["json"]["message"]
+    assert last.startswith("task index (try 4) of class_health_daily for 2026-11-21 failed: mongodb://***@db")
+    assert "Hunter2pw" not in json.dumps(webhook.bodies)
+
+
+def test_a_stuck_run_times_out_within_a_day_so_the_next_day_can_run(dag_module: ModuleType) -> None:
+    import datetime as dt
+
+    assert dt.timedelta(hours=6) <= dag_module.DAGRUN_TIMEOUT < dt.timedelta(days=1)
+    assert dag_module.DAGRUN_TIMEOUT > dag_module.DEFAULT_ARGS["execution_timeout"]  # a long task is not cut short
