@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start the whole stack with one command. On first use it writes docker/.env from .env.example with
-# every required secret generated (JWT, API secret key, Fernet key); an existing .env is never
+# every required secret generated (JWT, API secret key, Fernet key, Postgres password); an existing .env is never
 # overwritten (a required secret missing from it is appended, and said so). Then it builds and starts:
 #   bash docker/start.sh                 # docker compose up -d --build
 #   bash docker/start.sh --profile gpu   # extra arguments go to docker compose (before "up")
@@ -12,7 +12,7 @@ cd "$(dirname "$0")"
 token() { python3 -c 'import secrets; print(secrets.token_hex(32))'; }
 fernet() { python3 -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())'; }
 generate() { if [[ $1 == AIRFLOW_FERNET_KEY ]]; then fernet; else token; fi; }
-REQUIRED=(AIRFLOW_JWT_SECRET AIRFLOW_API_SECRET_KEY AIRFLOW_FERNET_KEY)
+REQUIRED=(AIRFLOW_JWT_SECRET AIRFLOW_API_SECRET_KEY AIRFLOW_FERNET_KEY AIRFLOW_DB_PASSWORD)
 
 umask 077  # the .env holds secrets: readable by its owner only
 if [[ ! -f .env ]]; then
@@ -33,6 +33,15 @@ else
 fi
 
 read -r -a compose <<< "${COMPOSE:-docker compose}"
+# Say what is missing before compose does (a Docker CLI without the compose plugin reads "compose" as an image).
+if ! command -v "${compose[0]}" > /dev/null; then
+  echo "start.sh: ${compose[0]} is not installed: install Docker Engine with the compose plugin (https://docs.docker.com/engine/install/), or set COMPOSE" >&2
+  exit 127
+fi
+if ! "${compose[@]}" version > /dev/null 2>&1; then
+  echo "start.sh: '${compose[*]} version' failed: install the Docker compose plugin v2 (https://docs.docker.com/compose/install/linux/), or set COMPOSE" >&2
+  exit 127
+fi
 if [[ ${1:-} == --config-only ]]; then
   exec "${compose[@]}" -f compose.yaml config
 fi

@@ -42,6 +42,7 @@ SECRETS = {
     "AIRFLOW_JWT_SECRET": "test-jwt",
     "AIRFLOW_API_SECRET_KEY": "test-api-key",
     "AIRFLOW_FERNET_KEY": "dGVzdC1mZXJuZXQta2V5LXRlc3QtZmVybmV0LWtleSE=",
+    "AIRFLOW_DB_PASSWORD": "0123456789abcdef",
 }
 
 
@@ -769,6 +770,11 @@ def test_the_one_line_start_writes_secrets_once_and_the_stack_then_validates(tmp
     worker = resolved["services"]["airflow-worker"]["environment"]
     assert worker["AIRFLOW__API__SECRET_KEY"] == env["AIRFLOW_API_SECRET_KEY"]
     assert worker["AIRFLOW__CORE__FERNET_KEY"] == env["AIRFLOW_FERNET_KEY"]
+    # The generated Postgres password is the database's, and reaches both URLs intact (hex: nothing to escape).
+    assert re.fullmatch(r"[0-9a-f]{64}", env["AIRFLOW_DB_PASSWORD"])
+    assert resolved["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"] == env["AIRFLOW_DB_PASSWORD"]
+    for name in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__RESULT_BACKEND"):
+        assert urlsplit(worker[name]).password == env["AIRFLOW_DB_PASSWORD"], name
     # A second start keeps the secrets; an .env lacking one gets it appended, the rest untouched.
     assert _start(tmp_path, "--config-only").returncode == 0
     assert _env_file(tmp_path / "docker" / ".env") == env
@@ -815,3 +821,23 @@ def test_every_image_runs_the_python_version_the_tests_run():
     assert re.search(rf"^ARG PYTHON_IMAGE=python:{re.escape(tested)}-", cpu, flags=re.M)
     assert f"python{tested} python{tested}-venv" in cuda and f"python{tested} -m venv" in cuda
     assert f"for Python {tested}" in (DOCKER / "constraints.txt").read_text()
+
+
+@pytest.mark.parametrize(
+    ("compose", "needle"),
+    [(["no-such-docker", "compose"], "no-such-docker is not installed"), (["false"], "'false version' failed")],
+    ids=["no engine", "no compose plugin"],
+)
+def test_the_one_line_start_says_what_is_missing_before_compose_runs(tmp_path, compose, needle):
+    done = _start(tmp_path, compose=compose)
+    assert done.returncode == 127
+    assert needle in done.stderr and "docs.docker.com" in done.stderr
+    assert (tmp_path / "docker" / ".env").is_file()  # the secrets were written first, and are kept
+
+
+def test_workers_stop_gracefully_within_limits_and_redis_keeps_its_bsd_licence(services):
+    worker = services["airflow-worker"]
+    assert _default(worker["stop_grace_period"]) == _default(services["airflow-worker-gpu"]["stop_grace_period"]) == "10m"
+    limits = worker["deploy"]["resources"]["limits"]
+    assert _default(limits["memory"]) == "8g" and float(_default(limits["cpus"])) == 4
+    assert services["redis"]["image"].startswith("redis:7.2")
