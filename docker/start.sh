@@ -5,6 +5,7 @@
 #   bash docker/start.sh                 # docker compose up -d --build
 #   bash docker/start.sh --profile gpu   # extra arguments go to docker compose (before "up")
 #   bash docker/start.sh --config-only   # write .env if missing and print the resolved compose file; start nothing
+#   bash docker/start.sh -f compose.real-gcs.yaml -f compose.external-mongo.yaml   # your bucket and MongoDB
 # COMPOSE overrides the compose command (default: docker compose).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -43,6 +44,7 @@ if ! "${compose[@]}" version > /dev/null 2>&1; then
   exit 127
 fi
 if [[ ${1:-} == --config-only ]]; then
-  exec "${compose[@]}" -f compose.yaml config
+  shift
+  exec "${compose[@]}" -f compose.yaml "$@" config
 fi
 exec "${compose[@]}" -f compose.yaml "$@" up -d --build

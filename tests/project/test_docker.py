@@ -837,7 +837,66 @@ def test_the_one_line_start_says_what_is_missing_before_compose_runs(tmp_path, c
 
 def test_workers_stop_gracefully_within_limits_and_redis_keeps_its_bsd_licence(services):
     worker = services["airflow-worker"]
-    assert _default(worker["stop_grace_period"]) == _default(services["airflow-worker-gpu"]["stop_grace_period"]) == "10m"
+    assert (
+        _default(worker["stop_grace_period"]) == _default(services["airflow-worker-gpu"]["stop_grace_period"]) == "10m"
+    )
     limits = worker["deploy"]["resources"]["limits"]
     assert _default(limits["memory"]) == "8g" and float(_default(limits["cpus"])) == 4
     assert services["redis"]["image"].startswith("redis:7.2")
+
+
+REAL = {"MONITOR_SOURCE_URI": "gs://prod-bucket/val", "GCP_KEY_FILE": "/etc/gcp/key.json"}
+EXTERNAL_MONGO = {"MONITOR_MONGO_URI": "mongodb://ops:pw@mongo.internal:27017/?replicaSet=rs"}
+
+
+def test_real_gcs_and_an_external_mongodb_start_no_emulator_no_seeding_and_no_mongodb(docker_compose):
+    overrides = ["-f", str(DOCKER / "compose.real-gcs.yaml"), "-f", str(DOCKER / "compose.external-mongo.yaml")]
+    done = docker_compose(*overrides, "config", "--format", "json", **SECRETS, **REAL, **EXTERNAL_MONGO)
+    assert done.returncode == 0, done.stderr
+    resolved = json.loads(done.stdout)["services"]
+    assert not {"gcs", "seed-gcs", "mongodb"} & set(resolved)
+    assert {"airflow-worker", "dashboard", "airflow-scheduler", "postgres", "redis"} <= set(resolved)
+    for name in ("airflow-worker", "dashboard"):
+        env = resolved[name]["environment"]
+        assert env["STORAGE_EMULATOR_HOST"] == ""  # the client goes to the real GCS
+        assert env["MONITOR_SOURCE_URI"] == REAL["MONITOR_SOURCE_URI"]
+        assert env["MONITOR_MONGO_URI"] == EXTERNAL_MONGO["MONITOR_MONGO_URI"]
+        (key,) = [v for v in resolved[name]["volumes"] if v["target"] == env["GOOGLE_APPLICATION_CREDENTIALS"]]
+        assert key["source"] == REAL["GCP_KEY_FILE"] and key["read_only"] is True
+        # A wrong path fails instead of mounting an empty folder (compose's default would create one).
+        assert key["bind"].get("create_host_path", False) is False
+
+    # The real bucket alone keeps the compose MongoDB; the default stack keeps everything.
+    bucket_only = json.loads(
+        docker_compose(overrides[0], overrides[1], "config", "--format", "json", **SECRETS, **REAL).stdout
+    )["services"]
+    assert "mongodb" in bucket_only and not {"gcs", "seed-gcs"} & set(bucket_only)
+
+
+@pytest.mark.parametrize(
+    ("override", "env", "missing"),
+    [
+        ("compose.real-gcs.yaml", {"GCP_KEY_FILE": "/k.json"}, "MONITOR_SOURCE_URI"),
+        ("compose.real-gcs.yaml", {"MONITOR_SOURCE_URI": "gs://b/p"}, "GCP_KEY_FILE"),
+        ("compose.external-mongo.yaml", {}, "MONITOR_MONGO_URI"),
+    ],
+)
+def test_each_override_refuses_to_start_without_what_it_needs(docker_compose, override, env, missing):
+    done = docker_compose("-f", str(DOCKER / override), "config", "--quiet", **SECRETS, **env)
+    assert done.returncode != 0
+    assert f"set {missing}" in done.stderr
+
+
+def test_monitor_env_passes_any_setting_to_every_container_that_runs_the_service(tmp_path):
+    copy = tmp_path / "docker"
+    shutil.copytree(DOCKER, copy, ignore=shutil.ignore_patterns(".env", "monitor.env"))
+    (copy / "monitor.env").write_text("MONITOR_FRESH_DAYS=30\nGOOGLE_CLOUD_QUOTA_PROJECT=ops\n")
+    done = _start(tmp_path, "--config-only")
+    assert done.returncode == 0, done.stderr
+    resolved = yaml.safe_load(done.stdout)["services"]
+    for name in ("airflow-worker", "airflow-scheduler", "dashboard"):
+        env = resolved[name]["environment"]
+        assert (env["MONITOR_FRESH_DAYS"], env["GOOGLE_CLOUD_QUOTA_PROJECT"]) == ("30", "ops"), name
+    assert "MONITOR_FRESH_DAYS" not in resolved["postgres"].get("environment", {})
+    example = (DOCKER / "monitor.env.example").read_text()
+    assert "docker/monitor.env" in example and "monitor.env" in (ROOT / ".gitignore").read_text()
