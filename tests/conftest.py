@@ -52,3 +52,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if not item.get_closest_marker("slow") and any(item.get_closest_marker(name) for name in SLOW_BY_NATURE):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _secrets_registered_per_test() -> Iterator[None]:
+    """The secrets a test's settings register are masked for that test only: a password one test uses (``secret``,
+    ``admin``) must not mask the words of another test's output in the same worker."""
+    from monitor.core import secrets
+
+    before = set(secrets.registered())
+    yield
+    with secrets._lock:
+        secrets._registered.intersection_update(before)

@@ -28,3 +28,17 @@ def test_the_real_mongodb_switch_reaches_the_store_tests_and_fails_them_with_no_
     assert done.returncode == 1, done.stdout[-2000:]
     assert "1 error" in done.stdout or "1 failed" in done.stdout, done.stdout[-2000:]
     assert "ServerSelectionTimeoutError" in done.stdout or "127.0.0.1:1" in done.stdout, done.stdout[-2000:]
+
+
+# Two tests in file order (one worker runs a whole file): what the first registers must not mask the second's text.
+def test_a_secret_that_a_test_registers_is_masked_in_that_test() -> None:
+    from monitor.core.secrets import redact, register
+
+    register(["Zq1LeakWord"])
+    assert redact("a Zq1LeakWord here") == "a *** here"
+
+
+def test_and_is_no_secret_in_the_next_test() -> None:
+    from monitor.core.secrets import redact
+
+    assert redact("a Zq1LeakWord here") == "a Zq1LeakWord here"

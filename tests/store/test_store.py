@@ -828,11 +828,11 @@ def test_open_mongodb_pings_connects_tz_aware_and_creates_the_indexes(monkeypatc
         return mongomock.MongoClient(**options)
 
     monkeypatch.setattr(mongo_module.pymongo, "MongoClient", client)
-    settings = Settings(mongo_uri="mongodb://u:secret@db.example:27017/?authSource=admin", mongo_timeout_ms=1234)
+    settings = Settings(mongo_uri="mongodb://u:Pw7Qx9Stor@db.example:27017/?authSource=admin", mongo_timeout_ms=1234)
     store = mongo_module.open_mongodb(settings)
     assert made == [
         {
-            "uri": "mongodb://u:secret@db.example:27017/?authSource=admin",
+            "uri": "mongodb://u:Pw7Qx9Stor@db.example:27017/?authSource=admin",
             "serverSelectionTimeoutMS": 1234,
             "tz_aware": True,
         }
@@ -848,10 +848,10 @@ def test_open_mongodb_pings_connects_tz_aware_and_creates_the_indexes(monkeypatc
 def test_open_mongodb_on_an_unreachable_server_is_one_store_error_without_the_password() -> None:
     from monitor.store.mongo import open_mongodb
 
-    settings = Settings(mongo_uri="mongodb://u:secret@127.0.0.1:9/?authSource=admin", mongo_timeout_ms=100)
+    settings = Settings(mongo_uri="mongodb://u:Pw7Qx9Stor@127.0.0.1:9/?authSource=admin", mongo_timeout_ms=100)
     with pytest.raises(StoreError, match=r"^MongoDB at mongodb://\*\*\*@127\.0\.0\.1:9/\S* is unreachable: \S") as err:
         open_mongodb(settings)
-    assert "secret" not in str(err.value) and "\n" not in str(err.value)
+    assert "Pw7Qx9Stor" not in str(err.value) and "\n" not in str(err.value)
 
 
 def test_mongodb_keeps_the_image_another_indexer_inserted_first_and_inserts_the_rest() -> None:
