@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from functools import partial
 
 from dash import Dash
@@ -89,7 +90,13 @@ def warm_up(app: Dash) -> float:
     return elapsed
 
 
-def run(settings: Settings, host: str = "127.0.0.1", port: int = 8050, debug: bool = False) -> None:
+def run(
+    settings: Settings,
+    host: str = "127.0.0.1",
+    port: int = 8050,
+    debug: bool = False,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
     """Serve the dashboard (blocking) on ``host:port``; 127.0.0.1 and debug off unless asked.
 
     Served by waitress, a production WSGI server (threads, no debugger, bounded request sizes);
@@ -112,7 +119,10 @@ def run(settings: Settings, host: str = "127.0.0.1", port: int = 8050, debug: bo
         raise _bind_error(host, port, exc) from exc
     try:
         warm_up(app)
-        log.warning("dashboard on http://%s:%d (waitress)", host, port)
+        address = f"http://{host}:{port}"
+        log.info("dashboard on %s (waitress)", address)
+        if on_ready is not None:  # the CLI says where to look, as a line of its own (not a log record)
+            on_ready(address)
         server.run()
     finally:
         server.close()

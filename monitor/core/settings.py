@@ -435,6 +435,54 @@ def config_file_path() -> Path | None:
     return path
 
 
+#: ``MONITOR_`` variables that are not settings: the config file's path and the test suite's own switches.
+NOT_SETTINGS = frozenset({"MONITOR_CONFIG", "MONITOR_TEST_MONGO_URI", "MONITOR_TEST_KILL_AT"})
+_warned: set[str] = set()
+
+
+def unknown_names() -> list[str]:
+    """One line for each ``MONITOR_`` variable and config-file key that names no setting, with the nearest setting.
+
+    pydantic-settings ignores them, so a misspelt name would change nothing, silently.
+    """
+    import difflib
+    import tomllib
+
+    fields = sorted(Settings.model_fields)
+
+    def nearest(name: str, prefix: str) -> str:
+        close = difflib.get_close_matches(name, fields, n=1, cutoff=0.6)
+        return f" (did you mean {prefix}{close[0].upper() if prefix else close[0]}?)" if close else ""
+
+    lines = [
+        f"{name} is not a setting{nearest(name[len('MONITOR_') :].lower(), 'MONITOR_')}; it is ignored"
+        for name in sorted(os.environ)
+        if name.upper().startswith("MONITOR_")
+        and name.upper() not in NOT_SETTINGS
+        and name[len("MONITOR_") :].lower() not in Settings.model_fields
+    ]
+    path = config_file_path()
+    if path is not None:
+        with path.open("rb") as handle:
+            keys = tomllib.load(handle)
+        lines += [
+            f"{key!r} in {path} is not a setting{nearest(key.lower(), '')}; it is ignored"
+            for key in sorted(keys)
+            if key not in Settings.model_fields
+        ]
+    return lines
+
+
+def warn_unknown_names() -> None:
+    """Log :func:`unknown_names` as warnings, each once per process (settings are loaded once per stage)."""
+    import logging
+
+    for line in unknown_names():
+        if line not in _warned:
+            _warned.add(line)
+            logging.getLogger(__name__).warning("%s", line)
+
+
 def unknown_target_overrides(settings: Settings, labels: Iterable[str]) -> list[str]:
     """The classes of MONITOR_TARGET_OVERRIDES that are not among ``labels`` (the classes the run knows), sorted."""
     known = set(labels)
@@ -468,7 +516,9 @@ def load_settings(**overrides: Any) -> Settings:
     from monitor.core.secrets import redact
 
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
+        warn_unknown_names()
+        return settings
     except ValidationError as exc:
         errors = exc.errors()
         problems = "; ".join(

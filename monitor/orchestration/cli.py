@@ -23,7 +23,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 from rich.text import Text
-from typer._click import exceptions as click_errors  # typer vendors click: its usage errors are these, not click's
+from typer._click import exceptions as click_errors
+from typer._click import globals as click_globals  # typer vendors click: its contexts and usage errors are these
 
 from monitor.core.errors import ConfigError, DataError, MonitorError, redact
 from monitor.core.progress import ProgressFactory
@@ -64,6 +65,8 @@ class _OneLineErrors(typer.core.TyperGroup):
             context = getattr(exc, "ctx", None)
             where = context.command_path if context is not None else "monitor"
             message = " ".join(exc.format_message().split())
+            if "--json" in (sys.argv[1:] if args is None else args):  # not parsed: the words as given
+                _print_json({"error": {"exit_code": exc.exit_code, "type": "UsageError", "message": message}})
             err.print(
                 _line(("error:", "bold red"), f" {message} (see `{where} --help`)"), highlight=False, soft_wrap=True
             )
@@ -102,9 +105,24 @@ ForceOption = Annotated[
 ]
 
 
+def _show_version(wanted: bool) -> None:
+    if wanted:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            shown = version("class-health-monitor")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            shown = "unknown (not installed: bash scripts/setup.sh)"
+        sys.stdout.write(f"class-health-monitor {shown}\n")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_show_version)
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show info logs on stderr.")] = False,
     config: Annotated[
         Path | None,
@@ -115,7 +133,7 @@ def main(
     global out, err
     # Made per invocation: rich fixes a console's width from COLUMNS when it is made, and the width of
     # this run's output is the environment of this run (an in-process caller may have changed it since import).
-    out, err = Console(emoji=False), Console(stderr=True, emoji=False)
+    out, err = _console(stderr=False), _console(stderr=True)
     _state["debug"] = debug
     if config is not None:
         if not config.is_file():
@@ -123,14 +141,45 @@ def main(
             _fail(MonitorError(f"config file {config} {what}; give --config a TOML file"), code=2)
         os.environ["MONITOR_CONFIG"] = str(config)
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
-    handler = RichHandler(console=err, show_path=False)
+    handler: logging.Handler
+    if err.is_terminal:
+        handler = RichHandler(console=err, show_path=False)
+        line_format = "%(message)s"
+    else:  # a pipe or a file: one plain line a record, never wrapped or padded to a width
+        handler = _PlainStderr()
+        line_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     handler.addFilter(RedactingFilter())  # every log line, a library's own included, with secrets masked
     install_log_masking()  # and for every other handler too (records are masked as they are made)
-    logging.basicConfig(level=level, handlers=[handler], format="%(message)s", force=True)
+    logging.basicConfig(level=level, handlers=[handler], format=line_format, force=True)
     for noisy in ("py4j", "urllib3", "google", "PIL", "filelock"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     # google.auth warns "no project" before the client fails; the error line says it with the remedy.
     logging.getLogger("google.auth").setLevel(logging.DEBUG if debug else logging.ERROR)
+
+
+#: The width of tables written to a pipe or a file: rich's default of 80 columns cut class names and verdicts
+#: ("verdi…") and wrapped alert texts a word a line. COLUMNS, when set, still decides.
+PIPED_WIDTH = 240
+
+
+def _console(stderr: bool) -> Console:
+    """A console on stdout or stderr (whichever it is when printing: a test runner swaps them per invocation):
+    the terminal's width, or :data:`PIPED_WIDTH` when it is not a terminal."""
+    stream = sys.stderr if stderr else sys.stdout
+    wide = not (hasattr(stream, "isatty") and stream.isatty()) and not os.environ.get("COLUMNS")
+    return Console(stderr=stderr, emoji=False, width=PIPED_WIDTH if wide else None)
+
+
+class _PlainStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Log records as plain lines on whatever ``sys.stderr`` is when each comes."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
 
 
 def _safe(value: Any) -> str:
@@ -150,8 +199,16 @@ def _cell(value: Any, style: str = "") -> Text:
 
 def _fail(exc: BaseException, code: int = 1) -> NoReturn:
     message = " ".join(_safe(exc).splitlines()) or type(exc).__name__  # one line, whatever the message holds
+    if _json_requested():  # a script reading stdout gets one JSON object, failure or not
+        _print_json({"error": {"exit_code": code, "type": type(exc).__name__, "message": message}})
     err.print(_line(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _json_requested() -> bool:
+    """Whether the command being run was given ``--json`` (its parsed parameters)."""
+    context = click_globals.get_current_context(silent=True)
+    return bool(context is not None and context.params.get("json_out"))
 
 
 def _run(fn: Callable[[], T]) -> T:
@@ -591,7 +648,15 @@ def dashboard(
     from dashboards.app import run
 
     settings = _settings(dashboard_host=host, dashboard_port=port)
-    _run(lambda: run(settings, host=settings.dashboard_host, port=settings.dashboard_port, debug=debug_mode))
+    _run(
+        lambda: run(
+            settings,
+            host=settings.dashboard_host,
+            port=settings.dashboard_port,
+            debug=debug_mode,
+            on_ready=lambda address: err.print(f"dashboard on {address} (Ctrl-C stops it)", markup=False),
+        )
+    )
 
 
 @app.command()
