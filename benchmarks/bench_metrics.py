@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evaluation.metrics import class_metrics_pandas, class_metrics_spark  # noqa: E402
 from evaluation.predictions import DRAW_BASE, write_predictions  # noqa: E402
-from evaluation.spark import get_spark  # noqa: E402
+from evaluation.spark import spark_for  # noqa: E402
 from monitor.core.settings import load_settings  # noqa: E402
 
 COUNT_KEYS = ("label", "n", "correct", "failed", "tp", "fp", "fn", "confusions")
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     labels = sorted(frame["label"].unique())
 
     start = time.perf_counter()
-    spark = get_spark(settings.spark_master, settings.spark_conf)
+    spark = spark_for(settings)
     spark.range(1).count()  # the first job starts the executors
     session_s = time.perf_counter() - start
     say(f"Spark session start (incl. first job): {session_s:6.2f} s")

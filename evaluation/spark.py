@@ -18,6 +18,8 @@ from monitor.core.errors import ConfigError, SparkError, first_line
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+    from monitor.core.settings import Settings
+
 # Shuffle partitions for a local master: the metrics group at most (classes x classes) cells, and
 # Spark's default of 200 partitions costs more in task scheduling than the work itself.
 _LOCAL_SHUFFLE_PARTITIONS = "4"
@@ -34,7 +36,10 @@ _CONNECT_TRIES, _CONNECT_FIRST_WAIT_MS, _CONNECT_BACKOFF, _CONNECT_LONGEST_WAIT_
 
 
 def get_spark(
-    master: str = "local[*]", conf: Mapping[str, str] | None = None, app_name: str = "class-health-monitor"
+    master: str = "local[*]",
+    conf: Mapping[str, str] | None = None,
+    app_name: str = "class-health-monitor",
+    jvm_log: Path | None = None,
 ) -> SparkSession:
     """Return this process's SparkSession, starting it on first use (``builder.getOrCreate``).
 
@@ -47,6 +52,10 @@ def get_spark(
     An ``sc://host:port`` master is a Spark Connect server: no JVM starts here, the session's own
     settings (Arrow, time zone, few shuffle partitions, then ``conf``) are set on the server's session,
     and an unreachable server is an error within seconds.
+
+    ``jvm_log``: a file that takes the driver JVM's own output (its start-up notices: "Using incubator modules",
+    "Setting default log level"), instead of this process's stderr; the last lines of it are in the error
+    when the JVM does not start.
 
     Raises :class:`SparkError` when the session cannot start (no Java, bad master URL, no Connect server...).
     """
@@ -78,6 +87,8 @@ def get_spark(
             }
         )
     options.update(conf or {})
+    if jvm_log is not None:
+        _launch_gateway(master, app_name, options, jvm_log)
     builder = SparkSession.builder.master(master).appName(app_name)
     for key, value in options.items():
         builder = builder.config(key, value)
@@ -94,6 +105,43 @@ def get_spark(
             f"could not start Spark with master {master!r} (is Java 17+ installed and JAVA_HOME set?): {first_line(exc)}"
         ) from exc
     return session
+
+
+def spark_for(settings: Settings) -> SparkSession:
+    """This process's session for ``settings``: their master and configuration; a local driver JVM's own output
+    goes to ``<data_dir>/logs/spark-jvm.log`` (not the terminal)."""
+    return get_spark(settings.spark_master, settings.spark_conf, jvm_log=settings.data_dir / "logs" / "spark-jvm.log")
+
+
+def _launch_gateway(master: str, app_name: str, options: Mapping[str, str], log: Path) -> None:
+    """Start this process's driver JVM (what ``getOrCreate`` would) with its stdout and stderr going to ``log``."""
+    from pyspark import SparkConf, SparkContext
+    from pyspark.errors import PySparkException
+    from pyspark.java_gateway import launch_gateway
+
+    with SparkContext._lock:  # type: ignore[attr-defined]
+        if SparkContext._gateway is not None:  # type: ignore[attr-defined]
+            return
+        conf = SparkConf(loadDefaults=False).setMaster(master).setAppName(app_name).setAll(list(options.items()))
+        try:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with log.open("ab") as out:
+                gateway = launch_gateway(conf, popen_kwargs={"stdout": out, "stderr": out})
+        except (PySparkException, OSError) as exc:
+            raise SparkError(
+                f"could not start Spark's JVM with master {master!r} (is Java 17+ installed and JAVA_HOME set?): "
+                f"{first_line(exc)}; its output: {_tail(log)}"
+            ) from exc
+        SparkContext._gateway = gateway  # type: ignore[attr-defined]
+        SparkContext._jvm = gateway.jvm  # type: ignore[attr-defined]
+
+
+def _tail(log: Path, lines: int = 5) -> str:
+    try:
+        text = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return f"({log} cannot be read)"
+    return " | ".join(text[-lines:])[:600] or f"nothing ({log} is empty)"
 
 
 # Settings of the session itself (a Connect server keeps its own static settings: memory, UI, Python).

@@ -113,9 +113,9 @@ def compare_with(
     if flagged is None:
         flagged = flagged_classes(store, production_id, until, labels)
     if engine == "spark":
-        from evaluation.spark import get_spark
+        from evaluation.spark import spark_for
 
-        session = spark or get_spark(settings.spark_master, settings.spark_conf)
+        session = spark or spark_for(settings)
         counts = paired_counts_spark(session, production, ours, labels=labels)
     else:
         counts = paired_counts_pandas(production, ours, labels=labels)

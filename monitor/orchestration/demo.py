@@ -352,7 +352,7 @@ def run_demo(
     expected accuracy to about ``drop_to`` (:func:`damage_share`). The result holds the health rows of the last day, the classes flagged
     then, and for each flagged class the first day it was flagged and how many days after the drop.
     """
-    from evaluation.spark import get_spark
+    from evaluation.spark import spark_for
     from monitor.orchestration.context import RunContext
     from monitor.orchestration.pipeline import evaluate_with
     from monitor.store import open_store
@@ -375,7 +375,7 @@ def run_demo(
     demo_settings = settings.model_copy(update={"fresh_days": settings.fresh_days or 2})
     build_base_pool(source, first, seed=settings.seed)
 
-    spark = get_spark(settings.spark_master, settings.spark_conf)
+    spark = spark_for(settings)
     first_flagged: dict[str, str] = {}
     daily: list[dict[str, Any]] = []
     result: EvaluateResult | None = None

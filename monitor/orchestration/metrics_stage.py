@@ -19,7 +19,7 @@ def metrics_with(ctx: RunContext, store: Store, *, spark: Any = None) -> Metrics
     """Per-class counts with Spark SQL over the date's predictions; replaces the (model, date) rows."""
     from evaluation.metrics import class_metrics_pandas, class_metrics_spark
     from evaluation.predictions import PredictionFiles, read_predictions
-    from evaluation.spark import get_spark
+    from evaluation.spark import spark_for
 
     settings, date = ctx.settings, ctx.day
     path = PredictionFiles(settings.predictions_dir).production(date)
@@ -46,7 +46,7 @@ def metrics_with(ctx: RunContext, store: Store, *, spark: Any = None) -> Metrics
     labels = sorted(set(recorded.get("classes") or {}) | set(frame["label"]))
     frame, evaluations, recounted = once_per_image(store, model_id, date, frame, recorded)
     if len(frame):
-        session = spark or get_spark(settings.spark_master, settings.spark_conf)
+        session = spark or spark_for(settings)
         rows = class_metrics_spark(session, frame, labels=labels, confidence=settings.confidence_level)
     else:  # nothing new was evaluated: every class reports n = 0 (no Spark session for that)
         rows = class_metrics_pandas(frame, labels=labels, confidence=settings.confidence_level) if labels else []

@@ -133,13 +133,13 @@ def predict_with(
     items = [(item.image_path, item.label) for item in sample.items]
     local = to_run
     if to_run and to_run[0] is loaded and settings.engine == "spark":
-        from evaluation.spark import get_spark
+        from evaluation.spark import spark_for
         from evaluation.spark_engine import predict_with_spark
 
         # The Spark engine predicts production on the executors; candidates then run here, which fetches the images again.
         with progress(f"predict {date} (spark)", len(items)) as advance:
             frames[loaded.model_id] = predict_with_spark(
-                spark or get_spark(settings.spark_master, settings.spark_conf),
+                spark or spark_for(settings),
                 pd.DataFrame(items, columns=["image_path", "label"]),
                 source_uri=source.uri,
                 model_dir=settings.model_dir,

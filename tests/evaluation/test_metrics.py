@@ -391,6 +391,24 @@ def test_spark_that_cannot_start_is_a_spark_error(tmp_path: Path) -> None:
     assert "SparkError: could not start Spark with master 'local[1]'" in done.stdout, done.stderr[-2000:]
 
 
+def test_a_jvm_that_cannot_start_with_its_output_in_a_log_is_a_spark_error_quoting_that_output(tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "spark-jvm.log"
+    script = (
+        "import sys; from pathlib import Path\nfrom evaluation.spark import get_spark\n"
+        "from monitor.core.errors import SparkError\n"
+        "try:\n    get_spark('local[1]', jvm_log=Path(sys.argv[1]))\nexcept SparkError as exc:\n    print('SparkError:', exc)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SPARK_HOME"} | {"JAVA_HOME": str(tmp_path / "no-java")}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(log)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert "SparkError: could not start Spark's JVM with master 'local[1]'" in done.stdout, done.stderr[-2000:]
+    # What the launcher said went to the log, not to stderr, and the error quotes it.
+    assert f"{tmp_path / 'no-java'}/bin/java" in log.read_text()
+    assert "its output: " in done.stdout and f"{tmp_path / 'no-java'}/bin/java" in done.stdout
+    assert "no-java" not in done.stderr
+
+
 # --- the pandas path at its edges, without Spark (closing mutants that survived scripts/mutation.sh) ---------
 
 

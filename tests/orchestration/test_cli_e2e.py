@@ -6,6 +6,7 @@ import datetime as dt
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -283,6 +284,18 @@ def test_labels_unknown_to_the_model_are_named_before_any_inference(
     # The full run's metrics on the Spark Connect server: no JVM start in this subprocess.
     forced = env | {"MONITOR_SOURCE_URI": str(root), "MONITOR_SPARK_MASTER": spark_connect.url}
     assert _run_cli(forced, "evaluate", "--date", DATE, "--force").returncode == 0
+
+
+def test_a_quiet_evaluate_on_a_local_spark_writes_nothing_on_stderr_and_the_jvm_talks_to_its_log(
+    env: dict[str, str],
+) -> None:
+    done = _run_cli(env, "evaluate", "--date", DATE)  # the default master: a JVM started by this run
+    assert done.returncode == 0, done.stderr
+    # Only the run's own log records (this source holds a corrupt image: one warning), none of the JVM's lines.
+    lines = done.stderr.splitlines()
+    assert lines and all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING ", line) for line in lines), lines
+    log = Path(env["MONITOR_DATA_DIR"]) / "logs" / "spark-jvm.log"
+    assert 'Setting default log level to "WARN"' in log.read_text()  # the JVM's start-up notice, kept here
 
 
 def test_a_sample_drawn_with_other_settings_is_not_silently_reused(env: dict[str, str]) -> None:
