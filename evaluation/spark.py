@@ -30,7 +30,7 @@ _LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
 
 #: A master URL of this scheme names a Spark Connect server (``sc://host:15002``, ``sc://host:15002/;token=...``).
 CONNECT_SCHEME = "sc://"
-# How long a Spark Connect client waits for an unreachable server: about 8 s over 4 tries (the client's own
+# How long a Spark Connect client waits for an unreachable server: about 9 s over 4 tries (the client's own
 # default retries for 10 minutes, which to a daily task looks like a hang). Milliseconds, as the client counts.
 _CONNECT_TRIES, _CONNECT_FIRST_WAIT_MS, _CONNECT_BACKOFF, _CONNECT_LONGEST_WAIT_MS = 4, 200, 3.0, 5000
 
