@@ -14,8 +14,8 @@ A model's daily class metrics and class health are fetched whole, once per store
 sliced by date range (bisection of the sorted dates) and classes in pandas: the pages ask for many
 overlapping ranges of the same history. Shaping documents into frames is :mod:`dashboards.records`'; pooling and verdict status are
 :mod:`dashboards.pooling` and :mod:`dashboards.status` (pure, used by the pages). Prediction files
-are found by :class:`evaluation.predictions.PredictionFiles` and read with the project's one reader,
-:func:`evaluation.predictions.read_predictions`; thumbnails are made by :func:`dashboards.thumbnails.make_thumbnail`.
+are found and read in the artifact store (local or ``gs://``) by :class:`evaluation.predictions.PredictionFiles`,
+kept while their stamp (mtime or GCS generation) is unchanged; thumbnails are made by :func:`dashboards.thumbnails.make_thumbnail`.
 A candidate's comparison with production is read as the compare stage stored it (``comparisons``): nothing
 statistical is computed here.
 """
@@ -37,7 +37,8 @@ from dashboards.cache import Lru
 from dashboards.records import HEALTH_FIELDS, METRIC_FIELDS, PREDICTION_FIELDS, UNUSABLE_FIELDS, ModelInfo, iso_date
 from dashboards.state import shown
 from dashboards.thumbnails import THUMB_SIDE, make_thumbnail
-from evaluation.predictions import PredictionFiles, read_predictions
+from evaluation.predictions import PredictionFiles
+from monitor.core.artifacts import artifacts_for
 from monitor.core.errors import DataError, MonitorError, SourceError
 from monitor.core.settings import Settings
 from monitor.store import Store, open_store
@@ -124,7 +125,7 @@ class DashboardData:
         self._kept: dict[tuple[str, str], tuple[dict[str, str], _History]] = {}
         self._predictions: Lru[pd.DataFrame] = Lru(PREDICTION_CACHE_SIZE)
         self._thumbs: Lru[bytes] = Lru(THUMB_CACHE_SIZE)
-        self._files = PredictionFiles(settings.predictions_dir)
+        self._files = PredictionFiles(artifacts_for(settings))
 
     # --- store version and caching ------------------------------------------------------------
 
@@ -360,16 +361,15 @@ class DashboardData:
     def predictions(self, date: str) -> pd.DataFrame | None:
         """The predictions file of ``date`` (``PREDICTION_FIELDS``), or None when there is none; kept while the file is unchanged."""
         day = iso_date(date)
-        path = self._files.production(day)
-        try:
-            mtime = path.stat().st_mtime_ns
-        except FileNotFoundError:
+        name = self._files.production(day)
+        stamp = self._files.artifacts.stamp(name)
+        if stamp is None:
             return None
-        key = (day, mtime)
+        key = (day, stamp)
         cached = self._predictions.get(key)
         if cached is not None:
             return cached
-        return self._predictions.put(key, read_predictions(path).loc[:, list(PREDICTION_FIELDS)])
+        return self._predictions.put(key, self._files.read(name).loc[:, list(PREDICTION_FIELDS)])
 
     def misclassified(self, date: str, label: str, model_id: str | None = None) -> pd.DataFrame:
         """The images of ``label`` predicted wrongly on ``date`` (most confident mistakes first)."""

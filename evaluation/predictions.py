@@ -1,22 +1,22 @@
 """The predictions table (``predictions/D.parquet``): its columns and types, its rows, its files' layout, and its one writer and reader.
 
 Both predict engines (the single-process run loop, the Spark predict job) build the table through
-:func:`predictions_frame`/:func:`ok_row`/:func:`failed_row`; the service writes the file only with
-:func:`write_predictions` and reads it only with :func:`read_predictions` (pandas: the pipeline, the
-dashboard) or, for Spark SQL over the file itself, :func:`read_predictions_spark`. Where each model's file
-of a date lives is :class:`PredictionFiles`' alone.
+:func:`predictions_frame`/:func:`ok_row`/:func:`failed_row`; the service writes and reads the files through
+:class:`PredictionFiles` (where each model's file of a date lives in the artifact store, local or ``gs://``;
+bytes made by :func:`predictions_bytes` and read by :func:`parse_predictions`), or for a local file with
+:func:`write_predictions` / :func:`read_predictions`, or, for Spark SQL over local files, :func:`read_predictions_spark`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import errno
+import hashlib
 import os
 import re
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,6 +32,8 @@ from monitor.core.settings import safe_name
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkDataFrame
     from pyspark.sql import SparkSession
+
+    from monitor.core.artifacts import Artifacts
 
 #: The predictions table, in this column order (docs/ARCHITECTURE.md, ``predictions/D.parquet``).
 COLUMNS: tuple[str, ...] = (
@@ -125,92 +127,141 @@ def predictions_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
 # --- where the files live ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class PredictionFiles:
-    """The layout of the prediction files under ``root`` (``Settings.predictions_dir``).
+    """The layout of the prediction files in the artifact store (:mod:`monitor.core.artifacts`), and their reading and writing.
 
-    Production's predictions of date D are ``root/D.parquet``; candidate C's are
-    ``root/candidates/<C as one path segment>/D.parquet`` (the same table: the same paths in the same order).
+    Production's predictions of date D are ``predictions/D.parquet``; candidate C's are
+    ``predictions/candidates/<C as one path segment>/D.parquet`` (the same table: the same paths in the same order).
     Only names that are dates count as a date's file (a writer's temporary file never does).
     """
 
-    root: Path
+    def __init__(self, artifacts: Artifacts) -> None:
+        self.artifacts = artifacts
 
     @property
-    def candidates_dir(self) -> Path:
-        return self.root / "candidates"
+    def candidates_dir(self) -> str:
+        """Where the candidates' files are, as a user would name it."""
+        return self.artifacts.location(_CANDIDATES)
 
-    def production(self, date: str | dt.date) -> Path:
-        """Production's predictions file of ``date``."""
-        return self.root / f"{date}.parquet"
+    def production(self, date: str | dt.date) -> str:
+        """The key of production's predictions file of ``date``."""
+        return f"{_ROOT}/{date}.parquet"
 
-    def candidate(self, date: str | dt.date, model_id: str) -> Path:
-        """Candidate ``model_id``'s predictions file of ``date``."""
-        return self.candidates_dir / safe_name(model_id) / f"{date}.parquet"
+    def candidate(self, date: str | dt.date, model_id: str) -> str:
+        """The key of candidate ``model_id``'s predictions file of ``date``."""
+        return f"{_CANDIDATES}/{safe_name(model_id)}/{date}.parquet"
+
+    def location(self, key: str) -> str:
+        return self.artifacts.location(key)
+
+    def exists(self, key: str) -> bool:
+        return self.artifacts.exists(key)
 
     def dates(self, candidate: str | None = None) -> list[str]:
         """The dates with a predictions file of production (``candidate`` None) or of that candidate, oldest first."""
-        return _days(self.root if candidate is None else self.candidates_dir / safe_name(candidate))
+        folder = _ROOT if candidate is None else f"{_CANDIDATES}/{safe_name(candidate)}"
+        return _days(self.artifacts.names(folder, ".parquet"))
 
     def candidates(self) -> list[str]:
         """The model ids of the candidates with predictions, by folder: each read from its newest file (the folder's name when empty)."""
-        if not self.candidates_dir.is_dir():
-            return []
         ids = []
-        for folder in sorted(self.candidates_dir.iterdir()):
-            days = _days(folder)
+        for folder in self.artifacts.folders(_CANDIDATES):
+            days = _days(self.artifacts.names(f"{_CANDIDATES}/{folder}", ".parquet"))
             if days:
-                frame = read_predictions(folder / f"{days[-1]}.parquet")
-                ids.append(str(frame["model_id"].iloc[0]) if len(frame) else folder.name)
+                frame = self.read(f"{_CANDIDATES}/{folder}/{days[-1]}.parquet")
+                ids.append(str(frame["model_id"].iloc[0]) if len(frame) else folder)
         return ids
 
+    def read_with_digest(self, key: str) -> tuple[pd.DataFrame, str]:
+        """The predictions file ``key`` (:func:`parse_predictions`) and the SHA-256 of the bytes it was read from."""
+        from monitor.core.artifacts import ArtifactMissing
 
-def _days(folder: Path) -> list[str]:
-    if not folder.is_dir():
-        return []
-    return sorted(path.stem for path in folder.glob("*.parquet") if is_iso_day(path.stem))
+        where = self.location(key)
+        try:
+            data = self.artifacts.read(key, what="predictions file")
+        except ArtifactMissing:
+            raise DataError(f"no predictions file at {where}") from None
+        return parse_predictions(data, where, day=_day_of(key)), hashlib.sha256(data).hexdigest()
+
+    def read(self, key: str) -> pd.DataFrame:
+        """The predictions file ``key``; DataError when it is missing or not a predictions table."""
+        return self.read_with_digest(key)[0]
+
+    def write(self, frame: pd.DataFrame, key: str) -> tuple[str, str]:
+        """Publish ``frame`` as ``key`` whole; returns its location and the SHA-256 of what was written."""
+        data = predictions_bytes(frame, self.location(key))
+        return self.artifacts.write(key, data, what="predictions file"), hashlib.sha256(data).hexdigest()
+
+
+_ROOT = "predictions"
+_CANDIDATES = f"{_ROOT}/candidates"
+
+
+def _day_of(name: str) -> str | None:
+    stem = PurePosixPath(name).stem
+    return stem if _DATE.fullmatch(stem) else None
+
+
+def _days(names: Sequence[str]) -> list[str]:
+    return sorted(stem for name in names if is_iso_day(stem := PurePosixPath(name).stem) and name.endswith(".parquet"))
 
 
 # --- the file ---------------------------------------------------------------------------------
 
 
-def write_predictions(frame: pd.DataFrame, path: Path) -> None:
-    """Write the predictions table as Parquet, atomically (a temporary file renamed over ``path``)."""
+def predictions_bytes(frame: pd.DataFrame, name: str = "predictions") -> bytes:
+    """The predictions table as Parquet bytes (exactly :data:`COLUMNS`, :data:`PREDICTIONS_SCHEMA`)."""
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
-        raise DataError(f"predictions for {path} lack columns {missing}")
+        raise DataError(f"predictions for {name} lack columns {missing}")
     table = pa.Table.from_pandas(frame[list(COLUMNS)], schema=PREDICTIONS_SCHEMA, preserve_index=False)
-    atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp), what="predictions file")
+    out = pa.BufferOutputStream()
+    pq.write_table(table, out)
+    return bytes(out.getvalue().to_pybytes())
+
+
+def write_predictions(frame: pd.DataFrame, path: Path) -> None:
+    """Write the predictions table as the Parquet file ``path``, atomically (a temporary file renamed over it)."""
+    data = predictions_bytes(frame, str(path))
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_bytes(data), what="predictions file")
 
 
 def read_predictions(path: Path) -> pd.DataFrame:
-    """Read a predictions Parquet file back (lists as Python lists); DataError if it is missing or not one.
-
-    The file must be a regular file (opened without blocking: a FIFO or a device in its place is refused,
-    never read) holding a readable Parquet table whose columns have the types of :data:`PREDICTIONS_SCHEMA`
-    (or a type that widens to it losslessly: large strings, dictionary-encoded strings, float32, all-null),
-    no missing value where the table has none, a known ``status``, and for every predicted row a label
-    and a confidence in [0, 1]. Anything else is one :class:`DataError` naming the file, the column and the
-    way to predict the date again (``monitor evaluate --date D --force``).
-    """
+    """Read the predictions file ``path`` (a regular file, opened without blocking); see :func:`parse_predictions`."""
     path = Path(path)
-    remedy = _redo_hint(path)
+    day = _day_of(path.name)
     try:
         handle = _open_regular(path)
     except FileNotFoundError:
         raise DataError(f"no predictions file at {path}") from None
     except OSError as exc:
-        raise DataError(f"cannot read the predictions file {path}: {exc.strerror or exc}; {remedy}") from exc
+        raise DataError(f"cannot read the predictions file {path}: {exc.strerror or exc}; {_redo_hint(day)}") from exc
+    with handle:
+        data = handle.read()
+    return parse_predictions(data, str(path), day=day)
+
+
+def parse_predictions(data: bytes, name: str, *, day: str | None = None) -> pd.DataFrame:
+    """A predictions Parquet file's bytes as a DataFrame (lists as Python lists); DataError if they are not one.
+
+    ``name`` says where they were read (for messages), ``day`` the date the file is of (its ``date`` column must
+    hold only that). The table must have the columns of :data:`PREDICTIONS_SCHEMA` with their types
+    (or a type that widens to it losslessly: large strings, dictionary-encoded strings, float32, all-null),
+    no missing value where the table has none, a known ``status``, and for every predicted row a label
+    and a confidence in [0, 1]. Anything else is one :class:`DataError` naming the file, the column and the
+    way to predict the date again (``monitor evaluate --date D --force``).
+    """
+    path = name
+    remedy = _redo_hint(day)
     try:
-        with handle:
-            table = pq.read_table(handle)
+        table = pq.read_table(pa.BufferReader(data))
         # Still the file's own text: a damaged footer can name columns in bytes that are not UTF-8.
         if "draw" not in table.column_names:
             table = table.append_column("draw", pa.array([DRAW_BASE] * table.num_rows, pa.string()))
         missing = [c for c in COLUMNS if c not in table.column_names]
         if missing:
             raise DataError(f"{path} is not a predictions file: it lacks columns {missing}; {remedy}")
-        table = _checked(table.select(list(COLUMNS)), path, remedy)
+        table = _checked(table.select(list(COLUMNS)), path, remedy, day)
         frame = table.to_pandas()
     except (pa.ArrowException, OSError, ValueError) as exc:  # truncated, not Parquet, or a footer that lies
         raise DataError(
@@ -221,9 +272,8 @@ def read_predictions(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _redo_hint(path: Path) -> str:
-    day = path.stem if _DATE.fullmatch(path.stem) else "D"
-    return f"run `monitor evaluate --date {day} --force` to predict the date again"
+def _redo_hint(day: str | None) -> str:
+    return f"run `monitor evaluate --date {day or 'D'} --force` to predict the date again"
 
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -261,7 +311,7 @@ _ACCEPTED: dict[str, Any] = {
 }
 
 
-def _checked(table: pa.Table, path: Path, remedy: str) -> pa.Table:
+def _checked(table: pa.Table, path: str, remedy: str, day: str | None) -> pa.Table:
     """``table`` cast to :data:`PREDICTIONS_SCHEMA` after checking its types and values (see :func:`read_predictions`)."""
     import pyarrow.compute as pc
 
@@ -298,12 +348,10 @@ def _checked(table: pa.Table, path: Path, remedy: str) -> pa.Table:
         and not pc.all(pc.and_(pc.greater_equal(confidence, 0.0), pc.less_equal(confidence, 1.0))).as_py()
     ):
         raise refuse("column 'confidence' holds a value outside [0, 1]")
-    if _DATE.fullmatch(path.stem):
+    if day is not None:
         dates = pc.unique(table.column("date")).to_pylist()
-        if dates and dates != [path.stem]:
-            raise refuse(
-                f"column 'date' holds {', '.join(repr(d)[:40] for d in dates[:3] if d != path.stem)}, not {path.stem}"
-            )
+        if dates and dates != [day]:
+            raise refuse(f"column 'date' holds {', '.join(repr(d)[:40] for d in dates[:3] if d != day)}, not {day}")
     return table
 
 

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
         default="",
         description="Image source: gs://bucket/prefix, file:///path or a plain path laid out as <Label>/<file>. Empty: the demo images under <data_dir>/source.",
     )
+    artifacts_uri: str = Field(
+        default="",
+        description="Where a day's files go for the next task (samples/, predictions/, cache/): gs://bucket/prefix, file:///path or a folder path. Empty: the data dir.",
+    )
     mongo_uri: str = Field(
         default="",
         description="MongoDB URI (mongodb://user:pass@host/?replicaSet=rs0). Empty: the embedded store (mongomock) kept under <data_dir>/store.",
@@ -311,6 +315,25 @@ class Settings(BaseSettings):
                 ) from None
         return uri
 
+    @field_validator("artifacts_uri")
+    @classmethod
+    def _artifacts_uri(cls, uri: str) -> str:
+        """A folder (made absolute), ``file:///abs/path`` or ``gs://bucket/prefix``; the bucket is contacted when used."""
+        from monitor.core.artifacts import open_artifacts
+        from monitor.core.errors import ConfigError
+
+        uri = uri.strip()
+        if not uri:
+            return uri
+        if "\x00" in uri:
+            raise ValueError("the artifacts URI contains a NUL character")
+        try:
+            opened = open_artifacts(uri)
+        except (ConfigError, ValueError) as exc:
+            raise ValueError(str(exc)) from None
+        local = opened.local_path("x")
+        return str(_resolved(local.parent)) if local is not None else opened.uri
+
     @field_validator("mongo_db")
     @classmethod
     def _mongo_db(cls, name: str) -> str:
@@ -349,6 +372,15 @@ class Settings(BaseSettings):
     def _fill_defaults(self) -> Settings:
         if not self.source_uri:
             self.source_uri = str(self.data_dir / "source")
+        if not self.artifacts_uri:
+            self.artifacts_uri = str(self.data_dir)
+        elif _within(self.artifacts_uri, self.source_uri):
+            # (The data dir, the default, is left alone: the demo keeps its source inside it, and files two levels
+            # below the source are indexed as unusable at worst.)
+            raise ValueError(
+                f"artifacts_uri {self.artifacts_uri} lies inside the image source {self.source_uri}: its files would be "
+                "indexed with the images; set MONITOR_ARTIFACTS_URI to a place outside MONITOR_SOURCE_URI"
+            )
         if self.engine == "spark" and self.spark_master.strip().lower().startswith("sc://"):
             raise ValueError(
                 "engine 'spark' predicts on the executors of a Spark driver started here, which a Spark Connect "
@@ -369,12 +401,17 @@ class Settings(BaseSettings):
 
     # --- derived paths (never configured separately, so they cannot disagree) ----------------
     @cached_property
+    def local_artifacts_dir(self) -> Path | None:
+        """The artifact store's folder when it is local (the data dir by default); None for ``gs://``."""
+        return None if self.artifacts_uri.startswith("gs://") else Path(self.artifacts_uri)
+
+    @cached_property
     def samples_dir(self) -> Path:
-        return self.data_dir / "samples"
+        return (self.local_artifacts_dir or self.data_dir) / "samples"
 
     @cached_property
     def predictions_dir(self) -> Path:
-        return self.data_dir / "predictions"
+        return (self.local_artifacts_dir or self.data_dir) / "predictions"
 
     @cached_property
     def store_dir(self) -> Path:
@@ -392,6 +429,19 @@ class Settings(BaseSettings):
 
     def target_for(self, label: str) -> float:
         return self.target_overrides.get(label, self.target_accuracy)
+
+
+def _within(inner: str, outer: str) -> bool:
+    """Whether the place ``inner`` (a folder or ``gs://`` URI) is ``outer`` or lies below it."""
+    if outer.lower().startswith("file://"):
+        outer = outer[len("file://") :]
+    if inner.startswith("gs://") or outer.lower().startswith("gs://"):
+        outer = "gs://" + outer[5:].strip("/") if outer.lower().startswith("gs://") else outer
+        return inner == outer or inner.startswith(outer.rstrip("/") + "/")
+    try:
+        return Path(inner).resolve().is_relative_to(Path(outer).expanduser().resolve())
+    except (OSError, RuntimeError, ValueError):
+        return False
 
 
 def _resolved(path: Path) -> Path:

@@ -391,56 +391,64 @@ def sample_cost(
 # --- the CSV artifact and the samples document --------------------------------------------------
 
 
-def write_sample_csv(sample: Sample, path: Path) -> Path:
-    """Write ``sample`` as ``path`` (columns ``date, source, image_path, label, sample_key, created, draw``).
-
-    Rows are sorted by label, then path. The file is written atomically (:func:`monitor.core.files.atomic_write`),
-    so readers see the old file or the new one, never half.
-    """
+def sample_csv_bytes(sample: Sample) -> bytes:
+    """``sample`` as CSV (columns ``date, source, image_path, label, sample_key, created, draw, image``), rows by label, then path."""
     rows = sorted(sample.items, key=lambda item: (item.label, item.image_path))
+    out = io.StringIO(newline="")
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for item in rows:
+        created = item.created if item.created.tzinfo else item.created.replace(tzinfo=dt.UTC)
+        writer.writerow(
+            [
+                sample.date.isoformat(),
+                sample.source,
+                item.image_path,
+                item.label,
+                repr(float(item.sample_key)),
+                created.astimezone(dt.UTC).isoformat(),
+                item.draw,
+                item.image or "",
+            ]
+        )
+    return out.getvalue().encode("utf-8")
 
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8", newline="") as out:
-            writer = csv.writer(out)
-            writer.writerow(CSV_COLUMNS)
-            for item in rows:
-                created = item.created if item.created.tzinfo else item.created.replace(tzinfo=dt.UTC)
-                writer.writerow(
-                    [
-                        sample.date.isoformat(),
-                        sample.source,
-                        item.image_path,
-                        item.label,
-                        repr(float(item.sample_key)),
-                        created.astimezone(dt.UTC).isoformat(),
-                        item.draw,
-                        item.image or "",
-                    ]
-                )
 
-    return atomic_write(Path(path), write, what="sample file")
+def write_sample_csv(sample: Sample, path: Path) -> Path:
+    """Write ``sample`` as the file ``path`` (:func:`sample_csv_bytes`), atomically: readers see the old file or the new one."""
+    data = sample_csv_bytes(sample)
+    return atomic_write(Path(path), lambda tmp: Path(tmp).write_bytes(data), what="sample file")
 
 
 def read_sample_csv(path: Path, *, date: dt.date | None = None, source: str | None = None) -> Sample:
-    """Read a sample written by :func:`write_sample_csv`; a missing or malformed file is a :class:`DataError`.
+    """Read the sample file ``path`` (bounded, never blocking: a FIFO or device in its place is refused); see :func:`parse_sample_csv`."""
+    path = Path(path)
+    try:
+        data = read_bounded(path, max_bytes=MAX_SAMPLE_CSV_BYTES)
+    except FileNotFoundError as exc:
+        raise DataError(f"sample file {path} does not exist") from exc
+    except FileRefused as exc:
+        raise DataError(f"cannot read sample file {path}: it {exc}") from exc
+    except OSError as exc:
+        raise DataError(f"cannot read sample file {path}: {exc}") from exc
+    return parse_sample_csv(data, str(path), date=date, source=source)
+
+
+def parse_sample_csv(data: bytes, name: str, *, date: dt.date | None = None, source: str | None = None) -> Sample:
+    """A sample written by :func:`sample_csv_bytes` (``name``: where it was read, for messages); malformed: :class:`DataError`.
 
     A file with the header only is the sample of a day with nothing new to evaluate when the caller names its
     ``date`` and ``source`` (the store recorded it so); otherwise it is refused.
     """
-    path = Path(path)
+    path = name
     try:
-        # Bounded and never blocking: a FIFO or device in place of the file is refused, not read without end.
-        text = read_bounded(path, max_bytes=MAX_SAMPLE_CSV_BYTES).decode("utf-8")
+        text = data.decode("utf-8")
         reader = csv.reader(io.StringIO(text, newline=""))
         header = next(reader, None)
         if header is None or tuple(header) not in (CSV_COLUMNS, PRE_IDENTITY_CSV_COLUMNS, LEGACY_CSV_COLUMNS):
             raise DataError(f"{path} is not a sample CSV: header {header} is not {', '.join(CSV_COLUMNS)}")
         rows = list(reader)
-    except FileNotFoundError as exc:
-        raise DataError(f"sample file {path} does not exist") from exc
-    except FileRefused as exc:
-        raise DataError(f"cannot read sample file {path}: it {exc}") from exc
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except (UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"cannot read sample file {path}: {exc}") from exc
     if not rows:
         if date is not None and source is not None and tuple(header) == CSV_COLUMNS:
@@ -498,7 +506,9 @@ def read_sample_csv(path: Path, *, date: dt.date | None = None, source: str | No
     )
 
 
-def record_sample(store: Store, sample: Sample, csv_path: Path, *, now: dt.datetime | None = None) -> dict[str, Any]:
+def record_sample(
+    store: Store, sample: Sample, csv_path: Path | str, *, now: dt.datetime | None = None
+) -> dict[str, Any]:
     """Upsert the ``samples`` document of (source, date): a re-run replaces it, never duplicates it."""
     doc: dict[str, Any] = {
         "source": sample.source,

@@ -15,7 +15,8 @@ from typing import Any, Literal, TypedDict
 
 import pandas as pd
 
-from evaluation.predictions import PredictionFiles, read_predictions
+from evaluation.predictions import PredictionFiles
+from monitor.core.artifacts import artifacts_for
 from monitor.core.dates import days_after
 from monitor.core.errors import DataError
 from monitor.core.settings import Settings, safe_name
@@ -70,8 +71,8 @@ def paired_predictions(
         raise DataError(
             f"candidate {candidate} and production have no predictions of the same day between {first or 'the start'} and {last}"
         )
-    production = pd.concat([read_predictions(files.production(day)) for day in days], ignore_index=True)
-    ours = pd.concat([read_predictions(files.candidate(day, candidate)) for day in days], ignore_index=True)
+    production = pd.concat([files.read(files.production(day)) for day in days], ignore_index=True)
+    ours = pd.concat([files.read(files.candidate(day, candidate)) for day in days], ignore_index=True)
     models = sorted(production["model_id"].unique())
     if len(models) != 1:
         raise DataError(
@@ -105,7 +106,7 @@ def compare_with(
     """
     from evaluation.metrics import paired_counts_pandas, paired_counts_spark
 
-    files = PredictionFiles(settings.predictions_dir)
+    files = PredictionFiles(artifacts_for(settings))
     model = resolve_candidate(files, candidate)
     production, ours, days = paired_predictions(files, model, since, until)
     production_id = str(production["model_id"].iloc[0])
@@ -178,8 +179,8 @@ def run_compare(
     ``since`` defaults to the candidate's first day of predictions. ``ready`` lists the candidates whose verdict is ``promote``.
     """
     ctx = RunContext.for_date(settings, date)
-    files = PredictionFiles(settings.predictions_dir)
-    names = [candidate] if candidate else [m for m in files.candidates() if files.candidate(ctx.day, m).is_file()]
+    files = PredictionFiles(ctx.artifacts)
+    names = [candidate] if candidate else [m for m in files.candidates() if files.exists(files.candidate(ctx.day, m))]
     comparisons: list[ComparisonRecord] = []
     for name in names:
         record = compare_and_save(settings, name, since=since, until=ctx.date, engine=engine).to_dict()

@@ -10,6 +10,7 @@ from monitor.core.dates import parse_run_date
 from monitor.core.settings import Settings
 
 if TYPE_CHECKING:
+    from monitor.core.artifacts import Artifacts
     from monitor.core.sources import ImageSource
 
 
@@ -24,12 +25,20 @@ class RunContext:
     settings: Settings
     date: dt.date
     source: ImageSource = field(compare=False)
+    #: Where the day's files go for the next task (``MONITOR_ARTIFACTS_URI``), opened with the source.
+    artifacts: Artifacts = field(compare=False)
 
     @classmethod
     def for_date(cls, settings: Settings, date: str | dt.date) -> RunContext:
+        from monitor.core.artifacts import open_artifacts
         from monitor.core.sources import open_source
 
-        return cls(settings=settings, date=parse_run_date(date), source=open_source(settings.source_uri))
+        return cls(
+            settings=settings,
+            date=parse_run_date(date),
+            source=open_source(settings.source_uri),
+            artifacts=open_artifacts(settings.artifacts_uri),
+        )
 
     @property
     def source_uri(self) -> str:

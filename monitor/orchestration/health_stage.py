@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from monitor.core.artifacts import ArtifactMissing, Artifacts, artifacts_for
 from monitor.core.dates import days_after, days_before, iso_day
 from monitor.core.errors import ConfigError, DataError, MonitorError
-from monitor.core.files import atomic_write, read_json_file
+from monitor.core.files import FileRefused, parse_json_bounded
 from monitor.core.settings import Settings
 from monitor.core.verdicts import Verdict
 from monitor.domain.health import calibration
@@ -68,13 +69,16 @@ def design_for(
     """The calibrated test for one class target under ``settings`` (``n``/``followup``: the day's sampling, if not the settings').
 
     A calibration takes seconds (policy iteration over ~1,000 states); each is kept in the process and in
-    ``<data_dir>/cache/health-designs.json``, so a daily run pays for it once per settings change, not every day.
+    ``cache/health-designs.json`` of the artifact store (``MONITOR_ARTIFACTS_URI``), so a daily run pays for it once
+    per settings change, not every day, whichever worker runs it.
     """
-    return _cached_design(_cache_file(settings), health_policy(settings, n, followup).design_args(target, classes))
+    return _cached_design(
+        artifacts_for(settings), CACHE_KEY, health_policy(settings, n, followup).design_args(target, classes)
+    )
 
 
-def _cache_file(settings: Settings) -> Path:
-    return settings.data_dir / "cache" / "health-designs.json"
+#: The calibration cache's key in the artifact store.
+CACHE_KEY = "cache/health-designs.json"
 
 
 @lru_cache(maxsize=1)
@@ -83,18 +87,26 @@ def _code_version() -> str:
     return hashlib.sha256(Path(calibration.__file__).read_bytes()).hexdigest()[:16]
 
 
-def _cached_design(file: Path, args: DesignArgs) -> Design:
-    """The calibration for ``args``: from this process, else from the cache ``file``, else calibrated and kept there.
+def _cached_design(artifacts: Artifacts, name: str, args: DesignArgs) -> Design:
+    """The calibration for ``args``: from this process, else from the cache ``name`` of ``artifacts``, else calibrated and kept there.
 
-    The cache is read as bounded JSON (:func:`monitor.core.files.read_json_file`: a regular file, finite numbers,
-    shallow nesting) and each entry checked against the ``Design`` it claims to be (the fields, their types,
+    The cache is read as bounded JSON (:func:`monitor.core.files.parse_json_bounded`: a regular file or object of
+    at most 8 MiB, finite numbers, shallow nesting) and each entry checked against the ``Design`` it claims to be (the fields, their types,
     the arguments it was calibrated for); a damaged or odd cache is calibrated again, with a warning.
     """
     if args in _KNOWN:
         return _KNOWN[args]
     key = json.dumps([_code_version(), *args])
+    file = artifacts.location(name)
     try:
-        known = read_json_file(file, what="calibration cache", max_bytes=8 << 20, max_depth=4, missing_ok=True)
+        known = parse_json_bounded(artifacts.read(name, what="calibration cache", max_bytes=8 << 20), max_depth=4)
+    except ArtifactMissing:
+        known = None
+    except FileRefused as exc:
+        log.warning(
+            "the calibration cache %s is unreadable: it %s; calibrating again (seconds), and replacing it", file, exc
+        )
+        known = None
     except MonitorError as exc:
         log.warning("%s; calibrating again (seconds), and replacing it", exc)
         known = None
@@ -126,7 +138,7 @@ def _cached_design(file: Path, args: DesignArgs) -> Design:
         known[key] = dataclasses.asdict(result)
         text = json.dumps(known, indent=1)
         try:
-            atomic_write(file, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), what="calibration cache")
+            artifacts.write(name, text.encode("utf-8"), what="calibration cache")
         except MonitorError as exc:  # a read-only data dir still judges; it calibrates again next time
             log.warning("could not keep the calibration: %s", exc)
     _KNOWN[args] = result
@@ -170,6 +182,7 @@ def compute_health(
     """
     as_of = _stored_date(date)
     day = as_of.isoformat()
+    artifacts = artifacts_for(settings)
     labels = sorted(
         {str(row["label"]) for row in store.rows("class_metrics", model_id, start=day, end=day, fields=["label"])}
     )
@@ -200,7 +213,7 @@ def compute_health(
         policy, target = base, settings.target_for(label)
         if as_stored and own.get(label, {}).get("judged_under"):
             policy, target = base.as_judged(own[label]["judged_under"]), float(own[label]["target"])
-        d = _cached_design(_cache_file(settings), policy.design_args(target, len(labels)))
+        d = _cached_design(artifacts, CACHE_KEY, policy.design_args(target, len(labels)))
         plans.append((policy, d))
         groups[(d, policy)].append(i)
     check_counts(history)

@@ -9,7 +9,7 @@ from monitor.core.errors import DataError
 from monitor.core.settings import Settings
 from monitor.orchestration.context import RunContext
 from monitor.orchestration.results import ClassCounts, MetricsResult
-from monitor.orchestration.runs import file_digest, production_model_id, record_stage
+from monitor.orchestration.runs import production_model_id, record_stage
 from monitor.store import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -18,20 +18,23 @@ log = logging.getLogger(__name__)
 def metrics_with(ctx: RunContext, store: Store, *, spark: Any = None) -> MetricsResult:
     """Per-class counts with Spark SQL over the date's predictions; replaces the (model, date) rows."""
     from evaluation.metrics import class_metrics_pandas, class_metrics_spark
-    from evaluation.predictions import PredictionFiles, read_predictions
+    from evaluation.predictions import PredictionFiles
     from evaluation.spark import spark_for
 
     settings, date = ctx.settings, ctx.day
-    path = PredictionFiles(settings.predictions_dir).production(date)
-    if not path.is_file():
+    files = PredictionFiles(ctx.artifacts)
+    key = files.production(date)
+    path = files.location(key)
+    if not files.exists(key):
         raise DataError(f"no predictions for {date} ({path} is missing): run the predict step first")
     written = next((run.get("predictions") for run in store.runs_on(date) if run.get("source") == ctx.source_uri), None)
-    if isinstance(written, dict) and written.get("sha256") and written["sha256"] != file_digest(path):
+    # Read once: the digest checked is that of the bytes the metrics are computed from.
+    frame, digest = files.read_with_digest(key)
+    if isinstance(written, dict) and written.get("sha256") and written["sha256"] != digest:
         raise DataError(
             f"{path} changed since the predict step wrote it ({written.get('rows')} rows then): "
             f"re-run with `monitor evaluate --date {date} --force` to predict {date} again"
         )
-    frame = read_predictions(path)
     recorded = store.sample(ctx.source_uri, date, items=True) or {}
     model_ids = (
         sorted(frame["model_id"].unique())

@@ -24,7 +24,7 @@ from monitor.orchestration.metrics_stage import metrics_with
 from monitor.orchestration.predict_stage import predict_with
 from monitor.orchestration.results import EvaluateResult
 from monitor.orchestration.runs import record_stage
-from monitor.orchestration.sample_stage import sample_with
+from monitor.orchestration.sample_stage import sample_key, sample_with
 from monitor.store import Store, open_store
 
 STAGES = ("index", "sample", "predict", "metrics", "health")
@@ -37,7 +37,7 @@ def evaluate_with(
     settings, date, source_uri = ctx.settings, ctx.day, ctx.source_uri
     has_sample = store.sample(source_uri, date) is not None
     index_summary = None
-    if force or not has_sample or not settings.sample_csv(date).is_file():
+    if force or not has_sample or not ctx.artifacts.exists(sample_key(date)):
         index_summary = index_with(settings, store, progress=progress, source=ctx.source)
         if index_summary["listed"] == 0:
             raise SourceError(f"source {source_uri} is empty")

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from monitor.core.errors import DataError, ModelError
+from monitor.core.errors import ModelError
 from monitor.core.progress import ProgressFactory, no_progress
 from monitor.core.settings import Settings
 from monitor.orchestration.candidates import candidate_dirs
 from monitor.orchestration.context import RunContext
 from monitor.orchestration.results import ModelPredictions, PredictResult
-from monitor.orchestration.runs import file_digest, production_model_id, record_stage
-from monitor.orchestration.sample_stage import check_sample_file, empty_ok
+from monitor.orchestration.runs import production_model_id, record_stage
+from monitor.orchestration.sample_stage import read_sample
 from monitor.store import Store, open_store
+
+if TYPE_CHECKING:
+    from evaluation.predictions import PredictionFiles
 
 log = logging.getLogger(__name__)
 
@@ -31,22 +33,17 @@ def register_model(store: Store, loaded: Any, date: str) -> None:
     )
 
 
-def reusable(path: Path, model_id: str, wanted: list[str], written: dict[str, Any] | None = None) -> Any:
-    """The predictions at ``path`` when they are ``model_id``'s of exactly the ``wanted`` paths (and, when the store
-    recorded what the predict step ``written``, still that file), else None: predicted again."""
-    from evaluation.predictions import read_predictions
-
-    if not path.is_file():
+def reusable(
+    files: PredictionFiles, key: str, model_id: str, wanted: list[str], written: dict[str, Any] | None = None
+) -> Any:
+    """The predictions file ``key`` when it holds ``model_id``'s predictions of exactly the ``wanted`` paths (and, when
+    the store recorded what the predict step ``written``, still that file), else None: predicted again."""
+    if not files.exists(key):
         return None
-    if (
-        written
-        and written.get("model_id") == model_id
-        and written.get("sha256")
-        and written["sha256"] != file_digest(path)
-    ):
-        log.warning("%s changed since the predict step wrote it: predicting again", path)
+    previous, digest = files.read_with_digest(key)
+    if written and written.get("model_id") == model_id and written.get("sha256") and written["sha256"] != digest:
+        log.warning("%s changed since the predict step wrote it: predicting again", files.location(key))
         return None
-    previous = read_predictions(path)
     if set(previous["model_id"].unique()) == {model_id} and list(previous["image_path"]) == wanted:
         return previous
     return None
@@ -66,35 +63,32 @@ def predict_with(
 
     from evaluation.model import check_labels, load_model
     from evaluation.predict import predict_images_multi
-    from evaluation.predictions import PredictionFiles, write_predictions
-    from monitor.domain.sampling import read_sample_csv
+    from evaluation.predictions import PredictionFiles
 
     settings, date = ctx.settings, ctx.day
-    csv_path = settings.sample_csv(date)
-    if not csv_path.is_file():
-        raise DataError(f"no sample for {date} ({csv_path} is missing): run `monitor sample --date {date}` first")
     recorded = store.sample(ctx.source_uri, date, items=True) or {}
-    sample = read_sample_csv(csv_path, **empty_ok(recorded, ctx.date))
-    check_sample_file(sample, recorded, csv_path, date)
-    files = PredictionFiles(settings.predictions_dir)
+    sample = read_sample(ctx, recorded)
+    files = PredictionFiles(ctx.artifacts)
     out = files.production(date)
     if not sample.items:  # every class evaluated whole already: nothing to predict, and the day says so
         from evaluation.model import model_identity
         from evaluation.predictions import predictions_frame
 
-        if force or not out.is_file():
-            write_predictions(predictions_frame([]), out)
-            store.update_run(
-                ctx.source_uri, date, {"predictions": {"model_id": None, "rows": 0, "sha256": file_digest(out)}}
-            )
+        if force or not files.exists(out):
+            _, digest = files.write(predictions_frame([]), out)
+            store.update_run(ctx.source_uri, date, {"predictions": {"model_id": None, "rows": 0, "sha256": digest}})
         for folder in candidate_dirs(
             settings, store
         ):  # every model has its (empty) file of the day, as on any other day
             path = files.candidate(date, model_identity(folder))
-            if force or not path.is_file():
-                write_predictions(predictions_frame([]), path)
+            if force or not files.exists(path):
+                files.write(predictions_frame([]), path)
         model_id = str(recorded.get("model_id") or production_model_id(settings))
-        return {"date": date, **model_predictions(out, predictions_frame([]), model_id, reused=False), "candidates": []}
+        return {
+            "date": date,
+            **model_predictions(files.location(out), predictions_frame([]), model_id, reused=False),
+            "candidates": [],
+        }
     loaded = load_model(settings.model_dir, settings.device)
     candidates = [load_model(path, settings.device) for path in candidate_dirs(settings, store)]
     candidates = [c for c in candidates if c.model_id != loaded.model_id]
@@ -123,7 +117,7 @@ def predict_with(
         )
         for model, path in targets:
             previous = reusable(
-                path, model.model_id, wanted, written if model is loaded and isinstance(written, dict) else None
+                files, path, model.model_id, wanted, written if model is loaded and isinstance(written, dict) else None
             )
             if previous is not None:
                 frames[model.model_id] = previous
@@ -175,19 +169,21 @@ def predict_with(
             continue
         frame = frames[model.model_id]
         frame["draw"] = [draws.get(p, "base") for p in frame["image_path"]]
-        write_predictions(frame, path)
+        _, digest = files.write(frame, path)
         if model is loaded:  # what the metrics step checks it reads back
             store.update_run(
                 ctx.source_uri,
                 date,
-                {"predictions": {"model_id": model.model_id, "rows": len(frame), "sha256": file_digest(path)}},
+                {"predictions": {"model_id": model.model_id, "rows": len(frame), "sha256": digest}},
             )
     register_model(store, loaded, date)
     summary: PredictResult = {
         "date": date,
-        **model_predictions(out, frames[loaded.model_id], loaded.model_id, reused=loaded.model_id in reused),
+        **model_predictions(
+            files.location(out), frames[loaded.model_id], loaded.model_id, reused=loaded.model_id in reused
+        ),
         "candidates": [
-            model_predictions(path, frames[c.model_id], c.model_id, reused=c.model_id in reused)
+            model_predictions(files.location(path), frames[c.model_id], c.model_id, reused=c.model_id in reused)
             for c, path in targets[1:]
         ],
     }
@@ -196,10 +192,10 @@ def predict_with(
     return summary
 
 
-def model_predictions(path: Path, frame: Any, model_id: str, *, reused: bool) -> ModelPredictions:
+def model_predictions(path: str, frame: Any, model_id: str, *, reused: bool) -> ModelPredictions:
     failed = frame[frame["status"] != "ok"]
     return {
-        "predictions": str(path),
+        "predictions": path,
         "model_id": model_id,
         "ok": int((frame["status"] == "ok").sum()),
         "failed": dict(Counter(str(e) for e in failed["error"])),

@@ -1,9 +1,8 @@
-"""What the stages of a date share: their notes in ``runs``, the digest of a file a stage wrote, the production model's id."""
+"""What the stages of a date share: their notes in ``runs`` and the production model's id."""
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,14 +24,6 @@ def record_stage(store: Store, ctx: RunContext, stage: str, summary: Mapping[str
 
 def jsonable(summary: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in summary.items()}
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def production_model_id(settings: Settings) -> str:

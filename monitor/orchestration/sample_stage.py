@@ -51,16 +51,16 @@ def sample_with(ctx: RunContext, store: Store, *, force: bool = False) -> Sample
     the date is reused unless ``force``: a re-run evaluates the same images.
     """
     from monitor.domain.health.calibration import grant_unit
-    from monitor.domain.sampling import draw_sample, read_sample_csv, record_sample, write_sample_csv
+    from monitor.domain.sampling import draw_sample, record_sample, sample_csv_bytes
     from monitor.orchestration.health_stage import followup_requests
 
     settings, date, source_uri = ctx.settings, ctx.day, ctx.source_uri
-    csv_path = settings.sample_csv(date)
+    key = sample_key(date)
+    csv_path = ctx.artifacts.location(key)
     recorded = store.sample(source_uri, date, items=True)
-    if not force and recorded is not None and csv_path.is_file():
+    if not force and recorded is not None and ctx.artifacts.exists(key):
         check_sample_settings(recorded, settings, date)
-        sample = read_sample_csv(csv_path, **empty_ok(recorded, ctx.date))
-        check_sample_file(sample, recorded, csv_path, date)
+        sample = read_sample(ctx, recorded)
         reused = True
     else:
         if store.count_images(source_uri) == 0:
@@ -87,7 +87,7 @@ def sample_with(ctx: RunContext, store: Store, *, force: bool = False) -> Sample
         if not sample.items and not sample.unseen_left and not sample.unseen:
             window = f" within {settings.fresh_days} days" if settings.fresh_days else ""
             raise DataError(f"no usable image of {source_uri} was created on or before {date}{window}")
-        write_sample_csv(sample, csv_path)
+        ctx.artifacts.write(key, sample_csv_bytes(sample), what="sample file")
         record_sample(store, sample, csv_path)
         reused = False
     summary: SampleResult = {
@@ -106,7 +106,30 @@ def sample_with(ctx: RunContext, store: Store, *, force: bool = False) -> Sample
     return summary
 
 
-def check_sample_file(sample: Any, recorded: dict[str, Any], csv_path: Path, date: str) -> None:
+def sample_key(date: str) -> str:
+    """The artifact key of the sample of ``date`` (``samples/<date>.csv``)."""
+    return f"samples/{date}.csv"
+
+
+def read_sample(ctx: RunContext, recorded: dict[str, Any]) -> Any:
+    """The day's sample file read back from the artifact store and checked against what the store ``recorded`` drawing."""
+    from monitor.core.artifacts import ArtifactMissing
+    from monitor.domain.sampling import MAX_SAMPLE_CSV_BYTES, parse_sample_csv
+
+    key, date = sample_key(ctx.day), ctx.day
+    where = ctx.artifacts.location(key)
+    try:
+        data = ctx.artifacts.read(key, what="sample file", max_bytes=MAX_SAMPLE_CSV_BYTES)
+    except ArtifactMissing:
+        raise DataError(
+            f"no sample for {date} ({where} is missing): run `monitor sample --date {date}` first"
+        ) from None
+    sample = parse_sample_csv(data, where, **empty_ok(recorded, ctx.date))
+    check_sample_file(sample, recorded, where, date)
+    return sample
+
+
+def check_sample_file(sample: Any, recorded: dict[str, Any], csv_path: Path | str, date: str) -> None:
     """Refuse a sample CSV that no longer holds what the store recorded drawing (a hand edit would silently change the day)."""
     items = recorded.get("items")
     if items is None:

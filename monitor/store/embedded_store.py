@@ -272,9 +272,9 @@ def open_embedded(settings: Settings, *, read_only: bool = False, lock_timeout_s
     (``read_only``) reads the last commit without it."""
     root = settings.store_dir / settings.mongo_db
     db = EmbeddedDB(root, writable=not read_only, lock_timeout_s=lock_timeout_s)
-    if not read_only:
+    if not read_only and settings.local_artifacts_dir == settings.data_dir:
         # The lock makes this the only writer of the data dir: any temporary file in it is a killed writer's
-        # leftover (with MongoDB, atomic_write removes them once stale).
+        # leftover (with MongoDB, or artifacts elsewhere, atomic_write removes them once stale).
         for folder in (settings.samples_dir, settings.predictions_dir):
             remove_leftovers(folder)
     return EmbeddedStore(db, description=f"embedded store {root}")

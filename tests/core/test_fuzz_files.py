@@ -41,6 +41,7 @@ from evaluation.predictions import (
     read_predictions,
     write_predictions,
 )
+from monitor.core.artifacts import LocalArtifacts
 from monitor.core.errors import MonitorError
 from monitor.core.settings import Settings
 from monitor.domain.sampling import CSV_COLUMNS, read_sample_csv
@@ -265,7 +266,9 @@ def test_fuzz_the_calibration_cache_is_used_when_sound_and_calibrated_again_othe
         saved = health._KNOWN, health.design
         health._KNOWN, health.design = {}, lambda *args: calls.append(args) or CALIBRATED  # type: ignore[assignment]
         try:
-            result = health._cached_design(file, ARGS)  # the property: no exception at all
+            result = health._cached_design(
+                LocalArtifacts(file.parent), file.name, ARGS
+            )  # the property: no exception at all
         finally:
             health._KNOWN, health.design = saved  # type: ignore[assignment]
         assert isinstance(result, health.Design) and len(calls) <= 1

@@ -456,12 +456,13 @@ def test_the_record_holds_plain_values_and_the_gallery_only_when_one_was_made() 
 
 def _stage_world(tmp_path):
     """Two days of the hand pair as files (a third day of production only, and files that are not a day's), class b flagged."""
-    from evaluation.predictions import PredictionFiles, predictions_frame, write_predictions
+    from evaluation.predictions import PredictionFiles, predictions_frame
+    from monitor.core.artifacts import artifacts_for
     from monitor.core.settings import Settings
     from monitor.store import open_store
 
     settings = Settings(data_dir=tmp_path / "data", source_uri=str(tmp_path))
-    files = PredictionFiles(settings.predictions_dir)
+    files = PredictionFiles(artifacts_for(settings))
     production, candidate = _hand_pair()
     for frame, model_id, path in (
         (production, "prod@1", files.production),
@@ -479,10 +480,10 @@ def _stage_world(tmp_path):
                 }
                 for row in rows.to_dict(orient="records")
             ]
-            write_predictions(predictions_frame(records), path(str(day)))
-    write_predictions(predictions_frame([]), files.production("2026-01-03"))
-    (files.root / "notes.parquet").write_bytes(b"not a day")
-    (files.candidate("2026-01-02", "cand@2").parent / ".2026-01-04.parquet.tmp1").write_bytes(
+            files.write(predictions_frame(records), path(str(day)))
+    files.write(predictions_frame([]), files.production("2026-01-03"))
+    (settings.predictions_dir / "notes.parquet").write_bytes(b"not a day")
+    (settings.predictions_dir / "candidates" / "cand@2" / ".2026-01-04.parquet.tmp1").write_bytes(
         b"a writer's temporary file"
     )
     with open_store(settings) as store:
@@ -497,10 +498,9 @@ def _stage_world(tmp_path):
 
 def test_prediction_files_name_each_models_day_and_list_only_days(tmp_path) -> None:
     settings, files = _stage_world(tmp_path)
-    assert files.production("2026-01-01") == settings.predictions_dir / "2026-01-01.parquet"
-    assert (
-        files.candidate("2026-01-01", "cand/x@2")
-        == settings.predictions_dir / "candidates" / "cand_x@2" / "2026-01-01.parquet"
+    assert files.location(files.production("2026-01-01")) == str(settings.predictions_dir / "2026-01-01.parquet")
+    assert files.location(files.candidate("2026-01-01", "cand/x@2")) == str(
+        settings.predictions_dir / "candidates" / "cand_x@2" / "2026-01-01.parquet"
     )
     assert files.dates() == ["2026-01-01", "2026-01-02", "2026-01-03"]
     assert files.dates("cand@2") == ["2026-01-01", "2026-01-02"] and files.dates("other@3") == []

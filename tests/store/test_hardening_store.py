@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from monitor.core.artifacts import LocalArtifacts
 from monitor.core.errors import StoreError
 from monitor.core.settings import Settings
 from monitor.orchestration import health_stage as health
@@ -471,14 +472,14 @@ def test_a_damaged_calibration_cache_is_calibrated_again_with_a_warning_and_repl
     monkeypatch.setattr(health, "design", lambda *args: calls.append(args) or CALIBRATED)
 
     with caplog.at_level(logging.WARNING, logger="monitor.domain.health"):
-        assert health._cached_design(file, ARGS) == CALIBRATED
+        assert health._cached_design(LocalArtifacts(file.parent), file.name, ARGS) == CALIBRATED
     assert calls == [ARGS]
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert str(file) in warning and "calibrating again" in warning and "\n" not in warning
 
     monkeypatch.setattr(health, "_KNOWN", {})  # the next process reads what this one wrote
     calls.clear()
-    assert health._cached_design(file, ARGS) == CALIBRATED and calls == []
+    assert health._cached_design(LocalArtifacts(file.parent), file.name, ARGS) == CALIBRATED and calls == []
 
 
 def test_a_sound_calibration_cache_entry_is_reused_without_a_warning(
@@ -489,7 +490,7 @@ def test_a_sound_calibration_cache_entry_is_reused_without_a_warning(
     monkeypatch.setattr(health, "_KNOWN", {})
     monkeypatch.setattr(health, "design", lambda *args: pytest.fail("calibrated although the cache holds the entry"))
     with caplog.at_level(logging.WARNING, logger="monitor.domain.health"):
-        assert health._cached_design(file, ARGS) == CALIBRATED
+        assert health._cached_design(LocalArtifacts(file.parent), file.name, ARGS) == CALIBRATED
     assert not caplog.records
 
 
