@@ -9,6 +9,8 @@ Pages (a single-page router on ``dcc.Location``; the state lives in the query st
 
 Thumbnails come from ``/thumb?date=D&path=P``: only paths in the predictions file of ``D`` are
 served, read through the configured image source (which itself refuses paths outside its root).
+``/metrics`` serves the store's class health, stage runs and pending alerts to Prometheus
+(:mod:`dashboards.exposition`).
 """
 
 from __future__ import annotations
@@ -20,15 +22,17 @@ from functools import partial
 
 from dash import Dash
 from flask import Response, abort, request
+from prometheus_client.exposition import choose_encoder
 
 from dashboards import guards, ids
 from dashboards.callbacks import register_callbacks
 from dashboards.data import DashboardData
+from dashboards.exposition import registry_for
 from dashboards.pages import render_page
 from dashboards.shell import app_shell
 from dashboards.state import ViewState
 from dashboards.style import INDEX_STRING
-from monitor.core.errors import DataError, SourceError
+from monitor.core.errors import DataError, MonitorError, SourceError
 from monitor.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -72,6 +76,19 @@ def create_app(settings: Settings, *, data: DashboardData | None = None) -> Dash
         response = Response(body, mimetype="image/jpeg")
         response.headers["Cache-Control"] = "private, max-age=3600"
         return response
+
+    metrics_registry = registry_for(data)
+
+    @server.route(ids.PATH_METRICS)
+    def metrics() -> Response:
+        # OpenMetrics when the scraper asks for it (Prometheus does), the classic text format otherwise.
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        try:
+            body = encoder(metrics_registry)
+        except MonitorError as exc:
+            log.warning("metrics unavailable: %s", exc)
+            abort(503, description=str(exc))
+        return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})
 
     return app
 

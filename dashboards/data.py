@@ -331,6 +331,19 @@ class DashboardData:
 
         return self._cached(key, compute)  # type: ignore[no-any-return]
 
+    def latest_health(self, model_id: str) -> list[dict[str, Any]]:
+        """The ``class_health`` rows of ``model_id``'s latest judged date, one per class (empty when none)."""
+
+        def compute(store: Store) -> list[dict[str, Any]]:
+            dates = store.dates("class_health", model_id)
+            return store.rows("class_health", model_id, start=dates[-1], end=dates[-1]) if dates else []
+
+        return list(self._cached(("latest_health", model_id), compute))
+
+    def pending_alerts(self) -> list[dict[str, Any]]:
+        """The alerts not delivered yet, oldest first."""
+        return list(self._cached(("pending_alerts",), lambda store: store.pending_alerts()))
+
     def runs(self, date: str) -> list[dict[str, Any]]:
         """The ``runs`` documents of ``date`` (one per source)."""
         day = iso_date(date)

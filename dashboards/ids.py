@@ -44,6 +44,7 @@ PATH_ERRORS: Final = "/errors"
 PATH_RUN: Final = "/run"
 PATH_COMPARE: Final = "/compare"
 PATH_THUMB: Final = "/thumb"
+PATH_METRICS: Final = "/metrics"
 
 # --- page content -----------------------------------------------------------------------------
 NAV: Final = "nav"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,9 @@ class RunContext:
     source: ImageSource = field(compare=False)
     #: Where the day's files go for the next task (``MONITOR_ARTIFACTS_URI``), opened with the source.
     artifacts: Artifacts = field(compare=False)
+    #: When this run began here (``time.monotonic``), and when its last stage ended: each stage's note says its seconds.
+    started: float = field(default_factory=time.monotonic, compare=False)
+    marks: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def for_date(cls, settings: Settings, date: str | dt.date) -> RunContext:

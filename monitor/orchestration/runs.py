@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,15 @@ def now() -> dt.datetime:
 
 
 def record_stage(store: Store, ctx: RunContext, stage: str, summary: Mapping[str, Any]) -> None:
-    """Note in ``runs`` that ``stage`` finished for (source, date), replacing its previous note, and commit."""
-    store.record_stage(ctx.source_uri, ctx.day, stage, jsonable(summary), finished_at=now())
+    """Note in ``runs`` that ``stage`` finished for (source, date), replacing its previous note, and commit.
+
+    The note carries ``seconds``: the time since the previous stage of this run ended in this process (since the run
+    began for the first), which is the stage's own duration whether the stages run in one process or one task each.
+    """
+    mark = time.monotonic()
+    seconds = round(mark - ctx.marks.get("last", ctx.started), 3)
+    ctx.marks["last"] = mark
+    store.record_stage(ctx.source_uri, ctx.day, stage, {**jsonable(summary), "seconds": seconds}, finished_at=now())
 
 
 def jsonable(summary: Mapping[str, Any]) -> dict[str, Any]:
