@@ -486,7 +486,7 @@ def config_file_path() -> Path | None:
 
 
 #: ``MONITOR_`` variables that are not settings: the config file's path and the test suite's own switches.
-NOT_SETTINGS = frozenset({"MONITOR_CONFIG", "MONITOR_TEST_MONGO_URI", "MONITOR_TEST_KILL_AT"})
+NOT_SETTINGS = frozenset({"MONITOR_CONFIG", "MONITOR_LOG_FORMAT", "MONITOR_TEST_MONGO_URI", "MONITOR_TEST_KILL_AT"})
 _warned: set[str] = set()
 
 

@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -117,6 +118,14 @@ def _show_version(wanted: bool) -> None:
         raise typer.Exit(0)
 
 
+class LogFormat(StrEnum):
+    """How log records are written on stderr (``--log-format``, ``MONITOR_LOG_FORMAT``)."""
+
+    AUTO = "auto"
+    TEXT = "text"
+    JSON = "json"
+
+
 @app.callback()
 def main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
@@ -128,6 +137,15 @@ def main(
         Path | None,
         typer.Option("--config", help="TOML settings file (same keys as the MONITOR_ variables, lower case)."),
     ] = None,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(
+            "--log-format",
+            envvar="MONITOR_LOG_FORMAT",
+            help="Log lines on stderr: auto (rich on a terminal, plain lines otherwise), text (plain lines) or json "
+            "(one JSON object a line: time, level, logger, message; secrets masked).",
+        ),
+    ] = LogFormat.AUTO,
 ) -> None:
     """Monitor which classes of an image classifier are getting worse, with statistical evidence."""
     global out, err
@@ -135,6 +153,7 @@ def main(
     # this run's output is the environment of this run (an in-process caller may have changed it since import).
     out, err = _console(stderr=False), _console(stderr=True)
     _state["debug"] = debug
+    _state["log_format"] = log_format.value
     if config is not None:
         if not config.is_file():
             what = "is not a regular file (a folder, device or pipe)" if config.exists() else "does not exist"
@@ -142,15 +161,28 @@ def main(
         os.environ["MONITOR_CONFIG"] = str(config)
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     handler: logging.Handler
-    if err.is_terminal:
+    line_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    if log_format is LogFormat.JSON:  # for a log collector: one object a line, never wrapped
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler = _PlainStderr()
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger", "exc_info": "traceback"},
+                datefmt="%Y-%m-%dT%H:%M:%S%z",
+            )
+        )
+    elif err.is_terminal and log_format is LogFormat.AUTO:
         handler = RichHandler(console=err, show_path=False)
         line_format = "%(message)s"
     else:  # a pipe or a file: one plain line a record, never wrapped or padded to a width
         handler = _PlainStderr()
-        line_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    if handler.formatter is None:
+        handler.setFormatter(logging.Formatter(line_format))
     handler.addFilter(RedactingFilter())  # every log line, a library's own included, with secrets masked
     install_log_masking()  # and for every other handler too (records are masked as they are made)
-    logging.basicConfig(level=level, handlers=[handler], format=line_format, force=True)
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     for noisy in ("py4j", "urllib3", "google", "PIL", "filelock"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     # google.auth warns "no project" before the client fails; the error line says it with the remedy.
@@ -201,7 +233,10 @@ def _fail(exc: BaseException, code: int = 1) -> NoReturn:
     message = " ".join(_safe(exc).splitlines()) or type(exc).__name__  # one line, whatever the message holds
     if _json_requested():  # a script reading stdout gets one JSON object, failure or not
         _print_json({"error": {"exit_code": code, "type": type(exc).__name__, "message": message}})
-    err.print(_line(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
+    if _state.get("log_format") == LogFormat.JSON.value:  # a log collector reads the error as one more record
+        logging.getLogger("monitor").error(message, extra={"exit_code": code, "error_type": type(exc).__name__})
+    else:
+        err.print(_line(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -82,3 +82,31 @@ def test_log_lines_on_a_pipe_are_plain_single_lines(tmp_path: Path) -> None:
         r"MONITOR_BOGUS_NAME is not a setting; it is ignored",
         warning,
     ), warning  # a time, the level, the logger, the message: no box, no wrapping, no padding
+
+
+def test_json_log_format_writes_one_object_a_line_with_secrets_masked_and_the_error_as_a_record(
+    tmp_path: Path,
+) -> None:
+    password = "Jz8qLogPw41"
+    result = _invoke(
+        ["settings"],
+        MONITOR_LOG_FORMAT="json",
+        MONITOR_DATA_DIR=str(tmp_path),
+        MONITOR_JSON_BOGUS="1",
+        MONITOR_MONGO_URI=f"mongodb://ops:{password}@db.example:27017/",
+    )
+    assert result.exit_code == 0, result.stderr
+    records = [json.loads(line) for line in result.stderr.splitlines()]  # every line is one JSON object
+    (warning,) = [r for r in records if "MONITOR_JSON_BOGUS" in r["message"]]
+    assert warning["level"] == "WARNING" and warning["logger"] == "monitor.core.settings"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}", warning["time"])
+    assert password not in result.stderr + result.stdout
+
+    failed = _invoke(["health"], MONITOR_LOG_FORMAT="json", MONITOR_DATA_DIR=str(tmp_path))
+    assert failed.exit_code == 6
+    (error,) = [json.loads(line) for line in failed.stderr.splitlines()]
+    assert error["level"] == "ERROR" and "no verdicts yet" in error["message"]
+    assert error["exit_code"] == 6 and error["error_type"] == "DataError"
+
+    wrong = _invoke(["--log-format", "xml", "settings"], MONITOR_DATA_DIR=str(tmp_path))
+    assert wrong.exit_code == 2 and "xml" in wrong.stderr
