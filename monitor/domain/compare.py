@@ -34,11 +34,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, NotRequired, TypedDict, cast
+from typing import (
+    Any,
+    NotRequired,  # pydantic reads these on Python 3.11 (the schemas)
+    cast,
+)
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+from typing_extensions import TypedDict
 
 from monitor.core.errors import DataError
 from monitor.core.verdicts import ComparisonVerdict

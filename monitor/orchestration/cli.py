@@ -268,7 +268,14 @@ def _progress() -> ProgressFactory:
 
 
 def _print_json(data: Any) -> None:
-    """``data`` as JSON on stdout, every string in it through the masking (before and after encoding, for escaped forms)."""
+    """``data`` as JSON on stdout, every string in it through the masking (before and after encoding, for escaped forms).
+
+    Every object printed carries ``schema_version``: its shape is ``schemas/<output>.v<version>.json``
+    (:mod:`monitor.orchestration.schemas`).
+    """
+    from monitor.orchestration.schemas import versioned
+
+    data = versioned(data) if isinstance(data, dict) else data
     text = redact(json.dumps(redact_data(data), default=lambda value: redact(str(value)), indent=2, ensure_ascii=False))
     try:
         text.encode("utf-8")
@@ -829,7 +836,7 @@ def candidate_list(json_out: JsonOption = False) -> None:
     settings = _settings()
     rows = _run(lambda: list_candidates(settings))
     if json_out:
-        _print_json(rows)
+        _print_json({"candidates": rows})
         return
     table = Table(title="candidates")
     for name in ("model dir", "model id", "from"):

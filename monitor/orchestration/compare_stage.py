@@ -11,9 +11,10 @@ dashboard reads those documents and computes nothing.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal
 
 import pandas as pd
+from typing_extensions import TypedDict  # pydantic reads these on Python 3.11 (the schemas)
 
 from evaluation.predictions import PredictionFiles
 from monitor.core.artifacts import artifacts_for

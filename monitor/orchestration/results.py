@@ -7,7 +7,12 @@ that the CLI and the DAG read named fields, not guessed keys.
 
 from __future__ import annotations
 
-from typing import NotRequired, TypedDict
+from typing import (
+    Any,
+    NotRequired,  # pydantic reads these on Python 3.11 (the schemas)
+)
+
+from typing_extensions import TypedDict
 
 from monitor.domain.health.judge import HealthRow
 
@@ -126,3 +131,90 @@ class CandidateRemoved(TypedDict):
 
 #: One candidate directory and where it is configured (``from`` is a keyword, hence this form).
 CandidateListing = TypedDict("CandidateListing", {"model_dir": str, "model_id": "str | None", "from": str})
+
+
+# --- the other objects the CLI prints under --json (monitor.orchestration.schemas) --------------------------------
+
+
+class HealthOutput(TypedDict):
+    """``monitor health --json``: the date shown and each class's stored row."""
+
+    date: str
+    classes: list[HealthRow]
+
+
+class AlertRow(TypedDict):
+    """One stored alert as ``monitor alerts --json`` lists it (ISO dates; fields beyond these may be present)."""
+
+    model_id: str
+    label: str
+    date: str
+    kind: str
+    delivered: bool
+    message: NotRequired[str]
+    attempts: NotRequired[int]
+    alert_id: NotRequired[str]
+
+
+class AlertsOutput(TypedDict):
+    alerts: list[AlertRow]
+
+
+class CandidateList(TypedDict):
+    """``monitor candidate list --json``."""
+
+    candidates: list[CandidateListing]
+
+
+class StoreInfo(TypedDict):
+    """``monitor store info --json``: the store, its documents per collection, and its engine's own facts."""
+
+    store: str
+    documents: dict[str, int]
+
+
+class StoreRestored(TypedDict):
+    """``monitor store restore --json``."""
+
+    store: str
+    restored_from: str
+    commit: int
+    committed_at: str
+
+
+class SourceBuilt(TypedDict):
+    """``monitor demo --source-only --json``: the default image source built (or found)."""
+
+    source: str
+    images: int
+    written: int
+    dated: str | None
+
+
+class DemoResult(TypedDict):
+    """``monitor demo --json``: the simulated days and what the last one says."""
+
+    first_date: str
+    last_date: str
+    drop_date: str
+    degraded: str
+    severity: dict[str, float]
+    flagged: list[str]
+    first_flagged: dict[str, str]  # class -> the first day it was flagged
+    days_to_flag: dict[str, int]  # the degraded class -> days from the drop to its flag
+    health: list[HealthRow]
+    daily: list[dict[str, Any]]
+    model: str
+    candidate: str | None
+
+
+class ErrorDetail(TypedDict):
+    exit_code: int
+    type: str
+    message: str
+
+
+class ErrorOutput(TypedDict):
+    """Any command's failure under ``--json``."""
+
+    error: ErrorDetail

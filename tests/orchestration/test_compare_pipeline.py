@@ -55,7 +55,7 @@ def test_candidates_predict_the_same_images_and_compare_names_the_class_that_got
     }
     added = _invoke(env, "candidate", "add", str(world["candidate"]), "--json")
     assert added["added"] and added["model_id"].startswith("digits-five-off@")
-    assert _invoke(env, "candidate", "list", "--json") == [
+    assert _invoke(env, "candidate", "list", "--json")["candidates"] == [
         {"model_dir": str(world["candidate"]), "model_id": added["model_id"], "from": "store"}
     ]
     for date in DATES:

@@ -127,3 +127,18 @@ def test_a_moderate_drop_goes_on_watch_draws_followup_images_and_is_flagged(tmp_
     predictions = read_predictions(settings.predictions_file(day))
     assert sorted(predictions.loc[predictions["draw"] == "followup", "image_path"]) == sorted(extra["image_path"])
     assert len(sample[sample["label"] == "eight"]) == 10 + len(extra)
+
+
+def test_demo_json_validates_against_its_schema(demo_run: tuple[Settings, dict]) -> None:
+    import json
+
+    import jsonschema
+
+    from monitor.orchestration.schemas import schema_path, versioned
+
+    _, result = demo_run
+    printed = json.loads(json.dumps(versioned(result), default=str))  # what `monitor demo --json` prints
+    validator = jsonschema.Draft202012Validator(json.loads(schema_path("demo").read_text()))
+    assert not [e.message for e in validator.iter_errors(printed)]
+    printed["days_to_flag"] = {"eight": "three"}
+    assert list(validator.iter_errors(printed))

@@ -25,10 +25,11 @@ import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypedDict
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from typing_extensions import TypedDict  # pydantic reads these on Python 3.11 (the schemas)
 
 from monitor.core.dates import days_before
 from monitor.core.errors import DataError
