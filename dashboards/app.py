@@ -9,7 +9,7 @@ Pages (a single-page router on ``dcc.Location``; the state lives in the query st
 
 Thumbnails come from ``/thumb?date=D&path=P``: only paths in the predictions file of ``D`` are
 served, read through the configured image source (which itself refuses paths outside its root).
-``/metrics`` serves the store's class health, stage runs and pending alerts to Prometheus
+``/api/v1/...`` answers the same reads as JSON (:mod:`dashboards.api`); ``/metrics`` serves the store's class health, stage runs and pending alerts to Prometheus
 (:mod:`dashboards.exposition`).
 """
 
@@ -25,6 +25,7 @@ from flask import Response, abort, request
 from prometheus_client.exposition import choose_encoder
 
 from dashboards import guards, ids
+from dashboards.api import blueprint as api_blueprint
 from dashboards.callbacks import register_callbacks
 from dashboards.data import DashboardData
 from dashboards.exposition import registry_for
@@ -77,6 +78,7 @@ def create_app(settings: Settings, *, data: DashboardData | None = None) -> Dash
         response.headers["Cache-Control"] = "private, max-age=3600"
         return response
 
+    server.register_blueprint(api_blueprint(data))
     metrics_registry = registry_for(data)
 
     @server.route(ids.PATH_METRICS)

@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -46,6 +46,7 @@ from monitor.store import Store, open_store
 if TYPE_CHECKING:
     from monitor.domain.compare import ComparisonRecord
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 #: The count columns of class metrics: integers, a missing count 0.
@@ -339,6 +340,35 @@ class DashboardData:
             return store.rows("class_health", model_id, start=dates[-1], end=dates[-1]) if dates else []
 
         return list(self._cached(("latest_health", model_id), compute))
+
+    def health_rows(
+        self, model_id: str, start: str | None = None, end: str | None = None, labels: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """The stored ``class_health`` rows of ``model_id`` in the range (of ``labels``), by date and class: every field."""
+        chosen = tuple(sorted(set(labels))) if labels else None
+        return list(
+            self._cached(
+                ("health_rows", model_id, start, end, chosen),
+                lambda store: store.rows("class_health", model_id, start=start, end=end, labels=chosen),
+            )
+        )
+
+    def metric_rows(
+        self, model_id: str, start: str | None = None, end: str | None = None, labels: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """The stored ``class_metrics`` rows of ``model_id`` in the range (of ``labels``), by date and class."""
+        chosen = tuple(sorted(set(labels))) if labels else None
+        return list(
+            self._cached(
+                ("metric_rows", model_id, start, end, chosen),
+                lambda store: store.rows("class_metrics", model_id, start=start, end=end, labels=chosen),
+            )
+        )
+
+    def with_store(self, read: Callable[[Store], T]) -> T:
+        """``read(store)`` on the current store, under the reader's lock (for a read that is not cached)."""
+        with self._lock:
+            return read(self._current_store())
 
     def pending_alerts(self) -> list[dict[str, Any]]:
         """The alerts not delivered yet, oldest first."""

@@ -218,3 +218,64 @@ class ErrorOutput(TypedDict):
     """Any command's failure under ``--json``."""
 
     error: ErrorDetail
+
+
+# --- the read-only API of the dashboard server (/api/v1, dashboards/api.py) ----------------------------------------
+
+
+class ModelEntry(TypedDict):
+    model_id: str
+    name: str
+    labels: list[str]
+    first_date: str | None
+    last_date: str | None
+
+
+class ApiModels(TypedDict):
+    """``GET /api/v1/models``: every model with results, the most recently evaluated first."""
+
+    models: list[ModelEntry]
+
+
+class ApiHealth(TypedDict):
+    """``GET /api/v1/health``: one model's verdicts of one date (the latest by default), as ``monitor health --json``."""
+
+    model_id: str
+    date: str
+    classes: list[HealthRow]
+
+
+class ApiHistory(TypedDict):
+    """``GET /api/v1/history``: one class of one model over a date range: its daily counts and its daily verdicts."""
+
+    model_id: str
+    label: str
+    start: str | None
+    end: str | None
+    metrics: list[ClassCounts]
+    health: list[HealthRow]
+
+
+class ApiAlerts(TypedDict):
+    """``GET /api/v1/alerts``: stored alerts, newest first."""
+
+    alerts: list[AlertRow]
+
+
+class ApiRuns(TypedDict):
+    """``GET /api/v1/runs``: the run notes of a date (one per source): each stage's summary, finish time, seconds."""
+
+    date: str
+    runs: list[dict[str, Any]]
+
+
+class ApiErrorDetail(TypedDict):
+    status: int
+    type: str
+    message: str
+
+
+class ApiError(TypedDict):
+    """Any API error: its HTTP status, the kind of error and one line saying what was wrong."""
+
+    error: ApiErrorDetail

@@ -1,6 +1,6 @@
 """The JSON Schemas of what the service prints and serves: every ``--json`` output and every API response.
 
-Each output is one JSON object with ``schema_version`` (:data:`SCHEMA_VERSION`) and the fields of its typed
+Each output is one JSON object with ``schema_version`` (:data:`monitor.core.outputs.SCHEMA_VERSION`) and the fields of its typed
 definition (:mod:`monitor.orchestration.results`, :class:`monitor.domain.compare.ComparisonRecord`, the
 settings model). The schemas are generated from those types with pydantic and kept in the repository under
 ``schemas/<name>.v<version>.json`` (``scripts/schemas.py --write``), so that a change of a type that would
@@ -13,10 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from monitor.core.outputs import SCHEMA_VERSION, versioned
 from monitor.core.settings import PROJECT_ROOT
 
-#: The version of every output's shape (``schema_version`` in each object).
-SCHEMA_VERSION = 1
+__all__ = ["SCHEMA_DIR", "SCHEMA_VERSION", "generate", "names", "schema_path", "versioned"]
 SCHEMA_DIR = PROJECT_ROOT / "schemas"
 _DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -44,6 +44,13 @@ def _types() -> dict[str, Any]:
         "demo": r.DemoResult,
         "demo-source": r.SourceBuilt,
         "error": r.ErrorOutput,
+        "api-models": r.ApiModels,
+        "api-health": r.ApiHealth,
+        "api-history": r.ApiHistory,
+        "api-alerts": r.ApiAlerts,
+        "api-comparison": ComparisonRecord,
+        "api-runs": r.ApiRuns,
+        "api-error": r.ApiError,
     }
 
 
@@ -74,8 +81,3 @@ def generate(name: str) -> dict[str, Any]:
 
 def schema_path(name: str) -> Path:
     return SCHEMA_DIR / f"{name}.v{SCHEMA_VERSION}.json"
-
-
-def versioned(data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` with its ``schema_version`` first."""
-    return {"schema_version": SCHEMA_VERSION, **data}

@@ -54,9 +54,10 @@ def test_every_class_of_the_latest_judged_day_is_exported_with_its_stored_figure
             assert _one(samples, f"class_health_{family}", **labels) == pytest.approx(float(row[field]))
         states = {s.labels["verdict"]: s.value for s in samples["class_health_verdict"] if s.labels["class"] == label}
         assert states == {v.value: float(v.value == row["verdict"]) for v in Verdict}  # one state set, one state on
-        assert _one(samples, "class_health_statistic", test="cusum", **labels) == row["cusum"]
-        assert _one(samples, "class_health_threshold", test="cusum", **labels) == row["cusum_threshold"]
-        assert not [s for s in samples.get("class_health_statistic", []) if s.labels["test"] == "collapse"]
+        for test in ("cusum", "collapse", "recovery"):
+            assert _one(samples, "class_health_statistic", test=test, **labels) == row[test]
+            assert _one(samples, "class_health_threshold", test=test, **labels) == row[f"{test}_threshold"]
+        assert _one(samples, "class_health_flagged", **labels) == float(row["flagged"])
     assert {
         s.labels["class"] for s in samples["class_health_verdict"] if s.value == 1 and s.labels["verdict"] != "healthy"
     } == {"bee", "cat"}
@@ -94,7 +95,7 @@ def test_a_scraper_that_asks_for_openmetrics_gets_it(history, settings) -> None:
     text = response.get_data(as_text=True)
     assert text.rstrip().endswith("# EOF")
     samples = _samples(text, parse_openmetrics)
-    assert _one(samples, "class_health_flagged", model=MODEL, **{"class": "cat"}) == 0  # the fixture's rows say so
+    assert _one(samples, "class_health_flagged", model=MODEL, **{"class": "cat"}) == 1  # flagged in the stored row
 
 
 def test_an_empty_store_exports_no_class_and_no_error(settings) -> None:
