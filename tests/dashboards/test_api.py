@@ -95,3 +95,30 @@ def test_an_empty_store_answers_not_found_and_an_unreachable_one_service_unavail
 def test_odd_parameters_are_refused_in_one_line(history, settings, path: str) -> None:
     error = _get(production_client(settings), path, "api-error", 400)["error"]
     assert "\n" not in error["message"] and len(error["message"]) < 300
+
+
+def test_a_stored_comparison_is_served_as_stored(history, settings, store) -> None:
+    record = {
+        "verdict": "reject",
+        "reason": "worse on bee",
+        "production": MODEL,
+        "candidate": "cand@2",
+        "start": day(3),
+        "end": day(1),
+        "days": 3,
+        "alpha": 0.05,
+        "margin": 0.02,
+        "multiplicity": "holm",
+        "flagged": ["cat"],
+        "improved": [],
+        "worse": ["bee"],
+        "pending": {"cat": 4},
+        "days_more": None,
+        "unpaired": {"production": 0, "candidate": 0},
+    }
+    store.save_comparison({"date": day(1), **record})
+    store.commit()
+    client = production_client(settings)
+    served = _get(client, f"/api/v1/comparisons?candidate=cand@2&end={day(0)}", "api-comparison")
+    assert {k: v for k, v in served.items() if k != "schema_version"} == record
+    assert _get(client, f"/api/v1/comparisons?candidate=cand@2&end={day(2)}", "api-error", 404)
