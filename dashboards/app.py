@@ -24,7 +24,7 @@ from dash import Dash
 from flask import Response, abort, request
 from prometheus_client.exposition import choose_encoder
 
-from dashboards import guards, ids
+from dashboards import auth, guards, ids
 from dashboards.api import blueprint as api_blueprint
 from dashboards.callbacks import register_callbacks
 from dashboards.data import DashboardData
@@ -58,8 +58,9 @@ def create_app(settings: Settings, *, data: DashboardData | None = None) -> Dash
     app.index_string = INDEX_STRING
     app.layout = app_shell
     register_callbacks(app, data)
-    guards.install(app)  # malformed callback requests get a 400 before Dash reads them
     server = app.server
+    auth.install(server, settings)  # first of all: pages, callbacks, thumbnails, the API and /metrics
+    guards.install(app)  # malformed callback requests get a 400 before Dash reads them
     server.extensions[EXTENSION] = data
 
     @server.route(ids.PATH_THUMB)

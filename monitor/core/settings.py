@@ -199,6 +199,18 @@ class Settings(BaseSettings):
     # --- dashboard -------------------------------------------------------------------------------
     dashboard_host: str = Field(default="127.0.0.1", description="Dashboard bind address.")
     dashboard_port: int = Field(default=8050, ge=1, le=65535, description="Dashboard port.")
+    dashboard_users: dict[str, str] = Field(
+        default_factory=dict,
+        description='Login for the dashboard, its API and /metrics: {"user": "<password hash from `monitor hash-password`>"}. Empty: no login (bind to 127.0.0.1 only).',
+    )
+    dashboard_user_header: str = Field(
+        default="",
+        description="Reverse-proxy login instead (oauth2-proxy, an OIDC gateway): the header naming the signed-in user, e.g. X-Forwarded-User. Only safe when the proxy alone can reach the dashboard.",
+    )
+    dashboard_secret_key: str = Field(
+        default="",
+        description="Key that signs login cookies; empty: a random one per start (everyone signs in again after a restart).",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -233,6 +245,8 @@ class Settings(BaseSettings):
             for name in ("mongo_uri", "source_uri", "spark_master"):
                 if isinstance(data.get(name), str):
                     register(uri_secrets(data[name]))
+            if isinstance(data.get("dashboard_secret_key"), str) and data["dashboard_secret_key"]:
+                register([data["dashboard_secret_key"]])
             if isinstance(data.get("spark_master"), str):  # a Spark Connect URL carries its token as ;token=...
                 register(param_secrets(data["spark_master"]))
             alert_urls = data.get("alert_urls")
@@ -340,6 +354,28 @@ class Settings(BaseSettings):
         """The database name is also the embedded store's folder: letters, digits, ``_`` and ``-`` only."""
         if not DB_NAME.fullmatch(name):
             raise ValueError(f"{name[:80]!r} is not a database name: 1 to 63 letters, digits, '_' or '-'")
+        return name
+
+    @field_validator("dashboard_users")
+    @classmethod
+    def _password_hashes(cls, users: dict[str, str]) -> dict[str, str]:
+        """Each user's password as a hash werkzeug checks (scrypt or pbkdf2), never the password itself."""
+        for user, hashed in users.items():
+            if not user.strip() or len(user) > 200 or ":" in user:
+                raise ValueError(f"dashboard user {user[:80]!r} is not a user name (1 to 200 characters, no ':')")
+            method = hashed.split("$", 1)[0].split(":", 1)[0]
+            if method not in ("scrypt", "pbkdf2") or hashed.count("$") != 2:
+                raise ValueError(
+                    f"the password of dashboard user {user[:80]!r} is not a password hash: give the output of "
+                    "`monitor hash-password`, never the password itself"
+                )
+        return users
+
+    @field_validator("dashboard_user_header")
+    @classmethod
+    def _header_name(cls, name: str) -> str:
+        if name and not re.fullmatch(r"[A-Za-z0-9-]{1,100}", name):
+            raise ValueError(f"{name[:80]!r} is not an HTTP header name (letters, digits and '-')")
         return name
 
     @field_validator("dashboard_host")
@@ -601,10 +637,13 @@ def shown_settings(settings: Settings) -> dict[str, Any]:
     ``scheme://host/…``, Spark settings only when their key is on the harmless list, and every other text
     through :func:`monitor.core.secrets.redact`.
     """
-    from monitor.core.secrets import redact_data, show_url, spark_conf_shown
+    from monitor.core.secrets import MASK, redact_data, show_url, spark_conf_shown
 
     values: dict[str, Any] = settings.model_dump(mode="json")
     values["mongo_uri"] = values["mongo_uri"] or "(embedded store)"
     values["alert_urls"] = [show_url(url) for url in settings.alert_urls]
     values["spark_conf"] = spark_conf_shown(settings.spark_conf)
+    # A password hash still lets a stolen copy be attacked offline: users are shown, their hashes never.
+    values["dashboard_users"] = {user: MASK for user in settings.dashboard_users}
+    values["dashboard_secret_key"] = MASK if settings.dashboard_secret_key else ""
     return redact_data(values)

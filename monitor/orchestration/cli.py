@@ -846,6 +846,27 @@ def candidate_list(json_out: JsonOption = False) -> None:
     out.print(table)
 
 
+@app.command("hash-password")
+def hash_password() -> None:
+    """Print the hash of a dashboard password, for MONITOR_DASHBOARD_USERS ({"user": "<hash>"}).
+
+    The password is read from standard input (a terminal asks twice, without echo); it is never printed or stored.
+    """
+    import getpass
+
+    from werkzeug.security import generate_password_hash
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            _fail(ConfigError("the two passwords differ"), code=2)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < 8:
+        _fail(ConfigError("the password is shorter than 8 characters"), code=2)
+    out.print(generate_password_hash(password), highlight=False, soft_wrap=True)
+
+
 @app.command("settings")
 def show_settings(json_out: JsonOption = False) -> None:
     """Show the effective settings (environment, config file, defaults); passwords, tokens and webhook URLs masked."""

@@ -43,6 +43,8 @@ SECRETS = {
     "AIRFLOW_API_SECRET_KEY": "test-api-key",
     "AIRFLOW_FERNET_KEY": "dGVzdC1mZXJuZXQta2V5LXRlc3QtZmVybmV0LWtleSE=",
     "AIRFLOW_DB_PASSWORD": "0123456789abcdef",
+    "MONITOR_DASHBOARD_SECRET_KEY": "test-cookie-key",
+    "MONITOR_DASHBOARD_USERS": '{"admin": "scrypt:32768:8:1$0123456789abcdef$00"}',
 }
 
 
@@ -421,7 +423,7 @@ def test_the_compose_defaults_are_valid_settings(services, service, monkeypatch)
 
     for key, value in _environment(services[service]).items():
         if key.startswith("MONITOR_"):
-            monkeypatch.setenv(key, _default(value))
+            monkeypatch.setenv(key, SECRETS.get(key, _default(value)))
     settings = load_settings()
     assert settings.source_uri == DEFAULT_SOURCE_URI
     assert str(settings.data_dir) == "/data"
@@ -788,6 +790,32 @@ def test_the_one_line_start_writes_secrets_once_and_the_stack_then_validates(tmp
     assert again.returncode == 0 and "appended" in again.stderr
     after = _env_file(tmp_path / "docker" / ".env")
     assert after["AIRFLOW_JWT_SECRET"] == env["AIRFLOW_JWT_SECRET"] and len(after["AIRFLOW_API_SECRET_KEY"]) >= 32
+
+
+def test_the_one_line_start_turns_the_dashboard_login_on_with_a_hash_of_its_generated_password(tmp_path):
+    from werkzeug.security import check_password_hash
+
+    started = _start(tmp_path, "--config-only", "--profile", "metrics")
+    assert started.returncode == 0, started.stderr
+    env = _env_file(tmp_path / "docker" / ".env")
+    password = env["DASHBOARD_PASSWORD"]
+    assert re.fullmatch(r"[0-9a-f]{64}", password) and "user admin" in started.stderr
+    assert env["MONITOR_DASHBOARD_USERS"].startswith("'") and env["MONITOR_DASHBOARD_USERS"].endswith("'")
+    resolved = yaml.safe_load(started.stdout)
+    dashboard = resolved["services"]["dashboard"]["environment"]
+    # compose kept every "$" of the hash (its printed config escapes each as "$$", as a compose file must).
+    users = json.loads(dashboard["MONITOR_DASHBOARD_USERS"].replace("$$", "$"))
+    assert set(users) == {"admin"} and check_password_hash(users["admin"], password)
+    assert not check_password_hash(users["admin"], password + "x")
+    assert dashboard["MONITOR_DASHBOARD_SECRET_KEY"] == env["MONITOR_DASHBOARD_SECRET_KEY"]
+    assert password not in json.dumps(dashboard)  # the dashboard gets the hash, never the password
+    prometheus = resolved["services"]["prometheus"]
+    assert [s["source"] for s in prometheus["secrets"]] == ["dashboard_password"]
+    scrape = yaml.safe_load((DOCKER / "prometheus" / "prometheus.yml").read_text())["scrape_configs"][0]
+    assert scrape["basic_auth"] == {"username": "admin", "password_file": "/run/secrets/dashboard_password"}
+    # A second start keeps the login as it is.
+    assert _start(tmp_path, "--config-only").returncode == 0
+    assert _env_file(tmp_path / "docker" / ".env")["MONITOR_DASHBOARD_USERS"] == env["MONITOR_DASHBOARD_USERS"]
 
 
 def test_the_readme_docker_block_starts_the_stack_with_the_one_line_start():
