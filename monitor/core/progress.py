@@ -1,8 +1,15 @@
-"""Progress reporting for long steps: rich progress bars with rates on stderr, or nothing. Descriptions are literal text."""
+"""Progress reporting for long steps: rich progress bars with rates on a terminal, log lines otherwise, or nothing.
+
+Descriptions are literal text. Written to a pipe or a file (a scheduler's log, ``2> run.log``), a bar would be
+either nothing or a screen of redraws: there each step logs ``description: done/total (rate/s)`` at INFO
+(``monitor -v``) when it starts, at most every :data:`LOG_EVERY_S` seconds while it runs, and when it ends.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
@@ -10,6 +17,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 Advance = Callable[[int], None]
+#: How often a step written to a pipe or a file logs its progress, at most (seconds).
+LOG_EVERY_S = 30.0
+log = logging.getLogger("monitor.progress")
 
 
 class ProgressFactory(Protocol):
@@ -52,7 +62,11 @@ def rich_progress(console: Console | None = None) -> ProgressFactory:
             _RateColumn(),
             TimeElapsedColumn(),
         ]
-        with Progress(*columns, console=out, transient=False, disable=not out.is_terminal) as bar:
+        if not out.is_terminal:
+            with log_progress(description, total) as advance:
+                yield advance
+            return
+        with Progress(*columns, console=out, transient=False) as bar:
             task = bar.add_task(description, total=total, rate="")
 
             def advance(n: int = 1) -> None:
@@ -61,3 +75,33 @@ def rich_progress(console: Console | None = None) -> ProgressFactory:
             yield advance
 
     return factory
+
+
+@contextlib.contextmanager
+def log_progress(
+    description: str,
+    total: int | None = None,
+    *,
+    every_s: float = LOG_EVERY_S,
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[Advance]:
+    """Progress as INFO log lines: at the start, at most every ``every_s`` seconds, and at the end (with the rate)."""
+    started = last = clock()
+    done = 0
+
+    def line(state: str) -> None:
+        elapsed = max(clock() - started, 1e-9)
+        counted = f"{done:,}/{total:,}" if total else f"{done:,}"
+        log.info("%s: %s %s (%.0f/s, %.0f s)", description, counted, state, done / elapsed, elapsed)
+
+    log.info("%s: started%s", description, f" ({total:,} to do)" if total else "")
+
+    def advance(n: int = 1) -> None:
+        nonlocal done, last
+        done += n
+        if clock() - last >= every_s:
+            last = clock()
+            line("so far")
+
+    yield advance
+    line("done")
