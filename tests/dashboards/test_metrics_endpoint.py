@@ -5,6 +5,7 @@ asking only for families the endpoint exports."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,11 @@ def _samples(text: str, parser: Any = parse_text) -> dict[str, list[Any]]:
         for sample in family.samples:
             found.setdefault(sample.name, []).append(sample)
     return found
+
+
+def _families(client: Any) -> set[str]:
+    """The family names a scrape declares (with or without samples: a store with no stage times still names it)."""
+    return {family.name for family in parse_text(client.get("/metrics").get_data(as_text=True))}
 
 
 def _one(samples: dict[str, list[Any]], name: str, **labels: str) -> float:
@@ -106,7 +112,7 @@ def test_an_empty_store_exports_no_class_and_no_error(settings) -> None:
 
 
 def test_the_shipped_prometheus_rules_ask_only_for_exported_families(history, settings) -> None:
-    exported = set(_samples(production_client(settings).get("/metrics").get_data(as_text=True)))
+    exported = _families(production_client(settings))
     rules = yaml.safe_load((ROOT / "docker" / "prometheus" / "alerts.yml").read_text())
     expressions = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
     asked = {name for expr in expressions for name in re.findall(r"\bclass_health_\w+", expr)}
@@ -117,3 +123,23 @@ def test_the_shipped_prometheus_rules_ask_only_for_exported_families(history, se
         "dashboard:8050"
     ]
     assert "alerts.yml" in " ".join(scrape["rule_files"])
+
+
+def test_the_shipped_grafana_dashboard_queries_only_exported_families_through_the_provisioned_source(
+    history, settings
+) -> None:
+    exported = _families(production_client(settings))
+    grafana = ROOT / "docker" / "grafana"
+    board = json.loads((grafana / "dashboards" / "class-health.json").read_text())
+    (source,) = yaml.safe_load((grafana / "provisioning" / "datasources" / "prometheus.yml").read_text())["datasources"]
+    provider = yaml.safe_load((grafana / "provisioning" / "dashboards" / "class-health.yml").read_text())["providers"][
+        0
+    ]
+    assert source["url"] == "http://prometheus:9090" and provider["options"]["path"] == "/etc/grafana/dashboards"
+    targets = [t for panel in board["panels"] for t in panel["targets"]]
+    assert len(board["panels"]) >= 6 and {t["datasource"]["uid"] for t in targets} == {source["uid"]}
+    asked = {name for t in targets for name in re.findall(r"\bclass_health_\w+", t["expr"])}
+    assert asked <= exported, asked - exported
+    # Every family about a class that a user would chart is on the board.
+    assert {"class_health_verdict", "class_health_pooled_accuracy", "class_health_prob_below_target"} <= asked
+    assert len({p["id"] for p in board["panels"]}) == len(board["panels"])

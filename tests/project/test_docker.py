@@ -43,6 +43,7 @@ SECRETS = {
     "AIRFLOW_API_SECRET_KEY": "test-api-key",
     "AIRFLOW_FERNET_KEY": "dGVzdC1mZXJuZXQta2V5LXRlc3QtZmVybmV0LWtleSE=",
     "AIRFLOW_DB_PASSWORD": "0123456789abcdef",
+    "DASHBOARD_PASSWORD": "test-dashboard-password",
     "MONITOR_DASHBOARD_SECRET_KEY": "test-cookie-key",
     "MONITOR_DASHBOARD_USERS": '{"admin": "scrypt:32768:8:1$0123456789abcdef$00"}',
 }
