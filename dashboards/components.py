@@ -6,8 +6,11 @@ one kind of thing looks the same everywhere.
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -67,6 +70,27 @@ def fmt_num(value: Any, digits: int = 2) -> str:
     return f"{float(value):.{digits}f}"
 
 
+def cell_text(cell: Any) -> str:
+    """What a table cell says, as text: a string as it is, a component by the text of its children."""
+    if cell is None:
+        return ""
+    if isinstance(cell, (str, int, float)):
+        return str(cell)
+    children = getattr(cell, "children", None)
+    if isinstance(children, (list, tuple)):
+        return "".join(cell_text(child) for child in children)
+    return cell_text(children)
+
+
+def csv_href(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """The table as a ``data:`` URI of CSV (UTF-8), the cells as they read."""
+    out = io.StringIO(newline="")
+    writer = csv.writer(out)
+    writer.writerow(headers)
+    writer.writerows([cell_text(cell) for cell in row] for row in rows)
+    return "data:text/csv;charset=utf-8," + quote(out.getvalue())
+
+
 def table(
     headers: Sequence[str],
     rows: Sequence[Sequence[Any]],
@@ -74,8 +98,12 @@ def table(
     id: str | None = None,
     numeric: Sequence[int] = (),
     narrow: bool = False,
-) -> html.Table:
-    """A plain HTML table (fast to render, easy to read in tests); ``numeric`` columns are right-aligned."""
+    export: str = "table",
+) -> html.Div:
+    """A plain HTML table (fast to render, easy to read in tests); ``numeric`` columns are right-aligned.
+
+    Below it, a link downloads it as ``<export>.csv`` (the cells as they read), so every table can leave the page.
+    """
     body = [
         html.Tr([html.Td(cell, className="num" if i in numeric else None) for i, cell in enumerate(row)])
         for row in rows
@@ -83,7 +111,14 @@ def table(
     kwargs: dict[str, Any] = {"className": "data narrow" if narrow else "data"}
     if id is not None:
         kwargs["id"] = id
-    return html.Table([html.Thead(html.Tr([html.Th(h) for h in headers])), html.Tbody(body)], **kwargs)
+    name = id or export
+    link_kwargs: dict[str, Any] = {"className": "export", "download": f"{name}.csv"}
+    if id is not None:  # only a table with an id gives its link one: two tables without could not share it
+        link_kwargs["id"] = f"{id}-csv"
+    link = html.A("download CSV", href=csv_href(headers, rows), **link_kwargs)
+    return html.Div(
+        [html.Table([html.Thead(html.Tr([html.Th(h) for h in headers])), html.Tbody(body)], **kwargs), link]
+    )
 
 
 def card(title: str, *children: Any, id: str | None = None) -> html.Div:

@@ -22,6 +22,27 @@ from monitor.core.verdicts import BY_URGENCY
 TOP_CONFUSIONS = 8
 
 
+def accuracy_floor(target: float) -> float:
+    """The bottom of the heatmap's accuracy scale: 20 points below the target (everything lower is as red)."""
+    return max(0.0, min(target - 0.2, 0.95))
+
+
+def accuracy_scale(target: float) -> list[tuple[float, str]]:
+    """A colour scale from :func:`accuracy_floor` to 1 that turns at ``target`` (pale), orange 5 points below, green above."""
+    low = accuracy_floor(target)
+
+    def at(value: float) -> float:
+        return min(1.0, max(0.0, (value - low) / (1.0 - low)))
+
+    return [
+        (0.0, "#7f0000"),
+        (at(target - 0.05), "#e65100"),
+        (at(target - 0.005), "#fff3c4"),
+        (at(target), "#f1f8e9"),
+        (1.0, "#1b5e20"),
+    ]
+
+
 def heatmap_figure(
     cells: pd.DataFrame,
     labels: Sequence[str],
@@ -31,10 +52,12 @@ def heatmap_figure(
     grain: Grain,
     level: float,
     verdicts: pd.DataFrame | None = None,
+    target: float = 0.9,
 ) -> go.Figure:
     """Class x period heatmap: pooled accuracy (``cells`` from :func:`pool_by_period`) or the worst verdict in the period.
 
-    Rows follow ``labels`` top to bottom; cells without data are blank.
+    Rows follow ``labels`` top to bottom; cells without data are blank. The accuracy scale turns at ``target``:
+    green above it, pale at it, orange 5 points below and deep red 20 below, so that a moderate drop stands out.
     """
     labels = list(labels)
     periods = list(periods)
@@ -95,12 +118,12 @@ def heatmap_figure(
             z=acc.to_numpy(dtype=float),
             x=periods,
             y=labels,
-            zmin=0.5,
+            zmin=accuracy_floor(target),
             zmax=1.0,
-            colorscale="RdYlGn",
+            colorscale=accuracy_scale(target),
             customdata=text,
             hovertemplate=f"<b>%{{y}}</b> · {period_word} %{{x}}<br>accuracy %{{customdata}}<extra></extra>",
-            colorbar={"title": "accuracy", "tickformat": ".0%"},
+            colorbar={"title": f"accuracy<br>(target {target:.0%})", "tickformat": ".0%"},
             xgap=1,
             ygap=1,
             name="accuracy",
@@ -220,26 +243,30 @@ def timeseries_figure(
         )
     )
     if changes is not None and not changes.empty:
-        y = changes["pooled_accuracy"].astype(float).fillna(target_value)
-        figure.add_trace(
-            go.Scatter(
-                x=list(changes["date"]),
-                y=y,
-                mode="markers",
-                marker={
-                    "symbol": "diamond",
-                    "size": 13,
-                    "color": [verdict_colour(v, "#999") for v in changes["verdict"]],
-                    "line": {"width": 1, "color": "#102a43"},
-                },
-                name="verdict change",
-                text=[
-                    f"{verdict_text(p)} → {verdict_text(v)}"
-                    for p, v in zip(changes["previous_verdict"], changes["verdict"])
-                ],
-                hovertemplate="%{x}<br>%{text}<extra></extra>",
+        changes = changes.assign(y=changes["pooled_accuracy"].astype(float).fillna(target_value))
+        # One legend entry per colour shown: the verdict each change led to.
+        for verdict, group in changes.groupby("verdict", sort=False):
+            figure.add_trace(
+                go.Scatter(
+                    x=list(group["date"]),
+                    y=list(group["y"]),
+                    mode="markers",
+                    marker={
+                        "symbol": "diamond",
+                        "size": 13,
+                        "color": verdict_colour(verdict, "#999"),
+                        "line": {"width": 1, "color": "#102a43"},
+                    },
+                    name=f"became {verdict_text(verdict)}",
+                    legendgroup="verdict change",
+                    legendgrouptitle={"text": "verdict changes"},
+                    text=[
+                        f"{verdict_text(p)} → {verdict_text(v)}"
+                        for p, v in zip(group["previous_verdict"], group["verdict"])
+                    ],
+                    hovertemplate="%{x}<br>%{text}<extra></extra>",
+                )
             )
-        )
         for day, verdict in zip(changes["date"], changes["verdict"]):
             figure.add_vline(x=day, line={"color": verdict_colour(verdict, "#999"), "width": 1, "dash": "dot"})
     figure.update_layout(

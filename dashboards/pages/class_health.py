@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from dash import dcc, html
@@ -15,6 +15,9 @@ from dashboards.data import DashboardData
 from dashboards.figures import timeseries_figure
 from dashboards.view import View, latest_status, worst_first
 from monitor.core.verdicts import Verdict
+
+if TYPE_CHECKING:
+    from monitor.core.settings import Settings
 
 #: The health figures ``benchmarks/bench_health.py --save`` measured (a sentence and the numbers, with machine and date).
 FIGURES_FILE = Path(__file__).resolve().parents[2] / "docs" / "health-figures.json"
@@ -45,17 +48,46 @@ def _share(correct: Any, n: Any) -> str:
         return "–"
 
 
-def health_figures(path: Path = FIGURES_FILE) -> str:
-    """The defaults' measured behaviour, read from what ``benchmarks/bench_health.py --save`` wrote (nothing when absent)."""
+def health_figures(
+    path: Path = FIGURES_FILE,
+    *,
+    settings: Settings | None = None,
+    classes: int | None = None,
+    target: float | None = None,
+) -> str:
+    """The measured behaviour that ``benchmarks/bench_health.py --save`` wrote, when it applies (nothing when absent).
+
+    The figures hold for the settings and class count they were measured under: given ``settings`` (and the
+    model's ``classes``, the class's ``target``), a difference is said instead of figures that would not be true here.
+    """
     try:
         figures = json.loads(path.read_text(encoding="utf-8")) if path.stat().st_size < 65_536 else {}
-        return str(figures.get("sentence") or "") if isinstance(figures, dict) else ""
     except (OSError, ValueError):
         return ""
+    if not isinstance(figures, dict):
+        return ""
+    sentence = str(figures.get("sentence") or "")
+    if not sentence or settings is None:
+        return sentence
+    recorded = figures.get("settings")
+    measured: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
+    ours = {name: getattr(settings, name, None) for name in measured}
+    if target is not None and "target_accuracy" in ours:
+        ours["target_accuracy"] = target
+    differ = [f"{name} {ours[name]} (measured at {value})" for name, value in measured.items() if ours[name] != value]
+    if classes is not None and isinstance(figures.get("classes"), int) and classes != figures["classes"]:
+        differ.insert(0, f"{classes} classes (measured with {figures['classes']}; false alarms grow with the count)")
+    if not differ:
+        return sentence
+    return (
+        f"How fast a drop is caught here is not measured: this model is judged with {'; '.join(differ[:3])}. "
+        "Run `benchmarks/bench_health.py --save` with these settings to measure it."
+    )
 
 
-def evidence_card(label: str, status: pd.DataFrame, level: float) -> html.Div:
-    """The latest verdict of ``label`` with every number behind it, and what the verdict means."""
+def evidence_card(label: str, status: pd.DataFrame, level: float, figures: str | None = None) -> html.Div:
+    """The latest verdict of ``label`` with every number behind it, what the verdict means, and ``figures`` (the measured
+    behaviour that applies to it, :func:`health_figures`; the saved sentence when not given)."""
     if label not in status.index:
         return html.Div([html.B(label), ": no health verdict yet."], className="muted")
     row = status.loc[label]
@@ -111,7 +143,10 @@ def evidence_card(label: str, status: pd.DataFrame, level: float) -> html.Div:
                 [
                     VERDICT_MEANING.get(row.get("verdict"), ""),
                     " ",
-                    html.Span(f"{VERDICT_SCOPE} {health_figures()}".strip(), className="muted"),
+                    html.Span(
+                        f"{VERDICT_SCOPE} {health_figures() if figures is None else figures}".strip(),
+                        className="muted",
+                    ),
                 ],
                 className="meaning",
             ),
@@ -157,7 +192,16 @@ def class_page(data: DashboardData, view: View) -> list[Any]:
             html.Div(
                 [
                     dcc.Graph(id=f"{ids.CLASS_TIMESERIES}-{i}", figure=figure, config={"displayModeBar": False}),
-                    evidence_card(label, status, view.level),
+                    evidence_card(
+                        label,
+                        status,
+                        view.level,
+                        health_figures(
+                            settings=data.settings,
+                            classes=len(data.labels(model_id)),
+                            target=data.settings.target_for(label),
+                        ),
+                    ),
                 ],
                 className="card class-block",
                 **attrs,
@@ -179,7 +223,7 @@ def class_page(data: DashboardData, view: View) -> list[Any]:
         html.Div(blocks, id=ids.CLASS_TIMESERIES),
         card(
             "Alerts in this range",
-            table(["date", "class", "kind", "delivered", "message"], alert_rows)
+            table(["date", "class", "kind", "delivered", "message"], alert_rows, export="alerts")
             if alert_rows
             else html.P("No alerts.", className="muted"),
             id=ids.CLASS_ALERTS,

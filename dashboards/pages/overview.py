@@ -22,6 +22,90 @@ PAGE_SIZE = 30
 FLAGGED_SHOWN = 50
 
 
+#: What a team does about a flagged class, in order, with the commands (README, "Comparing a candidate").
+NEXT_STEPS: tuple[str, ...] = (
+    "Retrain (or fine-tune) the model with more, and fresher, images of the flagged classes.",
+    "Register the new model: `monitor candidate add /path/to/model` (or MONITOR_CANDIDATE_MODEL_DIRS).",
+    "Let the daily runs predict it beside production on the same images (`monitor evaluate` does it).",
+    "Compare: `monitor compare --candidate NAME`, or the Candidate page; promote when it says promote.",
+    "Promote: point MONITOR_MODEL_DIR at the candidate; the flag clears once the evidence shows the class back above target.",
+)
+
+
+def _likelihood(p: Any) -> str:
+    """P(below target) in words."""
+    try:
+        value = float(p)
+    except (TypeError, ValueError):
+        return "perhaps"
+    if value >= 0.99:
+        return "almost surely"
+    if value >= 0.9:
+        return "very likely"
+    if value >= 0.5:
+        return "more likely than not"
+    return "possibly"
+
+
+def plain_summary(label: str, row: Any) -> str:
+    """One flagged class in plain words: how accurate it is, how sure, how many images say so, since when."""
+    n, correct = row.get("pooled_n"), row.get("pooled_correct")
+    images = (
+        f" ({int(n) - int(correct)} of the last {int(n)} images wrong)"
+        if pd.notna(n) and pd.notna(correct) and n
+        else ""
+    )
+    since = f"; flagged since {row['since']}" if row.get("since") and pd.notna(row.get("since")) else ""
+    return (
+        f"{label}: about {fmt_acc(row.get('pooled_accuracy'))} right over the last {row.get('window_days') or '?'} days"
+        f"{images}, {_likelihood(row.get('prob_below_target'))} below its target of {fmt_acc(row.get('target'))}{since}."
+    )
+
+
+def next_steps(status: pd.DataFrame, labels: list[str]) -> html.Div | None:
+    """For the classes that need retraining: each in plain words, then what to do, with the commands."""
+    needing = [
+        label for label in labels if label in status.index and status.loc[label, "verdict"] == "needs_retraining"
+    ]
+    if not needing:
+        return None
+    return html.Div(
+        [
+            html.P(
+                [html.B("What the evidence says. ")]
+                + [plain_summary(name, status.loc[name]) + " " for name in needing[:5]]
+            ),
+            html.P(html.B("What to do next:")),
+            html.Ol([html.Li(step) for step in NEXT_STEPS]),
+        ],
+        id=ids.NEXT_STEPS,
+        className="notice",
+    )
+
+
+def first_verdict_hint(status: pd.DataFrame, min_samples: int, per_day: int, as_of: str) -> str | None:
+    """When classes have no verdict yet (a new bucket): why, and about when the first verdicts come."""
+    import datetime as dt
+    import math
+
+    waiting = status[status["verdict"] == "insufficient_data"] if "verdict" in status else status.iloc[0:0]
+    if waiting.empty:
+        return None
+    pooled = pd.to_numeric(waiting.get("pooled_n"), errors="coerce").fillna(0)
+    short = int(max(min_samples - int(pooled.max()), 0))
+    days = math.ceil(short / per_day) if per_day > 0 else None
+    when = (
+        f" With {per_day} images a class a day, the first verdicts come in about {days} day(s), "
+        f"around {dt.date.fromisoformat(as_of) + dt.timedelta(days=days)}."
+        if days
+        else ""
+    )
+    return (
+        f"{len(waiting)} class(es) have no verdict yet: a class is judged once {min_samples} of its images are pooled "
+        f"(the most pooled so far: {int(pooled.max())}).{when}"
+    )
+
+
 def flagged_list(status: pd.DataFrame, view: View, has_health: bool) -> html.Div:
     """Flagged classes with the evidence behind each verdict."""
     if not has_health:
@@ -77,12 +161,14 @@ def flagged_list(status: pd.DataFrame, view: View, has_health: bool) -> html.Div
                 ],
                 body,
                 numeric=(3, 4, 5, 6, 7),
+                export=f"flagged-classes-{view.end}",
             ),
             className="scroll",
         ),
         html.P(f"…and {more} more: narrow the classes filter or page through the heatmap.", className="muted")
         if more > 0
         else None,
+        next_steps(status, [str(label) for label in rows.index]),
         id=ids.FLAGGED,
     )
 
@@ -117,7 +203,14 @@ def overview_page(data: DashboardData, view: View) -> list[Any]:
     if state.color == "verdict":
         page_health = data.health(model_id, view.start, view.end, page_labels) if page_labels else health.iloc[0:0]
     figure = heatmap_figure(
-        page_cells, page_labels, periods, color=state.color, grain=grain, level=view.level, verdicts=page_health
+        page_cells,
+        page_labels,
+        periods,
+        color=state.color,
+        grain=grain,
+        level=view.level,
+        verdicts=page_health,
+        target=data.settings.target_accuracy,
     )
     controls = html.Div(
         [
@@ -170,6 +263,17 @@ def overview_page(data: DashboardData, view: View) -> list[Any]:
                 )
             ],
         ),
+        # The flagged classes first: what needs doing is above the fold, the heatmap below it.
+        flagged_list(status, view, has_health=has_health),
+        *(
+            [html.P(hint, id=ids.FIRST_VERDICT, className="notice")]
+            if (
+                hint := first_verdict_hint(
+                    status, data.settings.min_samples, data.settings.samples_per_class, str(view.end)
+                )
+            )
+            else []
+        ),
         card(
             f"Accuracy per class and {grain}" if state.color == "accuracy" else f"Worst verdict per class and {grain}",
             controls,
@@ -181,5 +285,4 @@ def overview_page(data: DashboardData, view: View) -> list[Any]:
             ),
             dcc.Graph(id=ids.OVERVIEW_HEATMAP, figure=figure, config={"displayModeBar": False}),
         ),
-        flagged_list(status, view, has_health=has_health),
     ]

@@ -80,9 +80,10 @@ def test_choosing_a_class_shows_its_time_series_with_the_interval_band(
     assert dict(zip(daily["x"], daily["y"])) == pytest.approx(expected)
     assert any(name.startswith("target ") for name in traces)
     assert any(name.startswith("pooled ") for name in traces)
-    changes = traces["verdict change"]
-    assert any(text.endswith("→ needs retraining") for text in changes["text"])
+    changes = traces["became needs retraining"]
+    assert all(text.endswith("→ needs retraining") for text in changes["text"])
     assert result["first_flagged"][DEGRADED] in changes["x"]
+    assert changes["legendgroup"] == "verdict change" and changes["marker"]["color"] == "#c62828"
 
 
 def test_a_filter_change_is_written_to_the_url_and_redraws_the_page(browser: Any) -> None:
@@ -107,6 +108,8 @@ def test_the_gallery_shows_the_misclassified_images_of_the_class(
     _, result = demo
     open_page(browser, f"{ids.PATH_ERRORS}?{ids.Q_CLASSES}={DEGRADED}", f"#{ids.GALLERY} img")
     images = browser.find_elements(f"#{ids.GALLERY} img")
+    # Until its thumbnail arrives, a box says it is loading instead of standing empty.
+    assert "loading" in images[0].value_of_css_property("background-image")
     assert images
     loaded = wait_until(
         lambda: all(

@@ -55,6 +55,10 @@ def test_the_comparison_page_shows_the_verdict_the_differences_with_intervals_an
     open_page(browser, ids.PATH_COMPARE, f"#{ids.COMPARE_CHART} .js-plotly-plot")
     verdict = browser.find_element(f"#{ids.COMPARE_VERDICT}").text
     assert verdict.startswith("reject") and f"{CANDIDATE_WORSE} (" in verdict
+    # The verdict badge is readable: white text on the reject colour, not white on white.
+    badge = browser.find_element(f"#{ids.COMPARE_VERDICT} .badge")
+    assert badge.value_of_css_property("background-color") == "rgba(198, 40, 40, 1)"
+    assert badge.value_of_css_property("color") == "rgba(255, 255, 255, 1)"
     (trace,) = figure_data(browser, ids.COMPARE_CHART)
     by_class = dict(zip(trace["x"], trace["y"]))
     rows = {row["label"]: row for row in expected["classes"]}

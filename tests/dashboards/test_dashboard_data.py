@@ -324,8 +324,12 @@ def test_class_time_series_has_the_wilson_band_target_and_verdict_changes(settin
     )
     assert set(traces["target 90%"].y) == {0.9}
     assert "pooled 14-day estimate" in traces
-    assert list(traces["verdict change"].x) == [day(5), day(2)]
-    assert list(traces["verdict change"].text) == ["healthy → watch", "watch → needs retraining"]
+    # One marker trace (and legend entry) per verdict reached, each in that verdict's colour.
+    assert list(traces["became watch"].x) == [day(5)] and list(traces["became watch"].text) == ["healthy → watch"]
+    reached = traces["became needs retraining"]
+    assert list(reached.x) == [day(2)] and list(reached.text) == ["watch → needs retraining"]
+    assert reached.marker.color == "#c62828" and traces["became watch"].marker.color == "#f0a202"
+    assert {t.legendgroup for t in figure.data if t.name.startswith("became ")} == {"verdict change"}
     assert "needs retraining" in texts(find(content, ids.CLASS_ALERTS)) or "needs retraining" in texts(content)
 
 
@@ -644,3 +648,97 @@ def test_after_a_commit_only_the_changed_dates_are_read_again_and_the_history_eq
     assert sorted(set(data.metrics(MODEL, day(13), next_day)["date"])) == sorted(
         {day(k) for k in range(14)} | {next_day}
     )
+
+
+def test_the_heatmap_scale_turns_at_the_target_so_a_moderate_drop_stands_out() -> None:
+    from plotly.colors import find_intermediate_color, hex_to_rgb
+
+    from dashboards.figures import accuracy_floor, accuracy_scale
+
+    def colour(value: float, target: float) -> tuple[float, ...]:
+        low, scale = accuracy_floor(target), accuracy_scale(target)
+        x = (value - low) / (1 - low)
+        for (a, ca), (b, cb) in zip(scale, scale[1:]):
+            if a <= x <= b:
+                return find_intermediate_color(hex_to_rgb(ca), hex_to_rgb(cb), (x - a) / (b - a) if b > a else 0)
+        raise AssertionError(x)
+
+    # Target 0.9: a class at 0.80 is red-orange (red well above green), one at 0.95 green (green above red).
+    red, green, _ = colour(0.80, 0.9)
+    assert red > 150 and green < 100
+    red, green, _ = colour(0.95, 0.9)
+    assert green > red
+    # On the old fixed 50-100% red-yellow-green scale, 0.80 sat past the middle, in the yellow-greens.
+    assert accuracy_floor(0.9) == pytest.approx(0.7) and accuracy_floor(0.5) == pytest.approx(0.3)
+    assert [x for x, _ in accuracy_scale(0.9)] == sorted(x for x, _ in accuracy_scale(0.9))
+
+
+def test_the_overview_puts_the_flagged_classes_first_in_plain_words_with_the_next_steps(settings, history) -> None:
+    from dashboards.pages.overview import NEXT_STEPS, plain_summary
+
+    data = DashboardData(settings)
+    _, content = render_page(data, ids.PATH_OVERVIEW, ViewState())
+
+    def holds(block: Any, id_: str) -> bool:
+        try:
+            return find(block, id_) is not None
+        except (StopIteration, AssertionError, KeyError, LookupError):
+            return False
+
+    flagged_at = next(i for i, block in enumerate(content) if holds(block, ids.FLAGGED))
+    heatmap_at = next(i for i, block in enumerate(content) if holds(block, ids.OVERVIEW_HEATMAP))
+    assert flagged_at < heatmap_at
+    said = texts(find(content, ids.NEXT_STEPS))
+    last = history["health"].query(f"label == 'cat' and date == '{day(0)}'").iloc[0]
+    wrong = int(last["pooled_n"]) - int(last["pooled_correct"])
+    assert (
+        f"cat: about {last['pooled_accuracy']:.1%} right over the last 14 days ({wrong} of the last 140 images wrong)"
+        in said
+    )
+    assert "almost surely below its target of 90.0%" in said  # P(below) 0.99 in the stored row
+    assert all(step in said for step in NEXT_STEPS) and "monitor candidate add" in said
+    assert "bee:" not in said  # on watch, not flagged: no retraining advice for it
+    assert (
+        plain_summary("x", {"prob_below_target": 0.6, "pooled_accuracy": 0.8, "target": 0.9}).count(
+            "more likely than not"
+        )
+        == 1
+    )
+
+
+def test_a_new_buckets_classes_say_when_their_first_verdict_comes() -> None:
+    from dashboards.pages.overview import first_verdict_hint
+
+    status = pd.DataFrame(
+        {"verdict": ["insufficient_data", "insufficient_data", "healthy"], "pooled_n": [10, 6, 40]},
+        index=["a", "b", "c"],
+    )
+    hint = first_verdict_hint(status, min_samples=20, per_day=4, as_of="2026-12-01")
+    assert hint is not None and hint.startswith("2 class(es) have no verdict yet")
+    assert "most pooled so far: 10" in hint and "about 3 day(s), around 2026-12-04" in hint  # (20 - 10) / 4 -> 3
+    assert first_verdict_hint(status[status["verdict"] == "healthy"], 20, 4, "2026-12-01") is None
+
+
+def test_every_table_downloads_as_csv_with_the_cells_as_they_read(settings, history) -> None:
+    import csv as csv_module
+    from urllib.parse import unquote
+
+    data = DashboardData(settings)
+    _, content = render_page(data, ids.PATH_OVERVIEW, ViewState())
+    flagged = find(content, ids.FLAGGED)
+    links: list[Any] = []
+
+    def walk(node: Any) -> None:
+        if getattr(node, "download", None):
+            links.append(node)
+        children = getattr(node, "children", None)
+        for child in children if isinstance(children, (list, tuple)) else [children] if children is not None else []:
+            walk(child)
+
+    walk(flagged)
+    (link,) = links
+    assert link.download == f"flagged-classes-{day(0)}.csv" and link.href.startswith("data:text/csv;charset=utf-8,")
+    rows = list(csv_module.reader(io.StringIO(unquote(link.href.split(",", 1)[1]))))
+    assert rows[0][:3] == ["class", "verdict", "since"]
+    by_class = {row[0]: row for row in rows[1:]}
+    assert by_class["cat"][1] == "needs retraining" and set(by_class) == {"cat", "bee"}

@@ -73,3 +73,28 @@ def test_the_evidence_card_says_what_the_verdict_is_about_and_shows_the_images_e
     assert "images evaluated, each once / not yet" in text and "200 / 0" in text
     assert "0.750" in text or "0.75" in text  # accuracy on them: 150 / 200
     assert "above its target" in text
+
+
+def test_the_figures_are_shown_only_where_they_were_measured_and_the_difference_is_said_otherwise(
+    tmp_path: Path,
+) -> None:
+    from monitor.core.settings import Settings
+
+    saved = tmp_path / "figures.json"
+    saved.write_text(
+        json.dumps(
+            {
+                "sentence": "Flagged in a median 4 days.",
+                "classes": 15,
+                "settings": {"target_accuracy": 0.9, "samples_per_class": 10},
+            }
+        )
+    )
+    defaults = Settings(data_dir=tmp_path)
+    assert health_figures(saved, settings=defaults, classes=15, target=0.9) == "Flagged in a median 4 days."
+    other = health_figures(
+        saved, settings=defaults.model_copy(update={"samples_per_class": 5}), classes=1000, target=0.8
+    )
+    assert "median 4 days" not in other
+    assert "1000 classes (measured with 15" in other and "target_accuracy 0.8 (measured at 0.9)" in other
+    assert "samples_per_class 5 (measured at 10)" in other and "bench_health.py --save" in other
