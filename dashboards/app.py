@@ -79,6 +79,22 @@ def create_app(settings: Settings, *, data: DashboardData | None = None) -> Dash
         response.headers["Cache-Control"] = "private, max-age=3600"
         return response
 
+    @server.route(ids.PATH_REPORT)
+    def report() -> Response:
+        from dashboards.report import render_report
+        from dashboards.state import shown
+
+        date = request.args.get("date") or None
+        try:
+            if date is not None:
+                from dashboards.records import iso_date
+
+                date = iso_date(date)
+            body = render_report(data, date, request.args.get("model") or None)
+        except DataError as exc:
+            abort(404, description=str(exc) if date is None else f"{exc} (date {shown(date)})")
+        return Response(body, mimetype="text/html")
+
     server.register_blueprint(api_blueprint(data))
     metrics_registry = registry_for(data)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
 from dash import dcc, html
@@ -68,7 +69,14 @@ def run_page(data: DashboardData, view: View) -> list[Any]:
         for stage, info in sorted(
             (run.get("stages") or {}).items(), key=lambda kv: str((kv[1] or {}).get("finished_at"))
         ):
-            stages.append([str(run.get("source")), stage, str((info or {}).get("finished_at", "–"))[:19]])
+            stages.append(
+                [
+                    str(run.get("source")),
+                    stage,
+                    str((info or {}).get("finished_at", "–"))[:19],
+                    str((info or {}).get("seconds", "–")),
+                ]
+            )
     failed_images = data.failed_predictions(date)
     sources = sorted({str(run.get("source")) for run in runs if run.get("source")})
     skipped_images = (
@@ -77,7 +85,18 @@ def run_page(data: DashboardData, view: View) -> list[Any]:
     return [
         summary_line(view, None, [html.Span(["Run of ", html.B(date, id="run-date")])]),
         notices(messages),
-        html.Div([date_dropdown(dates, date, "Run date")], className="controls-row"),
+        html.Div(
+            [
+                date_dropdown(dates, date, "Run date"),
+                html.A(
+                    "HTML report of this date",
+                    href=f"{ids.PATH_REPORT}?date={date}&model={quote(view.model.model_id)}",
+                    id=ids.RUN_REPORT,
+                    target="_blank",
+                ),
+            ],
+            className="controls-row",
+        ),
         card(
             f"Per class on {date}",
             html.Div(
@@ -119,7 +138,7 @@ def run_page(data: DashboardData, view: View) -> list[Any]:
         ),
         card(
             "Stages",
-            table(["source", "stage", "finished at (UTC)"], stages)
+            table(["source", "stage", "finished at (UTC)", "seconds"], stages, numeric=(3,), export=f"stages-{date}")
             if stages
             else html.P("No run record for this date.", className="muted"),
         ),

@@ -846,6 +846,39 @@ def candidate_list(json_out: JsonOption = False) -> None:
     out.print(table)
 
 
+@app.command("report")
+def report(
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write (replaced if it exists).")],
+    date: Annotated[
+        str | None, typer.Option("--date", "-d", help="Date YYYY-MM-DD; default the latest judged date.")
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model id; default the latest evaluated.")] = None,
+) -> None:
+    """Write a self-contained HTML report of a date: verdicts, what the evidence says, next steps, alerts, the run.
+
+    One file with its style inline and no script: it can be mailed or archived. The dashboard serves the same
+    report at /report?date=D.
+    """
+    from dashboards.data import DashboardData
+    from dashboards.report import render_report
+    from monitor.core.dates import parse_run_date
+    from monitor.core.files import atomic_write
+
+    settings = _settings()
+
+    def write() -> Path:
+        day = parse_run_date(date).isoformat() if date else None
+        data = DashboardData(settings)
+        try:
+            text = render_report(data, day, model)
+        finally:
+            data.close()
+        return atomic_write(out_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), what="report")
+
+    written = _run(write)
+    out.print(_line(f"Wrote {written}."))
+
+
 @app.command("hash-password")
 def hash_password() -> None:
     """Print the hash of a dashboard password, for MONITOR_DASHBOARD_USERS ({"user": "<hash>"}).
