@@ -61,6 +61,10 @@ class Settings(BaseSettings):
         default="",
         description="Where a day's files go for the next task (samples/, predictions/, cache/): gs://bucket/prefix, file:///path or a folder path. Empty: the data dir.",
     )
+    label_map: Path | None = Field(
+        default=None,
+        description="A file mapping the bucket's folder names to the model's labels (CSV rows folder,label, or a JSON object); folders not in it keep their name.",
+    )
     mongo_uri: str = Field(
         default="",
         description="MongoDB URI (mongodb://user:pass@host/?replicaSet=rs0). Empty: the embedded store (mongomock) kept under <data_dir>/store.",
@@ -355,6 +359,21 @@ class Settings(BaseSettings):
         if not DB_NAME.fullmatch(name):
             raise ValueError(f"{name[:80]!r} is not a database name: 1 to 63 letters, digits, '_' or '-'")
         return name
+
+    @field_validator("label_map")
+    @classmethod
+    def _label_map(cls, path: Path | None) -> Path | None:
+        """The map read and checked at load: a bad file stops here, in one line, not after a whole listing."""
+        if path is None or str(path) in ("", "."):
+            return None
+        from monitor.core.labels import load_label_map
+
+        resolved = _resolved(path)
+        try:
+            load_label_map(resolved)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return resolved
 
     @field_validator("dashboard_users")
     @classmethod

@@ -36,10 +36,10 @@ import logging
 import os
 import tempfile
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import compress, islice
+from itertools import islice
 from operator import itemgetter
 from typing import Any, BinaryIO, TypeVar, cast
 
@@ -58,6 +58,8 @@ REASON_WRONG_DEPTH = "wrong_depth"
 REASON_NOT_AN_IMAGE = "not_an_image_extension"
 REASON_ZERO_BYTES = "zero_bytes"
 REASON_VANISHED = "vanished"
+#: A stored image listed under another label now (MONITOR_LABEL_MAP changed): its new label's document replaces it.
+REASON_RELABELLED = "relabelled"
 REASON_SYMLINK = "symlink"
 #: A name that is not UTF-8 (no store can keep it): recorded under its ``\x..``-escaped path.
 REASON_NOT_UTF8 = SKIP_NOT_UTF8
@@ -222,7 +224,7 @@ class _Listed:
         return [row[0] for row in self.rows]
 
 
-def _listed(blobs: Iterable[BlobInfo], hasher: Any) -> _Listed:
+def _listed(blobs: Iterable[BlobInfo], hasher: Any, label_map: Mapping[str, str] | None = None) -> _Listed:
     """Hash and classify one batch in one loop: the per-blob work of a run, kept to what cannot be shared.
 
     Same rules as :func:`classify` (inlined: a call per blob costs as much as the rules) and :func:`_bson_time`
@@ -265,7 +267,10 @@ def _listed(blobs: Iterable[BlobInfo], hasher: Any) -> _Listed:
                 unusable.append(REASON_ZERO_BYTES)
             else:
                 status, reason = STATUS_OK, None
-                usable.append(label)
+                usable.append(label_map.get(label, label) if label_map else label)
+        if label_map and label is not None:
+            # The model's name for this folder (MONITOR_LABEL_MAP), usable or not; unmapped folders keep theirs.
+            label = label_map.get(label, label)
         created = listed_created = blob.created
         if created.microsecond % 1000 or created.tzinfo is not _UTC:
             created = _bson_time(created)
@@ -510,8 +515,12 @@ def index_source(
     now: dt.datetime | None = None,
     progress: Callable[[int], None] | None = None,
     batch_size: int = 1000,
+    label_map: Mapping[str, str] | None = None,
 ) -> IndexReport:
     """List ``source`` and bring its documents in ``store.images`` up to date; return what changed.
+
+    ``label_map`` (folder -> model label, :mod:`monitor.core.labels`) names the class of each usable image; a
+    changed map relabels the images it moves at the next run (their listed fields changed).
 
     ``now`` is the run time written to ``first_seen`` / ``last_seen`` (default: the current UTC
     time). ``progress`` is called after each batch with the number of blobs just processed (an
@@ -560,7 +569,7 @@ def index_source(
             listing = iter(source.list())
             # Each blob is used as it is listed and dropped at once: a batch of live BlobInfo objects would
             # be walked, and promoted, by every collection of the cyclic garbage collector meanwhile.
-            while (batch := _listed(islice(listing, batch_size), hasher)).paths:
+            while (batch := _listed(islice(listing, batch_size), hasher, label_map)).paths:
                 labels.update(batch.usable_labels)
                 unusable.update(batch.unusable_reasons)
                 # The first run over a source has nothing to look up.
@@ -577,7 +586,7 @@ def index_source(
             raise SourceError(f"source {uri} is empty: it holds no objects (check the bucket prefix or folder)")
 
         if present_before - matched_present > 0:
-            report.missing = _mark_vanished(store, uri, listed_keys, run_time, batch_size)
+            report.missing = _mark_vanished(store, uri, listed_keys, run_time, batch_size, label_map)
     finally:
         listed_keys.close()
 
@@ -586,17 +595,40 @@ def index_source(
     return report
 
 
-def _mark_vanished(store: Store, uri: str, listed_keys: _ListedKeys, run_time: dt.datetime, batch_size: int) -> int:
+def _mark_vanished(
+    store: Store,
+    uri: str,
+    listed_keys: _ListedKeys,
+    run_time: dt.datetime,
+    batch_size: int,
+    label_map: Mapping[str, str] | None = None,
+) -> int:
     """Mark stored, present documents of ``uri`` whose path was not listed as missing; return how many.
 
-    Streams the stored paths a batch at a time and keeps only the vanished ones; they are written
-    once the read is over (the store is not changed under a read in progress).
+    A document whose path was listed but under another label than it is stored with (the label map changed since)
+    is marked missing as ``relabelled``: this run wrote the image under its new label. Streams the stored paths a
+    batch at a time and keeps only those; they are written once the read is over (the store is not changed under
+    a read in progress).
     """
     hasher = _path_hasher(uri)
     vanished: list[dict[str, Any]] = []
+    relabelled: list[dict[str, Any]] = []
+    mapping = label_map or {}
     for chunk in _batched(store.present_images(uri), batch_size):
         gone = ~listed_keys.contains(_path_keys(hasher, (doc["path"] for doc in chunk)))
-        vanished.extend(compress(chunk, gone.tolist()))
-    return store.mark_missing(
+        for doc, lost in zip(chunk, gone.tolist()):
+            if lost:
+                vanished.append(doc)
+                continue
+            label = doc.get("label")
+            folder = str(doc["path"]).partition("/")[0]
+            if label is not None and label != mapping.get(folder, folder):
+                relabelled.append(doc)
+    missing = store.mark_missing(
         uri, vanished, {"status": STATUS_MISSING, "reason": REASON_VANISHED, "missing_since": run_time}
     )
+    if relabelled:
+        store.mark_missing(
+            uri, relabelled, {"status": STATUS_MISSING, "reason": REASON_RELABELLED, "missing_since": run_time}
+        )
+    return missing

@@ -16,6 +16,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def label_map_of(settings: Settings) -> dict[str, str] | None:
+    """The folder -> label map the settings name (``MONITOR_LABEL_MAP``), or None."""
+    from monitor.core.labels import load_label_map
+
+    return load_label_map(settings.label_map) if settings.label_map else None
+
+
 def index_with(
     settings: Settings, store: Store, *, progress: ProgressFactory = no_progress, source: ImageSource | None = None
 ) -> IndexResult:
@@ -26,7 +33,7 @@ def index_with(
     source = source or open_source(settings.source_uri)
     source.check()
     with progress("index", None) as advance:
-        report = index_source(source, store, progress=advance)
+        report = index_source(source, store, progress=advance, label_map=label_map_of(settings))
     summary: IndexResult = {
         "source": source.uri,
         "listed": report.listed,

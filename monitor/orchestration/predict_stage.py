@@ -95,18 +95,27 @@ def predict_with(
     source = ctx.source
     # Every label the source holds must be known to each model, checked before any inference.
     labels = set(store.usable_labels(source.uri)) | {item.label for item in sample.items}
-    try:
-        check_labels(loaded, labels)
-    except ModelError as exc:
-        raise ModelError(
-            f"{exc}; if that folder was removed or renamed since, run `monitor evaluate --date {date} --force` "
-            f"to re-index the source and draw the sample of {date} again"
-        ) from exc
-    for candidate in candidates:
+    for model in [loaded, *candidates]:
         try:
-            check_labels(candidate, labels)
+            check_labels(model, labels)
         except ModelError as exc:
-            raise ModelError(f"candidate {candidate.model_id}: {exc}") from exc
+            from monitor.core.labels import nearest, unmapped_hint
+            from monitor.orchestration.index_stage import label_map_of
+
+            mapping = label_map_of(settings)
+            unknown = sorted(labels - set(model.labels))
+            mapped = sorted(set(unknown) & set((mapping or {}).values()))
+            close = "; ".join(
+                f"{label!r}: nearest {', '.join(nearest(label, model.labels)) or 'none'}" for label in mapped[:3]
+            )
+            hint = (
+                f"MONITOR_LABEL_MAP maps folders to {', '.join(map(repr, mapped[:3]))}, which the model does not know "
+                f"({close}): fix the map, then run `monitor evaluate --date {date} --force`"
+                if mapped
+                else unmapped_hint(unknown, model.labels, mapping).replace("--date D", f"--date {date}")
+            )
+            who = "" if model is loaded else f"candidate {model.model_id}: "
+            raise ModelError(f"{who}{exc}; {hint}") from exc
 
     wanted = [item.image_path for item in sample.items]
     targets = [(loaded, out)] + [(c, files.candidate(date, c.model_id)) for c in candidates]
