@@ -83,7 +83,9 @@ def test_choosing_a_class_shows_its_time_series_with_the_interval_band(
     changes = traces["became needs retraining"]
     assert all(text.endswith("→ needs retraining") for text in changes["text"])
     assert result["first_flagged"][DEGRADED] in changes["x"]
-    assert changes["legendgroup"] == "verdict change" and changes["marker"]["color"] == "#c62828"
+    # The legend names each verdict a change led to (one entry per marker colour), all under one group title.
+    legend = browser.find_element(f"#{ids.CLASS_TIMESERIES}-0 .legend").text
+    assert "verdict changes" in legend and "became needs retraining" in legend
 
 
 def test_a_filter_change_is_written_to_the_url_and_redraws_the_page(browser: Any) -> None:
