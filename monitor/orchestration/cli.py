@@ -410,7 +410,16 @@ def sample(date: DateOption, json_out: JsonOption = False, force: ForceOption = 
 
 @app.command()
 def evaluate(
-    date: DateOption,
+    date: Annotated[
+        str | None, typer.Option("--date", "-d", help="Run date YYYY-MM-DD (UTC); not in the future.")
+    ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option("--from", help="Backfill: the first date of a range evaluated in order, resumable (with --to)."),
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", help="Backfill: the last date of the range; default today (UTC).")
+    ] = None,
     json_out: JsonOption = False,
     force: ForceOption = False,
     engine: Annotated[
@@ -423,6 +432,9 @@ def evaluate(
 ) -> None:
     """The main job: everything the date still needs, end to end, then a per-class table.
 
+    With --from D1 --to D2, every date of the range in order (a backfill): a line per date on stderr, dates
+    already evaluated skipped, and after a failure the same command goes on from the date that failed.
+
     Indexes and samples (unless the date already has a sample), predicts with the model
     (MONITOR_MODEL_DIR), computes per-class metrics with Spark SQL (MONITOR_SPARK_MASTER),
     judges class health over the stored history and raises alerts (MONITOR_ALERT_URLS).
@@ -431,7 +443,31 @@ def evaluate(
 
     if engine is not None and engine not in ("local", "spark"):
         _fail(MonitorError(f"--engine {engine!r} is not one of: local, spark"), 2)
+    if (date is None) == (start is None) or (end is not None and start is None):
+        _fail(ConfigError("give --date D, or --from D1 [--to D2] for a range"), 2)
     settings = _settings(engine=engine)
+    if start is not None:
+        from monitor.core.dates import today_utc
+        from monitor.orchestration.pipeline import evaluate_range
+
+        def line(text: str) -> None:
+            err.print(_line(text), highlight=False, soft_wrap=True)
+
+        done = _run(
+            lambda: evaluate_range(settings, start, end or today_utc(), force=force, progress=_progress(), report=line)
+        )
+        if json_out:
+            _print_json(done)
+            return
+        evaluated = [d for d in done["dates"] if d["status"] == "evaluated"]
+        out.print(
+            _line(
+                f"{done['start']}..{done['end']}: {len(evaluated)} date(s) evaluated, "
+                f"{len(done['dates']) - len(evaluated)} done before"
+            )
+        )
+        return
+    assert date is not None
     result = _run(lambda: run_evaluate(settings, date, force=force, progress=_progress()))
     if json_out:
         _print_json(result)

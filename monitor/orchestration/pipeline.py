@@ -11,10 +11,12 @@ Errors are :class:`~monitor.core.errors.MonitorError` subclasses with one readab
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from monitor.core import faults
-from monitor.core.errors import SourceError
+from monitor.core.errors import ConfigError, MonitorError, SourceError
 from monitor.core.progress import ProgressFactory, no_progress
 from monitor.core.settings import Settings
 from monitor.orchestration.context import RunContext
@@ -22,7 +24,7 @@ from monitor.orchestration.health_stage import health_with
 from monitor.orchestration.index_stage import index_with
 from monitor.orchestration.metrics_stage import metrics_with
 from monitor.orchestration.predict_stage import predict_with
-from monitor.orchestration.results import EvaluateResult
+from monitor.orchestration.results import EvaluateResult, RangeDay, RangeResult
 from monitor.orchestration.runs import record_stage
 from monitor.orchestration.sample_stage import sample_key, sample_with
 from monitor.store import Store, open_store
@@ -87,3 +89,48 @@ def evaluate(
     ctx = RunContext.for_date(settings, date)  # before the store is opened: a malformed or future date writes nothing
     with open_store(settings) as store:
         return evaluate_with(ctx, store, force=force, progress=progress)
+
+
+def evaluate_range(
+    settings: Settings,
+    start: str | dt.date,
+    end: str | dt.date,
+    *,
+    force: bool = False,
+    progress: ProgressFactory = no_progress,
+    report: Callable[[str], None] = lambda line: None,
+) -> RangeResult:
+    """Evaluate every date from ``start`` to ``end`` in order (a backfill), as one ``evaluate`` per date would.
+
+    A date whose run already finished its health stage with the production model is skipped (unless ``force``), so a
+    backfill stopped by a failure resumes where it stopped when run again. ``report`` gets one line per date. A date
+    that fails stops the range with its error, naming the date and the command that resumes from it.
+    """
+    from monitor.core.dates import parse_run_date
+    from monitor.orchestration.runs import production_model_id
+
+    first, last = parse_run_date(start), parse_run_date(end)
+    if first > last:
+        raise ConfigError(f"--from {first} is after --to {last}")
+    days = [first + dt.timedelta(days=k) for k in range((last - first).days + 1)]
+    model_id = production_model_id(settings)
+    done: list[RangeDay] = []
+    with open_store(settings) as store:
+        for day in days:
+            ctx = RunContext.for_date(settings, day)
+            run = next((r for r in store.runs_on(ctx.day) if r.get("source") == ctx.source_uri), None)
+            if not force and run and "health" in (run.get("stages") or {}) and run.get("model_id") == model_id:
+                done.append({"date": ctx.day, "status": "skipped", "sampled": None, "flagged": []})
+                report(f"{ctx.day}: evaluated before, skipped ({len(done)}/{len(days)})")
+                continue
+            try:
+                result = evaluate_with(ctx, store, force=force, progress=progress)
+            except MonitorError as exc:
+                resume = f"monitor evaluate --from {ctx.day} --to {last.isoformat()}"
+                raise type(exc)(f"{ctx.day}: {exc} (the dates before it are done: `{resume}` goes on)") from exc
+            done.append(
+                {"date": ctx.day, "status": "evaluated", "sampled": result["sampled"], "flagged": result["flagged"]}
+            )
+            flagged = ", ".join(result["flagged"]) or "none"
+            report(f"{ctx.day}: evaluated {result['sampled']} images, flagged: {flagged} ({len(done)}/{len(days)})")
+    return {"start": first.isoformat(), "end": last.isoformat(), "dates": done}

@@ -279,3 +279,20 @@ class ApiError(TypedDict):
     """Any API error: its HTTP status, the kind of error and one line saying what was wrong."""
 
     error: ApiErrorDetail
+
+
+class RangeDay(TypedDict):
+    """One date of ``monitor evaluate --from D1 --to D2``: evaluated now, or found complete and skipped."""
+
+    date: str
+    status: str  # "evaluated" | "skipped"
+    sampled: int | None
+    flagged: list[str]
+
+
+class RangeResult(TypedDict):
+    """``monitor evaluate --from D1 --to D2 --json``: every date of the range, oldest first."""
+
+    start: str
+    end: str
+    dates: list[RangeDay]

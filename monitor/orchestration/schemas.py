@@ -31,6 +31,7 @@ def _types() -> dict[str, Any]:
         "index": r.IndexResult,
         "sample": r.SampleResult,
         "evaluate": r.EvaluateResult,
+        "evaluate-range": r.RangeResult,
         "health": r.HealthOutput,
         "alerts": r.AlertsOutput,
         "compare": ComparisonRecord,
