@@ -826,6 +826,47 @@ def compare(
     out.print(_line((str(result["verdict"]), style), f": {result['reason']}"))
 
 
+predictions_app = typer.Typer(
+    help="Predictions made outside the service (a model served elsewhere) for the day's sample.", no_args_is_help=True
+)
+app.add_typer(predictions_app, name="predictions")
+
+
+@predictions_app.command("import")
+def predictions_import(
+    file: Annotated[
+        Path, typer.Argument(help="CSV or Parquet: image_path, pred, and optionally score, per sampled path.")
+    ],
+    date: DateOption,
+    model_id: Annotated[
+        str | None,
+        typer.Option("--model-id", help="The id the predictions are stored under; default MONITOR_MODEL_DIR's id."),
+    ] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Take a team's own predictions of the date's sample (samples/DATE.csv), then compute metrics, health and alerts.
+
+    Every sampled path must be predicted once and no other path; the first row that is not is named. Draw the
+    sample first with `monitor sample --date DATE`.
+    """
+    from monitor.orchestration.import_stage import import_predictions
+
+    settings = _settings()
+    done = _run(lambda: import_predictions(settings, date, file, model_id=model_id))
+    if json_out:
+        _print_json(done)
+        return
+    out.print(
+        _class_table(
+            f"{done['date']} · {done['model_id']} · imported {done['rows']} predictions",
+            done["classes"],
+            settings.confidence_level,
+        )
+    )
+    if done["flagged"]:
+        out.print(_line(("needs retraining:", "bold red"), f" {', '.join(done['flagged'])}"))
+
+
 candidate_app = typer.Typer(
     help="Candidate models, predicted beside production on the same sampled images every day.", no_args_is_help=True
 )

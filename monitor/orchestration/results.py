@@ -296,3 +296,16 @@ class RangeResult(TypedDict):
     start: str
     end: str
     dates: list[RangeDay]
+
+
+class ImportResult(TypedDict):
+    """``monitor predictions import --json``: the imported predictions, and the day's metrics and verdicts from them."""
+
+    date: str
+    model_id: str
+    predictions: str
+    rows: int
+    classes: list[ClassCounts]
+    flagged: list[str]
+    new_alerts: int
+    pending_alerts: int

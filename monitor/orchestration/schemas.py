@@ -32,6 +32,7 @@ def _types() -> dict[str, Any]:
         "sample": r.SampleResult,
         "evaluate": r.EvaluateResult,
         "evaluate-range": r.RangeResult,
+        "predictions-import": r.ImportResult,
         "health": r.HealthOutput,
         "alerts": r.AlertsOutput,
         "compare": ComparisonRecord,
