@@ -61,6 +61,10 @@ class Settings(BaseSettings):
         default="",
         description="Where a day's files go for the next task (samples/, predictions/, cache/): gs://bucket/prefix, file:///path or a folder path. Empty: the data dir.",
     )
+    image_time: str = Field(
+        default="object",
+        description="When each image was collected, for point-in-time sampling and backfills: object (its creation or file time), metadata:KEY (a GCS object's custom metadata) or manifest:/path/file.csv (rows path,date).",
+    )
     label_map: Path | None = Field(
         default=None,
         description="A file mapping the bucket's folder names to the model's labels (CSV rows folder,label, or a JSON object); folders not in it keep their name.",
@@ -359,6 +363,22 @@ class Settings(BaseSettings):
         if not DB_NAME.fullmatch(name):
             raise ValueError(f"{name[:80]!r} is not a database name: 1 to 63 letters, digits, '_' or '-'")
         return name
+
+    @field_validator("image_time")
+    @classmethod
+    def _image_time(cls, setting: str) -> str:
+        """A known mode; a manifest read and checked at load (a bad row stops here, not after a listing)."""
+        from monitor.core.image_times import ImageTime, load_manifest
+
+        try:
+            parsed = ImageTime.parse(setting)
+            if parsed.path is not None:
+                load_manifest(parsed.path)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return {"object": "object", "metadata": f"metadata:{parsed.key}", "manifest": f"manifest:{parsed.path}"}[
+            parsed.mode
+        ]
 
     @field_validator("label_map")
     @classmethod

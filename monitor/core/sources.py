@@ -7,7 +7,7 @@ import os
 import queue
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -60,6 +60,7 @@ class BlobInfo:
     skip: str | None = (
         None  # a reason (SKIP_*) the listing already knows it is no image: counted as skipped, never read
     )
+    metadata: Mapping[str, str] | None = None  # an object's custom metadata (GCS); None where a source has none
 
 
 @runtime_checkable
@@ -386,12 +387,14 @@ class GCSSource:
         digest = props.get("md5Hash") or f"crc32c:{props.get('crc32c')}"
         created = _rfc3339(props.get("timeCreated")) or blob.time_created
         updated = _rfc3339(props.get("updated")) or blob.updated or created
+        metadata = props.get("metadata")
         return BlobInfo(
             path=path,
             size=int(props.get("size") or 0),
             checksum=f"{digest}@{props.get('generation')}",
             created=created or updated,
             updated=updated,
+            metadata={str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {},
         )
 
     # --- the interface ----------------------------------------------------------------------

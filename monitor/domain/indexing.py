@@ -46,6 +46,7 @@ from typing import Any, BinaryIO, TypeVar, cast
 import numpy as np
 
 from monitor.core.errors import SourceError
+from monitor.core.image_times import ImageTime, retimed
 from monitor.core.sources import SKIP_NOT_UTF8, SKIP_SPECIAL, BlobInfo, ImageSource
 from monitor.store import STATUS_MISSING, STATUS_OK, STATUS_UNUSABLE, Store
 
@@ -516,10 +517,12 @@ def index_source(
     progress: Callable[[int], None] | None = None,
     batch_size: int = 1000,
     label_map: Mapping[str, str] | None = None,
+    image_time: ImageTime | None = None,
 ) -> IndexReport:
     """List ``source`` and bring its documents in ``store.images`` up to date; return what changed.
 
-    ``label_map`` (folder -> model label, :mod:`monitor.core.labels`) names the class of each usable image; a
+    ``image_time`` (:mod:`monitor.core.image_times`) dates the images where their object time does not tell when
+    they were collected. ``label_map`` (folder -> model label, :mod:`monitor.core.labels`) names the class of each usable image; a
     changed map relabels the images it moves at the next run (their listed fields changed).
 
     ``now`` is the run time written to ``first_seen`` / ``last_seen`` (default: the current UTC
@@ -566,7 +569,8 @@ def index_source(
     in_flight: deque[Future[_BatchResult]] = deque()
     try:
         try:
-            listing = iter(source.list())
+            # The date each image was collected (MONITOR_IMAGE_TIME), where not the object's own time.
+            listing = iter(retimed(source.list(), image_time) if image_time else source.list())
             # Each blob is used as it is listed and dropped at once: a batch of live BlobInfo objects would
             # be walked, and promoted, by every collection of the cyclic garbage collector meanwhile.
             while (batch := _listed(islice(listing, batch_size), hasher, label_map)).paths:

@@ -27,13 +27,20 @@ def index_with(
     settings: Settings, store: Store, *, progress: ProgressFactory = no_progress, source: ImageSource | None = None
 ) -> IndexResult:
     """Index ``source`` (else the configured one) into ``store`` (incremental: only new or changed blobs are written)."""
+    from monitor.core.image_times import ImageTime
     from monitor.core.sources import open_source
     from monitor.domain.indexing import index_source
 
     source = source or open_source(settings.source_uri)
     source.check()
     with progress("index", None) as advance:
-        report = index_source(source, store, progress=advance, label_map=label_map_of(settings))
+        report = index_source(
+            source,
+            store,
+            progress=advance,
+            label_map=label_map_of(settings),
+            image_time=ImageTime.parse(settings.image_time),
+        )
     summary: IndexResult = {
         "source": source.uri,
         "listed": report.listed,

@@ -86,7 +86,19 @@ def sample_with(ctx: RunContext, store: Store, *, force: bool = False) -> Sample
         )
         if not sample.items and not sample.unseen_left and not sample.unseen:
             window = f" within {settings.fresh_days} days" if settings.fresh_days else ""
-            raise DataError(f"no usable image of {source_uri} was created on or before {date}{window}")
+            from monitor.core.image_times import ImageTime
+
+            dated_by = ImageTime.parse(settings.image_time)
+            advice = (
+                "; if the images were copied after they were collected, date them by a manifest "
+                "(MONITOR_IMAGE_TIME=manifest:/path/file.csv, rows path,date) or by object metadata (metadata:KEY)"
+                if dated_by.mode == "object"
+                else ""
+            )
+            raise DataError(
+                f"no usable image of {source_uri} was created on or before {date}{window} "
+                f"(images are dated by {dated_by.describe()}){advice}"
+            )
         ctx.artifacts.write(key, sample_csv_bytes(sample), what="sample file")
         record_sample(store, sample, csv_path)
         reused = False
