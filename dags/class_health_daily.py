@@ -50,7 +50,16 @@ if TYPE_CHECKING:
 DAG_ID = "class_health_daily"
 CONFIG_SECTION = "class_health"
 #: Every key this file reads from ``[class_health]`` (docker/compose.yaml sets some of them).
-CONFIG_KEYS = ("predict_queue", "predict_pool", "catchup", "start_date", "mongo_conn_id")
+CONFIG_KEYS = (
+    "predict_queue",
+    "predict_pool",
+    "catchup",
+    "start_date",
+    "mongo_conn_id",
+    "predictor",
+    "external_model_id",
+    "external_wait_hours",
+)
 
 # A fixed name: the DAG processor imports this file under a mangled module name.
 log = logging.getLogger(DAG_ID)
@@ -301,6 +310,32 @@ def class_health_daily() -> None:
         date = run_date(get_current_context())
         return _run_stage("predict", lambda settings: run_predict(settings, date))
 
+    @task.sensor(
+        task_id="wait_for_predictions",
+        poke_interval=300,
+        timeout=3600 * conf.getfloat(CONFIG_SECTION, "external_wait_hours", fallback=12.0),
+        mode="reschedule",  # the worker slot is free between pokes
+    )
+    def wait_for_predictions() -> Any:
+        """External predictor mode: wait for the team's predictions of the sample at incoming/<ds>.csv (or .parquet)
+        in the artifact store (MONITOR_ARTIFACTS_URI, a folder or gs://)."""
+        from airflow.sdk.bases.sensor import PokeReturnValue
+
+        from monitor.orchestration.import_stage import incoming
+
+        date = run_date(get_current_context())
+        key = incoming(task_settings(), date)
+        return PokeReturnValue(is_done=key is not None, xcom_value=key)
+
+    @task(task_id="import_predictions")
+    def import_predictions() -> dict[str, Any]:
+        """External predictor mode: check the team's file against the sample and store it as the date's predictions."""
+        from monitor.orchestration.import_stage import import_incoming
+
+        date = run_date(get_current_context())
+        model_id = conf.get(CONFIG_SECTION, "external_model_id", fallback="") or None
+        return _run_stage("import_predictions", lambda settings: import_incoming(settings, date, model_id=model_id))
+
     @task(task_id="metrics")
     def metrics() -> dict[str, Any]:
         """Per-class counts and intervals with Spark SQL into class_metrics."""
@@ -380,7 +415,11 @@ def class_health_daily() -> None:
 
     measured = metrics()
     verdicts = health(measured)
-    chain(index(), sample(), predict(), measured)
+    if conf.get(CONFIG_SECTION, "predictor", fallback="builtin") == "external":
+        # A model served elsewhere predicts the sample; the DAG waits for its file, imports it, and goes on.
+        chain(index(), sample(), wait_for_predictions(), import_predictions(), measured)
+    else:
+        chain(index(), sample(), predict(), measured)
     publish_retraining(verdicts)
     compare_candidates(verdicts)
 

@@ -29,23 +29,25 @@ _PATH, _PRED, _SCORE = ("image_path", "path"), ("pred", "predicted_label"), ("sc
 _MODEL_ID = re.compile(r"[\w.@+-]{1,200}")
 
 
-def _column(columns: list[str], names: tuple[str, ...], file: Path, required: bool = True) -> str | None:
+def _column(columns: list[str], names: tuple[str, ...], file: Path | str, required: bool = True) -> str | None:
     found = [name for name in names if name in columns]
     if not found and required:
         raise DataError(f"the predictions file {file} has no column {' or '.join(names)} (it has {', '.join(columns)})")
     return found[0] if found else None
 
 
-def read_external(file: Path) -> list[tuple[str, str, float | None]]:
-    """``(path, predicted label, score)`` rows of a team's CSV or Parquet file; DataError naming the first bad row."""
-    try:
-        data = read_bounded(Path(file), max_bytes=MAX_IMPORT_BYTES)
-    except FileNotFoundError:
-        raise DataError(f"the predictions file {file} does not exist") from None
-    except FileRefused as exc:
-        raise DataError(f"cannot read the predictions file {file}: it {exc}") from None
-    except OSError as exc:
-        raise DataError(f"cannot read the predictions file {file}: {exc.strerror or exc}") from None
+def read_external(file: Path | str, data: bytes | None = None) -> list[tuple[str, str, float | None]]:
+    """``(path, predicted label, score)`` rows of a team's CSV or Parquet file (``data``: its bytes, already read
+    from the artifact store); DataError naming the first bad row."""
+    if data is None:
+        try:
+            data = read_bounded(Path(file), max_bytes=MAX_IMPORT_BYTES)
+        except FileNotFoundError:
+            raise DataError(f"the predictions file {file} does not exist") from None
+        except FileRefused as exc:
+            raise DataError(f"cannot read the predictions file {file}: it {exc}") from None
+        except OSError as exc:
+            raise DataError(f"cannot read the predictions file {file}: {exc.strerror or exc}") from None
     if data[:4] == b"PAR1":
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -89,8 +91,42 @@ def read_external(file: Path) -> list[tuple[str, str, float | None]]:
     return rows
 
 
-def import_predictions(settings: Settings, date: str, file: Path, *, model_id: str | None = None) -> ImportResult:
-    """Take ``file`` as the predictions of ``date``'s sample, then compute the day's metrics, health and alerts."""
+def incoming_keys(date: str) -> tuple[str, str]:
+    """Where an external predictor leaves its predictions of ``date`` in the artifact store (the DAG's external mode)."""
+    return f"incoming/{date}.csv", f"incoming/{date}.parquet"
+
+
+def incoming(settings: Settings, date: str) -> str | None:
+    """The key of the external predictor's file of ``date`` in the artifact store, once it is there (else None)."""
+    from monitor.core.artifacts import artifacts_for
+
+    store = artifacts_for(settings)
+    return next((key for key in incoming_keys(date) if store.exists(key)), None)
+
+
+def import_incoming(settings: Settings, date: str, *, model_id: str | None = None) -> ImportResult:
+    """:func:`import_predictions` of the file an external predictor left in the artifact store, without evaluating."""
+    from monitor.core.artifacts import artifacts_for
+
+    key = incoming(settings, date)
+    if key is None:
+        raise DataError(f"no predictions of {date} under incoming/ in {settings.artifacts_uri}")
+    artifacts = artifacts_for(settings)
+    data = artifacts.read(key, what="predictions file", max_bytes=MAX_IMPORT_BYTES)
+    return import_predictions(settings, date, artifacts.location(key), model_id=model_id, data=data, evaluate=False)
+
+
+def import_predictions(
+    settings: Settings,
+    date: str,
+    file: Path | str,
+    *,
+    model_id: str | None = None,
+    data: bytes | None = None,
+    evaluate: bool = True,
+) -> ImportResult:
+    """Take ``file`` as the predictions of ``date``'s sample, then compute the day's metrics, health and alerts
+    (``evaluate``; without it the predictions are stored and the DAG's metrics and health tasks go on from them)."""
     from evaluation.predictions import DRAW_BASE, STATUS_OK, PredictionFiles, predictions_frame
     from monitor.orchestration.health_stage import health_with
     from monitor.orchestration.metrics_stage import metrics_with
@@ -100,7 +136,7 @@ def import_predictions(settings: Settings, date: str, file: Path, *, model_id: s
     ctx = RunContext.for_date(settings, date)
     if model_id is not None and not _MODEL_ID.fullmatch(model_id):
         raise ConfigError(f"--model-id {model_id[:80]!r} is not a model id (letters, digits and . @ + - _)")
-    rows = read_external(file)
+    rows = read_external(file, data)
     with open_store(settings) as store:
         recorded = store.sample(ctx.source_uri, ctx.day, items=True)
         if recorded is None:
@@ -159,14 +195,23 @@ def import_predictions(settings: Settings, date: str, file: Path, *, model_id: s
             "reused": False,
         }
         record_stage(store, ctx, "predict", {**predicted, "imported": str(file)})
+        store.update_run(ctx.source_uri, ctx.day, {"model_id": model, "failed": {}})
+        done: ImportResult = {
+            "date": ctx.day,
+            "model_id": model,
+            "predictions": where,
+            "rows": len(frame),
+            "classes": [],
+            "flagged": [],
+            "new_alerts": 0,
+            "pending_alerts": 0,
+        }
+        if not evaluate:  # the DAG's metrics and health tasks go on from the stored predictions
+            return done
         metrics: MetricsResult = metrics_with(ctx, store)
         health: HealthResult = health_with(ctx, store, model_id=model)
-        store.update_run(ctx.source_uri, ctx.day, {"model_id": model, "failed": {}})
     return {
-        "date": ctx.day,
-        "model_id": model,
-        "predictions": where,
-        "rows": len(frame),
+        **done,
         "classes": metrics["classes"],
         "flagged": health["flagged"],
         "new_alerts": health["new_alerts"],

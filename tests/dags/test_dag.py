@@ -527,3 +527,36 @@ def test_the_mongo_default_connection_is_the_store_the_tasks_use(
     (error,) = _task_errors(caplog)
     assert error.startswith("class health index failed: StoreError: MongoDB at mongodb://127.0.0.1:1/ is unreachable")
     assert not settings.store_dir.exists()
+
+
+def test_external_predictor_mode_waits_for_the_teams_file_imports_it_and_judges_as_the_built_in_run(
+    airflow_env, dag_runner, spark, tiny_source, two_runs, tmp_path_factory, monkeypatch
+):
+    """predictor = external: no model runs; the DAG waits for incoming/<ds>.csv in the artifact store, imports it and
+    goes on. Fed the built-in run's own predictions, it stores the same counts and verdicts."""
+    import pandas as pd
+
+    monkeypatch.setenv("AIRFLOW__CLASS_HEALTH__PREDICTOR", "external")
+    external = _parse(airflow_env)
+    assert "predict" not in external.task_dict
+    assert external.task_dict["wait_for_predictions"].mode == "reschedule"
+    assert [t.task_id for t in external.task_dict["import_predictions"].upstream_list] == ["wait_for_predictions"]
+
+    day = DATE - dt.timedelta(days=1)  # another date than two_runs': the same whole-source sample
+    built_in = pd.read_parquet(two_runs.settings.predictions_file(DATE.isoformat()))
+    model_id = str(built_in["model_id"].iloc[0])
+    monkeypatch.setenv("AIRFLOW__CLASS_HEALTH__EXTERNAL_MODEL_ID", model_id)
+    data_dir = tmp_path_factory.mktemp("dag_external")
+    incoming = data_dir / "incoming" / f"{day.isoformat()}.csv"
+    incoming.parent.mkdir(parents=True)
+    built_in.rename(columns={"confidence": "score"})[["image_path", "pred", "score"]].to_csv(incoming, index=False)
+    with _MonitorEnv(data_dir=data_dir, source_uri=tiny_source, samples_per_class=PER_CLASS) as settings:
+        run = dag_runner(external, day)
+        after = _snapshot(settings)
+    assert run.state == "success", run.tasks
+    assert run.tasks["wait_for_predictions"][0] == "success" and run.tasks["import_predictions"][0] == "success"
+    counts = {(label, n, correct) for _, _, label, n, correct, _ in after["class_metrics"]}
+    assert counts == {(label, n, correct) for _, _, label, n, correct, _ in two_runs.after_first["class_metrics"]}
+    verdicts = {(label, verdict) for _, _, label, verdict in after["class_health"]}
+    assert verdicts == {(label, verdict) for _, _, label, verdict in two_runs.after_first["class_health"]}
+    assert {m for m, *_ in after["class_metrics"]} == {model_id}

@@ -111,7 +111,7 @@ def test_a_candidate_event_is_a_duplicate_only_for_the_same_date_and_candidates(
 
 def test_config_keys_lists_exactly_the_keys_the_dag_file_reads(dag_module):
 
-    read = set(re.findall(r"conf\.get(?:boolean)?\(\s*CONFIG_SECTION,\s*\"(\w+)\"", DAG_FILE.read_text()))
+    read = set(re.findall(r"conf\.get(?:boolean|float)?\(\s*CONFIG_SECTION,\s*\"(\w+)\"", DAG_FILE.read_text()))
     assert read == set(dag_module.CONFIG_KEYS)
 
 

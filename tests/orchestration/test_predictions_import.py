@@ -128,3 +128,36 @@ def test_a_file_that_does_not_match_the_sample_is_refused_at_its_first_bad_row_a
 def test_no_sample_no_import(world: dict[str, Any], tmp_path: Path) -> None:
     done = _invoke(tmp_path / "empty", world["source"], "predictions", "import", str(world["team"]), "--date", DATE)
     assert done.exit_code == 6 and f"run `monitor sample --date {DATE}`" in done.stderr
+
+
+def test_the_example_external_job_feeds_an_import_that_judges_the_day(world: dict[str, Any]) -> None:
+    """examples/external_predictor.py plays a team's job (plain transformers, no monitor code) on the day's sample."""
+    import subprocess
+    import sys
+
+    data = _sampled(world, "example")
+    ran = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).resolve().parents[2] / "examples" / "external_predictor.py"),
+            "--date",
+            DATE,
+            "--data-dir",
+            str(data),
+            "--source",
+            str(world["source"]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert ran.returncode == 0, ran.stderr
+    done = _invoke(
+        data, world["source"], "predictions", "import", str(data / "incoming" / f"{DATE}.csv"), "--date", DATE, "--json"
+    )
+    assert done.exit_code == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["flagged"] == ["three"]
+    counts = {row["label"]: (row["n"], row["correct"]) for row in result["classes"]}
+    # Its own preprocessing may differ from the service's in a pixel; the verdict and the broken class do not.
+    assert counts["three"] == (8, 0) and counts["zero"][0] == 8
