@@ -85,7 +85,14 @@ def load_model(model_dir: Path, device: str = "auto") -> LoadedModel:
         )
     for required in ("config.json", "preprocessor_config.json"):
         if not (model_dir / required).is_file():
-            raise ModelError(f"model directory {model_dir} has no {required}")
+            others = sorted(p.name for p in model_dir.iterdir() if p.suffix in OTHER_FORMATS)[:3]
+            what = f" (it holds {', '.join(others)}: not a Hugging Face model)" if others else ""
+            raise ModelError(
+                f"model directory {model_dir} has no {required}{what}: give MONITOR_MODEL_DIR a directory that "
+                "AutoModelForImageClassification.from_pretrained loads (save_pretrained writes one), or predict the "
+                "day's sample with your own model and bring the predictions in: `monitor predictions import FILE "
+                "--date D` (README, Your own predictions)"
+            )
     _check_json(model_dir / "config.json")
     _check_json(model_dir / "preprocessor_config.json")
     checksum = weights_checksum(model_dir)
@@ -193,6 +200,10 @@ def model_identity(model_dir: Path) -> str:
     """The ``model_id`` :func:`load_model` gives ``model_dir`` (``<name>@<12 hex>``), from the weight files alone."""
     model_dir = Path(model_dir).expanduser().resolve()
     return f"{model_dir.name}@{weights_checksum(model_dir)[:12]}"
+
+
+#: Checkpoint formats a team may hold instead of a Hugging Face directory (named in the error that says what to do).
+OTHER_FORMATS = (".pt", ".pth", ".ckpt", ".onnx", ".torchscript", ".pb", ".h5", ".bin")
 
 
 def check_labels(loaded: LoadedModel, labels: Iterable[str]) -> None:

@@ -182,3 +182,13 @@ def test_a_damaged_configuration_is_one_model_error_never_a_hang_or_a_recursion_
         target.write_text(content)
     with pytest.raises(ModelError, match=message):
         load_model(shipped_copy, device="cpu")
+
+
+def test_a_checkpoint_that_is_not_a_hugging_face_directory_says_how_to_bring_its_predictions(tmp_path: Path) -> None:
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    (tmp_path / "weights.pt").write_bytes(b"torch")
+    with pytest.raises(ModelError) as caught:
+        load_model(tmp_path, "cpu")
+    message = str(caught.value)
+    assert "has no config.json (it holds model.onnx, weights.pt: not a Hugging Face model)" in message
+    assert "monitor predictions import FILE --date D" in message and "\n" not in message
