@@ -83,6 +83,11 @@ class Settings(BaseSettings):
         default=SHIPPED_MODEL_DIR,
         description="A directory that AutoModelForImageClassification.from_pretrained accepts (config.json + weights + preprocessor_config.json).",
     )
+    model_id: str = Field(
+        default="",
+        pattern=r"^[\w.@+-]{0,200}$",
+        description="The production model's id when it is served elsewhere and its predictions are imported (`monitor predictions import`); empty: from MONITOR_MODEL_DIR's weights.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when present, else CPU.")
     batch_size: int = Field(default=64, ge=1, le=4096, description="Images per forward pass.")
     fetch_workers: int = Field(

@@ -35,12 +35,16 @@ def jsonable(summary: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def production_model_id(settings: Settings) -> str:
-    """The id of the production model (``MONITOR_MODEL_DIR``) from its weight files, without loading it."""
+    """The id of the production model: ``MONITOR_MODEL_ID`` when set (a model served elsewhere, whose predictions are
+    imported), else from ``MONITOR_MODEL_DIR``'s weight files, without loading it."""
     from evaluation.model import model_identity
 
+    if settings.model_id:
+        return settings.model_id
     if not Path(settings.model_dir).is_dir():
         raise ModelError(
-            f"model directory {settings.model_dir} does not exist (set MONITOR_MODEL_DIR to a Hugging Face model directory)"
+            f"model directory {settings.model_dir} does not exist (set MONITOR_MODEL_DIR to a Hugging Face model "
+            "directory, or MONITOR_MODEL_ID to the id of a model served elsewhere whose predictions you import)"
         )
     try:
         return model_identity(settings.model_dir)

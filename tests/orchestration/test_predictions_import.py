@@ -20,15 +20,16 @@ from tests.fixtures.store import find
 DATE = "2026-11-20"
 
 
-def _invoke(data: Path, source: Path, *args: str) -> Any:
+def _invoke(data: Path, source: Path, *args: str, **more: str) -> Any:
     env: dict[str, str | None] = {
+        **{f"MONITOR_{k.upper()}": v for k, v in more.items()},
         "MONITOR_CONFIG": None,
         "MONITOR_DATA_DIR": str(data),
         "MONITOR_SOURCE_URI": str(source),
         "MONITOR_SAMPLES_PER_CLASS": "8",
         "MONITOR_SPARK_MASTER": "local[2]",
     }
-    return CliRunner(env=env).invoke(app, list(args))
+    return CliRunner(env=env).invoke(app, list(args))  # (the keyword arguments: more MONITOR_ settings)
 
 
 def _stored(data: Path) -> dict[str, Any]:
@@ -57,10 +58,10 @@ def world(tmp_path_factory: pytest.TempPathFactory, spark: Any) -> dict[str, Any
     return {"root": root, "source": source, "model": model, "team": team, "frame": frame}
 
 
-def _sampled(world: dict[str, Any], name: str) -> Path:
+def _sampled(world: dict[str, Any], name: str, **more: str) -> Path:
     data = world["root"] / name
     for args in (("index",), ("sample", "--date", DATE)):
-        result = _invoke(data, world["source"], *args)
+        result = _invoke(data, world["source"], *args, **more)
         assert result.exit_code == 0, result.stderr
     return data
 
@@ -161,3 +162,15 @@ def test_the_example_external_job_feeds_an_import_that_judges_the_day(world: dic
     counts = {row["label"]: (row["n"], row["correct"]) for row in result["classes"]}
     # Its own preprocessing may differ from the service's in a pixel; the verdict and the broken class do not.
     assert counts["three"] == (8, 0) and counts["zero"][0] == 8
+
+
+def test_with_no_model_in_the_service_the_day_is_sampled_and_judged_under_monitor_model_id(
+    world: dict[str, Any],
+) -> None:
+    elsewhere = {"model_dir": str(world["root"] / "no-model-here"), "model_id": world["model"]}
+    data = _sampled(world, "no-model", **elsewhere)
+    done = _invoke(data, world["source"], "predictions", "import", str(world["team"]), "--date", DATE, **elsewhere)
+    assert done.exit_code == 0, done.stderr
+    assert _stored(data) == _stored(world["root"] / "reference")
+    refused = _invoke(data, world["source"], "evaluate", "--date", "2026-11-21", model_dir=elsewhere["model_dir"])
+    assert refused.exit_code == 5 and "MONITOR_MODEL_ID" in refused.stderr
