@@ -73,7 +73,9 @@ def test_a_day_run_task_by_task_on_hosts_sharing_only_the_store_and_a_bucket_sto
         "candidate_model_dirs": [candidate],
     }
 
-    # One host: everything under one data dir, the artifacts in it (the default).
+    # One host: everything under one data dir, the artifacts in it (the default). A fresh process: no calibration
+    # in memory (another test on this worker may have made it), so this run writes the cache as any first run does.
+    monkeypatch.setattr(health_stage, "_KNOWN", {})
     one = Settings(data_dir=tmp_path / "one", **common)
     with open_store(one) as store:
         evaluate_with(RunContext.for_date(one, DATE), store, spark=spark)
