@@ -454,6 +454,8 @@ class Settings(BaseSettings):
             self.source_uri = str(self.data_dir / "source")
         if not self.artifacts_uri:
             self.artifacts_uri = str(self.data_dir)
+        if self.label_map is not None:
+            self._check_mapped_labels()
         elif _within(self.artifacts_uri, self.source_uri):
             # (The data dir, the default, is left alone: the demo keeps its source inside it, and files two levels
             # below the source are indexed as unusable at worst.)
@@ -478,6 +480,27 @@ class Settings(BaseSettings):
                     f"lower MONITOR_DROP_TO_DETECT below {target} or raise the target"
                 )
         return self
+
+    def _check_mapped_labels(self) -> None:
+        """Every label the map names must be one of each model's (production and candidates), where their
+        ``config.json`` can be read now; otherwise the predict stage checks it before any inference."""
+        from monitor.core.files import FileRefused, parse_json_bounded, read_bounded
+        from monitor.core.labels import load_label_map, nearest
+
+        assert self.label_map is not None
+        mapped = set(load_label_map(self.label_map).values())
+        for folder in [self.model_dir, *self.candidate_model_dirs]:
+            try:
+                config = parse_json_bounded(read_bounded(Path(folder) / "config.json", max_bytes=64 << 20))
+            except (OSError, FileRefused):
+                continue  # no readable model here (yet): loading it says why
+            labels = set((config.get("id2label") or {}).values()) if isinstance(config, dict) else set()
+            unknown = sorted(mapped - labels) if labels else []
+            if unknown:
+                close = "; ".join(f"{u!r} (nearest: {', '.join(nearest(u, labels)) or 'none'})" for u in unknown[:3])
+                raise ValueError(
+                    f"label_map {self.label_map} maps folders to labels the model in {folder} does not have: {close}"
+                )
 
     # --- derived paths (never configured separately, so they cannot disagree) ----------------
     @cached_property

@@ -110,7 +110,7 @@ def test_folders_named_otherwise_are_evaluated_through_the_map(renamed: Path, tm
     assert json.loads(shown.stdout)["label_map"] == str(mapping)
 
 
-def test_a_map_to_a_label_the_model_lacks_says_to_fix_the_map(renamed: Path, tmp_path: Path, spark: Any) -> None:
+def test_a_map_to_a_label_the_model_lacks_stops_the_command_before_anything_runs(renamed: Path, tmp_path: Path) -> None:
     mapping = tmp_path / "map.csv"
     mapping.write_text("0,zer0\nn01,one\n")
     env: dict[str, str | None] = {
@@ -119,10 +119,10 @@ def test_a_map_to_a_label_the_model_lacks_says_to_fix_the_map(renamed: Path, tmp
         "MONITOR_LABEL_MAP": str(mapping),
     }
     refused = _evaluate(env)
-    assert refused.exit_code == 5
+    assert refused.exit_code == 2
     message = json.loads(refused.stdout)["error"]["message"]
-    assert "MONITOR_LABEL_MAP maps folders to 'zer0', which the model does not know" in message
-    assert "'zer0': nearest zero" in message and "fix the map" in message
+    assert "maps folders to labels the model in" in message and "'zer0' (nearest: zero)" in message
+    assert not (tmp_path / "data").exists()  # refused at load: nothing written
 
 
 def test_a_changed_map_relabels_the_index_once_and_a_stable_one_changes_nothing(tmp_path: Path) -> None:
@@ -152,3 +152,12 @@ def test_a_changed_map_relabels_the_index_once_and_a_stable_one_changes_nothing(
         assert sorted(d["label"] for d in stale) == ["one", "zero", "zero"]
         settled = index_source(source, store)
         assert (settled.new, settled.updated, settled.missing) == (0, 0, 0)
+
+
+def test_a_map_to_labels_the_model_lacks_is_refused_at_load_with_the_nearest(tmp_path: Path) -> None:
+    mapping = tmp_path / "map.csv"
+    mapping.write_text("0,zer0\nn01,one\n")
+    with pytest.raises(ValidationError, match=r"does not have: 'zer0' \(nearest: zero\)"):
+        Settings(data_dir=tmp_path, label_map=mapping)
+    mapping.write_text("0,zero\nn01,one\n")
+    assert Settings(data_dir=tmp_path, label_map=mapping).label_map == mapping
