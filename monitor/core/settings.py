@@ -454,8 +454,6 @@ class Settings(BaseSettings):
             self.source_uri = str(self.data_dir / "source")
         if not self.artifacts_uri:
             self.artifacts_uri = str(self.data_dir)
-        if self.label_map is not None:
-            self._check_mapped_labels()
         elif _within(self.artifacts_uri, self.source_uri):
             # (The data dir, the default, is left alone: the demo keeps its source inside it, and files two levels
             # below the source are indexed as unusable at worst.)
@@ -463,6 +461,8 @@ class Settings(BaseSettings):
                 f"artifacts_uri {self.artifacts_uri} lies inside the image source {self.source_uri}: its files would be "
                 "indexed with the images; set MONITOR_ARTIFACTS_URI to a place outside MONITOR_SOURCE_URI"
             )
+        if self.label_map is not None:
+            self._check_mapped_labels()
         if self.engine == "spark" and self.spark_master.strip().lower().startswith("sc://"):
             raise ValueError(
                 "engine 'spark' predicts on the executors of a Spark driver started here, which a Spark Connect "

@@ -69,6 +69,9 @@ def generate(name: str) -> dict[str, Any]:
     if isinstance(kind, type) and issubclass(kind, BaseModel):
         body = kind.model_json_schema(mode="serialization")
         body["required"] = sorted(body.get("properties", {}))  # every setting is shown
+        # A default is a value, not the shape (and some depend on where the project lies, e.g. the shipped model).
+        for field in body.get("properties", {}).values():
+            field.pop("default", None)
     else:
         body = TypeAdapter(kind).json_schema(mode="serialization")
     body.setdefault("properties", {})["schema_version"] = {"const": SCHEMA_VERSION, "title": "Schema Version"}
