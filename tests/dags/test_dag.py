@@ -511,24 +511,6 @@ def test_a_bad_model_fails_the_first_task_that_needs_it_at_once_though_retries_a
     assert not settings.predictions_file(date.isoformat()).exists()
 
 
-def test_the_mongo_default_connection_is_the_store_the_tasks_use(
-    airflow_env, dag_runner, tiny_source, tmp_path, caplog
-):
-    # Nothing listens on port 1: the index task must fail reaching *that* MongoDB, not write the embedded store.
-    conn_file = tmp_path / "connections.json"
-    conn_file.write_text(
-        json.dumps({"mongo_default": {"conn_type": "mongo", "host": "127.0.0.1", "port": 1, "schema": "from_conn"}})
-    )
-    date = DATE + dt.timedelta(days=3)
-    with _MonitorEnv(data_dir=tmp_path / "data", source_uri=tiny_source, mongo_timeout_ms=300) as settings:
-        result = dag_runner(_fresh_dag(airflow_env, retries=0), date, conn_file=conn_file)
-    assert result.state == "failed"
-    assert result.tasks["index"] == ("failed", 1)
-    (error,) = _task_errors(caplog)
-    assert error.startswith("class health index failed: StoreError: MongoDB at mongodb://127.0.0.1:1/ is unreachable")
-    assert not settings.store_dir.exists()
-
-
 def test_external_predictor_mode_waits_for_the_teams_file_imports_it_and_judges_as_the_built_in_run(
     airflow_env, dag_runner, spark, tiny_source, two_runs, tmp_path_factory, monkeypatch
 ):
@@ -560,3 +542,22 @@ def test_external_predictor_mode_waits_for_the_teams_file_imports_it_and_judges_
     verdicts = {(label, verdict) for _, _, label, verdict in after["class_health"]}
     assert verdicts == {(label, verdict) for _, _, label, verdict in two_runs.after_first["class_health"]}
     assert {m for m, *_ in after["class_metrics"]} == {model_id}
+
+
+# Keep last among the dag.test() runs: a connections file stays in the process's cached secrets backends.
+def test_the_mongo_default_connection_is_the_store_the_tasks_use(
+    airflow_env, dag_runner, tiny_source, tmp_path, caplog
+):
+    # Nothing listens on port 1: the index task must fail reaching *that* MongoDB, not write the embedded store.
+    conn_file = tmp_path / "connections.json"
+    conn_file.write_text(
+        json.dumps({"mongo_default": {"conn_type": "mongo", "host": "127.0.0.1", "port": 1, "schema": "from_conn"}})
+    )
+    date = DATE + dt.timedelta(days=3)
+    with _MonitorEnv(data_dir=tmp_path / "data", source_uri=tiny_source, mongo_timeout_ms=300) as settings:
+        result = dag_runner(_fresh_dag(airflow_env, retries=0), date, conn_file=conn_file)
+    assert result.state == "failed"
+    assert result.tasks["index"] == ("failed", 1)
+    (error,) = _task_errors(caplog)
+    assert error.startswith("class health index failed: StoreError: MongoDB at mongodb://127.0.0.1:1/ is unreachable")
+    assert not settings.store_dir.exists()
