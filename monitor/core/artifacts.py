@@ -13,7 +13,6 @@ checked before its bytes are fetched), and every failure is one :class:`DataErro
 
 from __future__ import annotations
 
-import hashlib
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from monitor.core.errors import ConfigError, DataError
-from monitor.core.files import FileRefused, atomic_write, read_bounded, remove_leftovers
+from monitor.core.files import FileRefused, atomic_write, read_bounded
 
 if TYPE_CHECKING:
     from monitor.core.settings import Settings
@@ -72,13 +71,6 @@ class Artifacts(ABC):
 
     def exists(self, key: str) -> bool:
         return self.stamp(key) is not None
-
-    def digest(self, key: str, *, what: str) -> str:
-        """The SHA-256 of ``key``'s bytes (what a later task checks it reads back)."""
-        return hashlib.sha256(self.read(key, what=what)).hexdigest()
-
-    def clean(self) -> None:  # noqa: B027 - only a local folder has leftovers
-        """Remove what a killed writer left (only for a caller that holds the writers' lock)."""
 
     def local_path(self, key: str) -> Path | None:
         """The local file of ``key``, when the store is a local folder."""
@@ -137,10 +129,6 @@ class LocalArtifacts(Artifacts):
         if not path.is_dir():
             return []
         return sorted(p.name for p in path.iterdir() if p.is_dir())
-
-    def clean(self) -> None:
-        for folder in ("samples", "predictions"):
-            remove_leftovers(self.root / folder)
 
 
 class GCSArtifacts(Artifacts):

@@ -269,3 +269,16 @@ def read_json_file(
         raise error(f"the {what} {path} is unreadable: it {exc}{tail}") from None
     except OSError as exc:
         raise error(f"cannot read the {what} {path}: {exc.strerror or exc}{tail}") from exc
+
+
+def read_text_file(path: Path, *, what: str, max_bytes: int) -> str:
+    """The UTF-8 text (a BOM dropped) of a small configuration file the user names (a label map, a manifest), read
+    as :func:`read_bounded` reads; any fault is one :class:`ConfigError` naming ``what``."""
+    try:
+        return read_bounded(Path(path), max_bytes=max_bytes).decode("utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(f"{what} does not exist") from None
+    except FileRefused as exc:
+        raise ConfigError(f"{what} is unreadable: it {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {what}: {exc}") from None

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from monitor.core.errors import ConfigError
-from monitor.core.files import FileRefused, read_bounded
+from monitor.core.files import read_text_file
 from monitor.core.sources import BlobInfo
 
 MAX_MANIFEST_BYTES = 1 << 30
@@ -73,14 +73,7 @@ class ImageTime:
 def load_manifest(path: Path) -> dict[str, dt.datetime]:
     """``path,date`` rows of a manifest (a header row ``path,date`` is skipped) as path -> UTC time."""
     where = f"the image-time manifest {path} (MONITOR_IMAGE_TIME)"
-    try:
-        text = read_bounded(path, max_bytes=MAX_MANIFEST_BYTES).decode("utf-8-sig")
-    except FileNotFoundError:
-        raise ConfigError(f"{where} does not exist") from None
-    except FileRefused as exc:
-        raise ConfigError(f"{where} is unreadable: it {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {where}: {exc}") from None
+    text = read_text_file(path, what=where, max_bytes=MAX_MANIFEST_BYTES)
     dates: dict[str, dt.datetime] = {}
     for number, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
         if not row or all(not cell.strip() for cell in row):

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from monitor.core.errors import ConfigError
-from monitor.core.files import FileRefused, parse_json_bounded, read_bounded
+from monitor.core.files import FileRefused, parse_json_bounded, read_text_file
 
 #: The largest label map read (a million folders fit in well under this).
 MAX_LABEL_MAP_BYTES = 64 << 20
@@ -26,15 +26,7 @@ MAX_LABEL_MAP_BYTES = 64 << 20
 def load_label_map(path: Path) -> dict[str, str]:
     """The folder -> label map in ``path`` (CSV or JSON, see the module docstring); ConfigError on any fault."""
     where = f"the label map {path} (MONITOR_LABEL_MAP)"
-    try:
-        data = read_bounded(Path(path), max_bytes=MAX_LABEL_MAP_BYTES)
-        text = data.decode("utf-8-sig")
-    except FileNotFoundError:
-        raise ConfigError(f"{where} does not exist") from None
-    except FileRefused as exc:
-        raise ConfigError(f"{where} is unreadable: it {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {where}: {exc}") from None
+    text = read_text_file(Path(path), what=where, max_bytes=MAX_LABEL_MAP_BYTES)
     if text.lstrip()[:1] in ("{", "["):
         try:
             value = parse_json_bounded(text, max_depth=2)
