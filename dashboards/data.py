@@ -345,23 +345,22 @@ class DashboardData:
         self, model_id: str, start: str | None = None, end: str | None = None, labels: Sequence[str] | None = None
     ) -> list[dict[str, Any]]:
         """The stored ``class_health`` rows of ``model_id`` in the range (of ``labels``), by date and class: every field."""
-        chosen = tuple(sorted(set(labels))) if labels else None
-        return list(
-            self._cached(
-                ("health_rows", model_id, start, end, chosen),
-                lambda store: store.rows("class_health", model_id, start=start, end=end, labels=chosen),
-            )
-        )
+        return self._stored_rows("class_health", model_id, start, end, labels)
 
     def metric_rows(
         self, model_id: str, start: str | None = None, end: str | None = None, labels: Sequence[str] | None = None
     ) -> list[dict[str, Any]]:
         """The stored ``class_metrics`` rows of ``model_id`` in the range (of ``labels``), by date and class."""
+        return self._stored_rows("class_metrics", model_id, start, end, labels)
+
+    def _stored_rows(
+        self, kind: str, model_id: str, start: str | None, end: str | None, labels: Sequence[str] | None
+    ) -> list[dict[str, Any]]:
         chosen = tuple(sorted(set(labels))) if labels else None
         return list(
             self._cached(
-                ("metric_rows", model_id, start, end, chosen),
-                lambda store: store.rows("class_metrics", model_id, start=start, end=end, labels=chosen),
+                ("rows", kind, model_id, start, end, chosen),
+                lambda store: store.rows(kind, model_id, start=start, end=end, labels=chosen),
             )
         )
 
