@@ -13,6 +13,9 @@ variables ``AIRFLOW__CLASS_HEALTH__<KEY>``), read when the file is parsed:
   CeleryExecutor, set it to ``gpu`` and start a worker on a GPU host with ``airflow celery worker -q gpu``.
 - ``predict_pool``: pool of the predict task (default ``default_pool``); a pool with one slot per GPU
   keeps two predictions off the same card.
+- ``predict_pod_template_file``: with the KubernetesExecutor, the pod template the predict task runs in (a GPU
+  pod: ``nvidia.com/gpu`` limit, node selector, tolerations; docs/KUBERNETES.md); the other tasks keep the
+  executor's default pod. Unset (the default): no executor_config.
 - ``catchup``: let the scheduler run every missed day since ``start_date`` (default ``False``;
   ``airflow backfill create`` fills chosen dates either way).
 - ``start_date``: first date the schedule knows about (default ``2026-11-01``).
@@ -53,6 +56,7 @@ CONFIG_SECTION = "class_health"
 CONFIG_KEYS = (
     "predict_queue",
     "predict_pool",
+    "predict_pod_template_file",
     "catchup",
     "start_date",
     "mongo_conn_id",
@@ -244,6 +248,14 @@ def _notify(day: str, what: str, reason: str) -> None:
         log.error("could not notify the failure of %s to %s", DAG_ID, ", ".join(missed))
 
 
+def predict_executor_config() -> dict[str, Any]:
+    """The predict task's ``executor_config``: the KubernetesExecutor's ``pod_template_file`` named by
+    ``[class_health] predict_pod_template_file``, or nothing. A path, not a pod object: the file is read by the
+    executor when it starts the pod, so parsing this DAG needs neither the Kubernetes client nor the file."""
+    template = conf.get(CONFIG_SECTION, "predict_pod_template_file", fallback="").strip()
+    return {"pod_template_file": template} if template else {}
+
+
 def already_published(events: Iterable[Any], extra: Mapping[str, Any]) -> bool:
     """Whether an earlier event already announced the same flagged classes for the same date and model."""
     key = (extra["date"], extra["model_id"], sorted(extra["flagged"]))
@@ -302,6 +314,7 @@ def class_health_daily() -> None:
             CONFIG_SECTION, "predict_queue", fallback=conf.get("operators", "default_queue", fallback="default")
         ),
         pool=conf.get(CONFIG_SECTION, "predict_pool", fallback="default_pool"),
+        executor_config=predict_executor_config(),
     )
     def predict() -> dict[str, Any]:
         """Run the model on the date's sample and write predictions/<ds>.parquet."""
