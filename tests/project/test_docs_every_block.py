@@ -25,7 +25,9 @@ carries over from block to block), and every command of every line is checked by
 - ``echo`` with no redirection prints only.
 
 Any other command fails the test, naming the file, block and line, so a new kind of command cannot slip through
-unchecked. Commands in the prose's inline code are out of scope.
+unchecked. The README's blocks are tests/project/test_readme.py's; of those it lists as not run, the ones made only of
+commands checked here without running them (the docker one) are walked here too. Commands in the prose's inline code
+are out of scope.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import shlex
 import shutil
 import subprocess
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,7 @@ import pytest
 import yaml
 
 from tests.fixtures.readme import (
+    NOT_RUN,
     ROOT,
     bash_blocks,
     block_env,
@@ -143,7 +146,10 @@ def split_line(text: str) -> list[Command]:
     """The simple commands of a shell line (split at ``&&``, ``||``, ``;`` and ``|``), comments dropped."""
     lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
     lexer.whitespace_split = True
-    tokens = list(lexer)
+    try:
+        tokens = list(lexer)
+    except ValueError as exc:  # an unclosed quote
+        raise Unchecked(f"not a shell line: {exc}: {text}") from None
     result: list[Command] = []
     env: dict[str, str] = {}
     words: list[str] = []
@@ -182,7 +188,12 @@ def blocks_of(name: str, text: str) -> list[Block]:
     for number, raw in enumerate(bash_blocks(text), start=1):
         block = Block(number, [], raw)
         in_env_comment = False
+        continued = ""  # a line ending in a backslash goes on on the next one
         for index, line in enumerate(raw, start=1):
+            if line.rstrip().endswith("\\"):
+                continued += line.rstrip()[:-1] + " "
+                continue
+            line, continued = continued + line, ""
             if line.lstrip().startswith("#"):
                 in_env_comment = in_env_comment or bool(ENV_COMMENT.match(line))
                 if in_env_comment:
@@ -374,9 +385,10 @@ class Walk:
 
     # -- the walk
 
-    def file(self, name: str, text: str) -> list[str]:
-        """Check every block of one Markdown file in order; returns the failures, each naming file, block and line."""
-        for block in blocks_of(name, text):
+    def file(self, name: str, text: str, blocks: Callable[[Block], bool] = lambda block: True) -> list[str]:
+        """Check every block (or those ``blocks`` selects) of one Markdown file in order; returns the failures, each
+        naming file, block and line."""
+        for block in filter(blocks, blocks_of(name, text)):
             where = f"{name}, block {block.number}"
             try:
                 self.block(block)
@@ -768,6 +780,15 @@ def test_a_comment_naming_env_file_values_is_read_with_its_continuation_lines() 
     assert [line.where for line in block.lines] == ["made-up.md, block 1, line 3"]
 
 
+def test_a_line_ending_in_a_backslash_goes_on_on_the_next() -> None:
+    (block,) = blocks_of("made-up.md", "```bash\ndocker build -f docker/Dockerfile \\\n  -t x .\necho done\n```\n")
+    assert [line.commands[0].words for line in block.lines] == [
+        ["docker", "build", "-f", "docker/Dockerfile", "-t", "x", "."],
+        ["echo", "done"],
+    ]
+    assert block.lines[0].where == "made-up.md, block 1, line 2"
+
+
 def test_the_dag_ids_are_read_from_the_dag_files() -> None:
     assert {"class_health_daily", "example_retrain_on_flag"} <= dag_ids()
 
@@ -781,6 +802,23 @@ def test_every_docs_block_works_as_written_in_reading_order(reader, path) -> Non
     walk = reader()
     assert walk.file(_doc_id(path), path.read_text()) == []
     assert sum(walk.kinds.values()) >= len([b for b in blocks_of(_doc_id(path), path.read_text()) if b.lines])
+
+
+def _docker_only(block: Block) -> bool:
+    """A README block its own test does not run, made only of commands checked here without running them locally."""
+    if block.raw[0].split("#", 1)[0].strip() not in NOT_RUN:
+        return False
+    try:
+        return all(kind(command) != "local" for line in block.lines for command in line.commands)
+    except Unchecked:
+        return False
+
+
+@pytest.mark.slow
+def test_the_readmes_docker_blocks_which_its_own_test_does_not_run_work_as_written(reader) -> None:
+    walk = reader()
+    assert walk.file("README.md", (ROOT / "README.md").read_text(), blocks=_docker_only) == []
+    assert walk.kinds["bash docker/start.sh"] >= 1  # the one-line start, at least
 
 
 _START = "bash docker/start.sh\n"
