@@ -181,7 +181,7 @@ def class_metrics_spark(
     tag = uuid.uuid4().hex
     predictions_view, cells_view, labels_view = (f"chm_{name}_{tag}" for name in ("predictions", "cells", "labels"))
     frame.createOrReplaceTempView(predictions_view)
-    spark.createDataFrame([(label,) for label in wanted], "label string").createOrReplaceTempView(labels_view)
+    _labels_frame(spark, wanted).createOrReplaceTempView(labels_view)
     cells: SparkDataFrame | None = None
     try:
         cells = spark.sql(CELLS_SQL, args={"predictions_view": predictions_view}).cache()
@@ -234,6 +234,18 @@ def _pandas_input(predictions: pd.DataFrame) -> pd.DataFrame:
             raise DataError(f"predictions column {column!r} holds {kind} values, not strings")
         out[column] = values.astype(object).where(values.notna(), None)
     return out.reset_index(drop=True)
+
+
+def _labels_frame(spark: SparkSession, labels: list[str]) -> SparkDataFrame:
+    """A one-column (``label``) Spark DataFrame of ``labels``, built through Arrow in the driver's JVM.
+
+    Not from a Python list: that goes through a Python RDD, which starts Python workers on the executors, and a
+    cluster whose executors run another Python than the driver (the official Spark image's, say) fails the query
+    (tests/project/test_compose_spark.py runs the metrics on executors with no usable Python).
+    """
+    import pandas as pd
+
+    return spark.createDataFrame(pd.DataFrame({"label": pd.Series(labels, dtype=object)}), "label string")
 
 
 def _label_list(labels: Sequence[str] | None) -> list[str]:
@@ -476,9 +488,7 @@ def paired_counts_spark(
     )
     spark.createDataFrame(left, _PAIRED_SCHEMA).createOrReplaceTempView(production_view)
     spark.createDataFrame(right, _PAIRED_SCHEMA).createOrReplaceTempView(candidate_view)
-    spark.createDataFrame([(label,) for label in _label_list(labels)], "label string").createOrReplaceTempView(
-        labels_view
-    )
+    _labels_frame(spark, _label_list(labels)).createOrReplaceTempView(labels_view)
     try:
         result = spark.sql(
             PAIRED_COUNTS_SQL,
