@@ -12,7 +12,9 @@ same code for both engines:
 
 A model's daily class metrics and class health are fetched whole, once per store version, and
 sliced by date range (bisection of the sorted dates) and classes in pandas: the pages ask for many
-overlapping ranges of the same history. Shaping documents into frames is :mod:`dashboards.records`'; pooling and verdict status are
+overlapping ranges of the same history. Only the columns the pages use are read, a few weeks at a
+time (:data:`ROWS_PER_READ`), and text that repeats (dates, classes, verdicts) is one shared string
+per value: a year of 1,000 classes is held in about 150 MB of columns, never as 730,000 documents. Shaping documents into frames is :mod:`dashboards.records`'; pooling and verdict status are
 :mod:`dashboards.pooling` and :mod:`dashboards.status` (pure, used by the pages). Prediction files
 are found and read in the artifact store (local or ``gs://``) by :class:`evaluation.predictions.PredictionFiles`,
 kept while their stamp (mtime or GCS generation) is unchanged; thumbnails are made by :func:`dashboards.thumbnails.make_thumbnail`.
@@ -52,6 +54,13 @@ log = logging.getLogger(__name__)
 #: The count columns of class metrics: integers, a missing count 0.
 COUNT_FIELDS = ("n", "correct", "failed")
 
+#: Rows read from the store in one query when a history is read: a longer history is read in spans of days of about
+#: this many rows (by the model's class count), each made into columns before the next, so its documents never all
+#: exist at once (a year of 1,000 classes' health would be GBs of dicts).
+ROWS_PER_READ = 20_000
+#: Text columns whose values repeat from row to row: each value is held once, shared by the rows that have it.
+SHARED_TEXT = ("date", "label", "verdict", "window_start", "method", "pred")
+
 #: Thumbnails kept in memory (a few KB each).
 THUMB_CACHE_SIZE = 1024
 #: Prediction files kept in memory (one per date, a few hundred KB at most for a daily sample).
@@ -64,6 +73,48 @@ class _History:
 
     frame: pd.DataFrame
     dates: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """What one kept history is: the store collection, the fields read of it, and how its documents become a frame."""
+
+    name: str
+    kind: str
+    fields: tuple[str, ...]
+    shape: Callable[[list[dict[str, Any]]], pd.DataFrame]
+
+
+_METRICS = _Columns(
+    "class_metrics",
+    "class_metrics",
+    METRIC_FIELDS,
+    # The counts as integers once here, not on every slice.
+    lambda docs: records.counts(records.records_frame(docs, METRIC_FIELDS), COUNT_FIELDS),
+)
+_HEALTH = _Columns(
+    "class_health", "class_health", HEALTH_FIELDS, lambda docs: records.records_frame(docs, HEALTH_FIELDS)
+)
+_CONFUSIONS = _Columns("confusions", "class_metrics", ("date", "label", "confusions"), records.confusions_frame)
+
+
+def _share_text(frame: pd.DataFrame, pools: dict[str, dict[str, str]]) -> pd.DataFrame:
+    """``frame`` with the strings of its :data:`SHARED_TEXT` columns replaced by the first equal string seen (``pools``,
+    one per column, kept across the parts of one read): the store decodes a new string for every row."""
+    for name in SHARED_TEXT:
+        if name not in frame or frame[name].dtype != object:
+            continue
+        pool = pools.setdefault(name, {})
+        values = frame[name].to_numpy(dtype=object)
+        if pd.api.types.infer_dtype(values, skipna=True) == "string":  # text and gaps: hashed in C
+            codes, uniques = pd.factorize(values)
+            distinct = np.array([pool.setdefault(value, value) for value in uniques], dtype=object)
+            shared, present = values.copy(), codes >= 0  # a gap (None or NaN) kept as it is
+            shared[present] = distinct[codes[present]]
+        else:  # other values too (1 and 1.0 and True hash alike): only the strings are shared
+            shared = np.array([pool.setdefault(v, v) if type(v) is str else v for v in values], dtype=object)
+        frame[name] = pd.Series(shared, index=frame.index, dtype=object)
+    return frame
 
 
 def _updated(
@@ -235,50 +286,76 @@ class DashboardData:
             f"model {shown(model_id)} has no results in {self.describe()}; known models: {', '.join(m.model_id for m in models)}"
         )
 
-    def _history(self, kind: str, fields: Sequence[str], model_id: str) -> _History:
-        """One model's whole ``kind`` history (``fields``), fetched once per store version; callers slice it.
+    def _read(
+        self, store: Store, columns: _Columns, model_id: str, start: str | None = None, end: str | None = None
+    ) -> pd.DataFrame:
+        """``columns``' frame of ``model_id``'s rows from ``start`` to ``end`` (None: open), read in spans of days of
+        about :data:`ROWS_PER_READ` rows each (one read when the model's classes make the whole range that few)."""
+        known = next((m for m in self.models() if m.model_id == model_id), None)
+        per_read = max(ROWS_PER_READ // len(known.labels), 1) if known is not None and known.labels else 0
+        days = (
+            [
+                d
+                for d in store.dates(columns.kind, model_id)
+                if (start is None or d >= start) and (end is None or d <= end)
+            ]
+            if per_read
+            else []
+        )
+        if len(days) <= max(per_read, 1):
+            spans = [(start, end)]
+        else:  # the first span open at its start and the last at its end, as one read of the range would be
+            cuts = list(range(0, len(days), per_read))
+            spans = [(start if i == 0 else days[i], end if i == cuts[-1] else days[i + per_read - 1]) for i in cuts]
+        pools: dict[str, dict[str, str]] = {}
+        parts = [
+            _share_text(
+                columns.shape(store.rows(columns.kind, model_id, start=low, end=high, fields=list(columns.fields))),
+                pools,
+            )
+            for low, high in spans
+        ]
+        filled = [part for part in parts if len(part)]  # an empty part would only cast the columns' types
+        return pd.concat(filled, ignore_index=True) if len(filled) > 1 else (filled or parts)[0]
+
+    def _history(self, columns: _Columns, model_id: str) -> _History:
+        """One model's whole history of ``columns``, fetched once per store version; callers slice it.
 
         Across commits of the embedded store only the dates whose rows changed are read again (a daily
         run changes one date of a year: at 1,000 classes, re-reading the year would take seconds).
         """
 
-        def frame_of(docs: list[dict[str, Any]]) -> pd.DataFrame:
-            frame = records.records_frame(docs, fields)
-            return (
-                records.counts(frame, COUNT_FIELDS) if kind == "class_metrics" else frame
-            )  # once here, not on every slice
-
         def compute(store: Store) -> _History:
-            versions = store.day_versions(kind, model_id)
-            kept = self._kept.get((kind, model_id))
+            versions = store.day_versions(columns.kind, model_id)
+            kept = self._kept.get((columns.name, model_id))
             if versions is None or kept is None:
-                frame = frame_of(store.rows(kind, model_id, fields=list(fields)))
+                frame = self._read(store, columns, model_id)
             else:
                 frame = _updated(
                     kept[1].frame,
                     kept[0],
                     versions,
-                    lambda start, end: frame_of(store.rows(kind, model_id, start=start, end=end, fields=list(fields))),
+                    lambda start, end: self._read(store, columns, model_id, start, end),
                 )
             history = _History(frame, records.sorted_dates(frame))
             if versions is not None:
-                self._kept[(kind, model_id)] = (versions, history)
+                self._kept[(columns.name, model_id)] = (versions, history)
             return history
 
-        return self._cached((kind, model_id), compute)  # type: ignore[no-any-return]
+        return self._cached((columns.name, model_id), compute)  # type: ignore[no-any-return]
 
     def metrics(
         self, model_id: str, start: str | None = None, end: str | None = None, labels: Sequence[str] | None = None
     ) -> pd.DataFrame:
         """Daily class metrics (``METRIC_FIELDS``) of ``model_id`` between ``start`` and ``end`` (inclusive)."""
-        history = self._history("class_metrics", METRIC_FIELDS, model_id)
+        history = self._history(_METRICS, model_id)
         return records.counts(records.in_range(history.frame, start, end, labels, dates=history.dates), COUNT_FIELDS)
 
     def health(
         self, model_id: str, start: str | None = None, end: str | None = None, labels: Sequence[str] | None = None
     ) -> pd.DataFrame:
         """Daily class health rows (``HEALTH_FIELDS``) of ``model_id`` between ``start`` and ``end``."""
-        history = self._history("class_health", HEALTH_FIELDS, model_id)
+        history = self._history(_HEALTH, model_id)
         return records.in_range(history.frame, start, end, labels, dates=history.dates)
 
     def date_bounds(self, model_id: str) -> tuple[str, str] | None:
@@ -294,7 +371,7 @@ class DashboardData:
         """Every class with class metrics for ``model_id``, sorted (from the model's cached history: no second read)."""
 
         def compute(store: Store) -> list[str]:
-            frame = self._history("class_metrics", METRIC_FIELDS, model_id).frame
+            frame = self._history(_METRICS, model_id).frame
             return sorted({str(label) for label in frame["label"].dropna().unique()})
 
         return list(self._cached(("labels", model_id), compute))
@@ -309,14 +386,13 @@ class DashboardData:
     def confusions(self, model_id: str, label: str, start: str | None = None, end: str | None = None) -> pd.DataFrame:
         """What ``label`` was mistaken for, per day: columns ``date``, ``pred``, ``count`` (wrong predictions only)."""
 
-        def compute(store: Store) -> pd.DataFrame:
-            # Every class's pairs of the model at once, once per store version: the errors page moves between classes.
-            return records.confusions_frame(
-                store.rows("class_metrics", model_id, fields=["date", "label", "confusions"])
-            )
-
-        frame: pd.DataFrame = self._cached(("confusions", model_id), compute)
-        return records.in_range(frame, start, end, [label]).loc[:, ["date", "pred", "count"]].reset_index(drop=True)
+        # Every class's pairs of the model at once, kept like the histories: the errors page moves between classes.
+        history = self._history(_CONFUSIONS, model_id)
+        return (
+            records.in_range(history.frame, start, end, [label], dates=history.dates)
+            .loc[:, ["date", "pred", "count"]]
+            .reset_index(drop=True)
+        )
 
     def alerts(
         self, model_id: str, start: str | None = None, end: str | None = None, labels: Sequence[str] | None = None
