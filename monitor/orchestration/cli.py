@@ -605,7 +605,14 @@ def alerts(
 
 @app.command()
 def demo(
-    days: Annotated[int, typer.Option(help="Days to simulate, ending today (UTC).", min=3, max=365)] = 21,
+    days: Annotated[int, typer.Option(help="Days to simulate, ending on --end.", min=3, max=365)] = 21,
+    end: Annotated[
+        str | None,
+        typer.Option(
+            "--end",
+            help="Last simulated day YYYY-MM-DD; default 2026-11-30, fixed so that every run gives the same figures.",
+        ),
+    ] = None,
     drop_day: Annotated[
         int | None,
         typer.Option(
@@ -643,9 +650,11 @@ def demo(
     Works in MONITOR_DATA_DIR (default ./data): it (re)builds the demo source there. It works only in a
     folder it created (its .monitor-demo marker) or a new or empty one, and deletes nothing it did not build.
     """
+    from monitor.core.dates import parse_run_date
     from monitor.orchestration.demo import build_setup_source, run_demo
 
     settings = _settings()
+    last = _run(lambda: parse_run_date(end)) if end is not None else None
     if source_only:
         built = _run(lambda: build_setup_source(settings))
         if json_out:
@@ -661,6 +670,7 @@ def demo(
             drop_day=drop_day,
             degrade=degrade,
             drop_to=drop_to,
+            end=last,
             candidate=candidate,
             progress=_progress(),
         )
@@ -696,7 +706,7 @@ def demo(
             out.print(
                 _line(
                     (f"{label}: needs retraining", "bold red"),
-                    f" since {day} ({result['days_to_flag'].get(label, '?')} days after the drop began)",
+                    f" since {day} (day {result['days_to_flag'].get(label, '?')} of the drop, which began {result['drop_date']})",
                 )
             )
     else:

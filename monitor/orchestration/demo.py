@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter
 
-from monitor.core.dates import day_span, iso_day, today_utc
+from monitor.core.dates import day_span, iso_day
 from monitor.core.errors import ConfigError, DataError
 from monitor.core.progress import ProgressFactory, no_progress
 from monitor.core.settings import Settings
@@ -330,6 +330,11 @@ def damage_share(settings: Settings, label: str, drop_to: float, *, pictures: in
     return {"share": share, "clean_accuracy": clean, "damaged_accuracy": damaged, "expected_accuracy": drop_to}
 
 
+# The demo's last simulated day unless told otherwise: fixed, so that every run, whenever it is made, draws the same
+# images and gives the figures the README reports (the draws are seeded by the date).
+DEMO_LAST_DAY = dt.date(2026, 11, 30)
+
+
 def run_demo(
     settings: Settings,
     *,
@@ -341,7 +346,7 @@ def run_demo(
     candidate: bool = False,
     progress: ProgressFactory = no_progress,
 ) -> dict[str, Any]:
-    """Simulate ``days`` days ending at ``end`` (today, UTC) and evaluate each; returns what happened.
+    """Simulate ``days`` days ending at ``end`` (default :data:`DEMO_LAST_DAY`) and evaluate each; returns what happened.
 
     ``candidate``: also predict, every day, a stand-in retrained model (:data:`CANDIDATE_SHIFT`, built by
     :func:`build_candidate_model` under ``<data_dir>/models``, a folder the demo creates and records in its marker): better on the degraded class, slightly worse on
@@ -350,7 +355,7 @@ def run_demo(
     ``drop_day`` (1-based, default 60% into the run) is the first day whose arrivals of class
     ``degrade`` are damaged: all of them, or with ``drop_to`` the share that brings the class's
     expected accuracy to about ``drop_to`` (:func:`damage_share`). The result holds the health rows of the last day, the classes flagged
-    then, and for each flagged class the first day it was flagged and how many days after the drop.
+    then, and for each flagged class the first day it was flagged and which day of the drop that was (1: its first).
     """
     from evaluation.spark import spark_for
     from monitor.orchestration.context import RunContext
@@ -368,7 +373,7 @@ def run_demo(
     severity = damage_share(settings, degrade, drop_to) if drop_to is not None else {"share": 1.0}
     _reset(settings)
 
-    last = end or today_utc()
+    last = end or DEMO_LAST_DAY
     first = last - dt.timedelta(days=days - 1)
     drop_date = first + dt.timedelta(days=drop - 1)
     # The demo watches what newly arrived: samples come from the last 2 days' arrivals only.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 from monitor.core.errors import DataError
 from monitor.core.settings import Settings
 from monitor.orchestration.cli import app
+from monitor.orchestration.demo import DEMO_LAST_DAY
 from tests.fixtures.demo import DEMO_END
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
@@ -95,7 +97,9 @@ def test_a_moderate_drop_goes_on_watch_draws_followup_images_and_is_flagged(tmp_
     from monitor.orchestration.demo import run_demo
 
     settings = Settings(data_dir=tmp_path / "data", spark_master="local[2]")
-    result = run_demo(settings, days=21, drop_day=6, degrade="eight", drop_to=0.8, end=DEMO_END)
+    # `monitor demo --drop-to 0.8 --drop-day 6` as the README runs it: the default, fixed dates.
+    result = run_demo(settings, days=21, drop_day=6, degrade="eight", drop_to=0.8)
+    assert result["last_date"] == DEMO_LAST_DAY.isoformat()
     severity = result["severity"]
     assert 0.0 < severity["share"] < 1.0 and severity["damaged_accuracy"] < 0.8 < severity["clean_accuracy"]
     after = [day for day in result["daily"] if day["date"] >= result["drop_date"]]
@@ -127,6 +131,21 @@ def test_a_moderate_drop_goes_on_watch_draws_followup_images_and_is_flagged(tmp_
     predictions = read_predictions(settings.predictions_file(day))
     assert sorted(predictions.loc[predictions["draw"] == "followup", "image_path"]) == sorted(extra["image_path"])
     assert len(sample[sample["label"] == "eight"]) == 10 + len(extra)
+    # The README's figures for this run are what it gives (the dates are fixed, so every run gives the same).
+    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    drop = dt.date.fromisoformat(result["drop_date"])
+
+    def day_of_drop(day: str) -> int:
+        return (dt.date.fromisoformat(day) - drop).days + 1
+
+    flagged_on = result["first_flagged"]["eight"]
+    assert f"the drop from {result['drop_date']}" in readme
+    assert f"goes on *watch* on {first_watch}, day {day_of_drop(first_watch)} of the drop" in readme
+    assert f"draws {len(extra)} follow-up images of it" in readme
+    assert f"flagged on {flagged_on}, day {day_of_drop(flagged_on)} of the drop" in readme
+    assert result["days_to_flag"]["eight"] == day_of_drop(flagged_on)
+    on_watch = {label for day in result["daily"] for label, verdict in day["verdicts"].items() if verdict != "healthy"}
+    assert on_watch == {"eight"}  # "No other class is ever on watch or flagged"
 
 
 def test_demo_json_validates_against_its_schema(demo_run: tuple[Settings, dict]) -> None:
@@ -142,3 +161,13 @@ def test_demo_json_validates_against_its_schema(demo_run: tuple[Settings, dict])
     assert not [e.message for e in validator.iter_errors(printed)]
     printed["days_to_flag"] = {"eight": "three"}
     assert list(validator.iter_errors(printed))
+
+
+def test_the_demo_help_names_its_fixed_last_day_and_a_bad_end_fails_in_one_line(tmp_path: Path) -> None:
+    shown = CliRunner().invoke(app, ["demo", "--help"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0
+    assert f"default {DEMO_LAST_DAY.isoformat()}" in " ".join(shown.stdout.replace("│", " ").split())
+    for bad in ("2026-13-01", "2999-01-01"):
+        refused = CliRunner(env={"MONITOR_DATA_DIR": str(tmp_path / "data")}).invoke(app, ["demo", "--end", bad])
+        assert refused.exit_code != 0 and bad in refused.output and "Traceback" not in refused.output
+        assert not (tmp_path / "data").exists()  # refused before anything was built

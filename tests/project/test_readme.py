@@ -36,7 +36,7 @@ def test_every_readme_block_that_is_not_run_says_why() -> None:
 
 def test_the_readme_command_blocks_work_as_written_in_order(fresh_clone: Path) -> None:
     assert run_blocks(fresh_clone, benchmarks=False) >= 5
-    # What the blocks promise: the demo flagged eight, the Airflow run of today succeeded on the demo's store.
+    # What the blocks promise: the demo flagged eight, the Airflow run of the demo's last day succeeded on its store.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MONITOR_", "AIRFLOW"))}
     alerts = subprocess.run(
         [".venv/bin/monitor", "alerts", "--json"], cwd=fresh_clone, env=env, capture_output=True, text=True
