@@ -797,6 +797,7 @@ def test_the_dag_ids_are_read_from_the_dag_files() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.airflow  # the airflow lines parse with Airflow's CLI (imported in a subprocess)
 @pytest.mark.parametrize("path", doc_files(), ids=_doc_id)
 def test_every_docs_block_works_as_written_in_reading_order(reader, path) -> None:
     walk = reader()
@@ -815,6 +816,7 @@ def _docker_only(block: Block) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.airflow  # the airflow lines parse with Airflow's CLI (imported in a subprocess)
 def test_the_readmes_docker_blocks_which_its_own_test_does_not_run_work_as_written(reader) -> None:
     walk = reader()
     assert walk.file("README.md", (ROOT / "README.md").read_text(), blocks=_docker_only) == []
@@ -826,6 +828,7 @@ _BUILD = "docker build -f docker/Dockerfile --target service -t class-health:cpu
 
 
 @pytest.mark.slow
+@pytest.mark.airflow  # the airflow lines parse with Airflow's CLI (imported in a subprocess)
 @pytest.mark.parametrize(
     ("block", "needle"),
     [
@@ -868,6 +871,7 @@ def test_a_docs_block_that_cannot_work_as_written_fails_the_walk(reader, block, 
 
 
 @pytest.mark.slow
+@pytest.mark.airflow  # the airflow lines parse with Airflow's CLI (imported in a subprocess)
 @pytest.mark.parametrize(
     ("line", "needle"),
     [
@@ -884,6 +888,7 @@ def test_a_helm_or_kubectl_line_listed_as_not_run_is_still_checked_offline(reade
 
 
 @pytest.mark.slow
+@pytest.mark.airflow  # the airflow lines parse with Airflow's CLI (imported in a subprocess)
 def test_values_a_block_writes_into_the_env_file_reach_the_stack_it_starts(reader) -> None:
     env_file = ROOT / "docker" / ".env"
     before = env_file.read_bytes() if env_file.exists() else None  # a developer's own, if any: left as it is
