@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Sets up everything the project needs on a fresh Debian machine: system packages (Chromium for
-# the browser tests and screenshots), a virtual environment at .venv with every Python package,
-# and the project itself (editable, so `.venv/bin/monitor` runs this checkout).
+# the browser tests and screenshots, PostgreSQL and Redis for the multi-host Airflow test), a virtual
+# environment at .venv with every Python package, and the project itself (editable, so `.venv/bin/monitor`
+# runs this checkout).
 # Idempotent: a second run installs nothing new. Environment knobs:
 #   PYTHON=python3.11    interpreter for the venv
 #   TORCH_SPEC=...       torch requirement (default torch==2.13.0; on a GPU host e.g. a CUDA build of the same version)
-#   SKIP_APT=1           do not install Debian packages (no root, or no browser wanted)
+#   SKIP_APT=1           do not install Debian packages (no root, or no browser/PostgreSQL/Redis wanted)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,17 +16,24 @@ EXTRAS=${EXTRAS:-test,airflow}
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
-if [[ "${SKIP_APT:-0}" != 1 ]] && { ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; }; then
+# Chromium for the browser tests; PostgreSQL and Redis for the multi-host Airflow test (tests/dags/test_multihost.py
+# starts them itself, on loopback: the services Debian starts with them are not used).
+APT_PACKAGES=(chromium chromium-driver postgresql redis-server)
+have_apt_packages() {
+  command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v redis-server >/dev/null \
+    && compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
+}
+if [[ "${SKIP_APT:-0}" != 1 ]] && ! have_apt_packages; then
   if [[ $(id -u) == 0 ]]; then
-    log "installing Debian packages: chromium chromium-driver"
+    log "installing Debian packages: ${APT_PACKAGES[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+    apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}" >/dev/null
   elif command -v sudo >/dev/null; then
-    log "installing Debian packages with sudo: chromium chromium-driver"
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+    log "installing Debian packages with sudo: ${APT_PACKAGES[*]}"
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}" >/dev/null
   else
-    log "warning: chromium/chromedriver missing and no root: browser tests will fail (set SKIP_APT=1 to silence)"
+    log "warning: ${APT_PACKAGES[*]} not all installed and no root: browser and multi-host Airflow tests will fail (set SKIP_APT=1 to silence)"
   fi
 fi
 
