@@ -60,6 +60,33 @@ def test_overview_shows_every_real_class_and_flags_the_degraded_one(
     assert all("needs retraining" not in text for label, text in flagged.items() if label != DEGRADED)
 
 
+def test_at_1440_by_900_the_flagged_class_and_its_next_steps_are_above_the_fold(browser: Any) -> None:
+    """What a team must act on is on the first screen of a laptop, without scrolling: measured in the browser."""
+    original = browser.driver.get_window_size()
+    browser.driver.set_window_size(1440, 900)
+    try:
+        open_page(browser, "/", f"#{ids.FLAGGED} tbody tr")
+        browser.driver.execute_script("window.scrollTo(0, 0)")
+        fold = browser.driver.execute_script("return window.innerHeight")
+        assert fold >= 700  # the window really is a laptop screen, so the check below can fail
+
+        def bottom(selector: str) -> float:
+            rect = browser.driver.execute_script(
+                "const e = document.querySelector(arguments[0]); return e && e.getBoundingClientRect().toJSON();",
+                selector,
+            )
+            assert rect and rect["height"] > 0, f"{selector} is not shown"
+            return float(rect["bottom"])
+
+        rows = browser.find_elements(f"#{ids.FLAGGED} tbody tr")
+        degraded = next(row for row in rows if row.find_element("css selector", "td").text == DEGRADED)
+        assert degraded.rect["y"] + degraded.rect["height"] <= fold
+        assert bottom(f"#{ids.SUMMARY}") <= fold
+        assert bottom(f"#{ids.NEXT_STEPS}") <= fold, "the next steps for the flagged class are below the fold"
+    finally:
+        browser.driver.set_window_size(original["width"], original["height"])
+
+
 def test_choosing_a_class_shows_its_time_series_with_the_interval_band(
     browser: Any, demo: tuple[Any, dict[str, Any]]
 ) -> None:
