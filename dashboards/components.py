@@ -99,10 +99,12 @@ def table(
     numeric: Sequence[int] = (),
     narrow: bool = False,
     export: str = "table",
+    export_rows: Sequence[Sequence[Any]] | None = None,
 ) -> html.Div:
     """A plain HTML table (fast to render, easy to read in tests); ``numeric`` columns are right-aligned.
 
-    Below it, a link downloads it as ``<export>.csv`` (the cells as they read), so every table can leave the page.
+    Below it, a link downloads it as ``<export>.csv`` (the cells as they read), so every table can leave the page;
+    ``export_rows``: what the CSV holds when the page shows only the first of them (default: ``rows``).
     """
     body = [
         html.Tr([html.Td(cell, className="num" if i in numeric else None) for i, cell in enumerate(row)])
@@ -115,7 +117,7 @@ def table(
     link_kwargs: dict[str, Any] = {"className": "export", "download": f"{name}.csv"}
     if id is not None:  # only a table with an id gives its link one: two tables without could not share it
         link_kwargs["id"] = f"{id}-csv"
-    link = html.A("download CSV", href=csv_href(headers, rows), **link_kwargs)
+    link = html.A("download CSV", href=csv_href(headers, rows if export_rows is None else export_rows), **link_kwargs)
     return html.Div(
         [html.Table([html.Thead(html.Tr([html.Th(h) for h in headers])), html.Tbody(body)], **kwargs), link]
     )

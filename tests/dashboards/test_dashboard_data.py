@@ -742,3 +742,36 @@ def test_every_table_downloads_as_csv_with_the_cells_as_they_read(settings, hist
     assert rows[0][:3] == ["class", "verdict", "since"]
     by_class = {row[0]: row for row in rows[1:]}
     assert by_class["cat"][1] == "needs retraining" and set(by_class) == {"cat", "bee"}
+
+
+def test_a_long_flagged_list_shows_its_first_rows_counts_the_rest_and_exports_them_all(store, settings) -> None:
+    import csv as csv_module
+    from urllib.parse import unquote
+
+    from dashboards.pages.overview import FLAGGED_SHOWN
+
+    labels = [f"c{i:03d}" for i in range(FLAGGED_SHOWN + 15)]
+    write_history(store, "class_metrics", [metric_doc(label, day(0), 10, 4) for label in labels])
+    write_history(store, "class_health", [health_doc(label, day(0), "needs_retraining", prob=0.99) for label in labels])
+    store.commit()
+    _, content = render_page(DashboardData(settings), ids.PATH_OVERVIEW, ViewState())
+    flagged = find(content, ids.FLAGGED)
+    body: list[Any] = []
+    links: list[Any] = []
+
+    def walk(node: Any) -> None:
+        if type(node).__name__ == "Tbody":
+            body.extend(node.children)
+        if getattr(node, "download", None):
+            links.append(node)
+        children = getattr(node, "children", None)
+        for child in children if isinstance(children, (list, tuple)) else [children] if children is not None else []:
+            walk(child)
+
+    walk(flagged)
+    assert len(body) == FLAGGED_SHOWN  # the page stays light
+    assert "…and 15 more, all in the table's CSV" in texts(flagged)
+    (link,) = links
+    exported = list(csv_module.reader(io.StringIO(unquote(link.href.split(",", 1)[1]))))[1:]
+    assert sorted(row[0] for row in exported) == labels  # the CSV holds every flagged class
+    assert {row[1] for row in exported} == {"needs retraining"}
