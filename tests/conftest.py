@@ -45,13 +45,40 @@ def store(settings) -> Iterator:
 
 #: Markers that make a test slow whatever it does: a JVM, Airflow's scheduler machinery, a browser.
 SLOW_BY_NATURE = ("spark", "airflow", "browser")
+#: Fixtures that start what those markers stand for: a test that uses one carries its marker, written or not.
+MARKER_OF_FIXTURE = {
+    "spark": "spark",
+    "spark_connect": "spark",
+    "spark_cluster": "spark",
+    "airflow_env": "airflow",
+    "airflow_db": "airflow",
+    "dagbag": "airflow",
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark ``slow`` every test that starts Spark, Airflow or Chromium, so ``scripts/test.sh --fast`` leaves it out."""
     for item in items:
+        for fixture in getattr(item, "fixturenames", ()):
+            marker = MARKER_OF_FIXTURE.get(fixture)
+            if marker is not None and not item.get_closest_marker(marker):
+                item.add_marker(getattr(pytest.mark, marker))
         if not item.get_closest_marker("slow") and any(item.get_closest_marker(name) for name in SLOW_BY_NATURE):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _no_spark_in_the_fast_lane(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test left in the fast lane (not ``slow``) that asks for a Spark session fails, naming the marker it lacks:
+    the lane's promise (no JVM) is checked, not assumed. ``slow`` tests start Spark as they need."""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+    import evaluation.spark
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        pytest.fail(f"{request.node.nodeid} starts a Spark session but is not marked spark (or slow)", pytrace=False)
+
+    monkeypatch.setattr(evaluation.spark, "get_spark", refuse)
 
 
 @pytest.fixture(autouse=True)

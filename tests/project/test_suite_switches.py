@@ -42,3 +42,33 @@ def test_and_is_no_secret_in_the_next_test() -> None:
     from monitor.core.secrets import redact
 
     assert redact("a Zq1LeakWord here") == "a Zq1LeakWord here"
+
+
+def test_a_fast_lane_test_that_asks_for_spark_fails_naming_the_marker(tmp_path: Path) -> None:
+    # This test is in the fast lane (not slow): tests/conftest.py's guard must stop it before a JVM starts.
+    from evaluation.spark import spark_for
+    from monitor.core.settings import load_settings
+
+    with pytest.raises(pytest.fail.Exception, match="is not marked spark"):
+        spark_for(load_settings(data_dir=tmp_path))
+
+
+def test_a_test_that_uses_a_spark_or_airflow_fixture_carries_the_marker_and_leaves_the_fast_lane() -> None:
+    from tests.conftest import pytest_collection_modifyitems
+
+    class Item:  # what the hook reads and writes of a collected test
+        def __init__(self, *fixtures: str) -> None:
+            self.fixturenames = list(fixtures)
+            self.markers: list[str] = []
+
+        def get_closest_marker(self, name: str) -> object:
+            return name if name in self.markers else None
+
+        def add_marker(self, marker: pytest.MarkDecorator) -> None:
+            self.markers.append(marker.name)
+
+    spark, airflow, plain = Item("tmp_path", "spark"), Item("dagbag"), Item("tmp_path", "settings")
+    pytest_collection_modifyitems(None, [spark, airflow, plain])  # type: ignore[arg-type, list-item]
+    assert sorted(spark.markers) == ["slow", "spark"]
+    assert sorted(airflow.markers) == ["airflow", "slow"]
+    assert plain.markers == []
