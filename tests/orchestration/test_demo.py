@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -140,10 +141,15 @@ def test_a_moderate_drop_goes_on_watch_draws_followup_images_and_is_flagged(tmp_
 
     flagged_on = result["first_flagged"]["eight"]
     assert f"the drop from {result['drop_date']}" in readme
-    assert f"goes on *watch* on {first_watch}, day {day_of_drop(first_watch)} of the drop" in readme
     assert f"draws {len(extra)} follow-up images of it" in readme
-    assert f"flagged on {flagged_on}, day {day_of_drop(flagged_on)} of the drop" in readme
     assert result["days_to_flag"]["eight"] == day_of_drop(flagged_on)
+    # The README's dates are this run's, or a day off: a borderline image's prediction can differ between runs of the
+    # model on the CPU (a fresh-clone CI run once put "eight" on watch a day earlier), and the README says so.
+    for said, ran in (("goes on \\*watch\\* on", first_watch), ("flagged on", flagged_on)):
+        found = re.search(said + r" (\d{4}-\d{2}-\d{2}), day (\d+) of the drop", readme)
+        assert found is not None, said
+        assert day_of_drop(found[1]) == int(found[2])  # the README's own arithmetic
+        assert abs(day_of_drop(found[1]) - day_of_drop(ran)) <= 1, (said, found[1], ran)
     on_watch = {label for day in result["daily"] for label, verdict in day["verdicts"].items() if verdict != "healthy"}
     assert on_watch == {"eight"}  # "No other class is ever on watch or flagged"
 
