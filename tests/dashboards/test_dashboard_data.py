@@ -719,6 +719,13 @@ def test_a_new_buckets_classes_say_when_their_first_verdict_comes() -> None:
     assert first_verdict_hint(status[status["verdict"] == "healthy"], 20, 4, "2026-12-01") is None
 
 
+def _nodes(tree: Any) -> list[Any]:
+    """Every component in a Dash tree, depth first."""
+    children = getattr(tree, "children", None)
+    below = children if isinstance(children, (list, tuple)) else [children] if children is not None else []
+    return [tree] + [node for child in below for node in _nodes(child)]
+
+
 def test_every_table_downloads_as_csv_with_the_cells_as_they_read(settings, history) -> None:
     import csv as csv_module
     from urllib.parse import unquote
@@ -726,17 +733,7 @@ def test_every_table_downloads_as_csv_with_the_cells_as_they_read(settings, hist
     data = DashboardData(settings)
     _, content = render_page(data, ids.PATH_OVERVIEW, ViewState())
     flagged = find(content, ids.FLAGGED)
-    links: list[Any] = []
-
-    def walk(node: Any) -> None:
-        if getattr(node, "download", None):
-            links.append(node)
-        children = getattr(node, "children", None)
-        for child in children if isinstance(children, (list, tuple)) else [children] if children is not None else []:
-            walk(child)
-
-    walk(flagged)
-    (link,) = links
+    (link,) = [node for node in _nodes(flagged) if getattr(node, "download", None)]
     assert link.download == f"flagged-classes-{day(0)}.csv" and link.href.startswith("data:text/csv;charset=utf-8,")
     rows = list(csv_module.reader(io.StringIO(unquote(link.href.split(",", 1)[1]))))
     assert rows[0][:3] == ["class", "verdict", "since"]
@@ -756,22 +753,10 @@ def test_a_long_flagged_list_shows_its_first_rows_counts_the_rest_and_exports_th
     store.commit()
     _, content = render_page(DashboardData(settings), ids.PATH_OVERVIEW, ViewState())
     flagged = find(content, ids.FLAGGED)
-    body: list[Any] = []
-    links: list[Any] = []
-
-    def walk(node: Any) -> None:
-        if type(node).__name__ == "Tbody":
-            body.extend(node.children)
-        if getattr(node, "download", None):
-            links.append(node)
-        children = getattr(node, "children", None)
-        for child in children if isinstance(children, (list, tuple)) else [children] if children is not None else []:
-            walk(child)
-
-    walk(flagged)
+    (body,) = [node.children for node in _nodes(flagged) if type(node).__name__ == "Tbody"]
     assert len(body) == FLAGGED_SHOWN  # the page stays light
     assert "…and 15 more, all in the table's CSV" in texts(flagged)
-    (link,) = links
+    (link,) = [node for node in _nodes(flagged) if getattr(node, "download", None)]
     exported = list(csv_module.reader(io.StringIO(unquote(link.href.split(",", 1)[1]))))[1:]
     assert sorted(row[0] for row in exported) == labels  # the CSV holds every flagged class
     assert {row[1] for row in exported} == {"needs retraining"}
