@@ -415,7 +415,7 @@ class SyntheticSource:
             "updated": blob.updated,
             "status": status,
             "reason": reason,
-            "sample_key": sample_key(self.uri, path),
+            "sample_key": sample_key(path),
         }
 
 

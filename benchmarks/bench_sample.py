@@ -76,7 +76,7 @@ class Dataset:
         self.labels = [f"class_{k:03d}" for k in range(classes)]
         self.label_of = rng.integers(0, classes, size)
         self.paths = [f"{self.labels[lab]}/img_{i:07d}.jpg" for i, lab in enumerate(self.label_of.tolist())]
-        self.keys = np.fromiter((sample_key(SOURCE, p) for p in self.paths), dtype=np.float64, count=size)
+        self.keys = np.fromiter((sample_key(p) for p in self.paths), dtype=np.float64, count=size)
         start = _ms(FIRST_DAY)
         self.created_ms = start + rng.integers(0, SPAN_DAYS * 86_400_000, size)
         self.ok = rng.random(size) >= MISSING_SHARE

@@ -26,6 +26,10 @@ comparison with its stored document.
 
 A blob that comes back is restored (``reappeared``). Bytes are never read here: decoding
 problems are found at predict time.
+
+The sample key hashes the path inside the source only (:func:`sample_key`), never the source's URI, so a copy
+of a source elsewhere draws the same samples. Documents stored when the key hashed the URI too are re-keyed by
+the next run: each is an update of its ``sample_key`` (counted in ``updated``, and logged), nothing else changes.
 """
 
 from __future__ import annotations
@@ -114,25 +118,31 @@ class IndexReport:
         )
 
 
-def sample_key_int(source_uri: str, path: str) -> int:
-    """A stable 64-bit hash of (source, path): the identity used for sampling and vanished-blob detection."""
-    digest = hashlib.blake2b(f"{source_uri}\n{path}".encode(), digest_size=8).digest()
+#: The domain tag of the sampling key: the key is ``H("key", path)`` in :mod:`monitor.domain.sampling`'s notation.
+_KEY_TAG = "key\x1f"
+
+
+def sample_key_int(path: str) -> int:
+    """A stable 64-bit hash of the image's path inside its source: the identity used for sampling and vanished-blob
+    detection (within one source). It does not depend on where the source lives (a bucket's copy, another clone's
+    folder), so the same images draw the same samples wherever they are."""
+    digest = hashlib.blake2b(f"{_KEY_TAG}{path}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big")
 
 
-def sample_key(source_uri: str, path: str) -> float:
+def sample_key(path: str) -> float:
     """The image's sampling key: a float in [0, 1), uniform and independent of the image's content.
 
     ``blake2b`` behaves as a random function, so keys of distinct paths are (pseudo-)independent
     uniforms; the key never changes while the path exists, so the sample of a date is reproducible.
     """
-    return sample_key_int(source_uri, path) / 2**64
+    return sample_key_int(path) / 2**64
 
 
-def _path_hasher(source_uri: str) -> Any:
-    """A blake2b state fed with ``"<source>\n"``: ``copy()`` + ``update(path)`` hashes as :func:`sample_key_int`
-    does, without hashing the source again or parsing the constructor's keywords per blob (about half the cost)."""
-    return hashlib.blake2b(f"{source_uri}\n".encode(), digest_size=8)
+def _path_hasher() -> Any:
+    """A blake2b state fed with the key's tag: ``copy()`` + ``update(path)`` hashes as :func:`sample_key_int` does,
+    without parsing the constructor's keywords per blob (about half the cost)."""
+    return hashlib.blake2b(_KEY_TAG.encode(), digest_size=8)
 
 
 def _path_keys(hasher: Any, paths: Iterable[str]) -> np.ndarray:
@@ -216,7 +226,7 @@ class _Listed:
 
     paths: list[str]
     rows: list[Row]
-    digests: list[bytes]  # blake2b-64 of (source, path): the sampling key and the vanished-detection identity
+    digests: list[bytes]  # sample_key_int of each path: the sampling key and the vanished-detection identity
     usable_labels: list[str]  # the label of each usable blob (counted per batch)
     unusable_reasons: list[str]  # the reason of each unusable blob
 
@@ -432,6 +442,7 @@ class _BatchResult:
     reappeared: int = 0
     unchanged: int = 0
     matched_present: int = 0  # listed blobs whose stored document was present (not missing)
+    rekeyed: int = 0  # of ``updated``: only the sample key changed (a document keyed with the source's location)
 
 
 def _sync_batch(
@@ -495,6 +506,7 @@ def _sync_batch(
             if _unchanged(stored, row, key):
                 continue
             result.updated += 1
+            result.rekeyed += _same(stored, _fields(row, stored.get("sample_key", key)))
         changed.append(
             (
                 {"source": uri, "path": path, "label": row[0]},
@@ -544,7 +556,7 @@ def index_source(
     report = IndexReport(source=uri)
     unusable: Counter[str] = Counter()
     labels: Counter[str] = Counter()
-    matched_present = 0
+    matched_present = rekeyed = 0
 
     # No separate source.check(): list() raises the same SourceError for a missing or unreachable
     # source, and a probe would cost one more round trip (on the emulator, a whole listing).
@@ -552,7 +564,7 @@ def index_source(
     present_before = store.count_images(uri, present_only=True) if stored_total else 0
 
     def merge(done: Future[_BatchResult]) -> None:
-        nonlocal matched_present
+        nonlocal matched_present, rekeyed
         result = done.result()  # re-raises the worker's StoreError here
         report.listed += result.size
         report.new += result.new
@@ -560,10 +572,11 @@ def index_source(
         report.reappeared += result.reappeared
         report.unchanged += result.unchanged
         matched_present += result.matched_present
+        rekeyed += result.rekeyed
         if progress is not None:
             progress(result.size)
 
-    hasher = _path_hasher(uri)
+    hasher = _path_hasher()
     listed_keys = _ListedKeys()
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-store")
     in_flight: deque[Future[_BatchResult]] = deque()
@@ -594,6 +607,14 @@ def index_source(
     finally:
         listed_keys.close()
 
+    if rekeyed:
+        # Keys once hashed the source's location too; a store written then is re-keyed once, counted as updated.
+        log.info(
+            "%s: %d of the %d updated documents got only a new sample key (location-independent)",
+            uri,
+            rekeyed,
+            report.updated,
+        )
     report.unusable = dict(sorted(unusable.items()))
     report.labels = dict(sorted(labels.items()))
     return report
@@ -614,7 +635,7 @@ def _mark_vanished(
     batch at a time and keeps only those; they are written once the read is over (the store is not changed under
     a read in progress).
     """
-    hasher = _path_hasher(uri)
+    hasher = _path_hasher()
     vanished: list[dict[str, Any]] = []
     relabelled: list[dict[str, Any]] = []
     mapping = label_map or {}

@@ -3,16 +3,22 @@
 How a class is sampled for date D (``draw_sample``):
 
 1. ``u = H(date, seed, label)`` is a pivot in [0, 1); ``H`` is blake2b (8-byte digest, big-endian, / 2**64) of
-   a tag (``pivot``, ``pick``, ``followup``) and the parts joined by U+001F, read as a uniform float.
+   a tag (``pivot``, ``pick``, ``followup``; ``key`` for the sample key) and the parts joined by U+001F, read as a
+   uniform float.
 2. The index ``{source, status, label, sample_key}`` is walked from ``sample_key >= u`` in key
    order, keeping images created by the end of D (and, with ``fresh_days``, not before the
    window): ``find(...).sort("sample_key").limit(L)``, wrapping around to ``sample_key < u``
    when the class runs out above the pivot. ``L = oversample * N``.
 3. Of those ``L`` images, the ``N`` with the smallest date-keyed priority
-   ``H(source, date, seed, path)`` are the sample.
+   ``H(date, seed, path)`` are the sample.
 
-Why this is a uniform random sample per class and day: an image's ``sample_key`` is a hash of
-(source, path), so the keys of a class are independent uniforms that know nothing of the
+No hash takes the source's URI: an image enters them by its path inside the source only, so the same
+images draw the same sample for a date and seed wherever the source lives (a copy of a bucket, a
+folder under another clone's path). Two sources that hold the same paths draw the same paths on a date;
+each source's draw is still a uniform one.
+
+Why this is a uniform random sample per class and day: an image's ``sample_key`` is ``H(key, path)``
+(:func:`monitor.domain.indexing.sample_key`), so the keys of a class are independent uniforms that know nothing of the
 images' content; ``u`` is a fresh uniform for each date, so the run after ``u`` is a random
 stretch of the class's key order, and step 3 draws a uniform random ``N``-subset of it. Over
 the hash, every ``N``-subset of the class is equally likely on a day. Across days, with the
@@ -30,7 +36,7 @@ Follow-up (``followup``: label -> k extra images, from the health verdicts of th
 the class's walk is lengthened to ``oversample * (N + k)`` entries from the same pivot, the base
 ``N`` are chosen exactly as without follow-up (the smallest priorities among the first
 ``oversample * N``), and the ``k`` extra are the smallest of a second, independent priority
-``H("followup", source, date, seed, path)`` among the rest of the longer walk. So the base draw
+``H("followup", date, seed, path)`` among the rest of the longer walk. So the base draw
 does not change when follow-up is on, the extra images are disjoint from it, reproducible for
 the date, point-in-time (the same ``created`` filter), and a uniform draw from the class, so the
 pooled accuracy stays unbiased. They are marked ``draw = followup`` in the CSV.
@@ -145,12 +151,12 @@ def pivot(date: dt.date, seed: int, label: str) -> float:
     return _unit("pivot", date, seed, label)
 
 
-def _priority(source_uri: str, date: dt.date, seed: int, path: str) -> float:
-    return _unit("pick", source_uri, date, seed, path)
+def _priority(date: dt.date, seed: int, path: str) -> float:
+    return _unit("pick", date, seed, path)
 
 
-def _followup_priority(source_uri: str, date: dt.date, seed: int, path: str) -> float:
-    return _unit("followup", source_uri, date, seed, path)
+def _followup_priority(date: dt.date, seed: int, path: str) -> float:
+    return _unit("followup", date, seed, path)
 
 
 def _validate(n_per_class: int, fresh_days: int | None, oversample: int) -> None:
@@ -240,7 +246,7 @@ def draw_sample(
             known = seen.get(label) or ()
             want = max(n_per_class, first_draw) if not known else n_per_class
             pool = _unseen(store.class_images(source_uri, label, window), known)
-            chosen, more = _draw_unseen(pool, source_uri, date, seed, label, want, extra, oversample)
+            chosen, more = _draw_unseen(pool, date, seed, label, want, extra, oversample)
             unseen[label] = len(pool)
         else:
             run = store.walk_class(
@@ -248,11 +254,11 @@ def draw_sample(
             )
             # The base draw looks at the first oversample * N entries only, as it would without follow-up.
             base = run[: n_per_class * oversample]
-            chosen = list(sorted(base, key=lambda doc: _priority(source_uri, date, seed, doc["path"]))[:n_per_class])
+            chosen = list(sorted(base, key=lambda doc: _priority(date, seed, doc["path"]))[:n_per_class])
             taken = {doc["path"] for doc in chosen}
             more = sorted(
                 (doc for doc in run if doc["path"] not in taken),
-                key=lambda doc: _followup_priority(source_uri, date, seed, doc["path"]),
+                key=lambda doc: _followup_priority(date, seed, doc["path"]),
             )[:extra]
         more = more[: len(more) // followup_unit * followup_unit]  # short of images: whole grant units only
         if seen is not None:
@@ -313,7 +319,6 @@ def _arrival_day(doc: Mapping[str, Any]) -> dt.date:
 
 def _draw_unseen(
     pool: Sequence[Mapping[str, Any]],
-    source_uri: str,
     date: dt.date,
     seed: int,
     label: str,
@@ -342,7 +347,7 @@ def _draw_unseen(
                 continue
             cut = next((i for i, doc in enumerate(group) if float(doc["sample_key"]) >= start), len(group))
             run = (group[cut:] + group[:cut])[: need * oversample]
-            out.extend(sorted(run, key=lambda doc: priority(source_uri, date, seed, doc["path"]))[:need])
+            out.extend(sorted(run, key=lambda doc: priority(date, seed, doc["path"]))[:need])
         return out
 
     chosen = take(want, set(), _priority)

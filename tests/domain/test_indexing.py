@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import hashlib
 import io
+import logging
 import os
 import socket
 import tempfile
@@ -31,7 +33,9 @@ from monitor.domain.indexing import (
     classify,
     index_source,
     sample_key,
+    sample_key_int,
 )
+from monitor.domain.sampling import draw_sample, image_identity
 from monitor.store import MongoStore, Store
 from tests.fixtures.store import find
 
@@ -120,7 +124,7 @@ def test_first_run_records_every_blob_with_its_label_status_and_reason(tmp_path:
     assert doc["size"] == len(b"dog-c")
     assert doc["created"] == FILE_TIME and doc["updated"] == FILE_TIME
     assert doc["first_seen"] == T1 and doc["last_seen"] == T1
-    assert doc["sample_key"] == sample_key(source.uri, "Dog/c.png")
+    assert doc["sample_key"] == sample_key("Dog/c.png")
     assert 0.0 <= doc["sample_key"] < 1.0
 
 
@@ -358,16 +362,144 @@ def test_an_unreachable_store_is_a_store_error(tmp_path: Path) -> None:
 
 
 def test_sample_keys_are_uniform_on_the_unit_interval() -> None:
-    keys = [sample_key("gs://bucket/val", f"L{i % 7}/img_{i:05d}.jpg") for i in range(4000)]
+    keys = [sample_key(f"L{i % 7}/img_{i:05d}.jpg") for i in range(4000)]
     assert len(set(keys)) == len(keys)
     # Kolmogorov-Smirnov against U(0, 1): a fixed set of paths, so this is deterministic.
     assert stats.kstest(keys, "uniform").pvalue > 0.01
 
 
-def test_sample_keys_are_stable_and_depend_on_source_and_path() -> None:
-    assert sample_key("file:///a", "Cat/x.jpg") == sample_key("file:///a", "Cat/x.jpg")
-    assert sample_key("file:///a", "Cat/x.jpg") != sample_key("file:///b", "Cat/x.jpg")
-    assert sample_key("file:///a", "Cat/x.jpg") != sample_key("file:///a", "Cat/y.jpg")
+def test_sample_keys_are_stable_and_differ_between_paths() -> None:
+    assert sample_key("Cat/x.jpg") == sample_key("Cat/x.jpg")
+    assert sample_key("Cat/x.jpg") != sample_key("Cat/y.jpg")
+    assert sample_key("Cat/x.jpg") != sample_key("Dog/x.jpg")
+
+
+def _dated_layout(root: Path) -> LocalSource:
+    """Two classes of 60 images arriving over six days (so "newest first" has days to order), usable or not."""
+    for label in ("Cat", "Dog"):
+        for i in range(60):
+            _write(root, f"{label}/{i:03d}.png", bytes([i]) * (1 + i), FILE_TIME + dt.timedelta(days=i % 6, hours=i))
+    _write(root, "Cat/notes.txt", b"text")
+    return LocalSource(root)
+
+
+def _drawn(sample: Any) -> list[tuple[Any, ...]]:
+    """What a draw chose, without the source it was drawn from."""
+    return [(i.image_path, i.label, i.draw, i.sample_key, i.image) for i in sample.items]
+
+
+@pytest.mark.parametrize("engine", ["embedded", "mongomock"])
+def test_the_same_images_in_two_places_get_the_same_keys_and_draw_the_same_samples(
+    tmp_path: Path, store: Store, engine: str
+) -> None:
+    """A copy of a bucket, or the demo's folder under another clone's path: a date and seed draw the same images."""
+    target = store if engine == "embedded" else MongoStore(db=_mongo_db(), description="mongomock")
+    here = _dated_layout(tmp_path / "clone" / "data" / "source")
+    there = _dated_layout(tmp_path / "elsewhere" / "source")
+    assert here.uri != there.uri
+    for source in (here, there):
+        index_source(source, target, now=T1)
+
+    keys = {uri: {path: doc["sample_key"] for path, doc in _docs(target, uri).items()} for uri in (here.uri, there.uri)}
+    assert keys[here.uri] == keys[there.uri] and len(keys[here.uri]) == 121
+    # A model that evaluated every 7th cat (their identities hold no location either: path and size-mtime).
+    seen = {
+        "Cat": {
+            image_identity(doc["checksum"], path)
+            for path, doc in _docs(target, here.uri).items()
+            if path.endswith(".png") and path.startswith("Cat/") and int(path[4:7]) % 7 == 0
+        }
+    }
+    assert len(seen["Cat"]) == 9
+    day = FILE_TIME.date() + dt.timedelta(days=8)
+    for date in (day, day + dt.timedelta(days=1)):
+        for seed in (0, 7):
+            draws = [
+                {
+                    "walk": draw_sample(target, uri, date, 5, seed, followup={"Cat": 3}),
+                    "unseen": draw_sample(target, uri, date, 5, seed, seen=seen, first_draw=8, model_id="m"),
+                }
+                for uri in (here.uri, there.uri)
+            ]
+            for kind in ("walk", "unseen"):
+                a, b = draws[0][kind], draws[1][kind]
+                assert _drawn(a) == _drawn(b), (kind, date, seed)
+                assert (a.classes, a.followup, a.unseen) == (b.classes, b.followup, b.unseen)
+            assert len(draws[0]["walk"].items) == 5 + 3 + 5
+
+
+def test_copies_of_one_source_in_one_store_find_their_vanished_blobs_apart(tmp_path: Path, store: Store) -> None:
+    """Keys hash the path only, so two copies share them: vanished blobs are still found per source."""
+    layout = {f"L{i % 2}/{i:02d}.png": b"px" for i in range(10)}
+    one, two = _folder(tmp_path / "one", layout), _folder(tmp_path / "two", layout)
+    index_source(one, store, now=T1)
+    index_source(two, store, now=T1)
+    (tmp_path / "one" / "L0/04.png").unlink()
+
+    report = index_source(one, store, now=T2)
+
+    assert (report.missing, report.unchanged) == (1, 9)
+    assert {path for path, doc in _docs(store, one.uri).items() if doc["status"] == "missing"} == {"L0/04.png"}
+    assert {doc["status"] for doc in _docs(store, two.uri).values()} == {"ok"}
+    assert index_source(two, store, now=T2).wrote_nothing
+
+
+def _location_key(uri: str, path: str) -> float:
+    """The sample key an earlier version stored: blake2b-64 of ``"<source URI>\\n<path>"`` (it hashed the location)."""
+    return int.from_bytes(hashlib.blake2b(f"{uri}\n{path}".encode(), digest_size=8).digest(), "big") / 2**64
+
+
+def test_a_store_keyed_with_the_source_location_is_rekeyed_once_and_keeps_everything_else(
+    tmp_path: Path, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = _dated_layout(tmp_path / "src")
+    index_source(source, store, now=T1)
+    store.write_images(
+        source.uri,
+        [],
+        [
+            (
+                {"source": source.uri, "path": path, "label": doc["label"]},
+                {"$set": {"sample_key": _location_key(source.uri, path)}},
+            )
+            for path, doc in _docs(store, source.uri).items()
+        ],
+    )
+    old = _docs(store, source.uri)
+    assert all(doc["sample_key"] == _location_key(source.uri, path) != sample_key(path) for path, doc in old.items())
+    day = FILE_TIME.date() + dt.timedelta(days=8)
+    # A model evaluated a draw made on the old keys: its images count as evaluated after the re-key too.
+    evaluated = draw_sample(store, source.uri, day, 4, 3, seen={}, model_id="m")
+    seen = {label: {item.image for item in evaluated.items if item.label == label} for label in evaluated.classes}
+    assert sum(map(len, seen.values())) == 8
+
+    with caplog.at_level(logging.INFO, logger="monitor.domain.indexing"):
+        report = index_source(source, store, now=T2)
+
+    # Every document's stored sample key changed, nothing else: each is one update, none new, vanished or back.
+    assert (report.listed, report.new, report.updated, report.unchanged) == (121, 0, 121, 0)
+    assert (report.missing, report.reappeared) == (0, 0)
+    assert "121 of the 121 updated documents got only a new sample key" in caplog.text
+    after = _docs(store, source.uri)
+    assert len(find(store, "images", {"source": source.uri})) == len(after) == len(old) == 121
+    for path, doc in after.items():
+        assert doc["sample_key"] == sample_key(path)
+        assert doc["first_seen"] == T1 and doc["last_seen"] == T2
+        unchanged = {name: value for name, value in doc.items() if name not in ("sample_key", "last_seen")}
+        assert unchanged == {
+            name: value for name, value in old[path].items() if name not in ("sample_key", "last_seen")
+        }
+    assert index_source(source, store, now=T3).wrote_nothing
+
+    # The next draw walks the new keys, skips what the model evaluated, and is what a store indexed anew draws.
+    fresh = _dated_layout(tmp_path / "fresh")
+    index_source(fresh, store, now=T3)
+    following = day + dt.timedelta(days=1)
+    drawn = draw_sample(store, source.uri, following, 4, 3, seen=seen, model_id="m")
+    assert all(item.sample_key == sample_key(item.image_path) for item in drawn.items)
+    assert not {item.image for item in drawn.items} & set().union(*seen.values())
+    assert drawn.unseen == {"Cat": 56, "Dog": 56}
+    assert _drawn(drawn) == _drawn(draw_sample(store, fresh.uri, following, 4, 3, seen=seen, model_id="m"))
 
 
 # --- GCS and local give the same index -------------------------------------------------------------------
@@ -478,7 +610,7 @@ def test_the_batch_loop_applies_classify_and_the_time_rules_to_odd_listings() ->
             label, status, reason = classify(blob.path, blob.size, blob.symlink)
             doc = docs[blob.path]
             assert (doc["label"], doc["status"], doc["reason"]) == (label, status, reason), blob
-            assert doc["sample_key"] == sample_key(source.uri, blob.path)
+            assert doc["sample_key"] == sample_key(blob.path)
             for name, value in (("created", blob.created), ("updated", blob.updated)):
                 utc = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
                 assert doc[name] == utc.replace(microsecond=utc.microsecond // 1000 * 1000), (blob, name)
@@ -513,9 +645,10 @@ def test_sample_keys_made_for_a_whole_batch_are_those_of_sample_key() -> None:
     ]
     keys += [(k * 0x9E3779B97F4A7C15) % 2**64 for k in range(1, 5000)]
     assert _unit_floats(np.array(keys, dtype=np.uint64)) == [key / 2**64 for key in keys]
-    hasher = _path_hasher("gs://bucket/val")
-    paths = [f"L{i % 7}/img_{i:05d}.jpg" for i in range(2000)] + ["Δ/ω.png", "a b/c.jpg"]
-    assert _unit_floats(_path_keys(hasher, paths)) == [sample_key("gs://bucket/val", path) for path in paths]
+    hasher = _path_hasher()
+    paths = [f"L{i % 7}/img_{i:05d}.jpg" for i in range(2000)] + ["Δ/ω.png", "a b/c.jpg", "L\\xff/x.jpg"]
+    assert _unit_floats(_path_keys(hasher, paths)) == [sample_key(path) for path in paths]
+    assert _path_keys(hasher, paths).tolist() == [sample_key_int(path) for path in paths]
 
 
 def test_vanished_blobs_are_found_when_the_listing_goes_to_a_temporary_file(
@@ -602,9 +735,7 @@ class _HoldsNothing(MongoStore):
     def stored_images(self, source: str, paths: Any, fields: Any) -> dict[str, dict[str, Any]]:
         found = {}
         for label, group in paths.items():
-            keys = _unit_floats(
-                _path_keys(_path_hasher(source), group)
-            )  # sample_key of each (checked above), per batch
+            keys = _unit_floats(_path_keys(_path_hasher(), group))  # sample_key of each (checked above), per batch
             for path, key in zip(group, keys):
                 i = int(path[-11:-4])
                 found[path] = {

@@ -68,7 +68,7 @@ def _add(
                 "updated": created,
                 "first_seen": created,
                 "last_seen": created,
-                "sample_key": sample_key(source, path),
+                "sample_key": sample_key(path),
                 "status": status,
                 "reason": None if status == "ok" else "vanished",
             }
@@ -114,7 +114,7 @@ def test_each_class_gets_n_usable_images_sorted_by_label_then_path(store: Store)
     ok_paths = {d["path"] for d in find(store, "images", {"status": "ok"})}
     assert set(_paths(sample)) <= ok_paths
     assert len(set(_paths(sample))) == 15
-    assert all(item.sample_key == sample_key(SOURCE, item.image_path) for item in sample.items)
+    assert all(item.sample_key == sample_key(item.image_path) for item in sample.items)
 
 
 def test_same_date_and_seed_give_the_same_sample_and_other_dates_or_seeds_differ(store: Store) -> None:
@@ -256,16 +256,16 @@ def test_a_single_run_after_the_pivot_would_not_be_uniform_which_is_why_runs_are
 def test_any_image_of_a_large_class_is_equally_likely_over_key_assignments(store: Store) -> None:
     """For a class larger than the walked run, every image is equally likely on a day, over the random keys.
 
-    Each trial renames the source (new keys, as a new bucket would have) and draws the same date.
+    Each trial names the class's 60 images anew (new keys, as another bucket's images would have) and draws the
+    same date; image ``i`` of a trial is the ``i``-th it names.
     """
     counts: Counter[int] = Counter()
     trials = 240
     for trial in range(trials):
-        source = f"gs://bucket-{trial}/val"
         remove(store, "images", {})
-        _add(store, "cat", 60, BEFORE, source=source)
-        sample = draw_sample(store, source, DAY, 2, seed=0, oversample=4)  # walks 8 of 60
-        counts.update(int(path[-9:-4]) for path in _paths(sample))
+        _add(store, "cat", 60, BEFORE, start=60 * trial)
+        sample = draw_sample(store, SOURCE, DAY, 2, seed=0, oversample=4)  # walks 8 of 60
+        counts.update(int(path[-9:-4]) - 60 * trial for path in _paths(sample))
 
     observed = [counts[i] for i in range(60)]
     assert sum(observed) == trials * 2
@@ -514,8 +514,9 @@ def test_a_class_short_of_followup_images_gives_whole_grant_units(store: Store) 
 #
 # A stored sample (samples/D.csv, the samples document) can be redrawn, audited or extended only if
 # ``sample_key``, ``pivot`` and the priorities are the same functions of their inputs in every process
-# and every version. The expectations below are computed here from the definitions (blake2b with an
-# 8-byte digest, read big-endian as an integer, over 2**64), never with the functions under test.
+# and every version, and on every machine: none of them takes the source's URI, so a copy of a bucket or a
+# folder under another path draws the same. The expectations below are computed here from the definitions
+# (blake2b with an 8-byte digest, read big-endian as an integer, over 2**64), never with the functions under test.
 
 
 def _blake2b_u64(text: str) -> int:
@@ -527,12 +528,7 @@ def _expected_unit(*parts: object) -> float:
     return _blake2b_u64("\x1f".join(str(part) for part in parts)) / 2**64
 
 
-KEY_CASES = [
-    (SOURCE, "cat/img_00000.jpg"),
-    (SOURCE, "dog/img_00000.jpg"),
-    ("file:///data/val", "A/00.png"),
-    ("s3://bücket/vål", "Ünïcode/ä ö.jpeg"),
-]
+KEY_CASES = ["cat/img_00000.jpg", "dog/img_00000.jpg", "A/00.png", "Ünïcode/ä ö.jpeg"]
 PIVOT_CASES = [
     (DAY, 0, "cat"),
     (DAY, 7, "cat"),
@@ -542,20 +538,26 @@ PIVOT_CASES = [
     (DAY, 2**40 + 1, "cat"),
 ]
 PRIORITY_CASES = [
-    (SOURCE, DAY, 0, "cat/img_00000.jpg"),
-    (SOURCE, DAY, 7, "cat/img_00000.jpg"),
-    (SOURCE, dt.date(2026, 3, 11), 7, "cat/img_00000.jpg"),
-    ("file:///data/val", DAY, 7, "A/00.png"),
-    ("s3://bücket/vål", dt.date(2027, 1, 1), -3, "Ünïcode/ä ö.jpeg"),
+    (DAY, 0, "cat/img_00000.jpg"),
+    (DAY, 7, "cat/img_00000.jpg"),
+    (dt.date(2026, 3, 11), 7, "cat/img_00000.jpg"),
+    (DAY, 7, "A/00.png"),
+    (dt.date(2027, 1, 1), -3, "Ünïcode/ä ö.jpeg"),
 ]
 
 
-@pytest.mark.parametrize(("source", "path"), KEY_CASES)
-def test_sample_key_is_the_blake2b_of_source_newline_path(source: str, path: str) -> None:
-    expected = _blake2b_u64(f"{source}\n{path}")
-    assert sample_key_int(source, path) == expected
-    assert sample_key(source, path) == expected / 2**64
-    assert 0.0 <= sample_key(source, path) < 1.0
+def _expected_key(path: str) -> int:
+    """H("key", path) as a 64-bit integer: the tag ``key``, U+001F, the path inside the source (no source URI)."""
+    return _blake2b_u64(f"key\x1f{path}")
+
+
+@pytest.mark.parametrize("path", KEY_CASES)
+def test_sample_key_is_the_blake2b_of_the_key_tag_and_the_path(path: str) -> None:
+    expected = _expected_key(path)
+    assert expected / 2**64 == _expected_unit("key", path)
+    assert sample_key_int(path) == expected
+    assert sample_key(path) == expected / 2**64
+    assert 0.0 <= sample_key(path) < 1.0
 
 
 @pytest.mark.parametrize(("date", "seed", "label"), PIVOT_CASES)
@@ -563,20 +565,20 @@ def test_pivot_is_the_blake2b_of_date_seed_and_label(date: str, seed: int, label
     assert pivot(date, seed, label) == _expected_unit("pivot", date, seed, label)
 
 
-@pytest.mark.parametrize(("source", "date", "seed", "path"), PRIORITY_CASES)
-def test_priorities_are_the_blake2b_of_source_date_seed_and_path(source: str, date: str, seed: int, path: str) -> None:
-    assert _priority(source, date, seed, path) == _expected_unit("pick", source, date, seed, path)
-    assert _followup_priority(source, date, seed, path) == _expected_unit("followup", source, date, seed, path)
-    assert _priority(source, date, seed, path) != _followup_priority(source, date, seed, path)
+@pytest.mark.parametrize(("date", "seed", "path"), PRIORITY_CASES)
+def test_priorities_are_the_blake2b_of_date_seed_and_path(date: dt.date, seed: int, path: str) -> None:
+    assert _priority(date, seed, path) == _expected_unit("pick", date, seed, path)
+    assert _followup_priority(date, seed, path) == _expected_unit("followup", date, seed, path)
+    assert _priority(date, seed, path) != _followup_priority(date, seed, path)
 
 
 def test_the_indexer_stores_the_documented_sample_key(tmp_path: Path, store: Store) -> None:
-    """The keys ``index_source`` writes (however it batches the hashing) are blake2b of ``"<source>\\n<path>"``."""
+    """The keys ``index_source`` writes (however it batches the hashing) are blake2b of ``"key\\x1f<path>"``."""
     source = _indexed_folder(tmp_path / "src", store)
     docs = find(store, "images", {"source": source.uri})
     assert len(docs) == 24
     for doc in docs:
-        assert doc["sample_key"] == _blake2b_u64(f"{source.uri}\n{doc['path']}") / 2**64
+        assert doc["sample_key"] == _expected_key(doc["path"]) / 2**64
 
 
 def test_sampling_hashes_keep_their_pinned_values() -> None:
@@ -587,16 +589,16 @@ def test_sampling_hashes_keep_their_pinned_values() -> None:
     breaking change of all stored samples, not a refactoring.
     """
     path = "cat/img_00000.jpg"
-    assert sample_key_int(SOURCE, path) == 6963228739283686581
-    assert sample_key(SOURCE, path) == 0.37747738633224365
+    assert sample_key_int(path) == 17609755816720129349
+    assert sample_key(path) == 0.9546267756713607
     assert pivot(DAY, 7, "cat") == 0.7862082255478647
-    assert _priority(SOURCE, DAY, 7, path) == 0.5162070981033259
-    assert _followup_priority(SOURCE, DAY, 7, path) == 0.6581739464468278
+    assert _priority(DAY, 7, path) == 0.9545993117231268
+    assert _followup_priority(DAY, 7, path) == 0.7581758678527368
     # ... and the independent definitions used by the other tests agree with the pinned values.
-    assert _blake2b_u64(f"{SOURCE}\n{path}") == 6963228739283686581
+    assert _expected_key(path) == 17609755816720129349
     assert _expected_unit("pivot", DAY, 7, "cat") == 0.7862082255478647
-    assert _expected_unit("pick", SOURCE, DAY, 7, path) == 0.5162070981033259
-    assert _expected_unit("followup", SOURCE, DAY, 7, path) == 0.6581739464468278
+    assert _expected_unit("pick", DAY, 7, path) == 0.9545993117231268
+    assert _expected_unit("followup", DAY, 7, path) == 0.7581758678527368
 
 
 def test_a_different_seed_changes_the_pivot_and_both_priorities() -> None:
@@ -605,16 +607,14 @@ def test_a_different_seed_changes_the_pivot_and_both_priorities() -> None:
     assert len({pivot(DAY, seed, "cat") for seed in seeds}) == len(seeds)
     path = "cat/img_00000.jpg"
     for priority in (_priority, _followup_priority):
-        assert priority(SOURCE, DAY, 7, path) != priority(SOURCE, DAY, 8, path)
-        assert len({priority(SOURCE, DAY, seed, path) for seed in seeds}) == len(seeds)
+        assert priority(DAY, 7, path) != priority(DAY, 8, path)
+        assert len({priority(DAY, seed, path) for seed in seeds}) == len(seeds)
 
 
 def _walk_after(paths: list[str], start: float, size: int) -> list[str]:
     """The ``size`` paths following ``start`` in sample-key order, wrapping around (the documented walk)."""
-    ordered = sorted(paths, key=lambda path: _blake2b_u64(f"{SOURCE}\n{path}"))
-    first = next(
-        (i for i, path in enumerate(ordered) if _blake2b_u64(f"{SOURCE}\n{path}") / 2**64 >= start), len(ordered)
-    )
+    ordered = sorted(paths, key=_expected_key)
+    first = next((i for i, path in enumerate(ordered) if _expected_key(path) / 2**64 >= start), len(ordered))
     return (ordered[first:] + ordered[:first])[:size]
 
 
@@ -634,10 +634,8 @@ def test_the_seed_changes_the_picks_of_a_class_read_whole_through_the_priorities
     paths = _add(store, "cat", 20, BEFORE)
 
     def expected(seed: int) -> tuple[list[str], list[str]]:
-        base = sorted(paths, key=lambda path: _expected_unit("pick", SOURCE, DAY, seed, path))[:5]
-        rest = sorted(
-            (p for p in paths if p not in base), key=lambda path: _expected_unit("followup", SOURCE, DAY, seed, path)
-        )
+        base = sorted(paths, key=lambda path: _expected_unit("pick", DAY, seed, path))[:5]
+        rest = sorted((p for p in paths if p not in base), key=lambda path: _expected_unit("followup", DAY, seed, path))
         return sorted(base), sorted(rest[:4])
 
     draws = {}
@@ -658,8 +656,8 @@ def _reproducibility_values(store: Store) -> dict[str, Any]:
     _add(store, "dog", 30, BEFORE)
     sample = draw_sample(store, SOURCE, DAY, 5, seed=11, followup={"cat": 4})
     return {
-        "sample_key_int": [sample_key_int(*case) for case in KEY_CASES],
-        "sample_key": [sample_key(*case) for case in KEY_CASES],
+        "sample_key_int": [sample_key_int(path) for path in KEY_CASES],
+        "sample_key": [sample_key(path) for path in KEY_CASES],
         "pivot": [pivot(*case) for case in PIVOT_CASES],
         "priority": [_priority(*case) for case in PRIORITY_CASES],
         "followup_priority": [_followup_priority(*case) for case in PRIORITY_CASES],
@@ -715,7 +713,7 @@ def test_pivots_and_priorities_are_uniform_over_seeds_and_dates(function: str, v
     values = [
         pivot(date, seed, "cat")
         if function == "pivot"
-        else (_priority if function == "priority" else _followup_priority)(SOURCE, date, seed, path)
+        else (_priority if function == "priority" else _followup_priority)(date, seed, path)
         for date, seed in inputs
     ]
     assert all(0.0 <= value < 1.0 for value in values)
@@ -726,7 +724,7 @@ def test_pivots_and_priorities_are_uniform_over_seeds_and_dates(function: str, v
 def test_the_rank_of_the_chosen_image_is_uniform_over_seeds_and_dates(store: Store, vary: str) -> None:
     """Drawing 1 of a class of 20 (read whole), the chosen image's rank in key order is uniform over 1,000 seeds or dates (chi-square)."""
     paths = _add(store, "cat", 20, BEFORE)
-    rank = {path: r for r, path in enumerate(sorted(paths, key=lambda path: sample_key(SOURCE, path)))}
+    rank = {path: r for r, path in enumerate(sorted(paths, key=sample_key))}
     draws = (
         [(DAY, seed) for seed in range(1000)] if vary == "seed" else [(date, 7) for date in _dates(1000)]
     )  # all after BEFORE
@@ -952,7 +950,7 @@ def test_copies_of_one_image_under_two_paths_are_one_image(store: Store) -> None
                     "checksum": checksum,
                     "created": BEFORE,
                     "updated": BEFORE,
-                    "sample_key": sample_key(SOURCE, path),
+                    "sample_key": sample_key(path),
                     "status": "ok",
                     "reason": None,
                 }
