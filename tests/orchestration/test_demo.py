@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -96,7 +98,10 @@ def test_a_moderate_drop_goes_on_watch_draws_followup_images_and_is_flagged(tmp_
     from monitor.orchestration.demo import run_demo
 
     settings = Settings(data_dir=tmp_path / "data", spark_master="local[2]")
-    result = run_demo(settings, days=21, drop_day=6, degrade="eight", drop_to=0.8, end=DEMO_END)
+    # `monitor demo --drop-to 0.8 --drop-day 6` as the README runs it: the default, fixed dates, in a data folder of
+    # its own (the draws hash the image's path inside the source, not where the folder lives).
+    result = run_demo(settings, days=21, drop_day=6, degrade="eight", drop_to=0.8)
+    assert result["last_date"] == DEMO_LAST_DAY.isoformat()
     severity = result["severity"]
     assert 0.0 < severity["share"] < 1.0 and severity["damaged_accuracy"] < 0.8 < severity["clean_accuracy"]
     after = [day for day in result["daily"] if day["date"] >= result["drop_date"]]
@@ -128,6 +133,23 @@ def test_a_moderate_drop_goes_on_watch_draws_followup_images_and_is_flagged(tmp_
     predictions = read_predictions(settings.predictions_file(day))
     assert sorted(predictions.loc[predictions["draw"] == "followup", "image_path"]) == sorted(extra["image_path"])
     assert len(sample[sample["label"] == "eight"]) == 10 + len(extra)
+    # The README's figures for this run are what it gives, to the day.
+    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    drop = dt.date.fromisoformat(result["drop_date"])
+
+    def day_of_drop(day: str) -> int:
+        return (dt.date.fromisoformat(day) - drop).days + 1
+
+    flagged_on = result["first_flagged"]["eight"]
+    assert f"the drop from {result['drop_date']}" in readme
+    assert f"draws {len(extra)} follow-up images of it" in readme
+    assert result["days_to_flag"]["eight"] == day_of_drop(flagged_on)
+    for said, ran in (("goes on \\*watch\\* on", first_watch), ("flagged on", flagged_on)):
+        found = re.search(said + r" (\d{4}-\d{2}-\d{2}), day (\d+) of the drop", readme)
+        assert found is not None, said
+        assert (found[1], int(found[2])) == (ran, day_of_drop(ran)), said
+    on_watch = {label for day in result["daily"] for label, verdict in day["verdicts"].items() if verdict != "healthy"}
+    assert on_watch == {"eight"}  # "No other class is ever on watch or flagged"
 
 
 def test_demo_json_validates_against_its_schema(demo_run: tuple[Settings, dict]) -> None:
