@@ -68,7 +68,7 @@ def design_for(
 ) -> Design:
     """The calibrated test for one class target under ``settings`` (``n``/``followup``: the day's sampling, if not the settings').
 
-    A calibration takes seconds (policy iteration over ~1,000 states); each is kept in the process and in
+    A calibration takes about a second (policy iteration over ~1,000 states); each is kept in the process and in
     ``cache/health-designs.json`` of the artifact store (``MONITOR_ARTIFACTS_URI``), so a daily run pays for it once
     per settings change, not every day, whichever worker runs it.
     """

