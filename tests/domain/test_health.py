@@ -1410,3 +1410,19 @@ def test_with_two_models_a_class_flagged_by_either_is_served_first_with_the_larg
     _add_rows(store, "class_health", rows)
     assert followup_requests(store, day(1), 100, 5) == {"d": 100}
     assert followup_requests(store, day(1), 1000, 5) == {"d": 180, "e": 60}
+
+
+def test_the_sparse_run_lengths_equal_a_dense_chain_built_state_by_state() -> None:
+    """``run_lengths`` solves the chain sparsely; a dense matrix filled one state and one outcome at a time, solved
+    with numpy, gives every state's run length to 1e-9 (a policy that changes the day's images from state to state)."""
+    limit, up, down, p_up = 300, 57, 8, 0.1
+    images = 10 + 5 * (np.arange(limit) % 7)  # an arbitrary, non-monotone policy
+    dense = np.zeros((limit, limit))
+    for state in range(limit):
+        m = int(images[state])
+        for wrong in range(m + 1):
+            there = max(0, state + up * wrong - down * (m - wrong))
+            if there < limit:
+                dense[state, there] += stats.binom.pmf(wrong, m, p_up)
+    expected = np.linalg.solve(np.eye(limit) - dense, np.ones(limit))
+    assert np.allclose(run_lengths(limit, up, down, p_up, images), expected, rtol=1e-9, atol=0)
