@@ -18,6 +18,7 @@ other block, a new one included, runs.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -35,7 +36,15 @@ def test_every_readme_block_that_is_not_run_says_why() -> None:
 
 
 def test_the_readme_command_blocks_work_as_written_in_order(fresh_clone: Path) -> None:
-    assert run_blocks(fresh_clone, benchmarks=False) >= 5
+    printed = run_blocks(fresh_clone, benchmarks=False)
+    assert len(printed) >= 5
+    # The first command's demo says when `eight` was flagged; the README's sentence about it says the same.
+    said = " ".join(printed[0].split())
+    ran = re.search(r"eight: needs retraining since (\d{4}-\d{2}-\d{2}) \(day (\d+) of the drop", said)
+    assert ran is not None, said[-2000:]
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    claimed = re.search(r"is flagged \*needs_retraining\* from (\d{4}-\d{2}-\d{2}), day (\d+) of the drop", readme)
+    assert claimed is not None and claimed.groups() == ran.groups(), (claimed, ran.groups())
     # What the blocks promise: the demo flagged eight, the Airflow run of the demo's last day succeeded on its store.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MONITOR_", "AIRFLOW"))}
     alerts = subprocess.run(

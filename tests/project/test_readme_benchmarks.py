@@ -16,4 +16,4 @@ pytestmark = [pytest.mark.slow]
 
 def test_the_readme_benchmark_blocks_run_as_written(fresh_clone: Path) -> None:
     expected = sum(is_benchmarks(block) for block in bash_blocks((ROOT / "README.md").read_text()))
-    assert expected >= 2 and run_blocks(fresh_clone, benchmarks=True) == expected
+    assert expected >= 2 and len(run_blocks(fresh_clone, benchmarks=True)) == expected
