@@ -117,7 +117,9 @@ def _health_row(label: str, day: str, settings: Settings, classes: int, rng: np.
 
 def build(root: Path, days: int, classes: int, images: int) -> dict[str, Any]:
     """The store of a service that has run ``days`` days: history written with the store's operations, images indexed."""
-    settings = Settings(data_dir=root / "data", source_uri=str(root / "source"))
+    # first_draw=0: the synthetic history holds no predictions, so the model would look new and draw its first-day
+    # MONITOR_FIRST_DRAW images a class; a service that ran ``days`` days draws the base 10.
+    settings = Settings(data_dir=root / "data", source_uri=str(root / "source"), first_draw=0)
     (root / "source").mkdir(parents=True, exist_ok=True)
     labels = [f"class_{i:04d}" for i in range(classes)]
     end = dt.date(2026, 11, 30)
@@ -246,7 +248,10 @@ def evaluate_day(built: dict[str, Any]) -> dict[str, float]:
         mark = time.perf_counter()
     times["close"] = time.perf_counter() - mark
     times["total"] = time.perf_counter() - started
-    assert sample["images"] == 10 * len(labels) and len(health["verdicts"]) == len(labels)
+    assert sample["images"] == 10 * len(labels), (
+        f"drew {sample['images']} images for {len(labels)} classes, not 10 each"
+    )
+    assert len(health["verdicts"]) == len(labels), f"{len(health['verdicts'])} verdicts for {len(labels)} classes"
     return times
 
 
