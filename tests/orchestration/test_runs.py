@@ -4,6 +4,8 @@ from the run's start for the first stage of a process (one task of the DAG)."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,10 @@ def test_each_stage_note_carries_its_own_seconds(tmp_path: Path, monkeypatch: py
     clock = iter([102.5, 104.0, 110.25])
     ctx = RunContext.for_date(settings, "2026-11-20")
     object.__setattr__(ctx, "started", 100.0)  # the run began at t = 100 s
-    monkeypatch.setattr(runs.time, "monotonic", lambda: next(clock))
+    # Only this thread's clock is faked: runs.time is the time module, and other threads (pymongo's cursor killer, left
+    # by an earlier test of the worker) read it too and would use up the fake ticks.
+    real, this_thread = time.monotonic, threading.get_ident()
+    monkeypatch.setattr(runs.time, "monotonic", lambda: next(clock) if threading.get_ident() == this_thread else real())
     other = RunContext.for_date(settings, "2026-11-20")  # another task of the same day, in another process
     object.__setattr__(other, "started", 109.0)
     with open_store(settings) as store:
