@@ -135,7 +135,7 @@ def run_lengths(limit: int, up: int, down: int, p_up: float, n_of_state: ArrayLi
     transition = sparse.csc_matrix(
         (np.concatenate(probs_of), (np.concatenate(rows_of), np.concatenate(cols_of))), shape=(limit, limit)
     )
-    system = (sparse.identity(limit, format="csc") - transition).tocsc()
+    system = sparse.identity(limit, format="csc") - transition
     return np.asarray(sparse_linalg.spsolve(system, np.ones(limit)), dtype=float)
 
 
